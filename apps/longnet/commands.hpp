@@ -1,0 +1,18 @@
+// The subcommands of the `longnet` program. Each add_*_command registers its options on
+// the CLI11 app and returns the subcommand with the function that runs it; no library
+// logic lives in apps/.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace longnet::cli {
+
+struct Command {
+  CLI::App* subcommand = nullptr;
+  std::function<int()> run;
+};
+
+Command add_info_command(CLI::App& app);
+
+}  // namespace longnet::cli

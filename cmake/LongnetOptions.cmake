@@ -1,0 +1,46 @@
+# User-facing build options. Defaults: everything that exists on the machine is used;
+# tests, benchmarks, examples and the program only when longnet is the top-level project.
+include(CheckLanguage)
+
+check_language(CUDA)
+set(_longnet_cuda_default OFF)
+if(CMAKE_CUDA_COMPILER)
+  set(_longnet_cuda_default ON)
+endif()
+
+option(LONGNET_WITH_CUDA "Build the CUDA backend (needs nvcc)" ${_longnet_cuda_default})
+option(LONGNET_WITH_MPI "Build the MPI communicator (needs an MPI implementation)" ON)
+option(LONGNET_WITH_NCCL "Build the NCCL communicator (needs CUDA and NCCL)" ON)
+option(LONGNET_BUILD_APPS "Build the longnet program" ${LONGNET_MASTER_PROJECT})
+option(LONGNET_BUILD_TESTS "Build the tests" ${LONGNET_MASTER_PROJECT})
+option(LONGNET_BUILD_BENCHMARKS "Build the Google Benchmark programs" ${LONGNET_MASTER_PROJECT})
+option(LONGNET_BUILD_EXAMPLES "Build the examples (they also run as tests)" ${LONGNET_MASTER_PROJECT})
+option(LONGNET_BUILD_FUZZERS "Build libFuzzer targets (needs clang)" OFF)
+option(LONGNET_INSTALL "Generate install and export rules" ON)
+option(LONGNET_SANITIZE "Build with AddressSanitizer + UndefinedBehaviorSanitizer" OFF)
+option(LONGNET_WARNINGS_AS_ERRORS "Treat compiler warnings in our code as errors" ${LONGNET_MASTER_PROJECT})
+
+if(LONGNET_WITH_CUDA)
+  # sm_90 by default (H100/H200); override with -DCMAKE_CUDA_ARCHITECTURES=...
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 90)
+  endif()
+  enable_language(CUDA)
+  # CMake 3.25 does not know nvcc's C++20 switch (nvcc 12+ has it): teach it.
+  if(NOT DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    list(APPEND CMAKE_CUDA_COMPILE_FEATURES cuda_std_20)
+  endif()
+  set(CMAKE_CUDA_STANDARD 20)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+endif()
+
+set(CMAKE_CXX_STANDARD 20)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+set(CMAKE_CXX_EXTENSIONS OFF)
+set(CMAKE_POSITION_INDEPENDENT_CODE ON)
+set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
+if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
+  set(CMAKE_BUILD_TYPE Release CACHE STRING "Build type" FORCE)
+endif()

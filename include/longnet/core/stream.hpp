@@ -1,0 +1,34 @@
+// CUDA streams without CUDA types: a Stream is an opaque handle (a cudaStream_t inside).
+// Library work on a CUDA device is issued on the calling thread's current stream for that
+// device (default: the legacy default stream, which orders with all other work).
+#pragma once
+
+#include "longnet/core/device.hpp"
+
+namespace longnet {
+
+struct Stream {
+  void* handle = nullptr;  // cudaStream_t; nullptr is the legacy default stream
+  int device = 0;
+};
+
+Stream current_stream(int device);
+void set_current_stream(Stream stream);
+// Blocks until all work on the stream has finished (no-op without CUDA).
+void synchronize(Stream stream);
+// Blocks until all work on the device has finished.
+void synchronize_device(int device);
+
+// Sets the current stream for the lifetime of a scope.
+class StreamGuard {
+ public:
+  explicit StreamGuard(Stream stream) : previous_(current_stream(stream.device)) { set_current_stream(stream); }
+  ~StreamGuard() { set_current_stream(previous_); }
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  Stream previous_;
+};
+
+}  // namespace longnet

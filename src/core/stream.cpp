@@ -1,0 +1,44 @@
+// The calling thread's current CUDA stream per device.
+#include "longnet/core/stream.hpp"
+
+#include <map>
+
+#ifdef LONGNET_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "core/status_cuda.hpp"
+#endif
+
+namespace longnet {
+namespace {
+thread_local std::map<int, void*> current_streams;
+}
+
+Stream current_stream(int device) {
+  const auto found = current_streams.find(device);
+  return {found == current_streams.end() ? nullptr : found->second, device};
+}
+
+void set_current_stream(Stream stream) { current_streams[stream.device] = stream.handle; }
+
+void synchronize(Stream stream) {
+#ifdef LONGNET_WITH_CUDA
+  LONGNET_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream.handle)));
+#else
+  (void)stream;
+#endif
+}
+
+void synchronize_device(int device) {
+#ifdef LONGNET_WITH_CUDA
+  int previous = 0;
+  LONGNET_CHECK(cudaGetDevice(&previous));
+  LONGNET_CHECK(cudaSetDevice(device));
+  LONGNET_CHECK(cudaDeviceSynchronize());
+  LONGNET_CHECK(cudaSetDevice(previous));
+#else
+  (void)device;
+#endif
+}
+
+}  // namespace longnet
