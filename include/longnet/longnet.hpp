@@ -1,6 +1,8 @@
 // longnet.cpp — the whole public API: #include <longnet/longnet.hpp>.
 #pragma once
 
+#include "longnet/attention/attention.hpp"
+#include "longnet/attention/dilated_attention.hpp"
 #include "longnet/core/build_info.hpp"
 #include "longnet/core/device.hpp"
 #include "longnet/core/dtype.hpp"
@@ -12,3 +14,4 @@
 #include "longnet/core/tensor.hpp"
 #include "longnet/io/atomic_file.hpp"
 #include "longnet/io/safetensors.hpp"
+#include "longnet/kernels/dilation.hpp"

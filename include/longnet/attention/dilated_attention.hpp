@@ -1,0 +1,77 @@
+// Dilated attention (DESIGN 2.1-2.3): configuration, a functional API and the
+// DilatedAttention operator. The backend follows the tensors' device (or is forced).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "longnet/attention/attention.hpp"
+#include "longnet/kernels/dilation.hpp"
+
+namespace longnet {
+
+using kernels::DilatedMode;
+using kernels::DilationPattern;
+
+std::string_view to_string(DilatedMode mode);  // "longnet" or "head_groups"
+DilatedMode parse_dilated_mode(std::string_view text, std::string_view argument = "mode");
+
+struct DilatedAttentionConfig {
+  std::vector<std::int64_t> segment_lengths;  // w_i >= 1 (may exceed N)
+  std::vector<std::int64_t> dilation_rates;   // 1 <= r_i <= w_i
+  DilatedMode mode = DilatedMode::longnet;
+  bool causal = false;
+  std::optional<double> scale;  // default 1 / sqrt(head_dim)
+  // CUDA: bitwise-reproducible backward without atomics. The CPU is always deterministic.
+  bool deterministic = false;
+
+  // Throws Error naming the argument, the value and the rule (DESIGN 6).
+  void validate() const;
+  std::vector<DilationPattern> patterns() const;
+
+  // Dense attention as a dilated attention: one segment covering any N, rate 1.
+  static DilatedAttentionConfig dense(bool causal = false);
+};
+
+enum class Backend { automatic, cpu, cuda };
+std::string_view to_string(Backend backend);
+
+// Checks q, k, v against each other and the config (shapes, H % Hk, dtypes, devices,
+// H >= G in head-groups mode); throws Error naming what is wrong.
+void validate_attention_inputs(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k, const Tensor& v);
+
+// Functional API. Inputs may be strided and of any float dtype (all the same); outputs
+// are new tensors (out and gradients in the inputs' dtype, lse float32).
+AttentionOutput dilated_attention_forward(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k,
+                                          const Tensor& v, Backend backend = Backend::automatic);
+AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k,
+                                              const Tensor& v, const AttentionOutput& forward, const Tensor& dout,
+                                              Backend backend = Backend::automatic);
+
+// FLOPs of a forward pass by DESIGN 4's rule: 4 * D * attended (query, key) pairs.
+double dilated_attention_forward_flops(const DilatedAttentionConfig& config, std::int64_t batch, std::int64_t seq_len,
+                                       std::int64_t heads, std::int64_t head_dim);
+
+class DilatedAttention final : public Attention {
+ public:
+  explicit DilatedAttention(DilatedAttentionConfig config, Backend backend = Backend::automatic);
+  std::string name() const override;
+  AttentionOutput forward(const Tensor& q, const Tensor& k, const Tensor& v) override;
+  AttentionGradients backward(const Tensor& dout) override;
+  const DilatedAttentionConfig& config() const { return config_; }
+
+ private:
+  DilatedAttentionConfig config_;
+  Backend backend_;
+  Tensor q_, k_, v_;
+  AttentionOutput saved_;
+};
+
+// The factory: "auto" (backend from the tensors' device at each call), "cpu" or "cuda".
+std::unique_ptr<Attention> make_attention(std::string_view name, const DilatedAttentionConfig& config);
+
+}  // namespace longnet

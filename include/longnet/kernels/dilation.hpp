@@ -1,0 +1,112 @@
+// The pattern math of dilated attention (DESIGN 2.1, 2.2, 3.1), shared by the fp64
+// oracle, the CPU kernel and the CUDA kernels so they cannot drift apart.
+//
+// A pattern (w, r) splits the sequence into segments of w positions (the last may be
+// shorter); in each segment the positions whose in-segment index t satisfies t mod r == o
+// form a *virtual sequence* s*w + o + r*j, j = 0..len-1. A head attends within the
+// virtual sequence of its offset o (causally: key j' <= query j). Which offset a head
+// uses depends on the mode:
+//   LongNet mode:     o_i(h) = floor(h / ceil(H / r_i)) for every pattern i;
+//   head-groups mode: heads are split into G contiguous groups (the first H mod G groups
+//                     one larger), group i uses pattern i alone with o = i mod r_i.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define LONGNET_HOST_DEVICE __host__ __device__
+#else
+#define LONGNET_HOST_DEVICE
+#endif
+
+namespace longnet::kernels {
+
+enum class DilatedMode : std::int32_t { longnet = 0, head_groups = 1 };
+
+struct DilationPattern {
+  std::int64_t segment_length = 1;  // w >= 1
+  std::int64_t dilation_rate = 1;   // 1 <= r <= w
+};
+
+// Rows first_row + row_step * j for j in [0, length): one dense (causal) sub-problem.
+struct VirtualSequence {
+  std::int64_t first_row = 0;
+  std::int64_t row_step = 1;
+  std::int64_t length = 0;
+};
+
+// ceil(a / b) for a >= 0, b > 0, without overflow for any b (a dense pattern uses a huge w).
+LONGNET_HOST_DEVICE inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return a / b + (a % b != 0); }
+
+// Number of segments of length w covering [0, N).
+LONGNET_HOST_DEVICE inline std::int64_t segment_count(std::int64_t seq_len, std::int64_t segment_length) {
+  return ceil_div(seq_len, segment_length);
+}
+
+// LongNet mode: heads split into r contiguous groups of ceil(H / r); group index = offset.
+LONGNET_HOST_DEVICE inline std::int64_t longnet_offset(std::int64_t head, std::int64_t heads, std::int64_t rate) {
+  return head / ceil_div(heads, rate);
+}
+
+// Head-groups mode: the group of head h when H heads form G groups, the first H mod G of
+// them with floor(H/G) + 1 heads and the rest with floor(H/G).
+LONGNET_HOST_DEVICE inline std::int64_t head_group_of(std::int64_t head, std::int64_t heads, std::int64_t groups) {
+  const std::int64_t base = heads / groups;
+  const std::int64_t larger = heads % groups;  // groups of size base + 1
+  const std::int64_t in_larger = larger * (base + 1);
+  return head < in_larger ? head / (base + 1) : larger + (head - in_larger) / base;
+}
+
+// The offset head `head` uses under pattern `pattern`, or -1 when the head does not use
+// the pattern at all (head-groups mode, another group's pattern).
+LONGNET_HOST_DEVICE inline std::int64_t pattern_offset(DilatedMode mode, std::int64_t pattern,
+                                                       std::int64_t num_patterns, std::int64_t rate, std::int64_t head,
+                                                       std::int64_t heads) {
+  if (mode == DilatedMode::longnet) return longnet_offset(head, heads, rate);
+  return head_group_of(head, heads, num_patterns) == pattern ? pattern % rate : -1;
+}
+
+// The virtual sequence of segment `segment` at offset `offset` (length 0 when the
+// segment is shorter than the offset).
+LONGNET_HOST_DEVICE inline VirtualSequence virtual_sequence(std::int64_t seq_len, DilationPattern p,
+                                                            std::int64_t offset, std::int64_t segment) {
+  const std::int64_t start = segment * p.segment_length;
+  const std::int64_t rows = seq_len - start < p.segment_length ? seq_len - start : p.segment_length;
+  const std::int64_t length = rows > offset ? ceil_div(rows - offset, p.dilation_rate) : 0;
+  return {start + offset, p.dilation_rate, length};
+}
+
+// Attended (query, key) pairs of one virtual sequence of length n.
+LONGNET_HOST_DEVICE inline std::int64_t sequence_pairs(std::int64_t n, bool causal) {
+  return causal ? n * (n + 1) / 2 : n * n;
+}
+
+// Attended (query, key) pairs of one (batch element, head) summed over patterns and
+// segments, counted with multiplicity (DESIGN 4 counts FLOPs from this).
+inline std::int64_t attended_pairs_per_head(std::int64_t seq_len, std::int64_t heads, std::int64_t head,
+                                            const DilationPattern* patterns, std::int64_t num_patterns,
+                                            DilatedMode mode, bool causal) {
+  std::int64_t pairs = 0;
+  for (std::int64_t i = 0; i < num_patterns; ++i) {
+    const std::int64_t offset = pattern_offset(mode, i, num_patterns, patterns[i].dilation_rate, head, heads);
+    if (offset < 0) continue;
+    const std::int64_t segments = segment_count(seq_len, patterns[i].segment_length);
+    for (std::int64_t s = 0; s < segments; ++s) {
+      pairs += sequence_pairs(virtual_sequence(seq_len, patterns[i], offset, s).length, causal);
+    }
+  }
+  return pairs;
+}
+
+// All attended pairs of a (B, N, H) problem.
+inline std::int64_t attended_pairs(std::int64_t batch, std::int64_t seq_len, std::int64_t heads,
+                                   const DilationPattern* patterns, std::int64_t num_patterns, DilatedMode mode,
+                                   bool causal) {
+  std::int64_t pairs = 0;
+  for (std::int64_t h = 0; h < heads; ++h) {
+    pairs += attended_pairs_per_head(seq_len, heads, h, patterns, num_patterns, mode, causal);
+  }
+  return batch * pairs;
+}
+
+}  // namespace longnet::kernels

@@ -1,0 +1,228 @@
+// DilatedAttention: validation (DESIGN 6), backend choice, and the calls into the kernels.
+#include "longnet/attention/dilated_attention.hpp"
+
+#include <cmath>
+
+#include "longnet/core/tensor.hpp"
+#include "longnet/kernels/dilated_attention.hpp"
+
+namespace longnet {
+
+std::string_view to_string(DilatedMode mode) { return mode == DilatedMode::longnet ? "longnet" : "head_groups"; }
+
+DilatedMode parse_dilated_mode(std::string_view text, std::string_view argument) {
+  if (text == "longnet") return DilatedMode::longnet;
+  if (text == "head_groups") return DilatedMode::head_groups;
+  throw Error(str(argument, " = '", text, "': must be longnet or head_groups"));
+}
+
+std::string_view to_string(Backend backend) {
+  switch (backend) {
+    case Backend::automatic:
+      return "auto";
+    case Backend::cpu:
+      return "cpu";
+    case Backend::cuda:
+      return "cuda";
+  }
+  return "?";
+}
+
+void DilatedAttentionConfig::validate() const {
+  require(!segment_lengths.empty(), "segment_lengths is empty: give at least one segment length");
+  require(!dilation_rates.empty(), "dilation_rates is empty: give one dilation rate per segment length");
+  require(segment_lengths.size() == dilation_rates.size(), "segment_lengths has ", segment_lengths.size(),
+          " entries but dilation_rates has ", dilation_rates.size(), ": they must have the same length");
+  for (std::size_t i = 0; i < segment_lengths.size(); ++i) {
+    require(segment_lengths[i] >= 1, "segment_lengths[", i, "] = ", segment_lengths[i], ": must be >= 1");
+    require(dilation_rates[i] >= 1, "dilation_rates[", i, "] = ", dilation_rates[i], ": must be >= 1");
+    require(dilation_rates[i] <= segment_lengths[i], "dilation_rates[", i, "] = ", dilation_rates[i],
+            ": must be <= segment_lengths[", i, "] = ", segment_lengths[i]);
+  }
+  if (scale) require(std::isfinite(*scale), "scale = ", *scale, ": must be finite");
+}
+
+std::vector<DilationPattern> DilatedAttentionConfig::patterns() const {
+  validate();
+  std::vector<DilationPattern> out;
+  for (std::size_t i = 0; i < segment_lengths.size(); ++i) out.push_back({segment_lengths[i], dilation_rates[i]});
+  return out;
+}
+
+DilatedAttentionConfig DilatedAttentionConfig::dense(bool causal) {
+  DilatedAttentionConfig config;
+  config.segment_lengths = {INT64_MAX};
+  config.dilation_rates = {1};
+  config.causal = causal;
+  return config;
+}
+
+namespace {
+
+void require_float_tensor(const Tensor& t, const char* name) {
+  require(t.defined(), name, " is undefined");
+  require(is_floating(t.dtype()), name, " has dtype ", dtype_name(t.dtype()), ": must be f32, f64, bf16 or f16");
+  require(t.dim() == 4, name, " has shape ", shape_to_string(t.shape()), ": must be (batch, seq_len, heads, head_dim)");
+}
+
+Backend resolve(Backend backend, const Tensor& q) {
+  const Backend device_backend = q.device().is_cuda() ? Backend::cuda : Backend::cpu;
+  if (backend == Backend::automatic) return device_backend;
+  require(backend == device_backend, "backend = ", to_string(backend), " but the tensors are on ",
+          to_string(q.device()), ": move them or use backend auto");
+  return backend;
+}
+
+kernels::RowTensor row_tensor(const Tensor& t) { return {t.data(), t.stride(0), t.stride(1), t.stride(2)}; }
+
+// The head_dim axis must be contiguous for the kernels; anything else is copied.
+Tensor with_contiguous_rows(const Tensor& t) { return t.stride(3) == 1 || t.size(3) == 1 ? t : t.contiguous(); }
+
+kernels::DilatedAttentionParams make_params(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k) {
+  kernels::DilatedAttentionParams p;
+  p.batch = q.size(0);
+  p.seq_len = q.size(1);
+  p.heads = q.size(2);
+  p.kv_heads = k.size(2);
+  p.head_dim = q.size(3);
+  p.patterns = config.patterns();
+  p.mode = config.mode;
+  p.causal = config.causal;
+  p.scale = config.scale.value_or(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
+  p.dtype = q.dtype();
+  p.deterministic = config.deterministic;
+  return p;
+}
+
+}  // namespace
+
+void validate_attention_inputs(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k,
+                               const Tensor& v) {
+  config.validate();
+  require_float_tensor(q, "q");
+  require_float_tensor(k, "k");
+  require_float_tensor(v, "v");
+  require(k.shape() == v.shape(), "k has shape ", shape_to_string(k.shape()), " but v has shape ",
+          shape_to_string(v.shape()), ": they must be equal");
+  require(q.size(0) == k.size(0), "q has batch ", q.size(0), " but k has batch ", k.size(0), ": they must be equal");
+  require(q.size(1) == k.size(1), "q has seq_len ", q.size(1), " but k has seq_len ", k.size(1),
+          ": they must be equal");
+  require(q.size(3) == k.size(3), "q has head_dim ", q.size(3), " but k has head_dim ", k.size(3),
+          ": they must be equal");
+  require(q.size(0) >= 1, "batch = ", q.size(0), ": must be >= 1");
+  require(q.size(1) >= 1, "seq_len = ", q.size(1), ": must be >= 1");
+  require(q.size(3) >= 1, "head_dim = ", q.size(3), ": must be >= 1");
+  require(k.size(2) >= 1 && q.size(2) % k.size(2) == 0, "q has ", q.size(2), " heads and k has ", k.size(2),
+          ": the number of query heads must be a multiple of the number of key/value heads");
+  require(k.dtype() == q.dtype() && v.dtype() == q.dtype(), "dtype mismatch: q is ", dtype_name(q.dtype()), ", k is ",
+          dtype_name(k.dtype()), ", v is ", dtype_name(v.dtype()), ": they must be equal");
+  require(k.device() == q.device() && v.device() == q.device(), "device mismatch: q is on ", to_string(q.device()),
+          ", k on ", to_string(k.device()), ", v on ", to_string(v.device()), ": they must be equal");
+  const auto groups = static_cast<std::int64_t>(config.segment_lengths.size());
+  if (config.mode == DilatedMode::head_groups) {
+    require(q.size(2) >= groups, "head_groups mode with ", groups, " patterns needs at least ", groups,
+            " heads, q has ", q.size(2));
+  }
+}
+
+AttentionOutput dilated_attention_forward(const DilatedAttentionConfig& config, const Tensor& q_in, const Tensor& k_in,
+                                          const Tensor& v_in, Backend backend) {
+  validate_attention_inputs(config, q_in, k_in, v_in);
+  backend = resolve(backend, q_in);
+  const Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in), v = with_contiguous_rows(v_in);
+  AttentionOutput result{Tensor::empty(q.shape(), q.dtype(), q.device()),
+                         Tensor::empty({q.size(0), q.size(2), q.size(1)}, kernels::lse_dtype(q.dtype()), q.device())};
+  kernels::DilatedAttentionParams p = make_params(config, q, k);
+  p.q = row_tensor(q);
+  p.k = row_tensor(k);
+  p.v = row_tensor(v);
+  p.out = row_tensor(result.out);
+  p.lse = result.lse.data();
+  if (backend == Backend::cuda) {
+    kernels::dilated_attention_forward_cuda(p);
+  } else {
+    kernels::dilated_attention_forward_cpu(p);
+  }
+  return result;
+}
+
+AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q_in,
+                                              const Tensor& k_in, const Tensor& v_in, const AttentionOutput& forward,
+                                              const Tensor& dout_in, Backend backend) {
+  validate_attention_inputs(config, q_in, k_in, v_in);
+  backend = resolve(backend, q_in);
+  require(dout_in.defined() && dout_in.shape() == q_in.shape(), "dout has shape ",
+          dout_in.defined() ? shape_to_string(dout_in.shape()) : std::string("(undefined)"), ": must equal q's shape ",
+          shape_to_string(q_in.shape()));
+  require(dout_in.dtype() == q_in.dtype() && dout_in.device() == q_in.device(), "dout is ", dtype_name(dout_in.dtype()),
+          " on ", to_string(dout_in.device()), ": must match q (", dtype_name(q_in.dtype()), " on ",
+          to_string(q_in.device()), ")");
+  require(forward.out.defined() && forward.out.shape() == q_in.shape() && forward.out.dtype() == q_in.dtype(),
+          "forward output does not match q: pass the AttentionOutput of the forward pass of these inputs");
+  require(forward.lse.defined() && forward.lse.dtype() == kernels::lse_dtype(q_in.dtype()) &&
+              forward.lse.shape() == Shape{q_in.size(0), q_in.size(2), q_in.size(1)},
+          "forward lse must be ", dtype_name(kernels::lse_dtype(q_in.dtype())), " of shape (batch, heads, seq_len)");
+  const Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in), v = with_contiguous_rows(v_in);
+  const Tensor out = with_contiguous_rows(forward.out), dout = with_contiguous_rows(dout_in);
+  const Tensor lse = forward.lse.contiguous();
+  AttentionGradients grads{Tensor::empty(q.shape(), q.dtype(), q.device()),
+                           Tensor::empty(k.shape(), k.dtype(), k.device()),
+                           Tensor::empty(v.shape(), v.dtype(), v.device())};
+  kernels::DilatedAttentionParams p = make_params(config, q, k);
+  p.q = row_tensor(q);
+  p.k = row_tensor(k);
+  p.v = row_tensor(v);
+  p.out = row_tensor(out);
+  p.lse = lse.data();
+  p.dout = row_tensor(dout);
+  p.dq = row_tensor(grads.dq);
+  p.dk = row_tensor(grads.dk);
+  p.dv = row_tensor(grads.dv);
+  if (backend == Backend::cuda) {
+    kernels::dilated_attention_backward_cuda(p);
+  } else {
+    kernels::dilated_attention_backward_cpu(p);
+  }
+  return grads;
+}
+
+double dilated_attention_forward_flops(const DilatedAttentionConfig& config, std::int64_t batch, std::int64_t seq_len,
+                                       std::int64_t heads, std::int64_t head_dim) {
+  const auto patterns = config.patterns();
+  const std::int64_t pairs = kernels::attended_pairs(
+      batch, seq_len, heads, patterns.data(), static_cast<std::int64_t>(patterns.size()), config.mode, config.causal);
+  return 4.0 * static_cast<double>(head_dim) * static_cast<double>(pairs);
+}
+
+DilatedAttention::DilatedAttention(DilatedAttentionConfig config, Backend backend)
+    : config_(std::move(config)), backend_(backend) {
+  config_.validate();
+}
+
+std::string DilatedAttention::name() const { return str("dilated/", to_string(backend_)); }
+
+AttentionOutput DilatedAttention::forward(const Tensor& q, const Tensor& k, const Tensor& v) {
+  AttentionOutput result = dilated_attention_forward(config_, q, k, v, backend_);
+  q_ = q;
+  k_ = k;
+  v_ = v;
+  saved_ = result;
+  return result;
+}
+
+AttentionGradients DilatedAttention::backward(const Tensor& dout) {
+  require(q_.defined(), "DilatedAttention::backward called before forward");
+  return dilated_attention_backward(config_, q_, k_, v_, saved_, dout, backend_);
+}
+
+std::unique_ptr<Attention> make_attention(std::string_view name, const DilatedAttentionConfig& config) {
+  if (name == "auto") return std::make_unique<DilatedAttention>(config, Backend::automatic);
+  if (name == "cpu") return std::make_unique<DilatedAttention>(config, Backend::cpu);
+  if (name == "cuda") {
+    require(cuda_compiled(), "make_attention: name = 'cuda' but this build has no CUDA backend");
+    return std::make_unique<DilatedAttention>(config, Backend::cuda);
+  }
+  throw Error(str("make_attention: name = '", name, "': must be auto, cpu or cuda"));
+}
+
+}  // namespace longnet

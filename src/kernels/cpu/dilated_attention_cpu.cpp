@@ -1,0 +1,282 @@
+// The CPU dilated-attention engine (DESIGN 3.1): every pattern is a batch of virtual
+// sequences; patterns run one after another and each is parallel over independent
+// work items, so the merge order (pattern 0, 1, ...) and hence the result never depend on
+// the thread count.
+//
+// forward:  items (b, h, segment, query block) of a pattern write disjoint rows; each
+//           merges its normalised output and lse into fp32/fp64 accumulators by
+//           log-sum-exp (the multiset union of DESIGN 2.1).
+// backward: items (b, kv head, segment) of a pattern own the dK/dV rows of that segment
+//           and the dQ rows of their heads, so they accumulate without atomics.
+// bf16/f16 inputs are widened to fp32 first; f32 and f64 are read in place.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/dilated_sequence.hpp"
+#include "longnet/core/parallel.hpp"
+#include "longnet/core/tensor.hpp"
+#include "longnet/kernels/dilated_attention.hpp"
+
+namespace longnet::kernels {
+namespace {
+
+using cpu::MutableRows;
+using cpu::Rows;
+
+bool use_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+#else
+  return false;
+#endif
+}
+
+// One thread's scratch for the tile kernels.
+template <class T>
+struct Scratch {
+  std::vector<T> scores, grads, acc, rows;
+  cpu::TileWorkspace<T> workspace;
+
+  explicit Scratch(std::int64_t head_dim)
+      : scores(cpu::kBlockQ * cpu::kBlockK),
+        grads(cpu::kBlockQ * cpu::kBlockK),
+        acc(static_cast<std::size_t>(cpu::kBlockQ * head_dim)),
+        rows(4 * cpu::kBlockQ) {
+    workspace = {scores.data(),
+                 grads.data(),
+                 acc.data(),
+                 rows.data(),
+                 rows.data() + cpu::kBlockQ,
+                 rows.data() + 2 * cpu::kBlockQ,
+                 rows.data() + 3 * cpu::kBlockQ};
+  }
+};
+
+template <class T>
+void forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t length, std::int64_t q_begin, std::int64_t q_end,
+                  std::int64_t D, bool causal, T scale, T* out, T* lse, const cpu::TileWorkspace<T>& w) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (use_avx2()) {
+    return cpu::avx2::sequence_forward_tile<T>(q, k, v, length, q_begin, q_end, D, causal, scale, out, lse, w);
+  }
+#endif
+  cpu::generic::sequence_forward_tile<T>(q, k, v, length, q_begin, q_end, D, causal, scale, out, lse, w);
+}
+
+template <class T>
+void backward_sequence(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta, std::int64_t length,
+                       std::int64_t D, bool causal, T scale, T alpha, MutableRows<T> dq, MutableRows<T> dk,
+                       MutableRows<T> dv, const cpu::TileWorkspace<T>& w) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (use_avx2()) {
+    return cpu::avx2::sequence_backward<T>(q, k, v, dout, lse, delta, length, D, causal, scale, alpha, dq, dk, dv, w);
+  }
+#endif
+  cpu::generic::sequence_backward<T>(q, k, v, dout, lse, delta, length, D, causal, scale, alpha, dq, dk, dv, w);
+}
+
+// A (B, N, heads, D) operand in the compute type T: the caller's memory when it already
+// is T, else a widened contiguous copy.
+template <class T>
+struct Operand {
+  Tensor storage;  // keeps a converted copy alive
+  const T* data = nullptr;
+  std::int64_t batch_stride = 0, seq_stride = 0, head_stride = 0;
+
+  const T* row(std::int64_t b, std::int64_t n, std::int64_t h) const {
+    return data + b * batch_stride + n * seq_stride + h * head_stride;
+  }
+};
+
+Tensor wrap(const RowTensor& t, DType dtype, std::int64_t B, std::int64_t N, std::int64_t heads, std::int64_t D) {
+  return Tensor::from_blob(t.data, {B, N, heads, D}, dtype, Device::cpu(),
+                           {t.batch_stride, t.seq_stride, t.head_stride, 1});
+}
+
+template <class T>
+Operand<T> operand(const RowTensor& t, const DilatedAttentionParams& p, std::int64_t heads) {
+  Operand<T> o;
+  if (p.dtype == dtype_of<T>::value) {
+    o.data = static_cast<const T*>(t.data);
+    o.batch_stride = t.batch_stride;
+    o.seq_stride = t.seq_stride;
+    o.head_stride = t.head_stride;
+    return o;
+  }
+  o.storage = wrap(t, p.dtype, p.batch, p.seq_len, heads, p.head_dim).to(dtype_of<T>::value).contiguous();
+  o.data = o.storage.template data<T>();
+  o.head_stride = p.head_dim;
+  o.seq_stride = heads * p.head_dim;
+  o.batch_stride = p.seq_len * o.seq_stride;
+  return o;
+}
+
+template <class T>
+Rows<T> sequence_rows(const Operand<T>& t, std::int64_t b, std::int64_t h, const VirtualSequence& vs) {
+  return {t.row(b, vs.first_row, h), vs.row_step * t.seq_stride};
+}
+
+double output_scale(const DilatedAttentionParams& p) {
+  return p.mode == DilatedMode::head_groups ? 1.0 / static_cast<double>(p.patterns.size()) : 1.0;
+}
+
+std::int64_t max_sequence_length(const DilatedAttentionParams& p, const DilationPattern& pattern) {
+  return ceil_div(std::min(pattern.segment_length, p.seq_len), pattern.dilation_rate);
+}
+
+template <class T>
+void forward(const DilatedAttentionParams& p) {
+  const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, D = p.head_dim;
+  const std::int64_t group = H / p.kv_heads;
+  const Operand<T> q = operand<T>(p.q, p, H), k = operand<T>(p.k, p, p.kv_heads), v = operand<T>(p.v, p, p.kv_heads);
+
+  // Accumulators: output (B, N, H, D) and lse (B, H, N) in T.
+  Tensor out_acc = Tensor::zeros({B, N, H, D}, dtype_of<T>::value);
+  Tensor lse_acc = Tensor::full({B, H, N}, -std::numeric_limits<double>::infinity(), dtype_of<T>::value);
+  T* out_sum = out_acc.data<T>();
+  T* lse_sum = lse_acc.data<T>();
+  const auto G = static_cast<std::int64_t>(p.patterns.size());
+
+  for (std::int64_t i = 0; i < G; ++i) {
+    const DilationPattern pattern = p.patterns[static_cast<std::size_t>(i)];
+    const std::int64_t segments = segment_count(N, pattern.segment_length);
+    const std::int64_t blocks = ceil_div(max_sequence_length(p, pattern), cpu::kBlockQ);
+    const std::int64_t items = B * H * segments * blocks;
+    parallel_for(items, 1, [&](std::int64_t begin, std::int64_t end) {
+      Scratch<T> scratch(D);
+      std::vector<T> out_tile(static_cast<std::size_t>(cpu::kBlockQ * D));
+      std::vector<T> lse_tile(static_cast<std::size_t>(cpu::kBlockQ));
+      for (std::int64_t item = begin; item < end; ++item) {
+        std::int64_t rest = item;
+        const std::int64_t block = rest % blocks;
+        rest /= blocks;
+        const std::int64_t segment = rest % segments;
+        rest /= segments;
+        const std::int64_t h = rest % H;
+        const std::int64_t b = rest / H;
+        const std::int64_t offset = pattern_offset(p.mode, i, G, pattern.dilation_rate, h, H);
+        if (offset < 0) continue;
+        const VirtualSequence vs = virtual_sequence(N, pattern, offset, segment);
+        const std::int64_t q_begin = block * cpu::kBlockQ;
+        if (q_begin >= vs.length) continue;
+        const std::int64_t q_end = std::min(vs.length, q_begin + cpu::kBlockQ);
+        const std::int64_t kv_head = h / group;
+        forward_tile<T>(sequence_rows(q, b, h, vs), sequence_rows(k, b, kv_head, vs), sequence_rows(v, b, kv_head, vs),
+                        vs.length, q_begin, q_end, D, p.causal, static_cast<T>(p.scale), out_tile.data(),
+                        lse_tile.data(), scratch.workspace);
+        // Merge into the accumulators: lse = log(e^lse + e^tile), out = weighted mix.
+        for (std::int64_t j = q_begin; j < q_end; ++j) {
+          const std::int64_t row = vs.first_row + j * vs.row_step;
+          T& l = lse_sum[(b * H + h) * N + row];
+          T* o = out_sum + ((b * N + row) * H + h) * D;
+          const T tile_lse = lse_tile[static_cast<std::size_t>(j - q_begin)];
+          const T* tile_out = out_tile.data() + (j - q_begin) * D;
+          if (std::isinf(l)) {
+            l = tile_lse;
+            std::copy(tile_out, tile_out + D, o);
+            continue;
+          }
+          const T merged = std::max(l, tile_lse) + std::log1p(std::exp(-std::fabs(l - tile_lse)));
+          const T old_weight = std::exp(l - merged), new_weight = std::exp(tile_lse - merged);
+          for (std::int64_t d = 0; d < D; ++d) o[d] = o[d] * old_weight + tile_out[d] * new_weight;
+          l = merged;
+        }
+      }
+    });
+  }
+
+  const double alpha = output_scale(p);
+  if (alpha != 1.0) {
+    parallel_for(out_acc.numel(), 1 << 14, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t n = begin; n < end; ++n) out_sum[n] *= static_cast<T>(alpha);
+    });
+  }
+  wrap(p.out, p.dtype, B, N, H, D).copy_from(out_acc);
+  Tensor::from_blob(p.lse, {B, H, N}, lse_dtype(p.dtype)).copy_from(lse_acc);
+}
+
+template <class T>
+void backward(const DilatedAttentionParams& p) {
+  const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, Hk = p.kv_heads, D = p.head_dim;
+  const std::int64_t group = H / Hk;
+  const Operand<T> q = operand<T>(p.q, p, H), k = operand<T>(p.k, p, Hk), v = operand<T>(p.v, p, Hk);
+  const Operand<T> out = operand<T>(p.out, p, H), dout = operand<T>(p.dout, p, H);
+  const T alpha = static_cast<T>(output_scale(p));
+
+  // delta[b, h, n] = sum_d dout * out (with the final output; DESIGN 2.3), and lse in T.
+  Tensor delta_t = Tensor::empty({B, H, N}, dtype_of<T>::value);
+  Tensor lse_t = Tensor::from_blob(p.lse, {B, H, N}, lse_dtype(p.dtype)).to(dtype_of<T>::value);
+  T* delta = delta_t.data<T>();
+  parallel_for(B * H * N, 256, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t item = begin; item < end; ++item) {
+      const std::int64_t n = item % N, h = (item / N) % H, b = item / (N * H);
+      const T* o = out.row(b, n, h);
+      const T* g = dout.row(b, n, h);
+      T sum = 0;
+      for (std::int64_t d = 0; d < D; ++d) sum += o[d] * g[d];
+      delta[item] = sum;
+    }
+  });
+
+  Tensor dq_acc = Tensor::zeros({B, N, H, D}, dtype_of<T>::value);
+  Tensor dk_acc = Tensor::zeros({B, N, Hk, D}, dtype_of<T>::value);
+  Tensor dv_acc = Tensor::zeros({B, N, Hk, D}, dtype_of<T>::value);
+  T* dq = dq_acc.data<T>();
+  T* dk = dk_acc.data<T>();
+  T* dv = dv_acc.data<T>();
+  const T* lse = lse_t.data<T>();
+  const auto G = static_cast<std::int64_t>(p.patterns.size());
+
+  for (std::int64_t i = 0; i < G; ++i) {
+    const DilationPattern pattern = p.patterns[static_cast<std::size_t>(i)];
+    const std::int64_t segments = segment_count(N, pattern.segment_length);
+    parallel_for(B * Hk * segments, 1, [&](std::int64_t begin, std::int64_t end) {
+      Scratch<T> scratch(D);
+      for (std::int64_t item = begin; item < end; ++item) {
+        const std::int64_t segment = item % segments;
+        const std::int64_t kv_head = (item / segments) % Hk;
+        const std::int64_t b = item / (segments * Hk);
+        for (std::int64_t h = kv_head * group; h < (kv_head + 1) * group; ++h) {
+          const std::int64_t offset = pattern_offset(p.mode, i, G, pattern.dilation_rate, h, H);
+          if (offset < 0) continue;
+          const VirtualSequence vs = virtual_sequence(N, pattern, offset, segment);
+          if (vs.length == 0) continue;
+          const std::int64_t step = vs.row_step;
+          backward_sequence<T>(
+              sequence_rows(q, b, h, vs), sequence_rows(k, b, kv_head, vs), sequence_rows(v, b, kv_head, vs),
+              sequence_rows(dout, b, h, vs), Rows<T>{lse + (b * H + h) * N + vs.first_row, step},
+              Rows<T>{delta + (b * H + h) * N + vs.first_row, step}, vs.length, D, p.causal, static_cast<T>(p.scale),
+              alpha, MutableRows<T>{dq + ((b * N + vs.first_row) * H + h) * D, step * H * D},
+              MutableRows<T>{dk + ((b * N + vs.first_row) * Hk + kv_head) * D, step * Hk * D},
+              MutableRows<T>{dv + ((b * N + vs.first_row) * Hk + kv_head) * D, step * Hk * D}, scratch.workspace);
+        }
+      }
+    });
+  }
+  wrap(p.dq, p.dtype, B, N, H, D).copy_from(dq_acc);
+  wrap(p.dk, p.dtype, B, N, Hk, D).copy_from(dk_acc);
+  wrap(p.dv, p.dtype, B, N, Hk, D).copy_from(dv_acc);
+}
+
+}  // namespace
+
+void dilated_attention_forward_cpu(const DilatedAttentionParams& params) {
+  if (params.dtype == DType::f64) {
+    forward<double>(params);
+  } else {
+    forward<float>(params);
+  }
+}
+
+void dilated_attention_backward_cpu(const DilatedAttentionParams& params) {
+  if (params.dtype == DType::f64) {
+    backward<double>(params);
+  } else {
+    backward<float>(params);
+  }
+}
+
+}  // namespace longnet::kernels

@@ -1,0 +1,69 @@
+// Dense (causal) attention on one virtual sequence of a dilated pattern: the CPU
+// engine's unit of work (DESIGN 3.1). Rows of Q, K, V, dO are read in place through a
+// base pointer and a row stride; the head_dim axis is contiguous. Blocked online softmax:
+// at most a kBlockQ x kBlockK score tile exists at a time.
+//
+// These functions are compiled once per instruction set (generic and AVX2+FMA) into the
+// namespaces below; dilated_attention_cpu.cpp picks one at run time.
+#pragma once
+
+#include <cstdint>
+
+namespace longnet::kernels::cpu {
+
+inline constexpr std::int64_t kBlockQ = 64;
+inline constexpr std::int64_t kBlockK = 128;
+
+template <class T>
+struct Rows {  // row j at data + j * stride
+  const T* data;
+  std::int64_t stride;
+  const T* row(std::int64_t j) const { return data + j * stride; }
+};
+
+template <class T>
+struct MutableRows {
+  T* data;
+  std::int64_t stride;
+  T* row(std::int64_t j) const { return data + j * stride; }
+};
+
+// Scratch memory of one thread, owned by the caller (so the instruction-set builds
+// contain no standard-library template code that the linker could merge across them).
+template <class T>
+struct TileWorkspace {
+  T* scores;     // kBlockQ * kBlockK
+  T* grads;      // kBlockQ * kBlockK
+  T* acc;        // kBlockQ * head_dim
+  T* row_max;    // kBlockQ
+  T* row_sum;    // kBlockQ
+  T* row_lse;    // kBlockQ
+  T* row_delta;  // kBlockQ
+};
+
+#define LONGNET_DECLARE_SEQUENCE_KERNELS                                                                               \
+  /* Query rows [q_begin, q_end) (at most kBlockQ) of a virtual sequence of `length` rows attend to its keys           \
+     (causally: key j <= query i). Writes the normalised output rows (out_tile, contiguous, D per row) and             \
+     their log-sum-exp. */                                                                                             \
+  template <class T>                                                                                                   \
+  void sequence_forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t length, std::int64_t q_begin,               \
+                             std::int64_t q_end, std::int64_t head_dim, bool causal, T scale, T* out_tile,             \
+                             T* lse_tile, const TileWorkspace<T>& workspace);                                          \
+  /* Backward of one virtual sequence for one query head: with P = exp(scale q.k - lse) and                            \
+     dS = P (alpha dO.v - delta), accumulates dv += alpha P^T dO, dq += scale dS k, dk += scale dS^T q.                \
+     lse and delta are read at lse.row(i)[0], delta.row(i)[0]. */                                                      \
+  template <class T>                                                                                                   \
+  void sequence_backward(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta,                    \
+                         std::int64_t length, std::int64_t head_dim, bool causal, T scale, T alpha, MutableRows<T> dq, \
+                         MutableRows<T> dk, MutableRows<T> dv, const TileWorkspace<T>& workspace);
+
+namespace generic {
+LONGNET_DECLARE_SEQUENCE_KERNELS
+}
+namespace avx2 {
+LONGNET_DECLARE_SEQUENCE_KERNELS
+}
+
+#undef LONGNET_DECLARE_SEQUENCE_KERNELS
+
+}  // namespace longnet::kernels::cpu

@@ -1,0 +1,108 @@
+// The shared pattern math: offsets and head groups as DESIGN 2.1/2.2 define them, and
+// virtual sequences that cover exactly the active positions.
+#include "longnet/kernels/dilation.hpp"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "support/dilated_oracle.hpp"
+#include "support/random_problems.hpp"
+
+namespace longnet::kernels {
+namespace {
+
+TEST(Dilation, LongNetOffsetsSplitHeadsIntoRContiguousGroups) {
+  // H = 8, r = 4: groups of 2 heads.
+  const std::int64_t expected[8] = {0, 0, 1, 1, 2, 2, 3, 3};
+  for (int h = 0; h < 8; ++h) EXPECT_EQ(longnet_offset(h, 8, 4), expected[h]);
+  // H = 12, r = 16 > H: head h gets offset h.
+  for (int h = 0; h < 12; ++h) EXPECT_EQ(longnet_offset(h, 12, 16), h);
+  // H = 5, r = 3: ceil(5/3) = 2 heads per group, offsets 0,0,1,1,2.
+  const std::int64_t uneven[5] = {0, 0, 1, 1, 2};
+  for (int h = 0; h < 5; ++h) EXPECT_EQ(longnet_offset(h, 5, 3), uneven[h]);
+  // H = 7, r = 4: ceil(7/4) = 2, offsets 0,0,1,1,2,2,3 (every offset used); H = 9, r = 4:
+  // ceil(9/4) = 3, offsets 0,0,0,1,1,1,2,2,2: offset 3 gets no head.
+  EXPECT_EQ(longnet_offset(6, 7, 4), 3);
+  EXPECT_EQ(longnet_offset(8, 9, 4), 2);
+  EXPECT_EQ(longnet_offset(0, 1, 1), 0);
+}
+
+TEST(Dilation, HeadGroupsAreContiguousFirstOnesLarger) {
+  // H = 8, G = 3: sizes 3, 3, 2.
+  const std::int64_t expected[8] = {0, 0, 0, 1, 1, 1, 2, 2};
+  for (int h = 0; h < 8; ++h) EXPECT_EQ(head_group_of(h, 8, 3), expected[h]);
+  for (std::int64_t H = 1; H <= 20; ++H) {
+    for (std::int64_t G = 1; G <= H; ++G) {
+      std::vector<std::int64_t> sizes(static_cast<std::size_t>(G), 0);
+      std::int64_t previous = 0;
+      for (std::int64_t h = 0; h < H; ++h) {
+        const std::int64_t g = head_group_of(h, H, G);
+        ASSERT_GE(g, previous);
+        ASSERT_LT(g, G);
+        previous = g;
+        ++sizes[static_cast<std::size_t>(g)];
+      }
+      for (std::int64_t g = 0; g < G; ++g) {
+        EXPECT_EQ(sizes[static_cast<std::size_t>(g)], H / G + (g < H % G ? 1 : 0)) << "H=" << H << " G=" << G;
+      }
+    }
+  }
+  EXPECT_EQ(pattern_offset(DilatedMode::head_groups, 2, 3, 2, 7, 8), 0);   // group 2, offset 2 mod 2
+  EXPECT_EQ(pattern_offset(DilatedMode::head_groups, 1, 3, 4, 7, 8), -1);  // head 7 is not in group 1
+}
+
+TEST(Dilation, VirtualSequencesCoverActivePositionsExactlyOnce) {
+  for (std::int64_t N : {1, 2, 7, 16, 33, 100}) {
+    for (std::int64_t w : {1, 2, 3, 5, 16, 64, 200}) {
+      for (std::int64_t r = 1; r <= std::min<std::int64_t>(w, 7); ++r) {
+        for (std::int64_t o = 0; o < r; ++o) {
+          std::multiset<std::int64_t> covered;
+          const DilationPattern pattern{w, r};
+          for (std::int64_t s = 0; s < segment_count(N, w); ++s) {
+            const VirtualSequence vs = virtual_sequence(N, pattern, o, s);
+            for (std::int64_t j = 0; j < vs.length; ++j) {
+              const std::int64_t row = vs.first_row + j * vs.row_step;
+              ASSERT_LT(row, N);
+              ASSERT_EQ(row / w, s) << "row leaves its segment";
+              covered.insert(row);
+            }
+          }
+          std::multiset<std::int64_t> active;
+          for (std::int64_t p = 0; p < N; ++p) {
+            if ((p % w) % r == o) active.insert(p);
+          }
+          ASSERT_EQ(covered, active) << "N=" << N << " w=" << w << " r=" << r << " o=" << o;
+        }
+      }
+    }
+  }
+}
+
+TEST(Dilation, HugeSegmentLengthIsOneSegment) {
+  EXPECT_EQ(segment_count(1000, INT64_MAX), 1);
+  const VirtualSequence vs = virtual_sequence(1000, {INT64_MAX, 1}, 0, 0);
+  EXPECT_EQ(vs.length, 1000);
+  EXPECT_EQ(ceil_div(7, 2), 4);
+  EXPECT_EQ(ceil_div(0, 5), 0);
+}
+
+TEST(Dilation, AttendedPairsMatchTheOracleCountMatrix) {
+  for (std::uint64_t seed = 0; seed < 60; ++seed) {
+    testing::ProblemLimits limits;
+    limits.max_seq_len = 90;
+    const testing::DilatedProblem p = testing::random_problem(seed, limits);
+    for (std::int64_t h = 0; h < p.heads; ++h) {
+      const auto count = testing::dilated_count_matrix(p, h);
+      std::int64_t total = 0;
+      for (int c : count) total += c;
+      EXPECT_EQ(attended_pairs_per_head(p.seq_len, p.heads, h, p.patterns.data(),
+                                        static_cast<std::int64_t>(p.patterns.size()), p.mode, p.causal),
+                total)
+          << testing::describe(p) << " head " << h;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longnet::kernels
