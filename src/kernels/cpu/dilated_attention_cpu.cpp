@@ -56,26 +56,29 @@ struct Scratch {
 };
 
 template <class T>
-void forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t length, std::int64_t q_begin, std::int64_t q_end,
+void forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t key_count, std::int64_t q_begin, std::int64_t q_end,
                   std::int64_t D, bool causal, T scale, T* out, T* lse, const cpu::TileWorkspace<T>& w) {
 #if defined(__x86_64__) || defined(__i386__)
   if (use_avx2()) {
-    return cpu::avx2::sequence_forward_tile<T>(q, k, v, length, q_begin, q_end, D, causal, scale, out, lse, w);
+    return cpu::avx2::sequence_forward_tile<T>(q, k, v, key_count, q_begin, q_end, D, causal, scale, out, lse, w);
   }
 #endif
-  cpu::generic::sequence_forward_tile<T>(q, k, v, length, q_begin, q_end, D, causal, scale, out, lse, w);
+  cpu::generic::sequence_forward_tile<T>(q, k, v, key_count, q_begin, q_end, D, causal, scale, out, lse, w);
 }
 
 template <class T>
-void backward_sequence(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta, std::int64_t length,
-                       std::int64_t D, bool causal, T scale, T alpha, MutableRows<T> dq, MutableRows<T> dk,
-                       MutableRows<T> dv, const cpu::TileWorkspace<T>& w) {
+void backward_sequence(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta,
+                       std::int64_t key_count, std::int64_t q_begin, std::int64_t q_end, std::int64_t D, bool causal,
+                       T scale, T alpha, MutableRows<T> dq, MutableRows<T> dk, MutableRows<T> dv,
+                       const cpu::TileWorkspace<T>& w) {
 #if defined(__x86_64__) || defined(__i386__)
   if (use_avx2()) {
-    return cpu::avx2::sequence_backward<T>(q, k, v, dout, lse, delta, length, D, causal, scale, alpha, dq, dk, dv, w);
+    return cpu::avx2::sequence_backward<T>(q, k, v, dout, lse, delta, key_count, q_begin, q_end, D, causal, scale,
+                                           alpha, dq, dk, dv, w);
   }
 #endif
-  cpu::generic::sequence_backward<T>(q, k, v, dout, lse, delta, length, D, causal, scale, alpha, dq, dk, dv, w);
+  cpu::generic::sequence_backward<T>(q, k, v, dout, lse, delta, key_count, q_begin, q_end, D, causal, scale, alpha, dq,
+                                     dk, dv, w);
 }
 
 // A (B, N, heads, D) operand in the compute type T: the caller's memory when it already
@@ -164,9 +167,10 @@ void forward(const DilatedAttentionParams& p) {
         if (q_begin >= vs.length) continue;
         const std::int64_t q_end = std::min(vs.length, q_begin + cpu::kBlockQ);
         const std::int64_t kv_head = h / group;
-        forward_tile<T>(sequence_rows(q, b, h, vs), sequence_rows(k, b, kv_head, vs), sequence_rows(v, b, kv_head, vs),
-                        vs.length, q_begin, q_end, D, p.causal, static_cast<T>(p.scale), out_tile.data(),
-                        lse_tile.data(), scratch.workspace);
+        const Rows<T> q_rows = sequence_rows(q, b, h, vs);
+        forward_tile<T>(Rows<T>{q_rows.row(q_begin), q_rows.stride}, sequence_rows(k, b, kv_head, vs),
+                        sequence_rows(v, b, kv_head, vs), vs.length, q_begin, q_end, D, p.causal,
+                        static_cast<T>(p.scale), out_tile.data(), lse_tile.data(), scratch.workspace);
         // Merge into the accumulators: lse = log(e^lse + e^tile), out = weighted mix.
         for (std::int64_t j = q_begin; j < q_end; ++j) {
           const std::int64_t row = vs.first_row + j * vs.row_step;
@@ -248,8 +252,8 @@ void backward(const DilatedAttentionParams& p) {
           backward_sequence<T>(
               sequence_rows(q, b, h, vs), sequence_rows(k, b, kv_head, vs), sequence_rows(v, b, kv_head, vs),
               sequence_rows(dout, b, h, vs), Rows<T>{lse + (b * H + h) * N + vs.first_row, step},
-              Rows<T>{delta + (b * H + h) * N + vs.first_row, step}, vs.length, D, p.causal, static_cast<T>(p.scale),
-              alpha, MutableRows<T>{dq + ((b * N + vs.first_row) * H + h) * D, step * H * D},
+              Rows<T>{delta + (b * H + h) * N + vs.first_row, step}, vs.length, 0, vs.length, D, p.causal,
+              static_cast<T>(p.scale), alpha, MutableRows<T>{dq + ((b * N + vs.first_row) * H + h) * D, step * H * D},
               MutableRows<T>{dk + ((b * N + vs.first_row) * Hk + kv_head) * D, step * Hk * D},
               MutableRows<T>{dv + ((b * N + vs.first_row) * Hk + kv_head) * D, step * Hk * D}, scratch.workspace);
         }

@@ -1,7 +1,11 @@
 // Dense (causal) attention on one virtual sequence of a dilated pattern: the CPU
-// engine's unit of work (DESIGN 3.1). Rows of Q, K, V, dO are read in place through a
-// base pointer and a row stride; the head_dim axis is contiguous. Blocked online softmax:
-// at most a kBlockQ x kBlockK score tile exists at a time.
+// engine's unit of work (DESIGN 3.1). Queries [q_begin, q_end) of the virtual sequence
+// attend to its keys [0, key_count) (causally: key j <= query i, in virtual indices).
+// Query-side rows (q, dout, lse, delta, dq, out) are addressed from q_begin: row(0) is
+// query q_begin. Key-side rows (k, v, dk, dv) are addressed from key 0. Rows are read in
+// place through a base pointer and a row stride (the head_dim axis is contiguous), so the
+// keys may come from the input tensor or from a buffer gathered from other ranks.
+// Blocked online softmax: at most a kBlockQ x kBlockK score tile exists at a time.
 //
 // These functions are compiled once per instruction set (generic and AVX2+FMA) into the
 // namespaces below; dilated_attention_cpu.cpp picks one at run time.
@@ -41,20 +45,22 @@ struct TileWorkspace {
   T* row_delta;  // kBlockQ
 };
 
-#define LONGNET_DECLARE_SEQUENCE_KERNELS                                                                               \
-  /* Query rows [q_begin, q_end) (at most kBlockQ) of a virtual sequence of `length` rows attend to its keys           \
-     (causally: key j <= query i). Writes the normalised output rows (out_tile, contiguous, D per row) and             \
-     their log-sum-exp. */                                                                                             \
-  template <class T>                                                                                                   \
-  void sequence_forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t length, std::int64_t q_begin,               \
-                             std::int64_t q_end, std::int64_t head_dim, bool causal, T scale, T* out_tile,             \
-                             T* lse_tile, const TileWorkspace<T>& workspace);                                          \
-  /* Backward of one virtual sequence for one query head: with P = exp(scale q.k - lse) and                            \
-     dS = P (alpha dO.v - delta), accumulates dv += alpha P^T dO, dq += scale dS k, dk += scale dS^T q.                \
-     lse and delta are read at lse.row(i)[0], delta.row(i)[0]. */                                                      \
-  template <class T>                                                                                                   \
-  void sequence_backward(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta,                    \
-                         std::int64_t length, std::int64_t head_dim, bool causal, T scale, T alpha, MutableRows<T> dq, \
+// Queries [q_begin, q_end) (at most kBlockQ for the forward tile) against keys
+// [0, key_count):
+//  - sequence_forward_tile writes the normalised output rows (out_tile, contiguous, D per
+//    row) and their log-sum-exp (zeros and -inf for a query that sees no key);
+//  - sequence_backward, with P = exp(scale q.k - lse) and dS = P (alpha dO.v - delta),
+//    accumulates (+=) dv += alpha P^T dO, dq += scale dS k and dk += scale dS^T q; the lse
+//    and delta of query q_begin + i are lse.row(i)[0] and delta.row(i)[0].
+#define LONGNET_DECLARE_SEQUENCE_KERNELS                                                                          \
+  template <class T>                                                                                            \
+  void sequence_forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t key_count, std::int64_t q_begin,    \
+                             std::int64_t q_end, std::int64_t head_dim, bool causal, T scale, T* out_tile,     \
+                             T* lse_tile, const TileWorkspace<T>& workspace);                                   \
+  template <class T>                                                                                            \
+  void sequence_backward(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta,             \
+                         std::int64_t key_count, std::int64_t q_begin, std::int64_t q_end,                      \
+                         std::int64_t head_dim, bool causal, T scale, T alpha, MutableRows<T> dq,               \
                          MutableRows<T> dk, MutableRows<T> dv, const TileWorkspace<T>& workspace);
 
 namespace generic {

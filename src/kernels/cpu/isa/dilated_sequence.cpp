@@ -40,7 +40,7 @@ T row_maximum(const T* x, std::int64_t n) {
 }  // namespace
 
 template <class T>
-void sequence_forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t length, std::int64_t q_begin,
+void sequence_forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t key_count, std::int64_t q_begin,
                            std::int64_t q_end, std::int64_t head_dim, bool causal, T scale, T* out_tile, T* lse_tile,
                            const TileWorkspace<T>& w) {
   const std::int64_t rows = q_end - q_begin;
@@ -53,11 +53,10 @@ void sequence_forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t length,
     w.row_sum[i] = T(0);
   }
 
-  const std::int64_t key_end = causal ? q_end : length;
+  const std::int64_t key_end = causal ? smaller(q_end, key_count) : key_count;
   for (std::int64_t kb = 0; kb < key_end; kb += kBlockK) {
     const std::int64_t cols = smaller(kBlockK, key_end - kb);
-    gemm(Op::none, Op::transpose, rows, cols, D, scale, q.row(q_begin), q.stride, k.row(kb), k.stride, T(0), s,
-         kBlockK);
+    gemm(Op::none, Op::transpose, rows, cols, D, scale, q.row(0), q.stride, k.row(kb), k.stride, T(0), s, kBlockK);
     if (causal && kb + cols - 1 > q_begin) mask_future(s, kBlockK, rows, cols, q_begin, kb);
     for (std::int64_t i = 0; i < rows; ++i) {
       T* si = s + i * kBlockK;
@@ -78,7 +77,11 @@ void sequence_forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t length,
     gemm(Op::none, Op::none, rows, D, cols, T(1), s, kBlockK, v.row(kb), v.stride, T(1), acc, D);
   }
   for (std::int64_t i = 0; i < rows; ++i) {
-    // Every query of a virtual sequence sees at least itself, so row_sum > 0.
+    if (w.row_sum[i] == T(0)) {  // no key (only when the keys end before this query)
+      for (std::int64_t d = 0; d < D; ++d) out_tile[i * D + d] = T(0);
+      lse_tile[i] = static_cast<T>(kNegativeInfinity);
+      continue;
+    }
     const T inverse = T(1) / w.row_sum[i];
     for (std::int64_t d = 0; d < D; ++d) out_tile[i * D + d] = acc[i * D + d] * inverse;
     lse_tile[i] = w.row_max[i] + std::log(w.row_sum[i]);
@@ -86,29 +89,34 @@ void sequence_forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t length,
 }
 
 template <class T>
-void sequence_backward(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta, std::int64_t length,
-                       std::int64_t head_dim, bool causal, T scale, T alpha, MutableRows<T> dq, MutableRows<T> dk,
-                       MutableRows<T> dv, const TileWorkspace<T>& w) {
+void sequence_backward(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta,
+                       std::int64_t key_count, std::int64_t q_begin, std::int64_t q_end, std::int64_t head_dim,
+                       bool causal, T scale, T alpha, MutableRows<T> dq, MutableRows<T> dk, MutableRows<T> dv,
+                       const TileWorkspace<T>& w) {
   const std::int64_t D = head_dim;
   T* p = w.scores;
   T* ds = w.grads;
-  for (std::int64_t kb = 0; kb < length; kb += kBlockK) {
-    const std::int64_t cols = smaller(kBlockK, length - kb);
-    for (std::int64_t qb = causal ? kb : 0; qb < length; qb += kBlockQ) {
-      const std::int64_t rows = smaller(kBlockQ, length - qb);
+  const std::int64_t key_end = causal ? smaller(q_end, key_count) : key_count;
+  for (std::int64_t kb = 0; kb < key_end; kb += kBlockK) {
+    const std::int64_t cols = smaller(kBlockK, key_end - kb);
+    // Causal: only queries at or after the block's first key see it.
+    for (std::int64_t qb = causal && kb > q_begin ? kb : q_begin; qb < q_end; qb += kBlockQ) {
+      const std::int64_t rows = smaller(kBlockQ, q_end - qb);
+      const std::int64_t local = qb - q_begin;  // row of query qb in the query-side buffers
       for (std::int64_t i = 0; i < rows; ++i) {
-        w.row_lse[i] = lse.row(qb + i)[0];
-        w.row_delta[i] = delta.row(qb + i)[0];
+        w.row_lse[i] = lse.row(local + i)[0];
+        w.row_delta[i] = delta.row(local + i)[0];
       }
       // P = exp(scale q.k - lse), masked.
-      gemm(Op::none, Op::transpose, rows, cols, D, scale, q.row(qb), q.stride, k.row(kb), k.stride, T(0), p, kBlockK);
+      gemm(Op::none, Op::transpose, rows, cols, D, scale, q.row(local), q.stride, k.row(kb), k.stride, T(0), p,
+           kBlockK);
       if (causal && kb + cols - 1 > qb) mask_future(p, kBlockK, rows, cols, qb, kb);
       for (std::int64_t i = 0; i < rows; ++i) exp_subtract_sum(p + i * kBlockK, cols, w.row_lse[i]);
       // dV += alpha P^T dO
-      gemm(Op::transpose, Op::none, cols, D, rows, alpha, p, kBlockK, dout.row(qb), dout.stride, T(1), dv.row(kb),
+      gemm(Op::transpose, Op::none, cols, D, rows, alpha, p, kBlockK, dout.row(local), dout.stride, T(1), dv.row(kb),
            dv.stride);
       // dP = alpha dO V^T, then dS = P (dP - delta)
-      gemm(Op::none, Op::transpose, rows, cols, D, alpha, dout.row(qb), dout.stride, v.row(kb), v.stride, T(0), ds,
+      gemm(Op::none, Op::transpose, rows, cols, D, alpha, dout.row(local), dout.stride, v.row(kb), v.stride, T(0), ds,
            kBlockK);
       for (std::int64_t i = 0; i < rows; ++i) {
         T* dsi = ds + i * kBlockK;
@@ -117,8 +125,8 @@ void sequence_backward(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> ls
         for (std::int64_t j = 0; j < cols; ++j) dsi[j] = pi[j] * (dsi[j] - di);
       }
       // dQ += scale dS K ; dK += scale dS^T Q
-      gemm(Op::none, Op::none, rows, D, cols, scale, ds, kBlockK, k.row(kb), k.stride, T(1), dq.row(qb), dq.stride);
-      gemm(Op::transpose, Op::none, cols, D, rows, scale, ds, kBlockK, q.row(qb), q.stride, T(1), dk.row(kb),
+      gemm(Op::none, Op::none, rows, D, cols, scale, ds, kBlockK, k.row(kb), k.stride, T(1), dq.row(local), dq.stride);
+      gemm(Op::transpose, Op::none, cols, D, rows, scale, ds, kBlockK, q.row(local), q.stride, T(1), dk.row(kb),
            dk.stride);
     }
   }
@@ -128,8 +136,8 @@ void sequence_backward(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> ls
   template void sequence_forward_tile<T>(Rows<T>, Rows<T>, Rows<T>, std::int64_t, std::int64_t, std::int64_t,          \
                                          std::int64_t, bool, T, T*, T*, const TileWorkspace<T>&);                      \
   template void sequence_backward<T>(Rows<T>, Rows<T>, Rows<T>, Rows<T>, Rows<T>, Rows<T>, std::int64_t, std::int64_t, \
-                                     bool, T, T, MutableRows<T>, MutableRows<T>, MutableRows<T>,                       \
-                                     const TileWorkspace<T>&);
+                                     std::int64_t, std::int64_t, bool, T, T, MutableRows<T>, MutableRows<T>,           \
+                                     MutableRows<T>, const TileWorkspace<T>&);
 LONGNET_INSTANTIATE(float)
 LONGNET_INSTANTIATE(double)
 #undef LONGNET_INSTANTIATE
