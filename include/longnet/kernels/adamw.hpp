@@ -1,0 +1,38 @@
+// One AdamW step (Loshchilov & Hutter; PyTorch's torch.optim.AdamW), elementwise over a
+// parameter, with the gradient multiplied by grad_scale first (gradient clipping and
+// accumulation fold into it):
+//   g  = grad_scale * grad
+//   p -= lr * weight_decay * p                       (decoupled weight decay)
+//   m  = beta1 m + (1 - beta1) g
+//   v  = beta2 v + (1 - beta2) g^2
+//   p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+// param, grad, m, v: `count` contiguous elements of one dtype (f32 master weights, or f64
+// in tests). t = step >= 1. The gradient is read, not changed.
+#pragma once
+
+#include <cstdint>
+
+#include "longnet/core/dtype.hpp"
+
+namespace longnet::kernels {
+
+struct AdamWParams {
+  std::int64_t count = 0;
+  DType dtype = DType::f32;
+  void* param = nullptr;
+  const void* grad = nullptr;
+  void* m = nullptr;
+  void* v = nullptr;
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double grad_scale = 1.0;
+  std::int64_t step = 1;
+};
+
+void adamw_step_cpu(const AdamWParams& p);
+void adamw_step_cuda(const AdamWParams& p);
+
+}  // namespace longnet::kernels

@@ -1,0 +1,23 @@
+// Elementwise sums for residual connections and gradient accumulation:
+//   out[i] = a[i] + alpha * b[i]   over `count` contiguous elements (out may alias a or b).
+#pragma once
+
+#include <cstdint>
+
+#include "longnet/core/dtype.hpp"
+
+namespace longnet::kernels {
+
+struct AddParams {
+  std::int64_t count = 0;
+  DType dtype = DType::f32;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  double alpha = 1.0;
+  void* out = nullptr;
+};
+
+void add_cpu(const AddParams& p);
+void add_cuda(const AddParams& p);
+
+}  // namespace longnet::kernels

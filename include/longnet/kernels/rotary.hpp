@@ -1,0 +1,48 @@
+// Rotary position embeddings, RoPE (Su et al.) and xPos (Sun et al., LongNet's default),
+// applied to interleaved pairs (2j, 2j+1) of the head dimension, as torchscale does:
+//   theta_j = base^(-2j / D),  angle = pos * theta_j
+//   out[2j]   = f_j(pos) * (x[2j] cos(angle) - x[2j+1] sin(angle))
+//   out[2j+1] = f_j(pos) * (x[2j+1] cos(angle) + x[2j] sin(angle))
+// with f_j = 1 for RoPE and, for xPos, f_j(pos) = zeta_j^((pos - center) / scale_base),
+// zeta_j = (2j + 0.4 D) / (1.4 D), inverted (zeta_j^-(...)) when `downscale` (keys), so
+// q·k depends only on the distance of the positions. `center` is the position whose factor
+// is 1 (torchscale centres the sequence: ceil(N / 2)); it cancels in q·k and only keeps
+// the factors in range. pos = position_start + row index.
+// The map is linear in x, per pair a scaled rotation M; backward (`transpose`) applies M^T.
+// x and out: (batch, seq_len, heads, D) with element strides of (batch, sequence, head),
+// the head dimension contiguous; D even. out may alias x.
+#pragma once
+
+#include <cstdint>
+
+#include "longnet/core/dtype.hpp"
+#include "longnet/kernels/dilated_attention.hpp"
+
+namespace longnet::kernels {
+
+enum class RotaryKind : std::int32_t { rope = 0, xpos = 1 };
+
+struct RotaryParams {
+  std::int64_t batch = 0;
+  std::int64_t seq_len = 0;
+  std::int64_t heads = 0;
+  std::int64_t head_dim = 0;
+  DType dtype = DType::f32;
+  RotaryKind kind = RotaryKind::xpos;
+  double base = 10000.0;
+  double scale_base = 512.0;  // xPos
+  std::int64_t position_start = 0;
+  double center = 0.0;     // xPos
+  bool downscale = false;  // xPos: keys use the inverse factor
+  bool transpose = false;  // backward: apply M^T
+  RowTensor x;
+  RowTensor out;
+};
+
+// The xPos factor zeta_j^(distance / scale_base), for tests and the decode kernel.
+double xpos_factor(std::int64_t pair, std::int64_t head_dim, double distance, double scale_base);
+
+void rotary_apply_cpu(const RotaryParams& p);
+void rotary_apply_cuda(const RotaryParams& p);
+
+}  // namespace longnet::kernels

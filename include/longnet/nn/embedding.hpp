@@ -1,0 +1,36 @@
+// nn::Embedding: out (B, N, dim) = weight[tokens] * scale, weight (vocab, dim) initialised
+// N(0, dim^-1) as torchscale's language models do. Tokens are int32 or int64 on any
+// device; every id must be in [0, vocab) (checked, naming the bad id). Backward
+// scatter-adds into the weight's gradient.
+#pragma once
+
+#include <string>
+
+#include "longnet/nn/parameter.hpp"
+
+namespace longnet::nn {
+
+class Embedding final : public Module {
+ public:
+  Embedding(const std::string& name, std::int64_t vocab, std::int64_t dim, double scale,
+            const ParameterOptions& options);
+
+  Tensor forward(const Tensor& tokens);
+  void backward(const Tensor& dout);
+  Tensor infer(const Tensor& tokens) const;
+
+  std::int64_t vocab() const { return weight_->value.size(0); }
+  std::int64_t dim() const { return weight_->value.size(1); }
+  const ParameterPtr& weight() const { return weight_; }
+  void collect_parameters(std::vector<ParameterPtr>& out) const override;
+
+  // tokens as int32 on `device`, validated against the vocabulary.
+  static Tensor prepare_tokens(const Tensor& tokens, std::int64_t vocab, Device device, const char* what);
+
+ private:
+  ParameterPtr weight_;
+  double scale_;
+  Tensor tokens_;
+};
+
+}  // namespace longnet::nn

@@ -1,0 +1,50 @@
+// nn::FeedForward, torchscale's feed-forward network with MAGNETO's sub-LayerNorm:
+//   y = dropout(fc2(subln(activation_dropout(gelu(fc1(x))))))
+// x, y: (..., d_model); the hidden (..., ffn_dim). Parameters fc1 (ffn_dim, d_model),
+// ffn_layernorm (ffn_dim, only with sub_layer_norm), fc2 (d_model, ffn_dim).
+#pragma once
+
+#include <string>
+
+#include "longnet/nn/activation.hpp"
+#include "longnet/nn/layer_norm.hpp"
+#include "longnet/nn/linear.hpp"
+
+namespace longnet::nn {
+
+struct FeedForwardConfig {
+  std::int64_t d_model = 0;
+  std::int64_t ffn_dim = 0;
+  bool bias = true;
+  bool sub_layer_norm = true;
+  double layer_norm_eps = 1e-5;
+  double dropout = 0.0;
+  double activation_dropout = 0.0;
+  void validate() const;
+};
+
+class FeedForward final : public Module {
+ public:
+  // Dropout masks use streams dropout_stream and dropout_stream + 1.
+  FeedForward(const std::string& name, const FeedForwardConfig& config, const ParameterOptions& options,
+              std::uint64_t dropout_stream);
+
+  Tensor forward(const Tensor& x, const ForwardContext& context);
+  Tensor backward(const Tensor& dy);
+  Tensor infer(const Tensor& x) const;
+
+  Linear& fc1() { return fc1_; }
+  Linear& fc2() { return fc2_; }
+  void collect_parameters(std::vector<ParameterPtr>& out) const override;
+
+ private:
+  FeedForwardConfig config_;
+  Linear fc1_;
+  GELU gelu_;
+  Dropout activation_dropout_;
+  std::unique_ptr<LayerNorm> ffn_layernorm_;
+  Linear fc2_;
+  Dropout dropout_;
+};
+
+}  // namespace longnet::nn

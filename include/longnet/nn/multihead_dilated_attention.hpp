@@ -1,0 +1,99 @@
+// nn::MultiheadDilatedAttention: LongNet's multi-head dilated attention with MAGNETO's
+// sub-LayerNorm, as torchscale's MultiheadAttention/DilatedAttention:
+//   q = x Wq^T + bq  (B, N, H, D);   k = m Wk^T + bk, v = m Wv^T + bv  (B, N, Hk, D)
+//   q, k <- xPos/RoPE(q), xPos/RoPE(k)      (m = x for self-attention, the memory for
+//                                             cross-attention; equal length N)
+//   o = dilated_attention(q, k, v)          (the layer's DilatedAttentionConfig)
+//   y = out_proj(inner_attn_ln(o))          (sub-LN only with sub_layer_norm)
+// H query heads, Hk key/value heads (grouped-query attention when Hk < H); D = d_model / H.
+// Separate q/k/v projections or one fused qkv_proj ((H + 2 Hk) D, d_model) for
+// self-attention. Initialisation: q, k, v Xavier-uniform with gain 1/sqrt 2, out_proj
+// Xavier-uniform, biases 0, then v and out_proj weights times `gamma` (MAGNETO).
+//
+// Generation: decode() runs one new position against a bounded per-pattern KV cache
+// (kernels/dilated_decode.hpp), equal to the full causal forward at that position.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "longnet/attention/dilated_attention.hpp"
+#include "longnet/nn/layer_norm.hpp"
+#include "longnet/nn/linear.hpp"
+#include "longnet/nn/positional.hpp"
+
+namespace longnet::nn {
+
+struct MultiheadDilatedAttentionConfig {
+  std::int64_t d_model = 0;
+  std::int64_t heads = 0;
+  std::int64_t kv_heads = 0;  // 0: equal to heads
+  DilatedAttentionConfig attention;
+  PositionalConfig positional;
+  bool fused_qkv = false;
+  bool bias = true;
+  bool sub_layer_norm = true;
+  double layer_norm_eps = 1e-5;
+  double gamma = 1.0;  // MAGNETO's initialisation scale of v_proj and out_proj
+
+  std::int64_t key_value_heads() const { return kv_heads == 0 ? heads : kv_heads; }
+  std::int64_t head_dim() const { return d_model / heads; }
+  void validate() const;
+};
+
+struct CrossAttentionGradients {
+  Tensor dx;       // with respect to the queries' input
+  Tensor dmemory;  // with respect to the memory
+};
+
+// The KV cache of one attention layer for generation: per pattern i, keys and values of
+// shape (slots_i, capacity_i, batch, Hk, D), capacity_i = ceil(min(w_i, max_positions) / r_i).
+struct AttentionCache {
+  std::int64_t batch = 0;
+  std::int64_t max_positions = 0;
+  std::int64_t next_position = 0;
+  std::vector<Tensor> keys, values;
+  std::size_t bytes() const;
+};
+
+class MultiheadDilatedAttention final : public Module {
+ public:
+  MultiheadDilatedAttention(const std::string& name, const MultiheadDilatedAttentionConfig& config,
+                            const ParameterOptions& options);
+
+  // Self-attention: x (B, N, d_model) -> (B, N, d_model).
+  Tensor forward(const Tensor& x);
+  Tensor backward(const Tensor& dy);
+  // Cross-attention over a memory of the same shape as x.
+  Tensor forward(const Tensor& x, const Tensor& memory);
+  CrossAttentionGradients backward_cross(const Tensor& dy);
+
+  // Generation (causal self-attention only): a cache for `batch` sequences of up to
+  // `max_positions` positions, and one step at the cache's next position: x (B, 1, d_model).
+  AttentionCache make_cache(std::int64_t batch, std::int64_t max_positions) const;
+  Tensor decode(const Tensor& x, AttentionCache& cache) const;
+
+  const MultiheadDilatedAttentionConfig& config() const { return config_; }
+  void collect_parameters(std::vector<ParameterPtr>& out) const override;
+
+ private:
+  struct Projected {
+    Tensor q, k, v;  // (B, N, heads, D) views
+  };
+  Projected project(const Tensor& x, const Tensor& memory, bool save);
+  Tensor attend_and_project(const Projected& projected, std::int64_t seq_len);
+  Tensor backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv);
+
+  MultiheadDilatedAttentionConfig config_;
+  std::unique_ptr<Linear> q_proj_, k_proj_, v_proj_, qkv_proj_;
+  Linear out_proj_;
+  std::unique_ptr<LayerNorm> inner_attn_ln_;
+  bool cross_ = false;
+  // Saved by forward for backward.
+  Tensor q_, k_, v_;  // after the positional encoding (the attention's inputs)
+  AttentionOutput attention_;
+  std::int64_t seq_len_ = 0;
+};
+
+}  // namespace longnet::nn

@@ -1,0 +1,34 @@
+// Positional encodings of the attention: none, RoPE, or xPos (LongNet's default; see
+// kernels/rotary.hpp for the formulas). Applied to q (B, N, H, D) and k (B, N, Hk, D),
+// any strides with the head dimension contiguous, at positions start .. start + N - 1.
+// Keys use xPos's inverse factor, so q·k depends only on the positions' distance.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "longnet/core/tensor.hpp"
+
+namespace longnet::nn {
+
+enum class PositionalEncoding { none, rope, xpos };
+std::string_view to_string(PositionalEncoding kind);
+PositionalEncoding parse_positional_encoding(std::string_view text, std::string_view argument = "positional");
+
+struct PositionalConfig {
+  PositionalEncoding kind = PositionalEncoding::xpos;
+  double rope_base = 10000.0;
+  double xpos_scale_base = 512.0;
+  void validate(std::int64_t head_dim) const;
+};
+
+// The position whose xPos factor is 1 for a sequence of length N, as torchscale centres
+// it: ceil(N / 2). It cancels in q·k.
+double xpos_center(std::int64_t seq_len);
+
+// A new contiguous tensor: x with the encoding applied (a copy of x for `none`).
+// `is_key` selects xPos's inverse factor; `transpose` applies the transposed map (backward).
+Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::int64_t position_start, double center,
+                        bool is_key, bool transpose = false);
+
+}  // namespace longnet::nn

@@ -1,0 +1,121 @@
+// LayerNorm on the CPU (layer_norm.hpp): forward and backward per row in the input
+// precision (statistics in double for f64, float otherwise; the row sums in double so a
+// long row loses nothing). dweight/dbias are summed over fixed chunks of rows and the
+// chunks added in order, so the result does not depend on the thread count.
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/float_dispatch.hpp"
+#include "longnet/core/parallel.hpp"
+#include "longnet/kernels/layer_norm.hpp"
+
+namespace longnet::kernels {
+namespace {
+
+template <class T>
+void forward(const LayerNormParams& p) {
+  const T* x = static_cast<const T*>(p.x);
+  const T* weight = static_cast<const T*>(p.weight);
+  const T* bias = static_cast<const T*>(p.bias);
+  T* out = static_cast<T*>(p.out);
+  T* mean_out = static_cast<T*>(p.mean);
+  T* rstd_out = static_cast<T*>(p.rstd);
+  const std::int64_t C = p.columns;
+  parallel_for(p.rows, cpu::grain_for(4 * C), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * p.x_row_stride;
+      double sum = 0;
+      for (std::int64_t c = 0; c < C; ++c) sum += xr[c];
+      const double mean = sum / static_cast<double>(C);
+      double squares = 0;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double d = xr[c] - mean;
+        squares += d * d;
+      }
+      const double rstd = 1.0 / std::sqrt(squares / static_cast<double>(C) + p.eps);
+      T* yr = out + r * p.out_row_stride;
+      for (std::int64_t c = 0; c < C; ++c) {
+        T y = static_cast<T>((xr[c] - mean) * rstd);
+        if (weight) y *= weight[c];
+        if (bias) y += bias[c];
+        yr[c] = y;
+      }
+      mean_out[r] = static_cast<T>(mean);
+      rstd_out[r] = static_cast<T>(rstd);
+    }
+  });
+}
+
+// With xhat = (x - mean) rstd and g = dout * weight:
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+template <class T>
+void backward(const LayerNormParams& p) {
+  const T* x = static_cast<const T*>(p.x);
+  const T* weight = static_cast<const T*>(p.weight);
+  const T* dout = static_cast<const T*>(p.dout);
+  const T* mean = static_cast<const T*>(p.mean);
+  const T* rstd = static_cast<const T*>(p.rstd);
+  T* dx = static_cast<T*>(p.dx);
+  const std::int64_t C = p.columns;
+  parallel_for(p.rows, cpu::grain_for(4 * C), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * p.x_row_stride;
+      const T* gr = dout + r * p.dout_row_stride;
+      double g_sum = 0, gx_sum = 0;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double g = weight ? gr[c] * weight[c] : gr[c];
+        const double xhat = (xr[c] - mean[r]) * rstd[r];
+        g_sum += g;
+        gx_sum += g * xhat;
+      }
+      const double g_mean = g_sum / static_cast<double>(C), gx_mean = gx_sum / static_cast<double>(C);
+      T* dxr = dx + r * p.dx_row_stride;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double g = weight ? gr[c] * weight[c] : gr[c];
+        const double xhat = (xr[c] - mean[r]) * rstd[r];
+        dxr[c] = static_cast<T>(rstd[r] * (g - g_mean - xhat * gx_mean));
+      }
+    }
+  });
+  if (!p.dweight && !p.dbias) return;
+  const std::int64_t chunks = (p.rows + cpu::kReductionChunk - 1) / cpu::kReductionChunk;
+  std::vector<double> partial(static_cast<std::size_t>(chunks * 2 * C), 0.0);
+  parallel_for(chunks, cpu::grain_for(cpu::kReductionChunk * 2 * C), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t chunk = begin; chunk < end; ++chunk) {
+      double* dw = partial.data() + chunk * 2 * C;
+      double* db = dw + C;
+      const std::int64_t row_end = std::min(p.rows, (chunk + 1) * cpu::kReductionChunk);
+      for (std::int64_t r = chunk * cpu::kReductionChunk; r < row_end; ++r) {
+        const T* xr = x + r * p.x_row_stride;
+        const T* gr = dout + r * p.dout_row_stride;
+        for (std::int64_t c = 0; c < C; ++c) {
+          dw[c] += static_cast<double>(gr[c]) * ((xr[c] - mean[r]) * rstd[r]);
+          db[c] += gr[c];
+        }
+      }
+    }
+  });
+  T* dweight = static_cast<T*>(p.dweight);
+  T* dbias = static_cast<T*>(p.dbias);
+  for (std::int64_t c = 0; c < C; ++c) {
+    double dw = 0, db = 0;
+    for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
+      dw += partial[static_cast<std::size_t>(chunk * 2 * C + c)];
+      db += partial[static_cast<std::size_t>(chunk * 2 * C + C + c)];
+    }
+    if (dweight) dweight[c] += static_cast<T>(dw);
+    if (dbias) dbias[c] += static_cast<T>(db);
+  }
+}
+
+}  // namespace
+
+void layer_norm_forward_cpu(const LayerNormParams& p) {
+  cpu::dispatch_float(p.dtype, "layer_norm_forward", [&](auto tag) { forward<decltype(tag)>(p); });
+}
+
+void layer_norm_backward_cpu(const LayerNormParams& p) {
+  cpu::dispatch_float(p.dtype, "layer_norm_backward", [&](auto tag) { backward<decltype(tag)>(p); });
+}
+
+}  // namespace longnet::kernels

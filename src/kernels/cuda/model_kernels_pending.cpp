@@ -1,0 +1,43 @@
+// CUDA builds, until the CUDA model kernels land: the CUDA entry points of the model
+// kernels (layer norm, GELU, embedding, cross-entropy, dropout, AdamW, gradient norm,
+// rotary, linear, elementwise add, dilated decode) say so.
+#include "longnet/core/error.hpp"
+#include "longnet/kernels/adamw.hpp"
+#include "longnet/kernels/cross_entropy.hpp"
+#include "longnet/kernels/dilated_decode.hpp"
+#include "longnet/kernels/dropout.hpp"
+#include "longnet/kernels/elementwise.hpp"
+#include "longnet/kernels/embedding.hpp"
+#include "longnet/kernels/gelu.hpp"
+#include "longnet/kernels/gradient_norm.hpp"
+#include "longnet/kernels/layer_norm.hpp"
+#include "longnet/kernels/linear.hpp"
+#include "longnet/kernels/rotary.hpp"
+
+namespace longnet::kernels {
+namespace {
+[[noreturn]] void no_cuda(const char* kernel) {
+  throw Error(str(kernel, " on CUDA: not implemented yet (use device = cpu)"));
+}
+}  // namespace
+
+void layer_norm_forward_cuda(const LayerNormParams&) { no_cuda("layer_norm_forward"); }
+void layer_norm_backward_cuda(const LayerNormParams&) { no_cuda("layer_norm_backward"); }
+void gelu_forward_cuda(const GeluParams&) { no_cuda("gelu_forward"); }
+void gelu_backward_cuda(const GeluParams&) { no_cuda("gelu_backward"); }
+void embedding_forward_cuda(const EmbeddingParams&) { no_cuda("embedding_forward"); }
+void embedding_backward_cuda(const EmbeddingParams&) { no_cuda("embedding_backward"); }
+void cross_entropy_forward_cuda(const CrossEntropyParams&) { no_cuda("cross_entropy_forward"); }
+void cross_entropy_backward_cuda(const CrossEntropyParams&) { no_cuda("cross_entropy_backward"); }
+void dropout_forward_cuda(const DropoutParams&) { no_cuda("dropout_forward"); }
+void dropout_backward_cuda(const DropoutParams&) { no_cuda("dropout_backward"); }
+void adamw_step_cuda(const AdamWParams&) { no_cuda("adamw_step"); }
+double sum_of_squares_cuda(const void*, std::int64_t, DType) { no_cuda("sum_of_squares"); }
+void scale_cuda(void*, std::int64_t, DType, double) { no_cuda("scale"); }
+void rotary_apply_cuda(const RotaryParams&) { no_cuda("rotary_apply"); }
+void linear_forward_cuda(const LinearParams&) { no_cuda("linear_forward"); }
+void linear_backward_cuda(const LinearParams&) { no_cuda("linear_backward"); }
+void add_cuda(const AddParams&) { no_cuda("add"); }
+void dilated_decode_cuda(const DilatedDecodeParams&) { no_cuda("dilated_decode"); }
+
+}  // namespace longnet::kernels

@@ -1,0 +1,95 @@
+// nn::Embedding (embedding.hpp) over kernels/embedding.hpp.
+#include "longnet/nn/embedding.hpp"
+
+#include <cmath>
+
+#include "longnet/kernels/embedding.hpp"
+#include "longnet/nn/functional.hpp"
+
+namespace longnet::nn {
+
+Embedding::Embedding(const std::string& name, std::int64_t vocab, std::int64_t dim, double scale,
+                     const ParameterOptions& options)
+    : scale_(scale) {
+  require(vocab >= 1, name, ": vocab = ", vocab, ": must be >= 1");
+  require(dim >= 1, name, ": dim = ", dim, ": must be >= 1");
+  weight_ = make_parameter(name + ".weight",
+                           normal_init({vocab, dim}, parameter_seed(options.seed, name + ".weight"),
+                                       1.0 / std::sqrt(static_cast<double>(dim))),
+                           options);
+}
+
+Tensor Embedding::prepare_tokens(const Tensor& tokens, std::int64_t vocab, Device device, const char* what) {
+  require(tokens.defined(), what, " is undefined");
+  require(tokens.dtype() == DType::i32 || tokens.dtype() == DType::i64, what, " has dtype ", dtype_name(tokens.dtype()),
+          ": must be i32 or i64");
+  if (tokens.dtype() == DType::i64) {
+    // Checked before narrowing, so an id beyond int32 is reported as it is.
+    const std::vector<std::int64_t> wide = tokens.to_vector<std::int64_t>();
+    for (std::size_t i = 0; i < wide.size(); ++i) {
+      require(wide[i] >= 0 && wide[i] < vocab, what, "[", i, "] = ", wide[i], ": must be in [0, ", vocab, ")");
+    }
+  }
+  const Tensor host = tokens.to(Device::cpu(), DType::i32).contiguous();
+  const std::int32_t* ids = host.data<std::int32_t>();
+  for (std::int64_t i = 0; i < host.numel(); ++i) {
+    require(ids[i] >= 0 && ids[i] < vocab, what, "[", i, "] = ", ids[i], ": must be in [0, ", vocab, ")");
+  }
+  return host.to(device);
+}
+
+Tensor Embedding::infer(const Tensor& tokens_in) const {
+  const Tensor& w = weight_->value;
+  const Tensor tokens = prepare_tokens(tokens_in, vocab(), w.device(), "tokens");
+  Shape shape = tokens.shape();
+  shape.push_back(dim());
+  Tensor out = Tensor::empty(shape, w.dtype(), w.device());
+  kernels::EmbeddingParams p;
+  p.count = tokens.numel();
+  p.vocab = vocab();
+  p.dim = dim();
+  p.scale = scale_;
+  p.dtype = w.dtype();
+  p.tokens = tokens.data<std::int32_t>();
+  p.table = w.data();
+  p.out = out.data();
+  if (w.device().is_cuda()) {
+    kernels::embedding_forward_cuda(p);
+  } else {
+    kernels::embedding_forward_cpu(p);
+  }
+  return out;
+}
+
+Tensor Embedding::forward(const Tensor& tokens) {
+  Tensor out = infer(tokens);
+  tokens_ = prepare_tokens(tokens, vocab(), weight_->value.device(), "tokens");
+  return out;
+}
+
+void Embedding::backward(const Tensor& dout_in) {
+  require(tokens_.defined(), weight_->name, ": backward called before forward");
+  const Tensor& w = weight_->value;
+  require_floating(dout_in, "Embedding output gradient", w.dtype(), w.device());
+  require(dout_in.numel() == tokens_.numel() * dim(), weight_->name, ": dout has shape ",
+          shape_to_string(dout_in.shape()), ": must be (tokens..., ", dim(), ")");
+  const Tensor dout = dout_in.contiguous();
+  kernels::EmbeddingParams p;
+  p.count = tokens_.numel();
+  p.vocab = vocab();
+  p.dim = dim();
+  p.scale = scale_;
+  p.dtype = w.dtype();
+  p.tokens = tokens_.data<std::int32_t>();
+  p.dout = dout.data();
+  p.dtable = weight_->grad.data();
+  if (w.device().is_cuda()) {
+    kernels::embedding_backward_cuda(p);
+  } else {
+    kernels::embedding_backward_cpu(p);
+  }
+}
+
+void Embedding::collect_parameters(std::vector<ParameterPtr>& out) const { append_unique(out, weight_); }
+
+}  // namespace longnet::nn

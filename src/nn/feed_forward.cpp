@@ -1,0 +1,60 @@
+// nn::FeedForward (feed_forward.hpp).
+#include "longnet/nn/feed_forward.hpp"
+
+namespace longnet::nn {
+
+void FeedForwardConfig::validate() const {
+  require(d_model >= 1, "d_model = ", d_model, ": must be >= 1");
+  require(ffn_dim >= 1, "ffn_dim = ", ffn_dim, ": must be >= 1");
+  require(dropout >= 0 && dropout < 1, "dropout = ", dropout, ": must be in [0, 1)");
+  require(activation_dropout >= 0 && activation_dropout < 1, "activation_dropout = ", activation_dropout,
+          ": must be in [0, 1)");
+}
+
+namespace {
+const FeedForwardConfig& validated(const FeedForwardConfig& config) {
+  config.validate();
+  return config;
+}
+}  // namespace
+
+FeedForward::FeedForward(const std::string& name, const FeedForwardConfig& config, const ParameterOptions& options,
+                         std::uint64_t dropout_stream)
+    : config_(validated(config)),
+      fc1_(name + ".fc1", config.d_model, config.ffn_dim, config.bias, options),
+      activation_dropout_(config.activation_dropout, dropout_stream),
+      fc2_(name + ".fc2", config.ffn_dim, config.d_model, config.bias, options),
+      dropout_(config.dropout, dropout_stream + 1) {
+  if (config.sub_layer_norm) {
+    ffn_layernorm_ =
+        std::make_unique<LayerNorm>(name + ".ffn_layernorm", config.ffn_dim, config.layer_norm_eps, options);
+  }
+}
+
+Tensor FeedForward::forward(const Tensor& x, const ForwardContext& context) {
+  Tensor h = gelu_.forward(fc1_.forward(x));
+  h = activation_dropout_.forward(h, context);
+  if (ffn_layernorm_) h = ffn_layernorm_->forward(h);
+  return dropout_.forward(fc2_.forward(h), context);
+}
+
+Tensor FeedForward::backward(const Tensor& dy) {
+  Tensor dh = fc2_.backward(dropout_.backward(dy));
+  if (ffn_layernorm_) dh = ffn_layernorm_->backward(dh);
+  dh = activation_dropout_.backward(dh);
+  return fc1_.backward(gelu_.backward(dh));
+}
+
+Tensor FeedForward::infer(const Tensor& x) const {
+  Tensor h = GELU::infer(fc1_.infer(x));
+  if (ffn_layernorm_) h = ffn_layernorm_->infer(h);
+  return fc2_.infer(h);
+}
+
+void FeedForward::collect_parameters(std::vector<ParameterPtr>& out) const {
+  fc1_.collect_parameters(out);
+  if (ffn_layernorm_) ffn_layernorm_->collect_parameters(out);
+  fc2_.collect_parameters(out);
+}
+
+}  // namespace longnet::nn

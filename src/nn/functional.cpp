@@ -1,0 +1,138 @@
+// Shared tensor operations of the nn and model layers (functional.hpp), dispatched on the
+// tensors' device.
+#include "longnet/nn/functional.hpp"
+
+#include "longnet/kernels/cross_entropy.hpp"
+#include "longnet/kernels/elementwise.hpp"
+#include "longnet/kernels/gradient_norm.hpp"
+#include "longnet/kernels/layer_norm.hpp"
+
+namespace longnet::nn {
+
+void require_floating(const Tensor& x, const char* what, DType dtype, Device device) {
+  require(x.defined(), what, " is undefined");
+  require(x.dtype() == dtype, what, " has dtype ", dtype_name(x.dtype()), ": must be ", dtype_name(dtype),
+          " (the module's dtype)");
+  require(x.device() == device, what, " is on ", to_string(x.device()), ": must be on ", to_string(device),
+          " (the module's device)");
+}
+
+Tensor as_rows(const Tensor& x, std::int64_t columns) {
+  require(x.is_contiguous(), "as_rows: the tensor must be contiguous");
+  require(columns > 0 && x.numel() % columns == 0, "as_rows: ", x.numel(), " elements do not form rows of ", columns);
+  return x.view({x.numel() / columns, columns});
+}
+
+Tensor add(const Tensor& a, const Tensor& b, double alpha) {
+  require(a.shape() == b.shape(), "add: shapes ", shape_to_string(a.shape()), " and ", shape_to_string(b.shape()),
+          " differ");
+  require_floating(b, "add: b", a.dtype(), a.device());
+  Tensor out = a.clone();
+  add_into(out, b, alpha);
+  return out;
+}
+
+void add_into(Tensor& target, const Tensor& b, double alpha) {
+  require(target.shape() == b.shape(), "add_into: shapes ", shape_to_string(target.shape()), " and ",
+          shape_to_string(b.shape()), " differ");
+  require(target.is_contiguous(), "add_into: the target must be contiguous");
+  require_floating(b, "add_into: b", target.dtype(), target.device());
+  const Tensor bc = b.contiguous();
+  kernels::AddParams p;
+  p.count = target.numel();
+  p.dtype = target.dtype();
+  p.a = target.data();
+  p.b = bc.data();
+  p.alpha = alpha;
+  p.out = target.data();
+  if (target.device().is_cuda()) {
+    kernels::add_cuda(p);
+  } else {
+    kernels::add_cpu(p);
+  }
+}
+
+void scale_in_place(Tensor& x, double factor) {
+  require(x.is_contiguous(), "scale_in_place: the tensor must be contiguous");
+  if (x.device().is_cuda()) {
+    kernels::scale_cuda(x.data(), x.numel(), x.dtype(), factor);
+  } else {
+    kernels::scale_cpu(x.data(), x.numel(), x.dtype(), factor);
+  }
+}
+
+double sum_of_squares(const Tensor& x) {
+  const Tensor c = x.contiguous();
+  return c.device().is_cuda() ? kernels::sum_of_squares_cuda(c.data(), c.numel(), c.dtype())
+                              : kernels::sum_of_squares_cpu(c.data(), c.numel(), c.dtype());
+}
+
+namespace {
+
+kernels::CrossEntropyParams cross_entropy_params(const Tensor& logits, const Tensor& targets,
+                                                 std::int32_t ignore_index) {
+  require(logits.defined() && logits.dim() == 2 && logits.is_contiguous(),
+          "cross_entropy: logits must be a contiguous (rows, vocab) tensor");
+  require(is_floating(logits.dtype()), "cross_entropy: logits must be floating");
+  require(targets.defined() && targets.dtype() == DType::i32 && targets.dim() == 1 &&
+              targets.size(0) == logits.size(0) && targets.is_contiguous(),
+          "cross_entropy: targets must be a contiguous int32 tensor of ", logits.size(0), " rows");
+  require(targets.device() == logits.device(), "cross_entropy: targets are on ", to_string(targets.device()),
+          " but logits on ", to_string(logits.device()));
+  kernels::CrossEntropyParams p;
+  p.rows = logits.size(0);
+  p.vocab = logits.size(1);
+  p.ignore_index = ignore_index;
+  p.dtype = logits.dtype();
+  p.logits = logits.data();
+  p.logits_row_stride = p.vocab;
+  p.targets = targets.data<std::int32_t>();
+  return p;
+}
+
+}  // namespace
+
+CrossEntropyResult cross_entropy_forward(const Tensor& logits, const Tensor& targets, std::int32_t ignore_index) {
+  kernels::CrossEntropyParams p = cross_entropy_params(logits, targets, ignore_index);
+  const std::vector<std::int32_t> host_targets = targets.to_vector<std::int32_t>();
+  CrossEntropyResult result;
+  for (std::size_t r = 0; r < host_targets.size(); ++r) {
+    const std::int32_t t = host_targets[r];
+    if (t == ignore_index) continue;
+    require(t >= 0 && t < p.vocab, "cross_entropy: targets[", r, "] = ", t, ": must be in [0, ", p.vocab,
+            ") or the ignore index ", ignore_index);
+    ++result.count;
+  }
+  const DType stats = kernels::statistics_dtype(logits.dtype());
+  Tensor loss = Tensor::empty({p.rows}, stats, logits.device());
+  result.lse = Tensor::empty({p.rows}, stats, logits.device());
+  p.loss = loss.data();
+  p.lse = result.lse.data();
+  if (logits.device().is_cuda()) {
+    kernels::cross_entropy_forward_cuda(p);
+  } else {
+    kernels::cross_entropy_forward_cpu(p);
+  }
+  for (double l : loss.to_vector<double>()) result.loss_sum += l;  // in row order: deterministic
+  return result;
+}
+
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const CrossEntropyResult& forward,
+                              std::int32_t ignore_index, double grad_scale) {
+  kernels::CrossEntropyParams p = cross_entropy_params(logits, targets, ignore_index);
+  require(forward.lse.defined() && forward.lse.numel() == p.rows,
+          "cross_entropy_backward: pass the result of cross_entropy_forward of these logits");
+  Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
+  p.lse = forward.lse.data();
+  p.grad_scale = grad_scale;
+  p.dlogits = dlogits.data();
+  p.dlogits_row_stride = p.vocab;
+  if (logits.device().is_cuda()) {
+    kernels::cross_entropy_backward_cuda(p);
+  } else {
+    kernels::cross_entropy_backward_cpu(p);
+  }
+  return dlogits;
+}
+
+}  // namespace longnet::nn

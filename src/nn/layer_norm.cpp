@@ -1,0 +1,100 @@
+// nn::LayerNorm (layer_norm.hpp) over kernels/layer_norm.hpp.
+#include "longnet/nn/layer_norm.hpp"
+
+#include <cmath>
+
+#include "longnet/kernels/layer_norm.hpp"
+#include "longnet/nn/functional.hpp"
+
+namespace longnet::nn {
+
+LayerNorm::LayerNorm(const std::string& name, std::int64_t dim, double eps, const ParameterOptions& options)
+    : eps_(eps) {
+  require(dim >= 1, name, ": dim = ", dim, ": must be >= 1");
+  require(eps > 0 && std::isfinite(eps), name, ": eps = ", eps, ": must be positive and finite");
+  weight_ = make_parameter(name + ".weight", Tensor::full({dim}, 1.0, DType::f64), options, false);
+  bias_ = make_parameter(name + ".bias", Tensor::zeros({dim}, DType::f64), options, false);
+}
+
+Tensor LayerNorm::run_forward(const Tensor& x_in, Tensor* mean, Tensor* rstd) const {
+  const Tensor& w = weight_->value;
+  require_floating(x_in, "LayerNorm input", w.dtype(), w.device());
+  require(x_in.dim() >= 1 && x_in.size(-1) == dim(), weight_->name, ": input has shape ", shape_to_string(x_in.shape()),
+          ": the last dimension must be ", dim());
+  const Tensor x = x_in.contiguous();
+  const std::int64_t rows = x.numel() / dim();
+  const DType stats = kernels::statistics_dtype(w.dtype());
+  Tensor out = Tensor::empty(x.shape(), w.dtype(), w.device());
+  *mean = Tensor::empty({rows}, stats, w.device());
+  *rstd = Tensor::empty({rows}, stats, w.device());
+  kernels::LayerNormParams p;
+  p.rows = rows;
+  p.columns = dim();
+  p.eps = eps_;
+  p.dtype = w.dtype();
+  p.x = x.data();
+  p.x_row_stride = dim();
+  p.weight = w.data();
+  p.bias = bias_->value.data();
+  p.out = out.data();
+  p.out_row_stride = dim();
+  p.mean = mean->data();
+  p.rstd = rstd->data();
+  if (w.device().is_cuda()) {
+    kernels::layer_norm_forward_cuda(p);
+  } else {
+    kernels::layer_norm_forward_cpu(p);
+  }
+  return out;
+}
+
+Tensor LayerNorm::infer(const Tensor& x) const {
+  Tensor mean, rstd;
+  return run_forward(x, &mean, &rstd);
+}
+
+Tensor LayerNorm::forward(const Tensor& x) {
+  Tensor out = run_forward(x, &mean_, &rstd_);
+  x_ = x.contiguous();
+  return out;
+}
+
+Tensor LayerNorm::backward(const Tensor& dy_in) {
+  require(x_.defined(), weight_->name, ": backward called before forward");
+  const Tensor& w = weight_->value;
+  require_floating(dy_in, "LayerNorm output gradient", w.dtype(), w.device());
+  require(dy_in.shape() == x_.shape(), weight_->name, ": dy has shape ", shape_to_string(dy_in.shape()), ": must be ",
+          shape_to_string(x_.shape()));
+  const Tensor dy = dy_in.contiguous();
+  Tensor dx = Tensor::empty(x_.shape(), w.dtype(), w.device());
+  kernels::LayerNormParams p;
+  p.rows = x_.numel() / dim();
+  p.columns = dim();
+  p.eps = eps_;
+  p.dtype = w.dtype();
+  p.x = x_.data();
+  p.x_row_stride = dim();
+  p.weight = w.data();
+  p.bias = bias_->value.data();
+  p.mean = mean_.data();
+  p.rstd = rstd_.data();
+  p.dout = dy.data();
+  p.dout_row_stride = dim();
+  p.dx = dx.data();
+  p.dx_row_stride = dim();
+  p.dweight = weight_->grad.data();
+  p.dbias = bias_->grad.data();
+  if (w.device().is_cuda()) {
+    kernels::layer_norm_backward_cuda(p);
+  } else {
+    kernels::layer_norm_backward_cpu(p);
+  }
+  return dx;
+}
+
+void LayerNorm::collect_parameters(std::vector<ParameterPtr>& out) const {
+  append_unique(out, weight_);
+  append_unique(out, bias_);
+}
+
+}  // namespace longnet::nn

@@ -1,0 +1,109 @@
+// nn::Linear (linear.hpp) over kernels/linear.hpp.
+#include "longnet/nn/linear.hpp"
+
+#include <cmath>
+
+#include "longnet/kernels/linear.hpp"
+#include "longnet/nn/functional.hpp"
+
+namespace longnet::nn {
+namespace {
+
+Shape with_last(Shape shape, std::int64_t last) {
+  shape.back() = last;
+  return shape;
+}
+
+}  // namespace
+
+Linear::Linear(const std::string& name, std::int64_t in_features, std::int64_t out_features, bool bias,
+               const ParameterOptions& options) {
+  require(in_features >= 1, name, ": in_features = ", in_features, ": must be >= 1");
+  require(out_features >= 1, name, ": out_features = ", out_features, ": must be >= 1");
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+  weight_ = make_parameter(
+      name + ".weight",
+      uniform_init({out_features, in_features}, parameter_seed(options.seed, name + ".weight"), bound), options);
+  if (bias) {
+    bias_ = make_parameter(name + ".bias",
+                           uniform_init({out_features}, parameter_seed(options.seed, name + ".bias"), bound), options,
+                           /*weight_decay=*/false);
+  }
+}
+
+Linear::Linear(ParameterPtr weight, ParameterPtr bias) : weight_(std::move(weight)), bias_(std::move(bias)) {
+  require(weight_ && weight_->value.dim() == 2, "Linear: the weight must be a (out, in) parameter");
+  if (bias_) {
+    require(bias_->value.dim() == 1 && bias_->value.size(0) == weight_->value.size(0),
+            "Linear: the bias must have out_features = ", weight_->value.size(0), " elements");
+  }
+}
+
+Tensor Linear::infer(const Tensor& x_in) const {
+  const Tensor& w = weight_->value;
+  require_floating(x_in, "Linear input", w.dtype(), w.device());
+  require(x_in.dim() >= 1 && x_in.size(-1) == in_features(), weight_->name, ": input has shape ",
+          shape_to_string(x_in.shape()), ": the last dimension must be in_features = ", in_features());
+  const Tensor x = x_in.contiguous();
+  Tensor y = Tensor::empty(with_last(x.shape(), out_features()), w.dtype(), w.device());
+  kernels::LinearParams p;
+  p.rows = x.numel() / in_features();
+  p.in_features = in_features();
+  p.out_features = out_features();
+  p.dtype = w.dtype();
+  p.x = x.data();
+  p.x_row_stride = in_features();
+  p.weight = w.data();
+  p.bias = bias_ ? bias_->value.data() : nullptr;
+  p.y = y.data();
+  p.y_row_stride = out_features();
+  if (w.device().is_cuda()) {
+    kernels::linear_forward_cuda(p);
+  } else {
+    kernels::linear_forward_cpu(p);
+  }
+  return y;
+}
+
+Tensor Linear::forward(const Tensor& x) {
+  Tensor y = infer(x);
+  x_ = x.contiguous();
+  return y;
+}
+
+Tensor Linear::backward(const Tensor& dy_in) {
+  require(x_.defined(), weight_->name, ": backward called before forward");
+  const Tensor& w = weight_->value;
+  require_floating(dy_in, "Linear output gradient", w.dtype(), w.device());
+  require(dy_in.shape() == with_last(x_.shape(), out_features()), weight_->name, ": dy has shape ",
+          shape_to_string(dy_in.shape()), ": must be ", shape_to_string(with_last(x_.shape(), out_features())));
+  const Tensor dy = dy_in.contiguous();
+  Tensor dx = Tensor::empty(x_.shape(), w.dtype(), w.device());
+  kernels::LinearParams p;
+  p.rows = x_.numel() / in_features();
+  p.in_features = in_features();
+  p.out_features = out_features();
+  p.dtype = w.dtype();
+  p.x = x_.data();
+  p.x_row_stride = in_features();
+  p.weight = w.data();
+  p.dy = dy.data();
+  p.dy_row_stride = out_features();
+  p.dx = dx.data();
+  p.dx_row_stride = in_features();
+  p.dweight = weight_->grad.data();
+  p.dbias = bias_ ? bias_->grad.data() : nullptr;
+  if (w.device().is_cuda()) {
+    kernels::linear_backward_cuda(p);
+  } else {
+    kernels::linear_backward_cpu(p);
+  }
+  return dx;
+}
+
+void Linear::collect_parameters(std::vector<ParameterPtr>& out) const {
+  append_unique(out, weight_);
+  append_unique(out, bias_);
+}
+
+}  // namespace longnet::nn

@@ -1,0 +1,298 @@
+// nn::MultiheadDilatedAttention (multihead_dilated_attention.hpp).
+#include "longnet/nn/multihead_dilated_attention.hpp"
+
+#include <cmath>
+
+#include "longnet/kernels/dilated_decode.hpp"
+#include "longnet/nn/functional.hpp"
+
+namespace longnet::nn {
+
+void MultiheadDilatedAttentionConfig::validate() const {
+  require(d_model >= 1, "d_model = ", d_model, ": must be >= 1");
+  require(heads >= 1, "heads = ", heads, ": must be >= 1");
+  require(d_model % heads == 0, "d_model = ", d_model, " is not a multiple of heads = ", heads);
+  require(kv_heads >= 0, "kv_heads = ", kv_heads, ": must be >= 0 (0 means equal to heads)");
+  require(heads % key_value_heads() == 0, "heads = ", heads, " is not a multiple of kv_heads = ", key_value_heads());
+  attention.validate();
+  positional.validate(head_dim());
+  require(gamma > 0 && std::isfinite(gamma), "gamma = ", gamma, ": must be positive and finite");
+  require(layer_norm_eps > 0, "layer_norm_eps = ", layer_norm_eps, ": must be positive");
+  if (attention.mode == DilatedMode::head_groups) {
+    require(heads >= static_cast<std::int64_t>(attention.segment_lengths.size()), "head_groups mode with ",
+            attention.segment_lengths.size(), " patterns needs at least as many heads, heads = ", heads);
+  }
+}
+
+std::size_t AttentionCache::bytes() const {
+  std::size_t total = 0;
+  for (const Tensor& t : keys) total += t.nbytes();
+  for (const Tensor& t : values) total += t.nbytes();
+  return total;
+}
+
+namespace {
+
+const MultiheadDilatedAttentionConfig& validated(const MultiheadDilatedAttentionConfig& config) {
+  config.validate();
+  return config;
+}
+
+// Concatenates (rows_i, in) blocks of f64 initial values along the rows.
+Tensor concat_rows(const std::vector<Tensor>& blocks) {
+  std::int64_t rows = 0;
+  for (const Tensor& b : blocks) rows += b.size(0);
+  Tensor out = Tensor::empty({rows, blocks.front().size(1)}, DType::f64);
+  std::int64_t at = 0;
+  for (const Tensor& b : blocks) {
+    out.slice(0, at, at + b.size(0)).copy_from(b);
+    at += b.size(0);
+  }
+  return out;
+}
+
+Tensor times(Tensor t, double factor) {
+  double* data = t.data<double>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) data[i] *= factor;
+  return t;
+}
+
+std::unique_ptr<Linear> make_linear(const std::string& name, const Tensor& weight, bool bias,
+                                    const ParameterOptions& options) {
+  ParameterPtr w = make_parameter(name + ".weight", weight, options);
+  ParameterPtr b =
+      bias ? make_parameter(name + ".bias", Tensor::zeros({weight.size(0)}, DType::f64), options, false) : nullptr;
+  return std::make_unique<Linear>(std::move(w), std::move(b));
+}
+
+double resolved_scale(const MultiheadDilatedAttentionConfig& c) {
+  return c.attention.scale.value_or(1.0 / std::sqrt(static_cast<double>(c.head_dim())));
+}
+
+}  // namespace
+
+MultiheadDilatedAttention::MultiheadDilatedAttention(const std::string& name,
+                                                     const MultiheadDilatedAttentionConfig& config,
+                                                     const ParameterOptions& options)
+    : config_(validated(config)),
+      out_proj_(make_parameter(name + ".out_proj.weight",
+                               times(xavier_uniform_init(config.d_model, config.d_model,
+                                                         parameter_seed(options.seed, name + ".out_proj.weight"), 1.0),
+                                     config.gamma),
+                               options),
+                config.bias ? make_parameter(name + ".out_proj.bias", Tensor::zeros({config.d_model}, DType::f64),
+                                             options, false)
+                            : nullptr) {
+  const std::int64_t d = config.d_model, D = config.head_dim();
+  const std::int64_t q_rows = config.heads * D, kv_rows = config.key_value_heads() * D;
+  const double gain = 1.0 / std::sqrt(2.0);
+  auto init = [&](const std::string& param, std::int64_t rows) {
+    return xavier_uniform_init(rows, d, parameter_seed(options.seed, name + param), gain);
+  };
+  if (config.fused_qkv) {
+    qkv_proj_ = make_linear(name + ".qkv_proj",
+                            concat_rows({init(".q_proj.weight", q_rows), init(".k_proj.weight", kv_rows),
+                                         times(init(".v_proj.weight", kv_rows), config.gamma)}),
+                            config.bias, options);
+  } else {
+    q_proj_ = make_linear(name + ".q_proj", init(".q_proj.weight", q_rows), config.bias, options);
+    k_proj_ = make_linear(name + ".k_proj", init(".k_proj.weight", kv_rows), config.bias, options);
+    v_proj_ = make_linear(name + ".v_proj", times(init(".v_proj.weight", kv_rows), config.gamma), config.bias, options);
+  }
+  if (config.sub_layer_norm) {
+    inner_attn_ln_ = std::make_unique<LayerNorm>(name + ".inner_attn_ln", d, config.layer_norm_eps, options);
+  }
+}
+
+MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Tensor& x, const Tensor& memory,
+                                                                        bool save) {
+  const Tensor& w = out_proj_.weight()->value;
+  require_floating(x, "attention input", w.dtype(), w.device());
+  require(x.dim() == 3 && x.size(2) == config_.d_model, "attention input has shape ", shape_to_string(x.shape()),
+          ": must be (batch, seq_len, d_model = ", config_.d_model, ")");
+  require(memory.shape() == x.shape(), "cross-attention memory has shape ", shape_to_string(memory.shape()),
+          ": must equal the input's shape ", shape_to_string(x.shape()), " (dilated attention needs equal lengths)");
+  const std::int64_t B = x.size(0), N = x.size(1), H = config_.heads, Hk = config_.key_value_heads();
+  const std::int64_t D = config_.head_dim();
+  auto run = [save](Linear& linear, const Tensor& in) { return save ? linear.forward(in) : linear.infer(in); };
+  if (qkv_proj_) {
+    const Tensor qkv = run(*qkv_proj_, x).view({B, N, H + 2 * Hk, D});
+    return {qkv.slice(2, 0, H), qkv.slice(2, H, H + Hk), qkv.slice(2, H + Hk, H + 2 * Hk)};
+  }
+  return {run(*q_proj_, x).view({B, N, H, D}), run(*k_proj_, memory).view({B, N, Hk, D}),
+          run(*v_proj_, memory).view({B, N, Hk, D})};
+}
+
+Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected, std::int64_t seq_len) {
+  seq_len_ = seq_len;
+  const PositionalConfig& pos = config_.positional;
+  const double center = xpos_center(seq_len);
+  const bool rotary = pos.kind != PositionalEncoding::none;
+  q_ = rotary ? apply_positional(pos, projected.q, 0, center, /*is_key=*/false) : projected.q;
+  k_ = rotary ? apply_positional(pos, projected.k, 0, center, /*is_key=*/true) : projected.k;
+  v_ = projected.v;
+  attention_ = dilated_attention_forward(config_.attention, q_, k_, v_);
+  Tensor o = attention_.out.view({attention_.out.size(0), seq_len, config_.d_model});
+  if (inner_attn_ln_) o = inner_attn_ln_->forward(o);
+  return out_proj_.forward(o);
+}
+
+Tensor MultiheadDilatedAttention::forward(const Tensor& x) {
+  cross_ = false;
+  return attend_and_project(project(x, x, true), x.size(1));
+}
+
+Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory) {
+  require(!qkv_proj_, "cross-attention needs separate q/k/v projections (fused_qkv = false)");
+  cross_ = true;
+  return attend_and_project(project(x, memory, true), x.size(1));
+}
+
+// Back through out_proj, the sub-LN, the attention and the positional encoding: the
+// gradients of the projections' outputs, (B, N, heads, D) each.
+Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv) {
+  require(attention_.out.defined(), "MultiheadDilatedAttention: backward called before forward");
+  Tensor dout = out_proj_.backward(dy);
+  if (inner_attn_ln_) dout = inner_attn_ln_->backward(dout);
+  const Tensor& out = attention_.out;
+  const AttentionGradients g = dilated_attention_backward(
+      config_.attention, q_, k_, v_, attention_, dout.view({out.size(0), out.size(1), out.size(2), out.size(3)}));
+  const PositionalConfig& pos = config_.positional;
+  const double center = xpos_center(seq_len_);
+  const bool rotary = pos.kind != PositionalEncoding::none;
+  dq = rotary ? apply_positional(pos, g.dq, 0, center, false, /*transpose=*/true) : g.dq;
+  dk = rotary ? apply_positional(pos, g.dk, 0, center, true, /*transpose=*/true) : g.dk;
+  dv = g.dv;
+  return dout;
+}
+
+Tensor MultiheadDilatedAttention::backward(const Tensor& dy) {
+  require(!cross_, "MultiheadDilatedAttention: the last forward was cross-attention; use backward_cross");
+  Tensor dq, dk, dv;
+  backward_to_projections(dy, dq, dk, dv);
+  const std::int64_t B = dq.size(0), N = dq.size(1), H = config_.heads, Hk = config_.key_value_heads();
+  if (qkv_proj_) {
+    Tensor dqkv = Tensor::empty({B, N, H + 2 * Hk, config_.head_dim()}, dq.dtype(), dq.device());
+    dqkv.slice(2, 0, H).copy_from(dq);
+    dqkv.slice(2, H, H + Hk).copy_from(dk);
+    dqkv.slice(2, H + Hk, H + 2 * Hk).copy_from(dv);
+    return qkv_proj_->backward(dqkv.view({B, N, -1}));
+  }
+  Tensor dx = q_proj_->backward(dq.contiguous().view({B, N, -1}));
+  add_into(dx, k_proj_->backward(dk.contiguous().view({B, N, -1})));
+  add_into(dx, v_proj_->backward(dv.contiguous().view({B, N, -1})));
+  return dx;
+}
+
+CrossAttentionGradients MultiheadDilatedAttention::backward_cross(const Tensor& dy) {
+  require(cross_, "MultiheadDilatedAttention: the last forward was self-attention; use backward");
+  Tensor dq, dk, dv;
+  backward_to_projections(dy, dq, dk, dv);
+  const std::int64_t B = dq.size(0), N = dq.size(1);
+  CrossAttentionGradients grads;
+  grads.dx = q_proj_->backward(dq.contiguous().view({B, N, -1}));
+  grads.dmemory = k_proj_->backward(dk.contiguous().view({B, N, -1}));
+  add_into(grads.dmemory, v_proj_->backward(dv.contiguous().view({B, N, -1})));
+  return grads;
+}
+
+AttentionCache MultiheadDilatedAttention::make_cache(std::int64_t batch, std::int64_t max_positions) const {
+  require(config_.attention.causal, "a KV cache needs causal self-attention");
+  require(batch >= 1, "batch = ", batch, ": must be >= 1");
+  require(max_positions >= 1, "max_positions = ", max_positions, ": must be >= 1");
+  const Tensor& w = out_proj_.weight()->value;
+  AttentionCache cache;
+  cache.batch = batch;
+  cache.max_positions = max_positions;
+  for (const DilationPattern& p : config_.attention.patterns()) {
+    const std::int64_t slots = kernels::decode_cache_slots(config_.attention.mode, p.dilation_rate, config_.heads);
+    const std::int64_t capacity = kernels::ceil_div(std::min(p.segment_length, max_positions), p.dilation_rate);
+    const Shape shape{slots, capacity, batch, config_.key_value_heads(), config_.head_dim()};
+    cache.keys.push_back(Tensor::zeros(shape, w.dtype(), w.device()));
+    cache.values.push_back(Tensor::zeros(shape, w.dtype(), w.device()));
+  }
+  return cache;
+}
+
+Tensor MultiheadDilatedAttention::decode(const Tensor& x, AttentionCache& cache) const {
+  require(config_.attention.causal, "decode needs causal self-attention");
+  require(x.dim() == 3 && x.size(0) == cache.batch && x.size(1) == 1, "decode: x has shape ",
+          shape_to_string(x.shape()), ": must be (batch = ", cache.batch, ", 1, d_model)");
+  const std::int64_t position = cache.next_position;
+  require(position < cache.max_positions, "decode: position ", position,
+          " is beyond the cache's max_positions = ", cache.max_positions);
+  const std::int64_t B = cache.batch, H = config_.heads, Hk = config_.key_value_heads(), D = config_.head_dim();
+  // Projections without saving (const: generation leaves the training state alone).
+  Tensor q, k, v;
+  if (qkv_proj_) {
+    const Tensor qkv = qkv_proj_->infer(x).view({B, 1, H + 2 * Hk, D});
+    q = qkv.slice(2, 0, H);
+    k = qkv.slice(2, H, H + Hk);
+    v = qkv.slice(2, H + Hk, H + 2 * Hk);
+  } else {
+    q = q_proj_->infer(x).view({B, 1, H, D});
+    k = k_proj_->infer(x).view({B, 1, Hk, D});
+    v = v_proj_->infer(x).view({B, 1, Hk, D});
+  }
+  // Rotations only (centre = the position itself, so xPos's factor is 1); the decode kernel
+  // applies xPos's relative factor between query and key.
+  const PositionalConfig& pos = config_.positional;
+  if (pos.kind != PositionalEncoding::none) {
+    q = apply_positional(pos, q, position, static_cast<double>(position), false);
+    k = apply_positional(pos, k, position, static_cast<double>(position), true);
+  }
+  const std::vector<DilationPattern> patterns = config_.attention.patterns();
+  const auto G = static_cast<std::int64_t>(patterns.size());
+  kernels::DilatedDecodeParams p;
+  for (std::int64_t i = 0; i < G; ++i) {
+    const DilationPattern& pattern = patterns[static_cast<std::size_t>(i)];
+    const std::int64_t t = position % pattern.segment_length;
+    const std::int64_t offset =
+        kernels::decode_cache_offset_of(config_.attention.mode, i, G, pattern, config_.heads, t);
+    Tensor& keys = cache.keys[static_cast<std::size_t>(i)];
+    Tensor& values = cache.values[static_cast<std::size_t>(i)];
+    if (offset >= 0) {
+      const std::int64_t slot = kernels::decode_cache_slot(config_.attention.mode, offset);
+      const std::int64_t row = t / pattern.dilation_rate;
+      keys.select(0, slot).select(0, row).copy_from(k.select(1, 0));
+      values.select(0, slot).select(0, row).copy_from(v.select(1, 0));
+    }
+    p.patterns.push_back({pattern, keys.size(0), keys.size(1), keys.data(), values.data()});
+  }
+  const Tensor qc = q.contiguous();
+  Tensor out = Tensor::empty({B, H, D}, qc.dtype(), qc.device());
+  p.batch = B;
+  p.heads = H;
+  p.kv_heads = Hk;
+  p.head_dim = D;
+  p.position = position;
+  p.mode = config_.attention.mode;
+  p.scale = resolved_scale(config_);
+  p.xpos_scale_base = pos.kind == PositionalEncoding::xpos ? pos.xpos_scale_base : 0.0;
+  p.dtype = qc.dtype();
+  p.q = qc.data();
+  p.out = out.data();
+  if (qc.device().is_cuda()) {
+    kernels::dilated_decode_cuda(p);
+  } else {
+    kernels::dilated_decode_cpu(p);
+  }
+  ++cache.next_position;
+  Tensor o = out.view({B, 1, config_.d_model});
+  if (inner_attn_ln_) o = inner_attn_ln_->infer(o);
+  return out_proj_.infer(o);
+}
+
+void MultiheadDilatedAttention::collect_parameters(std::vector<ParameterPtr>& out) const {
+  if (qkv_proj_) {
+    qkv_proj_->collect_parameters(out);
+  } else {
+    q_proj_->collect_parameters(out);
+    k_proj_->collect_parameters(out);
+    v_proj_->collect_parameters(out);
+  }
+  if (inner_attn_ln_) inner_attn_ln_->collect_parameters(out);
+  out_proj_.collect_parameters(out);
+}
+
+}  // namespace longnet::nn

@@ -1,0 +1,72 @@
+// Parameters, initialisers and the Module base (parameter.hpp).
+#include "longnet/nn/parameter.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "longnet/kernels/counter_rng.hpp"
+
+namespace longnet::nn {
+
+ParameterPtr make_parameter(std::string name, const Tensor& value, const ParameterOptions& options, bool weight_decay) {
+  require(options.dtype == DType::f32 || options.dtype == DType::f64, "parameter ", name,
+          ": dtype = ", dtype_name(options.dtype), ": parameters (master weights) must be f32 or f64");
+  require(options.compute_dtype == options.dtype, "parameter ", name,
+          ": compute_dtype = ", dtype_name(options.compute_dtype), " differs from dtype = ", dtype_name(options.dtype),
+          ": mixed precision is not implemented yet; use equal dtypes");
+  require_device_available(options.device, "parameter device");
+  auto p = std::make_shared<Parameter>();
+  p->name = std::move(name);
+  Tensor converted = value.to(options.device, options.dtype);
+  p->value = converted.storage() == value.storage() ? value.clone() : converted.contiguous();
+  p->grad = Tensor::zeros(p->value.shape(), p->value.dtype(), p->value.device());
+  p->weight_decay = weight_decay;
+  return p;
+}
+
+std::uint64_t parameter_seed(std::uint64_t seed, std::string_view name) {
+  std::uint64_t hash = 0xCBF29CE484222325ull;  // FNV-1a
+  for (char c : name) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 0x100000001B3ull;
+  }
+  return kernels::mix64(seed ^ kernels::mix64(hash));
+}
+
+namespace {
+Tensor scaled(Tensor t, double factor) {
+  double* data = t.data<double>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) data[i] *= factor;
+  return t;
+}
+}  // namespace
+
+Tensor uniform_init(const Shape& shape, std::uint64_t seed, double bound) {
+  if (bound == 0) return Tensor::zeros(shape, DType::f64);
+  return Tensor::uniform(shape, seed, -bound, bound, DType::f64);
+}
+
+Tensor normal_init(const Shape& shape, std::uint64_t seed, double std) {
+  return scaled(Tensor::randn(shape, seed, DType::f64), std);
+}
+
+Tensor xavier_uniform_init(std::int64_t out, std::int64_t in, std::uint64_t seed, double gain) {
+  const double bound = gain * std::sqrt(6.0 / static_cast<double>(in + out));
+  return uniform_init({out, in}, seed, bound);
+}
+
+std::vector<ParameterPtr> Module::parameters() const {
+  std::vector<ParameterPtr> out;
+  collect_parameters(out);
+  return out;
+}
+
+void Module::zero_grad() const {
+  for (const ParameterPtr& p : parameters()) p->grad.zero();
+}
+
+void append_unique(std::vector<ParameterPtr>& out, const ParameterPtr& p) {
+  if (p && std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+}
+
+}  // namespace longnet::nn

@@ -1,0 +1,281 @@
+// fp64 finite-difference checks of every nn layer's backward: Linear, LayerNorm,
+// Embedding, GELU, Dropout, FeedForward (with and without sub-LN), the positional
+// encodings, MultiheadDilatedAttention (separate/fused projections, GQA, xPos/RoPE/none,
+// both modes, causal or not, cross-attention), EncoderLayer and DecoderLayer.
+#include <gtest/gtest.h>
+
+#include "longnet/nn/activation.hpp"
+#include "longnet/nn/embedding.hpp"
+#include "longnet/nn/feed_forward.hpp"
+#include "longnet/nn/functional.hpp"
+#include "longnet/nn/layer_norm.hpp"
+#include "longnet/nn/linear.hpp"
+#include "longnet/nn/multihead_dilated_attention.hpp"
+#include "longnet/nn/positional.hpp"
+#include "longnet/nn/transformer_layers.hpp"
+#include "nn/gradient_check.hpp"
+
+namespace longnet::testing {
+namespace {
+
+using namespace longnet::nn;
+
+ParameterOptions f64_options(std::uint64_t seed = 7) {
+  ParameterOptions o;
+  o.dtype = DType::f64;
+  o.compute_dtype = DType::f64;
+  o.seed = seed;
+  return o;
+}
+
+// Every parameter of a module as a probe (value and accumulated gradient).
+void add_parameter_probes(const Module& module, std::vector<GradientProbe>& probes) {
+  for (const ParameterPtr& p : module.parameters()) probes.push_back({p->name, p->value, p->grad});
+}
+
+// LayerNorm weights of 1 and biases of 0 hide mistakes that involve them: randomise.
+void randomise_parameters(const Module& module, std::uint64_t seed) {
+  for (const ParameterPtr& p : module.parameters()) {
+    p->value.copy_from(Tensor::randn(p->value.shape(), seed++, DType::f64));
+    scale_in_place(p->value, 0.5);
+  }
+}
+
+TEST(NnGradients, Linear) {
+  for (bool bias : {true, false}) {
+    Linear linear("proj", 5, 7, bias, f64_options());
+    const Tensor x = Tensor::randn({2, 3, 5}, 1, DType::f64);
+    const Tensor g = Tensor::randn({2, 3, 7}, 2, DType::f64);
+    linear.forward(x);
+    const Tensor dx = linear.backward(g);
+    std::vector<GradientProbe> probes{{"x", x, dx}};
+    add_parameter_probes(linear, probes);
+    EXPECT_EQ(probes.size(), bias ? 3u : 2u);
+    check_gradients([&] { return linear.infer(x); }, g, probes);
+  }
+}
+
+TEST(NnGradients, ParameterGradientsAccumulateAndActivationGradientsAreWritten) {
+  Linear linear("proj", 4, 3, true, f64_options());
+  const Tensor x = Tensor::randn({5, 4}, 1, DType::f64);
+  const Tensor g = Tensor::randn({5, 3}, 2, DType::f64);
+  linear.forward(x);
+  const Tensor dx1 = linear.backward(g);
+  const std::vector<double> once = linear.weight()->grad.to_vector<double>();
+  const Tensor dx2 = linear.backward(g);
+  const std::vector<double> twice = linear.weight()->grad.to_vector<double>();
+  for (std::size_t i = 0; i < once.size(); ++i) EXPECT_DOUBLE_EQ(twice[i], 2 * once[i]);
+  EXPECT_EQ(dx1.to_vector<double>(), dx2.to_vector<double>());
+  linear.zero_grad();
+  for (double v : linear.weight()->grad.to_vector<double>()) EXPECT_EQ(v, 0.0);
+}
+
+TEST(NnGradients, LayerNorm) {
+  LayerNorm norm("ln", 9, 1e-5, f64_options());
+  randomise_parameters(norm, 3);
+  const Tensor x = Tensor::randn({4, 2, 9}, 1, DType::f64);
+  const Tensor g = Tensor::randn({4, 2, 9}, 2, DType::f64);
+  norm.forward(x);
+  const Tensor dx = norm.backward(g);
+  std::vector<GradientProbe> probes{{"x", x, dx}};
+  add_parameter_probes(norm, probes);
+  check_gradients([&] { return norm.infer(x); }, g, probes);
+}
+
+TEST(NnGradients, EmbeddingWithRepeatedTokens) {
+  Embedding embedding("embed_tokens", 6, 4, 1.7, f64_options());
+  const Tensor tokens = Tensor::from_vector<std::int32_t>({0, 3, 3, 5, 1, 3}, {2, 3});
+  const Tensor g = Tensor::randn({2, 3, 4}, 2, DType::f64);
+  embedding.forward(tokens);
+  embedding.backward(g);
+  std::vector<GradientProbe> probes;
+  add_parameter_probes(embedding, probes);
+  check_gradients([&] { return embedding.infer(tokens); }, g, probes);
+}
+
+TEST(NnGradients, EmbeddingRejectsOutOfRangeTokens) {
+  Embedding embedding("embed_tokens", 6, 4, 1.0, f64_options());
+  try {
+    embedding.forward(Tensor::from_vector<std::int32_t>({0, 6}, {1, 2}));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tokens[1] = 6"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(embedding.forward(Tensor::from_vector<std::int64_t>({-1}, {1, 1})), Error);
+}
+
+TEST(NnGradients, Gelu) {
+  GELU gelu;
+  const Tensor x = Tensor::randn({3, 17}, 1, DType::f64);
+  const Tensor g = Tensor::randn({3, 17}, 2, DType::f64);
+  gelu.forward(x);
+  check_gradients([&] { return GELU::infer(x); }, g, {{"x", x, gelu.backward(g)}});
+}
+
+TEST(NnGradients, DropoutRegeneratesItsMask) {
+  Dropout dropout(0.3, 11);
+  ForwardContext context{.training = true, .seed = 5, .step = 2, .micro_step = 1};
+  const Tensor x = Tensor::randn({1000}, 1, DType::f64);
+  const Tensor g = Tensor::randn({1000}, 2, DType::f64);
+  const Tensor y = dropout.forward(x, context);
+  const Tensor dx = dropout.backward(g);
+  const auto xv = x.to_vector<double>(), yv = y.to_vector<double>(), gv = g.to_vector<double>(),
+             dv = dx.to_vector<double>();
+  int dropped = 0;
+  for (std::size_t i = 0; i < xv.size(); ++i) {
+    const bool kept = yv[i] != 0;
+    dropped += !kept;
+    EXPECT_NEAR(yv[i], kept ? xv[i] / 0.7 : 0.0, 1e-12);
+    EXPECT_NEAR(dv[i], kept ? gv[i] / 0.7 : 0.0, 1e-12);  // the same mask in backward
+  }
+  EXPECT_GT(dropped, 230);
+  EXPECT_LT(dropped, 370);
+  // Another step gives another mask; the same (seed, step, micro_step, stream) the same.
+  Dropout same(0.3, 11);
+  EXPECT_EQ(same.forward(x, context).to_vector<double>(), yv);
+  context.step = 3;
+  EXPECT_NE(same.forward(x, context).to_vector<double>(), yv);
+  // Identity outside training.
+  context.training = false;
+  EXPECT_EQ(same.forward(x, context).to_vector<double>(), xv);
+}
+
+TEST(NnGradients, FeedForward) {
+  for (bool sub_layer_norm : {true, false}) {
+    FeedForwardConfig config{
+        .d_model = 6, .ffn_dim = 10, .sub_layer_norm = sub_layer_norm, .dropout = 0.2, .activation_dropout = 0.1};
+    FeedForward ffn("ffn", config, f64_options(), 40);
+    randomise_parameters(ffn, 9);
+    const ForwardContext context{.training = true, .seed = 3, .step = 1};
+    const Tensor x = Tensor::randn({2, 5, 6}, 1, DType::f64);
+    const Tensor g = Tensor::randn({2, 5, 6}, 2, DType::f64);
+    ffn.forward(x, context);
+    std::vector<GradientProbe> probes{{"x", x, ffn.backward(g)}};
+    add_parameter_probes(ffn, probes);
+    check_gradients([&] { return ffn.forward(x, context); }, g, probes);
+  }
+}
+
+TEST(NnGradients, PositionalEncodings) {
+  for (PositionalEncoding kind : {PositionalEncoding::rope, PositionalEncoding::xpos}) {
+    for (bool is_key : {false, true}) {
+      PositionalConfig config{.kind = kind, .xpos_scale_base = 8.0};  // a small base makes the factors matter
+      // A strided input: every other head of a larger tensor.
+      const Tensor big = Tensor::randn({2, 9, 6, 8}, 1, DType::f64);
+      const Tensor x = big.slice(2, 0, 6, 2).contiguous();
+      const Tensor g = Tensor::randn({2, 9, 3, 8}, 2, DType::f64);
+      const Tensor dx = apply_positional(config, g, 3, 7.0, is_key, /*transpose=*/true);
+      check_gradients([&] { return apply_positional(config, x, 3, 7.0, is_key); }, g, {{"x", x, dx}});
+      // Strided input gives the same result as contiguous.
+      EXPECT_EQ(apply_positional(config, big.slice(2, 0, 6, 2), 3, 7.0, is_key).to_vector<double>(),
+                apply_positional(config, x, 3, 7.0, is_key).to_vector<double>());
+    }
+  }
+}
+
+MultiheadDilatedAttentionConfig attention_config(std::int64_t heads, std::int64_t kv_heads,
+                                                 std::vector<std::int64_t> segments, std::vector<std::int64_t> rates,
+                                                 bool causal, PositionalEncoding positional, bool fused,
+                                                 DilatedMode mode = DilatedMode::longnet) {
+  MultiheadDilatedAttentionConfig c;
+  c.d_model = heads * 4;
+  c.heads = heads;
+  c.kv_heads = kv_heads;
+  c.attention.segment_lengths = std::move(segments);
+  c.attention.dilation_rates = std::move(rates);
+  c.attention.causal = causal;
+  c.attention.mode = mode;
+  c.positional.kind = positional;
+  c.positional.xpos_scale_base = 16.0;
+  c.fused_qkv = fused;
+  c.gamma = 1.3;
+  return c;
+}
+
+TEST(NnGradients, MultiheadDilatedAttention) {
+  struct Case {
+    const char* name;
+    MultiheadDilatedAttentionConfig config;
+  };
+  const Case cases[] = {
+      {"xpos causal GQA", attention_config(4, 2, {4, 8}, {1, 2}, true, PositionalEncoding::xpos, false)},
+      {"rope non-causal fused", attention_config(4, 4, {5, 13}, {1, 3}, false, PositionalEncoding::rope, true)},
+      {"none, r > H, w > N", attention_config(2, 1, {3, 32}, {2, 8}, true, PositionalEncoding::none, false)},
+      {"head groups, fused GQA",
+       attention_config(3, 1, {4, 6, 16}, {1, 2, 4}, true, PositionalEncoding::xpos, true, DilatedMode::head_groups)},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    for (bool sub_layer_norm : {true, false}) {
+      MultiheadDilatedAttentionConfig config = c.config;
+      config.sub_layer_norm = sub_layer_norm;
+      MultiheadDilatedAttention attn("attn", config, f64_options());
+      randomise_parameters(attn, 21);
+      const Tensor x = Tensor::randn({2, 13, config.d_model}, 1, DType::f64);
+      const Tensor g = Tensor::randn({2, 13, config.d_model}, 2, DType::f64);
+      attn.forward(x);
+      std::vector<GradientProbe> probes{{"x", x, attn.backward(g)}};
+      add_parameter_probes(attn, probes);
+      check_gradients([&] { return attn.forward(x); }, g, probes, 1e-6, 24);
+    }
+  }
+}
+
+TEST(NnGradients, CrossAttention) {
+  MultiheadDilatedAttentionConfig config =
+      attention_config(4, 2, {4, 8}, {1, 2}, false, PositionalEncoding::none, false);
+  config.sub_layer_norm = false;
+  MultiheadDilatedAttention attn("cross_attn", config, f64_options());
+  randomise_parameters(attn, 5);
+  const Tensor x = Tensor::randn({2, 11, 16}, 1, DType::f64);
+  const Tensor memory = Tensor::randn({2, 11, 16}, 3, DType::f64);
+  const Tensor g = Tensor::randn({2, 11, 16}, 2, DType::f64);
+  attn.forward(x, memory);
+  const CrossAttentionGradients grads = attn.backward_cross(g);
+  std::vector<GradientProbe> probes{{"x", x, grads.dx}, {"memory", memory, grads.dmemory}};
+  add_parameter_probes(attn, probes);
+  check_gradients([&] { return attn.forward(x, memory); }, g, probes, 1e-6, 24);
+  EXPECT_THROW(attn.forward(x, Tensor::randn({2, 10, 16}, 3, DType::f64)), Error);
+}
+
+TransformerLayerConfig layer_config(bool cross) {
+  TransformerLayerConfig c;
+  c.attention = attention_config(4, 2, {4, 8}, {1, 2}, false, PositionalEncoding::xpos, false);
+  c.ffn = {.d_model = 16, .ffn_dim = 24, .dropout = 0.1, .activation_dropout = 0.1};
+  c.dropout = 0.1;
+  c.cross_attention = cross;
+  return c;
+}
+
+TEST(NnGradients, EncoderLayer) {
+  EncoderLayer layer("layers.0", layer_config(false), f64_options(), 100);
+  randomise_parameters(layer, 8);
+  const ForwardContext context{.training = true, .seed = 1, .step = 4};
+  const Tensor x = Tensor::randn({2, 10, 16}, 1, DType::f64);
+  const Tensor g = Tensor::randn({2, 10, 16}, 2, DType::f64);
+  layer.forward(x, context);
+  std::vector<GradientProbe> probes{{"x", x, layer.backward(g)}};
+  add_parameter_probes(layer, probes);
+  check_gradients([&] { return layer.forward(x, context); }, g, probes, 1e-6, 16);
+}
+
+TEST(NnGradients, DecoderLayerWithAndWithoutCrossAttention) {
+  for (bool cross : {false, true}) {
+    SCOPED_TRACE(cross ? "cross" : "decoder-only");
+    DecoderLayer layer("layers.0", layer_config(cross), f64_options(), 200);
+    randomise_parameters(layer, 8);
+    const ForwardContext context{.training = true, .seed = 1, .step = 4};
+    const Tensor x = Tensor::randn({2, 10, 16}, 1, DType::f64);
+    const Tensor memory = cross ? Tensor::randn({2, 10, 16}, 5, DType::f64) : Tensor();
+    const Tensor g = Tensor::randn({2, 10, 16}, 2, DType::f64);
+    layer.forward(x, memory, context);
+    Tensor dmemory;
+    std::vector<GradientProbe> probes{{"x", x, layer.backward(g, &dmemory)}};
+    if (cross) probes.push_back({"memory", memory, dmemory});
+    add_parameter_probes(layer, probes);
+    check_gradients([&] { return layer.forward(x, memory, context); }, g, probes, 1e-6, 12);
+  }
+}
+
+}  // namespace
+}  // namespace longnet::testing
