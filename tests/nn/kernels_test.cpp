@@ -1,0 +1,196 @@
+// The model kernels against naive references written from their definitions (fp64):
+// layer norm, GELU (erf form), cross-entropy with an ignore index, AdamW (PyTorch's
+// update), gradient norm, RoPE/xPos (torchscale's formulas; q·k depends only on the
+// distance), and the counter-based dropout mask.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numbers>
+
+#include "longnet/kernels/adamw.hpp"
+#include "longnet/kernels/counter_rng.hpp"
+#include "longnet/kernels/cross_entropy.hpp"
+#include "longnet/kernels/gelu.hpp"
+#include "longnet/kernels/layer_norm.hpp"
+#include "longnet/nn/functional.hpp"
+#include "longnet/nn/layer_norm.hpp"
+#include "longnet/nn/positional.hpp"
+
+namespace longnet::testing {
+namespace {
+
+using namespace longnet::nn;
+
+TEST(ModelKernels, LayerNormMatchesDefinitionInBothPrecisions) {
+  for (DType dtype : {DType::f32, DType::f64}) {
+    ParameterOptions options;
+    options.dtype = options.compute_dtype = dtype;
+    LayerNorm norm("ln", 37, 1e-5, options);
+    norm.parameters()[0]->value.copy_from(Tensor::randn({37}, 3));
+    norm.parameters()[1]->value.copy_from(Tensor::randn({37}, 4));
+    const Tensor x = Tensor::randn({5, 37}, 1, dtype);
+    const auto y = norm.infer(x).to_vector<double>();
+    const auto xv = x.to_vector<double>();
+    const auto w = norm.parameters()[0]->value.to_vector<double>(), b = norm.parameters()[1]->value.to_vector<double>();
+    for (int r = 0; r < 5; ++r) {
+      double mean = 0, var = 0;
+      for (int c = 0; c < 37; ++c) mean += xv[static_cast<std::size_t>(r * 37 + c)] / 37;
+      for (int c = 0; c < 37; ++c) var += std::pow(xv[static_cast<std::size_t>(r * 37 + c)] - mean, 2) / 37;
+      for (int c = 0; c < 37; ++c) {
+        const auto i = static_cast<std::size_t>(r * 37 + c);
+        const double expected =
+            (xv[i] - mean) / std::sqrt(var + 1e-5) * w[static_cast<std::size_t>(c)] + b[static_cast<std::size_t>(c)];
+        EXPECT_NEAR(y[i], expected, dtype == DType::f64 ? 1e-12 : 2e-5);
+      }
+    }
+  }
+}
+
+TEST(ModelKernels, GeluIsTheErfForm) {
+  const Tensor x = Tensor::from_vector<double>({-3.0, -1.0, -0.1, 0.0, 0.5, 2.0}, {6});
+  Tensor out = Tensor::empty({6}, DType::f64);
+  kernels::GeluParams p{.count = 6, .dtype = DType::f64, .x = x.data(), .out = out.data()};
+  kernels::gelu_forward_cpu(p);
+  const auto xv = x.to_vector<double>(), y = out.to_vector<double>();
+  for (std::size_t i = 0; i < xv.size(); ++i) {
+    EXPECT_NEAR(y[i], xv[i] * 0.5 * std::erfc(-xv[i] / std::numbers::sqrt2), 1e-15);
+  }
+  EXPECT_NEAR(y[5], 1.9544997361036416, 1e-15);  // gelu(2) with erf; the tanh form gives 1.9545976
+}
+
+TEST(ModelKernels, CrossEntropyWithIgnoreIndex) {
+  const std::int64_t rows = 4, vocab = 7;
+  const Tensor logits = Tensor::randn({rows, vocab}, 1, DType::f64);
+  const Tensor targets = Tensor::from_vector<std::int32_t>({3, -100, 0, 6}, {rows});
+  const CrossEntropyResult r = cross_entropy_forward(logits, targets, -100);
+  EXPECT_EQ(r.count, 3);
+  const auto l = logits.to_vector<double>();
+  double expected = 0;
+  const int t[] = {3, -100, 0, 6};
+  for (int row = 0; row < rows; ++row) {
+    if (t[row] < 0) continue;
+    double sum = 0;
+    for (int v = 0; v < vocab; ++v) sum += std::exp(l[static_cast<std::size_t>(row * vocab + v)]);
+    expected += std::log(sum) - l[static_cast<std::size_t>(row * vocab + t[row])];
+  }
+  EXPECT_NEAR(r.loss_sum, expected, 1e-12);
+  // Gradient of 0.5 * summed loss: 0.5 * (softmax - onehot), 0 on the ignored row.
+  const auto d = cross_entropy_backward(logits, targets, r, -100, 0.5).to_vector<double>();
+  for (int row = 0; row < rows; ++row) {
+    double sum = 0;
+    for (int v = 0; v < vocab; ++v) sum += std::exp(l[static_cast<std::size_t>(row * vocab + v)]);
+    for (int v = 0; v < vocab; ++v) {
+      const double p = std::exp(l[static_cast<std::size_t>(row * vocab + v)]) / sum;
+      const double e = t[row] < 0 ? 0.0 : 0.5 * (p - (v == t[row] ? 1.0 : 0.0));
+      EXPECT_NEAR(d[static_cast<std::size_t>(row * vocab + v)], e, 1e-14);
+    }
+  }
+  EXPECT_THROW(cross_entropy_forward(logits, Tensor::from_vector<std::int32_t>({3, 7, 0, 0}, {rows}), -100), Error);
+}
+
+TEST(ModelKernels, AdamWMatchesPyTorchsUpdate) {
+  std::vector<double> param{0.5, -1.0, 2.0}, grad{0.1, -0.2, 0.3}, m(3, 0.0), v(3, 0.0);
+  std::vector<double> ref_p = param, ref_m = m, ref_v = v;
+  const double lr = 0.01, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1, gs = 0.5;
+  for (int step = 1; step <= 3; ++step) {
+    kernels::AdamWParams p{.count = 3,
+                           .dtype = DType::f64,
+                           .param = param.data(),
+                           .grad = grad.data(),
+                           .m = m.data(),
+                           .v = v.data(),
+                           .lr = lr,
+                           .beta1 = b1,
+                           .beta2 = b2,
+                           .eps = eps,
+                           .weight_decay = wd,
+                           .grad_scale = gs,
+                           .step = step};
+    kernels::adamw_step_cpu(p);
+    for (std::size_t i = 0; i < 3; ++i) {
+      const double g = grad[i] * gs;
+      ref_p[i] *= 1 - lr * wd;
+      ref_m[i] = b1 * ref_m[i] + (1 - b1) * g;
+      ref_v[i] = b2 * ref_v[i] + (1 - b2) * g * g;
+      const double mhat = ref_m[i] / (1 - std::pow(b1, step)), vhat = ref_v[i] / (1 - std::pow(b2, step));
+      ref_p[i] -= lr * mhat / (std::sqrt(vhat) + eps);
+      EXPECT_NEAR(param[i], ref_p[i], 1e-15);
+      EXPECT_DOUBLE_EQ(m[i], ref_m[i]);
+    }
+  }
+}
+
+TEST(ModelKernels, SumOfSquaresIsIndependentOfThreads) {
+  const Tensor x = Tensor::randn({100003}, 9, DType::f32);
+  const double a = sum_of_squares(x);
+  double expected = 0;
+  for (float f : x.to_vector<float>()) expected += static_cast<double>(f) * f;
+  EXPECT_NEAR(a, expected, 1e-9 * expected);
+}
+
+// Rotary encodings from the definition (torchscale's rotate_every_two, interleaved pairs).
+double rotated(const std::vector<double>& x, std::int64_t D, std::int64_t i, double pos, double factor) {
+  const std::int64_t j = i / 2;
+  const double angle = pos * std::pow(10000.0, -2.0 * static_cast<double>(j) / static_cast<double>(D));
+  const double x0 = x[static_cast<std::size_t>(2 * j)], x1 = x[static_cast<std::size_t>(2 * j + 1)];
+  return factor *
+         (i % 2 == 0 ? x0 * std::cos(angle) - x1 * std::sin(angle) : x1 * std::cos(angle) + x0 * std::sin(angle));
+}
+
+TEST(ModelKernels, RotaryEncodingsMatchTheirDefinitions) {
+  const std::int64_t N = 6, D = 8;
+  const Tensor x = Tensor::randn({1, N, 1, D}, 3, DType::f64);
+  const auto xv = x.to_vector<double>();
+  for (PositionalEncoding kind : {PositionalEncoding::rope, PositionalEncoding::xpos}) {
+    for (bool key : {false, true}) {
+      const PositionalConfig config{.kind = kind, .xpos_scale_base = 4.0};
+      const auto y = apply_positional(config, x, 10, 12.0, key).to_vector<double>();
+      for (std::int64_t n = 0; n < N; ++n) {
+        const std::vector<double> row(xv.begin() + n * D, xv.begin() + (n + 1) * D);
+        for (std::int64_t i = 0; i < D; ++i) {
+          const double zeta = (2.0 * static_cast<double>(i / 2) + 0.4 * D) / (1.4 * D);
+          const double exponent = (static_cast<double>(10 + n) - 12.0) / 4.0;
+          const double factor = kind == PositionalEncoding::rope ? 1.0 : std::pow(zeta, key ? -exponent : exponent);
+          EXPECT_NEAR(y[static_cast<std::size_t>(n * D + i)], rotated(row, D, i, static_cast<double>(10 + n), factor),
+                      1e-12);
+        }
+      }
+    }
+  }
+}
+
+TEST(ModelKernels, XposScoresDependOnlyOnDistanceAndTheCenterCancels) {
+  const std::int64_t D = 16;
+  const Tensor q = Tensor::randn({1, 1, 1, D}, 1, DType::f64);
+  const Tensor k = Tensor::randn({1, 1, 1, D}, 2, DType::f64);
+  const PositionalConfig config{.kind = PositionalEncoding::xpos, .xpos_scale_base = 32.0};
+  auto score = [&](std::int64_t pq, std::int64_t pk, double center) {
+    const auto a = apply_positional(config, q, pq, center, false).to_vector<double>();
+    const auto b = apply_positional(config, k, pk, center, true).to_vector<double>();
+    double s = 0;
+    for (std::int64_t i = 0; i < D; ++i) s += a[static_cast<std::size_t>(i)] * b[static_cast<std::size_t>(i)];
+    return s;
+  };
+  EXPECT_NEAR(score(17, 9, 0.0), score(17, 9, 40.0), 1e-10);
+  EXPECT_NEAR(score(17, 9, 5.0), score(117, 109, 60.0), 1e-9);
+  EXPECT_GT(std::abs(score(17, 9, 0.0) - score(17, 1, 0.0)), 1e-3);  // but the distance matters
+}
+
+TEST(ModelKernels, DropoutMaskIsAPureFunctionOfItsCounters) {
+  const std::uint64_t key = kernels::counter_key(1, 2, 3);
+  EXPECT_EQ(key, kernels::counter_key(1, 2, 3));
+  EXPECT_NE(key, kernels::counter_key(1, 2, 4));
+  EXPECT_NE(key, kernels::counter_key(1, 3, 3));
+  EXPECT_NE(key, kernels::counter_key(2, 2, 3));
+  double mean = 0;
+  for (std::uint64_t i = 0; i < 100000; ++i) {
+    const float u = kernels::counter_uniform(key, i);
+    ASSERT_GE(u, 0.0f);
+    ASSERT_LT(u, 1.0f);
+    mean += u / 100000.0;
+  }
+  EXPECT_NEAR(mean, 0.5, 0.01);
+}
+
+}  // namespace
+}  // namespace longnet::testing
