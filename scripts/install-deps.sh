@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(cmake ninja-build g++ pkg-config python3
           libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
-          libgtest-dev libgmock-dev libbenchmark-dev
+          libgtest-dev libgmock-dev libbenchmark-dev libpng-dev
           libopenmpi-dev openmpi-bin
           clang libclang-rt-14-dev)
 
