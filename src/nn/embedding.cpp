@@ -19,6 +19,10 @@ Embedding::Embedding(const std::string& name, std::int64_t vocab, std::int64_t d
                            options);
 }
 
+Embedding::Embedding(ParameterPtr weight, double scale) : weight_(std::move(weight)), scale_(scale) {
+  require(weight_ && weight_->value.dim() == 2, "Embedding: the weight must be a (vocab, dim) parameter");
+}
+
 Tensor Embedding::prepare_tokens(const Tensor& tokens, std::int64_t vocab, Device device, const char* what) {
   require(tokens.defined(), what, " is undefined");
   require(tokens.dtype() == DType::i32 || tokens.dtype() == DType::i64, what, " has dtype ", dtype_name(tokens.dtype()),

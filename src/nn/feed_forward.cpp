@@ -1,6 +1,10 @@
 // nn::FeedForward (feed_forward.hpp).
 #include "longnet/nn/feed_forward.hpp"
 
+#include <cmath>
+
+#include "longnet/nn/functional.hpp"
+
 namespace longnet::nn {
 
 void FeedForwardConfig::validate() const {
@@ -9,6 +13,7 @@ void FeedForwardConfig::validate() const {
   require(dropout >= 0 && dropout < 1, "dropout = ", dropout, ": must be in [0, 1)");
   require(activation_dropout >= 0 && activation_dropout < 1, "activation_dropout = ", activation_dropout,
           ": must be in [0, 1)");
+  require(gamma > 0 && std::isfinite(gamma), "ffn gamma = ", gamma, ": must be positive and finite");
 }
 
 namespace {
@@ -25,6 +30,11 @@ FeedForward::FeedForward(const std::string& name, const FeedForwardConfig& confi
       activation_dropout_(config.activation_dropout, dropout_stream),
       fc2_(name + ".fc2", config.ffn_dim, config.d_model, config.bias, options),
       dropout_(config.dropout, dropout_stream + 1) {
+  if (config.gamma != 1.0) {
+    for (Linear* linear : {&fc1_, &fc2_}) {
+      for (const ParameterPtr& p : linear->parameters()) scale_in_place(p->value, config.gamma);
+    }
+  }
   if (config.sub_layer_norm) {
     ffn_layernorm_ =
         std::make_unique<LayerNorm>(name + ".ffn_layernorm", config.ffn_dim, config.layer_norm_eps, options);

@@ -14,6 +14,9 @@ class Embedding final : public Module {
  public:
   Embedding(const std::string& name, std::int64_t vocab, std::int64_t dim, double scale,
             const ParameterOptions& options);
+  // Over an existing (vocab, dim) weight: a second use of a shared table (encoder and
+  // decoder of an encoder-decoder model), each use with its own saved tokens.
+  Embedding(ParameterPtr weight, double scale);
 
   Tensor forward(const Tensor& tokens);
   void backward(const Tensor& dout);

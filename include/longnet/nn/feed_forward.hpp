@@ -1,7 +1,8 @@
 // nn::FeedForward, torchscale's feed-forward network with MAGNETO's sub-LayerNorm:
 //   y = dropout(fc2(subln(activation_dropout(gelu(fc1(x))))))
 // x, y: (..., d_model); the hidden (..., ffn_dim). Parameters fc1 (ffn_dim, d_model),
-// ffn_layernorm (ffn_dim, only with sub_layer_norm), fc2 (d_model, ffn_dim).
+// ffn_layernorm (ffn_dim, only with sub_layer_norm), fc2 (d_model, ffn_dim); fc1 and fc2
+// start as PyTorch's nn.Linear times `gamma` (MAGNETO's initialisation scale).
 #pragma once
 
 #include <string>
@@ -20,6 +21,7 @@ struct FeedForwardConfig {
   double layer_norm_eps = 1e-5;
   double dropout = 0.0;
   double activation_dropout = 0.0;
+  double gamma = 1.0;
   void validate() const;
 };
 

@@ -1,0 +1,68 @@
+// The configurations of LongNet's language models, validated (DESIGN 6) and written to /
+// read from JSON (checkpoint metadata).
+//
+// LongNetLMConfig: decoder-only (embedding, `layers` decoder layers, final LayerNorm, LM
+// head). LongNetConfig adds `encoder_layers` for the encoder-decoder model (`layers` are
+// then the decoder's). Every attention uses the same dilated patterns; decoder
+// self-attention is causal, the encoder's and the cross-attention are not.
+// MAGNETO's initialisation scale gamma (torchscale with subln): sqrt(log 2L) for a
+// decoder-only model; sqrt(log 3L_dec) for the decoder and sqrt(log(3L_dec) log(2L_enc)/3)
+// for the encoder of an encoder-decoder model; applied to v_proj, out_proj, fc1 and fc2.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "longnet/attention/dilated_attention.hpp"
+#include "longnet/nn/positional.hpp"
+#include "longnet/nn/transformer_layers.hpp"
+
+namespace longnet::model {
+
+struct LongNetLMConfig {
+  std::int64_t vocab_size = 256;
+  std::int64_t d_model = 256;
+  std::int64_t heads = 4;
+  std::int64_t kv_heads = 0;  // 0: equal to heads
+  std::int64_t layers = 4;
+  std::int64_t ffn_dim = 1024;
+  std::vector<std::int64_t> segment_lengths{64, 128, 256};
+  std::vector<std::int64_t> dilation_rates{1, 2, 4};
+  DilatedMode mode = DilatedMode::longnet;
+  nn::PositionalEncoding positional = nn::PositionalEncoding::xpos;
+  double rope_base = 10000.0;
+  double xpos_scale_base = 512.0;
+  double dropout = 0.0;
+  double activation_dropout = 0.0;
+  bool tie_embeddings = false;
+  bool fused_qkv = false;
+  bool bias = true;
+  bool sub_layer_norm = true;
+  bool scale_embedding = false;  // multiply embeddings by sqrt(d_model) (torchscale: off)
+  double layer_norm_eps = 1e-5;
+  DType dtype = DType::f32;          // parameters (master weights)
+  DType compute_dtype = DType::f32;  // activations; the hook for bf16 on CUDA (must equal dtype today)
+
+  void validate() const;
+  // A decoder layer's configuration with MAGNETO gamma `gamma`.
+  nn::TransformerLayerConfig layer_config(double gamma, bool cross_attention) const;
+  nn::ParameterOptions parameter_options(Device device, std::uint64_t seed) const;
+};
+
+struct LongNetConfig : LongNetLMConfig {
+  std::int64_t encoder_layers = 4;
+  void validate() const;
+};
+
+// JSON with every field; "architecture" is "longnet_lm" or "longnet".
+std::string to_json(const LongNetLMConfig& config);
+std::string to_json(const LongNetConfig& config);
+// The architecture named in a JSON configuration (`source` names it in errors).
+std::string architecture_of(std::string_view json, std::string_view source);
+// Parse and validate; unknown keys and wrong types are errors naming `source` and the key.
+LongNetLMConfig lm_config_from_json(std::string_view json, std::string_view source);
+LongNetConfig longnet_config_from_json(std::string_view json, std::string_view source);
+
+}  // namespace longnet::model

@@ -1,0 +1,60 @@
+// Training arithmetic: the AdamW optimizer (decoupled weight decay, PyTorch's update;
+// kernels/adamw.hpp) over a model's parameters, the warmup + cosine learning-rate
+// schedule, and global gradient-norm clipping.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "longnet/io/safetensors.hpp"
+#include "longnet/nn/parameter.hpp"
+
+namespace longnet::model {
+
+struct AdamWConfig {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;  // applied to parameters with weight_decay (not biases, norms)
+  void validate() const;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<nn::ParameterPtr> parameters, AdamWConfig config);
+
+  // One update of every parameter with learning rate `lr`, gradients times grad_scale.
+  void step(double lr, double grad_scale = 1.0);
+  std::int64_t steps() const { return steps_; }
+  const AdamWConfig& config() const { return config_; }
+  const std::vector<nn::ParameterPtr>& parameters() const { return parameters_; }
+
+  // The state as named tensors ("exp_avg.<name>", "exp_avg_sq.<name>", PyTorch's names)
+  // and back; set_state checks every name, shape and dtype.
+  NamedTensors state() const;
+  void set_state(const NamedTensors& state, std::int64_t steps, const std::string& source);
+
+ private:
+  std::vector<nn::ParameterPtr> parameters_;
+  AdamWConfig config_;
+  std::vector<Tensor> exp_avg_, exp_avg_sq_;
+  std::int64_t steps_ = 0;
+};
+
+// Linear warmup from max_lr / warmup_steps to max_lr over warmup_steps, then a cosine decay
+// to min_lr at total_steps (and min_lr after).
+struct LearningRateSchedule {
+  double max_lr = 1e-3;
+  double min_lr = 1e-4;
+  std::int64_t warmup_steps = 0;
+  std::int64_t total_steps = 1;
+  void validate() const;
+  double at(std::int64_t step) const;  // step = 0, 1, ...
+};
+
+// sqrt of the sum of squares of every parameter's gradient.
+double global_gradient_norm(const std::vector<nn::ParameterPtr>& parameters);
+// The factor that brings the norm down to max_norm (1 when it is below, or max_norm <= 0).
+double clip_factor(double norm, double max_norm);
+
+}  // namespace longnet::model

@@ -1,0 +1,31 @@
+// The shared token loss (token_loss.hpp).
+#include "longnet/model/token_loss.hpp"
+
+namespace longnet::model {
+
+LossOutput TokenLoss::forward(const Tensor& logits, const Tensor& targets) {
+  require(targets.defined() && (targets.dtype() == DType::i32 || targets.dtype() == DType::i64), "targets must be ",
+          "an int32 or int64 tensor");
+  require(
+      targets.dim() == 2 && logits.dim() == 3 && targets.size(0) == logits.size(0) && targets.size(1) == logits.size(1),
+      "targets have shape ", shape_to_string(targets.shape()), ": must be (batch, seq_len) = (", logits.size(0), ", ",
+      logits.size(1), ")");
+  const std::vector<std::int64_t> wide = targets.to_vector<std::int64_t>();
+  for (std::size_t i = 0; i < wide.size(); ++i) {
+    require(wide[i] == kIgnoreIndex || (wide[i] >= 0 && wide[i] < logits.size(2)), "targets[", i, "] = ", wide[i],
+            ": must be in [0, ", logits.size(2), ") or ", kIgnoreIndex, " (ignored)");
+  }
+  shape_ = logits.shape();
+  logits_ = nn::as_rows(logits, logits.size(2));
+  targets_ = targets.to(Device::cpu(), DType::i32).contiguous().view({-1}).to(logits.device());
+  result_ = nn::cross_entropy_forward(logits_, targets_, kIgnoreIndex);
+  return {result_.count > 0 ? result_.loss_sum / static_cast<double>(result_.count) : 0.0, result_.count};
+}
+
+Tensor TokenLoss::backward(double loss_scale) const {
+  require(logits_.defined(), "backward called before forward_loss");
+  const double scale = result_.count > 0 ? loss_scale / static_cast<double>(result_.count) : 0.0;
+  return nn::cross_entropy_backward(logits_, targets_, result_, kIgnoreIndex, scale).view(shape_);
+}
+
+}  // namespace longnet::model

@@ -1,0 +1,209 @@
+// The training pieces: a tiny model overfits one batch; resuming from a checkpoint
+// continues the run exactly (bitwise equal losses and parameters, with dropout and
+// gradient accumulation); accumulation of equal micro-batches equals one batch; the
+// learning-rate schedule; clipping; configuration validation and JSON.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "longnet/model/checkpoint.hpp"
+#include "longnet/model/longnet_lm.hpp"
+#include "longnet/model/trainer.hpp"
+#include "model/model_test_support.hpp"
+
+namespace longnet::testing {
+namespace {
+
+using namespace longnet::model;
+
+LongNetLMConfig small_f32_config() {
+  LongNetLMConfig c = tiny_lm_config(DType::f32);
+  c.vocab_size = 16;
+  c.d_model = 32;
+  c.heads = 4;
+  c.kv_heads = 2;
+  c.ffn_dim = 64;
+  c.segment_lengths = {4, 8, 16};
+  c.dilation_rates = {1, 2, 4};
+  return c;
+}
+
+TEST(Training, TinyModelOverfitsOneBatch) {
+  LongNetLM model(small_f32_config(), Device::cpu(), 1);
+  const FixedBatches data({random_tokens(2, 16, 16, 1), random_tokens(2, 16, 16, 2), Tensor()});
+  TrainingConfig config;
+  config.steps = 150;
+  config.lr = 1e-2;
+  config.min_lr = 1e-3;
+  config.warmup_steps = 10;
+  config.adamw.weight_decay = 0.0;
+  Trainer trainer(model, data, config);
+  double first = 0, last = 0;
+  for (std::int64_t i = 0; i < config.steps; ++i) {
+    const StepResult r = trainer.step();
+    if (i == 0) first = r.loss;
+    last = r.loss;
+  }
+  EXPECT_GT(first, 2.0);  // about log(16) = 2.77 at the start
+  EXPECT_LT(last, 0.05);  // memorised
+  EXPECT_LT(trainer.evaluate(1), 0.05);
+}
+
+std::filesystem::path temp_dir(const std::string& name) {
+  const auto dir =
+      std::filesystem::temp_directory_path() /
+      ("longnet_model_test_" + name + "_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::vector<std::int32_t> corpus() {
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "the quick brown fox " + std::to_string(i * 7919 % 1000) + " jumps. ";
+  std::vector<std::int32_t> tokens = byte_tokens(text);
+  for (std::int32_t& t : tokens) t %= 16;
+  return tokens;
+}
+
+TEST(Training, ResumeContinuesTheRunExactly) {
+  LongNetLMConfig model_config = small_f32_config();
+  model_config.dropout = 0.1;
+  model_config.activation_dropout = 0.05;
+  const LanguageModelingData data(corpus(), 0.1, 3, 16, 9);
+  TrainingConfig config;
+  config.steps = 6;
+  config.gradient_accumulation = 2;
+  config.warmup_steps = 2;
+  config.seed = 9;
+
+  LongNetLM uninterrupted(model_config, Device::cpu(), 1);
+  Trainer a(uninterrupted, data, config);
+  std::vector<double> expected;
+  for (int i = 0; i < 6; ++i) expected.push_back(a.step().loss);
+
+  const auto dir = temp_dir("resume");
+  const auto path = dir / "checkpoint.safetensors";
+  {
+    LongNetLM first_half(model_config, Device::cpu(), 1);
+    Trainer b(first_half, data, config);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(b.step().loss, expected[static_cast<std::size_t>(i)]);
+    b.save_checkpoint(path);
+  }
+  LongNetLM resumed(model_config, Device::cpu(), 777);  // another initialisation: the checkpoint must replace it
+  Trainer c(resumed, data, config);
+  c.resume(path);
+  EXPECT_EQ(c.steps_done(), 3);
+  for (int i = 3; i < 6; ++i) {
+    const StepResult r = c.step();
+    EXPECT_EQ(r.step, i);
+    EXPECT_EQ(r.loss, expected[static_cast<std::size_t>(i)]) << "step " << i;
+  }
+  const auto pa = uninterrupted.parameters(), pc = resumed.parameters();
+  ASSERT_EQ(pa.size(), pc.size());
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_EQ(pa[i]->value.to_vector<float>(), pc[i]->value.to_vector<float>()) << pa[i]->name;
+  }
+  // A model of another configuration cannot resume from it.
+  LongNetLMConfig other = model_config;
+  other.ffn_dim = 32;
+  LongNetLM different(other, Device::cpu(), 1);
+  Trainer d(different, data, config);
+  EXPECT_THROW(d.resume(path), Error);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Training, AccumulatingEqualMicroBatchesEqualsOneBatch) {
+  const LongNetLMConfig model_config = tiny_lm_config(DType::f64);
+  const FixedBatches data({random_tokens(2, 9, 11, 1), random_tokens(2, 9, 11, 2), Tensor()});
+  TrainingConfig config;
+  config.steps = 2;
+  LongNetLM one(model_config, Device::cpu(), 3), three(model_config, Device::cpu(), 3);
+  Trainer t1(one, data, config);
+  config.gradient_accumulation = 3;
+  Trainer t3(three, data, config);
+  const StepResult r1 = t1.step(), r3 = t3.step();
+  EXPECT_NEAR(r1.loss, r3.loss, 1e-14);
+  EXPECT_NEAR(r1.grad_norm, r3.grad_norm, 1e-12);
+  EXPECT_EQ(r3.tokens, 3 * r1.tokens);
+  const auto p1 = one.parameters(), p3 = three.parameters();
+  for (std::size_t i = 0; i < p1.size(); ++i) {
+    const auto a = p1[i]->value.to_vector<double>(), b = p3[i]->value.to_vector<double>();
+    for (std::size_t j = 0; j < a.size(); ++j) ASSERT_NEAR(a[j], b[j], 1e-12) << p1[i]->name;
+  }
+}
+
+TEST(Training, WarmupCosineSchedule) {
+  const LearningRateSchedule s{.max_lr = 1.0, .min_lr = 0.1, .warmup_steps = 4, .total_steps = 14};
+  EXPECT_DOUBLE_EQ(s.at(0), 0.25);
+  EXPECT_DOUBLE_EQ(s.at(3), 1.0);
+  EXPECT_DOUBLE_EQ(s.at(4), 1.0);
+  EXPECT_NEAR(s.at(9), 0.55, 1e-12);  // half-way down the cosine
+  EXPECT_NEAR(s.at(14), 0.1, 1e-12);
+  EXPECT_NEAR(s.at(100), 0.1, 1e-12);
+  EXPECT_THROW((LearningRateSchedule{.max_lr = 1.0, .min_lr = 2.0}.validate()), Error);
+}
+
+TEST(Training, GradientClipping) {
+  EXPECT_EQ(clip_factor(0.5, 1.0), 1.0);
+  EXPECT_NEAR(clip_factor(4.0, 1.0), 0.25, 1e-6);
+  EXPECT_EQ(clip_factor(4.0, 0.0), 1.0);  // disabled
+  LongNetLM model(tiny_lm_config(), Device::cpu(), 1);
+  model.forward_loss({random_tokens(1, 9, 11, 1), random_tokens(1, 9, 11, 2), Tensor()}, {});
+  model.backward();
+  double squares = 0;
+  for (const auto& p : model.parameters()) {
+    for (double g : p->grad.to_vector<double>()) squares += g * g;
+  }
+  EXPECT_NEAR(global_gradient_norm(model.parameters()), std::sqrt(squares), 1e-12);
+}
+
+TEST(Training, ConfigurationValidationNamesTheProblem) {
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  LongNetLMConfig c = tiny_lm_config();
+  c.heads = 3;
+  EXPECT_NE(message([&] { c.validate(); }).find("d_model = 8 is not a multiple of heads = 3"), std::string::npos);
+  c = tiny_lm_config();
+  c.dilation_rates = {1, 7};
+  EXPECT_NE(message([&] { c.validate(); }).find("dilation_rates[1] = 7"), std::string::npos);
+  c = tiny_lm_config();
+  c.d_model = 6;
+  c.heads = 2;  // head_dim 3: rotary needs an even head_dim
+  EXPECT_NE(message([&] { c.validate(); }).find("even head_dim"), std::string::npos);
+  c = tiny_lm_config();
+  c.dropout = 1.0;
+  EXPECT_NE(message([&] { c.validate(); }).find("dropout = 1"), std::string::npos);
+  TrainingConfig t;
+  t.min_lr = 1.0;
+  EXPECT_NE(message([&] { t.validate(); }).find("min_lr"), std::string::npos);
+  EXPECT_NE(message([] { LanguageModelingData(std::vector<std::int32_t>(20, 1), 0.1, 2, 16, 0); }).find("20 tokens"),
+            std::string::npos);
+}
+
+TEST(Training, ConfigurationJsonRoundTrip) {
+  LongNetLMConfig c = tiny_lm_config();
+  c.positional = nn::PositionalEncoding::rope;
+  c.mode = DilatedMode::head_groups;
+  c.tie_embeddings = true;
+  const std::string json = to_json(c);
+  EXPECT_EQ(to_json(lm_config_from_json(json, "test")), json);
+  LongNetConfig e;
+  e.encoder_layers = 3;
+  EXPECT_EQ(to_json(longnet_config_from_json(to_json(e), "test")), to_json(e));
+  EXPECT_THROW(lm_config_from_json(to_json(e), "test"), Error);  // another architecture
+  EXPECT_THROW(lm_config_from_json("{\"heads\": \"four\"}", "test"), Error);
+  EXPECT_THROW(lm_config_from_json("{\"unknown_key\": 1}", "test"), Error);
+  EXPECT_THROW(lm_config_from_json("{\"layers\": 0}", "test"), Error);
+  EXPECT_THROW(lm_config_from_json("[1, 2", "test"), Error);
+}
+
+}  // namespace
+}  // namespace longnet::testing
