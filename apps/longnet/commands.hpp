@@ -14,6 +14,7 @@ struct Command {
 };
 
 Command add_info_command(CLI::App& app);
+Command add_plan_command(CLI::App& app);
 Command add_attn_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
 

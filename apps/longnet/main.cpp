@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
 
   const std::vector<longnet::cli::Command> commands = {
       longnet::cli::add_info_command(app),
+      longnet::cli::add_plan_command(app),
       longnet::cli::add_attn_command(app),
       longnet::cli::add_bench_command(app),
   };

@@ -94,6 +94,15 @@ class PlanBuilder {
   }
 
  private:
+  // This rank's blocks with index in [first, last], ascending.
+  std::vector<std::size_t> my_blocks_in(std::size_t first, std::size_t last) const {
+    std::vector<std::size_t> out;
+    for (std::size_t b : my_blocks_) {
+      if (b >= first && b <= last) out.push_back(b);
+    }
+    return out;
+  }
+
   std::int64_t segment_end(std::int64_t segment) const {
     const std::int64_t begin = segment * pattern_.segment_length;
     return begin + std::min(pattern_.segment_length, layout_.seq_len() - begin);
@@ -150,6 +159,7 @@ class PlanBuilder {
     const std::size_t last_block = layout_.block_of(segment_end(segment) - 1);
     const auto& blocks = layout_.blocks();
     std::vector<IndexRange> ranges(last_block - first_block + 1);
+    const std::vector<std::size_t> mine = my_blocks_in(first_block, last_block);
     for (std::int64_t kh = 0; kh < plan_.kv_heads; ++kh) {
       for (std::int64_t o : offsets_[static_cast<std::size_t>(kh)]) {
         const VirtualSequence vs = kernels::virtual_sequence(layout_.seq_len(), pattern_, o, segment);
@@ -158,26 +168,35 @@ class PlanBuilder {
         // Whether queries in block q attend to keys in block k.
         auto attends = [&](std::size_t q, std::size_t k) { return !plan_.causal || k <= q; };
 
-        // Exchange: the key range of each block goes to every other rank with queries that attend to it.
+        // Exchange: the key range of each block goes to every other rank with queries that
+        // attend to it. Only the owner lists the readers (O(blocks)); a reader checks its own
+        // blocks, so a segment over many ranks costs O(blocks) per (kv head, offset).
         std::vector<std::int64_t> received_at(ranges.size(), -1);  // row within the peer's receive run
         for (std::size_t k = 0; k < ranges.size(); ++k) {
           if (ranges[k].empty()) continue;
           const SequenceBlock& key_block = blocks[first_block + k];
           const int owner = key_block.rank;
-          std::vector<bool> needs(static_cast<std::size_t>(layout_.world_size()), false);
-          for (std::size_t q = 0; q < ranges.size(); ++q) {
-            const int reader = blocks[first_block + q].rank;
-            if (reader != owner && !ranges[q].empty() && attends(q, k)) needs[static_cast<std::size_t>(reader)] = true;
-          }
           if (owner == me_) {
+            std::vector<int> readers;
+            for (std::size_t q = 0; q < ranges.size(); ++q) {
+              const int reader = blocks[first_block + q].rank;
+              if (reader != me_ && !ranges[q].empty() && attends(q, k)) readers.push_back(reader);
+            }
+            std::sort(readers.begin(), readers.end());
+            readers.erase(std::unique(readers.begin(), readers.end()), readers.end());
             const KvRowRun run{kh, local_row(key_block, vs.first_row + ranges[k].first * vs.row_step), vs.row_step,
                                ranges[k].count()};
-            for (std::size_t peer = 0; peer < needs.size(); ++peer) {
-              if (!needs[peer]) continue;
-              send_runs_[peer].push_back(run);
-              send_counts_[peer] += run.count;
+            for (int reader : readers) {
+              send_runs_[static_cast<std::size_t>(reader)].push_back(run);
+              send_counts_[static_cast<std::size_t>(reader)] += run.count;
             }
-          } else if (needs[static_cast<std::size_t>(me_)]) {
+            continue;
+          }
+          bool needed = false;
+          for (std::size_t q : mine) {
+            needed = needed || (!ranges[q - first_block].empty() && attends(q - first_block, k));
+          }
+          if (needed) {
             received_at[k] = receive_counts_[static_cast<std::size_t>(owner)];
             receive_counts_[static_cast<std::size_t>(owner)] += ranges[k].count();
           }
@@ -185,9 +204,10 @@ class PlanBuilder {
 
         // The task: this rank's query ranges and their key pieces.
         const auto range_begin = static_cast<std::int64_t>(plan_.ranges.size());
-        for (std::size_t q = 0; q < ranges.size(); ++q) {
-          const SequenceBlock& query_block = blocks[first_block + q];
-          if (query_block.rank != me_ || ranges[q].empty()) continue;
+        for (std::size_t my_block : mine) {
+          const std::size_t q = my_block - first_block;
+          const SequenceBlock& query_block = blocks[my_block];
+          if (ranges[q].empty()) continue;
           QueryRange range{local_row(query_block, vs.first_row + ranges[q].first * vs.row_step), ranges[q].count(),
                            static_cast<std::int64_t>(plan_.pieces.size()), 0};
           for (std::size_t k = 0; k < ranges.size(); ++k) {

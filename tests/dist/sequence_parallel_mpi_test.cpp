@@ -1,5 +1,6 @@
 // Sequence parallelism over real MPI processes (run by CTest under mpirun with 2, 3 and
-// 4 processes): the MPI communicator's operations against values every rank can predict,
+// 4 processes): the MPI communicator's operations against values every rank can predict
+// (and the NCCL communicator's, on a machine with a GPU per rank),
 // error agreement (a failure on one rank is the same Error on all), and
 // SequenceParallelDilatedAttention against the single-process dilated attention on seeded
 // random configurations (uneven and zigzag slices, both modes, causal or not, GQA),
@@ -26,20 +27,24 @@ std::shared_ptr<Communicator> world() {
   return comm;
 }
 
-TEST(MpiCommunicator, Collectives) {
-  Communicator& comm = *world();
-  const int P = comm.size(), me = comm.rank();
-  ASSERT_GE(P, 2) << "run under mpirun with at least 2 processes";
+// A CPU tensor moved to where the communicator works.
+Tensor on(const Communicator& comm, const Tensor& t) { return t.to(comm.device()); }
 
-  const Tensor sum = Tensor::from_vector<double>({1.0 * me, 1.0}, {2});
+// Every operation of a communicator against values each rank can predict (for any
+// backend: buffers live on comm.device()).
+void check_collectives(Communicator& comm) {
+  const int P = comm.size(), me = comm.rank();
+  const Device device = comm.device();
+
+  const Tensor sum = on(comm, Tensor::from_vector<double>({1.0 * me, 1.0}, {2}));
   comm.all_reduce(sum, ReduceOp::sum);
   EXPECT_EQ(sum.to_vector<double>(), (std::vector<double>{P * (P - 1) / 2.0, 1.0 * P}));
-  const Tensor most = Tensor::from_vector<std::int64_t>({me, -me}, {2});
+  const Tensor most = on(comm, Tensor::from_vector<std::int64_t>({me, -me}, {2}));
   comm.all_reduce(most, ReduceOp::max);
   EXPECT_EQ(most.to_vector<std::int64_t>(), (std::vector<std::int64_t>{P - 1, 0}));
 
-  const Tensor gathered = Tensor::empty({2 * static_cast<std::int64_t>(P)}, DType::f32);
-  comm.all_gather(Tensor::from_vector<float>({1.0f * me, 10.0f * me}, {2}), gathered);
+  const Tensor gathered = Tensor::empty({2 * static_cast<std::int64_t>(P)}, DType::f32, device);
+  comm.all_gather(on(comm, Tensor::from_vector<float>({1.0f * me, 10.0f * me}, {2})), gathered);
   for (int r = 0; r < P; ++r) {
     EXPECT_EQ(gathered.to_vector<float>()[2 * r], 1.0f * r);
     EXPECT_EQ(gathered.to_vector<float>()[2 * r + 1], 10.0f * r);
@@ -48,8 +53,9 @@ TEST(MpiCommunicator, Collectives) {
   // Rank r contributes r + 1 copies of r.
   std::vector<std::int64_t> counts;
   for (int r = 0; r < P; ++r) counts.push_back(r + 1);
-  const Tensor gathered_v = Tensor::empty({std::accumulate(counts.begin(), counts.end(), std::int64_t{0})}, DType::i32);
-  comm.all_gather_v(Tensor::full({me + 1}, me, DType::i32), gathered_v, counts);
+  const Tensor gathered_v =
+      Tensor::empty({std::accumulate(counts.begin(), counts.end(), std::int64_t{0})}, DType::i32, device);
+  comm.all_gather_v(on(comm, Tensor::full({me + 1}, me, DType::i32)), gathered_v, counts);
   std::vector<std::int32_t> expected_v;
   for (int r = 0; r < P; ++r) expected_v.insert(expected_v.end(), static_cast<std::size_t>(r + 1), r);
   EXPECT_EQ(gathered_v.to_vector<std::int32_t>(), expected_v);
@@ -57,18 +63,19 @@ TEST(MpiCommunicator, Collectives) {
   // reduce_scatter: part r of every rank's input is r + rank; its sum lands on rank r.
   std::vector<float> parts;
   for (int r = 0; r < P; ++r) parts.insert(parts.end(), {1.0f * (r + me), 1.0f});
-  const Tensor scattered = Tensor::empty({2}, DType::f32);
-  comm.reduce_scatter(Tensor::from_vector(parts, {2 * static_cast<std::int64_t>(P)}), scattered, ReduceOp::sum);
+  const Tensor scattered = Tensor::empty({2}, DType::f32, device);
+  comm.reduce_scatter(on(comm, Tensor::from_vector(parts, {2 * static_cast<std::int64_t>(P)})), scattered,
+                      ReduceOp::sum);
   EXPECT_EQ(scattered.to_vector<float>(), (std::vector<float>{1.0f * (P * me + P * (P - 1) / 2), 1.0f * P}));
 
-  const Tensor root_value = Tensor::full({3}, me == P - 1 ? 7.0 : 0.0, DType::f64);
+  const Tensor root_value = on(comm, Tensor::full({3}, me == P - 1 ? 7.0 : 0.0, DType::f64));
   comm.broadcast(root_value, P - 1);
   EXPECT_EQ(root_value.to_vector<double>(), (std::vector<double>{7, 7, 7}));
 
   // A ring of blocking send/recv (even ranks send first, so it cannot deadlock).
   const int next = (me + 1) % P, previous = (me + P - 1) % P;
-  const Tensor token = Tensor::full({4}, me, DType::f32);
-  const Tensor incoming = Tensor::empty({4}, DType::f32);
+  const Tensor token = on(comm, Tensor::full({4}, me, DType::f32));
+  const Tensor incoming = Tensor::empty({4}, DType::f32, device);
   if (me % 2 == 0) {
     comm.send(token, next, 5);
     comm.recv(incoming, previous, 5);
@@ -82,8 +89,8 @@ TEST(MpiCommunicator, Collectives) {
   std::vector<Transfer> sends, receives;
   for (int peer = 0; peer < P; ++peer) {
     if (peer == me) continue;
-    sends.push_back({Tensor::full({peer + 1}, 100 * me + peer, DType::f64), peer, 3});
-    receives.push_back({Tensor::empty({me + 1}, DType::f64), peer, 3});
+    sends.push_back({on(comm, Tensor::full({peer + 1}, 100 * me + peer, DType::f64)), peer, 3});
+    receives.push_back({Tensor::empty({me + 1}, DType::f64, device), peer, 3});
   }
   comm.exchange(sends, receives);
   for (const Transfer& t : receives) {
@@ -92,8 +99,7 @@ TEST(MpiCommunicator, Collectives) {
   comm.barrier();
 }
 
-TEST(MpiCommunicator, SplitFormsSubgroups) {
-  Communicator& comm = *world();
+void check_split(Communicator& comm) {
   const int me = comm.rank();
   // Even and odd ranks form two groups, ordered by descending rank; the last rank opts out.
   const int color = me == comm.size() - 1 ? -1 : me % 2;
@@ -106,7 +112,7 @@ TEST(MpiCommunicator, SplitFormsSubgroups) {
   int members = 0;
   for (int r = 0; r < comm.size() - 1; ++r) members += r % 2 == color;
   EXPECT_EQ(part->size(), members);
-  const Tensor ranks = Tensor::full({1}, me, DType::i64);
+  const Tensor ranks = on(comm, Tensor::full({1}, me, DType::i64));
   part->all_reduce(ranks, ReduceOp::max);
   int highest = 0;
   for (int r = 0; r < comm.size() - 1; ++r) {
@@ -114,6 +120,32 @@ TEST(MpiCommunicator, SplitFormsSubgroups) {
   }
   EXPECT_EQ(ranks.item(), static_cast<double>(highest));
   EXPECT_EQ(part->rank() == 0, me == highest);  // keys -rank: the highest rank comes first
+}
+
+TEST(MpiCommunicator, Collectives) {
+  ASSERT_GE(world()->size(), 2) << "run under mpirun with at least 2 processes";
+  check_collectives(*world());
+}
+
+TEST(MpiCommunicator, SplitFormsSubgroups) { check_split(*world()); }
+
+// On a GPU machine (one GPU per rank): the same checks through NCCL, its id over MPI.
+// Skipped where NCCL is not built or there are fewer GPUs than ranks (the same on every rank).
+TEST(NcclCommunicator, Collectives) {
+  if (!nccl_compiled()) GTEST_SKIP() << "built without NCCL";
+  if (cuda_device_count() < world()->size()) GTEST_SKIP() << "fewer CUDA devices than ranks";
+  std::unique_ptr<Communicator> nccl = nccl_communicator(*world(), world()->rank());
+  EXPECT_EQ(nccl->name(), "nccl");
+  EXPECT_EQ(nccl->size(), world()->size());
+  check_collectives(*nccl);
+  check_split(*nccl);
+  // Error agreement runs on the host communicator.
+  try {
+    run_collectively(*nccl, [&] { require(nccl->rank() != 1, "bad buffer"); });
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "rank 1: bad buffer");
+  }
 }
 
 TEST(MpiCommunicator, BadArgumentsThrowOnTheCallingRank) {
