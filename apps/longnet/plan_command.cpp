@@ -26,6 +26,7 @@ Command add_plan_command(CLI::App& app) {
   PlannerInput& in = options->input;
   PlannerConstants& k = in.constants;
   in.kv_heads = 0;  // the default: one key/value head per query head
+  in.layers = 24;
   command->add_option("--seq-len", in.seq_len, "Tokens in the sequence")->required();
   command->add_option("--gpus", in.gpus, "GPUs the sequence is split over")->required();
   command->add_option("--batch", in.batch, "Sequences per step")->capture_default_str();

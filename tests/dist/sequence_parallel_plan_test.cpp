@@ -294,6 +294,33 @@ TEST(SequenceParallelPlan, OnlyTheDilatedRowsOfASegmentTravel) {
   }
 }
 
+TEST(SequenceParallelPlan, WorkedExampleOfTheGuide) {
+  // docs/guides/distributed.md: N = 16 on slices of 7 and 9, pattern (8, 2), two query
+  // heads on one kv head (offsets 0 and 1). Causal: rank 0 sends rows 1, 3, 5 to rank 1.
+  DilatedAttentionConfig config;
+  config.segment_lengths = {8};
+  config.dilation_rates = {2};
+  config.causal = true;
+  const SequenceLayout layout = SequenceLayout::contiguous({7, 9});
+  const SequenceParallelPlan rank0 = make_sequence_parallel_plan(layout, 0, config, 2, 1);
+  ASSERT_EQ(rank0.sends.size(), 1u);
+  ASSERT_EQ(rank0.sends[0].runs.size(), 1u);
+  const KvRowRun run = rank0.sends[0].runs[0];
+  EXPECT_EQ(rank0.sends[0].peer, 1);
+  EXPECT_EQ(run.kv_head, 0);
+  EXPECT_EQ(run.first_row, 1);
+  EXPECT_EQ(run.row_step, 2);
+  EXPECT_EQ(run.count, 3);
+  EXPECT_EQ(rank0.receive_rows, 0);
+  EXPECT_EQ(make_sequence_parallel_plan(layout, 1, config, 2, 1).receive_rows, 3);
+  // Not causal: rank 1 also sends row 7 (its local row 0) back.
+  config.causal = false;
+  const SequenceParallelPlan rank1 = make_sequence_parallel_plan(layout, 1, config, 2, 1);
+  ASSERT_EQ(rank1.sends.size(), 1u);
+  EXPECT_EQ(rank1.send_rows, 1);
+  EXPECT_EQ(rank1.sends[0].runs[0].first_row, 0);
+}
+
 TEST(SequenceParallelPlan, ZigzagBalancesCausalWork) {
   // Causal attention over segments as long as the sequence: with contiguous slices the
   // last rank attends ~(2P-1) times what the first does; zigzag evens it out.
