@@ -82,4 +82,66 @@ Batch LanguageModelingData::validation_batch(std::int64_t index) const {
   return window_batch(offsets);
 }
 
+namespace {
+constexpr std::string_view kFiller =
+    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back "
+    "again. ";
+constexpr std::string_view kQuestion = "What is the pass key? The pass key is ";
+constexpr std::string_view kNeedle = "The pass key is ";
+}  // namespace
+
+PasskeyData::PasskeyData(std::int64_t batch_size, std::int64_t seq_len, std::uint64_t seed)
+    : batch_size_(batch_size), seq_len_(seq_len), seed_(seed) {
+  require(batch_size >= 1, "batch_size = ", batch_size, ": must be >= 1");
+  const auto shortest = static_cast<std::int64_t>(kNeedle.size() + kQuestion.size()) + 2 * (kDigits + 2);
+  require(seq_len >= shortest, "seq_len = ", seq_len, ": the passkey task needs at least ", shortest, " tokens");
+}
+
+PasskeyData::Sequence PasskeyData::sequence(std::uint64_t key) const {
+  std::string digits;
+  for (std::int64_t d = 0; d < kDigits; ++d) {
+    digits += static_cast<char>('0' + kernels::counter_bits(key, static_cast<std::uint64_t>(d)) % 10);
+  }
+  const std::string needle = std::string(kNeedle) + digits + ". ";
+  const std::string question = std::string(kQuestion) + digits + ".";
+  const auto length = static_cast<std::size_t>(seq_len_ + 1);
+  const std::size_t room = length - question.size() - needle.size();  // filler bytes
+  const std::size_t needle_at = kernels::counter_bits(key, 100) % (room + 1);
+  Sequence s;
+  for (std::size_t i = 0; s.text.size() < needle_at; ++i) s.text += kFiller[i % kFiller.size()];
+  s.needle_position = s.text.size();
+  s.text += needle;
+  for (std::size_t i = needle_at; s.text.size() < length - question.size(); ++i) s.text += kFiller[i % kFiller.size()];
+  s.key_position = s.text.size() + kQuestion.size();
+  s.text += question;
+  return s;
+}
+
+Batch PasskeyData::make_batch(std::uint64_t key) const {
+  Tensor inputs = Tensor::empty({batch_size_, seq_len_}, DType::i32);
+  Tensor targets = Tensor::full({batch_size_, seq_len_}, kIgnoreIndex, DType::i32);
+  std::int32_t* in = inputs.data<std::int32_t>();
+  std::int32_t* out = targets.data<std::int32_t>();
+  for (std::int64_t b = 0; b < batch_size_; ++b) {
+    const Sequence s = sequence(kernels::mix64(key ^ static_cast<std::uint64_t>(b)));
+    for (std::int64_t i = 0; i < seq_len_; ++i)
+      in[b * seq_len_ + i] = static_cast<unsigned char>(s.text[static_cast<std::size_t>(i)]);
+    // The target of input position i is byte i + 1: score the key digits only.
+    for (std::int64_t d = 0; d < kDigits; ++d) {
+      const std::size_t digit = s.key_position + static_cast<std::size_t>(d);
+      out[b * seq_len_ + static_cast<std::int64_t>(digit) - 1] = static_cast<unsigned char>(s.text[digit]);
+    }
+  }
+  return {inputs, targets, Tensor()};
+}
+
+Batch PasskeyData::train_batch(std::int64_t step, std::int64_t micro_step) const {
+  return make_batch(kernels::counter_key(seed_ ^ 0x9A55ull, static_cast<std::uint64_t>(step),
+                                         static_cast<std::uint64_t>(micro_step)));
+}
+
+Batch PasskeyData::validation_batch(std::int64_t index) const {
+  return make_batch(kernels::counter_key(seed_ ^ 0x9A55ull, static_cast<std::uint64_t>(index), 1ull << 40));
+}
+
 }  // namespace longnet::model

@@ -207,3 +207,37 @@ TEST(Training, ConfigurationJsonRoundTrip) {
 
 }  // namespace
 }  // namespace longnet::testing
+
+namespace longnet::testing {
+namespace {
+
+TEST(Training, PasskeyTaskScoresOnlyTheKeyItHides) {
+  const model::PasskeyData data(2, 160, 5);
+  for (std::uint64_t key = 0; key < 20; ++key) {
+    const auto s = data.sequence(key);
+    ASSERT_EQ(s.text.size(), 161u);
+    const std::string digits = s.text.substr(s.key_position, model::PasskeyData::kDigits);
+    EXPECT_EQ(s.text.substr(s.needle_position, 16 + 5), "The pass key is " + digits);
+    EXPECT_EQ(s.text.back(), '.');
+  }
+  const model::Batch batch = data.train_batch(3, 0);
+  const auto targets = batch.targets.to_vector<std::int32_t>();
+  const auto inputs = batch.inputs.to_vector<std::int32_t>();
+  int scored = 0;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    if (targets[i] == model::kIgnoreIndex) continue;
+    ++scored;
+    EXPECT_GE(targets[i], '0');
+    EXPECT_LE(targets[i], '9');
+    if ((i + 1) % 160 != 0) {
+      EXPECT_EQ(inputs[i + 1], targets[i]);  // the next input byte
+    }
+  }
+  EXPECT_EQ(scored, 2 * model::PasskeyData::kDigits);
+  EXPECT_NE(data.train_batch(3, 0).inputs.to_vector<std::int32_t>(),
+            data.train_batch(4, 0).inputs.to_vector<std::int32_t>());
+  EXPECT_THROW(model::PasskeyData(1, 30, 0), Error);
+}
+
+}  // namespace
+}  // namespace longnet::testing

@@ -53,4 +53,32 @@ class LanguageModelingData final : public BatchSource {
   std::uint64_t seed_;
 };
 
+// Synthetic long-range retrieval, the passkey test (Mohtashami & Jaggi, 2023) as bytes:
+// filler sentences hide "The pass key is DDDDD." at a random place, and every sequence
+// ends with "What is the pass key? The pass key is DDDDD." Only the predictions of the
+// final key's digits are scored (every other target is ignored), so the loss measures
+// whether the model retrieves the key across the distance to it: what a long context and
+// a dilated pattern that reaches back buy. Keys and positions are functions of (seed,
+// step, micro-step, sequence); validation sequences use a separate stream.
+class PasskeyData final : public BatchSource {
+ public:
+  PasskeyData(std::int64_t batch_size, std::int64_t seq_len, std::uint64_t seed);
+  Batch train_batch(std::int64_t step, std::int64_t micro_step) const override;
+  Batch validation_batch(std::int64_t index) const override;
+  std::int64_t tokens_per_batch() const override { return batch_size_ * seq_len_; }
+  // The bytes of one sequence of seq_len + 1 tokens and where its key digits start.
+  struct Sequence {
+    std::string text;
+    std::size_t key_position = 0;     // first digit of the key at the end
+    std::size_t needle_position = 0;  // first byte of "The pass key is ..."
+  };
+  Sequence sequence(std::uint64_t key) const;
+  static constexpr std::int64_t kDigits = 5;
+
+ private:
+  Batch make_batch(std::uint64_t key) const;
+  std::int64_t batch_size_, seq_len_;
+  std::uint64_t seed_;
+};
+
 }  // namespace longnet::model
