@@ -8,7 +8,8 @@ packages=(cmake ninja-build g++ pkg-config python3
           libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
           libgtest-dev libgmock-dev libbenchmark-dev libpng-dev
           libopenmpi-dev openmpi-bin
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev
+          bible-kjv)  # the public-domain King James text `longnet train` uses by default
 
 missing=()
 for p in "${packages[@]}"; do

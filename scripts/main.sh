@@ -2,7 +2,8 @@
 # Installs dependencies, builds, and runs the main job on its built-in default:
 # `longnet info`, the tensors-and-files example, and a small dilated-attention demo (the
 # C++ example, `longnet attn` on the inputs it leaves, and a short `longnet bench
-# attention` sweep with its JSON and plot), on the GPU when there is one.
+# attention` sweep with its JSON and plot), on the GPU when there is one; then it trains a
+# small LongNetLM on the King James Bible for a few minutes and generates a sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -22,3 +23,20 @@ mkdir -p "$demo"
   --segments 128,256,512 --dilations 1,2,4 --causal --backward --repeat 3 --device "$device"
 "$longnet" bench attention --device "$device" --seq-lens 2048,4096 --repeat 1 --warmup 1 \
   --json "$demo/bench_attention.json" --plot "$demo/bench_attention.png"
+
+echo "== LongNetLM: train on the King James Bible (a few minutes), then generate"
+run="$LONGNET_BUILD_DIR/longnet-run"
+rm -rf "$run"
+train=("$longnet" train --out "$run" --steps 600 --warmup 50 --eval-every 100 --checkpoint-every 200
+       --log-every 50 --time-limit 300)
+# The model's CUDA kernels are new: should training on the GPU fail, the CPU takes over.
+if ! "${train[@]}" --device "$device"; then
+  [ "$device" != cpu ] || exit 1
+  echo "(training on CUDA failed; using the CPU)"
+  rm -rf "$run"
+  "${train[@]}" --device cpu
+  device=cpu
+fi
+"$longnet" generate --checkpoint "$run/checkpoint.safetensors" --prompt "And God said" --tokens 300 \
+  --temperature 0.8 --device "$device"
+echo "loss log $run/loss.csv, loss curve $run/loss.png"
