@@ -21,6 +21,26 @@ Stream current_stream(int device) {
 
 void set_current_stream(Stream stream) { current_streams[stream.device] = stream.handle; }
 
+DeviceGuard::DeviceGuard(Device device) {
+#ifdef LONGNET_WITH_CUDA
+  if (!device.is_cuda()) return;
+  LONGNET_CHECK(cudaGetDevice(&previous_));
+  if (previous_ == device.index) {
+    previous_ = -1;
+    return;
+  }
+  LONGNET_CHECK(cudaSetDevice(device.index));
+#else
+  (void)device;
+#endif
+}
+
+DeviceGuard::~DeviceGuard() {
+#ifdef LONGNET_WITH_CUDA
+  if (previous_ >= 0) (void)cudaSetDevice(previous_);
+#endif
+}
+
 void synchronize(Stream stream) {
 #ifdef LONGNET_WITH_CUDA
   LONGNET_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream.handle)));

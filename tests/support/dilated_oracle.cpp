@@ -68,9 +68,22 @@ R dot_qk(const Dense<R>& q, const Dense<R>& k, std::int64_t b, std::int64_t p, s
 }
 
 // Softmax weights P[p][k] = C exp(s - lse) of one (batch, head), and lse.
+// Where a naive half-precision implementation rounds: the probabilities P, dS, and every
+// output. DType::f32/f64 mean "no extra rounding".
+double round_to(double x, DType precision) {
+  switch (precision) {
+    case DType::bf16:
+      return static_cast<double>(BFloat16(x));
+    case DType::f16:
+      return static_cast<double>(Float16(x));
+    default:
+      return x;
+  }
+}
+
 template <class R>
 void weights(const DilatedProblem& pr, const Dense<R>& q, const Dense<R>& k, std::int64_t b, std::int64_t h,
-             const std::vector<int>& count, std::vector<R>& P, std::vector<R>& lse) {
+             const std::vector<int>& count, std::vector<R>& P, std::vector<R>& lse, DType precision = DType::f64) {
   const std::int64_t N = pr.seq_len;
   const std::int64_t kv_head = h / (pr.heads / pr.kv_heads);
   P.assign(static_cast<std::size_t>(N * N), R(0));
@@ -94,15 +107,17 @@ void weights(const DilatedProblem& pr, const Dense<R>& q, const Dense<R>& k, std
     lse[static_cast<std::size_t>(p)] = row_lse;
     for (std::int64_t key = 0; key < N; ++key) {
       const int c = count[static_cast<std::size_t>(p * N + key)];
-      if (c)
-        P[static_cast<std::size_t>(p * N + key)] =
-            static_cast<R>(c) * std::exp(s[static_cast<std::size_t>(key)] - row_lse);
+      if (c) {
+        const R weight = static_cast<R>(c) * std::exp(s[static_cast<std::size_t>(key)] - row_lse);
+        P[static_cast<std::size_t>(p * N + key)] = static_cast<R>(round_to(static_cast<double>(weight), precision));
+      }
     }
   }
 }
 
 template <class R>
-OracleOutput forward_in(const DilatedProblem& pr, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in) {
+OracleOutput forward_in(const DilatedProblem& pr, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                        DType precision = DType::f64) {
   const Dense<R> q = dense<R>(q_in), k = dense<R>(k_in), v = dense<R>(v_in);
   const std::int64_t B = pr.batch, N = pr.seq_len, H = pr.heads, D = pr.head_dim;
   const R alpha = static_cast<R>(dilated_output_scale(pr));
@@ -114,7 +129,7 @@ OracleOutput forward_in(const DilatedProblem& pr, const Tensor& q_in, const Tens
     const std::vector<int> count = dilated_count_matrix(pr, h);
     const std::int64_t kv_head = h / (H / pr.kv_heads);
     for (std::int64_t b = 0; b < B; ++b) {
-      weights(pr, q, k, b, h, count, P, lse);
+      weights(pr, q, k, b, h, count, P, lse, precision);
       for (std::int64_t p = 0; p < N; ++p) {
         lse_out[(b * H + h) * N + p] = lse[static_cast<std::size_t>(p)];
         for (std::int64_t key = 0; key < N; ++key) {
@@ -126,12 +141,13 @@ OracleOutput forward_in(const DilatedProblem& pr, const Tensor& q_in, const Tens
       }
     }
   }
+  if (precision == DType::bf16 || precision == DType::f16) result.out = result.out.to(precision).to(dtype_of<R>::value);
   return result;
 }
 
 template <class R>
 OracleGradients backward_in(const DilatedProblem& pr, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
-                            const Tensor& dout_in) {
+                            const Tensor& dout_in, DType precision = DType::f64) {
   const Dense<R> q = dense<R>(q_in), k = dense<R>(k_in), v = dense<R>(v_in), dout = dense<R>(dout_in);
   const std::int64_t B = pr.batch, N = pr.seq_len, H = pr.heads, Hk = pr.kv_heads, D = pr.head_dim;
   const R alpha = static_cast<R>(dilated_output_scale(pr));
@@ -147,7 +163,7 @@ OracleGradients backward_in(const DilatedProblem& pr, const Tensor& q_in, const 
     const std::vector<int> count = dilated_count_matrix(pr, h);
     const std::int64_t kv_head = h / (H / Hk);
     for (std::int64_t b = 0; b < B; ++b) {
-      weights(pr, q, k, b, h, count, P, lse);
+      weights(pr, q, k, b, h, count, P, lse, precision);
       for (std::int64_t p = 0; p < N; ++p) {
         // out_p = alpha * sum_k P_pk v_k with sum_k P_pk = 1, so
         // d out_p / d s_pk = alpha * P_pk (v_k - sum_j P_pj v_j).
@@ -157,6 +173,17 @@ OracleGradients backward_in(const DilatedProblem& pr, const Tensor& q_in, const 
           for (std::int64_t d = 0; d < D && weight != 0; ++d)
             softmax_out[static_cast<std::size_t>(d)] += weight * v.at(b, key, kv_head, d);
         }
+        // The half-precision computation follows DESIGN 2.3 literally: D_p = sum(dO_p * O_p)
+        // with the stored (rounded) output O_p = round(alpha * softmax_out).
+        R delta = 0;
+        const bool rounded = precision == DType::bf16 || precision == DType::f16;
+        if (rounded) {
+          for (std::int64_t d = 0; d < D; ++d) {
+            const R stored = static_cast<R>(
+                round_to(static_cast<double>(alpha * softmax_out[static_cast<std::size_t>(d)]), precision));
+            delta += dout.at(b, p, h, d) * stored;
+          }
+        }
         for (std::int64_t key = 0; key < N; ++key) {
           const R weight = P[static_cast<std::size_t>(p * N + key)];
           if (weight == 0) continue;
@@ -164,9 +191,11 @@ OracleGradients backward_in(const DilatedProblem& pr, const Tensor& q_in, const 
           for (std::int64_t d = 0; d < D; ++d) {
             const R g_out = alpha * dout.at(b, p, h, d);
             dv[((b * N + key) * Hk + kv_head) * D + d] += weight * g_out;
-            dscore += g_out * (v.at(b, key, kv_head, d) - softmax_out[static_cast<std::size_t>(d)]);
+            dscore += rounded ? g_out * v.at(b, key, kv_head, d)
+                              : g_out * (v.at(b, key, kv_head, d) - softmax_out[static_cast<std::size_t>(d)]);
           }
-          dscore *= weight;
+          if (rounded) dscore -= delta;
+          dscore = static_cast<R>(round_to(static_cast<double>(dscore * weight), precision));
           for (std::int64_t d = 0; d < D; ++d) {
             dq[((b * N + p) * H + h) * D + d] += scale * dscore * k.at(b, key, kv_head, d);
             dk[((b * N + key) * Hk + kv_head) * D + d] += scale * dscore * q.at(b, p, h, d);
@@ -174,6 +203,11 @@ OracleGradients backward_in(const DilatedProblem& pr, const Tensor& q_in, const 
         }
       }
     }
+  }
+  if (precision == DType::bf16 || precision == DType::f16) {
+    g.dq = g.dq.to(precision).to(dtype_of<R>::value);
+    g.dk = g.dk.to(precision).to(dtype_of<R>::value);
+    g.dv = g.dv.to(precision).to(dtype_of<R>::value);
   }
   return g;
 }
@@ -194,6 +228,15 @@ OracleOutput dilated_naive_float_forward(const DilatedProblem& problem, const Te
 OracleGradients dilated_naive_float_backward(const DilatedProblem& problem, const Tensor& q, const Tensor& k,
                                              const Tensor& v, const Tensor& dout) {
   return backward_in<float>(problem, q, k, v, dout);
+}
+
+OracleOutput dilated_naive_half_forward(const DilatedProblem& problem, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, DType precision) {
+  return forward_in<float>(problem, q, k, v, precision);
+}
+OracleGradients dilated_naive_half_backward(const DilatedProblem& problem, const Tensor& q, const Tensor& k,
+                                            const Tensor& v, const Tensor& dout, DType precision) {
+  return backward_in<float>(problem, q, k, v, dout, precision);
 }
 
 double relative_l2_error(const Tensor& actual_in, const Tensor& expected_in, double floor_rms) {

@@ -48,6 +48,15 @@ OracleOutput dilated_naive_float_forward(const DilatedProblem& problem, const Te
 OracleGradients dilated_naive_float_backward(const DilatedProblem& problem, const Tensor& q, const Tensor& k,
                                              const Tensor& v, const Tensor& dout);
 
+// The naive computation in half precision (precision = bf16 or f16): float arithmetic,
+// with the probabilities P, dS and the outputs rounded to `precision` — what a plain
+// framework implementation in that precision does; DESIGN 5's yardstick for the bf16/f16
+// CUDA kernels (error at most 2x this one's, plus 1e-3).
+OracleOutput dilated_naive_half_forward(const DilatedProblem& problem, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, DType precision);
+OracleGradients dilated_naive_half_backward(const DilatedProblem& problem, const Tensor& q, const Tensor& k,
+                                            const Tensor& v, const Tensor& dout, DType precision);
+
 // Relative L2 error ||a - b|| / max(||b||, floor_rms * sqrt(n)) over the n elements.
 // The floor only matters when the expected tensor is (nearly) zero, e.g. the gradients of
 // a query that attends to itself alone (exactly 0, computed as a difference of O(1)

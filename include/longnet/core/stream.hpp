@@ -19,6 +19,19 @@ void synchronize(Stream stream);
 // Blocks until all work on the device has finished.
 void synchronize_device(int device);
 
+// Makes `device` the calling thread's current CUDA device for the lifetime of a scope
+// (no-op for the CPU or without CUDA).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(Device device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
 // Sets the current stream for the lifetime of a scope.
 class StreamGuard {
  public:

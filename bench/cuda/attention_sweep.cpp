@@ -1,0 +1,149 @@
+// Times dilated and dense attention on a CUDA device in the configuration of
+// BENCHMARKS.md (bf16, batch 1, H = 8, D = 64, w = [2048, 4096, 8192], r = [1, 2, 4]):
+// forward and forward+backward medians with CUDA events after warm-up, TFLOP/s by
+// DESIGN 4's rule (backward = 2.5 x forward), peak memory from the pool's statistics.
+// Usage: cuda_attention_sweep [--mode head_groups|longnet|dense] [--causal] [--deterministic]
+//                             [--seq 8192,32768,...] [--repeat R] [--no-backward] [--json FILE]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "longnet/longnet.hpp"
+
+namespace {
+
+using namespace longnet;
+
+struct Options {
+  std::string mode = "head_groups";
+  bool causal = false, deterministic = false, backward = true;
+  std::vector<std::int64_t> seq = {8192, 32768, 131072, 524288, 1048576};
+  int repeat = 10;
+  std::int64_t heads = 8, head_dim = 64;
+  std::string json;
+};
+
+std::vector<std::int64_t> parse_list(const char* text) {
+  std::vector<std::int64_t> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) out.push_back(std::stoll(item));
+  return out;
+}
+
+template <class F>
+double median_ms(int repeat, F&& body) {
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<float> times;
+  for (int r = 0; r < repeat; ++r) {
+    cudaEventRecord(start);
+    body();
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--mode" && i + 1 < argc)
+      o.mode = argv[++i];
+    else if (a == "--causal")
+      o.causal = true;
+    else if (a == "--deterministic")
+      o.deterministic = true;
+    else if (a == "--no-backward")
+      o.backward = false;
+    else if (a == "--seq" && i + 1 < argc)
+      o.seq = parse_list(argv[++i]);
+    else if (a == "--repeat" && i + 1 < argc)
+      o.repeat = std::stoi(argv[++i]);
+    else if (a == "--heads" && i + 1 < argc)
+      o.heads = std::stoll(argv[++i]);
+    else if (a == "--head-dim" && i + 1 < argc)
+      o.head_dim = std::stoll(argv[++i]);
+    else if (a == "--json" && i + 1 < argc)
+      o.json = argv[++i];
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  try {
+    DilatedAttentionConfig config;
+    if (o.mode == "dense") {
+      config = DilatedAttentionConfig::dense(o.causal);
+    } else {
+      config.segment_lengths = {2048, 4096, 8192};
+      config.dilation_rates = {1, 2, 4};
+      config.mode = parse_dilated_mode(o.mode);
+      config.causal = o.causal;
+    }
+    config.deterministic = o.deterministic;
+    const Device gpu = Device::cuda(0);
+    std::ostringstream json;
+    json << "[";
+    std::printf("%-10s %10s %12s %10s %14s %12s %12s\n", "N", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TF/s",
+                "peak fwd GiB", "peak f+b GiB");
+    for (std::size_t n = 0; n < o.seq.size(); ++n) {
+      const std::int64_t N = o.seq[n];
+      const Shape shape{1, N, o.heads, o.head_dim};
+      MemoryPool& pool = memory_pool(gpu);
+      Tensor q = Tensor::randn(shape, 1, DType::bf16, gpu);
+      Tensor k = Tensor::randn(shape, 2, DType::bf16, gpu);
+      Tensor v = Tensor::randn(shape, 3, DType::bf16, gpu);
+      const double flops = dilated_attention_forward_flops(config, 1, N, o.heads, o.head_dim);
+      for (int w = 0; w < 2; ++w) (void)dilated_attention_forward(config, q, k, v);
+      synchronize_device(0);
+      pool.reset_stats();
+      const std::size_t base = pool.stats().in_use;
+      const double fwd = median_ms(o.repeat, [&] { (void)dilated_attention_forward(config, q, k, v); });
+      const double peak_fwd = static_cast<double>(pool.stats().peak_in_use) / (1u << 30);
+      double both = 0, peak_both = 0;
+      if (o.backward) {
+        Tensor dout = Tensor::randn(shape, 4, DType::bf16, gpu);
+        auto step = [&] {
+          const AttentionOutput f = dilated_attention_forward(config, q, k, v);
+          (void)dilated_attention_backward(config, q, k, v, f, dout);
+        };
+        step();
+        synchronize_device(0);
+        pool.reset_stats();
+        both = median_ms(o.repeat, step);
+        peak_both = static_cast<double>(pool.stats().peak_in_use) / (1u << 30);
+      }
+      (void)base;
+      std::printf("%-10lld %10.3f %12.1f %10.3f %14.1f %12.2f %12.2f\n", static_cast<long long>(N), fwd,
+                  flops / fwd / 1e9, both, both > 0 ? 3.5 * flops / both / 1e9 : 0.0, peak_fwd, peak_both);
+      std::fflush(stdout);
+      json << (n ? "," : "") << "{\"N\":" << N << ",\"forward_ms\":" << fwd
+           << ",\"forward_tflops\":" << flops / fwd / 1e9 << ",\"forward_backward_ms\":" << both
+           << ",\"forward_backward_tflops\":" << (both > 0 ? 3.5 * flops / both / 1e9 : 0.0)
+           << ",\"peak_forward_gib\":" << peak_fwd << ",\"peak_forward_backward_gib\":" << peak_both << "}";
+    }
+    json << "]\n";
+    if (!o.json.empty()) write_text_atomically(o.json, json.str());
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the CUDA test and benchmark programs here (nvcc compiles for sm_90) and packs
+# them with the shared libraries they need that a bare GPU machine may lack, into
+# .device/ (git-ignored), which the device tool carries: `carry: [".device"]`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/env.sh
+build=${LONGNET_GPU_BUILD_DIR:-build}
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLONGNET_WITH_CUDA=ON >/dev/null
+# Programs to carry: the defaults, plus LONGNET_GPU_EXTRA (paths relative to the build
+# folder, e.g. "tests/nn/test_nn"); the carried folder must stay under 64 MiB.
+programs="tests/attention/test_attention tests/core/test_core bench/cuda/cuda_attention_sweep bin/longnet ${LONGNET_GPU_EXTRA:-}"
+targets=""
+for program in $programs; do targets="$targets $(basename "$program")"; done
+targets=${targets/ longnet / longnet_cli }
+cmake --build "$build" --parallel "$LONGNET_JOBS" --target $targets
+rm -rf .device && mkdir -p .device/bin .device/lib
+for program in $programs; do cp "$build/$program" .device/bin/; done
+# Non-system libraries the programs load (resolved here), copied under their sonames.
+for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1 libcudart.so.13; do
+  path=$(ldd .device/bin/test_attention | awk -v l="$lib" '$1 == l {print $3}')
+  [ -n "$path" ] && cp -L "$path" ".device/lib/$lib"
+done
+strip --strip-unneeded .device/bin/* 2>/dev/null || true
+du -sh .device

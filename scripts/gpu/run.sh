@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (through the device tool) from the repository root, with the
+# bundle of scripts/gpu/make_bundle.sh carried in .device/. Steps (any subset, in order):
+#   info       nvidia-smi and `longnet info`
+#   tests      the CUDA tests (GoogleTest filter *Cuda*:*Memory*:...)
+#   sanitize   compute-sanitizer memcheck and racecheck on a small CUDA suite
+#   bench ARGS cuda_attention_sweep with ARGS (until the next step name)
+# Logs go to $OUT.
+set -uo pipefail
+export LD_LIBRARY_PATH="$PWD/.device/lib:${LD_LIBRARY_PATH:-}"
+export NCCL_NVLS_ENABLE=0
+bin=.device/bin
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+status=0
+while [ $# -gt 0 ]; do
+  step=$1
+  shift
+  case "$step" in
+    info)
+      nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv 2>&1 | tee "$out/info.txt"
+      "$bin/longnet" info 2>&1 | tee -a "$out/info.txt"
+      ;;
+    tests)
+      filter=${GTEST_FILTER:-*Cuda*:*CudaRoundTrip*:MemoryPool.*}
+      "$bin/test_attention" --gtest_filter="$filter" > "$out/tests.txt" 2>&1 || status=1
+      grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) *\]" "$out/tests.txt" | grep -v "^\[       OK" | head -40
+      grep -A2 "Failure" "$out/tests.txt" | head -30
+      "$bin/test_core" --gtest_filter='*Cuda*:MemoryPool.*' 2>&1 | tail -3
+      ;;
+    sanitize)
+      for tool in memcheck racecheck; do
+        compute-sanitizer --tool "$tool" --error-exitcode 7 "$bin/test_attention" \
+          --gtest_filter='DilatedAttentionCuda.EdgeCases:DilatedAttentionCuda.StridedInputsAreReadInPlace' \
+          > "$out/sanitize_$tool.txt" 2>&1
+        echo "compute-sanitizer $tool: exit $? ($(grep -cE 'ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards' "$out/sanitize_$tool.txt") clean summaries)"
+        tail -3 "$out/sanitize_$tool.txt"
+      done
+      ;;
+    bench)
+      args=()
+      while [ $# -gt 0 ] && [[ "$1" != info && "$1" != tests && "$1" != sanitize && "$1" != bench ]]; do
+        args+=("$1")
+        shift
+      done
+      echo "== cuda_attention_sweep ${args[*]}"
+      "$bin/cuda_attention_sweep" "${args[@]}" 2>&1 | tee -a "$out/bench.txt"
+      ;;
+    *) echo "unknown step $step"; status=2 ;;
+  esac
+done
+exit $status

@@ -1,0 +1,28 @@
+// The kernel launchers the CUDA attention driver calls, one explicit instantiation per
+// (element type, head-dim tile) in its own translation unit so builds parallelise.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/flash_params.cuh"
+
+namespace longnet::kernels::cuda {
+
+// Tensor-core kernels: Element = __nv_bfloat16 or __half, kHeadDim = 64 or 128.
+template <class Element, int kHeadDim>
+void launch_flash_forward(const PatternLaunch& p, cudaStream_t stream);
+template <class Element, int kHeadDim>
+void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
+
+// Exact SIMT kernels: Compute = float (f32, bf16, f16 inputs) or double (f64 inputs).
+template <class Element, class Compute>
+void launch_simt_forward(const PatternLaunch& p, cudaStream_t stream);
+template <class Element, class Compute>
+void launch_simt_backward(const PatternLaunch& p, cudaStream_t stream);
+
+// Rows each CTA of the kernels covers (the host sizes grids with them).
+inline constexpr int kFlashForwardRows = 128;
+inline constexpr int kFlashBackwardRows = 64;
+inline constexpr int kSimtRows = 8;
+
+}  // namespace longnet::kernels::cuda

@@ -1,0 +1,276 @@
+// The CUDA dilated-attention driver (DESIGN 3.1): patterns run one after another on the
+// current stream, each as one launch over all its virtual sequences, so merges across
+// patterns happen in a fixed order without atomics.
+//
+// Paths: the tensor-core kernels (bf16/f16, head_dim a multiple of 8 up to 128, 16-byte
+// aligned rows) and the exact SIMT kernels (f32, f64, anything else up to head_dim 256).
+// Forward: rows reached by one pattern only (head-groups mode, or a single pattern) are
+// written directly; in LongNet mode with several patterns, each pattern's epilogue merges
+// its rows into fp32 accumulators by log-sum-exp and a final pass converts them.
+// Backward: delta = rowsum(dO * O), then per pattern dK/dV (and dQ) into fp32
+// accumulators, then conversion into the caller's tensors.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "core/status_cuda.hpp"
+#include "kernels/cuda/attention_launchers.hpp"
+#include "kernels/cuda/attention_utility.cuh"
+#include "longnet/core/stream.hpp"
+#include "longnet/core/tensor.hpp"
+#include "longnet/kernels/dilated_attention.hpp"
+
+namespace longnet::kernels {
+namespace {
+
+using cuda::DeviceRows;
+using cuda::PatternLaunch;
+
+bool aligned_rows(const RowTensor& t) {
+  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.batch_stride % 8 == 0 && t.seq_stride % 8 == 0 &&
+         t.head_stride % 8 == 0;
+}
+
+bool use_tensor_cores(const DilatedAttentionParams& p, bool backward) {
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
+  if (p.head_dim % 8 != 0 || p.head_dim > 128) return false;
+  bool aligned = aligned_rows(p.q) && aligned_rows(p.k) && aligned_rows(p.v) && aligned_rows(p.out);
+  if (backward) aligned = aligned && aligned_rows(p.dout);
+  return aligned;
+}
+
+DeviceRows device_rows(const RowTensor& t) { return {t.data, t.batch_stride, t.seq_stride, t.head_stride}; }
+
+struct HeadRange {
+  int begin = 0, count = 0;
+};
+
+// The heads that use pattern i: all of them in LongNet mode, group i in head-groups mode.
+HeadRange heads_of(const DilatedAttentionParams& p, std::size_t i) {
+  const auto H = static_cast<int>(p.heads);
+  if (p.mode == DilatedMode::longnet) return {0, H};
+  const auto G = static_cast<int>(p.patterns.size());
+  const int base = H / G, larger = H % G, index = static_cast<int>(i);
+  return {index * base + (index < larger ? index : larger), base + (index < larger ? 1 : 0)};
+}
+
+PatternLaunch pattern_launch(const DilatedAttentionParams& p, std::size_t i, int rows_per_cta) {
+  PatternLaunch l;
+  l.batch = p.batch;
+  l.seq_len = p.seq_len;
+  l.heads = static_cast<int>(p.heads);
+  l.kv_heads = static_cast<int>(p.kv_heads);
+  l.head_dim = static_cast<int>(p.head_dim);
+  l.pattern = p.patterns[i];
+  l.pattern_index = static_cast<int>(i);
+  l.num_patterns = static_cast<int>(p.patterns.size());
+  l.mode = p.mode;
+  l.causal = p.causal;
+  l.scale = static_cast<float>(p.scale);
+  l.scale_log2 = static_cast<float>(p.scale * 1.4426950408889634);
+  l.output_scale_exact = p.mode == DilatedMode::head_groups ? 1.0 / static_cast<double>(p.patterns.size()) : 1.0;
+  l.output_scale = static_cast<float>(l.output_scale_exact);
+  l.scale_exact = p.scale;
+  const HeadRange heads = heads_of(p, i);
+  l.head_begin = heads.begin;
+  l.head_count = heads.count;
+  l.segments = segment_count(p.seq_len, p.patterns[i].segment_length);
+  const std::int64_t longest = ceil_div(std::min(p.patterns[i].segment_length, p.seq_len), p.patterns[i].dilation_rate);
+  l.tiles_per_segment = ceil_div(longest, rows_per_cta);
+  l.q = device_rows(p.q);
+  l.k = device_rows(p.k);
+  l.v = device_rows(p.v);
+  l.out = device_rows(p.out);
+  l.dout = device_rows(p.dout);
+  l.lse = p.lse;
+  l.deterministic = p.deterministic;
+  return l;
+}
+
+cudaStream_t current_cuda_stream() {
+  int device = 0;
+  LONGNET_CHECK(cudaGetDevice(&device));
+  return static_cast<cudaStream_t>(current_stream(device).handle);
+}
+
+Device current_device() {
+  int device = 0;
+  LONGNET_CHECK(cudaGetDevice(&device));
+  return Device::cuda(device);
+}
+
+template <class Compute>
+void fill(void* data, std::int64_t count, Compute value, cudaStream_t stream) {
+  cuda::fill_kernel<Compute><<<cuda::grid_for(count, 256), 256, 0, stream>>>(static_cast<Compute*>(data), count, value);
+}
+
+template <class Element>
+void launch_forward_pattern(const PatternLaunch& l, bool tensor_cores, cudaStream_t stream) {
+  if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
+    if (tensor_cores) {
+      if (l.head_dim <= 64) {
+        cuda::launch_flash_forward<Element, 64>(l, stream);
+      } else {
+        cuda::launch_flash_forward<Element, 128>(l, stream);
+      }
+      return;
+    }
+  }
+  using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
+  cuda::launch_simt_forward<Element, Compute>(l, stream);
+}
+
+template <class Element>
+void launch_backward_pattern(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_cores, cudaStream_t stream) {
+  if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
+    if (tensor_cores) {
+      if (l.head_dim <= 64) {
+        cuda::launch_flash_backward<Element, 64>(l, kv_tiles, stream);
+      } else {
+        cuda::launch_flash_backward<Element, 128>(l, kv_tiles, stream);
+      }
+      return;
+    }
+  }
+  using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
+  cuda::launch_simt_backward<Element, Compute>(l, stream);
+}
+
+template <class Element>
+void forward(const DilatedAttentionParams& p) {
+  using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
+  const cudaStream_t stream = current_cuda_stream();
+  const Device device = current_device();
+  const bool tensor_cores = use_tensor_cores(p, false);
+  require(tensor_cores || p.head_dim <= cuda::kSimtMaxHeadDim, "head_dim = ", p.head_dim,
+          ": dilated attention on CUDA supports head_dim <= ", cuda::kSimtMaxHeadDim);
+  const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, D = p.head_dim;
+  const bool merge = p.mode == DilatedMode::longnet && p.patterns.size() > 1;
+
+  fill<Compute>(p.lse, B * H * N, static_cast<Compute>(-INFINITY), stream);
+  Tensor accumulator;
+  if (merge) {
+    accumulator = Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);
+  } else {
+    bool all_rows_reached = true;
+    for (const auto& pattern : p.patterns) all_rows_reached = all_rows_reached && pattern.dilation_rate == 1;
+    if (!all_rows_reached) {  // rows no pattern reaches are zero
+      Tensor::from_blob(p.out.data, {B, N, H, D}, p.dtype, device, {p.out.batch_stride, p.out.seq_stride, p.out.head_stride, 1})
+          .zero();
+    }
+  }
+  if (tensor_cores) {
+    // Rows reached by one pattern only: every pattern in one launch. LongNet mode with
+    // several patterns: one launch per pattern, merging in pattern order.
+    std::size_t first = 0;
+    while (first < p.patterns.size()) {
+      const std::size_t last = merge ? first + 1 : std::min(p.patterns.size(), first + cuda::kMaxSlots);
+      PatternLaunch l = pattern_launch(p, first, cuda::kFlashForwardRows);
+      l.merge = merge;
+      if (merge) l.out_accumulator = accumulator.data();
+      for (std::size_t i = first; i < last; ++i) {
+        const PatternLaunch one = pattern_launch(p, i, cuda::kFlashForwardRows);
+        cuda::PatternSlot& slot = l.slots[l.slot_count++];
+        slot.pattern = one.pattern;
+        slot.pattern_index = one.pattern_index;
+        slot.head_begin = one.head_begin;
+        slot.head_count = one.head_count;
+        slot.segments = one.segments;
+        slot.tiles_per_segment = one.tiles_per_segment;
+        slot.cta_begin = l.total_ctas;
+        l.total_ctas += static_cast<std::int64_t>(one.head_count) * one.segments * one.tiles_per_segment;
+      }
+      require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
+      launch_forward_pattern<Element>(l, true, stream);
+      LONGNET_CHECK(cudaGetLastError());
+      first = last;
+    }
+  } else {
+    for (std::size_t i = 0; i < p.patterns.size(); ++i) {
+      PatternLaunch l = pattern_launch(p, i, cuda::kSimtRows);
+      l.merge = merge;
+      if (merge) l.out_accumulator = accumulator.data();
+      launch_forward_pattern<Element>(l, false, stream);
+      LONGNET_CHECK(cudaGetLastError());
+    }
+  }
+  if (merge) {
+    cuda::convert_accumulator_kernel<Element, Compute><<<cuda::grid_for(B * N * H * D, 256), 256, 0, stream>>>(
+        static_cast<const Compute*>(accumulator.data()), device_rows(p.out), B, N, static_cast<int>(H),
+        static_cast<int>(D), Compute(1));
+    LONGNET_CHECK(cudaGetLastError());
+  }
+}
+
+template <class Element>
+void backward(const DilatedAttentionParams& p) {
+  using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
+  const cudaStream_t stream = current_cuda_stream();
+  const Device device = current_device();
+  const bool tensor_cores = use_tensor_cores(p, true);
+  require(tensor_cores || p.head_dim <= cuda::kSimtMaxHeadDim, "head_dim = ", p.head_dim,
+          ": dilated attention on CUDA supports head_dim <= ", cuda::kSimtMaxHeadDim);
+  const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, Hk = p.kv_heads, D = p.head_dim;
+  const DType compute = dtype_of<Compute>::value;
+
+  Tensor delta = Tensor::empty({B, H, N}, compute, device);
+  cuda::delta_kernel<Element, Compute><<<cuda::grid_for(B * H * N * 32, 256), 256, 0, stream>>>(
+      device_rows(p.out), device_rows(p.dout), static_cast<Compute*>(delta.data()), B, N, static_cast<int>(H),
+      static_cast<int>(D));
+  LONGNET_CHECK(cudaGetLastError());
+  Tensor dq = Tensor::zeros({B, N, H, D}, compute, device);
+  Tensor dk = Tensor::zeros({B, N, Hk, D}, compute, device);
+  Tensor dv = Tensor::zeros({B, N, Hk, D}, compute, device);
+
+  const int rows = tensor_cores ? cuda::kFlashBackwardRows : cuda::kSimtRows;
+  for (std::size_t i = 0; i < p.patterns.size(); ++i) {
+    PatternLaunch l = pattern_launch(p, i, rows);
+    l.delta = delta.data();
+    l.dq_accumulator = dq.data();
+    l.dk_accumulator = dk.data();
+    l.dv_accumulator = dv.data();
+    launch_backward_pattern<Element>(l, l.tiles_per_segment, tensor_cores, stream);
+    LONGNET_CHECK(cudaGetLastError());
+  }
+  auto convert = [&](const Tensor& accumulator, const RowTensor& target, std::int64_t heads) {
+    cuda::convert_accumulator_kernel<Element, Compute><<<cuda::grid_for(accumulator.numel(), 256), 256, 0, stream>>>(
+        static_cast<const Compute*>(accumulator.data()), device_rows(target), B, N, static_cast<int>(heads),
+        static_cast<int>(D), Compute(1));
+    LONGNET_CHECK(cudaGetLastError());
+  };
+  convert(dq, p.dq, H);
+  convert(dk, p.dk, Hk);
+  convert(dv, p.dv, Hk);
+}
+
+template <template <class> class Run>
+void dispatch(DType dtype, const DilatedAttentionParams& p) {
+  switch (dtype) {
+    case DType::bf16: return Run<__nv_bfloat16>::run(p);
+    case DType::f16: return Run<__half>::run(p);
+    case DType::f32: return Run<float>::run(p);
+    case DType::f64: return Run<double>::run(p);
+    default: throw Error(str("dilated attention on CUDA: dtype ", dtype_name(dtype), " is not a float dtype"));
+  }
+}
+
+template <class Element>
+struct RunForward {
+  static void run(const DilatedAttentionParams& p) { forward<Element>(p); }
+};
+template <class Element>
+struct RunBackward {
+  static void run(const DilatedAttentionParams& p) { backward<Element>(p); }
+};
+
+}  // namespace
+
+void dilated_attention_forward_cuda(const DilatedAttentionParams& params) { dispatch<RunForward>(params.dtype, params); }
+
+void dilated_attention_backward_cuda(const DilatedAttentionParams& params) {
+  dispatch<RunBackward>(params.dtype, params);
+}
+
+}  // namespace longnet::kernels

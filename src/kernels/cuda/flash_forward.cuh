@@ -1,0 +1,321 @@
+// Tensor-core forward of dilated attention (FlashAttention-2 style, mma.sync m16n8k16).
+// A CTA takes 128 queries of one virtual sequence (warps of kWarpRows = 32 rows for
+// head_dim 64, 16 for 128: more rows per warp reuse each K/V fragment for more MMAs),
+// streams the sequence's keys and values through shared memory in tiles of 64
+// (double-buffered cp.async into swizzled tiles), keeps one tile of scores in registers
+// with an online softmax in base 2, and writes the normalised output and the
+// log-sum-exp — straight into the output (rows one pattern reaches) or merged by
+// log-sum-exp into fp32 accumulators (LongNet mode, one launch per pattern).
+//
+// Template: Element (__nv_bfloat16 or __half) and kHeadDim (64 or 128: the tile width; a
+// smaller runtime head_dim that is a multiple of 8 runs zero-padded).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "kernels/cuda/flash_params.cuh"
+#include "kernels/cuda/mma_sm80.cuh"
+
+namespace longnet::kernels::cuda {
+
+template <int kHeadDim>
+struct ForwardTile {
+  static constexpr int kWarpRows = kHeadDim <= 64 ? 32 : 16;
+  static constexpr int kMTiles = kWarpRows / 16;
+  static constexpr int kBlockM = 128;  // queries per CTA
+  static constexpr int kWarps = kBlockM / kWarpRows;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kBlockN = 64;  // keys per pipeline stage
+  static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
+  static constexpr int kSharedBytes = (kBlockM + 4 * kBlockN) * kHeadDim * 2;  // Q + 2 stages of K, V
+};
+
+// Which pattern, head, segment and query tile blockIdx.x is (see PatternSlot).
+struct ForwardWork {
+  int slot;
+  int head;
+  std::int64_t segment, tile;
+};
+
+__device__ __forceinline__ ForwardWork forward_work(const PatternLaunch& p) {
+  int slot = 0;
+  while (slot + 1 < p.slot_count && blockIdx.x >= p.slots[slot + 1].cta_begin) ++slot;
+  const PatternSlot& s = p.slots[slot];
+  const std::int64_t local = blockIdx.x - s.cta_begin;
+  const std::int64_t per_head = s.segments * s.tiles_per_segment;
+  return {slot, s.head_begin + static_cast<int>(local / per_head), (local % per_head) / s.tiles_per_segment,
+          local % s.tiles_per_segment};
+}
+
+template <class Element, int kHeadDim>
+__global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
+    flash_forward_kernel(const __grid_constant__ PatternLaunch p) {
+  using Tile = ForwardTile<kHeadDim>;
+  using M = Mma<Element>;
+  constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kChunks = Tile::kChunks;
+  constexpr int kMTiles = Tile::kMTiles, kThreads = Tile::kThreads;
+  constexpr int kSteps = kHeadDim / 16;           // k-steps over the head dimension
+  constexpr int kRowsPerPass = kThreads / kChunks;  // rows one pass of copies covers
+  extern __shared__ __align__(128) unsigned char shared_raw[];
+  Element* sQ = reinterpret_cast<Element*>(shared_raw);
+  Element* sK = sQ + kBlockM * kHeadDim;  // [2][kBlockN * kHeadDim]
+  Element* sV = sK + 2 * kBlockN * kHeadDim;
+
+  const ForwardWork work = forward_work(p);
+  const PatternSlot& slot = p.slots[work.slot];
+  const int h = work.head;
+  const std::int64_t b = blockIdx.y;
+  const std::int64_t q_begin = work.tile * kBlockM;
+  const std::int64_t offset = pattern_offset(p.mode, slot.pattern_index, p.num_patterns, slot.pattern.dilation_rate,
+                                             h, p.heads);
+  if (offset < 0) return;
+  const VirtualSequence vs = virtual_sequence(p.seq_len, slot.pattern, offset, work.segment);
+  const std::int64_t L = vs.length;
+  if (q_begin >= L) return;
+  const int kv_head = h / (p.heads / p.kv_heads);
+  const std::int64_t row_step = vs.row_step;
+
+  const int tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int group = lane / 4, thread_in_group = lane % 4;
+  const int chunks_used = p.head_dim / 8;
+
+  // Each thread copies chunk (tid % kChunks) of rows tid / kChunks + kRowsPerPass * pass.
+  const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
+  const bool chunk_used = copy_chunk < chunks_used;
+  const std::int64_t q_stride = row_step * p.q.seq_stride;
+  const std::int64_t k_stride = row_step * p.k.seq_stride;
+  const std::int64_t v_stride = row_step * p.v.seq_stride;
+  const Element* q_copy = p.q.row<const Element>(b, vs.first_row, h) + copy_chunk * 8;
+  const Element* k_copy = p.k.row<const Element>(b, vs.first_row, kv_head) + copy_chunk * 8;
+  const Element* v_copy = p.v.row<const Element>(b, vs.first_row, kv_head) + copy_chunk * 8;
+
+  auto load_kv = [&](std::int64_t tile, int stage) {
+    Element* k_stage = sK + stage * kBlockN * kHeadDim;
+    Element* v_stage = sV + stage * kBlockN * kHeadDim;
+#pragma unroll
+    for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
+      const int row = copy_row + pass * kRowsPerPass;
+      const std::int64_t j = tile * kBlockN + row;
+      const bool valid = chunk_used && j < L;
+      const std::int64_t jj = valid ? j : 0;
+      copy_async_16(k_stage + swizzled_offset<kHeadDim>(row, copy_chunk), k_copy + jj * k_stride, valid);
+      copy_async_16(v_stage + swizzled_offset<kHeadDim>(row, copy_chunk), v_copy + jj * v_stride, valid);
+    }
+  };
+#pragma unroll
+  for (int pass = 0; pass < kBlockM / kRowsPerPass; ++pass) {
+    const int row = copy_row + pass * kRowsPerPass;
+    const std::int64_t i = q_begin + row;
+    const bool valid = chunk_used && i < L;
+    copy_async_16(sQ + swizzled_offset<kHeadDim>(row, copy_chunk), q_copy + (valid ? i : 0) * q_stride, valid);
+  }
+  const std::int64_t key_end = p.causal ? min(L, q_begin + kBlockM) : L;
+  const std::int64_t kv_tiles = (key_end + kBlockN - 1) / kBlockN;
+  load_kv(0, 0);
+  copy_async_commit();
+
+  // A negative scale is a positive one on -Q: flip the sign bits of the Q fragments.
+  const bool negate = p.scale_log2 < 0.0f;
+  const float scale_log2 = fabsf(p.scale_log2);
+  float o[kMTiles][kHeadDim / 8][4];
+#pragma unroll
+  for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+    for (int n = 0; n < kHeadDim / 8; ++n) o[m][n][0] = o[m][n][1] = o[m][n][2] = o[m][n][3] = 0.0f;
+  float row_max[kMTiles][2], row_sum[kMTiles][2];
+#pragma unroll
+  for (int m = 0; m < kMTiles; ++m) {
+    row_max[m][0] = row_max[m][1] = -INFINITY;
+    row_sum[m][0] = row_sum[m][1] = 0.0f;
+  }
+  const int warp_row = warp * Tile::kWarpRows;
+
+  for (std::int64_t tile = 0; tile < kv_tiles; ++tile) {
+    const int stage = static_cast<int>(tile & 1);
+    if (tile + 1 < kv_tiles) {
+      load_kv(tile + 1, stage ^ 1);
+      copy_async_commit();
+      copy_async_wait<1>();
+    } else {
+      copy_async_wait<0>();
+    }
+    __syncthreads();
+    const Element* k_tile = sK + stage * kBlockN * kHeadDim;
+    const Element* v_tile = sV + stage * kBlockN * kHeadDim;
+
+    // S = Q K^T for this warp's rows and the tile's 64 keys; each K fragment feeds every
+    // m-tile. Q fragments are re-read from shared memory each tile (registers go to S and O).
+    float s[kMTiles][kBlockN / 8][4];
+#pragma unroll
+    for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+      for (int n = 0; n < kBlockN / 8; ++n) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < kSteps; ++ks) {
+      std::uint32_t q_fragment[kMTiles][4];
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m) {
+        const int row = warp_row + 16 * m + (lane % 8) + 8 * ((lane / 8) % 2);
+        load_matrix_x4(q_fragment[m], sQ + swizzled_offset<kHeadDim>(row, 2 * ks + lane / 16));
+        if (negate) {
+#pragma unroll
+          for (int r = 0; r < 4; ++r) q_fragment[m][r] ^= 0x80008000u;
+        }
+      }
+#pragma unroll
+      for (int np = 0; np < kBlockN / 16; ++np) {
+        std::uint32_t kf[4];
+        const int row = 16 * np + (lane % 8) + 8 * (lane / 16);
+        load_matrix_x4(kf, k_tile + swizzled_offset<kHeadDim>(row, 2 * ks + (lane / 8) % 2));
+#pragma unroll
+        for (int m = 0; m < kMTiles; ++m) {
+          M::run(s[m][2 * np], q_fragment[m], kf[0], kf[1]);
+          M::run(s[m][2 * np + 1], q_fragment[m], kf[2], kf[3]);
+        }
+      }
+    }
+
+    // Mask (only tiles that reach past the sequence or the diagonal), then the online
+    // softmax: p = 2^(s * scale_log2 - max * scale_log2) as one FFMA and one MUFU.
+    const std::int64_t key0 = tile * kBlockN;
+    const bool needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
+    // In 32-bit tile coordinates: key column c is masked when c >= key_limit, or (causal)
+    // when c - row > diagonal (key0 + c > q_begin + row).
+    const int key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
+    const int diagonal = static_cast<int>(max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM)),
+                                              static_cast<std::int64_t>(-kBlockM)));
+#pragma unroll
+    for (int m = 0; m < kMTiles; ++m) {
+      float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int n = 0; n < kBlockN / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (needs_mask) {
+            const int c = 8 * n + 2 * thread_in_group + (e & 1);
+            const int row = warp_row + 16 * m + group + 8 * (e / 2);
+            if (c >= key_limit || (p.causal && c - row > diagonal)) s[m][n][e] = -INFINITY;
+          }
+          tile_max[e / 2] = fmaxf(tile_max[e / 2], s[m][n][e]);
+        }
+      }
+      float reference[2], correction[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float new_max = fmaxf(row_max[m][r], warp_group_max(tile_max[r]));
+        reference[r] = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
+        correction[r] = fast_exp2(row_max[m][r] * scale_log2 - reference[r]);
+        row_max[m][r] = new_max;
+        row_sum[m][r] *= correction[r];
+      }
+#pragma unroll
+      for (int n = 0; n < kBlockN / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[m][n][e] = fast_exp2(fmaf(s[m][n][e], scale_log2, -reference[e / 2]));
+          row_sum[m][e / 2] += s[m][n][e];
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < kHeadDim / 8; ++n) {
+        o[m][n][0] *= correction[0];
+        o[m][n][1] *= correction[0];
+        o[m][n][2] *= correction[1];
+        o[m][n][3] *= correction[1];
+      }
+    }
+
+    // O += P V: P straight from the score registers as A fragments; each V fragment feeds every m-tile.
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      std::uint32_t a[kMTiles][4];
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m) {
+        a[m][0] = M::pack(s[m][2 * kk][0], s[m][2 * kk][1]);
+        a[m][1] = M::pack(s[m][2 * kk][2], s[m][2 * kk][3]);
+        a[m][2] = M::pack(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+        a[m][3] = M::pack(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < kHeadDim / 16; ++dp) {
+        std::uint32_t vf[4];
+        const int row = 16 * kk + (lane % 8) + 8 * ((lane / 8) % 2);
+        load_matrix_x4_transposed(vf, v_tile + swizzled_offset<kHeadDim>(row, 2 * dp + lane / 16));
+#pragma unroll
+        for (int m = 0; m < kMTiles; ++m) {
+          M::run(o[m][2 * dp], a[m], vf[0], vf[1]);
+          M::run(o[m][2 * dp + 1], a[m], vf[2], vf[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's copies overwrite the stage just read
+  }
+
+  // Epilogue: normalise, then write or merge.
+  constexpr float kLn2 = 0.6931471805599453f;
+  const float output_scale = p.output_scale;
+#pragma unroll
+  for (int m = 0; m < kMTiles; ++m) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float total = warp_group_sum(row_sum[m][r]);
+      const std::int64_t i = q_begin + warp_row + 16 * m + group + 8 * r;
+      const bool valid = i < L;
+      const float inverse = total > 0.0f ? 1.0f / total : 0.0f;
+      const float lse = total > 0.0f ? (row_max[m][r] * scale_log2 + log2f(total)) * kLn2 : -INFINITY;
+      const std::int64_t n_row = vs.first_row + i * row_step;
+      float* lse_slot = static_cast<float*>(p.lse) + (b * p.heads + h) * p.seq_len + n_row;
+      if (!p.merge) {
+        if (!valid) continue;
+        Element* out = p.out.row<Element>(b, n_row, h);
+        const float factor = inverse * output_scale;
+#pragma unroll
+        for (int n = 0; n < kHeadDim / 8; ++n) {
+          const int d = 8 * n + 2 * thread_in_group;
+          if (d < p.head_dim) {
+            *reinterpret_cast<std::uint32_t*>(out + d) = M::pack(o[m][n][2 * r] * factor, o[m][n][2 * r + 1] * factor);
+          }
+        }
+        if (thread_in_group == 0) *lse_slot = lse;
+      } else {
+        const float old_lse = valid ? *lse_slot : -INFINITY;
+        __syncwarp();
+        if (!valid) continue;
+        float old_weight = 0.0f, new_weight = inverse, merged = lse;
+        if (old_lse != -INFINITY) {
+          merged = fmaxf(old_lse, lse) + log1pf(__expf(-fabsf(old_lse - lse)));
+          old_weight = __expf(old_lse - merged);
+          new_weight = inverse * __expf(lse - merged);
+        }
+        float* acc = static_cast<float*>(p.out_accumulator) + ((b * p.seq_len + n_row) * p.heads + h) * p.head_dim;
+#pragma unroll
+        for (int n = 0; n < kHeadDim / 8; ++n) {
+          const int d = 8 * n + 2 * thread_in_group;
+          if (d < p.head_dim) {
+            float2 value = *reinterpret_cast<float2*>(acc + d);
+            value.x = value.x * old_weight + o[m][n][2 * r] * new_weight;
+            value.y = value.y * old_weight + o[m][n][2 * r + 1] * new_weight;
+            *reinterpret_cast<float2*>(acc + d) = value;
+          }
+        }
+        if (thread_in_group == 0) *lse_slot = merged;
+      }
+    }
+  }
+}
+
+template <class Element, int kHeadDim>
+void launch_flash_forward(const PatternLaunch& p, cudaStream_t stream) {
+  using Tile = ForwardTile<kHeadDim>;
+  const dim3 grid(static_cast<unsigned>(p.total_ctas), static_cast<unsigned>(p.batch));
+  auto kernel = flash_forward_kernel<Element, kHeadDim>;
+  if (Tile::kSharedBytes > 48 * 1024) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
+  }
+  kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(p);
+}
+
+}  // namespace longnet::kernels::cuda

@@ -1,0 +1,76 @@
+// Parameters of one pattern's launch of the CUDA attention kernels. The host side
+// (dilated_attention_cuda.cu) fills one per pattern; every kernel reads the rows of its
+// virtual sequence in place: row j of virtual sequence (pattern, head offset, segment) is
+// the tensor row first_row + j * dilation_rate, so no gather or scatter copy exists.
+#pragma once
+
+#include <cstdint>
+
+#include "longnet/kernels/dilation.hpp"
+
+namespace longnet::kernels::cuda {
+
+// An operand (B, N, heads, D) with element strides over (batch, sequence, head); the
+// head_dim axis is contiguous.
+struct DeviceRows {
+  void* data = nullptr;
+  std::int64_t batch_stride = 0, seq_stride = 0, head_stride = 0;
+
+  template <class T>
+  __host__ __device__ T* row(std::int64_t b, std::int64_t n, std::int64_t h) const {
+    return static_cast<T*>(data) + b * batch_stride + n * seq_stride + h * head_stride;
+  }
+};
+
+// One pattern's part of a launch: its CTAs are blockIdx.x in [cta_begin, cta_begin +
+// head_count * segments * tiles_per_segment).
+struct PatternSlot {
+  DilationPattern pattern;
+  int pattern_index = 0;
+  int head_begin = 0, head_count = 0;
+  std::int64_t segments = 0, tiles_per_segment = 0, cta_begin = 0;
+};
+inline constexpr int kMaxSlots = 16;
+
+struct PatternLaunch {
+  // Problem.
+  std::int64_t batch = 0;
+  std::int64_t seq_len = 0;
+  int heads = 0, kv_heads = 0, head_dim = 0;
+  // Pattern.
+  DilationPattern pattern;
+  int pattern_index = 0, num_patterns = 1;
+  DilatedMode mode = DilatedMode::longnet;
+  bool causal = false;
+  float scale = 1.0f;         // softmax scale
+  float scale_log2 = 1.0f;    // scale * log2(e): scores in base 2
+  float output_scale = 1.0f;  // 1 or 1/G (head-groups)
+  double scale_exact = 1.0;         // the same two in double for the f64 path
+  double output_scale_exact = 1.0;
+  // Grid: blockIdx.x = segment * tiles_per_segment + tile, blockIdx.y = head - head_begin,
+  // blockIdx.z = batch.
+  int head_begin = 0;
+  int head_count = 0;
+  std::int64_t segments = 0;
+  std::int64_t tiles_per_segment = 0;
+  // Operands.
+  DeviceRows q, k, v, out, dout, dq, dk, dv;
+  void* lse = nullptr;  // (B, H, N): float, double for f64 inputs
+  // Forward: merge into fp32 accumulators (out_accumulator (B, N, H, D) contiguous and lse)
+  // instead of writing `out` directly — for rows that more than one pattern reaches.
+  bool merge = false;
+  void* out_accumulator = nullptr;  // float (double for f64)
+  // Backward: fp32 accumulators (contiguous (B, N, heads, D)); delta = rowsum(dout * out) (B, H, N).
+  void* delta = nullptr;  // float (double for f64)
+  void* dq_accumulator = nullptr;
+  void* dk_accumulator = nullptr;
+  void* dv_accumulator = nullptr;
+  bool deterministic = false;
+  // Forward kernels: the patterns of this launch (several run in one launch when no row is
+  // reached by two of them, i.e. head-groups mode). blockIdx.x spans all their CTAs.
+  int slot_count = 0;
+  PatternSlot slots[kMaxSlots];
+  std::int64_t total_ctas = 0;
+};
+
+}  // namespace longnet::kernels::cuda

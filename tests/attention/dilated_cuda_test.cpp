@@ -1,0 +1,267 @@
+// The CUDA dilated-attention kernels against the fp64 oracle and the CPU kernel: exact
+// paths (f32 within 1e-5 or 2x naive float32; f64 within 1e-12) and the tensor-core paths
+// (bf16/f16: at most 2x the error of the naive same-precision computation plus 1e-3,
+// DESIGN 5), on seeded random configurations and the edge cases; strided inputs;
+// deterministic mode bitwise repeatable. Every test skips itself without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <iostream>
+
+#include "longnet/attention/dilated_attention.hpp"
+#include "support/dilated_oracle.hpp"
+#include "support/random_problems.hpp"
+
+namespace longnet::testing {
+namespace {
+
+#define SKIP_WITHOUT_GPU() \
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"
+
+const Device kGpu = Device::cuda(0);
+
+struct Result {
+  AttentionOutput forward;
+  AttentionGradients grads;
+};
+
+Result run(const DilatedAttentionConfig& config, const ProblemTensors& t) {
+  Result r;
+  r.forward = dilated_attention_forward(config, t.q, t.k, t.v);
+  r.grads = dilated_attention_backward(config, t.q, t.k, t.v, r.forward, t.dout);
+  return r;
+}
+
+ProblemTensors on(const ProblemTensors& t, Device device) {
+  return {t.q.to(device), t.k.to(device), t.v.to(device), t.dout.to(device)};
+}
+
+// Exact paths: f32 on the GPU against the oracle, like the CPU kernel.
+void expect_exact_float(const DilatedProblem& p, std::uint64_t seed) {
+  const ProblemTensors host = random_tensors(p, seed, DType::f32);
+  const Result gpu = run(config_of(p), on(host, kGpu));
+  const OracleOutput o = dilated_oracle_forward(p, host.q, host.k, host.v);
+  const OracleGradients og = dilated_oracle_backward(p, host.q, host.k, host.v, host.dout);
+  const OracleOutput nf = dilated_naive_float_forward(p, host.q, host.k, host.v);
+  const OracleGradients ng = dilated_naive_float_backward(p, host.q, host.k, host.v, host.dout);
+  auto check = [&](const Tensor& actual, const Tensor& naive, const Tensor& expected, const char* name) {
+    const double error = relative_l2_error(actual, expected);
+    if (error > 1e-5) {
+      EXPECT_LE(error, 2 * relative_l2_error(naive, expected)) << name << " " << describe(p);
+    }
+  };
+  check(gpu.forward.out, nf.out, o.out, "out");
+  check(gpu.forward.lse, nf.lse, o.lse, "lse");
+  check(gpu.grads.dq, ng.dq, og.dq, "dq");
+  check(gpu.grads.dk, ng.dk, og.dk, "dk");
+  check(gpu.grads.dv, ng.dv, og.dv, "dv");
+}
+
+double max_abs_error(const Tensor& actual, const Tensor& expected) {
+  const auto a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::isinf(e[i]) && a[i] == e[i]) continue;
+    worst = std::max(worst, std::isnan(a[i]) ? INFINITY : std::fabs(a[i] - e[i]));
+  }
+  return worst;
+}
+
+// FlashAttention's absolute tolerance: twice the rounding error of representing the
+// reference shifted by 0.3 in the dtype (about one ulp at the reference's magnitude),
+// and at least DESIGN 5's 1e-3.
+double rounding_tolerance(const Tensor& expected, DType dtype) {
+  auto round = [dtype](double x) {
+    return dtype == DType::bf16 ? static_cast<double>(BFloat16(x)) : static_cast<double>(Float16(x));
+  };
+  double worst = 0;
+  for (double x : expected.to_vector<double>()) {
+    if (std::isfinite(x)) worst = std::max(worst, std::fabs(round(round(x + 0.3) - 0.3) - x));
+  }
+  return std::max(2 * worst, 1e-3);
+}
+
+// Tensor-core paths, DESIGN 5 (FlashAttention's rule): max |error| <= 2 x max |error of
+// the naive computation in the same precision| + the rounding tolerance above.
+void expect_half(const DilatedProblem& p, std::uint64_t seed, DType dtype, bool deterministic = false) {
+  const ProblemTensors host = random_tensors(p, seed, dtype);
+  DilatedAttentionConfig config = config_of(p);
+  config.deterministic = deterministic;
+  const Result gpu = run(config, on(host, kGpu));
+  ASSERT_EQ(gpu.forward.out.dtype(), dtype);
+  const OracleOutput o = dilated_oracle_forward(p, host.q, host.k, host.v);
+  const OracleGradients og = dilated_oracle_backward(p, host.q, host.k, host.v, host.dout);
+  const OracleOutput nh = dilated_naive_half_forward(p, host.q, host.k, host.v, dtype);
+  const OracleGradients ng = dilated_naive_half_backward(p, host.q, host.k, host.v, host.dout, dtype);
+  auto check = [&](const Tensor& actual, const Tensor& naive, const Tensor& expected, const char* name) {
+    const double error = max_abs_error(actual, expected);
+    const double naive_error = max_abs_error(naive, expected);
+    EXPECT_LE(error, 2 * naive_error + rounding_tolerance(expected, dtype))
+        << name << " max |error| (naive " << naive_error << ", relative L2 " << relative_l2_error(actual, expected)
+        << ") " << describe(p);
+  };
+  check(gpu.forward.out, nh.out, o.out, "out");
+  EXPECT_LE(relative_l2_error(gpu.forward.lse, o.lse), 1e-5) << "lse " << describe(p);
+  check(gpu.grads.dq, ng.dq, og.dq, "dq");
+  check(gpu.grads.dk, ng.dk, og.dk, "dk");
+  check(gpu.grads.dv, ng.dv, og.dv, "dv");
+}
+
+DilatedProblem tensor_core_problem(std::uint64_t seed) {
+  ProblemLimits limits;
+  limits.max_seq_len = 700;
+  limits.max_head_dim = 128;
+  DilatedProblem p = random_problem(seed, limits);
+  // The tensor-core kernels take head dims that are multiples of 8 (others go to SIMT).
+  static const std::int64_t dims[] = {32, 64, 96, 128, 64, 64, 128, 16, 8, 40};
+  p.head_dim = dims[seed % 10];
+  p.scale = 1.0 / std::sqrt(static_cast<double>(p.head_dim)) * (0.5 + 0.1 * static_cast<double>(seed % 10));
+  return p;
+}
+
+TEST(DilatedAttentionCuda, Float32MatchesOracleOnRandomConfigurations) {
+  SKIP_WITHOUT_GPU();
+  for (std::uint64_t seed = 5000; seed < 5060; ++seed) {
+    expect_exact_float(random_problem(seed), seed);
+    if (HasFailure()) return;
+  }
+}
+
+TEST(DilatedAttentionCuda, Float64IsExactToRounding) {
+  SKIP_WITHOUT_GPU();
+  for (std::uint64_t seed = 6000; seed < 6020; ++seed) {
+    ProblemLimits limits;
+    limits.max_seq_len = 200;
+    const DilatedProblem p = random_problem(seed, limits);
+    const ProblemTensors host = random_tensors(p, seed, DType::f64);
+    const Result gpu = run(config_of(p), on(host, kGpu));
+    EXPECT_LE(relative_l2_error(gpu.forward.out, dilated_oracle_forward(p, host.q, host.k, host.v).out), 1e-12)
+        << describe(p);
+    const OracleGradients og = dilated_oracle_backward(p, host.q, host.k, host.v, host.dout);
+    EXPECT_LE(relative_l2_error(gpu.grads.dq, og.dq), 1e-12) << describe(p);
+    EXPECT_LE(relative_l2_error(gpu.grads.dk, og.dk), 1e-12) << describe(p);
+    EXPECT_LE(relative_l2_error(gpu.grads.dv, og.dv), 1e-12) << describe(p);
+  }
+}
+
+TEST(DilatedAttentionCuda, Bf16MatchesOracleOnRandomConfigurations) {
+  SKIP_WITHOUT_GPU();
+  for (std::uint64_t seed = 7000; seed < 7080; ++seed) {
+    expect_half(tensor_core_problem(seed), seed, DType::bf16);
+    if (HasFailure()) return;
+  }
+}
+
+TEST(DilatedAttentionCuda, F16MatchesOracleOnRandomConfigurations) {
+  SKIP_WITHOUT_GPU();
+  for (std::uint64_t seed = 8000; seed < 8040; ++seed) {
+    expect_half(tensor_core_problem(seed), seed, DType::f16);
+    if (HasFailure()) return;
+  }
+}
+
+TEST(DilatedAttentionCuda, DeterministicModeMatchesOracle) {
+  SKIP_WITHOUT_GPU();
+  for (std::uint64_t seed = 9000; seed < 9030; ++seed) {
+    expect_half(tensor_core_problem(seed), seed, DType::bf16, /*deterministic=*/true);
+    if (HasFailure()) return;
+  }
+}
+
+DilatedProblem edge(std::int64_t N, std::int64_t H, std::int64_t Hk, std::int64_t D,
+                    std::vector<kernels::DilationPattern> patterns, kernels::DilatedMode mode, bool causal) {
+  DilatedProblem p;
+  p.seq_len = N;
+  p.heads = H;
+  p.kv_heads = Hk;
+  p.head_dim = D;
+  p.patterns = std::move(patterns);
+  p.mode = mode;
+  p.causal = causal;
+  p.scale = 1.0 / std::sqrt(static_cast<double>(D));
+  return p;
+}
+
+TEST(DilatedAttentionCuda, EdgeCases) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  const DilatedProblem cases[] = {
+      edge(50, 4, 4, 64, {{64, 2}, {128, 4}}, DilatedMode::longnet, false),              // N < w
+      edge(301, 4, 2, 64, {{16, 2}, {33, 3}, {64, 8}}, DilatedMode::longnet, true),      // N not a multiple
+      edge(297, 6, 3, 128, {{10, 3}, {210, 4}}, DilatedMode::longnet, false),            // w not a multiple of r
+      edge(320, 3, 3, 64, {{40, 8}, {320, 16}}, DilatedMode::longnet, true),             // r > H
+      edge(290, 5, 5, 96, {{30, 3}, {145, 2}}, DilatedMode::longnet, false),             // H not a multiple of r
+      edge(280, 5, 1, 32, {{16, 1}, {32, 2}, {64, 4}}, DilatedMode::head_groups, true),  // H not a multiple of G
+      edge(264, 8, 2, 64, {{128, 1}, {256, 2}}, DilatedMode::longnet, false),            // Hk < H
+      edge(1, 2, 1, 64, {{1, 1}}, DilatedMode::longnet, true),                           // causal at 0, N = 1
+      edge(140, 2, 2, 64, {{8, 4}}, DilatedMode::longnet, false),                        // rows with no keys
+      edge(500, 8, 8, 64, {{200, 1}, {400, 2}, {500, 4}}, DilatedMode::head_groups, true),
+  };
+  for (const auto& p : cases) {
+    expect_half(p, 99, DType::bf16);
+    expect_exact_float(p, 98);
+  }
+}
+
+TEST(DilatedAttentionCuda, StridedInputsAreReadInPlace) {
+  SKIP_WITHOUT_GPU();
+  const DilatedProblem p = edge(300, 4, 2, 64, {{128, 2}, {256, 4}}, kernels::DilatedMode::longnet, true);
+  const ProblemTensors host = random_tensors(p, 3, DType::bf16);
+  auto strided = [](const Tensor& x) {
+    Tensor big = Tensor::zeros({x.size(1), x.size(0), x.size(2), 2 * x.size(3)}, x.dtype(), kGpu);
+    Tensor view = big.permute({1, 0, 2, 3}).slice(3, 8, 8 + x.size(3));  // 16-byte aligned rows
+    view.copy_from(x);
+    return view;
+  };
+  const ProblemTensors dense = on(host, kGpu);
+  const ProblemTensors s{strided(dense.q), strided(dense.k), strided(dense.v), strided(dense.dout)};
+  ASSERT_FALSE(s.q.is_contiguous());
+  const DilatedAttentionConfig config = config_of(p);
+  const Result a = run(config, dense), b = run(config, s);
+  EXPECT_EQ(a.forward.out.to_vector<float>(), b.forward.out.to_vector<float>());
+  EXPECT_EQ(a.forward.lse.to_vector<float>(), b.forward.lse.to_vector<float>());
+  EXPECT_EQ(a.grads.dv.to_vector<float>(), b.grads.dv.to_vector<float>());
+  // Misaligned rows fall back to the exact SIMT kernels: same function, float accuracy.
+  auto misaligned = [](const Tensor& x) {
+    Tensor big = Tensor::zeros({x.size(0), x.size(1), x.size(2), x.size(3) + 1}, x.dtype(), kGpu);
+    Tensor view = big.slice(3, 1, 1 + x.size(3));
+    view.copy_from(x);
+    return view;
+  };
+  const Result c = run(config, {misaligned(dense.q), misaligned(dense.k), misaligned(dense.v), misaligned(dense.dout)});
+  EXPECT_LT(relative_l2_error(c.forward.out, a.forward.out), 1e-2);
+}
+
+TEST(DilatedAttentionCuda, DeterministicModeIsBitwiseRepeatable) {
+  SKIP_WITHOUT_GPU();
+  const DilatedProblem p = edge(2000, 8, 4, 64, {{512, 1}, {1024, 2}, {2000, 4}}, kernels::DilatedMode::longnet, true);
+  const ProblemTensors t = on(random_tensors(p, 17, DType::bf16), kGpu);
+  DilatedAttentionConfig config = config_of(p);
+  config.deterministic = true;
+  const Result first = run(config, t);
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    const Result again = run(config, t);
+    EXPECT_EQ(first.forward.out.to_vector<float>(), again.forward.out.to_vector<float>());
+    EXPECT_EQ(first.grads.dq.to_vector<float>(), again.grads.dq.to_vector<float>());
+    EXPECT_EQ(first.grads.dk.to_vector<float>(), again.grads.dk.to_vector<float>());
+    EXPECT_EQ(first.grads.dv.to_vector<float>(), again.grads.dv.to_vector<float>());
+  }
+  config.deterministic = false;  // atomics: same values to rounding
+  const Result atomic = run(config, t);
+  EXPECT_LT(relative_l2_error(atomic.grads.dq, first.grads.dq), 1e-2);
+}
+
+TEST(DilatedAttentionCuda, FactoryPicksTheDeviceOfTheTensors) {
+  SKIP_WITHOUT_GPU();
+  const DilatedProblem p = edge(256, 4, 4, 64, {{128, 1}, {256, 2}}, kernels::DilatedMode::longnet, false);
+  const ProblemTensors host = random_tensors(p, 5, DType::f32);
+  auto attention = make_attention("auto", config_of(p));
+  const AttentionOutput gpu = attention->forward(host.q.to(kGpu), host.k.to(kGpu), host.v.to(kGpu));
+  EXPECT_EQ(gpu.out.device(), kGpu);
+  const AttentionOutput cpu = dilated_attention_forward(config_of(p), host.q, host.k, host.v);
+  EXPECT_LT(relative_l2_error(gpu.out, cpu.out), 1e-5);
+  EXPECT_THROW(make_attention("cuda", config_of(p))->forward(host.q, host.k, host.v), Error);
+}
+
+}  // namespace
+}  // namespace longnet::testing
