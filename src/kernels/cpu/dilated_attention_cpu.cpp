@@ -8,7 +8,9 @@
 //           log-sum-exp (the multiset union of DESIGN 2.1).
 // backward: items (b, kv head, segment) of a pattern own the dK/dV rows of that segment
 //           and the dQ rows of their heads, so they accumulate without atomics.
-// bf16/f16 inputs are widened to fp32 first; f32 and f64 are read in place.
+// bf16/f16 inputs are widened to fp32 first; f32 and f64 are read in place, and their
+// outputs (out, lse; dq, dk, dv) serve as the accumulators themselves, so no workspace of
+// the outputs' size is allocated for them.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -94,6 +96,19 @@ struct Operand {
   }
 };
 
+// Where results accumulate in the compute type T: the caller's output when it already is
+// T (any row strides), else a zeroed contiguous workspace that finish() converts into it.
+template <class T>
+struct Accumulator {
+  Tensor workspace;
+  T* data = nullptr;
+  std::int64_t batch_stride = 0, seq_stride = 0, head_stride = 0;
+
+  T* row(std::int64_t b, std::int64_t n, std::int64_t h) const {
+    return data + b * batch_stride + n * seq_stride + h * head_stride;
+  }
+};
+
 Tensor wrap(const RowTensor& t, DType dtype, std::int64_t B, std::int64_t N, std::int64_t heads, std::int64_t D) {
   return Tensor::from_blob(t.data, {B, N, heads, D}, dtype, Device::cpu(),
                            {t.batch_stride, t.seq_stride, t.head_stride, 1});
@@ -117,8 +132,45 @@ Operand<T> operand(const RowTensor& t, const DilatedAttentionParams& p, std::int
   return o;
 }
 
+// An accumulator for the (B, N, heads, D) output `t`, zeroed.
+template <class T>
+Accumulator<T> accumulator(const RowTensor& t, const DilatedAttentionParams& p, std::int64_t heads) {
+  Accumulator<T> a;
+  if (p.dtype == dtype_of<T>::value) {
+    a.data = static_cast<T*>(t.data);
+    a.batch_stride = t.batch_stride;
+    a.seq_stride = t.seq_stride;
+    a.head_stride = t.head_stride;
+    const std::int64_t D = p.head_dim, N = p.seq_len;
+    parallel_for(p.batch * N * heads, 1024, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t item = begin; item < end; ++item) {
+        T* row = a.row(item / (N * heads), (item / heads) % N, item % heads);
+        for (std::int64_t d = 0; d < D; ++d) row[d] = T(0);
+      }
+    });
+    return a;
+  }
+  a.workspace = Tensor::zeros({p.batch, p.seq_len, heads, p.head_dim}, dtype_of<T>::value);
+  a.data = a.workspace.template data<T>();
+  a.head_stride = p.head_dim;
+  a.seq_stride = heads * p.head_dim;
+  a.batch_stride = p.seq_len * a.seq_stride;
+  return a;
+}
+
+// Converts a workspace accumulator into the output `t` (nothing to do when it is `t`).
+template <class T>
+void finish(const Accumulator<T>& a, const RowTensor& t, const DilatedAttentionParams& p, std::int64_t heads) {
+  if (a.workspace.defined()) wrap(t, p.dtype, p.batch, p.seq_len, heads, p.head_dim).copy_from(a.workspace);
+}
+
 template <class T>
 Rows<T> sequence_rows(const Operand<T>& t, std::int64_t b, std::int64_t h, const VirtualSequence& vs) {
+  return {t.row(b, vs.first_row, h), vs.row_step * t.seq_stride};
+}
+
+template <class T>
+MutableRows<T> sequence_rows(const Accumulator<T>& t, std::int64_t b, std::int64_t h, const VirtualSequence& vs) {
   return {t.row(b, vs.first_row, h), vs.row_step * t.seq_stride};
 }
 
@@ -136,11 +188,16 @@ void forward(const DilatedAttentionParams& p) {
   const std::int64_t group = H / p.kv_heads;
   const Operand<T> q = operand<T>(p.q, p, H), k = operand<T>(p.k, p, p.kv_heads), v = operand<T>(p.v, p, p.kv_heads);
 
-  // Accumulators: output (B, N, H, D) and lse (B, H, N) in T.
-  Tensor out_acc = Tensor::zeros({B, N, H, D}, dtype_of<T>::value);
-  Tensor lse_acc = Tensor::full({B, H, N}, -std::numeric_limits<double>::infinity(), dtype_of<T>::value);
-  T* out_sum = out_acc.data<T>();
-  T* lse_sum = lse_acc.data<T>();
+  // Accumulators: output (B, N, H, D) and lse (B, H, N) in T (lse has T's dtype exactly
+  // when the output does).
+  const Accumulator<T> out_sum = accumulator<T>(p.out, p, H);
+  Tensor lse_acc;
+  T* lse_sum = static_cast<T*>(p.lse);
+  if (out_sum.workspace.defined()) {
+    lse_acc = Tensor::empty({B, H, N}, dtype_of<T>::value);
+    lse_sum = lse_acc.data<T>();
+  }
+  std::fill(lse_sum, lse_sum + B * H * N, static_cast<T>(-std::numeric_limits<double>::infinity()));
   const auto G = static_cast<std::int64_t>(p.patterns.size());
 
   for (std::int64_t i = 0; i < G; ++i) {
@@ -175,7 +232,7 @@ void forward(const DilatedAttentionParams& p) {
         for (std::int64_t j = q_begin; j < q_end; ++j) {
           const std::int64_t row = vs.first_row + j * vs.row_step;
           T& l = lse_sum[(b * H + h) * N + row];
-          T* o = out_sum + ((b * N + row) * H + h) * D;
+          T* o = out_sum.row(b, row, h);
           const T tile_lse = lse_tile[static_cast<std::size_t>(j - q_begin)];
           const T* tile_out = out_tile.data() + (j - q_begin) * D;
           if (std::isinf(l)) {
@@ -192,14 +249,17 @@ void forward(const DilatedAttentionParams& p) {
     });
   }
 
-  const double alpha = output_scale(p);
-  if (alpha != 1.0) {
-    parallel_for(out_acc.numel(), 1 << 14, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t n = begin; n < end; ++n) out_sum[n] *= static_cast<T>(alpha);
+  const auto alpha = static_cast<T>(output_scale(p));
+  if (alpha != T(1)) {
+    parallel_for(B * N * H, 1024, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t item = begin; item < end; ++item) {
+        T* row = out_sum.row(item / (N * H), (item / H) % N, item % H);
+        for (std::int64_t d = 0; d < D; ++d) row[d] *= alpha;
+      }
     });
   }
-  wrap(p.out, p.dtype, B, N, H, D).copy_from(out_acc);
-  Tensor::from_blob(p.lse, {B, H, N}, lse_dtype(p.dtype)).copy_from(lse_acc);
+  finish(out_sum, p.out, p, H);
+  if (lse_acc.defined()) Tensor::from_blob(p.lse, {B, H, N}, lse_dtype(p.dtype)).copy_from(lse_acc);
 }
 
 template <class T>
@@ -225,12 +285,8 @@ void backward(const DilatedAttentionParams& p) {
     }
   });
 
-  Tensor dq_acc = Tensor::zeros({B, N, H, D}, dtype_of<T>::value);
-  Tensor dk_acc = Tensor::zeros({B, N, Hk, D}, dtype_of<T>::value);
-  Tensor dv_acc = Tensor::zeros({B, N, Hk, D}, dtype_of<T>::value);
-  T* dq = dq_acc.data<T>();
-  T* dk = dk_acc.data<T>();
-  T* dv = dv_acc.data<T>();
+  const Accumulator<T> dq = accumulator<T>(p.dq, p, H), dk = accumulator<T>(p.dk, p, Hk),
+                       dv = accumulator<T>(p.dv, p, Hk);
   const T* lse = lse_t.data<T>();
   const auto G = static_cast<std::int64_t>(p.patterns.size());
 
@@ -249,20 +305,19 @@ void backward(const DilatedAttentionParams& p) {
           const VirtualSequence vs = virtual_sequence(N, pattern, offset, segment);
           if (vs.length == 0) continue;
           const std::int64_t step = vs.row_step;
-          backward_sequence<T>(
-              sequence_rows(q, b, h, vs), sequence_rows(k, b, kv_head, vs), sequence_rows(v, b, kv_head, vs),
-              sequence_rows(dout, b, h, vs), Rows<T>{lse + (b * H + h) * N + vs.first_row, step},
-              Rows<T>{delta + (b * H + h) * N + vs.first_row, step}, vs.length, 0, vs.length, D, p.causal,
-              static_cast<T>(p.scale), alpha, MutableRows<T>{dq + ((b * N + vs.first_row) * H + h) * D, step * H * D},
-              MutableRows<T>{dk + ((b * N + vs.first_row) * Hk + kv_head) * D, step * Hk * D},
-              MutableRows<T>{dv + ((b * N + vs.first_row) * Hk + kv_head) * D, step * Hk * D}, scratch.workspace);
+          backward_sequence<T>(sequence_rows(q, b, h, vs), sequence_rows(k, b, kv_head, vs),
+                               sequence_rows(v, b, kv_head, vs), sequence_rows(dout, b, h, vs),
+                               Rows<T>{lse + (b * H + h) * N + vs.first_row, step},
+                               Rows<T>{delta + (b * H + h) * N + vs.first_row, step}, vs.length, 0, vs.length, D,
+                               p.causal, static_cast<T>(p.scale), alpha, sequence_rows(dq, b, h, vs),
+                               sequence_rows(dk, b, kv_head, vs), sequence_rows(dv, b, kv_head, vs), scratch.workspace);
         }
       }
     });
   }
-  wrap(p.dq, p.dtype, B, N, H, D).copy_from(dq_acc);
-  wrap(p.dk, p.dtype, B, N, Hk, D).copy_from(dk_acc);
-  wrap(p.dv, p.dtype, B, N, Hk, D).copy_from(dv_acc);
+  finish(dq, p.dq, p, H);
+  finish(dk, p.dk, p, Hk);
+  finish(dv, p.dv, p, Hk);
 }
 
 }  // namespace
