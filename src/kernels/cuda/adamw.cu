@@ -29,10 +29,10 @@ void adamw_step_cuda(const AdamWParams& p) {
     using T = decltype(tag);
     const double t = static_cast<double>(p.step);
     step_kernel<T><<<grid_for(p.count), kThreads, 0, current_cuda_stream()>>>(
-        p.count, static_cast<T*>(p.param), static_cast<const T*>(p.grad), static_cast<T*>(p.m),
-        static_cast<T*>(p.v), static_cast<T>(p.lr), static_cast<T>(p.lr * p.weight_decay), static_cast<T>(p.beta1),
-        static_cast<T>(p.beta2), static_cast<T>(p.eps), static_cast<T>(p.grad_scale),
-        static_cast<T>(1.0 - std::pow(p.beta1, t)), static_cast<T>(1.0 - std::pow(p.beta2, t)));
+        p.count, static_cast<T*>(p.param), static_cast<const T*>(p.grad), static_cast<T*>(p.m), static_cast<T*>(p.v),
+        static_cast<T>(p.lr), static_cast<T>(p.lr * p.weight_decay), static_cast<T>(p.beta1), static_cast<T>(p.beta2),
+        static_cast<T>(p.eps), static_cast<T>(p.grad_scale), static_cast<T>(1.0 - std::pow(p.beta1, t)),
+        static_cast<T>(1.0 - std::pow(p.beta2, t)));
   });
   check_launch();
 }

@@ -21,8 +21,8 @@ template <class T>
 void apply(std::int64_t count, double probability, std::uint64_t key, const void* in, void* out) {
   if (count == 0) return;
   apply_kernel<T><<<grid_for(count), kThreads, 0, current_cuda_stream()>>>(
-      count, static_cast<float>(probability), static_cast<T>(1.0 / (1.0 - probability)), key,
-      static_cast<const T*>(in), static_cast<T*>(out));
+      count, static_cast<float>(probability), static_cast<T>(1.0 / (1.0 - probability)), key, static_cast<const T*>(in),
+      static_cast<T*>(out));
   check_launch();
 }
 

@@ -19,7 +19,8 @@ void add_cuda(const AddParams& p) {
   dispatch_float(p.dtype, "add", [&](auto tag) {
     using T = decltype(tag);
     add_kernel<T><<<grid_for(p.count), kThreads, 0, current_cuda_stream()>>>(
-        p.count, static_cast<const T*>(p.a), static_cast<const T*>(p.b), static_cast<T>(p.alpha), static_cast<T*>(p.out));
+        p.count, static_cast<const T*>(p.a), static_cast<const T*>(p.b), static_cast<T>(p.alpha),
+        static_cast<T*>(p.out));
   });
   check_launch();
 }

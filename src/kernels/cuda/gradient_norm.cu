@@ -57,8 +57,8 @@ void scale_cuda(void* x, std::int64_t count, DType dtype, double factor) {
   if (count == 0) return;
   dispatch_float(dtype, "scale", [&](auto tag) {
     using T = decltype(tag);
-    scale_kernel<T><<<grid_for(count), kThreads, 0, current_cuda_stream()>>>(static_cast<T*>(x), count,
-                                                                             static_cast<T>(factor));
+    scale_kernel<T>
+        <<<grid_for(count), kThreads, 0, current_cuda_stream()>>>(static_cast<T*>(x), count, static_cast<T>(factor));
   });
   check_launch();
 }

@@ -23,9 +23,7 @@ inline int current_device() {
   return device;
 }
 
-inline cudaStream_t current_cuda_stream() {
-  return static_cast<cudaStream_t>(current_stream(current_device()).handle);
-}
+inline cudaStream_t current_cuda_stream() { return static_cast<cudaStream_t>(current_stream(current_device()).handle); }
 
 constexpr int kThreads = 256;
 
@@ -48,7 +46,7 @@ void dispatch_float(DType dtype, const char* kernel, Body&& body) {
 
 inline void check_launch() { LONGNET_CHECK(cudaGetLastError()); }
 
-#define LONGNET_GRID_STRIDE(i, count)                                                                       \
+#define LONGNET_GRID_STRIDE(i, count)                                                                  \
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < (count); \
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
