@@ -216,7 +216,7 @@ TEST(NnGradients, MultiheadDilatedAttention) {
       attn.forward(x);
       std::vector<GradientProbe> probes{{"x", x, attn.backward(g)}};
       add_parameter_probes(attn, probes);
-      check_gradients([&] { return attn.forward(x); }, g, probes, 1e-6, 24);
+      check_gradients([&] { return attn.forward(x); }, g, probes, 1e-6, 12);
     }
   }
 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `longnet train` and `longnet generate` end to end on a tiny model: outputs (checkpoint,
+# optimizer state, loss.csv, loss.png), an interrupted run (--time-limit) resumed with
+# --resume gives exactly the losses of an uninterrupted run, generation, --help, and bad
+# input (a missing file, inconsistent flags, a truncated checkpoint) gives one error line
+# naming the problem and a non-zero exit.
+# Usage: cli_train_generate_test.sh LONGNET_BINARY WORK_DIR
+set -euo pipefail
+longnet=$1
+work=$2
+rm -rf "$work"
+mkdir -p "$work"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+for i in $(seq 1 120); do echo "In the beginning was the word $i, and the word was with the text."; done > "$work/text.txt"
+tiny=(--data "$work/text.txt" --seq-len 32 --batch-size 2 --d-model 16 --heads 2 --layers 1 --ffn-dim 32
+      --segments 8,16 --dilations 1,2 --dropout 0.1 --steps 6 --warmup 2 --eval-every 3 --eval-batches 2
+      --checkpoint-every 3 --log-every 1)
+
+"$longnet" train "${tiny[@]}" --out "$work/a" > "$work/a.out" 2> "$work/a.err" || fail "train: $(cat "$work/a.err")"
+for f in checkpoint.safetensors checkpoint.optimizer.safetensors loss.csv loss.png; do
+  [ -s "$work/a/$f" ] || fail "train did not write $f"
+done
+[ "$(head -c 4 "$work/a/loss.png" | tail -c 3)" = "PNG" ] || fail "loss.png is not a PNG"
+[ "$(wc -l < "$work/a/loss.csv")" -eq 7 ] || fail "loss.csv should have a header and 6 rows"
+grep -q "validation loss" "$work/a.err" || fail "no validation loss printed"
+grep -q "^tokens_per_second " "$work/a.out" || fail "no tokens/s printed"
+
+# Interrupted after its first step, then resumed: the same losses as the run above.
+"$longnet" train "${tiny[@]}" --out "$work/b" --time-limit 1e-9 > /dev/null 2> "$work/b.err" ||
+  fail "interrupted train: $(cat "$work/b.err")"
+grep -q "continue with --resume" "$work/b.err" || fail "the time limit did not stop the run"
+"$longnet" train "${tiny[@]}" --out "$work/b" --resume > /dev/null 2> "$work/b2.err" ||
+  fail "resume: $(cat "$work/b2.err")"
+grep -q "resumed at step 1" "$work/b2.err" || fail "did not resume at step 1"
+diff <(cut -d, -f1,2 "$work/a/loss.csv") <(cut -d, -f1,2 "$work/b/loss.csv") > /dev/null ||
+  fail "resumed losses differ from the uninterrupted run's: $(diff <(cut -d, -f1,2 "$work/a/loss.csv") <(cut -d, -f1,2 "$work/b/loss.csv"))"
+
+"$longnet" generate --checkpoint "$work/a/checkpoint.safetensors" --prompt "In the" --tokens 20 --seed 3 \
+  > "$work/gen.out" 2> "$work/gen.err" || fail "generate: $(cat "$work/gen.err")"
+grep -q "^In the" "$work/gen.out" || fail "the output does not start with the prompt"
+grep -q "tokens/s" "$work/gen.err" || fail "generate printed no tokens/s"
+[ "$(head -c 26 "$work/gen.out" | wc -c)" -eq 26 ] || fail "generate printed fewer than 20 new bytes"
+
+"$longnet" train --help | grep -q -- "--checkpoint-every" || fail "train --help"
+"$longnet" generate --help | grep -q -- "--top-p" || fail "generate --help"
+
+expect_error() {  # expect_error FRAGMENT COMMAND...
+  local fragment=$1
+  shift
+  if "$@" > /dev/null 2> "$work/err"; then fail "succeeded: $*"; fi
+  grep -q -- "$fragment" "$work/err" || fail "error of '$*' lacks '$fragment': $(cat "$work/err")"
+}
+expect_error "missing.txt" "$longnet" train --data "$work/missing.txt" --out "$work/c"
+expect_error "segment_lengths has 2 entries but dilation_rates has 1" \
+  "$longnet" train --data "$work/text.txt" --segments 8,16 --dilations 1 --out "$work/c"
+head -c 1000 "$work/a/checkpoint.safetensors" > "$work/truncated.safetensors"
+expect_error "truncated.safetensors" "$longnet" generate --checkpoint "$work/truncated.safetensors"
+expect_error "temperature" "$longnet" generate --checkpoint "$work/a/checkpoint.safetensors" --temperature -1
+echo "ok"
