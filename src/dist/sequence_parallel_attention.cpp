@@ -14,7 +14,8 @@ namespace {
 
 // What every rank must agree on, and its local length: one all-gather.
 constexpr std::int64_t kDescriptorSize = 6;
-constexpr std::int64_t kLocalRows = 1;
+constexpr std::size_t kLocalRows = 1;
+constexpr std::size_t kDtype = 5;
 using Descriptor = std::array<std::int64_t, kDescriptorSize>;
 constexpr const char* kDescriptorNames[] = {"batch", "local_rows", "heads", "kv_heads", "head_dim", "dtype"};
 
@@ -39,8 +40,12 @@ void require_consistent(const std::vector<Descriptor>& all) {
   for (std::size_t r = 1; r < all.size(); ++r) {
     for (std::size_t i = 0; i < all[r].size(); ++i) {
       if (i == kLocalRows) continue;  // slices may differ
-      require(all[0][i] == all[r][i], "rank ", r, " has ", kDescriptorNames[i], " = ", all[r][i], " but rank 0 has ",
-              all[0][i], ": all ranks must pass the same ", kDescriptorNames[i]);
+      if (all[0][i] == all[r][i]) continue;
+      auto text = [&](std::int64_t value) {
+        return i == kDtype ? std::string(dtype_name(static_cast<DType>(value))) : std::to_string(value);
+      };
+      throw Error(str("rank ", r, " has ", kDescriptorNames[i], " = ", text(all[r][i]), " but rank 0 has ",
+                      text(all[0][i]), ": all ranks must pass the same ", kDescriptorNames[i]));
     }
   }
 }

@@ -376,6 +376,24 @@ TEST(SequenceParallelSimulated, Float32EqualsSingleProcess) {
   }
 }
 
+TEST(SequenceParallelSimulated, DenseAttentionAsOneHugeSegment) {
+  // DilatedAttentionConfig::dense uses w = INT64_MAX: one segment over every rank.
+  for (const bool causal : {false, true}) {
+    DistributedCase c;
+    c.problem.batch = 2;
+    c.problem.seq_len = 50;
+    c.problem.heads = 4;
+    c.problem.kv_heads = 2;
+    c.problem.head_dim = 8;
+    c.problem.patterns = {{INT64_MAX, 1}};
+    c.problem.causal = causal;
+    c.problem.scale = 0.35;
+    c.lengths = {9, 30, 11};
+    SCOPED_TRACE(describe(c));
+    EXPECT_LE(simulated_error(c, DType::f64, 3).worst(), 1e-12);
+  }
+}
+
 TEST(SequenceParallelSimulated, HalfPrecisionInputsMatchTheSingleProcessKernel) {
   // bf16 inputs: both compute in fp32 from the same bf16 values; outputs round once.
   const DistributedCase c = random_distributed_case(42, 3);

@@ -2,7 +2,8 @@
 // (DESIGN 3, dist layer), over the ranks 0..size()-1 of one group of processes. Buffers
 // are contiguous tensors on the communicator's device: host memory for MPI and the self
 // communicator, one CUDA device for NCCL (whose work is issued on the device's current
-// stream, so it is ordered with the kernels around it). Every rank of the group must call
+// stream, so it is ordered with the kernels around it and completes in stream order; the
+// blocking operations below mean "enqueued" there). Every rank of the group must call
 // a collective, in the same order, with matching sizes and dtypes.
 //
 // Implementations: MPI (built with LONGNET_WITH_MPI; OpenMPI tested), NCCL (built with
@@ -59,8 +60,9 @@ class Communicator {
   // Blocking point-to-point messages.
   virtual void send(const Tensor& buffer, int peer, int tag = 0) = 0;
   virtual void recv(const Tensor& buffer, int peer, int tag = 0) = 0;
-  // All sends and receives issued together, returning when all have completed (no order
-  // between them, so any pattern of peers is deadlock-free). A rank may not send to itself.
+  // All sends and receives issued together (no order between them, so any pattern of
+  // peers is deadlock-free); MPI returns when all have completed, NCCL when they are
+  // enqueued on the current stream. A rank may not send to itself.
   virtual void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) = 0;
   virtual void barrier() = 0;
   // Collective: ranks with the same color >= 0 form a new communicator, ordered by (key,
