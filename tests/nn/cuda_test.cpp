@@ -23,7 +23,7 @@ namespace {
 
 using namespace longnet::nn;
 
-class Cuda : public ::testing::Test {
+class ModelCuda : public ::testing::Test {
  protected:
   void SetUp() override {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
@@ -51,7 +51,7 @@ void expect_close(const Tensor& cuda, const Tensor& cpu, double tol, const std::
   EXPECT_LE(relative_l2_error(cuda.to(Device::cpu()), cpu), tol) << what;
 }
 
-TEST_F(Cuda, ElementwiseKernelsMatchTheCpu) {
+TEST_F(ModelCuda, ElementwiseKernelsMatchTheCpu) {
   for (DType dtype : {DType::f32, DType::f64}) {
     const Device gpu = Device::cuda(0);
     const Tensor x = Tensor::randn({7, 33}, 1, dtype), y = Tensor::randn({7, 33}, 2, dtype);
@@ -83,7 +83,7 @@ TEST_F(Cuda, ElementwiseKernelsMatchTheCpu) {
   }
 }
 
-TEST_F(Cuda, LayersMatchTheCpu) {
+TEST_F(ModelCuda, LayersMatchTheCpu) {
   for (DType dtype : {DType::f32, DType::f64}) {
     const Device gpu = Device::cuda(0);
     const Tensor x = Tensor::randn({3, 5, 16}, 1, dtype), dy16 = Tensor::randn({3, 5, 16}, 2, dtype);
@@ -148,7 +148,7 @@ model::LongNetLMConfig gpu_config(DType dtype) {
 
 // A forward/backward/AdamW step of LongNetLM on CUDA equals the CPU's within DESIGN 5's
 // tolerances (needs the CUDA dilated attention for f32/f64).
-TEST_F(Cuda, LongNetLMTrainingStepMatchesTheCpu) {
+TEST_F(ModelCuda, LongNetLMTrainingStepMatchesTheCpu) {
   for (DType dtype : {DType::f32, DType::f64}) {
     SCOPED_TRACE(dtype_name(dtype));
     model::LongNetLM cpu(gpu_config(dtype), Device::cpu(), 3), cuda(gpu_config(dtype), Device::cuda(0), 3);
@@ -176,7 +176,7 @@ TEST_F(Cuda, LongNetLMTrainingStepMatchesTheCpu) {
   }
 }
 
-TEST_F(Cuda, CachedDecodeMatchesTheCpu) {
+TEST_F(ModelCuda, CachedDecodeMatchesTheCpu) {
   for (DType dtype : {DType::f32, DType::f64}) {
     model::LongNetLM cpu(gpu_config(dtype), Device::cpu(), 3), cuda(gpu_config(dtype), Device::cuda(0), 3);
     copy_parameters(cpu, cuda);
