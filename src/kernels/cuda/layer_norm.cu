@@ -1,6 +1,6 @@
 // LayerNorm on CUDA (layer_norm.hpp): forward and dx with one warp per row (statistics in
-// the input precision, two passes over the row); dweight and dbias with one thread per
-// column looping over all rows in order (deterministic, no atomics).
+// the input precision, two passes over the row); dweight and dbias as deterministic
+// two-pass column sums (no atomics).
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/layer_norm.hpp"
 
@@ -60,20 +60,22 @@ __global__ void dx_kernel(LayerNormParams p) {
   }
 }
 
+// The terms of dweight and dbias at (row r, column c).
 template <class T>
-__global__ void parameter_gradient_kernel(LayerNormParams p) {
-  LONGNET_GRID_STRIDE(c, p.columns) {
-    T dw = 0, db = 0;
-    for (std::int64_t r = 0; r < p.rows; ++r) {
-      const T g = static_cast<const T*>(p.dout)[r * p.dout_row_stride + c];
-      const T x = static_cast<const T*>(p.x)[r * p.x_row_stride + c];
-      dw += g * (x - static_cast<const T*>(p.mean)[r]) * static_cast<const T*>(p.rstd)[r];
-      db += g;
-    }
-    if (p.dweight) static_cast<T*>(p.dweight)[c] += dw;
-    if (p.dbias) static_cast<T*>(p.dbias)[c] += db;
+struct WeightGradientTerm {
+  const T *x, *dout, *mean, *rstd;
+  std::int64_t x_row_stride, dout_row_stride;
+  __device__ T operator()(std::int64_t r, std::int64_t c) const {
+    return dout[r * dout_row_stride + c] * (x[r * x_row_stride + c] - mean[r]) * rstd[r];
   }
-}
+};
+
+template <class T>
+struct BiasGradientTerm {
+  const T* dout;
+  std::int64_t dout_row_stride;
+  __device__ T operator()(std::int64_t r, std::int64_t c) const { return dout[r * dout_row_stride + c]; }
+};
 
 unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>((rows * 32 + kThreads - 1) / kThreads); }
 
@@ -93,7 +95,20 @@ void layer_norm_backward_cuda(const LayerNormParams& p) {
     using T = decltype(tag);
     const cudaStream_t stream = current_cuda_stream();
     dx_kernel<T><<<row_blocks(p.rows), kThreads, 0, stream>>>(p);
-    if (p.dweight || p.dbias) parameter_gradient_kernel<T><<<grid_for(p.columns), kThreads, 0, stream>>>(p);
+    check_launch();
+    if (p.dweight) {
+      const WeightGradientTerm<T> term{static_cast<const T*>(p.x),
+                                       static_cast<const T*>(p.dout),
+                                       static_cast<const T*>(p.mean),
+                                       static_cast<const T*>(p.rstd),
+                                       p.x_row_stride,
+                                       p.dout_row_stride};
+      accumulate_column_sums(p.rows, p.columns, term, static_cast<T*>(p.dweight), stream);
+    }
+    if (p.dbias) {
+      const BiasGradientTerm<T> term{static_cast<const T*>(p.dout), p.dout_row_stride};
+      accumulate_column_sums(p.rows, p.columns, term, static_cast<T*>(p.dbias), stream);
+    }
   });
   check_launch();
 }

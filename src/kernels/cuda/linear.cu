@@ -4,7 +4,7 @@
 //   dX^T = W^T dY^T     : C (I x M) = A (W^T as stored) * B (dY^T as stored)
 //   dW^T += X^T dY      : C (I x O) = A (X^T as stored) * op_T(B = dY^T as stored), beta 1
 // fp32 GEMMs compute in fp32 (CUBLAS_COMPUTE_32F, no TF32) so they match the CPU; the bias
-// is broadcast before the GEMM (beta 1), and db is a column sum in row order.
+// is broadcast before the GEMM (beta 1), and db is a deterministic two-pass column sum.
 #include <cublasLt.h>
 
 #include <map>
@@ -89,14 +89,11 @@ __global__ void fill_rows_kernel(T* y, std::int64_t rows, std::int64_t columns, 
 }
 
 template <class T>
-__global__ void column_sum_kernel(const T* dy, std::int64_t rows, std::int64_t columns, std::int64_t row_stride,
-                                  T* dbias) {
-  LONGNET_GRID_STRIDE(c, columns) {
-    T sum = 0;
-    for (std::int64_t r = 0; r < rows; ++r) sum += dy[r * row_stride + c];
-    dbias[c] += sum;
-  }
-}
+struct RowValue {
+  const T* dy;
+  std::int64_t row_stride;
+  __device__ T operator()(std::int64_t r, std::int64_t c) const { return dy[r * row_stride + c]; }
+};
 
 template <class T>
 void forward(const LinearParams& p) {
@@ -135,9 +132,8 @@ void backward(const LinearParams& p) {
             p.dy_row_stride, T(1), static_cast<T*>(p.dweight), p.in_features);
   }
   if (p.dbias && p.out_features > 0) {
-    column_sum_kernel<T><<<grid_for(p.out_features, 64), 64, 0, current_cuda_stream()>>>(
-        dy, p.rows, p.out_features, p.dy_row_stride, static_cast<T*>(p.dbias));
-    check_launch();
+    accumulate_column_sums(p.rows, p.out_features, RowValue<T>{dy, p.dy_row_stride}, static_cast<T*>(p.dbias),
+                           current_cuda_stream());
   }
 }
 

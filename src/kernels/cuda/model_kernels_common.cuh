@@ -14,6 +14,7 @@
 #include "longnet/core/dtype.hpp"
 #include "longnet/core/error.hpp"
 #include "longnet/core/stream.hpp"
+#include "longnet/core/tensor.hpp"
 
 namespace longnet::kernels::cuda_model {
 
@@ -84,6 +85,43 @@ __device__ inline T block_max(T value, T* shared) {
   __syncthreads();
   T total = lane < warps ? shared[lane] : shared[0];
   return warp_max(total);
+}
+
+// Column sums out[c] += sum_r value(r, c) of a (rows, columns) matrix, deterministic and
+// parallel over rows: pass 1 sums fixed chunks of rows per column into a scratch buffer,
+// pass 2 adds the chunks in order. `value` is a device functor (r, c) -> T.
+constexpr std::int64_t kRowsPerChunk = 128;
+
+template <class T, class Value>
+__global__ void column_chunk_sums_kernel(std::int64_t rows, std::int64_t columns, Value value, T* partial) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t chunk = blockIdx.y;
+  if (c >= columns) return;
+  const std::int64_t end = min(rows, (chunk + 1) * kRowsPerChunk);
+  T sum = 0;
+  for (std::int64_t r = chunk * kRowsPerChunk; r < end; ++r) sum += value(r, c);
+  partial[chunk * columns + c] = sum;
+}
+
+template <class T>
+__global__ void column_chunk_totals_kernel(const T* partial, std::int64_t chunks, std::int64_t columns, T* out) {
+  LONGNET_GRID_STRIDE(c, columns) {
+    T sum = 0;
+    for (std::int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial[chunk * columns + c];
+    out[c] += sum;
+  }
+}
+
+template <class T, class Value>
+void accumulate_column_sums(std::int64_t rows, std::int64_t columns, Value value, T* out, cudaStream_t stream) {
+  if (rows == 0 || columns == 0) return;
+  const std::int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  require(chunks <= 65535, "column sums on CUDA: ", rows, " rows: at most ", 65535 * kRowsPerChunk);
+  const Tensor partial = Tensor::empty({chunks * columns}, dtype_of<T>::value, Device::cuda(current_device()));
+  const dim3 grid(static_cast<unsigned>((columns + 127) / 128), static_cast<unsigned>(chunks));
+  column_chunk_sums_kernel<T><<<grid, 128, 0, stream>>>(rows, columns, value, partial.data<T>());
+  column_chunk_totals_kernel<T><<<grid_for(columns), kThreads, 0, stream>>>(partial.data<T>(), chunks, columns, out);
+  check_launch();
 }
 
 }  // namespace longnet::kernels::cuda_model
