@@ -67,7 +67,16 @@ Tensor Embedding::infer(const Tensor& tokens_in) const {
 
 Tensor Embedding::forward(const Tensor& tokens) {
   Tensor out = infer(tokens);
-  tokens_ = prepare_tokens(tokens, vocab(), weight_->value.device(), "tokens");
+  const Device device = weight_->value.device();
+  tokens_ = prepare_tokens(tokens, vocab(), device, "tokens");
+  if (device.is_cuda()) {
+    const std::vector<std::int32_t> ids = tokens_.to_vector<std::int32_t>();
+    std::vector<std::int32_t> order;
+    std::vector<std::int64_t> run_starts;
+    kernels::embedding_sort_rows(ids.data(), static_cast<std::int64_t>(ids.size()), order, run_starts);
+    order_ = Tensor::from_vector(order, {static_cast<std::int64_t>(order.size())}).to(device);
+    run_starts_ = Tensor::from_vector(run_starts, {static_cast<std::int64_t>(run_starts.size())}).to(device);
+  }
   return out;
 }
 
@@ -87,6 +96,11 @@ void Embedding::backward(const Tensor& dout_in) {
   p.tokens = tokens_.data<std::int32_t>();
   p.dout = dout.data();
   p.dtable = weight_->grad.data();
+  if (order_.defined()) {
+    p.order = order_.data<std::int32_t>();
+    p.run_starts = run_starts_.data<std::int64_t>();
+    p.runs = run_starts_.numel() - 1;
+  }
   if (w.device().is_cuda()) {
     kernels::embedding_backward_cuda(p);
   } else {

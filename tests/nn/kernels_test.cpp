@@ -10,6 +10,7 @@
 #include "longnet/kernels/adamw.hpp"
 #include "longnet/kernels/counter_rng.hpp"
 #include "longnet/kernels/cross_entropy.hpp"
+#include "longnet/kernels/embedding.hpp"
 #include "longnet/kernels/gelu.hpp"
 #include "longnet/kernels/layer_norm.hpp"
 #include "longnet/nn/functional.hpp"
@@ -190,6 +191,15 @@ TEST(ModelKernels, DropoutMaskIsAPureFunctionOfItsCounters) {
     mean += u / 100000.0;
   }
   EXPECT_NEAR(mean, 0.5, 0.01);
+}
+
+TEST(ModelKernels, EmbeddingRowsSortedByTokenForTheCudaBackward) {
+  const std::vector<std::int32_t> tokens{3, 1, 3, 0, 1};
+  std::vector<std::int32_t> order;
+  std::vector<std::int64_t> run_starts;
+  kernels::embedding_sort_rows(tokens.data(), 5, order, run_starts);
+  EXPECT_EQ(order, (std::vector<std::int32_t>{3, 1, 4, 0, 2}));  // stable: equal tokens keep their row order
+  EXPECT_EQ(run_starts, (std::vector<std::int64_t>{0, 1, 3, 5}));
 }
 
 }  // namespace

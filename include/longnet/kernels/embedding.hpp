@@ -2,10 +2,13 @@
 // tokens: (count) int32, every id in [0, vocab) (the nn layer validates them); table
 // (vocab, dim) contiguous; out, dout (count, dim) contiguous.
 // Backward: dtable[tokens[i], :] += scale * dout[i, :] (accumulates, a scatter-add;
-// deterministic on the CPU: each thread owns a range of columns and visits tokens in order).
+// deterministic: on the CPU each thread owns a range of columns and visits tokens in
+// order; on CUDA, which needs `order` and `run_starts`, one thread per (distinct token,
+// column) sums that token's rows in order).
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "longnet/core/dtype.hpp"
 
@@ -22,7 +25,16 @@ struct EmbeddingParams {
   void* out = nullptr;         // forward
   const void* dout = nullptr;  // backward
   void* dtable = nullptr;      // backward (accumulated)
+  // CUDA backward: the row indices 0..count-1 stably sorted by token, and the start of each
+  // run of equal tokens in that order (runs + 1 entries, the last = count).
+  const std::int32_t* order = nullptr;
+  const std::int64_t* run_starts = nullptr;
+  std::int64_t runs = 0;
 };
+
+// The `order` and `run_starts` of host token ids (for the CUDA backward).
+void embedding_sort_rows(const std::int32_t* tokens, std::int64_t count, std::vector<std::int32_t>& order,
+                         std::vector<std::int64_t>& run_starts);
 
 void embedding_forward_cpu(const EmbeddingParams& p);
 void embedding_backward_cpu(const EmbeddingParams& p);

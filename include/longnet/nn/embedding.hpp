@@ -34,6 +34,7 @@ class Embedding final : public Module {
   ParameterPtr weight_;
   double scale_;
   Tensor tokens_;
+  Tensor order_, run_starts_;  // CUDA backward: rows sorted by token (embedding.hpp)
 };
 
 }  // namespace longnet::nn

@@ -1,6 +1,7 @@
 // Token embedding on the CPU (embedding.hpp). Backward is a scatter-add made race-free and
 // deterministic by giving each thread a range of columns: it visits all tokens in order.
 #include <algorithm>
+#include <numeric>
 
 #include "kernels/cpu/float_dispatch.hpp"
 #include "longnet/core/parallel.hpp"
@@ -41,6 +42,20 @@ void backward(const EmbeddingParams& p) {
 }
 
 }  // namespace
+
+void embedding_sort_rows(const std::int32_t* tokens, std::int64_t count, std::vector<std::int32_t>& order,
+                         std::vector<std::int64_t>& run_starts) {
+  order.resize(static_cast<std::size_t>(count));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return tokens[a] < tokens[b]; });
+  run_starts.clear();
+  for (std::int64_t i = 0; i < count; ++i) {
+    if (i == 0 || tokens[order[static_cast<std::size_t>(i)]] != tokens[order[static_cast<std::size_t>(i - 1)]]) {
+      run_starts.push_back(i);
+    }
+  }
+  run_starts.push_back(count);
+}
 
 void embedding_forward_cpu(const EmbeddingParams& p) {
   cpu::dispatch_float(p.dtype, "embedding_forward", [&](auto tag) { forward<decltype(tag)>(p); });

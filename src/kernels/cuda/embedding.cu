@@ -1,5 +1,5 @@
-// Token embedding on CUDA (embedding.hpp). Backward: one thread per column visits the
-// tokens in order (deterministic scatter-add, no atomics).
+// Token embedding on CUDA (embedding.hpp). Backward: one thread per (distinct token,
+// column) sums that token's rows in sorted order (deterministic scatter-add, no atomics).
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/embedding.hpp"
 
@@ -18,14 +18,17 @@ __global__ void forward_kernel(EmbeddingParams p) {
   }
 }
 
+// Thread (run u, column c): the rows of one distinct token, in order.
 template <class T>
 __global__ void backward_kernel(EmbeddingParams p) {
   const T* dout = static_cast<const T*>(p.dout);
   T* dtable = static_cast<T*>(p.dtable);
-  LONGNET_GRID_STRIDE(c, p.dim) {
-    for (std::int64_t i = 0; i < p.count; ++i) {
-      dtable[static_cast<std::int64_t>(p.tokens[i]) * p.dim + c] += dout[i * p.dim + c] * static_cast<T>(p.scale);
-    }
+  LONGNET_GRID_STRIDE(i, p.runs * p.dim) {
+    const std::int64_t run = i / p.dim, c = i % p.dim;
+    T sum = 0;
+    for (std::int64_t k = p.run_starts[run]; k < p.run_starts[run + 1]; ++k) sum += dout[p.order[k] * p.dim + c];
+    dtable[static_cast<std::int64_t>(p.tokens[p.order[p.run_starts[run]]]) * p.dim + c] +=
+        sum * static_cast<T>(p.scale);
   }
 }
 
@@ -41,8 +44,9 @@ void embedding_forward_cuda(const EmbeddingParams& p) {
 
 void embedding_backward_cuda(const EmbeddingParams& p) {
   if (p.count == 0) return;
+  require(p.order != nullptr && p.run_starts != nullptr, "embedding_backward on CUDA needs order and run_starts");
   dispatch_float(p.dtype, "embedding_backward", [&](auto tag) {
-    backward_kernel<decltype(tag)><<<grid_for(p.dim, 64), 64, 0, current_cuda_stream()>>>(p);
+    backward_kernel<decltype(tag)><<<grid_for(p.runs * p.dim), kThreads, 0, current_cuda_stream()>>>(p);
   });
   check_launch();
 }
