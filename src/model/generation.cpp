@@ -65,8 +65,7 @@ GenerationResult generate(const LongNetLM& model, const std::vector<std::int32_t
   result.cache_bytes = state.bytes();
   auto step = [&](std::int32_t token) { return model.decode(Tensor::from_vector<std::int32_t>({token}, {1}), state); };
   const auto start = Clock::now();
-  Tensor logits;
-  for (std::int32_t token : prompt) logits = step(token);
+  Tensor logits = model.prefill(Tensor::from_vector(prompt, {1, prompt_length}), state);
   const auto prompt_done = Clock::now();
   for (std::int64_t i = 0; i < max_new_tokens; ++i) {
     const std::int32_t next =

@@ -91,4 +91,15 @@ Tensor LongNetLM::decode(const Tensor& tokens, DecodeState& state) const {
   return lm_head_.infer(layer_norm_.infer(x)).view({batch, config_.vocab_size});
 }
 
+Tensor LongNetLM::prefill(const Tensor& tokens, DecodeState& state) const {
+  require(state.caches.size() == layers_.size(), "prefill: the state was not made by this model");
+  const std::int64_t batch = state.caches.front().batch;
+  require(tokens.defined() && tokens.dim() == 2 && tokens.size(0) == batch && tokens.size(1) >= 1,
+          "prefill: tokens must be (batch = ", batch, ", positions >= 1)");
+  Tensor x = embed_tokens_.infer(tokens);
+  for (std::size_t i = 0; i < layers_.size(); ++i) x = layers_[i]->prefill(x, state.caches[i]);
+  const Tensor last = x.slice(1, x.size(1) - 1, x.size(1));
+  return lm_head_.infer(layer_norm_.infer(last)).view({batch, config_.vocab_size});
+}
+
 }  // namespace longnet::model

@@ -214,73 +214,126 @@ AttentionCache MultiheadDilatedAttention::make_cache(std::int64_t batch, std::in
   return cache;
 }
 
-Tensor MultiheadDilatedAttention::decode(const Tensor& x, AttentionCache& cache) const {
-  require(config_.attention.causal, "decode needs causal self-attention");
-  require(x.dim() == 3 && x.size(0) == cache.batch && x.size(1) == 1, "decode: x has shape ",
-          shape_to_string(x.shape()), ": must be (batch = ", cache.batch, ", 1, d_model)");
-  const std::int64_t position = cache.next_position;
-  require(position < cache.max_positions, "decode: position ", position,
-          " is beyond the cache's max_positions = ", cache.max_positions);
-  const std::int64_t B = cache.batch, H = config_.heads, Hk = config_.key_value_heads(), D = config_.head_dim();
-  // Projections without saving (const: generation leaves the training state alone).
-  Tensor q, k, v;
+// Projections of x (B, P, d_model) for generation (nothing saved), with keys and queries
+// rotated only: the cache keeps keys without xPos's scale, which the decode kernel applies
+// as a function of distance (RoPE's rotation is xPos's with its factor 1).
+MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project_for_generation(const Tensor& x,
+                                                                                       AttentionCache& cache) const {
+  require(config_.attention.causal, "generation needs causal self-attention");
+  require(x.dim() == 3 && x.size(0) == cache.batch && x.size(2) == config_.d_model, "generation input has shape ",
+          shape_to_string(x.shape()), ": must be (batch = ", cache.batch, ", positions, d_model = ", config_.d_model,
+          ")");
+  require(cache.next_position + x.size(1) <= cache.max_positions, "generation: positions ", cache.next_position, " .. ",
+          cache.next_position + x.size(1) - 1, " go beyond the cache's max_positions = ", cache.max_positions);
+  const std::int64_t B = x.size(0), P = x.size(1), H = config_.heads, Hk = config_.key_value_heads();
+  const std::int64_t D = config_.head_dim();
+  Projected projected;
   if (qkv_proj_) {
-    const Tensor qkv = qkv_proj_->infer(x).view({B, 1, H + 2 * Hk, D});
-    q = qkv.slice(2, 0, H);
-    k = qkv.slice(2, H, H + Hk);
-    v = qkv.slice(2, H + Hk, H + 2 * Hk);
+    const Tensor qkv = qkv_proj_->infer(x).view({B, P, H + 2 * Hk, D});
+    projected = {qkv.slice(2, 0, H), qkv.slice(2, H, H + Hk), qkv.slice(2, H + Hk, H + 2 * Hk)};
   } else {
-    q = q_proj_->infer(x).view({B, 1, H, D});
-    k = k_proj_->infer(x).view({B, 1, Hk, D});
-    v = v_proj_->infer(x).view({B, 1, Hk, D});
+    projected = {q_proj_->infer(x).view({B, P, H, D}), k_proj_->infer(x).view({B, P, Hk, D}),
+                 v_proj_->infer(x).view({B, P, Hk, D})};
   }
-  // Rotations only (centre = the position itself, so xPos's factor is 1); the decode kernel
-  // applies xPos's relative factor between query and key.
-  const PositionalConfig& pos = config_.positional;
-  if (pos.kind != PositionalEncoding::none) {
-    q = apply_positional(pos, q, position, static_cast<double>(position), false);
-    k = apply_positional(pos, k, position, static_cast<double>(position), true);
-  }
-  const std::vector<DilationPattern> patterns = config_.attention.patterns();
+  return projected;
+}
+
+Tensor MultiheadDilatedAttention::output_projection(const Tensor& attention_out) const {
+  Tensor o = attention_out.reshape({attention_out.size(0), attention_out.size(1), config_.d_model});
+  if (inner_attn_ln_) o = inner_attn_ln_->infer(o);
+  return out_proj_.infer(o);
+}
+
+namespace {
+
+// Writes the keys and values of positions start .. start + P - 1 (k, v: (B, P, Hk, D),
+// keys rotated only) that position `next` and later need into the pattern caches.
+void fill_cache(const MultiheadDilatedAttentionConfig& config, const Tensor& k, const Tensor& v, std::int64_t start,
+                std::int64_t next, AttentionCache& cache) {
+  const std::vector<DilationPattern> patterns = config.attention.patterns();
   const auto G = static_cast<std::int64_t>(patterns.size());
-  kernels::DilatedDecodeParams p;
   for (std::int64_t i = 0; i < G; ++i) {
     const DilationPattern& pattern = patterns[static_cast<std::size_t>(i)];
-    const std::int64_t t = position % pattern.segment_length;
-    const std::int64_t offset =
-        kernels::decode_cache_offset_of(config_.attention.mode, i, G, pattern, config_.heads, t);
-    Tensor& keys = cache.keys[static_cast<std::size_t>(i)];
-    Tensor& values = cache.values[static_cast<std::size_t>(i)];
-    if (offset >= 0) {
-      const std::int64_t slot = kernels::decode_cache_slot(config_.attention.mode, offset);
+    // The segment of `next`: earlier segments are never read again.
+    const std::int64_t segment_start = next / pattern.segment_length * pattern.segment_length;
+    for (std::int64_t position = std::max(start, segment_start); position < start + k.size(1); ++position) {
+      const std::int64_t t = position - segment_start;
+      const std::int64_t offset =
+          kernels::decode_cache_offset_of(config.attention.mode, i, G, pattern, config.heads, t);
+      if (offset < 0) continue;
+      const std::int64_t slot = kernels::decode_cache_slot(config.attention.mode, offset);
       const std::int64_t row = t / pattern.dilation_rate;
-      keys.select(0, slot).select(0, row).copy_from(k.select(1, 0));
-      values.select(0, slot).select(0, row).copy_from(v.select(1, 0));
+      cache.keys[static_cast<std::size_t>(i)].select(0, slot).select(0, row).copy_from(k.select(1, position - start));
+      cache.values[static_cast<std::size_t>(i)].select(0, slot).select(0, row).copy_from(v.select(1, position - start));
     }
-    p.patterns.push_back({pattern, keys.size(0), keys.size(1), keys.data(), values.data()});
   }
-  const Tensor qc = q.contiguous();
-  Tensor out = Tensor::empty({B, H, D}, qc.dtype(), qc.device());
+}
+
+}  // namespace
+
+Tensor MultiheadDilatedAttention::decode(const Tensor& x, AttentionCache& cache) const {
+  require(x.dim() == 3 && x.size(1) == 1, "decode: x has shape ", shape_to_string(x.shape()),
+          ": must be (batch, 1, d_model)");
+  const std::int64_t position = cache.next_position;
+  Projected projected = project_for_generation(x, cache);
+  const PositionalConfig& pos = config_.positional;
+  PositionalConfig rotation = pos;
+  rotation.kind = PositionalEncoding::rope;
+  if (pos.kind != PositionalEncoding::none) {
+    projected.q = apply_positional(rotation, projected.q, position, 0.0, false);
+    projected.k = apply_positional(rotation, projected.k, position, 0.0, true);
+  }
+  fill_cache(config_, projected.k, projected.v, position, position, cache);
+  const std::vector<DilationPattern> patterns = config_.attention.patterns();
+  kernels::DilatedDecodeParams p;
+  for (std::size_t i = 0; i < patterns.size(); ++i) {
+    const Tensor& keys = cache.keys[i];
+    p.patterns.push_back({patterns[i], keys.size(0), keys.size(1), keys.data(), cache.values[i].data()});
+  }
+  const Tensor q = projected.q.contiguous();
+  const std::int64_t B = cache.batch, H = config_.heads, D = config_.head_dim();
+  Tensor out = Tensor::empty({B, H, D}, q.dtype(), q.device());
   p.batch = B;
   p.heads = H;
-  p.kv_heads = Hk;
+  p.kv_heads = config_.key_value_heads();
   p.head_dim = D;
   p.position = position;
   p.mode = config_.attention.mode;
   p.scale = resolved_scale(config_);
   p.xpos_scale_base = pos.kind == PositionalEncoding::xpos ? pos.xpos_scale_base : 0.0;
-  p.dtype = qc.dtype();
-  p.q = qc.data();
+  p.dtype = q.dtype();
+  p.q = q.data();
   p.out = out.data();
-  if (qc.device().is_cuda()) {
+  if (q.device().is_cuda()) {
     kernels::dilated_decode_cuda(p);
   } else {
     kernels::dilated_decode_cpu(p);
   }
   ++cache.next_position;
-  Tensor o = out.view({B, 1, config_.d_model});
-  if (inner_attn_ln_) o = inner_attn_ln_->infer(o);
-  return out_proj_.infer(o);
+  return output_projection(out.view({B, 1, H, D}));
+}
+
+Tensor MultiheadDilatedAttention::prefill(const Tensor& x, AttentionCache& cache) const {
+  require(cache.next_position == 0, "prefill: the cache already holds ", cache.next_position,
+          " positions (prefill starts a sequence; continue with decode)");
+  require(x.dim() == 3 && x.size(1) >= 1, "prefill: x has shape ", shape_to_string(x.shape()),
+          ": must be (batch, positions >= 1, d_model)");
+  const std::int64_t P = x.size(1);
+  const Projected projected = project_for_generation(x, cache);
+  // The outputs: the full causal forward of the prompt.
+  const PositionalConfig& pos = config_.positional;
+  const bool rotary = pos.kind != PositionalEncoding::none;
+  const double center = xpos_center(P);
+  const Tensor q = rotary ? apply_positional(pos, projected.q, 0, center, false) : projected.q;
+  const Tensor k = rotary ? apply_positional(pos, projected.k, 0, center, true) : projected.k;
+  const AttentionOutput attention = dilated_attention_forward(config_.attention, q, k, projected.v);
+  // The cache: keys rotated only, of the segments position P is in.
+  PositionalConfig rotation = pos;
+  rotation.kind = PositionalEncoding::rope;
+  const Tensor cached_k = rotary ? apply_positional(rotation, projected.k, 0, 0.0, true) : projected.k;
+  fill_cache(config_, cached_k, projected.v, 0, P, cache);
+  cache.next_position = P;
+  return output_projection(attention.out);
 }
 
 void MultiheadDilatedAttention::collect_parameters(std::vector<ParameterPtr>& out) const {

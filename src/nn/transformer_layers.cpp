@@ -126,6 +126,13 @@ Tensor DecoderLayer::decode(const Tensor& x, AttentionCache& cache) const {
   return h;
 }
 
+Tensor DecoderLayer::prefill(const Tensor& x, AttentionCache& cache) const {
+  require(!cross_attn_, "generation with a KV cache is for decoder-only models");
+  Tensor h = add(x, attn_.prefill(attn_layer_norm_.infer(x), cache));
+  add_into(h, ffn_.infer(ffn_layer_norm_.infer(h)));
+  return h;
+}
+
 void DecoderLayer::collect_parameters(std::vector<ParameterPtr>& out) const {
   attn_layer_norm_.collect_parameters(out);
   attn_.collect_parameters(out);

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "model/model_test_support.hpp"
+#include "support/dilated_oracle.hpp"
 
 namespace longnet::testing {
 namespace {
@@ -58,6 +59,33 @@ TEST(Generation, CachedDecodeEqualsFullForwardAtEveryPosition) {
   }
   LongNetLM f32(tiny_lm_config(DType::f32), Device::cpu(), 8);
   EXPECT_LT(cached_vs_full(f32, random_tokens(1, 31, 11, 3)), 2e-5);
+}
+
+// Prefilling a prompt at once, then decoding, equals decoding every position, for prompt
+// lengths before, at and after segment boundaries.
+TEST(Generation, PrefillEqualsDecodingThePromptPositionByPosition) {
+  for (bool head_groups : {false, true}) {
+    LongNetLMConfig config = tiny_lm_config();
+    config.segment_lengths = {4, 8, INT64_MAX};
+    config.dilation_rates = {1, 2, 4};
+    config.heads = 4;
+    config.kv_heads = 2;
+    if (head_groups) config.mode = DilatedMode::head_groups;
+    LongNetLM model(config, Device::cpu(), 4);
+    const Tensor tokens = random_tokens(2, 30, config.vocab_size, 5);
+    for (std::int64_t P : {1, 3, 8, 13, 16, 29}) {
+      SCOPED_TRACE(str("P = ", P, head_groups ? " head groups" : ""));
+      LongNetLM::DecodeState stepped = model.make_decode_state(2, 30), prefilled = model.make_decode_state(2, 30);
+      Tensor expected;
+      for (std::int64_t p = 0; p < P; ++p) expected = model.decode(tokens.slice(1, p, p + 1).contiguous(), stepped);
+      const Tensor got = model.prefill(tokens.slice(1, 0, P).contiguous(), prefilled);
+      EXPECT_LT(relative_l2_error(got, expected, 1.0), 1e-12);
+      for (std::int64_t p = P; p < 30; ++p) {
+        const Tensor next = tokens.slice(1, p, p + 1).contiguous();
+        EXPECT_LT(relative_l2_error(model.decode(next, prefilled), model.decode(next, stepped), 1.0), 1e-12) << p;
+      }
+    }
+  }
 }
 
 TEST(Generation, GenerateEqualsAnUncachedGenerationLoop) {

@@ -48,6 +48,9 @@ class LongNetLM final : public LanguageModel {
   };
   DecodeState make_decode_state(std::int64_t batch, std::int64_t max_positions) const;
   Tensor decode(const Tensor& tokens, DecodeState& state) const;
+  // A whole prompt at once into fresh caches: tokens (B, P) -> logits (B, vocab) of the
+  // last position (equal to P decode() steps, faster: one batched forward).
+  Tensor prefill(const Tensor& tokens, DecodeState& state) const;
 
   const LongNetLMConfig& config() const { return config_; }
 

@@ -73,6 +73,10 @@ class MultiheadDilatedAttention final : public Module {
   // `max_positions` positions, and one step at the cache's next position: x (B, 1, d_model).
   AttentionCache make_cache(std::int64_t batch, std::int64_t max_positions) const;
   Tensor decode(const Tensor& x, AttentionCache& cache) const;
+  // A whole prompt at once into an empty cache: x (B, P, d_model) -> the causal forward's
+  // output (B, P, d_model); the cache then holds what positions P, P + 1, ... need (the
+  // current segment of each pattern) and decode() goes on at position P.
+  Tensor prefill(const Tensor& x, AttentionCache& cache) const;
 
   const MultiheadDilatedAttentionConfig& config() const { return config_; }
   void collect_parameters(std::vector<ParameterPtr>& out) const override;
@@ -82,6 +86,8 @@ class MultiheadDilatedAttention final : public Module {
     Tensor q, k, v;  // (B, N, heads, D) views
   };
   Projected project(const Tensor& x, const Tensor& memory, bool save);
+  Projected project_for_generation(const Tensor& x, AttentionCache& cache) const;
+  Tensor output_projection(const Tensor& attention_out) const;
   Tensor attend_and_project(const Projected& projected, std::int64_t seq_len);
   Tensor backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv);
 

@@ -59,6 +59,8 @@ class DecoderLayer final : public Module {
   // Generation (decoder-only): one position, x (B, 1, d_model).
   AttentionCache make_cache(std::int64_t batch, std::int64_t max_positions) const;
   Tensor decode(const Tensor& x, AttentionCache& cache) const;
+  // A whole prompt, x (B, P, d_model), into an empty cache (MultiheadDilatedAttention::prefill).
+  Tensor prefill(const Tensor& x, AttentionCache& cache) const;
 
   bool has_cross_attention() const { return cross_attn_ != nullptr; }
   void collect_parameters(std::vector<ParameterPtr>& out) const override;
