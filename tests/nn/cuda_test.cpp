@@ -181,7 +181,12 @@ TEST_F(ModelCuda, CachedDecodeMatchesTheCpu) {
     model::LongNetLM cpu(gpu_config(dtype), Device::cpu(), 3), cuda(gpu_config(dtype), Device::cuda(0), 3);
     copy_parameters(cpu, cuda);
     auto state_cpu = cpu.make_decode_state(2, 40), state_gpu = cuda.make_decode_state(2, 40);
-    for (std::int32_t p = 0; p < 40; ++p) {
+    std::vector<std::int32_t> prompt;
+    for (std::int32_t i = 0; i < 2 * 11; ++i) prompt.push_back((5 * i) % 37);
+    const Tensor prompt_tokens = Tensor::from_vector(prompt, {2, 11});
+    expect_close(cuda.prefill(prompt_tokens, state_gpu), cpu.prefill(prompt_tokens, state_cpu),
+                 dtype == DType::f64 ? 1e-10 : 1e-4, "prefill");
+    for (std::int32_t p = 11; p < 40; ++p) {
       const Tensor tokens = Tensor::from_vector<std::int32_t>({p % 37, (3 * p) % 37}, {2});
       expect_close(cuda.decode(tokens, state_gpu), cpu.decode(tokens, state_cpu), dtype == DType::f64 ? 1e-10 : 1e-4,
                    str("position ", p));
