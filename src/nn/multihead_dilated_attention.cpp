@@ -104,8 +104,7 @@ MultiheadDilatedAttention::MultiheadDilatedAttention(const std::string& name,
   }
 }
 
-MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Tensor& x, const Tensor& memory,
-                                                                        bool save) {
+MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Tensor& x, const Tensor& memory) {
   const Tensor& w = out_proj_.weight()->value;
   require_floating(x, "attention input", w.dtype(), w.device());
   require(x.dim() == 3 && x.size(2) == config_.d_model, "attention input has shape ", shape_to_string(x.shape()),
@@ -114,13 +113,12 @@ MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Te
           ": must equal the input's shape ", shape_to_string(x.shape()), " (dilated attention needs equal lengths)");
   const std::int64_t B = x.size(0), N = x.size(1), H = config_.heads, Hk = config_.key_value_heads();
   const std::int64_t D = config_.head_dim();
-  auto run = [save](Linear& linear, const Tensor& in) { return save ? linear.forward(in) : linear.infer(in); };
   if (qkv_proj_) {
-    const Tensor qkv = run(*qkv_proj_, x).view({B, N, H + 2 * Hk, D});
+    const Tensor qkv = qkv_proj_->forward(x).view({B, N, H + 2 * Hk, D});
     return {qkv.slice(2, 0, H), qkv.slice(2, H, H + Hk), qkv.slice(2, H + Hk, H + 2 * Hk)};
   }
-  return {run(*q_proj_, x).view({B, N, H, D}), run(*k_proj_, memory).view({B, N, Hk, D}),
-          run(*v_proj_, memory).view({B, N, Hk, D})};
+  return {q_proj_->forward(x).view({B, N, H, D}), k_proj_->forward(memory).view({B, N, Hk, D}),
+          v_proj_->forward(memory).view({B, N, Hk, D})};
 }
 
 Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected, std::int64_t seq_len) {
@@ -139,13 +137,13 @@ Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected,
 
 Tensor MultiheadDilatedAttention::forward(const Tensor& x) {
   cross_ = false;
-  return attend_and_project(project(x, x, true), x.size(1));
+  return attend_and_project(project(x, x), x.size(1));
 }
 
 Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory) {
   require(!qkv_proj_, "cross-attention needs separate q/k/v projections (fused_qkv = false)");
   cross_ = true;
-  return attend_and_project(project(x, memory, true), x.size(1));
+  return attend_and_project(project(x, memory), x.size(1));
 }
 
 // Back through out_proj, the sub-LN, the attention and the positional encoding: the

@@ -85,7 +85,7 @@ class MultiheadDilatedAttention final : public Module {
   struct Projected {
     Tensor q, k, v;  // (B, N, heads, D) views
   };
-  Projected project(const Tensor& x, const Tensor& memory, bool save);
+  Projected project(const Tensor& x, const Tensor& memory);  // saves the projections' inputs
   Projected project_for_generation(const Tensor& x, AttentionCache& cache) const;
   Tensor output_projection(const Tensor& attention_out) const;
   Tensor attend_and_project(const Projected& projected, std::int64_t seq_len);
