@@ -14,6 +14,13 @@ void launch_flash_forward(const PatternLaunch& p, cudaStream_t stream);
 template <class Element, int kHeadDim>
 void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
 
+// Hopper wgmma forward (sm_90a; present when LONGNET_HAVE_SM90A is defined).
+template <class Element, int kHeadDim>
+void launch_flash_forward_sm90(const PatternLaunch& p, cudaStream_t stream);
+// Hopper wgmma backward: dK, dV (and dQ by atomics unless deterministic).
+template <class Element, int kHeadDim>
+void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
+
 // Exact SIMT kernels: Compute = float (f32, bf16, f16 inputs) or double (f64 inputs).
 template <class Element, class Compute>
 void launch_simt_forward(const PatternLaunch& p, cudaStream_t stream);
@@ -22,6 +29,7 @@ void launch_simt_backward(const PatternLaunch& p, cudaStream_t stream);
 
 // Rows each CTA of the kernels covers (the host sizes grids with them).
 inline constexpr int kFlashForwardRows = 128;
+inline constexpr int kFlashForwardRowsSm90 = 64;
 inline constexpr int kFlashBackwardRows = 64;
 inline constexpr int kSimtRows = 8;
 

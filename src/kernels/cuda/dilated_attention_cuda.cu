@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "core/status_cuda.hpp"
 #include "kernels/cuda/attention_launchers.hpp"
@@ -106,9 +107,35 @@ void fill(void* data, std::int64_t count, Compute value, cudaStream_t stream) {
   cuda::fill_kernel<Compute><<<cuda::grid_for(count, 256), 256, 0, stream>>>(static_cast<Compute*>(data), count, value);
 }
 
+// Hopper (compute capability 9.0) runs the wgmma kernels when they were built.
+bool use_sm90_kernels() {
+#ifdef LONGNET_HAVE_SM90A
+  static const bool hopper = [] {
+    int device = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    return major == 9 && minor == 0 && std::getenv("LONGNET_DISABLE_SM90") == nullptr;
+  }();
+  return hopper;
+#else
+  return false;
+#endif
+}
+
 template <class Element>
 void launch_forward_pattern(const PatternLaunch& l, bool tensor_cores, cudaStream_t stream) {
   if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
+#ifdef LONGNET_HAVE_SM90A
+    if (tensor_cores && use_sm90_kernels()) {
+      if (l.head_dim <= 64) {
+        cuda::launch_flash_forward_sm90<Element, 64>(l, stream);
+      } else {
+        cuda::launch_flash_forward_sm90<Element, 128>(l, stream);
+      }
+      return;
+    }
+#endif
     if (tensor_cores) {
       if (l.head_dim <= 64) {
         cuda::launch_flash_forward<Element, 64>(l, stream);
@@ -125,6 +152,16 @@ void launch_forward_pattern(const PatternLaunch& l, bool tensor_cores, cudaStrea
 template <class Element>
 void launch_backward_pattern(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_cores, cudaStream_t stream) {
   if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
+#ifdef LONGNET_HAVE_SM90A
+    if (tensor_cores && use_sm90_kernels() && !l.deterministic) {
+      if (l.head_dim <= 64) {
+        cuda::launch_flash_backward_sm90<Element, 64>(l, kv_tiles, stream);
+      } else {
+        cuda::launch_flash_backward_sm90<Element, 128>(l, kv_tiles, stream);
+      }
+      return;
+    }
+#endif
     if (tensor_cores) {
       if (l.head_dim <= 64) {
         cuda::launch_flash_backward<Element, 64>(l, kv_tiles, stream);
@@ -157,21 +194,23 @@ void forward(const DilatedAttentionParams& p) {
     bool all_rows_reached = true;
     for (const auto& pattern : p.patterns) all_rows_reached = all_rows_reached && pattern.dilation_rate == 1;
     if (!all_rows_reached) {  // rows no pattern reaches are zero
-      Tensor::from_blob(p.out.data, {B, N, H, D}, p.dtype, device, {p.out.batch_stride, p.out.seq_stride, p.out.head_stride, 1})
+      Tensor::from_blob(p.out.data, {B, N, H, D}, p.dtype, device,
+                        {p.out.batch_stride, p.out.seq_stride, p.out.head_stride, 1})
           .zero();
     }
   }
   if (tensor_cores) {
     // Rows reached by one pattern only: every pattern in one launch. LongNet mode with
     // several patterns: one launch per pattern, merging in pattern order.
+    const int rows = use_sm90_kernels() ? cuda::kFlashForwardRowsSm90 : cuda::kFlashForwardRows;
     std::size_t first = 0;
     while (first < p.patterns.size()) {
       const std::size_t last = merge ? first + 1 : std::min(p.patterns.size(), first + cuda::kMaxSlots);
-      PatternLaunch l = pattern_launch(p, first, cuda::kFlashForwardRows);
+      PatternLaunch l = pattern_launch(p, first, rows);
       l.merge = merge;
       if (merge) l.out_accumulator = accumulator.data();
       for (std::size_t i = first; i < last; ++i) {
-        const PatternLaunch one = pattern_launch(p, i, cuda::kFlashForwardRows);
+        const PatternLaunch one = pattern_launch(p, i, rows);
         cuda::PatternSlot& slot = l.slots[l.slot_count++];
         slot.pattern = one.pattern;
         slot.pattern_index = one.pattern_index;
@@ -248,11 +287,16 @@ void backward(const DilatedAttentionParams& p) {
 template <template <class> class Run>
 void dispatch(DType dtype, const DilatedAttentionParams& p) {
   switch (dtype) {
-    case DType::bf16: return Run<__nv_bfloat16>::run(p);
-    case DType::f16: return Run<__half>::run(p);
-    case DType::f32: return Run<float>::run(p);
-    case DType::f64: return Run<double>::run(p);
-    default: throw Error(str("dilated attention on CUDA: dtype ", dtype_name(dtype), " is not a float dtype"));
+    case DType::bf16:
+      return Run<__nv_bfloat16>::run(p);
+    case DType::f16:
+      return Run<__half>::run(p);
+    case DType::f32:
+      return Run<float>::run(p);
+    case DType::f64:
+      return Run<double>::run(p);
+    default:
+      throw Error(str("dilated attention on CUDA: dtype ", dtype_name(dtype), " is not a float dtype"));
   }
 }
 
@@ -267,7 +311,9 @@ struct RunBackward {
 
 }  // namespace
 
-void dilated_attention_forward_cuda(const DilatedAttentionParams& params) { dispatch<RunForward>(params.dtype, params); }
+void dilated_attention_forward_cuda(const DilatedAttentionParams& params) {
+  dispatch<RunForward>(params.dtype, params);
+}
 
 void dilated_attention_backward_cuda(const DilatedAttentionParams& params) {
   dispatch<RunBackward>(params.dtype, params);

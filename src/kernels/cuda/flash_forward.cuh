@@ -15,6 +15,7 @@
 
 #include <cmath>
 
+#include "kernels/cuda/flash_epilogue.cuh"
 #include "kernels/cuda/flash_params.cuh"
 #include "kernels/cuda/mma_sm80.cuh"
 
@@ -27,8 +28,8 @@ struct ForwardTile {
   static constexpr int kBlockM = 128;  // queries per CTA
   static constexpr int kWarps = kBlockM / kWarpRows;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kBlockN = 64;  // keys per pipeline stage
-  static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
+  static constexpr int kBlockN = 64;                                           // keys per pipeline stage
+  static constexpr int kChunks = kHeadDim / 8;                                 // 16-byte chunks per row
   static constexpr int kSharedBytes = (kBlockM + 4 * kBlockN) * kHeadDim * 2;  // Q + 2 stages of K, V
 };
 
@@ -56,7 +57,7 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
   using M = Mma<Element>;
   constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kChunks = Tile::kChunks;
   constexpr int kMTiles = Tile::kMTiles, kThreads = Tile::kThreads;
-  constexpr int kSteps = kHeadDim / 16;           // k-steps over the head dimension
+  constexpr int kSteps = kHeadDim / 16;             // k-steps over the head dimension
   constexpr int kRowsPerPass = kThreads / kChunks;  // rows one pass of copies covers
   extern __shared__ __align__(128) unsigned char shared_raw[];
   Element* sQ = reinterpret_cast<Element*>(shared_raw);
@@ -68,8 +69,8 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
   const int h = work.head;
   const std::int64_t b = blockIdx.y;
   const std::int64_t q_begin = work.tile * kBlockM;
-  const std::int64_t offset = pattern_offset(p.mode, slot.pattern_index, p.num_patterns, slot.pattern.dilation_rate,
-                                             h, p.heads);
+  const std::int64_t offset =
+      pattern_offset(p.mode, slot.pattern_index, p.num_patterns, slot.pattern.dilation_rate, h, p.heads);
   if (offset < 0) return;
   const VirtualSequence vs = virtual_sequence(p.seq_len, slot.pattern, offset, work.segment);
   const std::int64_t L = vs.length;
@@ -119,7 +120,8 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
 
   // A negative scale is a positive one on -Q: flip the sign bits of the Q fragments.
   const bool negate = p.scale_log2 < 0.0f;
-  const float scale_log2 = fabsf(p.scale_log2);
+  // A zero scale becomes a tiny positive one, so masked scores (-inf) stay -inf (not NaN).
+  const float scale_log2 = fmaxf(fabsf(p.scale_log2), 1e-30f);
   float o[kMTiles][kHeadDim / 8][4];
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m)
@@ -185,8 +187,8 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
     // In 32-bit tile coordinates: key column c is masked when c >= key_limit, or (causal)
     // when c - row > diagonal (key0 + c > q_begin + row).
     const int key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
-    const int diagonal = static_cast<int>(max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM)),
-                                              static_cast<std::int64_t>(-kBlockM)));
+    const int diagonal = static_cast<int>(
+        max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM)), static_cast<std::int64_t>(-kBlockM)));
 #pragma unroll
     for (int m = 0; m < kMTiles; ++m) {
       float tile_max[2] = {-INFINITY, -INFINITY};
@@ -207,7 +209,7 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
       for (int r = 0; r < 2; ++r) {
         const float new_max = fmaxf(row_max[m][r], warp_group_max(tile_max[r]));
         reference[r] = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
-        correction[r] = fast_exp2(row_max[m][r] * scale_log2 - reference[r]);
+        correction[r] = row_max[m][r] == -INFINITY ? 0.0f : fast_exp2(row_max[m][r] * scale_log2 - reference[r]);
         row_max[m][r] = new_max;
         row_sum[m][r] *= correction[r];
       }
@@ -255,54 +257,13 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
   }
 
   // Epilogue: normalise, then write or merge.
-  constexpr float kLn2 = 0.6931471805599453f;
-  const float output_scale = p.output_scale;
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const float total = warp_group_sum(row_sum[m][r]);
       const std::int64_t i = q_begin + warp_row + 16 * m + group + 8 * r;
-      const bool valid = i < L;
-      const float inverse = total > 0.0f ? 1.0f / total : 0.0f;
-      const float lse = total > 0.0f ? (row_max[m][r] * scale_log2 + log2f(total)) * kLn2 : -INFINITY;
-      const std::int64_t n_row = vs.first_row + i * row_step;
-      float* lse_slot = static_cast<float*>(p.lse) + (b * p.heads + h) * p.seq_len + n_row;
-      if (!p.merge) {
-        if (!valid) continue;
-        Element* out = p.out.row<Element>(b, n_row, h);
-        const float factor = inverse * output_scale;
-#pragma unroll
-        for (int n = 0; n < kHeadDim / 8; ++n) {
-          const int d = 8 * n + 2 * thread_in_group;
-          if (d < p.head_dim) {
-            *reinterpret_cast<std::uint32_t*>(out + d) = M::pack(o[m][n][2 * r] * factor, o[m][n][2 * r + 1] * factor);
-          }
-        }
-        if (thread_in_group == 0) *lse_slot = lse;
-      } else {
-        const float old_lse = valid ? *lse_slot : -INFINITY;
-        __syncwarp();
-        if (!valid) continue;
-        float old_weight = 0.0f, new_weight = inverse, merged = lse;
-        if (old_lse != -INFINITY) {
-          merged = fmaxf(old_lse, lse) + log1pf(__expf(-fabsf(old_lse - lse)));
-          old_weight = __expf(old_lse - merged);
-          new_weight = inverse * __expf(lse - merged);
-        }
-        float* acc = static_cast<float*>(p.out_accumulator) + ((b * p.seq_len + n_row) * p.heads + h) * p.head_dim;
-#pragma unroll
-        for (int n = 0; n < kHeadDim / 8; ++n) {
-          const int d = 8 * n + 2 * thread_in_group;
-          if (d < p.head_dim) {
-            float2 value = *reinterpret_cast<float2*>(acc + d);
-            value.x = value.x * old_weight + o[m][n][2 * r] * new_weight;
-            value.y = value.y * old_weight + o[m][n][2 * r + 1] * new_weight;
-            *reinterpret_cast<float2*>(acc + d) = value;
-          }
-        }
-        if (thread_in_group == 0) *lse_slot = merged;
-      }
+      finish_query_row<Element, kHeadDim>(p, b, h, vs.first_row + i * row_step, i < L, row_sum[m][r],
+                                          row_max[m][r] * scale_log2, [&](int n, int j) { return o[m][n][2 * r + j]; });
     }
   }
 }

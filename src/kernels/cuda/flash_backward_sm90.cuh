@@ -1,0 +1,285 @@
+// Hopper (sm_90a) backward of dilated attention, in the transposed form: a CTA of one
+// warpgroup owns 64 keys of one virtual sequence for one kv head and walks the query
+// tiles (64) of every query head of its group that uses the same offset:
+//     S^T = K Q^T, dP^T = V dO^T                 (wgmma, both operands in shared memory)
+//     P^T = exp(scale S^T - lse), dS^T = P^T (alpha dP^T - delta)
+//     dV += alpha P^T dO, dK += scale dS^T Q     (wgmma, A = P^T / dS^T from registers)
+//     dQ += scale dS K                           (wgmma from shared memory; fp32 atomics)
+// dK and dV stay in registers and are added to the fp32 accumulators of the rows the CTA
+// owns for this pattern. In deterministic mode dQ comes from flash_backward_dq_kernel.
+// Tiles use the canonical 128-byte-swizzle layout of flash_forward_sm90.cuh.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "kernels/cuda/flash_forward_sm90.cuh"
+#include "kernels/cuda/flash_params.cuh"
+#include "kernels/cuda/mma_sm80.cuh"
+#include "kernels/cuda/wgmma_ops.cuh"
+
+namespace longnet::kernels::cuda {
+
+template <int kHeadDim>
+struct Sm90BackwardTile {
+  static constexpr int kThreads = 128;  // one warpgroup
+  static constexpr int kBlock = 64;     // keys per CTA, queries per step
+  static constexpr int kChunks = kHeadDim / 8;
+  static constexpr int kTileBytes = kBlock * kHeadDim * 2;
+  // K, V, two stages of Q and dO, dS^T (64 x 64), two stages of lse and delta, alignment slack.
+  static constexpr int kSharedBytes = 6 * kTileBytes + kBlock * kBlock * 2 + 4 * kBlock * 4 + 1024;
+};
+
+template <class Element, int kHeadDim>
+__global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
+    flash_backward_sm90_kernel(const __grid_constant__ PatternLaunch p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tile = Sm90BackwardTile<kHeadDim>;
+  using M = Mma<Element>;
+  constexpr int kBlock = Tile::kBlock, kChunks = Tile::kChunks, kThreads = Tile::kThreads;
+  constexpr int kRowsPerPass = kThreads / kChunks;
+  constexpr int kDTiles = kHeadDim / 8;
+  constexpr int kTile = kBlock * kHeadDim;  // elements of one 64-row tile
+  constexpr float kLog2e = 1.4426950408889634f;
+  extern __shared__ unsigned char shared_raw[];
+  unsigned char* shared_base =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(shared_raw) + 1023) & ~std::uintptr_t{1023});
+  Element* sK = reinterpret_cast<Element*>(shared_base);
+  Element* sV = sK + kTile;
+  Element* sQ_stages = sV + kTile;                                       // [2][kTile]
+  Element* sdO_stages = sQ_stages + 2 * kTile;                           // [2][kTile]
+  Element* sdS = sdO_stages + 2 * kTile;                                 // 64 keys x 64 queries
+  float* sLse_stages = reinterpret_cast<float*>(sdS + kBlock * kBlock);  // [2][64]
+  float* sDelta_stages = sLse_stages + 2 * kBlock;                       // [2][64]
+
+  const std::int64_t segment = blockIdx.x / p.tiles_per_segment;
+  const std::int64_t k_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
+  const int kv_head = blockIdx.y;
+  const std::int64_t b = blockIdx.z;
+  const int group_size = p.heads / p.kv_heads;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
+  const bool chunk_used = copy_chunk < p.head_dim / 8;
+
+  // Copies rows [first, first + 64) of a virtual sequence into a swizzled 64-row tile.
+  auto load_tile = [&](Element* tile, const Element* base, std::int64_t stride, std::int64_t first,
+                       std::int64_t length) {
+    const Element* source = base + copy_chunk * 8;
+#pragma unroll
+    for (int pass = 0; pass < kBlock / kRowsPerPass; ++pass) {
+      const int row = copy_row + pass * kRowsPerPass;
+      const std::int64_t j = first + row;
+      const bool valid = chunk_used && j < length;
+      copy_async_16(tile + sw128_offset<kHeadDim>(kBlock, row, copy_chunk), source + (valid ? j : 0) * stride, valid);
+    }
+  };
+
+  for (int h = kv_head * group_size; h < (kv_head + 1) * group_size; ++h) {
+    const std::int64_t offset =
+        pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
+    if (offset < 0) continue;
+    const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
+    const std::int64_t L = vs.length;
+    if (k_begin >= L) continue;
+    const std::int64_t step = vs.row_step;
+    const Element* q_base = p.q.row<const Element>(b, vs.first_row, h);
+    const Element* do_base = p.dout.row<const Element>(b, vs.first_row, h);
+    const float* lse_row = static_cast<const float*>(p.lse) + (b * p.heads + h) * p.seq_len + vs.first_row;
+    const float* delta_row = static_cast<const float*>(p.delta) + (b * p.heads + h) * p.seq_len + vs.first_row;
+
+    __syncthreads();  // the previous head's tiles are no longer read
+    load_tile(sK, p.k.row<const Element>(b, vs.first_row, kv_head), step * p.k.seq_stride, k_begin, L);
+    load_tile(sV, p.v.row<const Element>(b, vs.first_row, kv_head), step * p.v.seq_stride, k_begin, L);
+    auto load_queries = [&](std::int64_t q_begin, int stage) {
+      load_tile(sQ_stages + stage * kTile, q_base, step * p.q.seq_stride, q_begin, L);
+      load_tile(sdO_stages + stage * kTile, do_base, step * p.dout.seq_stride, q_begin, L);
+      if (tid < kBlock) {
+        const std::int64_t i = q_begin + tid;
+        // Rows past the end get lse = +inf, so P = 0 there.
+        sLse_stages[stage * kBlock + tid] = i < L ? lse_row[i * step] * kLog2e : INFINITY;
+        sDelta_stages[stage * kBlock + tid] = i < L ? delta_row[i * step] : 0.0f;
+      }
+    };
+    const std::int64_t q_first = p.causal ? k_begin : 0;
+    load_queries(q_first, 0);
+    copy_async_commit();
+
+    float dk[kDTiles * 4], dv[kDTiles * 4];
+#pragma unroll
+    for (int i = 0; i < kDTiles * 4; ++i) dk[i] = dv[i] = 0.0f;
+
+    int stage = 0;
+    for (std::int64_t q_begin = q_first; q_begin < L; q_begin += kBlock, stage ^= 1) {
+      __syncthreads();  // the other stage (previous step) is no longer read
+      if (q_begin + kBlock < L) {
+        load_queries(q_begin + kBlock, stage ^ 1);
+        copy_async_commit();
+        copy_async_wait<1>();
+      } else {
+        copy_async_wait<0>();
+      }
+      fence_proxy_async();
+      __syncthreads();
+      const Element* sQ = sQ_stages + stage * kTile;
+      const Element* sdO = sdO_stages + stage * kTile;
+      const float* sLse = sLse_stages + stage * kBlock;
+      const float* sDelta = sDelta_stages + stage * kBlock;
+
+      // S^T = K Q^T and dP^T = V dO^T (64 keys x 64 queries each).
+      float st[32], dpt[32];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
+        wgmma_ss_m64n64k16<Element, 0, 0>(st, matrix_descriptor(sK + at, 16, 1024),
+                                          matrix_descriptor(sQ + at, 16, 1024), ks > 0);
+      }
+#pragma unroll
+      for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
+        wgmma_ss_m64n64k16<Element, 0, 0>(dpt, matrix_descriptor(sV + at, 16, 1024),
+                                          matrix_descriptor(sdO + at, 16, 1024), ks > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_registers(st);
+      wgmma_fence_registers(dpt);
+
+      // P^T and dS^T; thread element (n, e) is key row kr, query column qc.
+      const bool diagonal = p.causal && q_begin == k_begin;
+      const bool key_tail = k_begin + kBlock > L;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int kr = warp * 16 + g + 8 * (e / 2);
+          const int qc = 8 * n + 2 * t + (e & 1);
+          float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - sLse[qc]);
+          if ((diagonal && kr > qc) || (key_tail && k_begin + kr >= L)) weight = 0.0f;
+          st[4 * n + e] = weight;
+          dpt[4 * n + e] = weight * (p.output_scale * dpt[4 * n + e] - sDelta[qc]);
+        }
+      }
+      // dS^T to shared memory (keys x queries) for dQ, and the A fragments of P^T and dS^T.
+      std::uint32_t a_p[4][4], a_ds[4][4];
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          a_p[kk][r] = M::pack(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
+          a_ds[kk][r] = M::pack(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int kr = warp * 16 + g + 8 * r;
+          const int qc = 8 * n + 2 * t;
+          *reinterpret_cast<std::uint32_t*>(sdS + sw128_offset<64>(kBlock, kr, qc / 8) + qc % 8) =
+              M::pack(dpt[4 * n + 2 * r], dpt[4 * n + 2 * r + 1]);
+        }
+      }
+      // dV += P^T dO, dK += dS^T Q: B = dO / Q (queries x D, D contiguous: MN-major).
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const std::uint64_t d_o = matrix_descriptor(sdO + kk * 16 * 64, kBlock * 128, 1024);
+        const std::uint64_t q = matrix_descriptor(sQ + kk * 16 * 64, kBlock * 128, 1024);
+        if constexpr (kHeadDim == 64) {
+          wgmma_rs_m64n64k16<Element, 1>(dv, a_p[kk], d_o, 1);
+          wgmma_rs_m64n64k16<Element, 1>(dk, a_ds[kk], q, 1);
+        } else {
+          wgmma_rs_m64n128k16<Element, 1>(dv, a_p[kk], d_o, 1);
+          wgmma_rs_m64n128k16<Element, 1>(dk, a_ds[kk], q, 1);
+        }
+      }
+      wgmma_commit();
+
+      if (!p.deterministic) {
+        // dQ = dS K: A = dS (queries x keys) read from dS^T (query-contiguous: MN-major),
+        // B = K (keys x D, D contiguous: MN-major).
+        fence_proxy_async();
+        __syncthreads();
+        float dq[kDTiles * 4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const std::uint64_t a = matrix_descriptor(sdS + kk * 16 * 64, kBlock * 128, 1024);
+          const std::uint64_t k = matrix_descriptor(sK + kk * 16 * 64, kBlock * 128, 1024);
+          if constexpr (kHeadDim == 64) {
+            wgmma_ss_m64n64k16<Element, 1, 1>(dq, a, k, kk > 0);
+          } else {
+            wgmma_ss_m64n128k16<Element, 1, 1>(dq, a, k, kk > 0);
+          }
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_fence_registers(dq);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const std::int64_t i = q_begin + warp * 16 + g + 8 * r;
+          if (i >= L) continue;
+          float* acc = static_cast<float*>(p.dq_accumulator) +
+                       ((b * p.seq_len + vs.first_row + i * step) * p.heads + h) * p.head_dim;
+#pragma unroll
+          for (int n = 0; n < kDTiles; ++n) {
+            const int d = 8 * n + 2 * t;
+            if (d < p.head_dim) {
+              atomicAdd(reinterpret_cast<float2*>(acc + d),
+                        make_float2(p.scale * dq[4 * n + 2 * r], p.scale * dq[4 * n + 2 * r + 1]));
+            }
+          }
+        }
+      } else {
+        wgmma_wait<0>();
+      }
+      wgmma_fence_registers(dk);
+      wgmma_fence_registers(dv);
+    }
+
+    // Add this head's dK, dV to the fp32 accumulators of the rows this CTA owns.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const std::int64_t j = k_begin + warp * 16 + g + 8 * r;
+      if (j >= L) continue;
+      const std::int64_t index = ((b * p.seq_len + vs.first_row + j * step) * p.kv_heads + kv_head) * p.head_dim;
+      float* dk_acc = static_cast<float*>(p.dk_accumulator) + index;
+      float* dv_acc = static_cast<float*>(p.dv_accumulator) + index;
+#pragma unroll
+      for (int n = 0; n < kDTiles; ++n) {
+        const int d = 8 * n + 2 * t;
+        if (d < p.head_dim) {
+          float2 k2 = *reinterpret_cast<float2*>(dk_acc + d);
+          float2 v2 = *reinterpret_cast<float2*>(dv_acc + d);
+          k2.x += p.scale * dk[4 * n + 2 * r];
+          k2.y += p.scale * dk[4 * n + 2 * r + 1];
+          v2.x += p.output_scale * dv[4 * n + 2 * r];
+          v2.y += p.output_scale * dv[4 * n + 2 * r + 1];
+          *reinterpret_cast<float2*>(dk_acc + d) = k2;
+          *reinterpret_cast<float2*>(dv_acc + d) = v2;
+        }
+      }
+    }
+  }
+#else
+  (void)p;
+  __trap();  // built without sm_90a: never launched (the host checks the device first)
+#endif
+}
+
+template <class Element, int kHeadDim>
+void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
+  using Tile = Sm90BackwardTile<kHeadDim>;
+  auto kernel = flash_backward_sm90_kernel<Element, kHeadDim>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
+  PatternLaunch kv = p;
+  kv.tiles_per_segment = kv_tiles_per_segment;
+  const dim3 grid(static_cast<unsigned>(p.segments * kv_tiles_per_segment), static_cast<unsigned>(p.kv_heads),
+                  static_cast<unsigned>(p.batch));
+  kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(kv);
+}
+
+}  // namespace longnet::kernels::cuda

@@ -1,0 +1,251 @@
+// Hopper (sm_90a) forward of dilated attention: the same work decomposition and online
+// softmax as flash_forward.cuh, with the matrix products on warpgroup MMAs (wgmma) that
+// read Q, K and V straight from shared memory through matrix descriptors: no ldmatrix
+// traffic, asynchronous issue, and two warpgroups per CTA (64 query rows each) whose
+// softmax of one overlaps the other's MMAs.
+//
+// Shared tiles use Hopper's canonical 128-byte-swizzle layout: a tile of `rows` rows is
+// stored as kHeadDim / 64 column blocks of rows x 128 bytes, 16-byte chunk c of row r at
+// chunk c ^ (r mod 8). Q and K are K-major operands (S = Q K^T); V is the MN-major B
+// operand of O += P V, with P in registers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "kernels/cuda/flash_epilogue.cuh"
+#include "kernels/cuda/flash_forward.cuh"
+#include "kernels/cuda/flash_params.cuh"
+#include "kernels/cuda/mma_sm80.cuh"
+#include "kernels/cuda/wgmma_ops.cuh"
+
+namespace longnet::kernels::cuda {
+
+template <int kHeadDim>
+struct Sm90ForwardTile {
+  // One warpgroup per CTA: several independent CTAs per SM drift out of phase, so one's
+  // softmax (special-function unit) overlaps another's MMAs (tensor cores).
+  static constexpr int kWarpGroups = 1;
+  // Two CTAs per SM: measured faster than three (which spills) for head_dim 64.
+  static constexpr int kMinBlocksPerSm = 2;
+  static constexpr int kThreads = kWarpGroups * 128;
+  static constexpr int kBlockM = 64 * kWarpGroups;           // queries per CTA
+  static constexpr int kBlockN = kHeadDim <= 64 ? 128 : 64;  // keys per stage
+  static constexpr int kChunks = kHeadDim / 8;
+  static constexpr int kQBytes = kBlockM * kHeadDim * 2;
+  static constexpr int kStageBytes = kBlockN * kHeadDim * 2;             // one of K or V
+  static constexpr int kSharedBytes = kQBytes + 4 * kStageBytes + 1024;  // + alignment slack
+};
+
+// Element offset of 16-byte chunk `chunk` of row `row` in a swizzled tile of `rows` rows.
+template <int kHeadDim>
+__device__ __forceinline__ int sw128_offset(int rows, int row, int chunk) {
+  return (chunk >> 3) * rows * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+}
+
+template <class Element, int kHeadDim>
+__global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90ForwardTile<kHeadDim>::kMinBlocksPerSm)
+    flash_forward_sm90_kernel(const __grid_constant__ PatternLaunch p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tile = Sm90ForwardTile<kHeadDim>;
+  constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kChunks = Tile::kChunks;
+  constexpr int kThreads = Tile::kThreads;
+  constexpr int kRowsPerPass = kThreads / kChunks;
+  constexpr int kSTiles = kBlockN / 8;   // score n-tiles per thread
+  constexpr int kOTiles = kHeadDim / 8;  // output n-tiles per thread
+  extern __shared__ unsigned char shared_raw[];
+  // Swizzled tiles must start at 1024-byte boundaries.
+  unsigned char* shared_base =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(shared_raw) + 1023) & ~std::uintptr_t{1023});
+  Element* sQ = reinterpret_cast<Element*>(shared_base);
+  Element* sK = reinterpret_cast<Element*>(shared_base + Tile::kQBytes);  // [2][kBlockN x D]
+  Element* sV = sK + 2 * kBlockN * kHeadDim;                              // [2][kBlockN x D]
+
+  const ForwardWork work = forward_work(p);
+  const PatternSlot& slot = p.slots[work.slot];
+  const int h = work.head;
+  const std::int64_t b = blockIdx.y;
+  const std::int64_t q_begin = work.tile * kBlockM;
+  const std::int64_t offset =
+      pattern_offset(p.mode, slot.pattern_index, p.num_patterns, slot.pattern.dilation_rate, h, p.heads);
+  if (offset < 0) return;
+  const VirtualSequence vs = virtual_sequence(p.seq_len, slot.pattern, offset, work.segment);
+  const std::int64_t L = vs.length;
+  if (q_begin >= L) return;
+  const int kv_head = h / (p.heads / p.kv_heads);
+  const std::int64_t row_step = vs.row_step;
+
+  const int tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int warp_group = warp / 4;
+  const int group = lane / 4, thread_in_group = lane % 4;
+  const int chunks_used = p.head_dim / 8;
+  const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
+  const bool chunk_used = copy_chunk < chunks_used;
+  const std::int64_t q_stride = row_step * p.q.seq_stride;
+  const std::int64_t k_stride = row_step * p.k.seq_stride;
+  const std::int64_t v_stride = row_step * p.v.seq_stride;
+  const Element* q_copy = p.q.row<const Element>(b, vs.first_row, h) + copy_chunk * 8;
+  const Element* k_copy = p.k.row<const Element>(b, vs.first_row, kv_head) + copy_chunk * 8;
+  const Element* v_copy = p.v.row<const Element>(b, vs.first_row, kv_head) + copy_chunk * 8;
+
+  auto load_kv = [&](std::int64_t tile, int stage) {
+    Element* k_stage = sK + stage * kBlockN * kHeadDim;
+    Element* v_stage = sV + stage * kBlockN * kHeadDim;
+#pragma unroll
+    for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
+      const int row = copy_row + pass * kRowsPerPass;
+      const std::int64_t j = tile * kBlockN + row;
+      const bool valid = chunk_used && j < L;
+      const std::int64_t jj = valid ? j : 0;
+      copy_async_16(k_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), k_copy + jj * k_stride, valid);
+      copy_async_16(v_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), v_copy + jj * v_stride, valid);
+    }
+  };
+#pragma unroll
+  for (int pass = 0; pass < kBlockM / kRowsPerPass; ++pass) {
+    const int row = copy_row + pass * kRowsPerPass;
+    const std::int64_t i = q_begin + row;
+    const bool valid = chunk_used && i < L;
+    copy_async_16(sQ + sw128_offset<kHeadDim>(kBlockM, row, copy_chunk), q_copy + (valid ? i : 0) * q_stride, valid);
+  }
+  const std::int64_t key_end = p.causal ? min(L, q_begin + kBlockM) : L;
+  const std::int64_t kv_tiles = (key_end + kBlockN - 1) / kBlockN;
+  load_kv(0, 0);
+  copy_async_commit();
+
+  // A negative scale is a positive one with negated MMA inputs: wgmma negates A for us
+  // only from shared memory, so fold the sign into the scores instead.
+  const float sign = p.scale_log2 < 0.0f ? -1.0f : 1.0f;
+  const float scale_log2 = fmaxf(fabsf(p.scale_log2), 1e-30f);
+  float o[kOTiles * 4];
+#pragma unroll
+  for (int i = 0; i < kOTiles * 4; ++i) o[i] = 0.0f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  const int warp_row = warp_group * 64 + (warp % 4) * 16;  // this warp's first row in the CTA tile
+
+  for (std::int64_t tile = 0; tile < kv_tiles; ++tile) {
+    const int stage = static_cast<int>(tile & 1);
+    if (tile + 1 < kv_tiles) {
+      load_kv(tile + 1, stage ^ 1);
+      copy_async_commit();
+      copy_async_wait<1>();
+    } else {
+      copy_async_wait<0>();
+    }
+    fence_proxy_async();  // the copies above are read next by the tensor cores
+    __syncthreads();
+    const Element* k_tile = sK + stage * kBlockN * kHeadDim;
+    const Element* v_tile = sV + stage * kBlockN * kHeadDim;
+
+    // S = Q K^T (64 rows of this warpgroup x kBlockN keys).
+    float s[kSTiles * 4];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+      const std::uint64_t a =
+          matrix_descriptor(sQ + (ks / 4) * kBlockM * 64 + warp_group * 64 * 64 + (ks % 4) * 16, 16, 1024);
+      const std::uint64_t bdesc = matrix_descriptor(k_tile + (ks / 4) * kBlockN * 64 + (ks % 4) * 16, 16, 1024);
+      if constexpr (kBlockN == 128) {
+        wgmma_ss_m64n128k16<Element, 0, 0>(s, a, bdesc, ks > 0);
+      } else {
+        wgmma_ss_m64n64k16<Element, 0, 0>(s, a, bdesc, ks > 0);
+      }
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    wgmma_fence_registers(s);
+
+    // Mask and online softmax (scores in base 2).
+    const std::int64_t key0 = tile * kBlockN;
+    const bool needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
+    const int key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
+    const int diagonal = static_cast<int>(max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM + kBlockN)),
+                                              static_cast<std::int64_t>(-kBlockM - kBlockN)));
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < kSTiles; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = sign * s[4 * n + e];
+        if (needs_mask) {
+          const int c = 8 * n + 2 * thread_in_group + (e & 1);
+          const int row = warp_row + group + 8 * (e / 2);
+          if (c >= key_limit || (p.causal && c - row > diagonal)) x = -INFINITY;
+        }
+        s[4 * n + e] = x;
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
+      }
+    }
+    float reference[2], correction[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float new_max = fmaxf(row_max[r], warp_group_max(tile_max[r]));
+      reference[r] = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
+      correction[r] = row_max[r] == -INFINITY ? 0.0f : fast_exp2(row_max[r] * scale_log2 - reference[r]);
+      row_max[r] = new_max;
+      row_sum[r] *= correction[r];
+    }
+#pragma unroll
+    for (int n = 0; n < kSTiles; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[4 * n + e] = fast_exp2(fmaf(s[4 * n + e], scale_log2, -reference[e / 2]));
+        row_sum[e / 2] += s[4 * n + e];
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kOTiles; ++n) {
+      o[4 * n + 0] *= correction[0];
+      o[4 * n + 1] *= correction[0];
+      o[4 * n + 2] *= correction[1];
+      o[4 * n + 3] *= correction[1];
+    }
+
+    // O += P V: P from registers (the score fragments of two adjacent n-tiles form one
+    // k-step's A fragment), V (keys x D, D contiguous) as the MN-major B operand.
+    std::uint32_t a[kBlockN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) a[kk][r] = Mma<Element>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      const std::uint64_t bdesc = matrix_descriptor(v_tile + kk * 16 * 64, kBlockN * 128, 1024);
+      if constexpr (kHeadDim == 64) {
+        wgmma_rs_m64n64k16<Element, 1>(o, a[kk], bdesc, 1);
+      } else {
+        wgmma_rs_m64n128k16<Element, 1>(o, a[kk], bdesc, 1);
+      }
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    wgmma_fence_registers(o);
+    __syncthreads();  // the next iteration's copies overwrite the stage just read
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const std::int64_t i = q_begin + warp_row + group + 8 * r;
+    finish_query_row<Element, kHeadDim>(p, b, h, vs.first_row + i * row_step, i < L, row_sum[r],
+                                        row_max[r] * scale_log2, [&](int n, int j) { return o[4 * n + 2 * r + j]; });
+  }
+#else
+  (void)p;
+  __trap();  // built without sm_90a: never launched (the host checks the device first)
+#endif
+}
+
+template <class Element, int kHeadDim>
+void launch_flash_forward_sm90(const PatternLaunch& p, cudaStream_t stream) {
+  using Tile = Sm90ForwardTile<kHeadDim>;
+  const dim3 grid(static_cast<unsigned>(p.total_ctas), static_cast<unsigned>(p.batch));
+  auto kernel = flash_forward_sm90_kernel<Element, kHeadDim>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
+  kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(p);
+}
+
+}  // namespace longnet::kernels::cuda
