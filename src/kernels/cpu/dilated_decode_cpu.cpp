@@ -29,7 +29,7 @@ void decode(const DilatedDecodeParams& p) {
   const double output_scale = p.mode == DilatedMode::head_groups ? 1.0 / static_cast<double>(G) : 1.0;
   std::int64_t rows_per_head = 0;  // an upper bound of the keys one (batch, head) reads
   for (const DecodePatternCache& cache : p.patterns) rows_per_head += cache.capacity;
-  parallel_for(p.batch * H, cpu::grain_for(4 * D * rows_per_head), [&](std::int64_t begin, std::int64_t end) {
+  parallel_for(p.batch * H, cpu::grain_for(D * rows_per_head), [&](std::int64_t begin, std::int64_t end) {
     std::vector<double> acc(static_cast<std::size_t>(D));
     for (std::int64_t bh = begin; bh < end; ++bh) {
       const std::int64_t b = bh / H, h = bh % H, g = h / group;
