@@ -241,6 +241,10 @@ int run_train(const TrainOptions& o) {
   for (const auto& p : lm.parameters()) parameters += p->value.numel();
   model::Trainer trainer(lm, *data, training_config(o));
   std::vector<LogRow> rows;
+  if (!o.resume && std::filesystem::exists(checkpoint)) {
+    std::cerr << "train: starting a new run in " << out.string() << "; its checkpoint will be replaced (--resume "
+              << "continues it instead)\n";
+  }
   if (o.resume) {
     trainer.resume(checkpoint);
     rows = read_log(out / "loss.csv", trainer.steps_done());
