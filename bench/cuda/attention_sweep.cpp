@@ -4,6 +4,7 @@
 // DESIGN 4's rule (backward = 2.5 x forward), peak memory from the pool's statistics.
 // Usage: cuda_attention_sweep [--mode head_groups|longnet|dense] [--causal] [--deterministic]
 //                             [--seq 8192,32768,...] [--repeat R] [--no-backward] [--json FILE]
+//                             [--max-seq] (longest N that fits, forward and forward+backward)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -27,7 +28,74 @@ struct Options {
   int repeat = 10;
   std::int64_t heads = 8, head_dim = 64;
   std::string json;
+  bool max_seq = false;
 };
+
+// Random-looking inputs of any size without generating them on the host: one 2^16-row
+// random block copied along the sequence on the device.
+Tensor device_random(const Shape& shape, std::uint64_t seed, Device device) {
+  Tensor out = Tensor::empty(shape, DType::bf16, device);
+  const std::int64_t block = std::min<std::int64_t>(shape[1], 1 << 16);
+  const Tensor source = Tensor::randn({shape[0], block, shape[2], shape[3]}, seed, DType::bf16, device);
+  for (std::int64_t start = 0; start < shape[1]; start += block) {
+    const std::int64_t end = std::min(shape[1], start + block);
+    out.slice(1, start, end).copy_from(source.slice(1, 0, end - start));
+  }
+  return out;
+}
+
+// Whether one forward (and backward) at N fits, and its peak memory in GiB.
+bool fits(const DilatedAttentionConfig& config, std::int64_t N, const Options& o, bool backward, double& peak) {
+  const Device gpu = Device::cuda(0);
+  MemoryPool& pool = memory_pool(gpu);
+  try {
+    pool.reset_stats();
+    const Shape shape{1, N, o.heads, o.head_dim};
+    Tensor q = device_random(shape, 1, gpu), k = device_random(shape, 2, gpu), v = device_random(shape, 3, gpu);
+    AttentionOutput f = dilated_attention_forward(config, q, k, v);
+    if (backward) {
+      Tensor dout = device_random(shape, 4, gpu);
+      (void)dilated_attention_backward(config, q, k, v, f, dout);
+    }
+    synchronize_device(0);
+    peak = static_cast<double>(pool.stats().peak_in_use) / (1u << 30);
+    return true;
+  } catch (const Error& e) {
+    synchronize_device(0);
+    return false;
+  }
+}
+
+// Doubling from 1M, then bisection to 256K tokens.
+void find_max_seq(const DilatedAttentionConfig& config, const Options& o, bool backward) {
+  std::int64_t good = 0, bad = 0;
+  double peak = 0, good_peak = 0;
+  for (std::int64_t n = 1 << 20;; n *= 2) {
+    if (fits(config, n, o, backward, peak)) {
+      good = n;
+      good_peak = peak;
+    } else {
+      bad = n;
+      break;
+    }
+    memory_pool(Device::cuda(0)).release_cached();
+  }
+  while (bad - good > (1 << 18)) {
+    const std::int64_t mid = (good + bad) / 2 / (1 << 18) * (1 << 18);
+    memory_pool(Device::cuda(0)).release_cached();
+    if (fits(config, mid, o, backward, peak)) {
+      good = mid;
+      good_peak = peak;
+    } else {
+      bad = mid;
+    }
+  }
+  memory_pool(Device::cuda(0)).release_cached();
+  std::printf("longest N %s: %lld tokens (peak %.2f GiB; %lld does not fit)\n",
+              backward ? "forward+backward" : "forward", static_cast<long long>(good), good_peak,
+              static_cast<long long>(bad));
+  std::fflush(stdout);
+}
 
 std::vector<std::int64_t> parse_list(const char* text) {
   std::vector<std::int64_t> out;
@@ -82,6 +150,8 @@ int main(int argc, char** argv) {
       o.head_dim = std::stoll(argv[++i]);
     else if (a == "--json" && i + 1 < argc)
       o.json = argv[++i];
+    else if (a == "--max-seq")
+      o.max_seq = true;
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -99,6 +169,11 @@ int main(int argc, char** argv) {
     }
     config.deterministic = o.deterministic;
     const Device gpu = Device::cuda(0);
+    if (o.max_seq) {
+      find_max_seq(config, o, false);
+      if (o.backward) find_max_seq(config, o, true);
+      return 0;
+    }
     std::ostringstream json;
     json << "[";
     std::printf("%-10s %10s %12s %10s %14s %12s %12s\n", "N", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TF/s",
@@ -107,9 +182,9 @@ int main(int argc, char** argv) {
       const std::int64_t N = o.seq[n];
       const Shape shape{1, N, o.heads, o.head_dim};
       MemoryPool& pool = memory_pool(gpu);
-      Tensor q = Tensor::randn(shape, 1, DType::bf16, gpu);
-      Tensor k = Tensor::randn(shape, 2, DType::bf16, gpu);
-      Tensor v = Tensor::randn(shape, 3, DType::bf16, gpu);
+      Tensor q = device_random(shape, 1, gpu);
+      Tensor k = device_random(shape, 2, gpu);
+      Tensor v = device_random(shape, 3, gpu);
       const double flops = dilated_attention_forward_flops(config, 1, N, o.heads, o.head_dim);
       for (int w = 0; w < 2; ++w) (void)dilated_attention_forward(config, q, k, v);
       synchronize_device(0);
@@ -119,7 +194,7 @@ int main(int argc, char** argv) {
       const double peak_fwd = static_cast<double>(pool.stats().peak_in_use) / (1u << 30);
       double both = 0, peak_both = 0;
       if (o.backward) {
-        Tensor dout = Tensor::randn(shape, 4, DType::bf16, gpu);
+        Tensor dout = device_random(shape, 4, gpu);
         auto step = [&] {
           const AttentionOutput f = dilated_attention_forward(config, q, k, v);
           (void)dilated_attention_backward(config, q, k, v, f, dout);

@@ -22,4 +22,7 @@ for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1 libcu
   [ -n "$path" ] && cp -L "$path" ".device/lib/$lib"
 done
 strip --strip-unneeded .device/bin/* 2>/dev/null || true
-du -sh .device
+# Compressed, the bundle stays far under the 64 MiB the device tool carries; run.sh unpacks it.
+tar -C .device -cf - bin lib | xz -T0 -6 > /tmp/longnet-device-bundle.tar.xz
+rm -rf .device && mkdir -p .device && mv /tmp/longnet-device-bundle.tar.xz .device/bundle.tar.xz
+du -sh .device/bundle.tar.xz

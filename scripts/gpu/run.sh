@@ -5,11 +5,16 @@
 #   tests      the CUDA tests (GoogleTest filter *Cuda*:*Memory*:...)
 #   sanitize   compute-sanitizer memcheck and racecheck on a small CUDA suite
 #   bench ARGS cuda_attention_sweep with ARGS (until the next step name)
+#   exec ARGS  runs a bundled program with all remaining ARGS (so it comes last), e.g. exec test_nn --gtest_filter=*Cuda*
 # Logs go to $OUT.
 set -uo pipefail
-export LD_LIBRARY_PATH="$PWD/.device/lib:${LD_LIBRARY_PATH:-}"
+bundle=/tmp/longnet-device
+if [ -f .device/bundle.tar.xz ] && [ ! -d "$bundle/bin" ]; then
+  mkdir -p "$bundle" && xz -dc .device/bundle.tar.xz | tar -C "$bundle" -xf -
+fi
+export LD_LIBRARY_PATH="$bundle/lib:${LD_LIBRARY_PATH:-}"
 export NCCL_NVLS_ENABLE=0
-bin=.device/bin
+bin=$bundle/bin
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 status=0
@@ -39,12 +44,20 @@ while [ $# -gt 0 ]; do
       ;;
     bench)
       args=()
-      while [ $# -gt 0 ] && [[ "$1" != info && "$1" != tests && "$1" != sanitize && "$1" != bench ]]; do
+      while [ $# -gt 0 ] && [[ "$1" != info && "$1" != tests && "$1" != sanitize && "$1" != bench && "$1" != exec ]]; do
         args+=("$1")
         shift
       done
       echo "== cuda_attention_sweep ${args[*]}"
       "$bin/cuda_attention_sweep" "${args[@]}" 2>&1 | tee -a "$out/bench.txt"
+      ;;
+    exec)
+      args=("$@")
+      shift $#
+      echo "== ${args[*]}"
+      program=${args[0]}
+      "$bin/$program" "${args[@]:1}" 2>&1 | tee -a "$out/exec.txt" | tail -40
+      [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
       ;;
     *) echo "unknown step $step"; status=2 ;;
   esac

@@ -90,6 +90,21 @@ PatternLaunch pattern_launch(const DilatedAttentionParams& p, std::size_t i, int
   return l;
 }
 
+// Whether every row is reached by its head's pattern (all rates 1); else rows that no
+// pattern reaches must be zero-filled in outputs the kernels write directly.
+bool every_row_reached(const DilatedAttentionParams& p) {
+  for (const auto& pattern : p.patterns) {
+    if (pattern.dilation_rate != 1) return false;
+  }
+  return true;
+}
+
+void zero_rows(const RowTensor& t, const DilatedAttentionParams& p, std::int64_t heads, Device device) {
+  Tensor::from_blob(t.data, {p.batch, p.seq_len, heads, p.head_dim}, p.dtype, device,
+                    {t.batch_stride, t.seq_stride, t.head_stride, 1})
+      .zero();
+}
+
 cudaStream_t current_cuda_stream() {
   int device = 0;
   LONGNET_CHECK(cudaGetDevice(&device));
@@ -260,16 +275,33 @@ void backward(const DilatedAttentionParams& p) {
       static_cast<int>(D));
   LONGNET_CHECK(cudaGetLastError());
   Tensor dq = Tensor::zeros({B, N, H, D}, compute, device);
-  Tensor dk = Tensor::zeros({B, N, Hk, D}, compute, device);
-  Tensor dv = Tensor::zeros({B, N, Hk, D}, compute, device);
+  // Each key row has one contribution when every kv head serves one query head that uses
+  // one pattern: the kernels then write dK, dV in the output dtype (no fp32 accumulators,
+  // which is what lets the longest sequences fit).
+  const bool direct_kv = tensor_cores && H == Hk && (p.mode == DilatedMode::head_groups || p.patterns.size() == 1);
+  Tensor dk, dv;
+  if (direct_kv) {
+    if (!every_row_reached(p)) {  // key rows no pattern reaches get zero gradients
+      zero_rows(p.dk, p, Hk, device);
+      zero_rows(p.dv, p, Hk, device);
+    }
+  } else {
+    dk = Tensor::zeros({B, N, Hk, D}, compute, device);
+    dv = Tensor::zeros({B, N, Hk, D}, compute, device);
+  }
 
   const int rows = tensor_cores ? cuda::kFlashBackwardRows : cuda::kSimtRows;
   for (std::size_t i = 0; i < p.patterns.size(); ++i) {
     PatternLaunch l = pattern_launch(p, i, rows);
     l.delta = delta.data();
     l.dq_accumulator = dq.data();
-    l.dk_accumulator = dk.data();
-    l.dv_accumulator = dv.data();
+    l.direct_kv = direct_kv;
+    l.dk = device_rows(p.dk);
+    l.dv = device_rows(p.dv);
+    if (!direct_kv) {
+      l.dk_accumulator = dk.data();
+      l.dv_accumulator = dv.data();
+    }
     launch_backward_pattern<Element>(l, l.tiles_per_segment, tensor_cores, stream);
     LONGNET_CHECK(cudaGetLastError());
   }
@@ -280,8 +312,10 @@ void backward(const DilatedAttentionParams& p) {
     LONGNET_CHECK(cudaGetLastError());
   };
   convert(dq, p.dq, H);
-  convert(dk, p.dk, Hk);
-  convert(dv, p.dv, Hk);
+  if (!direct_kv) {
+    convert(dk, p.dk, Hk);
+    convert(dv, p.dv, Hk);
+  }
 }
 
 template <template <class> class Run>

@@ -17,6 +17,7 @@
 
 #include <cmath>
 
+#include "kernels/cuda/flash_epilogue.cuh"
 #include "kernels/cuda/flash_params.cuh"
 #include "kernels/cuda/mma_sm80.cuh"
 
@@ -50,8 +51,8 @@ __device__ __forceinline__ void load_rows(Element* tile, const Element* base, st
 // 16 x 64 score block of this warp: rows warp_row.. of `a` (row-major tile) times the 64
 // rows of `b` (row-major tile) transposed: C = A B^T, k over the head dimension.
 template <class Element, int kHeadDim>
-__device__ __forceinline__ void warp_rows_times_tile(float (&c)[8][4], const Element* a, const Element* b,
-                                                     int warp_row, int lane) {
+__device__ __forceinline__ void warp_rows_times_tile(float (&c)[8][4], const Element* a, const Element* b, int warp_row,
+                                                     int lane) {
   using M = Mma<Element>;
 #pragma unroll
   for (int n = 0; n < 8; ++n) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
@@ -62,7 +63,8 @@ __device__ __forceinline__ void warp_rows_times_tile(float (&c)[8][4], const Ele
 #pragma unroll
     for (int np = 0; np < 4; ++np) {
       std::uint32_t bf[4];
-      load_matrix_x4(bf, b + swizzled_offset<kHeadDim>(16 * np + (lane % 8) + 8 * (lane / 16), 2 * ks + (lane / 8) % 2));
+      load_matrix_x4(bf,
+                     b + swizzled_offset<kHeadDim>(16 * np + (lane % 8) + 8 * (lane / 16), 2 * ks + (lane / 8) % 2));
       M::run(c[2 * np], af, bf[0], bf[1]);
       M::run(c[2 * np + 1], af, bf[2], bf[3]);
     }
@@ -77,12 +79,13 @@ __device__ __forceinline__ void warp_scores_times_tile(float (&acc)[kHeadDim / 8
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     const std::uint32_t a[4] = {M::pack(s[2 * kk][0], s[2 * kk][1]), M::pack(s[2 * kk][2], s[2 * kk][3]),
-                                M::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]), M::pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                                M::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                M::pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
     for (int dp = 0; dp < kHeadDim / 16; ++dp) {
       std::uint32_t bf[4];
-      load_matrix_x4_transposed(bf, tile + swizzled_offset<kHeadDim>(16 * kk + (lane % 8) + 8 * ((lane / 8) % 2),
-                                                                     2 * dp + lane / 16));
+      load_matrix_x4_transposed(
+          bf, tile + swizzled_offset<kHeadDim>(16 * kk + (lane % 8) + 8 * ((lane / 8) % 2), 2 * dp + lane / 16));
       M::run(acc[2 * dp], a, bf[0], bf[1]);
       M::run(acc[2 * dp + 1], a, bf[2], bf[3]);
     }
@@ -105,8 +108,8 @@ __device__ __forceinline__ void warp_transposed_times_tile(float (&acc)[kHeadDim
 #pragma unroll
     for (int dp = 0; dp < kHeadDim / 16; ++dp) {
       std::uint32_t bf[4];
-      load_matrix_x4_transposed(bf, tile + swizzled_offset<kHeadDim>(16 * qs + (lane % 8) + 8 * ((lane / 8) % 2),
-                                                                     2 * dp + lane / 16));
+      load_matrix_x4_transposed(
+          bf, tile + swizzled_offset<kHeadDim>(16 * qs + (lane % 8) + 8 * ((lane / 8) % 2), 2 * dp + lane / 16));
       M::run(acc[2 * dp], af, bf[0], bf[1]);
       M::run(acc[2 * dp + 1], af, bf[2], bf[3]);
     }
@@ -114,8 +117,7 @@ __device__ __forceinline__ void warp_transposed_times_tile(float (&acc)[kHeadDim
 }
 
 template <class Element, int kHeadDim>
-__global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads)
-    flash_backward_kv_kernel(const PatternLaunch p) {
+__global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backward_kv_kernel(const PatternLaunch p) {
   using Tile = BackwardTile<kHeadDim>;
   using M = Mma<Element>;
   constexpr int kBlock = Tile::kBlock;
@@ -123,13 +125,13 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads)
   constexpr float kLog2e = 1.4426950408889634f;
   extern __shared__ __align__(128) unsigned char shared_raw[];
   Element* sQ_stages = reinterpret_cast<Element*>(shared_raw);  // [2][64 * D]
-  Element* sdO_stages = sQ_stages + 2 * kBlock * kHeadDim;     // [2][64 * D]
+  Element* sdO_stages = sQ_stages + 2 * kBlock * kHeadDim;      // [2][64 * D]
   Element* sK = sdO_stages + 2 * kBlock * kHeadDim;
   Element* sV = sK + kBlock * kHeadDim;
   Element* sP = sV + kBlock * kHeadDim;  // [64][kLd]
   Element* sdS = sP + kBlock * kLd;
   float* sLse_stages = reinterpret_cast<float*>(sdS + kBlock * kLd);  // [2][64]
-  float* sDelta_stages = sLse_stages + 2 * kBlock;                   // [2][64]
+  float* sDelta_stages = sLse_stages + 2 * kBlock;                    // [2][64]
 
   const std::int64_t segment = blockIdx.x / p.tiles_per_segment;
   const std::int64_t k_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
@@ -142,8 +144,8 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads)
   const int chunks_used = p.head_dim / 8;
 
   for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
-    const std::int64_t offset = pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h,
-                                               p.heads);
+    const std::int64_t offset =
+        pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
     if (offset < 0) continue;
     const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
     const std::int64_t L = vs.length;
@@ -170,8 +172,8 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads)
     // Query tiles q_first, q_first + 64, ... < L; tile t + 1 is copied while t is used.
     const std::int64_t q_first = p.causal ? k_begin : 0;
     auto load_query_tile = [&](std::int64_t q_begin, int stage) {
-      load_rows<Element, kHeadDim, Tile::kThreads>(sQ_stages + stage * kBlock * kHeadDim, q_base,
-                                                   step * p.q.seq_stride, q_begin, L, chunks_used);
+      load_rows<Element, kHeadDim, Tile::kThreads>(sQ_stages + stage * kBlock * kHeadDim, q_base, step * p.q.seq_stride,
+                                                   q_begin, L, chunks_used);
       load_rows<Element, kHeadDim, Tile::kThreads>(sdO_stages + stage * kBlock * kHeadDim, do_base,
                                                    step * p.dout.seq_stride, q_begin, L, chunks_used);
       if (tid < kBlock) {
@@ -253,7 +255,8 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads)
           for (int n = 0; n < kHeadDim / 8; ++n) {
             const int d = 8 * n + 2 * t;
             if (d < p.head_dim) {
-              atomicAdd(reinterpret_cast<float2*>(acc + d), make_float2(p.scale * dq[n][2 * r], p.scale * dq[n][2 * r + 1]));
+              atomicAdd(reinterpret_cast<float2*>(acc + d),
+                        make_float2(p.scale * dq[n][2 * r], p.scale * dq[n][2 * r + 1]));
             }
           }
         }
@@ -264,36 +267,21 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads)
       warp_transposed_times_tile<Element, kHeadDim>(dk, sdS, sQ, warp_row, lane);
     }
 
-    // Add this head's dK, dV to the fp32 accumulators of the rows this CTA owns.
+    // This head's dK, dV for the rows this CTA owns.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const std::int64_t j = k_begin + warp_row + g + 8 * r;
       if (j >= L) continue;
-      const std::int64_t index = ((b * p.seq_len + vs.first_row + j * step) * p.kv_heads + kv_head) * p.head_dim;
-      float* dk_acc = static_cast<float*>(p.dk_accumulator) + index;
-      float* dv_acc = static_cast<float*>(p.dv_accumulator) + index;
-#pragma unroll
-      for (int n = 0; n < kHeadDim / 8; ++n) {
-        const int d = 8 * n + 2 * t;
-        if (d < p.head_dim) {
-          float2 k2 = *reinterpret_cast<float2*>(dk_acc + d);
-          float2 v2 = *reinterpret_cast<float2*>(dv_acc + d);
-          k2.x += p.scale * dk[n][2 * r];
-          k2.y += p.scale * dk[n][2 * r + 1];
-          v2.x += p.output_scale * dv[n][2 * r];
-          v2.y += p.output_scale * dv[n][2 * r + 1];
-          *reinterpret_cast<float2*>(dk_acc + d) = k2;
-          *reinterpret_cast<float2*>(dv_acc + d) = v2;
-        }
-      }
+      finish_key_row<Element, kHeadDim>(
+          p, b, kv_head, vs.first_row + j * step, [&](int n, int j2) { return dk[n][2 * r + j2]; },
+          [&](int n, int j2) { return dv[n][2 * r + j2]; });
     }
   }
 }
 
 // Deterministic dQ: a CTA owns 64 queries of one head and walks the key tiles.
 template <class Element, int kHeadDim>
-__global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads)
-    flash_backward_dq_kernel(const PatternLaunch p) {
+__global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backward_dq_kernel(const PatternLaunch p) {
   using Tile = BackwardTile<kHeadDim>;
   constexpr int kBlock = Tile::kBlock;
   constexpr float kLog2e = 1.4426950408889634f;
@@ -309,8 +297,8 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads)
   const std::int64_t q_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
   const int h = p.head_begin + blockIdx.y;
   const std::int64_t b = blockIdx.z;
-  const std::int64_t offset = pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h,
-                                             p.heads);
+  const std::int64_t offset =
+      pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
   if (offset < 0) return;
   const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
   const std::int64_t L = vs.length;

@@ -14,6 +14,7 @@
 
 #include <cmath>
 
+#include "kernels/cuda/flash_epilogue.cuh"
 #include "kernels/cuda/flash_forward_sm90.cuh"
 #include "kernels/cuda/flash_params.cuh"
 #include "kernels/cuda/mma_sm80.cuh"
@@ -240,28 +241,14 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
       wgmma_fence_registers(dv);
     }
 
-    // Add this head's dK, dV to the fp32 accumulators of the rows this CTA owns.
+    // This head's dK, dV for the rows this CTA owns.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const std::int64_t j = k_begin + warp * 16 + g + 8 * r;
       if (j >= L) continue;
-      const std::int64_t index = ((b * p.seq_len + vs.first_row + j * step) * p.kv_heads + kv_head) * p.head_dim;
-      float* dk_acc = static_cast<float*>(p.dk_accumulator) + index;
-      float* dv_acc = static_cast<float*>(p.dv_accumulator) + index;
-#pragma unroll
-      for (int n = 0; n < kDTiles; ++n) {
-        const int d = 8 * n + 2 * t;
-        if (d < p.head_dim) {
-          float2 k2 = *reinterpret_cast<float2*>(dk_acc + d);
-          float2 v2 = *reinterpret_cast<float2*>(dv_acc + d);
-          k2.x += p.scale * dk[4 * n + 2 * r];
-          k2.y += p.scale * dk[4 * n + 2 * r + 1];
-          v2.x += p.output_scale * dv[4 * n + 2 * r];
-          v2.y += p.output_scale * dv[4 * n + 2 * r + 1];
-          *reinterpret_cast<float2*>(dk_acc + d) = k2;
-          *reinterpret_cast<float2*>(dv_acc + d) = v2;
-        }
-      }
+      finish_key_row<Element, kHeadDim>(
+          p, b, kv_head, vs.first_row + j * step, [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; },
+          [&](int n, int j2) { return dv[4 * n + 2 * r + j2]; });
     }
   }
 #else

@@ -59,4 +59,46 @@ __device__ __forceinline__ void finish_query_row(const PatternLaunch& p, std::in
   if (thread_in_group == 0) *lse_slot = merged;
 }
 
+// The backward kernels' end for one key row held by the 4 lanes of a row group: adds
+// scale * dK and output_scale * dV (unscaled values dk(n, j), dv(n, j) at column
+// 8 n + 2 (lane % 4) + j) to the fp32 accumulators, or writes them to dk, dv directly
+// when this is the row's only contribution (direct_kv).
+template <class Element, int kHeadDim, class DkValue, class DvValue>
+__device__ __forceinline__ void finish_key_row(const PatternLaunch& p, std::int64_t b, int kv_head, std::int64_t n_row,
+                                               DkValue&& dk_value, DvValue&& dv_value) {
+  using M = Mma<Element>;
+  const int thread_in_group = threadIdx.x % 4;
+  if (p.direct_kv) {
+    Element* dk = p.dk.row<Element>(b, n_row, kv_head);
+    Element* dv = p.dv.row<Element>(b, n_row, kv_head);
+#pragma unroll
+    for (int n = 0; n < kHeadDim / 8; ++n) {
+      const int d = 8 * n + 2 * thread_in_group;
+      if (d < p.head_dim) {
+        *reinterpret_cast<std::uint32_t*>(dk + d) = M::pack(p.scale * dk_value(n, 0), p.scale * dk_value(n, 1));
+        *reinterpret_cast<std::uint32_t*>(dv + d) =
+            M::pack(p.output_scale * dv_value(n, 0), p.output_scale * dv_value(n, 1));
+      }
+    }
+    return;
+  }
+  const std::int64_t index = ((b * p.seq_len + n_row) * p.kv_heads + kv_head) * p.head_dim;
+  float* dk_acc = static_cast<float*>(p.dk_accumulator) + index;
+  float* dv_acc = static_cast<float*>(p.dv_accumulator) + index;
+#pragma unroll
+  for (int n = 0; n < kHeadDim / 8; ++n) {
+    const int d = 8 * n + 2 * thread_in_group;
+    if (d < p.head_dim) {
+      float2 k2 = *reinterpret_cast<float2*>(dk_acc + d);
+      float2 v2 = *reinterpret_cast<float2*>(dv_acc + d);
+      k2.x += p.scale * dk_value(n, 0);
+      k2.y += p.scale * dk_value(n, 1);
+      v2.x += p.output_scale * dv_value(n, 0);
+      v2.y += p.output_scale * dv_value(n, 1);
+      *reinterpret_cast<float2*>(dk_acc + d) = k2;
+      *reinterpret_cast<float2*>(dv_acc + d) = v2;
+    }
+  }
+}
+
 }  // namespace longnet::kernels::cuda

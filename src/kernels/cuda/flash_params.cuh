@@ -45,7 +45,7 @@ struct PatternLaunch {
   float scale = 1.0f;         // softmax scale
   float scale_log2 = 1.0f;    // scale * log2(e): scores in base 2
   float output_scale = 1.0f;  // 1 or 1/G (head-groups)
-  double scale_exact = 1.0;         // the same two in double for the f64 path
+  double scale_exact = 1.0;   // the same two in double for the f64 path
   double output_scale_exact = 1.0;
   // Grid: blockIdx.x = segment * tiles_per_segment + tile, blockIdx.y = head - head_begin,
   // blockIdx.z = batch.
@@ -65,6 +65,9 @@ struct PatternLaunch {
   void* dq_accumulator = nullptr;
   void* dk_accumulator = nullptr;
   void* dv_accumulator = nullptr;
+  // Backward: each key row receives exactly one contribution (head-groups mode or one
+  // pattern, with as many kv heads as heads), so dK and dV go straight into `dk`, `dv`.
+  bool direct_kv = false;
   bool deterministic = false;
   // Forward kernels: the patterns of this launch (several run in one launch when no row is
   // reached by two of them, i.e. head-groups mode). blockIdx.x spans all their CTAs.

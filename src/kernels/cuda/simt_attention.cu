@@ -25,7 +25,7 @@ void launch_simt_backward(const PatternLaunch& p, cudaStream_t stream) {
   simt_backward_dkdv_kernel<Element, Compute><<<kv_grid, kSimtWarps * 32, 0, stream>>>(keys, tiles_per_offset);
 }
 
-#define LONGNET_INSTANTIATE(Element, Compute)                                            \
+#define LONGNET_INSTANTIATE(Element, Compute)                                              \
   template void launch_simt_forward<Element, Compute>(const PatternLaunch&, cudaStream_t); \
   template void launch_simt_backward<Element, Compute>(const PatternLaunch&, cudaStream_t);
 LONGNET_INSTANTIATE(float, float)

@@ -110,8 +110,8 @@ __global__ void __launch_bounds__(kSimtWarps * 32) simt_forward_kernel(const Pat
   const SimtRows rows = simt_rows(p);
   const int h = p.head_begin + blockIdx.y;
   const std::int64_t b = blockIdx.z;
-  const std::int64_t offset = pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h,
-                                             p.heads);
+  const std::int64_t offset =
+      pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
   if (offset < 0) return;
   const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, rows.segment);
   const std::int64_t i = rows.first + warp;
@@ -179,8 +179,8 @@ __global__ void __launch_bounds__(kSimtWarps * 32) simt_backward_dq_kernel(const
   const SimtRows rows = simt_rows(p);
   const int h = p.head_begin + blockIdx.y;
   const std::int64_t b = blockIdx.z;
-  const std::int64_t offset = pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h,
-                                             p.heads);
+  const std::int64_t offset =
+      pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
   if (offset < 0) return;
   const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, rows.segment);
   const std::int64_t i = rows.first + warp;
@@ -222,8 +222,8 @@ __global__ void __launch_bounds__(kSimtWarps * 32) simt_backward_dq_kernel(const
 // head of its kv group that uses `offset` contributes dv += alpha P dO and dk += scale dS q.
 // Grid x: segment * tiles_per_segment + tile, tiles covering offsets x rows (offset-major).
 template <class Element, class Compute>
-__global__ void __launch_bounds__(kSimtWarps * 32) simt_backward_dkdv_kernel(const PatternLaunch p,
-                                                                            std::int64_t tiles_per_offset) {
+__global__ void __launch_bounds__(kSimtWarps * 32)
+    simt_backward_dkdv_kernel(const PatternLaunch p, std::int64_t tiles_per_offset) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const std::int64_t segment = blockIdx.x / p.tiles_per_segment;
   const std::int64_t within = blockIdx.x % p.tiles_per_segment;
