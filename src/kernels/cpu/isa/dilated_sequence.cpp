@@ -53,16 +53,24 @@ T row_maximum(const T* x, std::int64_t n) {
 #if defined(__AVX2__) && defined(__FMA__)
 
 // Query columns of the transposed score tile S^T (keys x queries; row stride kBlockQ) and
-// dimensions of the output are processed in panels of 16 (two 8-float vectors).
+// dimensions of the output are processed in panels of 16 (two 8-float vectors). Key blocks
+// are 64 keys: the score tile, the value rows and the output block then stay in L1.
 constexpr std::int64_t kPanel = 16;
+constexpr std::int64_t kFmaBlockK = 64;
 
 // S^T[j][i] = sum_d K[j][d] * qt[d][i] for the keys j0 .. j0 + MR - 1 and every query
 // panel; qt is the scaled query block transposed (row stride kBlockQ, zero-padded to whole
 // panels). MR keys x 16 queries = 2 MR accumulators (12 of the 16 registers for MR = 6).
-template <int MR>
-void score_rows(Rows<float> k, std::int64_t j0, const float* qt, std::int64_t D, std::int64_t panels, float* st) {
+// Also raises column_max[i] to the largest score of query i. With kMasked (a block on
+// the causal diagonal), scores of keys after their query become -inf first: query i sees
+// key j iff i >= j + key_shift, where key_shift = (first key) - (first query).
+template <int MR, bool kMasked>
+void score_rows(Rows<float> k, std::int64_t j0, const float* qt, std::int64_t D, std::int64_t panels, float* st,
+                float* column_max, std::int64_t key_shift) {
   const float* key[MR];
   for (int r = 0; r < MR; ++r) key[r] = k.row(j0 + r);
+  const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 negative_infinity = _mm256_set1_ps(-__builtin_inff());
   for (std::int64_t panel = 0; panel < panels; ++panel) {
     __m256 c[MR][2];
     for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
@@ -75,34 +83,77 @@ void score_rows(Rows<float> k, std::int64_t j0, const float* qt, std::int64_t D,
         c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
       }
     }
+    if constexpr (kMasked) {
+      const __m256 column0 = _mm256_add_ps(lane, _mm256_set1_ps(static_cast<float>(panel * kPanel)));
+      const __m256 column1 = _mm256_add_ps(column0, _mm256_set1_ps(8.0f));
+      for (int r = 0; r < MR; ++r) {
+        // The first visible column, clamped so that the float comparison stays exact.
+        std::int64_t first = j0 + r + key_shift;
+        first = first < -1 ? -1 : first > kBlockQ + 1 ? kBlockQ + 1 : first;
+        const __m256 limit = _mm256_set1_ps(static_cast<float>(first));
+        c[r][0] = _mm256_blendv_ps(c[r][0], negative_infinity, _mm256_cmp_ps(column0, limit, _CMP_LT_OQ));
+        c[r][1] = _mm256_blendv_ps(c[r][1], negative_infinity, _mm256_cmp_ps(column1, limit, _CMP_LT_OQ));
+      }
+    }
+    __m256 m0 = _mm256_loadu_ps(column_max + panel * kPanel), m1 = _mm256_loadu_ps(column_max + panel * kPanel + 8);
     for (int r = 0; r < MR; ++r) {
+      m0 = _mm256_max_ps(m0, c[r][0]);
+      m1 = _mm256_max_ps(m1, c[r][1]);
       _mm256_storeu_ps(st + (j0 + r) * kBlockQ + panel * kPanel, c[r][0]);
       _mm256_storeu_ps(st + (j0 + r) * kBlockQ + panel * kPanel + 8, c[r][1]);
     }
+    _mm256_storeu_ps(column_max + panel * kPanel, m0);
+    _mm256_storeu_ps(column_max + panel * kPanel + 8, m1);
   }
 }
 
-void score_tile(Rows<float> k, std::int64_t keys, const float* qt, std::int64_t D, std::int64_t panels, float* st) {
+template <bool kMasked>
+void score_tile(Rows<float> k, std::int64_t keys, const float* qt, std::int64_t D, std::int64_t panels, float* st,
+                float* column_max, std::int64_t key_shift) {
   std::int64_t j = 0;
-  for (; j + 6 <= keys; j += 6) score_rows<6>(k, j, qt, D, panels, st);
+  for (; j + 6 <= keys; j += 6) score_rows<6, kMasked>(k, j, qt, D, panels, st, column_max, key_shift);
   switch (keys - j) {
     case 5:
-      return score_rows<5>(k, j, qt, D, panels, st);
+      return score_rows<5, kMasked>(k, j, qt, D, panels, st, column_max, key_shift);
     case 4:
-      return score_rows<4>(k, j, qt, D, panels, st);
+      return score_rows<4, kMasked>(k, j, qt, D, panels, st, column_max, key_shift);
     case 3:
-      return score_rows<3>(k, j, qt, D, panels, st);
+      return score_rows<3, kMasked>(k, j, qt, D, panels, st, column_max, key_shift);
     case 2:
-      return score_rows<2>(k, j, qt, D, panels, st);
+      return score_rows<2, kMasked>(k, j, qt, D, panels, st, column_max, key_shift);
     case 1:
-      return score_rows<1>(k, j, qt, D, panels, st);
+      return score_rows<1, kMasked>(k, j, qt, D, panels, st, column_max, key_shift);
     default:
       return;
   }
 }
 
-// acc[i][d] = correction[i] * acc[i][d] + sum_j P^T[j][i] * V[j][d] for the queries
-// i0 .. i0 + MR - 1 and the dimensions d0 .. d0 + 8 NV - 1, over keys [0, keys).
+// exp(x) for x <= 0 on 8 lanes (vector_exp.hpp's method, leaner because x <= 0): n =
+// round(x / ln 2) from the low bits of x log2(e) + 1.5 * 2^23, r = x - n ln 2 in two parts,
+// exp(r) by the degree-6 polynomial, times 2^n built from n's bits. Inputs below -87.3
+// (including -inf) give exactly 0.
+__m256 exp_nonpositive(__m256 x) {
+  const __m256 lowest = _mm256_set1_ps(-87.3f);
+  const __m256 underflow = _mm256_cmp_ps(x, lowest, _CMP_LT_OQ);
+  x = _mm256_max_ps(x, lowest);
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+  const __m256 n = _mm256_sub_ps(t, magic);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // t's low mantissa bits hold n (two's complement); shifted into the exponent field.
+  const __m256i two_to_n =
+      _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23), _mm256_set1_epi32(0x3f800000));
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(two_to_n)));
+}
+
 template <int MR, int NV>
 void accumulate_rows(const float* pt, std::int64_t i0, Rows<float> v, std::int64_t keys, const float* correction,
                      float* acc, std::int64_t D, std::int64_t d0) {
@@ -147,40 +198,29 @@ void accumulate_panel(const float* pt, std::int64_t rows, Rows<float> v, std::in
   }
 }
 
-float8 load8(const float* p) {
-  float8 x;
-  __builtin_memcpy(&x, p, sizeof x);
-  return x;
-}
-
-void store8(float* p, float8 x) { __builtin_memcpy(p, &x, sizeof x); }
-
 // The online-softmax step for the query columns [0, columns) of S^T over its keys
-// [0, keys): new running maxima, P = exp(S - max) in place, running sums, and the factor
-// exp(old max - new max) by which each query's accumulated output must shrink.
-void softmax_columns(float* st, std::int64_t keys, std::int64_t columns, float* running_max, float* running_sum,
-                     float* correction) {
-  const float8 negative_infinity = float8{} - __builtin_inff();
+// [0, keys), given each column's largest score in this block: new running maxima,
+// P = exp(S - max) in place, running sums, and the factor exp(old max - new max) by which
+// each query's accumulated output must shrink.
+void softmax_columns(float* st, std::int64_t keys, std::int64_t columns, const float* block_max, float* running_max,
+                     float* running_sum, float* correction) {
+  const __m256 negative_infinity = _mm256_set1_ps(-__builtin_inff());
   for (std::int64_t i = 0; i < columns; i += 8) {
-    const float8 old_max = load8(running_max + i);
-    float8 block_max = negative_infinity;
-    for (std::int64_t j = 0; j < keys; ++j) {
-      const float8 s = load8(st + j * kBlockQ + i);
-      block_max = s > block_max ? s : block_max;
-    }
-    const float8 new_max = block_max > old_max ? block_max : old_max;
+    const __m256 old_max = _mm256_loadu_ps(running_max + i);
+    const __m256 new_max = _mm256_max_ps(_mm256_loadu_ps(block_max + i), old_max);
     // A query with no key yet keeps max -inf; shifting by 0 then gives exp(-inf) = 0.
-    const float8 shift = new_max == negative_infinity ? float8{} : new_max;
-    float8 sum{};
+    const __m256 shift =
+        _mm256_blendv_ps(new_max, _mm256_setzero_ps(), _mm256_cmp_ps(new_max, negative_infinity, _CMP_EQ_OQ));
+    __m256 sum = _mm256_setzero_ps();
     for (std::int64_t j = 0; j < keys; ++j) {
-      const float8 p = exp8(load8(st + j * kBlockQ + i) - shift);
-      store8(st + j * kBlockQ + i, p);
-      sum += p;
+      const __m256 p = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(st + j * kBlockQ + i), shift));
+      _mm256_storeu_ps(st + j * kBlockQ + i, p);
+      sum = _mm256_add_ps(sum, p);
     }
-    const float8 shrink = exp8(old_max - shift);
-    store8(running_sum + i, load8(running_sum + i) * shrink + sum);
-    store8(running_max + i, new_max);
-    store8(correction + i, shrink);
+    const __m256 shrink = exp_nonpositive(_mm256_sub_ps(old_max, shift));
+    _mm256_storeu_ps(running_sum + i, _mm256_fmadd_ps(_mm256_loadu_ps(running_sum + i), shrink, sum));
+    _mm256_storeu_ps(running_max + i, new_max);
+    _mm256_storeu_ps(correction + i, shrink);
   }
 }
 
@@ -210,17 +250,17 @@ bool forward_tile_fma(Rows<float> q, Rows<float> k, Rows<float> v, std::int64_t 
   }
 
   const std::int64_t key_end = causal ? smaller(q_end, key_count) : key_count;
-  for (std::int64_t kb = 0; kb < key_end; kb += kBlockK) {
-    const std::int64_t keys = smaller(kBlockK, key_end - kb);
+  float* block_max = w.row_delta;  // unused by the forward otherwise
+  for (std::int64_t kb = 0; kb < key_end; kb += kFmaBlockK) {
+    const std::int64_t keys = smaller(kFmaBlockK, key_end - kb);
     const Rows<float> k_block{k.row(kb), k.stride}, v_block{v.row(kb), v.stride};
-    score_tile(k_block, keys, qt, D, panels, st);
-    if (causal && kb + keys - 1 > q_begin) {  // key kb + j is masked for queries before it
-      for (std::int64_t j = 0; j < keys; ++j) {
-        const std::int64_t first_visible = smaller(kb + j - q_begin, columns);
-        for (std::int64_t i = 0; i < first_visible; ++i) st[j * kBlockQ + i] = static_cast<float>(kNegativeInfinity);
-      }
+    for (std::int64_t i = 0; i < columns; ++i) block_max[i] = static_cast<float>(kNegativeInfinity);
+    if (causal && kb + keys - 1 > q_begin) {  // some key comes after some query
+      score_tile<true>(k_block, keys, qt, D, panels, st, block_max, kb - q_begin);
+    } else {
+      score_tile<false>(k_block, keys, qt, D, panels, st, block_max, 0);
     }
-    softmax_columns(st, keys, columns, w.row_max, w.row_sum, w.row_lse);
+    softmax_columns(st, keys, columns, block_max, w.row_max, w.row_sum, w.row_lse);
     std::int64_t d = 0;
     for (; d + 16 <= D; d += 16) accumulate_panel<2>(st, rows, v_block, keys, w.row_lse, acc, D, d);
     if (d < D) accumulate_panel<1>(st, rows, v_block, keys, w.row_lse, acc, D, d);
