@@ -193,8 +193,10 @@ Command add_bench_command(CLI::App& app) {
   bench->require_subcommand(1);
   auto attention_options = std::make_shared<BenchAttentionOptions>();
   CLI::App* attention = add_bench_attention(*bench, attention_options);
-  return {bench, [attention, attention_options] {
+  const Command train = add_bench_train(*bench);
+  return {bench, [attention, attention_options, train] {
             if (attention->parsed()) return run_bench_attention(*attention_options);
+            if (train.subcommand->parsed()) return train.run();
             return 0;
           }};
 }

@@ -17,6 +17,7 @@ Command add_info_command(CLI::App& app);
 Command add_plan_command(CLI::App& app);
 Command add_attn_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
+Command add_bench_train(CLI::App& bench);  // `longnet bench train`, under add_bench_command's `bench`
 Command add_train_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 

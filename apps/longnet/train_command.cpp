@@ -44,7 +44,19 @@ struct TrainOptions {
   std::int64_t eval_every = 100, eval_batches = 4, checkpoint_every = 100, log_every = 10;
   double time_limit = 0;  // seconds; 0: none
   std::string device = "cpu";
+  std::string dtype = "auto";  // compute dtype: bf16 on CUDA, f32 on the CPU
+  bool deterministic = true;
 };
+
+// --dtype auto: bf16 compute with f32 master weights on CUDA, f32 on the CPU.
+DType compute_dtype_for(const std::string& text, Device device) {
+  if (text == "auto") return device.is_cuda() ? DType::bf16 : DType::f32;
+  const DType dtype = parse_dtype(text, "--dtype");
+  require(dtype == DType::f32 || dtype == DType::bf16, "--dtype = ", text, ": must be auto, f32 or bf16");
+  require(dtype != DType::bf16 || device.is_cuda(), "--dtype = bf16 with --device ", to_string(device),
+          ": bf16 compute needs a CUDA device (the CPU computes in f32)");
+  return dtype;
+}
 
 // The King James text through Debian's `bible` program (package bible-kjv).
 std::vector<std::int32_t> kjv_tokens() {
@@ -63,7 +75,7 @@ std::vector<std::int32_t> kjv_tokens() {
   return model::byte_tokens(text);
 }
 
-model::LongNetLMConfig model_config(const TrainOptions& o) {
+model::LongNetLMConfig model_config(const TrainOptions& o, Device device) {
   model::LongNetLMConfig c;
   c.vocab_size = model::kByteVocabulary;
   c.d_model = o.d_model;
@@ -77,6 +89,8 @@ model::LongNetLMConfig model_config(const TrainOptions& o) {
   c.positional = nn::parse_positional_encoding(o.positional, "--positional");
   c.dropout = o.dropout;
   c.tie_embeddings = o.tie_embeddings;
+  c.dtype = DType::f32;
+  c.compute_dtype = compute_dtype_for(o.dtype, device);
   c.validate();
   return c;
 }
@@ -91,6 +105,7 @@ model::TrainingConfig training_config(const TrainOptions& o) {
   t.grad_clip = o.grad_clip;
   t.adamw.weight_decay = o.weight_decay;
   t.seed = o.seed;
+  t.deterministic = o.deterministic;
   t.validate();
   return t;
 }
@@ -235,7 +250,7 @@ int run_train(const TrainOptions& o) {
     throw Error(str("--dataset = '", o.dataset, "': must be kjv or passkey (or pass --data FILE)"));
   }
 
-  const model::LongNetLMConfig config = model_config(o);
+  const model::LongNetLMConfig config = model_config(o, device);
   model::LongNetLM lm(config, device, o.seed);
   std::int64_t parameters = 0;
   for (const auto& p : lm.parameters()) parameters += p->value.numel();
@@ -251,7 +266,11 @@ int run_train(const TrainOptions& o) {
   }
   std::cerr << "train: LongNetLM with " << parameters << " parameters (d_model " << config.d_model << ", "
             << config.layers << " layers, " << config.heads << " heads, segments " << o.segments << ", dilations "
-            << o.dilations << ", " << nn::to_string(config.positional) << ") on " << to_string(device) << "\n"
+            << o.dilations << ", " << nn::to_string(config.positional) << ") on " << to_string(device) << ", "
+            << (config.compute_dtype == config.dtype
+                    ? std::string(dtype_name(config.dtype))
+                    : str(dtype_name(config.compute_dtype), " compute, ", dtype_name(config.dtype), " master weights"))
+            << "\n"
             << "train: data " << source << ", batch " << o.batch_size << " x " << o.seq_len << " tokens"
             << (o.resume ? str(", resumed at step ", trainer.steps_done()) : std::string()) << "\n";
 
@@ -351,6 +370,13 @@ Command add_train_command(CLI::App& app) {
                 "Stop (with a checkpoint) after this many seconds; 0: none. The run can go on with --resume")
       ->capture_default_str();
   c->add_option("--device", options->device, "cpu or cuda[:N]")->capture_default_str();
+  c->add_option("--dtype", options->dtype,
+                "Compute dtype: auto (bf16 on cuda with f32 master weights, f32 on cpu), f32 or bf16")
+      ->capture_default_str();
+  c->add_option("--deterministic", options->deterministic,
+                "Bitwise repeatable steps on cuda, so --resume continues exactly (true/false; false: a faster "
+                "attention backward, reproducible only to rounding)")
+      ->capture_default_str();
   return {c, [options] { return run_train(*options); }};
 }
 

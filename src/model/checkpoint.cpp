@@ -115,7 +115,10 @@ void load_parameters(const std::filesystem::path& path, const LanguageModel& mod
   require_format(reader, kModelFormat);
   const std::vector<nn::ParameterPtr> parameters = model.parameters();
   check_parameters(reader, parameters);  // everything before changing anything
-  for (const nn::ParameterPtr& p : parameters) p->value.copy_from(reader.view(p->name));
+  for (const nn::ParameterPtr& p : parameters) {
+    p->value.copy_from(reader.view(p->name));
+    p->refresh_compute();  // mixed precision: the bf16 copy of the loaded master weights
+  }
 }
 
 void load_optimizer_state(const std::filesystem::path& path, AdamW& optimizer, std::int64_t step) {
@@ -129,20 +132,40 @@ void load_optimizer_state(const std::filesystem::path& path, AdamW& optimizer, s
   optimizer.set_state(state, step, reader.name());
 }
 
-std::unique_ptr<LongNetLM> load_longnet_lm(const std::filesystem::path& path, Device device) {
+namespace {
+
+// The compute dtype a loaded model runs in: the one asked for, else the checkpoint's where
+// the device supports it (mixed precision is CUDA-only), else the parameters' dtype.
+void choose_compute_dtype(LongNetLMConfig& config, Device device, std::optional<DType> compute_dtype) {
+  if (compute_dtype) {
+    config.compute_dtype = *compute_dtype;
+  } else if (!device.is_cuda()) {
+    config.compute_dtype = config.dtype;
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<LongNetLM> load_longnet_lm(const std::filesystem::path& path, Device device,
+                                           std::optional<DType> compute_dtype) {
   const CheckpointInfo info = read_checkpoint_info(path);
   require(info.architecture == "longnet_lm", path.string(), ": architecture '", info.architecture,
           "' is not a decoder-only LongNetLM");
-  auto model = std::make_unique<LongNetLM>(lm_config_from_json(info.config_json, path.string()), device);
+  LongNetLMConfig config = lm_config_from_json(info.config_json, path.string());
+  choose_compute_dtype(config, device, compute_dtype);
+  auto model = std::make_unique<LongNetLM>(config, device);
   load_parameters(path, *model);
   return model;
 }
 
-std::unique_ptr<LongNet> load_longnet(const std::filesystem::path& path, Device device) {
+std::unique_ptr<LongNet> load_longnet(const std::filesystem::path& path, Device device,
+                                      std::optional<DType> compute_dtype) {
   const CheckpointInfo info = read_checkpoint_info(path);
   require(info.architecture == "longnet", path.string(), ": architecture '", info.architecture,
           "' is not an encoder-decoder LongNet");
-  auto model = std::make_unique<LongNet>(longnet_config_from_json(info.config_json, path.string()), device);
+  LongNetConfig config = longnet_config_from_json(info.config_json, path.string());
+  choose_compute_dtype(config, device, compute_dtype);
+  auto model = std::make_unique<LongNet>(config, device);
   load_parameters(path, *model);
   return model;
 }

@@ -15,6 +15,9 @@ void LongNetLMConfig::validate() const {
   require(layers >= 1, "layers = ", layers, ": must be >= 1");
   require(ffn_dim >= 1, "ffn_dim = ", ffn_dim, ": must be >= 1");
   require(dtype == DType::f32 || dtype == DType::f64, "dtype = ", dtype_name(dtype), ": must be f32 or f64");
+  require(compute_dtype == dtype || (dtype == DType::f32 && compute_dtype == DType::bf16),
+          "compute_dtype = ", dtype_name(compute_dtype), " with dtype = ", dtype_name(dtype),
+          ": must equal dtype, or be bf16 with dtype f32 (mixed precision, CUDA only)");
   layer_config(1.0, false).validate();  // d_model % heads, kv_heads, patterns, positional, dropout
 }
 

@@ -45,6 +45,10 @@ void AdamW::step(double lr, double grad_scale) {
     k.weight_decay = p.weight_decay ? config_.weight_decay : 0.0;
     k.grad_scale = grad_scale;
     k.step = steps_;
+    if (p.compute.defined()) {  // mixed precision: the update also rewrites the bf16 copy
+      k.param_copy = p.compute.data();
+      k.copy_dtype = p.compute.dtype();
+    }
     if (p.value.device().is_cuda()) {
       kernels::adamw_step_cuda(k);
     } else {
@@ -103,9 +107,9 @@ double LearningRateSchedule::at(std::int64_t step) const {
 }
 
 double global_gradient_norm(const std::vector<nn::ParameterPtr>& parameters) {
-  double sum = 0;
-  for (const nn::ParameterPtr& p : parameters) sum += nn::sum_of_squares(p->grad);
-  return std::sqrt(sum);
+  std::vector<Tensor> gradients;
+  for (const nn::ParameterPtr& p : parameters) gradients.push_back(p->grad);
+  return std::sqrt(nn::sum_of_squares(gradients));  // one device synchronisation per step
 }
 
 double clip_factor(double norm, double max_norm) {

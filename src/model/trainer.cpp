@@ -31,7 +31,11 @@ StepResult Trainer::step() {
   model_.zero_grad();
   const std::int64_t micro_steps = config_.gradient_accumulation;
   for (std::int64_t micro = 0; micro < micro_steps; ++micro) {
-    const nn::ForwardContext context{.training = true, .seed = config_.seed, .step = result.step, .micro_step = micro};
+    const nn::ForwardContext context{.training = true,
+                                     .seed = config_.seed,
+                                     .step = result.step,
+                                     .micro_step = micro,
+                                     .deterministic = config_.deterministic};
     const LossOutput loss = model_.forward_loss(data_.train_batch(result.step, micro), context);
     model_.backward(1.0 / static_cast<double>(micro_steps));
     result.loss += loss.loss / static_cast<double>(micro_steps);

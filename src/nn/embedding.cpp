@@ -1,4 +1,7 @@
-// nn::Embedding (embedding.hpp) over kernels/embedding.hpp.
+// nn::Embedding (embedding.hpp) over kernels/embedding.hpp. The rows come out in the
+// compute dtype (bf16 under mixed precision) from the f32 table. On CUDA the backward needs
+// the rows sorted by token (deterministic scatter-add): forward sorts the host's token ids
+// before they are uploaded, so no id travels back from the device.
 #include "longnet/nn/embedding.hpp"
 
 #include <cmath>
@@ -23,7 +26,10 @@ Embedding::Embedding(ParameterPtr weight, double scale) : weight_(std::move(weig
   require(weight_ && weight_->value.dim() == 2, "Embedding: the weight must be a (vocab, dim) parameter");
 }
 
-Tensor Embedding::prepare_tokens(const Tensor& tokens, std::int64_t vocab, Device device, const char* what) {
+namespace {
+
+// The ids as a validated contiguous int32 host tensor.
+Tensor host_tokens(const Tensor& tokens, std::int64_t vocab, const char* what) {
   require(tokens.defined(), what, " is undefined");
   require(tokens.dtype() == DType::i32 || tokens.dtype() == DType::i64, what, " has dtype ", dtype_name(tokens.dtype()),
           ": must be i32 or i64");
@@ -34,26 +40,35 @@ Tensor Embedding::prepare_tokens(const Tensor& tokens, std::int64_t vocab, Devic
       require(wide[i] >= 0 && wide[i] < vocab, what, "[", i, "] = ", wide[i], ": must be in [0, ", vocab, ")");
     }
   }
-  const Tensor host = tokens.to(Device::cpu(), DType::i32).contiguous();
+  Tensor host = tokens.to(Device::cpu(), DType::i32).contiguous();
   const std::int32_t* ids = host.data<std::int32_t>();
   for (std::int64_t i = 0; i < host.numel(); ++i) {
     require(ids[i] >= 0 && ids[i] < vocab, what, "[", i, "] = ", ids[i], ": must be in [0, ", vocab, ")");
   }
-  return host.to(device);
+  return host;
 }
 
-Tensor Embedding::infer(const Tensor& tokens_in) const {
+}  // namespace
+
+Tensor Embedding::prepare_tokens(const Tensor& tokens, std::int64_t vocab, Device device, const char* what) {
+  return host_tokens(tokens, vocab, what).to(device);
+}
+
+Tensor Embedding::infer(const Tensor& tokens) const {
+  return lookup(prepare_tokens(tokens, vocab(), weight_->value.device(), "tokens"));
+}
+
+Tensor Embedding::lookup(const Tensor& tokens) const {
   const Tensor& w = weight_->value;
-  const Tensor tokens = prepare_tokens(tokens_in, vocab(), w.device(), "tokens");
   Shape shape = tokens.shape();
   shape.push_back(dim());
-  Tensor out = Tensor::empty(shape, w.dtype(), w.device());
+  Tensor out = Tensor::empty(shape, weight_->compute_dtype(), w.device());
   kernels::EmbeddingParams p;
   p.count = tokens.numel();
   p.vocab = vocab();
   p.dim = dim();
   p.scale = scale_;
-  p.dtype = w.dtype();
+  p.dtype = out.dtype();
   p.tokens = tokens.data<std::int32_t>();
   p.table = w.data();
   p.out = out.data();
@@ -66,24 +81,23 @@ Tensor Embedding::infer(const Tensor& tokens_in) const {
 }
 
 Tensor Embedding::forward(const Tensor& tokens) {
-  Tensor out = infer(tokens);
   const Device device = weight_->value.device();
-  tokens_ = prepare_tokens(tokens, vocab(), device, "tokens");
+  const Tensor host = host_tokens(tokens, vocab(), "tokens");
+  tokens_ = host.to(device);
   if (device.is_cuda()) {
-    const std::vector<std::int32_t> ids = tokens_.to_vector<std::int32_t>();
     std::vector<std::int32_t> order;
     std::vector<std::int64_t> run_starts;
-    kernels::embedding_sort_rows(ids.data(), static_cast<std::int64_t>(ids.size()), order, run_starts);
+    kernels::embedding_sort_rows(host.data<std::int32_t>(), host.numel(), order, run_starts);
     order_ = Tensor::from_vector(order, {static_cast<std::int64_t>(order.size())}).to(device);
     run_starts_ = Tensor::from_vector(run_starts, {static_cast<std::int64_t>(run_starts.size())}).to(device);
   }
-  return out;
+  return lookup(tokens_);
 }
 
 void Embedding::backward(const Tensor& dout_in) {
   require(tokens_.defined(), weight_->name, ": backward called before forward");
   const Tensor& w = weight_->value;
-  require_floating(dout_in, "Embedding output gradient", w.dtype(), w.device());
+  require_floating(dout_in, "Embedding output gradient", weight_->compute_dtype(), w.device());
   require(dout_in.numel() == tokens_.numel() * dim(), weight_->name, ": dout has shape ",
           shape_to_string(dout_in.shape()), ": must be (tokens..., ", dim(), ")");
   const Tensor dout = dout_in.contiguous();
@@ -92,7 +106,7 @@ void Embedding::backward(const Tensor& dout_in) {
   p.vocab = vocab();
   p.dim = dim();
   p.scale = scale_;
-  p.dtype = w.dtype();
+  p.dtype = dout.dtype();
   p.tokens = tokens_.data<std::int32_t>();
   p.dout = dout.data();
   p.dtable = weight_->grad.data();

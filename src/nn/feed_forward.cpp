@@ -32,7 +32,10 @@ FeedForward::FeedForward(const std::string& name, const FeedForwardConfig& confi
       dropout_(config.dropout, dropout_stream + 1) {
   if (config.gamma != 1.0) {
     for (Linear* linear : {&fc1_, &fc2_}) {
-      for (const ParameterPtr& p : linear->parameters()) scale_in_place(p->value, config.gamma);
+      for (const ParameterPtr& p : linear->parameters()) {
+        scale_in_place(p->value, config.gamma);
+        p->refresh_compute();
+      }
     }
   }
   if (config.sub_layer_norm) {

@@ -5,7 +5,7 @@
 #include "longnet/kernels/cross_entropy.hpp"
 #include "longnet/kernels/elementwise.hpp"
 #include "longnet/kernels/gradient_norm.hpp"
-#include "longnet/kernels/layer_norm.hpp"
+#include "longnet/kernels/precision.hpp"
 
 namespace longnet::nn {
 
@@ -23,12 +23,33 @@ Tensor as_rows(const Tensor& x, std::int64_t columns) {
   return x.view({x.numel() / columns, columns});
 }
 
+namespace {
+
+// out = a + alpha * b over contiguous tensors of out's shape, dtype and device.
+void add_kernel(Tensor& out, const Tensor& a, const Tensor& b, double alpha) {
+  kernels::AddParams p;
+  p.count = out.numel();
+  p.dtype = out.dtype();
+  p.a = a.data();
+  p.b = b.data();
+  p.alpha = alpha;
+  p.out = out.data();
+  if (out.device().is_cuda()) {
+    kernels::add_cuda(p);
+  } else {
+    kernels::add_cpu(p);
+  }
+}
+
+}  // namespace
+
 Tensor add(const Tensor& a, const Tensor& b, double alpha) {
   require(a.shape() == b.shape(), "add: shapes ", shape_to_string(a.shape()), " and ", shape_to_string(b.shape()),
           " differ");
+  require(a.defined() && is_floating(a.dtype()), "add: a must be a floating tensor");
   require_floating(b, "add: b", a.dtype(), a.device());
-  Tensor out = a.clone();
-  add_into(out, b, alpha);
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  add_kernel(out, a.contiguous(), b.contiguous(), alpha);
   return out;
 }
 
@@ -37,19 +58,7 @@ void add_into(Tensor& target, const Tensor& b, double alpha) {
           shape_to_string(b.shape()), " differ");
   require(target.is_contiguous(), "add_into: the target must be contiguous");
   require_floating(b, "add_into: b", target.dtype(), target.device());
-  const Tensor bc = b.contiguous();
-  kernels::AddParams p;
-  p.count = target.numel();
-  p.dtype = target.dtype();
-  p.a = target.data();
-  p.b = bc.data();
-  p.alpha = alpha;
-  p.out = target.data();
-  if (target.device().is_cuda()) {
-    kernels::add_cuda(p);
-  } else {
-    kernels::add_cpu(p);
-  }
+  add_kernel(target, target, b.contiguous(), alpha);
 }
 
 void scale_in_place(Tensor& x, double factor) {
@@ -61,10 +70,24 @@ void scale_in_place(Tensor& x, double factor) {
   }
 }
 
-double sum_of_squares(const Tensor& x) {
-  const Tensor c = x.contiguous();
-  return c.device().is_cuda() ? kernels::sum_of_squares_cuda(c.data(), c.numel(), c.dtype())
-                              : kernels::sum_of_squares_cpu(c.data(), c.numel(), c.dtype());
+double sum_of_squares(const Tensor& x) { return sum_of_squares(std::vector<Tensor>{x}); }
+
+double sum_of_squares(const std::vector<Tensor>& tensors) {
+  if (tensors.empty()) return 0.0;
+  std::vector<Tensor> contiguous;
+  std::vector<const void*> data;
+  std::vector<std::int64_t> counts;
+  for (const Tensor& t : tensors) {
+    require(t.defined() && is_floating(t.dtype()), "sum_of_squares: every tensor must be floating");
+    require_floating(t, "sum_of_squares: a tensor", tensors.front().dtype(), tensors.front().device());
+    contiguous.push_back(t.contiguous());
+    data.push_back(contiguous.back().data());
+    counts.push_back(t.numel());
+  }
+  const DType dtype = tensors.front().dtype();
+  return tensors.front().device().is_cuda()
+             ? kernels::sum_of_squares_many_cuda(data.data(), counts.data(), data.size(), dtype)
+             : kernels::sum_of_squares_many_cpu(data.data(), counts.data(), data.size(), dtype);
 }
 
 namespace {
@@ -103,7 +126,7 @@ CrossEntropyResult cross_entropy_forward(const Tensor& logits, const Tensor& tar
             ") or the ignore index ", ignore_index);
     ++result.count;
   }
-  const DType stats = kernels::statistics_dtype(logits.dtype());
+  const DType stats = kernels::accumulation_dtype(logits.dtype());
   Tensor loss = Tensor::empty({p.rows}, stats, logits.device());
   result.lse = Tensor::empty({p.rows}, stats, logits.device());
   p.loss = loss.data();

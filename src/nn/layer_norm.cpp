@@ -1,4 +1,5 @@
-// nn::LayerNorm (layer_norm.hpp) over kernels/layer_norm.hpp.
+// nn::LayerNorm (layer_norm.hpp) over kernels/layer_norm.hpp. Under mixed precision the
+// rows are bf16 and the kernel reads the f32 weight and bias and keeps f32 statistics.
 #include "longnet/nn/layer_norm.hpp"
 
 #include <cmath>
@@ -18,20 +19,21 @@ LayerNorm::LayerNorm(const std::string& name, std::int64_t dim, double eps, cons
 
 Tensor LayerNorm::run_forward(const Tensor& x_in, Tensor* mean, Tensor* rstd) const {
   const Tensor& w = weight_->value;
-  require_floating(x_in, "LayerNorm input", w.dtype(), w.device());
+  const DType dtype = weight_->compute_dtype();
+  require_floating(x_in, "LayerNorm input", dtype, w.device());
   require(x_in.dim() >= 1 && x_in.size(-1) == dim(), weight_->name, ": input has shape ", shape_to_string(x_in.shape()),
           ": the last dimension must be ", dim());
   const Tensor x = x_in.contiguous();
   const std::int64_t rows = x.numel() / dim();
-  const DType stats = kernels::statistics_dtype(w.dtype());
-  Tensor out = Tensor::empty(x.shape(), w.dtype(), w.device());
+  const DType stats = kernels::accumulation_dtype(dtype);
+  Tensor out = Tensor::empty(x.shape(), dtype, w.device());
   *mean = Tensor::empty({rows}, stats, w.device());
   *rstd = Tensor::empty({rows}, stats, w.device());
   kernels::LayerNormParams p;
   p.rows = rows;
   p.columns = dim();
   p.eps = eps_;
-  p.dtype = w.dtype();
+  p.dtype = dtype;
   p.x = x.data();
   p.x_row_stride = dim();
   p.weight = w.data();
@@ -62,16 +64,17 @@ Tensor LayerNorm::forward(const Tensor& x) {
 Tensor LayerNorm::backward(const Tensor& dy_in) {
   require(x_.defined(), weight_->name, ": backward called before forward");
   const Tensor& w = weight_->value;
-  require_floating(dy_in, "LayerNorm output gradient", w.dtype(), w.device());
+  const DType dtype = weight_->compute_dtype();
+  require_floating(dy_in, "LayerNorm output gradient", dtype, w.device());
   require(dy_in.shape() == x_.shape(), weight_->name, ": dy has shape ", shape_to_string(dy_in.shape()), ": must be ",
           shape_to_string(x_.shape()));
   const Tensor dy = dy_in.contiguous();
-  Tensor dx = Tensor::empty(x_.shape(), w.dtype(), w.device());
+  Tensor dx = Tensor::empty(x_.shape(), dtype, w.device());
   kernels::LayerNormParams p;
   p.rows = x_.numel() / dim();
   p.columns = dim();
   p.eps = eps_;
-  p.dtype = w.dtype();
+  p.dtype = dtype;
   p.x = x_.data();
   p.x_row_stride = dim();
   p.weight = w.data();

@@ -1,4 +1,6 @@
-// nn::Linear (linear.hpp) over kernels/linear.hpp.
+// nn::Linear (linear.hpp) over kernels/linear.hpp. Under mixed precision the GEMMs read
+// the bf16 compute copies of the weight and bias and bf16 activations, and the gradients
+// go into the f32 Parameter::grad (the kernel accumulates in f32).
 #include "longnet/nn/linear.hpp"
 
 #include <cmath>
@@ -36,11 +38,13 @@ Linear::Linear(ParameterPtr weight, ParameterPtr bias) : weight_(std::move(weigh
   if (bias_) {
     require(bias_->value.dim() == 1 && bias_->value.size(0) == weight_->value.size(0),
             "Linear: the bias must have out_features = ", weight_->value.size(0), " elements");
+    require(bias_->compute_dtype() == weight_->compute_dtype(), "Linear: the bias computes in ",
+            dtype_name(bias_->compute_dtype()), " but the weight in ", dtype_name(weight_->compute_dtype()));
   }
 }
 
 Tensor Linear::infer(const Tensor& x_in) const {
-  const Tensor& w = weight_->value;
+  const Tensor& w = weight_->compute_value();
   require_floating(x_in, "Linear input", w.dtype(), w.device());
   require(x_in.dim() >= 1 && x_in.size(-1) == in_features(), weight_->name, ": input has shape ",
           shape_to_string(x_in.shape()), ": the last dimension must be in_features = ", in_features());
@@ -54,7 +58,7 @@ Tensor Linear::infer(const Tensor& x_in) const {
   p.x = x.data();
   p.x_row_stride = in_features();
   p.weight = w.data();
-  p.bias = bias_ ? bias_->value.data() : nullptr;
+  p.bias = bias_ ? bias_->compute_value().data() : nullptr;
   p.y = y.data();
   p.y_row_stride = out_features();
   if (w.device().is_cuda()) {
@@ -71,14 +75,13 @@ Tensor Linear::forward(const Tensor& x) {
   return y;
 }
 
-Tensor Linear::backward(const Tensor& dy_in) {
+void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate) {
   require(x_.defined(), weight_->name, ": backward called before forward");
-  const Tensor& w = weight_->value;
+  const Tensor& w = weight_->compute_value();
   require_floating(dy_in, "Linear output gradient", w.dtype(), w.device());
   require(dy_in.shape() == with_last(x_.shape(), out_features()), weight_->name, ": dy has shape ",
           shape_to_string(dy_in.shape()), ": must be ", shape_to_string(with_last(x_.shape(), out_features())));
   const Tensor dy = dy_in.contiguous();
-  Tensor dx = Tensor::empty(x_.shape(), w.dtype(), w.device());
   kernels::LinearParams p;
   p.rows = x_.numel() / in_features();
   p.in_features = in_features();
@@ -91,6 +94,7 @@ Tensor Linear::backward(const Tensor& dy_in) {
   p.dy_row_stride = out_features();
   p.dx = dx.data();
   p.dx_row_stride = in_features();
+  p.dx_accumulate = accumulate;
   p.dweight = weight_->grad.data();
   p.dbias = bias_ ? bias_->grad.data() : nullptr;
   if (w.device().is_cuda()) {
@@ -98,7 +102,21 @@ Tensor Linear::backward(const Tensor& dy_in) {
   } else {
     kernels::linear_backward_cpu(p);
   }
+}
+
+Tensor Linear::backward(const Tensor& dy) {
+  require(x_.defined(), weight_->name, ": backward called before forward");
+  Tensor dx = Tensor::empty(x_.shape(), weight_->compute_dtype(), weight_->value.device());
+  run_backward(dy, dx, /*accumulate=*/false);
   return dx;
+}
+
+void Linear::backward_accumulate(const Tensor& dy, Tensor& dx) {
+  require(x_.defined(), weight_->name, ": backward called before forward");
+  require(dx.defined() && dx.shape() == x_.shape() && dx.is_contiguous(), weight_->name,
+          ": the gradient to add into must be a contiguous tensor of the input's shape ", shape_to_string(x_.shape()));
+  require_floating(dx, "Linear input gradient", weight_->compute_dtype(), weight_->value.device());
+  run_backward(dy, dx, /*accumulate=*/true);
 }
 
 void Linear::collect_parameters(std::vector<ParameterPtr>& out) const {

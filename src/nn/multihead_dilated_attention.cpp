@@ -105,7 +105,7 @@ MultiheadDilatedAttention::MultiheadDilatedAttention(const std::string& name,
 }
 
 MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Tensor& x, const Tensor& memory) {
-  const Tensor& w = out_proj_.weight()->value;
+  const Tensor& w = out_proj_.weight()->compute_value();
   require_floating(x, "attention input", w.dtype(), w.device());
   require(x.dim() == 3 && x.size(2) == config_.d_model, "attention input has shape ", shape_to_string(x.shape()),
           ": must be (batch, seq_len, d_model = ", config_.d_model, ")");
@@ -135,14 +135,16 @@ Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected,
   return out_proj_.forward(o);
 }
 
-Tensor MultiheadDilatedAttention::forward(const Tensor& x) {
+Tensor MultiheadDilatedAttention::forward(const Tensor& x, const ForwardContext& context) {
   cross_ = false;
+  deterministic_ = context.deterministic;
   return attend_and_project(project(x, x), x.size(1));
 }
 
-Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory) {
+Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory, const ForwardContext& context) {
   require(!qkv_proj_, "cross-attention needs separate q/k/v projections (fused_qkv = false)");
   cross_ = true;
+  deterministic_ = context.deterministic;
   return attend_and_project(project(x, memory), x.size(1));
 }
 
@@ -153,8 +155,10 @@ Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tens
   Tensor dout = out_proj_.backward(dy);
   if (inner_attn_ln_) dout = inner_attn_ln_->backward(dout);
   const Tensor& out = attention_.out;
+  DilatedAttentionConfig attention = config_.attention;
+  attention.deterministic = attention.deterministic || deterministic_;
   const AttentionGradients g = dilated_attention_backward(
-      config_.attention, q_, k_, v_, attention_, dout.view({out.size(0), out.size(1), out.size(2), out.size(3)}));
+      attention, q_, k_, v_, attention_, dout.view({out.size(0), out.size(1), out.size(2), out.size(3)}));
   const PositionalConfig& pos = config_.positional;
   const double center = xpos_center(seq_len_);
   const bool rotary = pos.kind != PositionalEncoding::none;
@@ -177,8 +181,8 @@ Tensor MultiheadDilatedAttention::backward(const Tensor& dy) {
     return qkv_proj_->backward(dqkv.view({B, N, -1}));
   }
   Tensor dx = q_proj_->backward(dq.contiguous().view({B, N, -1}));
-  add_into(dx, k_proj_->backward(dk.contiguous().view({B, N, -1})));
-  add_into(dx, v_proj_->backward(dv.contiguous().view({B, N, -1})));
+  k_proj_->backward_accumulate(dk.contiguous().view({B, N, -1}), dx);
+  v_proj_->backward_accumulate(dv.contiguous().view({B, N, -1}), dx);
   return dx;
 }
 
@@ -190,7 +194,7 @@ CrossAttentionGradients MultiheadDilatedAttention::backward_cross(const Tensor& 
   CrossAttentionGradients grads;
   grads.dx = q_proj_->backward(dq.contiguous().view({B, N, -1}));
   grads.dmemory = k_proj_->backward(dk.contiguous().view({B, N, -1}));
-  add_into(grads.dmemory, v_proj_->backward(dv.contiguous().view({B, N, -1})));
+  v_proj_->backward_accumulate(dv.contiguous().view({B, N, -1}), grads.dmemory);
   return grads;
 }
 
@@ -198,7 +202,7 @@ AttentionCache MultiheadDilatedAttention::make_cache(std::int64_t batch, std::in
   require(config_.attention.causal, "a KV cache needs causal self-attention");
   require(batch >= 1, "batch = ", batch, ": must be >= 1");
   require(max_positions >= 1, "max_positions = ", max_positions, ": must be >= 1");
-  const Tensor& w = out_proj_.weight()->value;
+  const Tensor& w = out_proj_.weight()->compute_value();
   AttentionCache cache;
   cache.batch = batch;
   cache.max_positions = max_positions;

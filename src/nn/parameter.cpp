@@ -8,19 +8,34 @@
 
 namespace longnet::nn {
 
-ParameterPtr make_parameter(std::string name, const Tensor& value, const ParameterOptions& options, bool weight_decay) {
+void validate_parameter_options(const ParameterOptions& options, const std::string& name) {
   require(options.dtype == DType::f32 || options.dtype == DType::f64, "parameter ", name,
           ": dtype = ", dtype_name(options.dtype), ": parameters (master weights) must be f32 or f64");
-  require(options.compute_dtype == options.dtype, "parameter ", name,
-          ": compute_dtype = ", dtype_name(options.compute_dtype), " differs from dtype = ", dtype_name(options.dtype),
-          ": mixed precision is not implemented yet; use equal dtypes");
+  const bool mixed = options.compute_dtype != options.dtype;
+  require(!mixed || (options.dtype == DType::f32 && options.compute_dtype == DType::bf16), "parameter ", name,
+          ": compute_dtype = ", dtype_name(options.compute_dtype), " with dtype = ", dtype_name(options.dtype),
+          ": must equal dtype, or be bf16 with dtype f32 (mixed precision)");
+  require(!mixed || options.device.is_cuda(), "parameter ", name, ": compute_dtype = bf16 on ",
+          to_string(options.device), ": mixed precision needs a CUDA device (the CPU computes in f32 or f64)");
   require_device_available(options.device, "parameter device");
+}
+
+void Parameter::refresh_compute() {
+  if (compute.defined()) compute.copy_from(value);
+}
+
+ParameterPtr make_parameter(std::string name, const Tensor& value, const ParameterOptions& options, bool weight_decay) {
+  validate_parameter_options(options, name);
   auto p = std::make_shared<Parameter>();
   p->name = std::move(name);
   Tensor converted = value.to(options.device, options.dtype);
   p->value = converted.storage() == value.storage() ? value.clone() : converted.contiguous();
   p->grad = Tensor::zeros(p->value.shape(), p->value.dtype(), p->value.device());
   p->weight_decay = weight_decay;
+  if (options.compute_dtype != options.dtype) {
+    p->compute = Tensor::empty(p->value.shape(), options.compute_dtype, options.device);
+    p->refresh_compute();
+  }
   return p;
 }
 
@@ -63,6 +78,10 @@ std::vector<ParameterPtr> Module::parameters() const {
 
 void Module::zero_grad() const {
   for (const ParameterPtr& p : parameters()) p->grad.zero();
+}
+
+void Module::refresh_compute_copies() const {
+  for (const ParameterPtr& p : parameters()) p->refresh_compute();
 }
 
 void append_unique(std::vector<ParameterPtr>& out, const ParameterPtr& p) {

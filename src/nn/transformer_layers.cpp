@@ -46,7 +46,7 @@ EncoderLayer::EncoderLayer(const std::string& name, TransformerLayerConfig confi
 
 Tensor EncoderLayer::forward(const Tensor& x, const ForwardContext& context) {
   // New tensors for each sum: the layer norms keep their inputs for backward.
-  const Tensor h = add(x, attn_dropout_.forward(attn_.forward(attn_layer_norm_.forward(x)), context));
+  const Tensor h = add(x, attn_dropout_.forward(attn_.forward(attn_layer_norm_.forward(x), context), context));
   return add(h, ffn_.forward(ffn_layer_norm_.forward(h), context));
 }
 
@@ -87,9 +87,10 @@ Tensor DecoderLayer::forward(const Tensor& x, const Tensor& memory, const Forwar
           cross_attn_ ? "DecoderLayer with cross-attention needs the encoder's output (memory)"
                       : "DecoderLayer without cross-attention takes no memory");
   // New tensors for each sum: the layer norms keep their inputs for backward.
-  Tensor h = add(x, attn_dropout_.forward(attn_.forward(attn_layer_norm_.forward(x)), context));
+  Tensor h = add(x, attn_dropout_.forward(attn_.forward(attn_layer_norm_.forward(x), context), context));
   if (cross_attn_) {
-    h = add(h, cross_attn_dropout_.forward(cross_attn_->forward(cross_attn_layer_norm_->forward(h), memory), context));
+    h = add(h, cross_attn_dropout_.forward(cross_attn_->forward(cross_attn_layer_norm_->forward(h), memory, context),
+                                           context));
   }
   return add(h, ffn_.forward(ffn_layer_norm_.forward(h), context));
 }

@@ -15,6 +15,7 @@
 #include "longnet/kernels/layer_norm.hpp"
 #include "longnet/nn/functional.hpp"
 #include "longnet/nn/layer_norm.hpp"
+#include "longnet/nn/linear.hpp"
 #include "longnet/nn/positional.hpp"
 
 namespace longnet::testing {
@@ -200,6 +201,35 @@ TEST(ModelKernels, EmbeddingRowsSortedByTokenForTheCudaBackward) {
   kernels::embedding_sort_rows(tokens.data(), 5, order, run_starts);
   EXPECT_EQ(order, (std::vector<std::int32_t>{3, 1, 4, 0, 2}));  // stable: equal tokens keep their row order
   EXPECT_EQ(run_starts, (std::vector<std::int64_t>{0, 1, 3, 5}));
+}
+
+TEST(ModelKernels, LinearBackwardAccumulateAddsDyWIntoTheGradient) {
+  ParameterOptions options;
+  options.dtype = options.compute_dtype = DType::f64;
+  Linear linear("l", 6, 5, true, options);
+  const Tensor x = Tensor::randn({2, 3, 6}, 1, DType::f64), dy = Tensor::randn({2, 3, 5}, 2, DType::f64);
+  linear.forward(x);
+  const Tensor dx = linear.backward(dy);
+  Tensor sum = Tensor::randn({2, 3, 6}, 3, DType::f64);
+  const std::vector<double> expected = add(sum, dx).to_vector<double>();
+  linear.backward_accumulate(dy, sum);
+  const std::vector<double> actual = sum.to_vector<double>();
+  for (std::size_t i = 0; i < actual.size(); ++i) EXPECT_NEAR(actual[i], expected[i], 1e-13);
+  Tensor wrong = Tensor::zeros({2, 3, 5}, DType::f64);
+  EXPECT_THROW(linear.backward_accumulate(dy, wrong), Error);
+}
+
+TEST(ModelKernels, SumOfSquaresOfManyTensorsIsTheSumOfEach) {
+  std::vector<Tensor> tensors;
+  double expected = 0;
+  for (int i = 0; i < 5; ++i) {
+    tensors.push_back(Tensor::randn({i * 1000 + 3}, static_cast<std::uint64_t>(i)));
+    expected += sum_of_squares(tensors.back());
+  }
+  EXPECT_EQ(sum_of_squares(tensors), expected);  // the same additions in the same order
+  EXPECT_EQ(sum_of_squares(std::vector<Tensor>{}), 0.0);
+  tensors.push_back(Tensor::randn({3}, 9, DType::f64));
+  EXPECT_THROW(sum_of_squares(tensors), Error);  // one dtype for all
 }
 
 }  // namespace

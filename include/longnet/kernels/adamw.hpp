@@ -8,6 +8,9 @@
 //   p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 // param, grad, m, v: `count` contiguous elements of one dtype (f32 master weights, or f64
 // in tests). t = step >= 1. The gradient is read, not changed.
+// Mixed precision: when param_copy is set (CUDA only), the kernel also writes the updated
+// parameter rounded to copy_dtype (bf16) there — the compute copy the next step's GEMMs
+// read — in the same pass, so refreshing the copies costs no extra read of the weights.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +33,8 @@ struct AdamWParams {
   double weight_decay = 0.0;
   double grad_scale = 1.0;
   std::int64_t step = 1;
+  void* param_copy = nullptr;  // optional (CUDA): param rounded to copy_dtype, written
+  DType copy_dtype = DType::bf16;
 };
 
 void adamw_step_cpu(const AdamWParams& p);

@@ -6,13 +6,15 @@
 //   dlogits[r, v] = grad_scale * (exp(logits[r, v] - lse[r]) - [v == targets[r]])
 // (0 for ignored rows). logits and dlogits: (rows, vocab) with a row stride; targets (rows)
 // int32, each in [0, vocab) or == ignore_index (the caller validates); loss and lse
-// (rows) in the statistics dtype (f64 for f64 logits, f32 otherwise). dlogits is written
-// and may alias logits.
+// (rows) in accumulation_dtype(dtype) (precision.hpp), the softmax computed in that
+// precision whatever the logits' dtype (bf16 on CUDA). dlogits is written and may alias
+// logits.
 #pragma once
 
 #include <cstdint>
 
 #include "longnet/core/dtype.hpp"
+#include "longnet/kernels/precision.hpp"
 
 namespace longnet::kernels {
 

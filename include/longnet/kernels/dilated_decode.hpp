@@ -16,7 +16,8 @@
 // generation.
 //
 // q, out: (batch, heads, D) contiguous; cache keys/values per pattern:
-// (slots, capacity, batch, kv_heads, D) contiguous. All float tensors share dtype.
+// (slots, capacity, batch, kv_heads, D) contiguous. All float tensors share dtype (f32 or
+// f64; on CUDA also bf16, accumulated in double like the others).
 #pragma once
 
 #include <cstdint>

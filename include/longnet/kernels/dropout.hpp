@@ -3,7 +3,8 @@
 //   out[i]  = keep[i] ? x[i] / (1 - probability) : 0
 // The mask is a pure function of (key, i), so backward regenerates it instead of storing
 // it: dx[i] = keep[i] ? dout[i] / (1 - probability) : 0 (written; may alias dout).
-// All tensors contiguous with `count` elements; 0 <= probability < 1.
+// All tensors contiguous with `count` elements of `dtype` (f32 or f64; on CUDA also bf16);
+// 0 <= probability < 1.
 #pragma once
 
 #include <cstdint>

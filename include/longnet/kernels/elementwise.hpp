@@ -1,5 +1,6 @@
 // Elementwise sums for residual connections and gradient accumulation:
-//   out[i] = a[i] + alpha * b[i]   over `count` contiguous elements (out may alias a or b).
+//   out[i] = a[i] + alpha * b[i]   over `count` contiguous elements (out may alias a or b)
+// of `dtype` (f32 or f64; on CUDA also bf16, computed in f32 and rounded once).
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,7 @@
 // Token embedding: out[i, :] = table[tokens[i], :] * scale.
-// tokens: (count) int32, every id in [0, vocab) (the nn layer validates them); table
-// (vocab, dim) contiguous; out, dout (count, dim) contiguous.
+// tokens: (count) int32, every id in [0, vocab) (the nn layer validates them); table,
+// dtable (vocab, dim) contiguous in accumulation_dtype(dtype) (precision.hpp: the f32
+// master table under bf16 activations); out, dout (count, dim) contiguous in `dtype`.
 // Backward: dtable[tokens[i], :] += scale * dout[i, :] (accumulates, a scatter-add;
 // deterministic: on the CPU each thread owns a range of columns and visits tokens in
 // order; on CUDA, which needs `order` and `run_starts`, one thread per (distinct token,
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "longnet/core/dtype.hpp"
+#include "longnet/kernels/precision.hpp"
 
 namespace longnet::kernels {
 
@@ -19,7 +21,7 @@ struct EmbeddingParams {
   std::int64_t vocab = 0;
   std::int64_t dim = 0;
   double scale = 1.0;
-  DType dtype = DType::f32;  // of table, out and the gradients
+  DType dtype = DType::f32;  // of out and dout; table and dtable in accumulation_dtype(dtype)
   const std::int32_t* tokens = nullptr;
   const void* table = nullptr;
   void* out = nullptr;         // forward

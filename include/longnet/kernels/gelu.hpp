@@ -1,7 +1,8 @@
 // GELU with the exact erf form, the one torchscale (LongNet's code) uses through F.gelu:
 //   gelu(x)  = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
 //   gelu'(x) = Phi(x) + x * phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-// All tensors contiguous with `count` elements. Backward writes dx (= dout * gelu'(x)).
+// All tensors contiguous with `count` elements of `dtype` (f32 or f64; on CUDA also bf16,
+// computed in f32). Backward writes dx (= dout * gelu'(x)).
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,7 @@
 // in-place scaling. The global norm is sqrt of the sum over all parameters' gradients.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "longnet/core/dtype.hpp"
@@ -12,6 +13,12 @@ namespace longnet::kernels {
 // sum_i x[i]^2 over `count` contiguous elements of a float dtype.
 double sum_of_squares_cpu(const void* x, std::int64_t count, DType dtype);
 double sum_of_squares_cuda(const void* x, std::int64_t count, DType dtype);
+
+// The sum over `tensors` tensors (x[t], counts[t] elements each, all of `dtype`): on CUDA
+// one synchronisation for all of them (a training step's gradient norm would otherwise
+// wait for the device once per parameter). The order of summation is fixed.
+double sum_of_squares_many_cpu(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype);
+double sum_of_squares_many_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype);
 
 // x[i] *= factor.
 void scale_cpu(void* x, std::int64_t count, DType dtype, double factor);

@@ -10,7 +10,8 @@
 // the factors in range. pos = position_start + row index.
 // The map is linear in x, per pair a scaled rotation M; backward (`transpose`) applies M^T.
 // x and out: (batch, seq_len, heads, D) with element strides of (batch, sequence, head),
-// the head dimension contiguous; D even. out may alias x.
+// the head dimension contiguous; D even. out may alias x. dtype: f32 or f64 (on CUDA also
+// bf16; the factors are computed in double and applied in f32).
 #pragma once
 
 #include <cstdint>

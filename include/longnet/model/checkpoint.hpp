@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "longnet/model/language_model.hpp"
@@ -47,8 +48,13 @@ void load_parameters(const std::filesystem::path& path, const LanguageModel& mod
 // Loads the optimizer state written with the checkpoint; its step must equal `step`.
 void load_optimizer_state(const std::filesystem::path& path, AdamW& optimizer, std::int64_t step);
 
-// A model built from the checkpoint's configuration, with its parameters.
-std::unique_ptr<LongNetLM> load_longnet_lm(const std::filesystem::path& path, Device device = Device::cpu());
-std::unique_ptr<LongNet> load_longnet(const std::filesystem::path& path, Device device = Device::cpu());
+// A model built from the checkpoint's configuration, with its parameters (the f32 master
+// weights). It computes in `compute_dtype` when given, else in the checkpoint's compute
+// dtype on CUDA and in the parameters' dtype on the CPU (a model trained in bf16 on a GPU
+// loads for f32 generation on the CPU).
+std::unique_ptr<LongNetLM> load_longnet_lm(const std::filesystem::path& path, Device device = Device::cpu(),
+                                           std::optional<DType> compute_dtype = std::nullopt);
+std::unique_ptr<LongNet> load_longnet(const std::filesystem::path& path, Device device = Device::cpu(),
+                                      std::optional<DType> compute_dtype = std::nullopt);
 
 }  // namespace longnet::model

@@ -8,6 +8,8 @@
 // MAGNETO's initialisation scale gamma (torchscale with subln): sqrt(log 2L) for a
 // decoder-only model; sqrt(log 3L_dec) for the decoder and sqrt(log(3L_dec) log(2L_enc)/3)
 // for the encoder of an encoder-decoder model; applied to v_proj, out_proj, fc1 and fc2.
+// Mixed precision (CUDA): dtype f32 with compute_dtype bf16 keeps f32 master weights,
+// gradients and AdamW state, and computes the step in bf16 (nn/parameter.hpp).
 #pragma once
 
 #include <cstdint>
@@ -42,8 +44,8 @@ struct LongNetLMConfig {
   bool sub_layer_norm = true;
   bool scale_embedding = false;  // multiply embeddings by sqrt(d_model) (torchscale: off)
   double layer_norm_eps = 1e-5;
-  DType dtype = DType::f32;          // parameters (master weights)
-  DType compute_dtype = DType::f32;  // activations; the hook for bf16 on CUDA (must equal dtype today)
+  DType dtype = DType::f32;          // parameters (master weights), gradients, optimizer state
+  DType compute_dtype = DType::f32;  // activations and GEMM weights: dtype, or bf16 on CUDA with f32 dtype
 
   void validate() const;
   // A decoder layer's configuration with MAGNETO gamma `gamma`.

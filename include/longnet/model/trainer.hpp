@@ -1,8 +1,11 @@
 // The training loop as a library piece (the CLI and tests drive it): one optimizer step =
 // gradient accumulation over micro-batches, global-norm clipping, AdamW with the warmup +
 // cosine schedule; evaluation; checkpoints that resume the run exactly. All randomness
-// (batches, dropout) is counter-based from (seed, step, micro-step), so the losses after a
-// resume equal those of an uninterrupted run, bit for bit.
+// (batches, dropout) is counter-based from (seed, step, micro-step) and every reduction runs
+// in a fixed order, so the losses after a resume equal those of an uninterrupted run, bit
+// for bit. On CUDA that needs `deterministic` (the default): the attention backward then
+// runs without atomics (DilatedAttentionConfig::deterministic), about a third slower;
+// without it a run is reproducible only to rounding. The CPU is always deterministic.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +27,7 @@ struct TrainingConfig {
   double grad_clip = 1.0;  // <= 0: no clipping
   AdamWConfig adamw;
   std::uint64_t seed = 0;
+  bool deterministic = true;  // bitwise repeatable steps on CUDA (exact resume); see above
   void validate() const;
   LearningRateSchedule schedule() const { return {lr, min_lr, warmup_steps, steps}; }
 };

@@ -1,7 +1,8 @@
 // nn::Embedding: out (B, N, dim) = weight[tokens] * scale, weight (vocab, dim) initialised
 // N(0, dim^-1) as torchscale's language models do. Tokens are int32 or int64 on any
 // device; every id must be in [0, vocab) (checked, naming the bad id). Backward
-// scatter-adds into the weight's gradient.
+// scatter-adds into the weight's gradient. The output is in the weight's compute dtype
+// (bf16 under mixed precision), looked up from the f32 table.
 #pragma once
 
 #include <string>
@@ -31,6 +32,8 @@ class Embedding final : public Module {
   static Tensor prepare_tokens(const Tensor& tokens, std::int64_t vocab, Device device, const char* what);
 
  private:
+  Tensor lookup(const Tensor& tokens) const;  // tokens: validated int32 on the weight's device
+
   ParameterPtr weight_;
   double scale_;
   Tensor tokens_;

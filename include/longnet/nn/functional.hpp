@@ -3,12 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "longnet/core/tensor.hpp"
 
 namespace longnet::nn {
 
-// a + alpha * b (equal shapes) as a new contiguous tensor.
+// a + alpha * b (equal shapes) as a new contiguous tensor (one pass: no copy of a first).
 Tensor add(const Tensor& a, const Tensor& b, double alpha = 1.0);
 // target += alpha * b in place; target must be contiguous.
 void add_into(Tensor& target, const Tensor& b, double alpha = 1.0);
@@ -16,6 +17,8 @@ void add_into(Tensor& target, const Tensor& b, double alpha = 1.0);
 void scale_in_place(Tensor& x, double factor);
 // sum of squares of all elements (double, deterministic).
 double sum_of_squares(const Tensor& x);
+// The sum over tensors of one dtype on one device: on CUDA one synchronisation in all.
+double sum_of_squares(const std::vector<Tensor>& tensors);
 
 // The rows view of a tensor whose last dimension is `columns`: (numel / columns, columns).
 // Requires a contiguous tensor.

@@ -1,6 +1,7 @@
 // nn::Linear: y (..., out) = x (..., in) W^T + b, weight (out, in), bias (out), PyTorch's
 // default initialisation U(-1/sqrt(in), 1/sqrt(in)) unless given. Backward writes dx and
 // accumulates dW, db. The weight may be shared with another module (tied embeddings).
+// x and y are in the parameters' compute dtype (bf16 under mixed precision).
 #pragma once
 
 #include <string>
@@ -18,6 +19,10 @@ class Linear final : public Module {
 
   Tensor forward(const Tensor& x);
   Tensor backward(const Tensor& dy);
+  // Backward that adds the input's gradient into dx (dx += dy W) instead of writing a new
+  // tensor: several projections of one input (k and v of attention) sum their gradients
+  // inside the GEMM, with no separate pass.
+  void backward_accumulate(const Tensor& dy, Tensor& dx);
   // Without saving anything (generation).
   Tensor infer(const Tensor& x) const;
 
@@ -28,6 +33,8 @@ class Linear final : public Module {
   void collect_parameters(std::vector<ParameterPtr>& out) const override;
 
  private:
+  void run_backward(const Tensor& dy, Tensor& dx, bool accumulate);
+
   ParameterPtr weight_, bias_;
   Tensor x_;
 };

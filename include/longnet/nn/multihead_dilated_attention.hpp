@@ -62,11 +62,12 @@ class MultiheadDilatedAttention final : public Module {
   MultiheadDilatedAttention(const std::string& name, const MultiheadDilatedAttentionConfig& config,
                             const ParameterOptions& options);
 
-  // Self-attention: x (B, N, d_model) -> (B, N, d_model).
-  Tensor forward(const Tensor& x);
+  // Self-attention: x (B, N, d_model) -> (B, N, d_model), in the parameters' compute dtype.
+  // context.deterministic makes the backward of this forward bitwise repeatable on CUDA.
+  Tensor forward(const Tensor& x, const ForwardContext& context = {});
   Tensor backward(const Tensor& dy);
   // Cross-attention over a memory of the same shape as x.
-  Tensor forward(const Tensor& x, const Tensor& memory);
+  Tensor forward(const Tensor& x, const Tensor& memory, const ForwardContext& context = {});
   CrossAttentionGradients backward_cross(const Tensor& dy);
 
   // Generation (causal self-attention only): a cache for `batch` sequences of up to
@@ -100,6 +101,7 @@ class MultiheadDilatedAttention final : public Module {
   Tensor q_, k_, v_;  // after the positional encoding (the attention's inputs)
   AttentionOutput attention_;
   std::int64_t seq_len_ = 0;
+  bool deterministic_ = false;
 };
 
 }  // namespace longnet::nn

@@ -22,16 +22,26 @@ namespace longnet::nn {
 
 struct Parameter {
   std::string name;
-  Tensor value;
-  Tensor grad;               // zeroed at construction and by zero_grad()
+  Tensor value;              // the master weights (f32, or f64 in tests)
+  Tensor grad;               // same dtype as value; zeroed at construction and by zero_grad()
   bool weight_decay = true;  // false for biases and norms (the usual AdamW grouping)
+  // Mixed precision: `value` rounded to the compute dtype (bf16), what the GEMMs read;
+  // undefined when the model computes in the parameters' dtype. AdamW rewrites it in the
+  // pass that updates `value`; whatever else changes `value` (loading a checkpoint,
+  // copying parameters) calls refresh_compute() (or Module::refresh_compute_copies()).
+  Tensor compute;
+
+  const Tensor& compute_value() const { return compute.defined() ? compute : value; }
+  // The dtype of the activations this parameter meets.
+  DType compute_dtype() const { return compute_value().dtype(); }
+  void refresh_compute();
 };
 using ParameterPtr = std::shared_ptr<Parameter>;
 
 // Where and in what precision a module's parameters live, and the seed of their
-// initialisation. `compute_dtype` is the design hook for mixed precision: parameters stay
-// in `dtype` (f32 master weights) while activations may be computed in bf16 on CUDA; today
-// the two must be equal (the CPU computes in f32 or f64).
+// initialisation. Mixed precision (CUDA only): dtype f32 (master weights, gradients,
+// optimizer state) with compute_dtype bf16 (activations and the weights' compute copies,
+// Parameter::compute); otherwise the two are equal (the CPU computes in f32 or f64).
 struct ParameterOptions {
   DType dtype = DType::f32;
   DType compute_dtype = DType::f32;
@@ -39,9 +49,13 @@ struct ParameterOptions {
   std::uint64_t seed = 0;
 };
 
-// A new parameter with a zero gradient; `value` is moved to the options' device/dtype.
+// A new parameter with a zero gradient (and its compute copy under mixed precision);
+// `value` is moved to the options' device/dtype. Checks the options (DESIGN 6).
 ParameterPtr make_parameter(std::string name, const Tensor& value, const ParameterOptions& options,
                             bool weight_decay = true);
+// Throws Error unless the options are usable (dtypes, mixed precision only on CUDA, the
+// device present); `name` names what they are for.
+void validate_parameter_options(const ParameterOptions& options, const std::string& name);
 
 // The seed of one parameter's initialisation: a hash of the model seed and the name, so
 // initial values do not depend on construction order.
@@ -55,12 +69,16 @@ Tensor xavier_uniform_init(std::int64_t out, std::int64_t in, std::uint64_t seed
 
 // What a forward call needs besides its inputs: whether dropout is active and the
 // counters of the randomness (dropout masks are functions of (seed, step, micro_step,
-// stream), so backward, a resumed run and any device regenerate the same masks).
+// stream), so backward, a resumed run and any device regenerate the same masks), and
+// whether the backward of this forward must be bitwise repeatable on CUDA (the attention
+// backward then runs without atomics, DilatedAttentionConfig::deterministic, about a third
+// slower; everything else is deterministic anyway). The CPU always is.
 struct ForwardContext {
   bool training = false;
   std::uint64_t seed = 0;
   std::int64_t step = 0;        // optimizer step
   std::int64_t micro_step = 0;  // micro-batch inside a step (gradient accumulation)
+  bool deterministic = false;
 };
 
 class Module {
@@ -70,6 +88,8 @@ class Module {
   virtual void collect_parameters(std::vector<ParameterPtr>& out) const = 0;
   std::vector<ParameterPtr> parameters() const;
   void zero_grad() const;
+  // Rounds every parameter's value into its compute copy (mixed precision; no-op otherwise).
+  void refresh_compute_copies() const;
 };
 
 // Appends `p` unless the same Parameter is already in `out` (tied weights).

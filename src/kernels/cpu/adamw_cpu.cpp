@@ -8,6 +8,8 @@
 namespace longnet::kernels {
 
 void adamw_step_cpu(const AdamWParams& p) {
+  require(p.param_copy == nullptr, "adamw_step on the CPU: param_copy is set, but the CPU computes in the ",
+          "parameters' dtype (mixed precision is a CUDA feature)");
   cpu::dispatch_float(p.dtype, "adamw_step", [&](auto tag) {
     using T = decltype(tag);
     T* param = static_cast<T*>(p.param);

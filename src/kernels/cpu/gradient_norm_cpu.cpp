@@ -29,6 +29,12 @@ double sum_of_squares_cpu(const void* x, std::int64_t count, DType dtype) {
   return total;
 }
 
+double sum_of_squares_many_cpu(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype) {
+  double total = 0;
+  for (std::size_t t = 0; t < tensors; ++t) total += sum_of_squares_cpu(x[t], counts[t], dtype);
+  return total;
+}
+
 void scale_cpu(void* x, std::int64_t count, DType dtype, double factor) {
   cpu::dispatch_float(dtype, "scale", [&](auto tag) {
     using T = decltype(tag);

@@ -1,4 +1,4 @@
-// nn.Linear on the CPU (linear.hpp) through OpenBLAS: y = x W^T + b, dx = dy W,
+// nn.Linear on the CPU (linear.hpp) through OpenBLAS: y = x W^T + b, dx = dy W (or +=),
 // dW += dy^T x, and db += column sums of dy over fixed chunks of rows added in order.
 #include <cblas.h>
 
@@ -57,10 +57,12 @@ void backward(const LinearParams& p) {
   if (p.dx && p.rows > 0 && p.in_features > 0) {
     T* dx = static_cast<T*>(p.dx);
     if (p.out_features == 0) {
-      for (std::int64_t r = 0; r < p.rows; ++r) std::fill_n(dx + r * p.dx_row_stride, p.in_features, T(0));
+      if (!p.dx_accumulate) {
+        for (std::int64_t r = 0; r < p.rows; ++r) std::fill_n(dx + r * p.dx_row_stride, p.in_features, T(0));
+      }
     } else {
-      gemm(false, false, p.rows, p.in_features, p.out_features, dy, p.dy_row_stride, w, p.in_features, T(0), dx,
-           p.dx_row_stride);
+      gemm(false, false, p.rows, p.in_features, p.out_features, dy, p.dy_row_stride, w, p.in_features,
+           p.dx_accumulate ? T(1) : T(0), dx, p.dx_row_stride);
     }
   }
   if (p.dweight && p.rows > 0 && p.in_features > 0 && p.out_features > 0) {

@@ -1,6 +1,7 @@
 // One query position against the bounded KV cache on CUDA (dilated_decode.hpp): one warp
 // per (batch, head); each lane owns head_dim / 32 elements of q and of the output; the
-// scores are warp sums, the softmax is online, accumulated in double.
+// scores are warp sums, the softmax is online, accumulated in double (also for bf16
+// caches, whose elements are read exactly into double).
 #include <cmath>
 
 #include "kernels/cuda/model_kernels_common.cuh"
@@ -44,7 +45,7 @@ __global__ void decode_kernel(DecodeArgs<T> a) {
   double q_local[kMaxPerLane], rate[kMaxPerLane], acc[kMaxPerLane];
   for (int e = 0; e < kMaxPerLane; ++e) {
     const std::int64_t d = lane + 32 * e;
-    q_local[e] = d < D ? static_cast<double>(q[d]) : 0.0;
+    q_local[e] = d < D ? static_cast<double>(to_compute(q[d])) : 0.0;
     acc[e] = 0.0;
     rate[e] = 0.0;
     if (a.xpos_scale_base > 0 && d < D) {  // log(zeta_j) / scale_base of pair j = d / 2
@@ -69,7 +70,8 @@ __global__ void decode_kernel(DecodeArgs<T> a) {
       for (int e = 0; e < kMaxPerLane; ++e) {
         const std::int64_t d = lane + 32 * e;
         if (d < D)
-          dot += (a.xpos_scale_base > 0 ? exp(distance * rate[e]) : 1.0) * q_local[e] * static_cast<double>(k[d]);
+          dot += (a.xpos_scale_base > 0 ? exp(distance * rate[e]) : 1.0) * q_local[e] *
+                 static_cast<double>(to_compute(k[d]));
       }
       const double score = warp_sum(dot) * a.scale;
       if (score > max_score) {
@@ -82,14 +84,14 @@ __global__ void decode_kernel(DecodeArgs<T> a) {
       sum += weight;
       for (int e = 0; e < kMaxPerLane; ++e) {
         const std::int64_t d = lane + 32 * e;
-        if (d < D) acc[e] += weight * static_cast<double>(v[d]);
+        if (d < D) acc[e] += weight * static_cast<double>(to_compute(v[d]));
       }
     }
   }
   T* out = a.out + (b * a.heads + h) * D;
   for (int e = 0; e < kMaxPerLane; ++e) {
     const std::int64_t d = lane + 32 * e;
-    if (d < D) out[d] = sum > 0 ? static_cast<T>(acc[e] / sum * a.output_scale) : T(0);
+    if (d < D) out[d] = from_compute<T>(static_cast<Compute<T>>(sum > 0 ? acc[e] / sum * a.output_scale : 0.0));
   }
 }
 
@@ -101,7 +103,7 @@ void dilated_decode_cuda(const DilatedDecodeParams& p) {
   require(static_cast<int>(p.patterns.size()) <= kMaxPatterns, "dilated_decode on CUDA: ", p.patterns.size(),
           " patterns: at most ", kMaxPatterns);
   if (p.batch * p.heads == 0) return;
-  dispatch_float(p.dtype, "dilated_decode", [&](auto tag) {
+  dispatch_activation(p.dtype, "dilated_decode", [&](auto tag) {
     using T = decltype(tag);
     DecodeArgs<T> a{};
     a.batch = p.batch;

@@ -1,4 +1,4 @@
-// out = a + alpha * b on CUDA (elementwise.hpp).
+// out = a + alpha * b on CUDA (elementwise.hpp), f32, f64 or bf16 (computed in f32).
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/elementwise.hpp"
 
@@ -8,21 +8,19 @@ namespace {
 using namespace cuda_model;
 
 template <class T>
-__global__ void add_kernel(std::int64_t count, const T* a, const T* b, T alpha, T* out) {
-  LONGNET_GRID_STRIDE(i, count) out[i] = a[i] + alpha * b[i];
-}
+struct AddOp {
+  Compute<T> alpha;
+  __device__ Compute<T> operator()(const Compute<T>* in, std::int64_t) const { return in[0] + alpha * in[1]; }
+};
 
 }  // namespace
 
 void add_cuda(const AddParams& p) {
-  if (p.count == 0) return;
-  dispatch_float(p.dtype, "add", [&](auto tag) {
+  dispatch_activation(p.dtype, "add", [&](auto tag) {
     using T = decltype(tag);
-    add_kernel<T><<<grid_for(p.count), kThreads, 0, current_cuda_stream()>>>(
-        p.count, static_cast<const T*>(p.a), static_cast<const T*>(p.b), static_cast<T>(p.alpha),
-        static_cast<T*>(p.out));
+    launch_map<T, 2>(p.count, {{static_cast<const T*>(p.a), static_cast<const T*>(p.b)}, static_cast<T*>(p.out)},
+                     AddOp<T>{static_cast<Compute<T>>(p.alpha)});
   });
-  check_launch();
 }
 
 }  // namespace longnet::kernels

@@ -1,4 +1,4 @@
-// Exact (erf) GELU on CUDA (gelu.hpp).
+// Exact (erf) GELU on CUDA (gelu.hpp), f32, f64 or bf16 (computed in f32).
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/gelu.hpp"
 
@@ -7,41 +7,39 @@ namespace {
 
 using namespace cuda_model;
 
-template <class T>
-__global__ void forward_kernel(GeluParams p) {
-  const T* x = static_cast<const T*>(p.x);
-  T* out = static_cast<T*>(p.out);
-  LONGNET_GRID_STRIDE(i, p.count) { out[i] = T(0.5) * x[i] * (T(1) + erf(x[i] * T(0.70710678118654752440))); }
-}
-
-template <class T>
-__global__ void backward_kernel(GeluParams p) {
-  const T* x = static_cast<const T*>(p.x);
-  const T* dout = static_cast<const T*>(p.dout);
-  T* dx = static_cast<T*>(p.dx);
-  LONGNET_GRID_STRIDE(i, p.count) {
-    const T cdf = T(0.5) * (T(1) + erf(x[i] * T(0.70710678118654752440)));
-    const T pdf = T(0.39894228040143267794) * exp(T(-0.5) * x[i] * x[i]);
-    dx[i] = dout[i] * (cdf + x[i] * pdf);
+template <class C>
+struct GeluForward {
+  __device__ C operator()(const C* in, std::int64_t) const {
+    return C(0.5) * in[0] * (C(1) + erf(in[0] * C(0.70710678118654752440)));
   }
-}
+};
+
+// in[0] = x, in[1] = dout.
+template <class C>
+struct GeluBackward {
+  __device__ C operator()(const C* in, std::int64_t) const {
+    const C x = in[0];
+    const C cdf = C(0.5) * (C(1) + erf(x * C(0.70710678118654752440)));
+    const C pdf = C(0.39894228040143267794) * exp(C(-0.5) * x * x);
+    return in[1] * (cdf + x * pdf);
+  }
+};
 
 }  // namespace
 
 void gelu_forward_cuda(const GeluParams& p) {
-  if (p.count == 0) return;
-  dispatch_float(p.dtype, "gelu_forward", [&](auto tag) {
-    forward_kernel<decltype(tag)><<<grid_for(p.count), kThreads, 0, current_cuda_stream()>>>(p);
+  dispatch_activation(p.dtype, "gelu_forward", [&](auto tag) {
+    using T = decltype(tag);
+    launch_map<T, 1>(p.count, {{static_cast<const T*>(p.x)}, static_cast<T*>(p.out)}, GeluForward<Compute<T>>{});
   });
-  check_launch();
 }
 
 void gelu_backward_cuda(const GeluParams& p) {
-  if (p.count == 0) return;
-  dispatch_float(p.dtype, "gelu_backward", [&](auto tag) {
-    backward_kernel<decltype(tag)><<<grid_for(p.count), kThreads, 0, current_cuda_stream()>>>(p);
+  dispatch_activation(p.dtype, "gelu_backward", [&](auto tag) {
+    using T = decltype(tag);
+    launch_map<T, 2>(p.count, {{static_cast<const T*>(p.x), static_cast<const T*>(p.dout)}, static_cast<T*>(p.dx)},
+                     GeluBackward<Compute<T>>{});
   });
-  check_launch();
 }
 
 }  // namespace longnet::kernels

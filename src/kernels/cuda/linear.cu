@@ -1,14 +1,21 @@
 // nn.Linear on CUDA (linear.hpp) through cuBLASLt. Row-major X (M x I), W (O x I) and
 // Y (M x O) are column-major X^T, W^T and Y^T, so
-//   Y^T  = W X^T        : C (O x M) = op_T(A = W^T as stored) * B (X^T as stored)
-//   dX^T = W^T dY^T     : C (I x M) = A (W^T as stored) * B (dY^T as stored)
+//   Y^T  = W X^T + b    : C (O x M) = op_T(A = W^T as stored) * B (X^T as stored), bias epilogue
+//   dX^T = W^T dY^T     : C (I x M) = A (W^T as stored) * B (dY^T as stored), beta 0 (or 1)
 //   dW^T += X^T dY      : C (I x O) = A (X^T as stored) * op_T(B = dY^T as stored), beta 1
-// fp32 GEMMs compute in fp32 (CUBLAS_COMPUTE_32F, no TF32) so they match the CPU; the bias
-// is broadcast before the GEMM (beta 1), and db is a deterministic two-pass column sum.
+// fp32 GEMMs compute in fp32 (CUBLAS_COMPUTE_32F, no TF32) so they match the CPU; bf16
+// GEMMs (mixed precision) take bf16 operands, accumulate in fp32 and write bf16 outputs,
+// except dW, which is added straight into the fp32 gradient (C and D fp32). The bias is
+// added in the GEMM's epilogue (one rounding, no extra pass over Y), or, where cuBLASLt
+// offers no such algorithm (f64), broadcast into Y first with beta 1; db is a
+// deterministic two-pass column sum. Algorithms are chosen once per GEMM shape (the
+// heuristic query costs more than a small GEMM) and reused: the same algorithm on the same
+// shapes gives the same bits, which exact resumption relies on.
 #include <cublasLt.h>
 
 #include <map>
 #include <mutex>
+#include <tuple>
 
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/linear.hpp"
@@ -26,10 +33,9 @@ struct LtContext {
 };
 
 // One handle and workspace per device, made on first use and kept for the program's life.
-LtContext& lt_context() {
+LtContext& lt_context(int device) {
   static std::mutex mutex;
   static std::map<int, LtContext> contexts;
-  const int device = current_device();
   const std::lock_guard<std::mutex> lock(mutex);
   LtContext& c = contexts[device];
   if (!c.handle) {
@@ -52,30 +58,161 @@ struct Layout {
     if (layout) cublasLtMatrixLayoutDestroy(layout);
   }
 };
+struct Preference {
+  cublasLtMatmulPreference_t preference = nullptr;
+  ~Preference() {
+    if (preference) cublasLtMatmulPreferenceDestroy(preference);
+  }
+};
 
-template <class T>
-void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
-          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
-  constexpr bool is_float = std::is_same_v<T, float>;
-  const cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
-  const cublasComputeType_t compute = is_float ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_64F;
-  LtContext& context = lt_context();
+// Column-major C (m x n) = op(A) op(B) + beta C [+ bias broadcast over columns].
+struct Gemm {
+  bool transpose_a = false, transpose_b = false;
+  std::int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr;
+  std::int64_t lda = 0;
+  const void* b = nullptr;
+  std::int64_t ldb = 0;
+  void* c = nullptr;
+  std::int64_t ldc = 0;
+  cudaDataType_t operand_type = CUDA_R_32F;  // A and B
+  cudaDataType_t output_type = CUDA_R_32F;   // C, D and the bias
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  bool accumulate = false;     // beta 1
+  const void* bias = nullptr;  // epilogue bias (m elements of output_type), nullable
+};
+
+// The largest power of two (at most 256) dividing the address: what an algorithm may
+// assume about a pointer's alignment.
+std::uint32_t alignment_of(const void* pointer) {
+  const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+  std::uint32_t a = 256;
+  while (a > 1 && address % a != 0) a /= 2;
+  return a;
+}
+
+using GemmKey =
+    std::tuple<int, bool, bool, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, int,
+               int, int, bool, bool, std::uint32_t, std::uint32_t, std::uint32_t, std::uint32_t>;
+
+struct CachedAlgorithm {
+  bool supported = false;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+// Runs the GEMM; false (and nothing done) when cuBLASLt has no algorithm for it, which
+// only the bias epilogue of unusual types may meet.
+bool run_gemm(const Gemm& g) {
+  const int device = current_device();
+  LtContext& context = lt_context(device);
+  const bool f64 = g.compute == CUBLAS_COMPUTE_64F;
+  const cudaDataType_t scale_type = f64 ? CUDA_R_64F : CUDA_R_32F;
   MatmulDesc op;
-  LONGNET_CHECK(cublasLtMatmulDescCreate(&op.desc, compute, type));
-  const cublasOperation_t ta = transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  LONGNET_CHECK(cublasLtMatmulDescCreate(&op.desc, g.compute, scale_type));
+  const cublasOperation_t ta = g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                          tb = g.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
   LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  if (g.bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias));
+  }
   Layout la, lb, lc;
-  LONGNET_CHECK(cublasLtMatrixLayoutCreate(&la.layout, type, static_cast<std::uint64_t>(transpose_a ? k : m),
-                                           static_cast<std::uint64_t>(transpose_a ? m : k), lda));
-  LONGNET_CHECK(cublasLtMatrixLayoutCreate(&lb.layout, type, static_cast<std::uint64_t>(transpose_b ? n : k),
-                                           static_cast<std::uint64_t>(transpose_b ? k : n), ldb));
-  LONGNET_CHECK(
-      cublasLtMatrixLayoutCreate(&lc.layout, type, static_cast<std::uint64_t>(m), static_cast<std::uint64_t>(n), ldc));
-  const T alpha = 1;
-  LONGNET_CHECK(cublasLtMatmul(context.handle, op.desc, &alpha, a, la.layout, b, lb.layout, &beta, c, lc.layout, c,
-                               lc.layout, nullptr, context.workspace, kWorkspaceBytes, current_cuda_stream()));
+  LONGNET_CHECK(cublasLtMatrixLayoutCreate(&la.layout, g.operand_type,
+                                           static_cast<std::uint64_t>(g.transpose_a ? g.k : g.m),
+                                           static_cast<std::uint64_t>(g.transpose_a ? g.m : g.k), g.lda));
+  LONGNET_CHECK(cublasLtMatrixLayoutCreate(&lb.layout, g.operand_type,
+                                           static_cast<std::uint64_t>(g.transpose_b ? g.n : g.k),
+                                           static_cast<std::uint64_t>(g.transpose_b ? g.k : g.n), g.ldb));
+  LONGNET_CHECK(cublasLtMatrixLayoutCreate(&lc.layout, g.output_type, static_cast<std::uint64_t>(g.m),
+                                           static_cast<std::uint64_t>(g.n), g.ldc));
+
+  const std::uint32_t align_a = alignment_of(g.a), align_b = alignment_of(g.b), align_c = alignment_of(g.c);
+  const std::uint32_t align_bias = g.bias ? alignment_of(g.bias) : 256;
+  const GemmKey key{device,
+                    g.transpose_a,
+                    g.transpose_b,
+                    g.m,
+                    g.n,
+                    g.k,
+                    g.lda,
+                    g.ldb,
+                    g.ldc,
+                    static_cast<int>(g.operand_type),
+                    static_cast<int>(g.output_type),
+                    static_cast<int>(g.compute),
+                    g.accumulate,
+                    g.bias != nullptr,
+                    align_a,
+                    align_b,
+                    align_c,
+                    align_bias};
+  static std::mutex mutex;
+  static std::map<GemmKey, CachedAlgorithm> algorithms;
+  CachedAlgorithm chosen;
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto it = algorithms.find(key);
+    if (it != algorithms.end()) {
+      chosen = it->second;
+    } else {
+      Preference preference;
+      LONGNET_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
+      const std::uint64_t workspace = kWorkspaceBytes;
+      LONGNET_CHECK(cublasLtMatmulPreferenceSetAttribute(
+          preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace));
+      const std::pair<cublasLtMatmulPreferenceAttributes_t, std::uint32_t> alignments[] = {
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
+      for (const auto& [attribute, value] : alignments) {
+        LONGNET_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, &value, sizeof value));
+      }
+      cublasLtMatmulHeuristicResult_t result{};
+      int found = 0;
+      const cublasStatus_t status =
+          cublasLtMatmulAlgoGetHeuristic(context.handle, op.desc, la.layout, lb.layout, lc.layout, lc.layout,
+                                         preference.preference, 1, &result, &found);
+      if (status != CUBLAS_STATUS_NOT_SUPPORTED) LONGNET_CHECK(status);
+      chosen.supported = status == CUBLAS_STATUS_SUCCESS && found > 0;
+      chosen.algo = result.algo;
+      algorithms.emplace(key, chosen);
+    }
+  }
+  if (!chosen.supported) {
+    require(g.bias != nullptr, "linear on CUDA: cuBLASLt offers no algorithm for a ", g.m, " x ", g.n, " x ", g.k,
+            " GEMM of these types");
+    return false;
+  }
+  const double alpha64 = 1.0, beta64 = g.accumulate ? 1.0 : 0.0;
+  const float alpha32 = 1.0f, beta32 = g.accumulate ? 1.0f : 0.0f;
+  const void* alpha = f64 ? static_cast<const void*>(&alpha64) : static_cast<const void*>(&alpha32);
+  const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
+  LONGNET_CHECK(cublasLtMatmul(context.handle, op.desc, alpha, g.a, la.layout, g.b, lb.layout, beta, g.c, lc.layout,
+                               g.c, lc.layout, &chosen.algo, context.workspace, kWorkspaceBytes,
+                               current_cuda_stream()));
+  return true;
 }
+
+template <class T>
+struct GemmTypes;
+template <>
+struct GemmTypes<float> {
+  static constexpr cudaDataType_t type = CUDA_R_32F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+};
+template <>
+struct GemmTypes<double> {
+  static constexpr cudaDataType_t type = CUDA_R_64F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_64F;
+};
+template <>
+struct GemmTypes<__nv_bfloat16> {
+  static constexpr cudaDataType_t type = CUDA_R_16BF;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+};
 
 template <class T>
 __global__ void broadcast_bias_kernel(T* y, std::int64_t rows, std::int64_t columns, std::int64_t row_stride,
@@ -85,14 +222,14 @@ __global__ void broadcast_bias_kernel(T* y, std::int64_t rows, std::int64_t colu
 
 template <class T>
 __global__ void fill_rows_kernel(T* y, std::int64_t rows, std::int64_t columns, std::int64_t row_stride) {
-  LONGNET_GRID_STRIDE(i, rows * columns) y[(i / columns) * row_stride + i % columns] = T(0);
+  LONGNET_GRID_STRIDE(i, rows * columns) y[(i / columns) * row_stride + i % columns] = from_compute<T>(0);
 }
 
 template <class T>
 struct RowValue {
   const T* dy;
   std::int64_t row_stride;
-  __device__ T operator()(std::int64_t r, std::int64_t c) const { return dy[r * row_stride + c]; }
+  __device__ Compute<T> operator()(std::int64_t r, std::int64_t c) const { return to_compute(dy[r * row_stride + c]); }
 };
 
 template <class T>
@@ -101,50 +238,101 @@ void forward(const LinearParams& p) {
   T* y = static_cast<T*>(p.y);
   const cudaStream_t stream = current_cuda_stream();
   const std::int64_t count = p.rows * p.out_features;
-  if (p.bias) {
-    broadcast_bias_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride,
-                                                                       static_cast<const T*>(p.bias));
-  } else if (p.in_features == 0) {
-    fill_rows_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride);
+  if (p.in_features == 0) {
+    if (p.bias) {
+      broadcast_bias_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride,
+                                                                         static_cast<const T*>(p.bias));
+    } else {
+      fill_rows_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride);
+    }
+    check_launch();
+    return;
   }
+  Gemm g;
+  g.transpose_a = true;
+  g.m = p.out_features;
+  g.n = p.rows;
+  g.k = p.in_features;
+  g.a = p.weight;
+  g.lda = p.in_features;
+  g.b = p.x;
+  g.ldb = p.x_row_stride;
+  g.c = y;
+  g.ldc = p.y_row_stride;
+  g.operand_type = g.output_type = GemmTypes<T>::type;
+  g.compute = GemmTypes<T>::compute;
+  const bool epilogue = p.bias != nullptr && !std::is_same_v<T, double>;
+  g.bias = epilogue ? p.bias : nullptr;
+  if ((p.bias == nullptr || epilogue) && run_gemm(g)) return;
+  // The bias without the epilogue: broadcast into Y, then Y += X W^T.
+  broadcast_bias_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride,
+                                                                     static_cast<const T*>(p.bias));
   check_launch();
-  if (p.in_features == 0) return;
-  gemm<T>(true, false, p.out_features, p.rows, p.in_features, static_cast<const T*>(p.weight), p.in_features,
-          static_cast<const T*>(p.x), p.x_row_stride, p.bias ? T(1) : T(0), y, p.y_row_stride);
+  g.bias = nullptr;
+  g.accumulate = true;
+  run_gemm(g);
 }
 
 template <class T>
 void backward(const LinearParams& p) {
   if (p.rows == 0) return;
-  const T* dy = static_cast<const T*>(p.dy);
+  using C = Compute<T>;  // the gradients' dtype: accumulation_dtype
   if (p.dx && p.in_features > 0) {
     if (p.out_features == 0) {
-      fill_rows_kernel<T><<<grid_for(p.rows * p.in_features), kThreads, 0, current_cuda_stream()>>>(
-          static_cast<T*>(p.dx), p.rows, p.in_features, p.dx_row_stride);
-      check_launch();
+      if (!p.dx_accumulate) {
+        fill_rows_kernel<T><<<grid_for(p.rows * p.in_features), kThreads, 0, current_cuda_stream()>>>(
+            static_cast<T*>(p.dx), p.rows, p.in_features, p.dx_row_stride);
+        check_launch();
+      }
     } else {
-      gemm<T>(false, false, p.in_features, p.rows, p.out_features, static_cast<const T*>(p.weight), p.in_features, dy,
-              p.dy_row_stride, T(0), static_cast<T*>(p.dx), p.dx_row_stride);
+      Gemm g;
+      g.m = p.in_features;
+      g.n = p.rows;
+      g.k = p.out_features;
+      g.a = p.weight;
+      g.lda = p.in_features;
+      g.b = p.dy;
+      g.ldb = p.dy_row_stride;
+      g.c = p.dx;
+      g.ldc = p.dx_row_stride;
+      g.operand_type = g.output_type = GemmTypes<T>::type;
+      g.compute = GemmTypes<T>::compute;
+      g.accumulate = p.dx_accumulate;
+      run_gemm(g);
     }
   }
   if (p.dweight && p.in_features > 0 && p.out_features > 0) {
-    gemm<T>(false, true, p.in_features, p.out_features, p.rows, static_cast<const T*>(p.x), p.x_row_stride, dy,
-            p.dy_row_stride, T(1), static_cast<T*>(p.dweight), p.in_features);
+    Gemm g;
+    g.transpose_b = true;
+    g.m = p.in_features;
+    g.n = p.out_features;
+    g.k = p.rows;
+    g.a = p.x;
+    g.lda = p.x_row_stride;
+    g.b = p.dy;
+    g.ldb = p.dy_row_stride;
+    g.c = p.dweight;
+    g.ldc = p.in_features;
+    g.operand_type = GemmTypes<T>::type;
+    g.output_type = GemmTypes<C>::type;
+    g.compute = GemmTypes<T>::compute;
+    g.accumulate = true;
+    run_gemm(g);
   }
   if (p.dbias && p.out_features > 0) {
-    accumulate_column_sums(p.rows, p.out_features, RowValue<T>{dy, p.dy_row_stride}, static_cast<T*>(p.dbias),
-                           current_cuda_stream());
+    accumulate_column_sums(p.rows, p.out_features, RowValue<T>{static_cast<const T*>(p.dy), p.dy_row_stride},
+                           static_cast<C*>(p.dbias), current_cuda_stream());
   }
 }
 
 }  // namespace
 
 void linear_forward_cuda(const LinearParams& p) {
-  dispatch_float(p.dtype, "linear_forward", [&](auto tag) { forward<decltype(tag)>(p); });
+  dispatch_activation(p.dtype, "linear_forward", [&](auto tag) { forward<decltype(tag)>(p); });
 }
 
 void linear_backward_cuda(const LinearParams& p) {
-  dispatch_float(p.dtype, "linear_backward", [&](auto tag) { backward<decltype(tag)>(p); });
+  dispatch_activation(p.dtype, "linear_backward", [&](auto tag) { backward<decltype(tag)>(p); });
 }
 
 }  // namespace longnet::kernels

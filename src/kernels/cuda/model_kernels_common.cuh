@@ -1,14 +1,17 @@
 // Shared pieces of the CUDA model kernels (layer norm, GELU, embedding, cross-entropy,
 // dropout, AdamW, gradient norm, rotary, linear, add, dilated decode): the current device
-// and stream, grid sizes for grid-stride loops, dtype dispatch (f32, f64) and warp/block
-// sums. Every reduction here runs in a fixed order (no atomics), so results are
-// reproducible run to run, as on the CPU.
+// and stream, grid sizes for grid-stride loops, dtype dispatch (f32, f64, and bf16 for
+// activations, which compute in f32: Compute<T>), 16-byte packed loads for the
+// bandwidth-bound elementwise kernels, and warp/block sums. Every reduction here runs in a
+// fixed order (no atomics), so results are reproducible run to run, as on the CPU.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/status_cuda.hpp"
 #include "longnet/core/dtype.hpp"
@@ -43,6 +46,77 @@ void dispatch_float(DType dtype, const char* kernel, Body&& body) {
   } else {
     throw Error(str(kernel, " on CUDA: dtype = ", dtype_name(dtype), ": must be f32 or f64"));
   }
+}
+
+// Activations: f32 and f64 as on the CPU, and bf16 (mixed precision) on CUDA only.
+template <class Body>
+void dispatch_activation(DType dtype, const char* kernel, Body&& body) {
+  if (dtype == DType::f32) {
+    body(float{});
+  } else if (dtype == DType::f64) {
+    body(double{});
+  } else if (dtype == DType::bf16) {
+    body(__nv_bfloat16{});
+  } else {
+    throw Error(str(kernel, " on CUDA: dtype = ", dtype_name(dtype), ": must be f32, f64 or bf16"));
+  }
+}
+
+// The arithmetic type of an element type: bf16 computes in float (one rounding per
+// result, on the store), f32 and f64 in themselves.
+template <class T>
+struct ComputeType {
+  using type = T;
+};
+template <>
+struct ComputeType<__nv_bfloat16> {
+  using type = float;
+};
+template <class T>
+using Compute = typename ComputeType<T>::type;
+
+template <class T>
+__device__ __forceinline__ Compute<T> to_compute(T value) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat162float(value);
+  } else {
+    return value;
+  }
+}
+
+template <class T>
+__device__ __forceinline__ T from_compute(Compute<T> value) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16_rn(value);
+  } else {
+    return value;
+  }
+}
+
+// A 16-byte pack of elements (8 bf16, 4 floats, 2 doubles): elementwise kernels move
+// whole packs when every pointer is 16-byte aligned (pool allocations are 256-byte
+// aligned), which bf16's 2-byte loads need to reach the memory bandwidth.
+template <class T>
+constexpr int kPack = static_cast<int>(16 / sizeof(T));
+
+template <class T>
+struct alignas(16) Pack {
+  T v[kPack<T>];
+};
+
+template <class T>
+__device__ __forceinline__ Pack<T> load_pack(const T* base, std::int64_t pack) {
+  return reinterpret_cast<const Pack<T>*>(base)[pack];
+}
+
+template <class T>
+__device__ __forceinline__ void store_pack(T* base, std::int64_t pack, const Pack<T>& value) {
+  reinterpret_cast<Pack<T>*>(base)[pack] = value;
+}
+
+template <class... Pointers>
+bool aligned16(const Pointers*... pointers) {
+  return ((reinterpret_cast<std::uintptr_t>(pointers) % 16 == 0) && ...);
 }
 
 inline void check_launch() { LONGNET_CHECK(cudaGetLastError()); }
@@ -87,40 +161,125 @@ __device__ inline T block_max(T value, T* shared) {
   return warp_max(total);
 }
 
-// Column sums out[c] += sum_r value(r, c) of a (rows, columns) matrix, deterministic and
-// parallel over rows: pass 1 sums fixed chunks of rows per column into a scratch buffer,
-// pass 2 adds the chunks in order. `value` is a device functor (r, c) -> T.
+// K column sums at once, out[k][c] += sum_r value_k(r, c) over a (rows, columns) matrix,
+// deterministic and parallel over rows: pass 1 sums fixed chunks of rows per column into a
+// scratch buffer, pass 2 adds the chunks in order. `value` is a device functor
+// `void operator()(std::int64_t r, std::int64_t c, T* values) const` filling K values, so
+// sums over the same rows (LayerNorm's dweight and dbias) read them once. A null out[k]
+// skips that sum.
 constexpr std::int64_t kRowsPerChunk = 128;
 
-template <class T, class Value>
+template <class T, int K>
+struct ColumnTargets {
+  T* out[K];
+};
+
+template <class T, int K, class Value>
 __global__ void column_chunk_sums_kernel(std::int64_t rows, std::int64_t columns, Value value, T* partial) {
   const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  const std::int64_t chunk = blockIdx.y;
+  const std::int64_t chunk = blockIdx.y, chunks = gridDim.y;
   if (c >= columns) return;
   const std::int64_t end = min(rows, (chunk + 1) * kRowsPerChunk);
-  T sum = 0;
-  for (std::int64_t r = chunk * kRowsPerChunk; r < end; ++r) sum += value(r, c);
-  partial[chunk * columns + c] = sum;
+  T sum[K] = {}, v[K];
+  for (std::int64_t r = chunk * kRowsPerChunk; r < end; ++r) {
+    value(r, c, v);
+    for (int k = 0; k < K; ++k) sum[k] += v[k];
+  }
+  for (int k = 0; k < K; ++k) partial[(k * chunks + chunk) * columns + c] = sum[k];
 }
 
-template <class T>
-__global__ void column_chunk_totals_kernel(const T* partial, std::int64_t chunks, std::int64_t columns, T* out) {
-  LONGNET_GRID_STRIDE(c, columns) {
+template <class T, int K>
+__global__ void column_chunk_totals_kernel(const T* partial, std::int64_t chunks, std::int64_t columns,
+                                           ColumnTargets<T, K> targets) {
+  LONGNET_GRID_STRIDE(i, K * columns) {
+    const std::int64_t k = i / columns, c = i % columns;
     T sum = 0;
-    for (std::int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial[chunk * columns + c];
-    out[c] += sum;
+    for (std::int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial[(k * chunks + chunk) * columns + c];
+    if (targets.out[k]) targets.out[k][c] += sum;
   }
 }
 
-template <class T, class Value>
-void accumulate_column_sums(std::int64_t rows, std::int64_t columns, Value value, T* out, cudaStream_t stream) {
+template <class T, int K, class Value>
+void accumulate_column_sums(std::int64_t rows, std::int64_t columns, Value value, ColumnTargets<T, K> targets,
+                            cudaStream_t stream) {
   if (rows == 0 || columns == 0) return;
   const std::int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   require(chunks <= 65535, "column sums on CUDA: ", rows, " rows: at most ", 65535 * kRowsPerChunk);
-  const Tensor partial = Tensor::empty({chunks * columns}, dtype_of<T>::value, Device::cuda(current_device()));
+  const Tensor partial = Tensor::empty({K * chunks * columns}, dtype_of<T>::value, Device::cuda(current_device()));
   const dim3 grid(static_cast<unsigned>((columns + 127) / 128), static_cast<unsigned>(chunks));
-  column_chunk_sums_kernel<T><<<grid, 128, 0, stream>>>(rows, columns, value, partial.data<T>());
-  column_chunk_totals_kernel<T><<<grid_for(columns), kThreads, 0, stream>>>(partial.data<T>(), chunks, columns, out);
+  column_chunk_sums_kernel<T, K><<<grid, 128, 0, stream>>>(rows, columns, value, partial.data<T>());
+  column_chunk_totals_kernel<T, K>
+      <<<grid_for(K * columns), kThreads, 0, stream>>>(partial.data<T>(), chunks, columns, targets);
+  check_launch();
+}
+
+// One column sum, of a functor (r, c) -> T.
+template <class T, class Value>
+struct SingleColumnValue {
+  Value value;
+  __device__ void operator()(std::int64_t r, std::int64_t c, T* out) const { out[0] = value(r, c); }
+};
+
+template <class T, class Value>
+void accumulate_column_sums(std::int64_t rows, std::int64_t columns, Value value, T* out, cudaStream_t stream) {
+  accumulate_column_sums<T, 1>(rows, columns, SingleColumnValue<T, Value>{value}, ColumnTargets<T, 1>{{out}}, stream);
+}
+
+// An elementwise map out[i] = op(in_0[i], ..., in_{K-1}[i], i) over `count` contiguous
+// elements, computed in Compute<T>. Op is a device functor
+// `Compute<T> operator()(const Compute<T>* inputs, std::int64_t index) const`.
+// Whole 16-byte packs when every pointer is aligned (the first threads then take the
+// tail), single elements otherwise. `out` may alias an input.
+template <class T, int K>
+struct MapArgs {
+  const T* in[K];
+  T* out;
+};
+
+template <class T, int K, bool kVector, class Op>
+__global__ void map_kernel(std::int64_t count, MapArgs<T, K> a, Op op) {
+  constexpr int P = kVector ? kPack<T> : 1;
+  const std::int64_t groups = count / P;
+  LONGNET_GRID_STRIDE(g, groups) {
+    Compute<T> values[P][K];
+    for (int k = 0; k < K; ++k) {
+      if constexpr (kVector) {
+        const Pack<T> pack = load_pack(a.in[k], g);
+        for (int e = 0; e < P; ++e) values[e][k] = to_compute(pack.v[e]);
+      } else {
+        values[0][k] = to_compute(a.in[k][g]);
+      }
+    }
+    if constexpr (kVector) {
+      Pack<T> result;
+      for (int e = 0; e < P; ++e) result.v[e] = from_compute<T>(op(values[e], g * P + e));
+      store_pack(a.out, g, result);
+    } else {
+      a.out[g] = from_compute<T>(op(values[0], g));
+    }
+  }
+  if constexpr (kVector) {
+    const std::int64_t i = groups * P + blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+    if (i < count) {
+      Compute<T> values[K];
+      for (int k = 0; k < K; ++k) values[k] = to_compute(a.in[k][i]);
+      a.out[i] = from_compute<T>(op(values, i));
+    }
+  }
+}
+
+template <class T, int K, class Op>
+void launch_map(std::int64_t count, const MapArgs<T, K>& a, const Op& op) {
+  if (count == 0) return;
+  bool vector = aligned16(a.out);
+  for (int k = 0; k < K; ++k) vector = vector && aligned16(a.in[k]);
+  const cudaStream_t stream = current_cuda_stream();
+  if (vector) {
+    map_kernel<T, K, true, Op>
+        <<<grid_for(std::max<std::int64_t>(count / kPack<T>, 1)), kThreads, 0, stream>>>(count, a, op);
+  } else {
+    map_kernel<T, K, false, Op><<<grid_for(count), kThreads, 0, stream>>>(count, a, op);
+  }
   check_launch();
 }
 

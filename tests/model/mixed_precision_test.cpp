@@ -1,0 +1,329 @@
+// Mixed precision (bf16 compute, f32 master weights) at the model level.
+//
+// On the CPU (always): the configurations and options that ask for it are rejected where
+// it cannot run, a checkpoint of a bf16 run loads for f32 compute on the CPU, the FLOP
+// count of the benchmark.
+// On CUDA (skipped without a device): a bf16 training step against the f32 step of the
+// same model; the loss falling on the passkey task; a bf16 run's checkpoint holding f32
+// master weights and resuming bit for bit; bf16 prefill and decoding against f32.
+//
+// The bf16-versus-f32 tolerances: bf16 keeps 8 significant bits, a unit roundoff of
+// u = 2^-8 = 3.9e-3 (an RMS relative error of about u / sqrt(3) = 2.3e-3 per rounding). A
+// gradient of the tiny model passes through some 10 to 20 bf16 roundings (activations at
+// each layer boundary, both directions), partly independent, so its relative L2 error is
+// expected around 1e-2; we allow 5x that, 0.05, for the whole gradient and 0.1 per tensor
+// (small tensors average less). A wrong transpose, dtype or missing term gives errors of
+// order 1, so these bounds still fail on any real defect. The loss, a mean over all
+// tokens of log-softmaxes computed in f32, is held to 1e-2 relative.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "longnet/io/safetensors.hpp"
+#include "longnet/kernels/adamw.hpp"
+#include "longnet/model/checkpoint.hpp"
+#include "longnet/model/flops.hpp"
+#include "longnet/model/generation.hpp"
+#include "longnet/model/longnet_lm.hpp"
+#include "longnet/model/trainer.hpp"
+#include "model/model_test_support.hpp"
+
+namespace longnet::testing {
+namespace {
+
+using namespace longnet::model;
+
+std::filesystem::path temp_dir(const std::string& name) {
+  const auto dir =
+      std::filesystem::temp_directory_path() /
+      ("longnet_mixed_test_" + name + "_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+template <class F>
+void expect_error_containing(F&& f, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one containing '" << fragment << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(MixedPrecision, IsRejectedWhereItCannotRun) {
+  nn::ParameterOptions cpu_bf16;
+  cpu_bf16.compute_dtype = DType::bf16;
+  expect_error_containing([&] { nn::make_parameter("w", Tensor::zeros({2}, DType::f64), cpu_bf16); },
+                          "mixed precision needs a CUDA device");
+  LongNetLMConfig c = tiny_lm_config(DType::f32);
+  c.compute_dtype = DType::bf16;
+  c.validate();  // a valid configuration ...
+  expect_error_containing([&] { LongNetLM model(c, Device::cpu()); }, "needs a CUDA device");  // ... not on the CPU
+  c.dtype = DType::f64;
+  expect_error_containing([&] { c.validate(); }, "compute_dtype = bf16 with dtype = f64");
+  c = tiny_lm_config(DType::f32);
+  c.compute_dtype = DType::f16;
+  expect_error_containing([&] { c.validate(); }, "compute_dtype = f16");
+  kernels::AdamWParams k;
+  float value = 0;
+  std::uint16_t copy = 0;
+  k.count = 1;
+  k.param = &value, k.grad = &value, k.m = &value, k.v = &value, k.param_copy = &copy;
+  expect_error_containing([&] { kernels::adamw_step_cpu(k); }, "param_copy");
+}
+
+TEST(MixedPrecision, ConfigurationJsonKeepsTheComputeDtype) {
+  LongNetLMConfig c = tiny_lm_config(DType::f32);
+  c.compute_dtype = DType::bf16;
+  const LongNetLMConfig back = lm_config_from_json(to_json(c), "test");
+  EXPECT_EQ(back.dtype, DType::f32);
+  EXPECT_EQ(back.compute_dtype, DType::bf16);
+  EXPECT_EQ(to_json(back), to_json(c));
+}
+
+// An f32 model that reports the configuration of a bf16 run: what a checkpoint written by
+// a GPU run looks like (f32 master weights, compute_dtype bf16 in the metadata).
+class AsIfTrainedInBf16 final : public LanguageModel {
+ public:
+  explicit AsIfTrainedInBf16(LongNetLM& model) : model_(model) {}
+  LossOutput forward_loss(const Batch& b, const nn::ForwardContext& c) override { return model_.forward_loss(b, c); }
+  void backward(double scale) override { model_.backward(scale); }
+  std::string config_json() const override {
+    LongNetLMConfig c = model_.config();
+    c.compute_dtype = DType::bf16;
+    return to_json(c);
+  }
+  Device device() const override { return model_.device(); }
+  void collect_parameters(std::vector<nn::ParameterPtr>& out) const override { model_.collect_parameters(out); }
+
+ private:
+  LongNetLM& model_;
+};
+
+TEST(MixedPrecision, ABf16CheckpointLoadsForF32ComputeOnTheCpu) {
+  const auto dir = temp_dir("cpu_load");
+  LongNetLM trained(tiny_lm_config(DType::f32), Device::cpu(), 4);
+  const AsIfTrainedInBf16 as_bf16(trained);
+  save_checkpoint(dir / "c.safetensors", as_bf16, nullptr, 7);
+  const auto loaded = load_longnet_lm(dir / "c.safetensors", Device::cpu());
+  EXPECT_EQ(loaded->config().compute_dtype, DType::f32);
+  const auto a = trained.parameters(), b = loaded->parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(b[i]->value.to_vector<double>(), a[i]->value.to_vector<double>()) << a[i]->name;
+  }
+  expect_error_containing([&] { load_longnet_lm(dir / "c.safetensors", Device::cpu(), DType::bf16); },
+                          "needs a CUDA device");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(MixedPrecision, TrainingFlopsFollowTheStatedRule) {
+  // The benchmark's configuration (issue 5): d 768, 12 heads, 12 layers, ffn 3072, vocab 256.
+  LongNetLMConfig c;
+  c.vocab_size = 256;
+  c.d_model = 768;
+  c.heads = 12;
+  c.layers = 12;
+  c.ffn_dim = 3072;
+  c.segment_lengths = {2048, 4096, 8192, 16384, 32768};
+  c.dilation_rates = {1, 2, 4, 6, 12};
+  const TrainingFlops f = training_flops(c, 1, 32768);
+  EXPECT_EQ(f.matmul_parameters, 12 * (4 * 768 * 768 + 2 * 768 * 3072) + 256 * 768);
+  EXPECT_DOUBLE_EQ(f.dense, 6.0 * 85131264.0 * 32768.0);
+  DilatedAttentionConfig causal;
+  causal.segment_lengths = c.segment_lengths;
+  causal.dilation_rates = c.dilation_rates;
+  causal.causal = true;
+  EXPECT_DOUBLE_EQ(f.attention, 3.5 * 12 * dilated_attention_forward_flops(causal, 1, 32768, 12, 64));
+  // Grouped-query heads shrink k and v.
+  c.kv_heads = 4;
+  EXPECT_EQ(training_flops(c, 1, 8).matmul_parameters,
+            12 * (2 * 768 * 768 + 2 * 256 * 768 + 2 * 768 * 3072) + 256 * 768);
+}
+
+// ---- On CUDA ----
+
+class MixedPrecisionCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+LongNetLMConfig gpu_config(DType compute) {
+  LongNetLMConfig c;
+  c.vocab_size = 40;
+  c.d_model = 64;
+  c.heads = 4;
+  c.kv_heads = 2;
+  c.layers = 2;
+  c.ffn_dim = 128;
+  c.segment_lengths = {8, 16, 64};
+  c.dilation_rates = {1, 2, 4};
+  c.dropout = 0.1;
+  c.dtype = DType::f32;
+  c.compute_dtype = compute;
+  return c;
+}
+
+// ||a - b|| / max(||b||, floor_rms * sqrt(n)) over all n elements of the tensors. The
+// floor keeps a tensor whose exact gradient is (nearly) zero — rounding noise on both
+// sides — from counting as a relative error of order 1.
+double relative_error(const std::vector<Tensor>& actual, const std::vector<Tensor>& expected, double floor_rms = 0) {
+  double diff = 0, norm = 0, n = 0;
+  for (std::size_t t = 0; t < actual.size(); ++t) {
+    const auto a = actual[t].to_vector<double>(), e = expected[t].to_vector<double>();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      diff += (a[i] - e[i]) * (a[i] - e[i]);
+      norm += e[i] * e[i];
+    }
+    n += static_cast<double>(a.size());
+  }
+  const double denominator = std::max(norm, floor_rms * floor_rms * n);
+  return denominator > 0 ? std::sqrt(diff / denominator) : std::sqrt(diff);
+}
+
+double rms(const std::vector<Tensor>& tensors) {
+  double sum = 0, n = 0;
+  for (const Tensor& t : tensors) {
+    for (double v : t.to_vector<double>()) sum += v * v;
+    n += static_cast<double>(t.numel());
+  }
+  return std::sqrt(sum / n);
+}
+
+TEST_F(MixedPrecisionCuda, Bf16StepMatchesTheF32Step) {
+  const Device gpu = Device::cuda(0);
+  LongNetLM f32(gpu_config(DType::f32), gpu, 3), bf16(gpu_config(DType::bf16), gpu, 3);
+  const auto pf = f32.parameters(), pb = bf16.parameters();
+  ASSERT_EQ(pf.size(), pb.size());
+  for (std::size_t i = 0; i < pf.size(); ++i) {  // the same initial master weights, f32 both
+    ASSERT_EQ(pb[i]->value.dtype(), DType::f32);
+    ASSERT_EQ(pb[i]->grad.dtype(), DType::f32);
+    ASSERT_EQ(pb[i]->value.to_vector<float>(), pf[i]->value.to_vector<float>()) << pf[i]->name;
+  }
+  const Batch batch{random_tokens(2, 96, 40, 1), random_tokens(2, 96, 40, 2), Tensor()};
+  const nn::ForwardContext context{.training = true, .seed = 1, .step = 2};
+  const double loss_f32 = f32.forward_loss(batch, context).loss;
+  const double loss_bf16 = bf16.forward_loss(batch, context).loss;
+  EXPECT_NEAR(loss_bf16, loss_f32, 1e-2 * loss_f32);
+  f32.backward();
+  bf16.backward();
+  std::vector<Tensor> gf, gb;
+  for (std::size_t i = 0; i < pf.size(); ++i) {
+    gf.push_back(pf[i]->grad);
+    gb.push_back(pb[i]->grad);
+  }
+  EXPECT_LE(relative_error(gb, gf), 0.05);
+  // Per tensor, relative to its own size or, if the gradient is tiny, a tenth of the RMS.
+  const double floor = 0.1 * rms(gf);
+  for (std::size_t i = 0; i < pf.size(); ++i) {
+    EXPECT_LE(relative_error({pb[i]->grad}, {pf[i]->grad}, floor), 0.1) << pf[i]->name;
+  }
+  AdamW of32(pf, {}), obf16(pb, {});
+  const double lr = 1e-3;
+  of32.step(lr);
+  obf16.step(lr);
+  for (std::size_t i = 0; i < pf.size(); ++i) {
+    // AdamW's first step moves each weight by at most lr (m / sqrt(v) = +-1) plus the
+    // decay: the master weights stay within 2 lr of the f32 run's whatever the rounding.
+    const auto a = pb[i]->value.to_vector<double>(), b = pf[i]->value.to_vector<double>();
+    for (std::size_t j = 0; j < a.size(); ++j) ASSERT_LE(std::abs(a[j] - b[j]), 2.05 * lr) << pf[i]->name;
+    // The fused update rewrote the bf16 copy from the new master weights.
+    EXPECT_EQ(pb[i]->compute.to_vector<double>(), pb[i]->value.to(DType::bf16).to_vector<double>()) << pf[i]->name;
+  }
+}
+
+TEST_F(MixedPrecisionCuda, Bf16LossFallsOnThePasskeyTask) {
+  LongNetLMConfig c = gpu_config(DType::bf16);
+  c.vocab_size = kByteVocabulary;
+  c.dropout = 0.0;
+  c.segment_lengths = {16, 64, 256};
+  c.dilation_rates = {1, 4, 16};
+  LongNetLM model(c, Device::cuda(0), 1);
+  const PasskeyData data(8, 256, 1);
+  TrainingConfig t;
+  t.steps = 40;
+  t.lr = 3e-3;
+  t.min_lr = 3e-4;
+  t.warmup_steps = 5;
+  Trainer trainer(model, data, t);
+  double first = 0, last = 0;
+  for (std::int64_t i = 0; i < t.steps; ++i) {
+    const StepResult r = trainer.step();
+    ASSERT_TRUE(std::isfinite(r.loss));
+    if (i == 0) first = r.loss;
+    if (i >= t.steps - 5) last += r.loss / 5;
+  }
+  // At the start the key's digits are any of 256 bytes (log 256 = 5.5 nats); within a few
+  // dozen steps a model learns at least that they are digits (log 10 = 2.3).
+  EXPECT_GT(first, 4.5);
+  EXPECT_LT(last, 3.0);
+}
+
+TEST_F(MixedPrecisionCuda, Bf16CheckpointHoldsF32MasterWeightsAndResumesExactly) {
+  const auto dir = temp_dir("bf16_resume");
+  const LongNetLMConfig c = gpu_config(DType::bf16);
+  const LanguageModelingData data(
+      [] {
+        std::vector<std::int32_t> tokens;
+        for (std::int32_t i = 0; i < 4000; ++i) tokens.push_back((i * 7 + i / 13) % 40);
+        return tokens;
+      }(),
+      0.1, 2, 80, 5);
+  TrainingConfig t;
+  t.steps = 6;
+  t.gradient_accumulation = 2;
+  t.warmup_steps = 2;
+  t.seed = 5;
+  ASSERT_TRUE(t.deterministic);  // the default: exact resumption needs it on CUDA
+
+  LongNetLM straight(c, Device::cuda(0), 2);
+  Trainer uninterrupted(straight, data, t);
+  std::vector<double> losses;
+  for (int i = 0; i < 6; ++i) {
+    losses.push_back(uninterrupted.step().loss);
+    if (i == 2) uninterrupted.save_checkpoint(dir / "c.safetensors");
+  }
+
+  const SafetensorsReader reader(dir / "c.safetensors");
+  for (const SafetensorsEntry& e : reader.entries()) EXPECT_EQ(e.dtype, DType::f32) << e.name;
+  EXPECT_EQ(lm_config_from_json(read_checkpoint_info(dir / "c.safetensors").config_json, "c").compute_dtype,
+            DType::bf16);
+
+  LongNetLM resumed_model(c, Device::cuda(0), 99);  // another initialisation, replaced by the checkpoint
+  Trainer resumed(resumed_model, data, t);
+  resumed.resume(dir / "c.safetensors");
+  for (const auto& p : resumed_model.parameters()) {  // the copies follow the loaded master weights
+    ASSERT_EQ(p->compute.to_vector<double>(), p->value.to(DType::bf16).to_vector<double>()) << p->name;
+  }
+  for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.step().loss, losses[static_cast<std::size_t>(i)]) << "step " << i;
+  const auto a = straight.parameters(), b = resumed_model.parameters();
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(b[i]->value.to_vector<float>(), a[i]->value.to_vector<float>()) << a[i]->name;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(MixedPrecisionCuda, Bf16GenerationFollowsTheF32Model) {
+  const Device gpu = Device::cuda(0);
+  LongNetLM f32(gpu_config(DType::f32), gpu, 3), bf16(gpu_config(DType::bf16), gpu, 3);
+  auto state_f32 = f32.make_decode_state(2, 40), state_bf16 = bf16.make_decode_state(2, 40);
+  std::vector<std::int32_t> prompt;
+  for (std::int32_t i = 0; i < 2 * 11; ++i) prompt.push_back((5 * i) % 40);
+  const Tensor tokens = Tensor::from_vector(prompt, {2, 11});
+  EXPECT_LE(relative_error({bf16.prefill(tokens, state_bf16)}, {f32.prefill(tokens, state_f32)}), 0.05);
+  for (std::int32_t p = 11; p < 40; ++p) {
+    const Tensor next = Tensor::from_vector<std::int32_t>({p % 40, (3 * p) % 40}, {2});
+    EXPECT_LE(relative_error({bf16.decode(next, state_bf16)}, {f32.decode(next, state_f32)}), 0.05) << p;
+  }
+  const GenerationResult g = generate(bf16, {1, 2, 3}, 10, {.temperature = 0.0});
+  EXPECT_EQ(g.tokens.size(), 10u);
+}
+
+}  // namespace
+}  // namespace longnet::testing
