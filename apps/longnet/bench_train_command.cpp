@@ -103,11 +103,13 @@ Phases time_phases(model::LanguageModel& lm, const model::BatchSource& data, mod
 }
 
 std::string with_thousands(double value) {
-  std::string digits = std::to_string(static_cast<long long>(std::llround(value)));
-  for (auto i = static_cast<std::ptrdiff_t>(digits.size()) - 3; i > 0; i -= 3) {
-    digits.insert(static_cast<std::size_t>(i), ",");
+  const std::string digits = std::to_string(static_cast<long long>(std::llround(value)));
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0 && digits[i - 1] != '-') out += ',';
+    out += digits[i];
   }
-  return digits;
+  return out;
 }
 
 int run_bench_train(const BenchTrainOptions& o) {
@@ -163,12 +165,11 @@ int run_bench_train(const BenchTrainOptions& o) {
                                   ? std::string(dtype_name(config.dtype))
                                   : str(dtype_name(config.compute_dtype), " compute, f32 master weights");
   std::ostringstream head;
-  head << "LongNetLM, " << std::fixed << std::setprecision(1) << static_cast<double>(parameters) / 1e6
-       << "M parameters (d_model " << config.d_model << ", " << config.heads << " heads, " << config.layers
-       << " layers, ffn " << config.ffn_dim << "), " << batch << " x " << seq_len << " tokens, segments "
-       << (o.segments.empty() ? shape.segments : o.segments) << ", dilations "
-       << (o.dilations.empty() ? shape.dilations : o.dilations) << ", " << to_string(config.mode) << " mode, "
-       << compute << ", deterministic " << (o.deterministic ? "yes" : "no") << ", " << to_string(device);
+  head << "LongNetLM, " << with_thousands(static_cast<double>(parameters)) << " parameters (d_model " << config.d_model
+       << ", " << config.heads << " heads, " << config.layers << " layers, ffn " << config.ffn_dim << "), " << batch
+       << " x " << seq_len << " tokens, segments " << (o.segments.empty() ? shape.segments : o.segments)
+       << ", dilations " << (o.dilations.empty() ? shape.dilations : o.dilations) << ", " << to_string(config.mode)
+       << " mode, " << compute << ", deterministic " << (o.deterministic ? "yes" : "no") << ", " << to_string(device);
   if (device.is_cpu()) head << " (" << num_threads() << " threads)";
   std::cout << head.str() << "\n\n";
   auto row = [](const std::string& name, const std::string& value) {

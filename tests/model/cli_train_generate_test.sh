@@ -2,8 +2,9 @@
 # `longnet train` and `longnet generate` end to end on a tiny model: outputs (checkpoint,
 # optimizer state, loss.csv, loss.png), an interrupted run (--time-limit) resumed with
 # --resume gives exactly the losses of an uninterrupted run, generation, --help, and bad
-# input (a missing file, inconsistent flags, a truncated checkpoint) gives one error line
-# naming the problem and a non-zero exit.
+# input (a missing file, inconsistent flags, a truncated checkpoint, bf16 on the CPU) gives
+# one error line naming the problem and a non-zero exit; `longnet bench train` on a tiny
+# model prints its table and writes JSON.
 # Usage: cli_train_generate_test.sh LONGNET_BINARY WORK_DIR
 set -euo pipefail
 longnet=$1
@@ -42,6 +43,12 @@ grep -q "^In the" "$work/gen.out" || fail "the output does not start with the pr
 grep -q "tokens/s" "$work/gen.err" || fail "generate printed no tokens/s"
 [ "$(head -c 26 "$work/gen.out" | wc -c)" -eq 26 ] || fail "generate printed fewer than 20 new bytes"
 
+"$longnet" bench train --device cpu --d-model 16 --heads 2 --layers 1 --ffn-dim 32 --seq-len 96 --batch-size 2 \
+  --segments 8,16 --dilations 1,2 --warmup 1 --steps 2 --json "$work/bench.json" > "$work/bench.out" 2> "$work/bench.err" ||
+  fail "bench train: $(cat "$work/bench.err")"
+grep -q "tokens/s" "$work/bench.out" || fail "bench train printed no tokens/s: $(cat "$work/bench.out")"
+grep -q '"tokens_per_second"' "$work/bench.json" || fail "bench train wrote no JSON"
+
 "$longnet" train --help | grep -q -- "--checkpoint-every" || fail "train --help"
 "$longnet" generate --help | grep -q -- "--top-p" || fail "generate --help"
 
@@ -56,5 +63,6 @@ expect_error "segment_lengths has 2 entries but dilation_rates has 1" \
   "$longnet" train --data "$work/text.txt" --segments 8,16 --dilations 1 --out "$work/c"
 head -c 1000 "$work/a/checkpoint.safetensors" > "$work/truncated.safetensors"
 expect_error "truncated.safetensors" "$longnet" generate --checkpoint "$work/truncated.safetensors"
+expect_error "bf16 compute needs a CUDA device" "$longnet" train --data "$work/text.txt" --dtype bf16 --out "$work/c"
 expect_error "temperature" "$longnet" generate --checkpoint "$work/a/checkpoint.safetensors" --temperature -1
 echo "ok"

@@ -3,13 +3,43 @@
 //   gelu'(x) = Phi(x) + x * phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
 // All tensors contiguous with `count` elements of `dtype` (f32 or f64; on CUDA also bf16,
 // computed in f32). Backward writes dx (= dout * gelu'(x)).
+// gelu_value and gelu_derivative are the formulas every kernel uses (the CPU's, CUDA's, and
+// the LayerNorm that takes GELU pre-activations, layer_norm.hpp), in the precision of T.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "longnet/core/dtype.hpp"
 
+#if defined(__CUDACC__)
+#define LONGNET_HOST_DEVICE __host__ __device__
+#else
+#define LONGNET_HOST_DEVICE
+#endif
+
 namespace longnet::kernels {
+
+template <class T>
+LONGNET_HOST_DEVICE inline T gelu_value(T x) {
+#if defined(__CUDA_ARCH__)
+  return T(0.5) * x * (T(1) + erf(x * T(0.70710678118654752440)));
+#else
+  return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+#endif
+}
+
+template <class T>
+LONGNET_HOST_DEVICE inline T gelu_derivative(T x) {
+#if defined(__CUDA_ARCH__)
+  const T cdf = T(0.5) * (T(1) + erf(x * T(0.70710678118654752440)));
+  const T pdf = T(0.39894228040143267794) * exp(T(-0.5) * x * x);
+#else
+  const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
+  const T pdf = T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
+#endif
+  return cdf + x * pdf;
+}
 
 struct GeluParams {
   std::int64_t count = 0;
