@@ -14,7 +14,7 @@ constexpr int kGlyphWidth = 5, kGlyphHeight = 8;
 constexpr int kCellWidth = 6, kCellHeight = 9;
 
 constexpr const char* kGlyphs[95] = {
-    "..... ..... ..... ..... ..... ..... .....",        //
+    "..... ..... ..... ..... ..... ..... ..... .....",  // space
     "..#.. ..#.. ..#.. ..#.. ..#.. ..... ..#.. .....",  // !
     ".#.#. .#.#. .#.#. ..... ..... ..... ..... .....",  // "
     ".#.#. .#.#. ##### .#.#. ##### .#.#. .#.#. .....",  // #
@@ -110,6 +110,17 @@ constexpr const char* kGlyphs[95] = {
     ".#... ..#.. ..#.. ...#. ..#.. ..#.. .#... .....",  // }
     "..... ..... .#... #.#.# ...#. ..... ..... .....",  // ~
 };
+
+// Every glyph is 8 rows of 5 characters separated by spaces.
+constexpr bool glyphs_well_formed() {
+  for (const char* glyph : kGlyphs) {
+    int length = 0;
+    while (glyph[length] != '\0') ++length;
+    if (length != kGlyphHeight * (kGlyphWidth + 1) - 1) return false;
+  }
+  return true;
+}
+static_assert(glyphs_well_formed(), "a glyph of the font table has the wrong size");
 
 // Row-major ink test of pixel (column, row) of the glyph of `c`.
 bool ink(char c, int column, int row) {
