@@ -146,7 +146,7 @@ TEST_F(MixedPrecisionCuda, LinearUsesBf16CopiesAndAccumulatesF32Gradients) {
     SCOPED_TRACE(in);
     Linear cuda("l", in, 24, true, mixed(gpu)), cpu("l", in, 24, true, exact());
     for (std::size_t i = 0; i < 2; ++i) {
-      const ParameterPtr& p = cuda.parameters()[i];
+      const ParameterPtr p = cuda.parameters()[i];  // a copy: parameters() returns a new vector
       // The GEMM reads the bf16 copy: the reference gets the rounded master weights.
       EXPECT_EQ(p->compute.dtype(), DType::bf16);
       EXPECT_EQ(p->compute.to_vector<double>(), rounded(p->value).to_vector<double>());
