@@ -5,6 +5,8 @@
 #   tests      the CUDA tests (GoogleTest filter *Cuda*:*Memory*:...)
 #   sanitize   compute-sanitizer memcheck and racecheck on a small CUDA suite
 #   bench ARGS cuda_attention_sweep with ARGS (until the next step name)
+#   profile ARGS  Nsight Compute (ncu) on cuda_attention_sweep ARGS: speed of light, warp
+#              stalls, pipes and occupancy of the attention kernels (clocks left alone)
 #   exec ARGS  runs a bundled program with all remaining ARGS (so it comes last), e.g. exec test_nn --gtest_filter=*Cuda*
 # Logs go to $OUT.
 set -uo pipefail
@@ -44,12 +46,26 @@ while [ $# -gt 0 ]; do
       ;;
     bench)
       args=()
-      while [ $# -gt 0 ] && [[ "$1" != info && "$1" != tests && "$1" != sanitize && "$1" != bench && "$1" != exec ]]; do
+      while [ $# -gt 0 ] && [[ "$1" != info && "$1" != tests && "$1" != sanitize && "$1" != bench && "$1" != profile && "$1" != exec ]]; do
         args+=("$1")
         shift
       done
       echo "== cuda_attention_sweep ${args[*]}"
       "$bin/cuda_attention_sweep" "${args[@]}" 2>&1 | tee -a "$out/bench.txt"
+      ;;
+    profile)
+      args=()
+      while [ $# -gt 0 ] && [[ "$1" != info && "$1" != tests && "$1" != sanitize && "$1" != bench && "$1" != profile && "$1" != exec ]]; do
+        args+=("$1")
+        shift
+      done
+      name=profile_$(echo "${args[*]}" | tr -c 'A-Za-z0-9' '_' | cut -c1-60)
+      echo "== ncu cuda_attention_sweep ${args[*]} -> $name.txt"
+      ncu --clock-control none -k 'regex:flash|simt' -c "${NCU_KERNELS:-6}" \
+        --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis \
+        --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats \
+        "$bin/cuda_attention_sweep" "${args[@]}" > "$out/$name.txt" 2>&1 || status=1
+      grep -E "^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Stall" "$out/$name.txt" | head -60
       ;;
     exec)
       args=("$@")
