@@ -2,6 +2,9 @@
 #pragma once
 
 #include "longnet/attention/attention.hpp"
+#include "longnet/attention/block_mask.hpp"
+#include "longnet/attention/block_patterns.hpp"
+#include "longnet/attention/block_sparse_attention.hpp"
 #include "longnet/attention/dilated_attention.hpp"
 #include "longnet/core/build_info.hpp"
 #include "longnet/core/device.hpp"
