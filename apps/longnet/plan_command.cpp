@@ -55,6 +55,10 @@ Command add_plan_command(CLI::App& app) {
   command->add_option("--attention-backward-tflops", k.attention_backward_tflops, "Measured attention backward TFLOP/s")
       ->capture_default_str();
   command->add_option("--gemm-tflops", k.gemm_tflops, "Measured GEMM TFLOP/s")->capture_default_str();
+  command
+      ->add_option("--memory-gbps", k.memory_gbytes_per_second,
+                   "Measured GB/s of the memory-bound kernels (norms, GELU, rotary, adds, gradient sums)")
+      ->capture_default_str();
   command->add_option("--nvlink-gbps", k.nvlink_gbytes_per_second, "GB/s between GPUs of one node")
       ->capture_default_str();
   command->add_option("--network-gbps", k.network_gbytes_per_second, "GB/s between nodes, per GPU")

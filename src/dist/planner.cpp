@@ -15,6 +15,7 @@
 #include <cmath>
 #include <iomanip>
 #include <sstream>
+#include <utility>
 
 #include "longnet/dist/sequence_parallel_plan.hpp"
 
@@ -41,10 +42,17 @@ void validate(const PlannerInput& in) {
           "model_dim, ffn_dim and vocab must be >= 0 (0: the default)");
   require(is_floating(in.dtype), "dtype = ", dtype_name(in.dtype), ": must be a floating type");
   const PlannerConstants& c = in.constants;
-  require(c.attention_forward_tflops > 0 && c.attention_backward_tflops > 0 && c.gemm_tflops > 0 &&
-              c.nvlink_gbytes_per_second > 0 && c.network_gbytes_per_second > 0 &&
-              c.message_latency_microseconds >= 0 && c.gpus_per_node >= 1 && c.gpu_memory_gib > 0,
-          "planner constants must be positive");
+  const std::pair<const char*, double> rates[] = {{"attention_forward_tflops", c.attention_forward_tflops},
+                                                   {"attention_backward_tflops", c.attention_backward_tflops},
+                                                   {"gemm_tflops", c.gemm_tflops},
+                                                   {"memory_gbytes_per_second", c.memory_gbytes_per_second},
+                                                   {"nvlink_gbytes_per_second", c.nvlink_gbytes_per_second},
+                                                   {"network_gbytes_per_second", c.network_gbytes_per_second},
+                                                   {"gpu_memory_gib", c.gpu_memory_gib}};
+  for (const auto& [name, value] : rates) require(value > 0, name, " = ", value, ": must be > 0");
+  require(c.message_latency_microseconds >= 0, "message_latency_microseconds = ", c.message_latency_microseconds,
+          ": must be >= 0");
+  require(c.gpus_per_node >= 1, "gpus_per_node = ", c.gpus_per_node, ": must be >= 1");
   in.attention.validate();
 }
 
@@ -71,6 +79,30 @@ std::vector<RankCost> rank_costs(const PlannerInput& in, const SequenceLayout& l
 }
 
 }  // namespace
+
+double memory_bound_bytes_per_token_layer(const PlannerInput& in) {
+  const auto H = static_cast<double>(in.heads), Hk = static_cast<double>(in.kv_heads);
+  const auto D = static_cast<double>(in.head_dim);
+  const double d = in.model_dim > 0 ? static_cast<double>(in.model_dim) : H * D;
+  const double f = in.ffn_dim > 0 ? static_cast<double>(in.ffn_dim) : 4 * d;
+  const auto b = static_cast<double>(dtype_size(in.dtype));
+  const double a = in.dtype == DType::f64 ? 8.0 : 4.0;
+  const double q = H * D, kv = Hk * D;
+  // Elements normalised per token: pre-LN of attention and of the feed-forward (d), the
+  // MAGNETO sub-LNs before the out projection (H D) and inside the feed-forward (f).
+  const double normed = 2 * d + q + f;
+  // Forward: each norm, rotary (q, k), GELU reads and writes its rows; two residual adds
+  // read two rows and write one.
+  const double forward = b * (2 * normed + 2 * (q + kv) + 2 * f + 3 * 2 * d);
+  if (!in.training) return forward;
+  // Backward: norm dx reads x and dy and writes dx, then the weight/bias column sums read x
+  // and dy again; rotary and GELU backward; two residual gradient adds; bias column sums of
+  // every projection (q, k, v, out, both feed-forward GEMMs); attention gradients
+  // converted from their fp32 accumulators (dq, dk, dv) and delta = rowsum(dO o O).
+  const double backward = b * (5 * normed + 2 * (q + kv) + 3 * f + 3 * 2 * d + (q + 2 * kv + 2 * d + f)) +
+                          (a + b) * (q + 2 * kv) + b * 2 * q;
+  return forward + backward;
+}
 
 PlannerEstimate estimate_sequence_parallel_run(const PlannerInput& in) {
   validate(in);
@@ -119,10 +151,15 @@ PlannerEstimate estimate_sequence_parallel_run(const PlannerInput& in) {
     const double passes = in.training ? 3 : 1;  // backward of a matmul: twice its forward
     const double dense_layer = 2 * matmul_params * t * B * passes;
     const double dense_head = 2 * V * d * t * B * passes;
+    const double memory_layer = memory_bound_bytes_per_token_layer(in) * t * B;
+    const double memory_seconds_layer = memory_layer / (k.memory_gbytes_per_second * 1e9);
     const double compute_layer = attention_forward / (k.attention_forward_tflops * 1e12) +
                                  attention_backward / (k.attention_backward_tflops * 1e12) +
-                                 dense_layer / (k.gemm_tflops * 1e12);
-    const double head = dense_head / (k.gemm_tflops * 1e12);
+                                 dense_layer / (k.gemm_tflops * 1e12) + memory_seconds_layer;
+    // AdamW reads weight, gradient and both moments and writes weight, moments and the
+    // compute copy; every rank updates all the (replicated) weights.
+    const double optimizer = in.training ? params * (4 * a + 3 * a + b) / (k.memory_gbytes_per_second * 1e9) : 0.0;
+    const double head = dense_head / (k.gemm_tflops * 1e12) + optimizer;
     auto exchange_seconds = [&](double element_bytes) {
       const double row = 2 * B * D * element_bytes;
       return std::max(c.intra_sent, c.intra_received) * row / (k.nvlink_gbytes_per_second * 1e9) +
@@ -142,6 +179,7 @@ PlannerEstimate estimate_sequence_parallel_run(const PlannerInput& in) {
       e.messages_per_layer = 2 * c.peers * (in.training ? 2 : 1);
       e.attention_flops = L * (attention_forward + attention_backward);
       e.dense_flops = L * dense_layer + dense_head;
+      e.memory_bound_bytes = L * memory_layer;
       e.compute_seconds = L * compute_layer + head;
       e.communication_seconds = L * comm_layer;
       e.step_seconds_overlapped = L * std::max(compute_layer, comm_layer) + head;
@@ -225,6 +263,7 @@ std::string describe_estimate(const PlannerInput& in, const PlannerEstimate& e) 
       << " (busiest / mean)\n";
   out << std::scientific << std::setprecision(3);
   out << "FLOPs per step (busiest GPU)    attention " << e.attention_flops << ", dense " << e.dense_flops << "\n";
+  out << "memory-bound kernels per step   " << bytes_text(e.memory_bound_bytes) << " moved\n";
   out << "time per step                   compute " << seconds_text(e.compute_seconds) << ", communication "
       << seconds_text(e.communication_seconds) << "\n";
   out << "                                total " << seconds_text(e.step_seconds) << " (overlapped "
@@ -233,7 +272,8 @@ std::string describe_estimate(const PlannerInput& in, const PlannerEstimate& e) 
   out << "throughput                      " << e.tokens_per_second << " tokens/s\n";
   out << std::setprecision(1);
   out << "\nconstants: attention " << k.attention_forward_tflops << "/" << k.attention_backward_tflops
-      << " TFLOP/s (fwd/bwd), GEMM " << k.gemm_tflops << " TFLOP/s, NVLink " << k.nvlink_gbytes_per_second
+      << " TFLOP/s (fwd/bwd), GEMM " << k.gemm_tflops << " TFLOP/s, memory-bound " << k.memory_gbytes_per_second
+      << " GB/s, NVLink " << k.nvlink_gbytes_per_second
       << " GB/s, network " << k.network_gbytes_per_second << " GB/s, latency " << k.message_latency_microseconds
       << " us, " << k.gpus_per_node << " GPUs per node\n";
   return out.str();

@@ -88,8 +88,45 @@ TEST(Planner, RejectsBadInput) {
   in.constants.gemm_tflops = 0;
   EXPECT_THROW(estimate_sequence_parallel_run(in), Error);
   in = small_model();
+  in.constants.memory_gbytes_per_second = -1;
+  try {
+    estimate_sequence_parallel_run(in);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("memory_gbytes_per_second = -1"), std::string::npos) << e.what();
+  }
+  in = small_model();
   in.seq_len = 3;  // fewer tokens than GPUs
   EXPECT_THROW(estimate_sequence_parallel_run(in), Error);
+}
+
+// The issue-5 training configuration: d = H D = 768, f = 3072, bf16 (b = 2, a = 4). Per
+// token and layer the norms see 2d + HD + f = 5376 elements; forward 2 (5376) + 2 (1536)
+// + 2 (3072) + 6 (768) elements x 2 bytes = 49,152 B; backward 5 (5376) + 2 (1536) +
+// 3 (3072) + 6 (768) + (768 + 1536 + 1536 + 3072) = 50,688 elements x 2 B, plus
+// 6 B x 2304 for the fp32 -> bf16 gradients and 2 B x 2 x 768 for delta: 118,272 B.
+TEST(Planner, MemoryBoundBytesFollowTheStatedPasses) {
+  PlannerInput in;
+  in.heads = in.kv_heads = 12;
+  in.head_dim = 64;
+  in.ffn_dim = 3072;
+  in.training = false;
+  EXPECT_DOUBLE_EQ(memory_bound_bytes_per_token_layer(in), 49152.0);
+  in.training = true;
+  EXPECT_DOUBLE_EQ(memory_bound_bytes_per_token_layer(in), 49152.0 + 101376.0 + 13824.0 + 3072.0);
+}
+
+TEST(Planner, MemoryBoundTimeScalesWithTheBandwidth) {
+  PlannerInput in = small_model();
+  const PlannerEstimate base = estimate_sequence_parallel_run(in);
+  in.constants.memory_gbytes_per_second *= 2;
+  const PlannerEstimate faster = estimate_sequence_parallel_run(in);
+  EXPECT_GT(base.memory_bound_bytes, 0);
+  EXPECT_DOUBLE_EQ(faster.memory_bound_bytes, base.memory_bound_bytes);
+  EXPECT_LT(faster.compute_seconds, base.compute_seconds);
+  // Half the bandwidth-bound time is saved (and half the optimizer's, which is not counted here).
+  const double saved = base.compute_seconds - faster.compute_seconds;
+  EXPECT_GE(saved, base.memory_bound_bytes / (in.constants.memory_gbytes_per_second * 1e9) * (1 - 1e-9));
 }
 
 TEST(Planner, ReportNamesTheNumbers) {

@@ -9,6 +9,10 @@
 // (weights replicated; no tensor or pipeline parallelism; no activation recomputation).
 // Times are compute / throughput + bytes / bandwidth + messages x latency, per layer on
 // the busiest rank; "overlapped" assumes communication hides fully behind compute.
+// Compute counts the GEMMs and the attention kernels at their measured FLOP rates and the
+// memory-bound kernels (layer norms, rotary, GELU, residual adds, column sums of bias and
+// norm gradients, fp32 -> bf16 attention gradients, AdamW) as the bytes they move
+// (memory_bound_bytes_per_token_layer) at a measured effective bandwidth.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +32,9 @@ struct PlannerConstants {
   double attention_forward_tflops = 300.0;   // dilated attention forward, achieved (bf16)
   double attention_backward_tflops = 250.0;  // its backward (2.5x the forward's FLOPs)
   double gemm_tflops = 600.0;                // projections, feed-forward, output head (bf16)
+  // Effective bandwidth of the memory-bound kernels: the bytes of the model below over
+  // their measured time (H100, 2026-11-24, docs/benchmarks.md: 65.8 GB in 42.1 ms).
+  double memory_gbytes_per_second = 1560.0;
   double nvlink_gbytes_per_second = 150.0;   // point-to-point, one direction, same node
   double network_gbytes_per_second = 40.0;   // point-to-point, one direction, across nodes
   double message_latency_microseconds = 15.0;
@@ -75,12 +82,18 @@ struct PlannerEstimate {
   // FLOPs per step on the busiest rank, and times in seconds.
   double attention_flops = 0;
   double dense_flops = 0;
+  double memory_bound_bytes = 0;  // moved by the memory-bound kernels per step
   double compute_seconds = 0;
   double communication_seconds = 0;
   double step_seconds = 0;             // compute + communication, nothing overlapped
   double step_seconds_overlapped = 0;  // max(compute, communication) per layer
   double tokens_per_second = 0;
 };
+
+// Bytes the memory-bound kernels move per token and layer (forward, plus backward when
+// training): every elementwise pass reads and writes its rows once (planner.cpp spells
+// out each pass).
+double memory_bound_bytes_per_token_layer(const PlannerInput& input);
 
 // Throws Error on an invalid input.
 PlannerEstimate estimate_sequence_parallel_run(const PlannerInput& input);
