@@ -1,0 +1,233 @@
+// The bandwidth-bound CUDA model kernels against the CPU kernels on the shapes that pick
+// their different paths: LayerNorm rows held in registers by teams of 1 to 8 warps and the
+// streaming kernels for longer rows, 16-byte packs and single elements (odd column counts,
+// misaligned row strides), row counts that leave partial chunks; the Linear bias gradient's
+// column sums; the embedding backward with skewed tokens (runs longer than a chunk, pieces
+// across chunk boundaries); rotary on strided (fused qkv) and in-place rows. The reference
+// is the CPU kernel in f64 on the same inputs rounded to the tested dtype; bf16 outputs
+// are held to a few bf16 roundings (relative L2), f32 outputs (and the f32 gradients and
+// statistics under bf16) to f32 accuracy. Skipped without a CUDA device.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "longnet/kernels/embedding.hpp"
+#include "longnet/kernels/layer_norm.hpp"
+#include "longnet/kernels/linear.hpp"
+#include "longnet/kernels/rotary.hpp"
+#include "support/dilated_oracle.hpp"
+
+namespace longnet::testing {
+namespace {
+
+class ModelKernelsCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  }
+  const Device gpu = Device::cuda(0);
+};
+
+DType accumulation(DType dtype) { return dtype == DType::f64 ? DType::f64 : DType::f32; }
+
+// Values representable in `dtype`, as an f64 CPU tensor.
+Tensor random(const Shape& shape, std::uint64_t seed, DType dtype) {
+  return Tensor::randn(shape, seed, DType::f64).to(dtype).to(DType::f64);
+}
+
+// Relative L2 error allowed for results stored in `dtype`.
+double tolerance(DType dtype) {
+  if (dtype == DType::f64) return 1e-12;
+  if (dtype == DType::f32) return 2e-5;
+  return 4e-3;  // bf16: about one rounding (2^-9 relative on average)
+}
+
+// The first `columns` columns of a (rows, stride) tensor, as f64 on the CPU.
+Tensor columns_of(const Tensor& t, std::int64_t columns) {
+  return t.to(Device::cpu(), DType::f64).slice(1, 0, columns).contiguous();
+}
+
+void expect_close(const Tensor& actual, const Tensor& expected, double tol, const std::string& what) {
+  EXPECT_LE(relative_l2_error(actual.to(Device::cpu(), DType::f64), expected), tol) << what;
+}
+
+struct LayerNormCase {
+  std::int64_t rows, columns, stride;
+  bool affine = true;
+};
+
+TEST_F(ModelKernelsCuda, LayerNormMatchesTheCpuOnEveryPath) {
+  const LayerNormCase cases[] = {
+      {33, 40, 40},         // one warp, packs for bf16 and f32; f64 2-element packs
+      {33, 40, 43, false},  // misaligned rows: single elements; no affine transform
+      {100, 770, 773},      // single elements past the registers (P = 1)
+      {50, 500, 503},       // single elements, 6 warps, partial last chunk
+      {70, 768, 776},       // packs with a row stride
+      {1, 768, 768},        // one row
+      {67, 3072, 3072},     // bf16: 4 warps; f32: 8 warps; f64: streaming
+      {9, 4100, 4100},      // single elements past the registers (bf16), f32/f64 past them too
+      {40, 9000, 9000},     // streaming with packs
+  };
+  for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
+    for (const LayerNormCase& c : cases) {
+      SCOPED_TRACE(str(dtype_name(dtype), " rows ", c.rows, " columns ", c.columns, " stride ", c.stride,
+                       c.affine ? "" : " no affine"));
+      const DType acc = accumulation(dtype);
+      const Tensor x = random({c.rows, c.stride}, 1, dtype), dout = random({c.rows, c.stride}, 2, dtype);
+      const Tensor weight = random({c.columns}, 3, acc), bias = random({c.columns}, 4, acc);
+      // The gradients accumulate onto this (cloned: to() returns the tensor itself when
+      // it is already on that device in that dtype).
+      const Tensor start = random({c.columns}, 5, acc);
+
+      // Runs forward and backward on tensors of one device and dtype; returns
+      // {out, mean, rstd, dx, dweight, dbias}.
+      const auto run = [&](Device device, DType type) {
+        const DType a = type == DType::f64 ? DType::f64 : DType::f32;
+        std::vector<Tensor> t{Tensor::zeros({c.rows, c.stride}, type, device),
+                              Tensor::zeros({c.rows}, a, device),
+                              Tensor::zeros({c.rows}, a, device),
+                              Tensor::zeros({c.rows, c.stride}, type, device),
+                              start.to(device, a).clone(),
+                              start.to(device, a).clone()};
+        const Tensor xd = x.to(device, type), dd = dout.to(device, type);
+        const Tensor wd = weight.to(device, a), bd = bias.to(device, a);
+        kernels::LayerNormParams p;
+        p.rows = c.rows, p.columns = c.columns, p.dtype = type;
+        p.x = xd.data(), p.x_row_stride = c.stride;
+        p.weight = c.affine ? wd.data() : nullptr, p.bias = c.affine ? bd.data() : nullptr;
+        p.out = t[0].data(), p.out_row_stride = c.stride, p.mean = t[1].data(), p.rstd = t[2].data();
+        p.dout = dd.data(), p.dout_row_stride = c.stride, p.dx = t[3].data(), p.dx_row_stride = c.stride;
+        p.dweight = c.affine ? t[4].data() : nullptr, p.dbias = c.affine ? t[5].data() : nullptr;
+        if (device.is_cuda()) {
+          kernels::layer_norm_forward_cuda(p);
+          kernels::layer_norm_backward_cuda(p);
+        } else {
+          kernels::layer_norm_forward_cpu(p);
+          kernels::layer_norm_backward_cpu(p);
+        }
+        return t;
+      };
+      const std::vector<Tensor> expected = run(Device::cpu(), DType::f64), actual = run(gpu, dtype);
+      const double tol = tolerance(dtype), tol_acc = tolerance(acc);
+      expect_close(columns_of(actual[0], c.columns), columns_of(expected[0], c.columns), tol, "out");
+      expect_close(actual[1], expected[1], tol_acc, "mean");
+      expect_close(actual[2], expected[2], tol_acc, "rstd");
+      expect_close(columns_of(actual[3], c.columns), columns_of(expected[3], c.columns), tol, "dx");
+      if (c.affine) {
+        expect_close(actual[4], expected[4], tol_acc, "dweight");
+        expect_close(actual[5], expected[5], tol_acc, "dbias");
+      }
+      // The padding columns of a strided output are left alone.
+      if (c.stride > c.columns) {
+        EXPECT_EQ(
+            actual[0].to(Device::cpu(), DType::f64).slice(1, c.columns, c.stride).contiguous().to_vector<double>(),
+            std::vector<double>(static_cast<std::size_t>(c.rows * (c.stride - c.columns)), 0.0));
+      }
+      // Deterministic: a second run gives the same bits.
+      EXPECT_EQ(run(gpu, dtype)[4].to(Device::cpu()).to_vector<double>(),
+                actual[4].to(Device::cpu()).to_vector<double>());
+    }
+  }
+}
+
+TEST_F(ModelKernelsCuda, LinearBiasGradientIsAColumnSum) {
+  struct Case {
+    std::int64_t rows, columns, stride;
+  };
+  const Case cases[] = {{300, 40, 40}, {300, 770, 770}, {129, 768, 776}, {64, 24, 27}, {1, 3072, 3072}};
+  for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(str(dtype_name(dtype), " rows ", c.rows, " columns ", c.columns, " stride ", c.stride));
+      const DType acc = accumulation(dtype);
+      const Tensor dy = random({c.rows, c.stride}, 1, dtype), start = random({c.columns}, 2, acc);
+      const auto run = [&](Device device, DType type) {
+        const Tensor dyd = dy.to(device, type), dbias = start.to(device, accumulation(type)).clone();
+        kernels::LinearParams p;
+        p.rows = c.rows, p.in_features = 5, p.out_features = c.columns, p.dtype = type;
+        p.dy = dyd.data(), p.dy_row_stride = c.stride, p.dbias = dbias.data();
+        if (device.is_cuda()) {
+          kernels::linear_backward_cuda(p);
+        } else {
+          kernels::linear_backward_cpu(p);
+        }
+        return dbias;
+      };
+      expect_close(run(gpu, dtype), run(Device::cpu(), DType::f64), tolerance(acc), "dbias");
+    }
+  }
+}
+
+TEST_F(ModelKernelsCuda, EmbeddingBackwardWithSkewedTokens) {
+  const std::int64_t count = 1000, vocab = 50;
+  std::vector<std::int32_t> ids(count);
+  for (std::int64_t i = 0; i < count; ++i) {
+    // Token 3 most of the time (a run of ~700 rows: 11+ chunks), the rest spread thin.
+    ids[static_cast<std::size_t>(i)] = (i * 7) % 10 < 7 ? 3 : static_cast<std::int32_t>((i * 13) % vocab);
+  }
+  std::vector<std::int32_t> order;
+  std::vector<std::int64_t> run_starts;
+  kernels::embedding_sort_rows(ids.data(), count, order, run_starts);
+  const Tensor tokens = Tensor::from_vector(ids, {count});
+  const Tensor tokens_gpu = tokens.to(gpu), order_gpu = Tensor::from_vector(order, {count}).to(gpu);
+  const Tensor runs_gpu = Tensor::from_vector(run_starts, {static_cast<std::int64_t>(run_starts.size())}).to(gpu);
+  for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
+    for (std::int64_t dim : {16, 40, 770}) {  // packs (bf16: 16, f32: 16 and 40) and single elements
+      SCOPED_TRACE(str(dtype_name(dtype), " dim ", dim));
+      const DType acc = accumulation(dtype);
+      const Tensor dout = random({count, dim}, 1, dtype), start = random({vocab, dim}, 2, acc);
+      const auto run = [&](Device device, DType type) {
+        const Tensor doutd = dout.to(device, type), dtable = start.to(device, accumulation(type)).clone();
+        kernels::EmbeddingParams p;
+        p.count = count, p.vocab = vocab, p.dim = dim, p.scale = 1.5, p.dtype = type;
+        p.dout = doutd.data(), p.dtable = dtable.data();
+        if (device.is_cuda()) {
+          p.tokens = tokens_gpu.data<std::int32_t>();
+          p.order = order_gpu.data<std::int32_t>();
+          p.run_starts = runs_gpu.data<std::int64_t>();
+          p.runs = static_cast<std::int64_t>(run_starts.size()) - 1;
+          kernels::embedding_backward_cuda(p);
+        } else {
+          p.tokens = tokens.data<std::int32_t>();
+          kernels::embedding_backward_cpu(p);
+        }
+        return dtable;
+      };
+      const Tensor actual = run(gpu, dtype);
+      expect_close(actual, run(Device::cpu(), DType::f64), tolerance(acc), "dtable");
+      EXPECT_EQ(run(gpu, dtype).to(Device::cpu()).to_vector<double>(), actual.to(Device::cpu()).to_vector<double>());
+    }
+  }
+}
+
+TEST_F(ModelKernelsCuda, RotaryOnStridedAndInPlaceRows) {
+  const std::int64_t batch = 2, seq = 37, heads = 3;
+  for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
+    for (std::int64_t head_dim : {64, 6}) {  // packs, and (bf16, f32) single pairs
+      for (bool in_place : {false, true}) {
+        SCOPED_TRACE(str(dtype_name(dtype), " head_dim ", head_dim, in_place ? " in place" : ""));
+        // x: the q part of a fused (batch, seq, 3, heads, head_dim) projection.
+        const Tensor qkv = random({batch, seq, 3, heads, head_dim}, 1, dtype);
+        const auto run = [&](Device device, DType type) {
+          const Tensor xd = qkv.to(device, type).clone();
+          Tensor out = in_place ? xd : Tensor::zeros({batch, seq, heads, head_dim}, type, device);
+          kernels::RotaryParams p;
+          p.batch = batch, p.seq_len = seq, p.heads = heads, p.head_dim = head_dim, p.dtype = type;
+          p.kind = kernels::RotaryKind::xpos, p.scale_base = 16.0, p.position_start = 100, p.center = 9.0;
+          p.downscale = true, p.transpose = true;
+          p.x = {xd.data(), seq * 3 * heads * head_dim, 3 * heads * head_dim, head_dim};
+          p.out = in_place ? p.x : kernels::RowTensor{out.data(), seq * heads * head_dim, heads * head_dim, head_dim};
+          if (device.is_cuda()) {
+            kernels::rotary_apply_cuda(p);
+          } else {
+            kernels::rotary_apply_cpu(p);
+          }
+          return in_place ? xd.view({batch * seq, 3 * heads * head_dim}) : out.view({batch * seq, heads * head_dim});
+        };
+        expect_close(run(gpu, dtype), run(Device::cpu(), DType::f64), tolerance(dtype), "rotary");
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longnet::testing
