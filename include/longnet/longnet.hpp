@@ -27,6 +27,7 @@
 #include "longnet/model/checkpoint.hpp"
 #include "longnet/model/config.hpp"
 #include "longnet/model/data.hpp"
+#include "longnet/model/distributed_training.hpp"
 #include "longnet/model/generation.hpp"
 #include "longnet/model/language_model.hpp"
 #include "longnet/model/longnet.hpp"
@@ -42,4 +43,5 @@
 #include "longnet/nn/multihead_dilated_attention.hpp"
 #include "longnet/nn/parameter.hpp"
 #include "longnet/nn/positional.hpp"
+#include "longnet/nn/sequence_sharding.hpp"
 #include "longnet/nn/transformer_layers.hpp"

@@ -2,23 +2,25 @@
 // self communicator, and the entry points of builds without MPI or NCCL.
 #include "longnet/dist/communicator.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "dist/communicator_checks.hpp"
 
 namespace longnet {
 
-void agree_on_errors(Communicator& comm, bool failed, const std::string& message) {
+void agree_on_errors(Communicator& comm, bool failed, const std::string& message, bool already_agreed) {
   Communicator& host = comm.host();
   const Tensor any_failed = Tensor::full({1}, failed ? 1.0 : 0.0, DType::i32);
   host.all_reduce(any_failed, ReduceOp::max);
   if (any_failed.item() == 0.0) return;
 
-  // Someone failed: gather (failed, message length) of every rank, then the messages.
+  // Someone failed: gather (outcome, message length) of every rank, then the messages.
+  // Outcome 0: succeeded, 1: failed, 2: failed with a message all ranks already agreed on.
   const int P = host.size();
   const std::string mine = failed ? message : std::string();
-  const Tensor status =
-      Tensor::from_vector<std::int64_t>({failed ? 1 : 0, static_cast<std::int64_t>(mine.size())}, {2});
+  const std::int64_t outcome = failed ? (already_agreed ? 2 : 1) : 0;
+  const Tensor status = Tensor::from_vector<std::int64_t>({outcome, static_cast<std::int64_t>(mine.size())}, {2});
   const Tensor statuses = Tensor::empty({2 * static_cast<std::int64_t>(P)}, DType::i64);
   host.all_gather(status, statuses);
   const auto all = statuses.to_vector<std::int64_t>();
@@ -33,25 +35,54 @@ void agree_on_errors(Communicator& comm, bool failed, const std::string& message
   const Tensor texts = Tensor::empty({total}, DType::u8);
   host.all_gather_v(text, texts, lengths);
 
-  std::string combined;
+  // Distinct messages in order of first appearance, each with the ranks that reported it.
+  struct Report {
+    std::string text;
+    bool agreed = false;
+    std::vector<int> ranks;
+  };
+  std::vector<Report> reports;
   const auto* chars = static_cast<const char*>(texts.data());
   std::int64_t at = 0;
   for (int r = 0; r < P; ++r) {
     const std::int64_t length = lengths[static_cast<std::size_t>(r)];
-    if (all[2 * static_cast<std::size_t>(r)] != 0) {
-      if (!combined.empty()) combined += "; ";
-      combined += str("rank ", r, ": ", std::string(chars + at, static_cast<std::size_t>(length)));
+    const std::int64_t outcome_of_rank = all[2 * static_cast<std::size_t>(r)];
+    if (outcome_of_rank != 0) {
+      std::string text_of_rank(chars + at, static_cast<std::size_t>(length));
+      const bool agreed = outcome_of_rank == 2;
+      auto same = [&](const Report& report) { return report.text == text_of_rank && report.agreed == agreed; };
+      const auto it = std::find_if(reports.begin(), reports.end(), same);
+      if (it == reports.end()) {
+        reports.push_back({std::move(text_of_rank), agreed, {r}});
+      } else {
+        it->ranks.push_back(r);
+      }
     }
     at += length;
   }
-  throw Error(combined);
+  // "rank 1: m", "ranks 0, 2: m"; a message every one of several ranks reported, or one
+  // already agreed on, alone.
+  std::string combined;
+  for (const Report& report : reports) {
+    std::string part = report.text;
+    if (!report.agreed && (P == 1 || static_cast<int>(report.ranks.size()) < P)) {
+      std::string ranks;
+      for (int r : report.ranks) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+      part = str(report.ranks.size() == 1 ? "rank " : "ranks ", ranks, ": ", part);
+    }
+    combined += (combined.empty() ? "" : "; ") + part;
+  }
+  throw CollectiveError(combined);
 }
 
 void run_collectively(Communicator& comm, const std::function<void()>& body) {
-  bool failed = false;
+  bool failed = false, agreed = false;
   std::string message;
   try {
     body();
+  } catch (const CollectiveError& error) {
+    failed = agreed = true;
+    message = error.what();
   } catch (const std::exception& error) {
     failed = true;
     message = error.what();
@@ -59,7 +90,7 @@ void run_collectively(Communicator& comm, const std::function<void()>& body) {
     failed = true;
     message = "unknown exception";
   }
-  agree_on_errors(comm, failed, message);
+  agree_on_errors(comm, failed, message, agreed);
 }
 
 namespace {

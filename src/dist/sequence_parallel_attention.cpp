@@ -95,29 +95,39 @@ void SequenceParallelDilatedAttention::prepare(const Tensor& q, const Tensor& k,
             to_string(q.device()), ")");
   });
   const std::vector<Descriptor> all = gather_descriptors(comm, q, k);
-  require_consistent(all);
-  std::vector<std::int64_t> lengths;
-  for (const Descriptor& d : all) lengths.push_back(d[kLocalRows]);
-
+  // Checks of the gathered descriptors, which every rank holds alike: the same outcome on
+  // every rank, so a failure is a CollectiveError.
   std::optional<SequenceLayout> layout;
-  if (order_ == SequenceOrder::contiguous) {
-    layout = SequenceLayout::contiguous(lengths);
-  } else {
-    std::int64_t seq_len = 0;
-    for (std::int64_t n : lengths) seq_len += n;
-    layout = SequenceLayout::zigzag(seq_len, comm.size());
-    for (int r = 0; r < comm.size(); ++r) {
-      require(lengths[static_cast<std::size_t>(r)] == layout->local_length(r), "rank ", r, " holds ",
-              lengths[static_cast<std::size_t>(r)], " rows but the zigzag layout of seq_len = ", seq_len, " over ",
-              comm.size(), " ranks gives it ", layout->local_length(r),
-              " (blocks r and 2P-1-r: use SequenceLayout::zigzag(seq_len, P).shard)");
+  try {
+    require_consistent(all);
+    std::vector<std::int64_t> lengths;
+    for (const Descriptor& d : all) lengths.push_back(d[kLocalRows]);
+    if (order_ == SequenceOrder::contiguous) {
+      layout = SequenceLayout::contiguous(lengths);
+    } else {
+      std::int64_t seq_len = 0;
+      for (std::int64_t n : lengths) seq_len += n;
+      layout = SequenceLayout::zigzag(seq_len, comm.size());
+      for (int r = 0; r < comm.size(); ++r) {
+        require(lengths[static_cast<std::size_t>(r)] == layout->local_length(r), "rank ", r, " holds ",
+                lengths[static_cast<std::size_t>(r)], " rows but the zigzag layout of seq_len = ", seq_len, " over ",
+                comm.size(), " ranks gives it ", layout->local_length(r),
+                " (blocks r and 2P-1-r: use SequenceLayout::zigzag(seq_len, P).shard)");
+      }
     }
+  } catch (const CollectiveError&) {
+    throw;
+  } catch (const Error& error) {
+    throw CollectiveError(error.what());
   }
   const bool same_plan = plan_ && layout_ && layout_->blocks().size() == layout->blocks().size() &&
                          layout_->local_lengths() == layout->local_lengths() && plan_->heads == q.size(2) &&
                          plan_->kv_heads == k.size(2);
   if (!same_plan) {
-    plan_ = make_sequence_parallel_plan(*layout, comm.rank(), config_, q.size(2), k.size(2));
+    plan_.reset();
+    layout_.reset();
+    run_collectively(comm,
+                     [&] { plan_ = make_sequence_parallel_plan(*layout, comm.rank(), config_, q.size(2), k.size(2)); });
     layout_ = std::move(layout);
   }
 }

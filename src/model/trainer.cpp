@@ -2,7 +2,9 @@
 #include "longnet/model/trainer.hpp"
 
 #include <cmath>
+#include <sstream>
 
+#include "longnet/kernels/counter_rng.hpp"
 #include "longnet/model/checkpoint.hpp"
 
 namespace longnet::model {
@@ -16,14 +18,93 @@ void TrainingConfig::validate() const {
 }
 
 namespace {
+
 const TrainingConfig& validated(const TrainingConfig& config) {
   config.validate();
   return config;
 }
+
+const Distribution& validated(const Distribution& distribution) {
+  distribution.validate();
+  return distribution;
+}
+
+// Everything that must be equal on every rank of a distributed run, as text (doubles
+// exactly, in hexadecimal).
+std::string training_setup(const LanguageModel& model, const BatchSource& data, const TrainingConfig& c,
+                           const Distribution& d) {
+  std::ostringstream out;
+  out << std::hexfloat << model.config_json() << "|" << c.steps << "," << c.gradient_accumulation << "," << c.lr << ","
+      << c.min_lr << "," << c.warmup_steps << "," << c.grad_clip << "," << c.adamw.beta1 << "," << c.adamw.beta2 << ","
+      << c.adamw.eps << "," << c.adamw.weight_decay << "," << c.seed << "," << c.deterministic << "|"
+      << to_string(d.parallelism) << "," << to_string(d.order) << "|" << data.tokens_per_batch();
+  return out.str();
+}
+
+void resume_from(const std::filesystem::path& path, const LanguageModel& model, AdamW& optimizer) {
+  const CheckpointInfo info = read_checkpoint_info(path);
+  require(info.config_json == model.config_json(), path.string(),
+          ": the checkpoint's model configuration differs from this model's (", info.config_json, " vs ",
+          model.config_json(), ")");
+  // The optimizer state validates everything before it changes anything, and so does
+  // load_parameters, whose file read_checkpoint_info has just validated.
+  load_optimizer_state(path, optimizer, info.step);
+  load_parameters(path, model);
+}
+
 }  // namespace
 
-Trainer::Trainer(LanguageModel& model, const BatchSource& data, TrainingConfig config)
-    : model_(model), data_(data), config_(validated(config)), optimizer_(model.parameters(), config.adamw) {}
+Trainer::Trainer(LanguageModel& model, const BatchSource& data, TrainingConfig config, Distribution distribution)
+    : model_(model),
+      data_(data),
+      config_(validated(config)),
+      distribution_(validated(distribution)),
+      optimizer_(model.parameters(), config.adamw) {
+  if (!distribution_.distributed()) return;
+  Communicator& comm = *distribution_.comm;
+  run_collectively(comm, [&] {
+    require(model.device() == comm.device(), to_string(distribution_.parallelism), " parallelism: the model is on ",
+            to_string(model.device()), " but the ", comm.name(), " communicator works on ", to_string(comm.device()),
+            " (distributed training runs on the CPU for now)");
+  });
+  require_equal_on_every_rank(comm, fingerprint(training_setup(model_, data_, config_, distribution_)),
+                              "the training setup (model and training configuration, parallelism, batch shape)");
+  verify_replicas();
+}
+
+nn::ForwardContext Trainer::training_context(std::int64_t step, std::int64_t micro_step) const {
+  // Each rank its own dropout masks (rank 0 keeps the single-process ones).
+  const int rank = distribution_.rank();
+  const std::uint64_t seed =
+      rank == 0 ? config_.seed : config_.seed ^ kernels::mix64(0xD15700ull + static_cast<std::uint64_t>(rank));
+  return {
+      .training = true, .seed = seed, .step = step, .micro_step = micro_step, .deterministic = config_.deterministic};
+}
+
+LossOutput Trainer::forward_backward(const Batch& global, nn::ForwardContext context, double loss_scale) {
+  if (!distribution_.distributed()) {
+    const LossOutput loss = model_.forward_loss(global, context);
+    model_.backward(loss_scale);
+    return loss;
+  }
+  Communicator& comm = *distribution_.comm;
+  BatchShare share;
+  LossOutput mine;
+  run_collectively(comm, [&] {
+    share = share_batch(global, distribution_);
+    context.sequence = share.sequence.get();
+    mine = model_.forward_loss(share.batch, context);
+  });
+  // The global loss sum and count; each rank's gradients then carry 1 / the global count.
+  const Tensor totals = Tensor::from_vector<double>(
+      {mine.loss * static_cast<double>(mine.tokens), static_cast<double>(mine.tokens)}, {2});
+  comm.all_reduce(totals, ReduceOp::sum);
+  const std::vector<double> sums = totals.to_vector<double>();
+  const auto tokens = static_cast<std::int64_t>(sums[1]);
+  const double share_of_loss = tokens > 0 ? static_cast<double>(mine.tokens) / static_cast<double>(tokens) : 0.0;
+  run_collectively(comm, [&] { model_.backward(loss_scale * share_of_loss); });
+  return {tokens > 0 ? sums[0] / sums[1] : 0.0, tokens};
+}
 
 StepResult Trainer::step() {
   StepResult result;
@@ -31,16 +112,14 @@ StepResult Trainer::step() {
   model_.zero_grad();
   const std::int64_t micro_steps = config_.gradient_accumulation;
   for (std::int64_t micro = 0; micro < micro_steps; ++micro) {
-    const nn::ForwardContext context{.training = true,
-                                     .seed = config_.seed,
-                                     .step = result.step,
-                                     .micro_step = micro,
-                                     .deterministic = config_.deterministic};
-    const LossOutput loss = model_.forward_loss(data_.train_batch(result.step, micro), context);
-    model_.backward(1.0 / static_cast<double>(micro_steps));
+    const LossOutput loss =
+        forward_backward(data_.train_batch(result.step, micro), training_context(result.step, micro),
+                         1.0 / static_cast<double>(micro_steps));
     result.loss += loss.loss / static_cast<double>(micro_steps);
     result.tokens += loss.tokens;
   }
+  if (distribution_.distributed()) all_reduce_gradients(*distribution_.comm, optimizer_.parameters());
+  // Of the summed gradients when distributed: the same global norm on every rank.
   result.grad_norm = global_gradient_norm(optimizer_.parameters());
   require(std::isfinite(result.grad_norm), "step ", result.step, ": the gradient norm is ", result.grad_norm, " (loss ",
           result.loss, "): training diverged; lower the learning rate");
@@ -54,27 +133,66 @@ double Trainer::evaluate(std::int64_t batches) const {
   double loss_sum = 0;
   std::int64_t tokens = 0;
   for (std::int64_t i = 0; i < batches; ++i) {
-    const LossOutput loss = model_.forward_loss(data_.validation_batch(i), nn::ForwardContext{});
+    const Batch global = data_.validation_batch(i);
+    LossOutput loss;
+    if (!distribution_.distributed()) {
+      loss = model_.forward_loss(global, nn::ForwardContext{});
+    } else {
+      run_collectively(*distribution_.comm, [&] {
+        const BatchShare share = share_batch(global, distribution_);
+        loss = model_.forward_loss(share.batch, nn::ForwardContext{.sequence = share.sequence.get()});
+      });
+    }
     loss_sum += loss.loss * static_cast<double>(loss.tokens);
     tokens += loss.tokens;
+  }
+  if (distribution_.distributed()) {
+    const Tensor totals = Tensor::from_vector<double>({loss_sum, static_cast<double>(tokens)}, {2});
+    distribution_.comm->all_reduce(totals, ReduceOp::sum);
+    const std::vector<double> sums = totals.to_vector<double>();
+    return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
   }
   return tokens > 0 ? loss_sum / static_cast<double>(tokens) : 0.0;
 }
 
 void Trainer::save_checkpoint(const std::filesystem::path& path) const {
-  model::save_checkpoint(path, model_, &optimizer_, optimizer_.steps(),
-                         {{"training_seed", std::to_string(config_.seed)}});
+  auto save = [&] {
+    model::save_checkpoint(path, model_, &optimizer_, optimizer_.steps(),
+                           {{"training_seed", std::to_string(config_.seed)}});
+  };
+  if (!distribution_.distributed()) return save();
+  verify_replicas();
+  run_collectively(*distribution_.comm, [&] {
+    if (distribution_.rank() == 0) save();
+  });
 }
 
 void Trainer::resume(const std::filesystem::path& path) {
-  const CheckpointInfo info = read_checkpoint_info(path);
-  require(info.config_json == model_.config_json(), path.string(),
-          ": the checkpoint's model configuration differs from this model's (", info.config_json, " vs ",
-          model_.config_json(), ")");
-  // The optimizer state validates everything before it changes anything, and so does
-  // load_parameters, whose file read_checkpoint_info has just validated.
-  load_optimizer_state(path, optimizer_, info.step);
-  load_parameters(path, model_);
+  if (!distribution_.distributed()) return resume_from(path, model_, optimizer_);
+  Communicator& comm = *distribution_.comm;
+  run_collectively(comm, [&] {
+    if (comm.rank() == 0) resume_from(path, model_, optimizer_);
+  });
+  // Rank 0's parameters, optimizer state and step to every rank.
+  for (const nn::ParameterPtr& p : optimizer_.parameters()) comm.broadcast(p->value, 0);
+  const NamedTensors state = optimizer_.state();  // views of the optimizer's own tensors
+  for (const auto& [name, tensor] : state) comm.broadcast(tensor, 0);
+  const Tensor steps = Tensor::full({1}, static_cast<double>(optimizer_.steps()), DType::i64);
+  comm.broadcast(steps, 0);
+  run_collectively(comm, [&] {
+    optimizer_.set_state(state, static_cast<std::int64_t>(steps.item()), "rank 0's optimizer state");
+    model_.refresh_compute_copies();
+  });
+  verify_replicas();
+}
+
+void Trainer::verify_replicas() const {
+  if (!distribution_.distributed()) return;
+  std::vector<Tensor> tensors;
+  for (const nn::ParameterPtr& p : optimizer_.parameters()) tensors.push_back(p->value);
+  for (const auto& [name, tensor] : optimizer_.state()) tensors.push_back(tensor);
+  tensors.push_back(Tensor::full({1}, static_cast<double>(optimizer_.steps()), DType::i64));
+  require_equal_on_every_rank(*distribution_.comm, fingerprint(tensors), "the parameters and optimizer state");
 }
 
 }  // namespace longnet::model

@@ -121,15 +121,51 @@ MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Te
           v_proj_->forward(memory).view({B, N, Hk, D})};
 }
 
-Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected, std::int64_t seq_len) {
-  seq_len_ = seq_len;
+Tensor MultiheadDilatedAttention::encode_positions(const Tensor& x, bool is_key, bool transpose) const {
   const PositionalConfig& pos = config_.positional;
-  const double center = xpos_center(seq_len);
-  const bool rotary = pos.kind != PositionalEncoding::none;
-  q_ = rotary ? apply_positional(pos, projected.q, 0, center, /*is_key=*/false) : projected.q;
-  k_ = rotary ? apply_positional(pos, projected.k, 0, center, /*is_key=*/true) : projected.k;
-  v_ = projected.v;
-  attention_ = dilated_attention_forward(config_.attention, q_, k_, v_);
+  if (pos.kind == PositionalEncoding::none) return x;
+  if (positions_.size() == 1) return apply_positional(pos, x, positions_[0].begin, xpos_center_, is_key, transpose);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  for (const SequenceBlock& run : positions_) {
+    const std::int64_t first = run.local_begin, last = run.local_begin + run.length();
+    out.slice(1, first, last)
+        .copy_from(apply_positional(pos, x.slice(1, first, last), run.begin, xpos_center_, is_key, transpose));
+  }
+  return out;
+}
+
+Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected, std::int64_t seq_len,
+                                                     const SequenceSharding* sequence) {
+  sharded_ = sequence != nullptr;
+  auto encode = [&] {
+    q_ = encode_positions(projected.q, /*is_key=*/false, false);
+    k_ = encode_positions(projected.k, /*is_key=*/true, false);
+    v_ = projected.v;
+  };
+  if (!sharded_) {
+    positions_ = {SequenceBlock{0, seq_len, 0, 0}};
+    xpos_center_ = xpos_center(seq_len);
+    encode();
+    attention_ = dilated_attention_forward(config_.attention, q_, k_, v_);
+  } else {
+    require(sequence->comm != nullptr, "MultiheadDilatedAttention: the sequence sharding has no communicator");
+    if (!sequence_parallel_ || &sequence_parallel_->communicator() != sequence->comm.get() ||
+        sequence_parallel_->order() != sequence->layout.order()) {
+      sequence_parallel_ = std::make_unique<SequenceParallelDilatedAttention>(config_.attention, sequence->comm,
+                                                                              sequence->layout.order());
+    }
+    // Steps that can fail on one rank alone end on every rank (the attention's own are collective).
+    run_collectively(*sequence->comm, [&] {
+      require(seq_len == sequence->local_length(), "attention input holds ", seq_len, " rows but rank ",
+              sequence->comm->rank(), " holds ", sequence->local_length(), " of the ", sequence->seq_len(),
+              " positions of the sequence layout (", to_string(sequence->layout.order()), " over ",
+              sequence->comm->size(), " ranks)");
+      positions_ = sequence->local_blocks();
+      xpos_center_ = xpos_center(sequence->seq_len());  // of the whole sequence
+      encode();
+    });
+    attention_ = sequence_parallel_->forward(q_, k_, v_);
+  }
   Tensor o = attention_.out.view({attention_.out.size(0), seq_len, config_.d_model});
   if (inner_attn_ln_) o = inner_attn_ln_->forward(o);
   return out_proj_.forward(o);
@@ -138,14 +174,14 @@ Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected,
 Tensor MultiheadDilatedAttention::forward(const Tensor& x, const ForwardContext& context) {
   cross_ = false;
   deterministic_ = context.deterministic;
-  return attend_and_project(project(x, x), x.size(1));
+  return attend_and_project(project(x, x), x.size(1), context.sequence);
 }
 
 Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory, const ForwardContext& context) {
   require(!qkv_proj_, "cross-attention needs separate q/k/v projections (fused_qkv = false)");
   cross_ = true;
   deterministic_ = context.deterministic;
-  return attend_and_project(project(x, memory), x.size(1));
+  return attend_and_project(project(x, memory), x.size(1), context.sequence);
 }
 
 // Back through out_proj, the sub-LN, the attention and the positional encoding: the
@@ -155,15 +191,17 @@ Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tens
   Tensor dout = out_proj_.backward(dy);
   if (inner_attn_ln_) dout = inner_attn_ln_->backward(dout);
   const Tensor& out = attention_.out;
-  DilatedAttentionConfig attention = config_.attention;
-  attention.deterministic = attention.deterministic || deterministic_;
-  const AttentionGradients g = dilated_attention_backward(
-      attention, q_, k_, v_, attention_, dout.view({out.size(0), out.size(1), out.size(2), out.size(3)}));
-  const PositionalConfig& pos = config_.positional;
-  const double center = xpos_center(seq_len_);
-  const bool rotary = pos.kind != PositionalEncoding::none;
-  dq = rotary ? apply_positional(pos, g.dq, 0, center, false, /*transpose=*/true) : g.dq;
-  dk = rotary ? apply_positional(pos, g.dk, 0, center, true, /*transpose=*/true) : g.dk;
+  const Tensor dattention = dout.view({out.size(0), out.size(1), out.size(2), out.size(3)});
+  AttentionGradients g;
+  if (sharded_) {
+    g = sequence_parallel_->backward(dattention);  // collective
+  } else {
+    DilatedAttentionConfig attention = config_.attention;
+    attention.deterministic = attention.deterministic || deterministic_;
+    g = dilated_attention_backward(attention, q_, k_, v_, attention_, dattention);
+  }
+  dq = encode_positions(g.dq, false, /*transpose=*/true);
+  dk = encode_positions(g.dk, true, /*transpose=*/true);
   dv = g.dv;
   return dout;
 }

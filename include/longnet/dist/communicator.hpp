@@ -74,14 +74,27 @@ class Communicator {
   virtual Communicator& host() { return *this; }
 };
 
-// Collective error agreement: every rank calls it with its own outcome. When any rank
-// failed, every rank throws Error("rank r: <message>") naming each failing rank (in rank
-// order); otherwise it returns. Costs one all-reduce of one integer when all succeeded.
-void agree_on_errors(Communicator& comm, bool failed, const std::string& message);
+// An Error that every rank of a communicator throws together with the same message: the
+// outcome of agree_on_errors, or a check of values every rank shares (sizes all ranks
+// gathered, a configuration every rank holds). It needs no further agreement, so an outer
+// run_collectively passes its message on as it is instead of prefixing it once more.
+class CollectiveError : public Error {
+ public:
+  explicit CollectiveError(const std::string& message) : Error(message) {}
+};
 
-// Runs `body` on every rank; an exception on any rank becomes the same Error on every rank
-// (through agree_on_errors). `body` must not itself hang when another rank fails, so keep
-// communication out of it (or make it collective-safe).
+// Collective error agreement: every rank calls it with its own outcome. When any rank
+// failed, every rank throws the same CollectiveError naming the failing ranks with their
+// messages, in rank order ("rank 1: <message>", "ranks 0, 2: <message>" for a message
+// several reported; a message that every one of several ranks reported, or that a rank reports as
+// `already_agreed` — a CollectiveError it caught —, appears once without a prefix);
+// otherwise it returns. Costs one all-reduce of one integer when all succeeded.
+void agree_on_errors(Communicator& comm, bool failed, const std::string& message, bool already_agreed = false);
+
+// Runs `body` on every rank; an exception on any rank becomes the same CollectiveError on
+// every rank (through agree_on_errors). `body` must not itself hang when another rank
+// fails, so keep communication out of it (or make it collective-safe: communication that
+// throws a CollectiveError on every rank when it fails, as SequenceParallelDilatedAttention).
 void run_collectively(Communicator& comm, const std::function<void()>& body);
 
 // The single-process communicator (rank 0 of 1, host buffers): collectives copy.

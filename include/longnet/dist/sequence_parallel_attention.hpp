@@ -46,6 +46,7 @@ class SequenceParallelDilatedAttention final : public Attention {
 
   const DilatedAttentionConfig& config() const { return config_; }
   Communicator& communicator() const { return *comm_; }
+  SequenceOrder order() const { return order_; }
   // The layout and this rank's plan of the last forward (Error before the first).
   const SequenceLayout& layout() const;
   const SequenceParallelPlan& plan() const;

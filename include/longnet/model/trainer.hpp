@@ -6,6 +6,17 @@
 // for bit. On CUDA that needs `deterministic` (the default): the attention backward then
 // runs without atomics (DilatedAttentionConfig::deterministic), about a third slower;
 // without it a run is reproducible only to rounding. The CPU is always deterministic.
+//
+// Distributed (a Distribution with data or sequence parallelism; distributed_training.hpp):
+// every rank builds the same model, data and configuration (checked at construction) and
+// calls the same Trainer functions in the same order — they are collective. Each rank
+// computes its share of every batch; losses, token counts and gradients are summed over
+// the ranks before the global-norm clip and AdamW, so every rank takes the same step, equal
+// to the single-process step over the same global batch to rounding. A failure on any rank
+// is the same CollectiveError on every rank. Rank 0 alone writes checkpoints; resume()
+// reads on rank 0 and broadcasts. Dropout: each rank draws its own masks (its rank mixed
+// into the seed), so with dropout > 0 a distributed run is a valid dropout run but not the
+// single-process one's masks; exactness holds with dropout 0.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +24,7 @@
 #include <memory>
 
 #include "longnet/model/data.hpp"
+#include "longnet/model/distributed_training.hpp"
 #include "longnet/model/language_model.hpp"
 #include "longnet/model/optimizer.hpp"
 
@@ -42,25 +54,40 @@ struct StepResult {
 
 class Trainer {
  public:
-  Trainer(LanguageModel& model, const BatchSource& data, TrainingConfig config);
+  // Collective when distributed: checks that every rank has the same configuration, model
+  // and initial parameters.
+  Trainer(LanguageModel& model, const BatchSource& data, TrainingConfig config, Distribution distribution = {});
 
-  StepResult step();
-  // Mean loss over validation batches 0 .. batches-1 (no dropout), weighted by tokens.
+  StepResult step();  // loss, tokens and grad_norm are global
+  // Mean loss over validation batches 0 .. batches-1 (no dropout), weighted by tokens
+  // (global when distributed: every rank returns the same value).
   double evaluate(std::int64_t batches) const;
   std::int64_t steps_done() const { return optimizer_.steps(); }
   const TrainingConfig& config() const { return config_; }
+  const Distribution& distribution() const { return distribution_; }
   AdamW& optimizer() { return optimizer_; }
 
-  // Model + optimizer state (checkpoint.hpp), written atomically.
+  // Model + optimizer state (checkpoint.hpp), written atomically (by rank 0 when
+  // distributed, after verify_replicas()).
   void save_checkpoint(const std::filesystem::path& path) const;
   // Loads parameters and optimizer state saved by save_checkpoint; the model's
-  // configuration must equal the checkpoint's.
+  // configuration must equal the checkpoint's. Distributed: rank 0 reads, every rank gets
+  // its state.
   void resume(const std::filesystem::path& path);
+  // Distributed: throws the same CollectiveError on every rank unless all ranks hold
+  // bitwise the same parameters, optimizer state and step (no-op for one process).
+  void verify_replicas() const;
 
  private:
+  // The gradients of loss_scale * (the global mean loss of one global batch), accumulated
+  // into the parameters (summed over ranks later); returns the global loss and tokens.
+  LossOutput forward_backward(const Batch& global, nn::ForwardContext context, double loss_scale);
+  nn::ForwardContext training_context(std::int64_t step, std::int64_t micro_step) const;
+
   LanguageModel& model_;
   const BatchSource& data_;
   TrainingConfig config_;
+  Distribution distribution_;
   AdamW optimizer_;
 };
 

@@ -12,6 +12,11 @@
 //
 // Generation: decode() runs one new position against a bounded per-pattern KV cache
 // (kernels/dilated_decode.hpp), equal to the full causal forward at that position.
+//
+// Sequence parallelism: a forward whose context names a SequenceSharding takes this rank's
+// rows of x (and of the memory), encodes positions at their global values and attends
+// through a SequenceParallelDilatedAttention over the sharding's communicator (made on
+// first use and kept, so its plan is reused); forward and backward are then collective.
 #pragma once
 
 #include <memory>
@@ -19,9 +24,11 @@
 #include <vector>
 
 #include "longnet/attention/dilated_attention.hpp"
+#include "longnet/dist/sequence_parallel_attention.hpp"
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/linear.hpp"
 #include "longnet/nn/positional.hpp"
+#include "longnet/nn/sequence_sharding.hpp"
 
 namespace longnet::nn {
 
@@ -89,7 +96,9 @@ class MultiheadDilatedAttention final : public Module {
   Projected project(const Tensor& x, const Tensor& memory);  // saves the projections' inputs
   Projected project_for_generation(const Tensor& x, AttentionCache& cache) const;
   Tensor output_projection(const Tensor& attention_out) const;
-  Tensor attend_and_project(const Projected& projected, std::int64_t seq_len);
+  Tensor attend_and_project(const Projected& projected, std::int64_t seq_len, const SequenceSharding* sequence);
+  // The positional encoding of q or k (B, N, heads, D) at the saved positions.
+  Tensor encode_positions(const Tensor& x, bool is_key, bool transpose) const;
   Tensor backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv);
 
   MultiheadDilatedAttentionConfig config_;
@@ -100,8 +109,12 @@ class MultiheadDilatedAttention final : public Module {
   // Saved by forward for backward.
   Tensor q_, k_, v_;  // after the positional encoding (the attention's inputs)
   AttentionOutput attention_;
-  std::int64_t seq_len_ = 0;
+  std::vector<SequenceBlock> positions_;  // runs of local rows and their global positions
+  double xpos_center_ = 0;                // of the whole sequence
   bool deterministic_ = false;
+  // Sequence parallelism: the operator (kept across calls) and whether the last forward used it.
+  std::unique_ptr<SequenceParallelDilatedAttention> sequence_parallel_;
+  bool sharded_ = false;
 };
 
 }  // namespace longnet::nn

@@ -67,18 +67,23 @@ Tensor normal_init(const Shape& shape, std::uint64_t seed, double std);         
 Tensor xavier_uniform_init(std::int64_t out, std::int64_t in, std::uint64_t seed,  // gain sqrt(6 / (in + out))
                            double gain);
 
+struct SequenceSharding;  // sequence_sharding.hpp
+
 // What a forward call needs besides its inputs: whether dropout is active and the
 // counters of the randomness (dropout masks are functions of (seed, step, micro_step,
 // stream), so backward, a resumed run and any device regenerate the same masks), and
 // whether the backward of this forward must be bitwise repeatable on CUDA (the attention
 // backward then runs without atomics, DilatedAttentionConfig::deterministic, about a third
-// slower; everything else is deterministic anyway). The CPU always is.
+// slower; everything else is deterministic anyway). The CPU always is. With `sequence`,
+// the inputs are this process's rows of every sequence and the forward (and its backward)
+// is collective over the sharding's communicator (sequence_sharding.hpp).
 struct ForwardContext {
   bool training = false;
   std::uint64_t seed = 0;
   std::int64_t step = 0;        // optimizer step
   std::int64_t micro_step = 0;  // micro-batch inside a step (gradient accumulation)
   bool deterministic = false;
+  const SequenceSharding* sequence = nullptr;  // null: the whole sequences
 };
 
 class Module {
