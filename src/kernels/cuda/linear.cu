@@ -8,9 +8,9 @@
 // except dW, which is added straight into the fp32 gradient (C and D fp32). The bias is
 // added in the GEMM's epilogue (one rounding, no extra pass over Y), or, where cuBLASLt
 // offers no such algorithm (f64), broadcast into Y first with beta 1; db is a
-// deterministic two-pass column sum. Algorithms are chosen once per GEMM shape (the
-// heuristic query costs more than a small GEMM) and reused: the same algorithm on the same
-// shapes gives the same bits, which exact resumption relies on.
+// deterministic two-pass column sum (model_kernels_common.cuh). Algorithms are chosen once
+// per GEMM shape (the heuristic query costs more than a small GEMM) and reused: the same
+// algorithm on the same shapes gives the same bits, which exact resumption relies on.
 #include <cublasLt.h>
 
 #include <map>
@@ -226,13 +226,6 @@ __global__ void fill_rows_kernel(T* y, std::int64_t rows, std::int64_t columns, 
 }
 
 template <class T>
-struct RowValue {
-  const T* dy;
-  std::int64_t row_stride;
-  __device__ Compute<T> operator()(std::int64_t r, std::int64_t c) const { return to_compute(dy[r * row_stride + c]); }
-};
-
-template <class T>
 void forward(const LinearParams& p) {
   if (p.rows == 0 || p.out_features == 0) return;
   T* y = static_cast<T*>(p.y);
@@ -320,7 +313,8 @@ void backward(const LinearParams& p) {
     run_gemm(g);
   }
   if (p.dbias && p.out_features > 0) {
-    accumulate_column_sums(p.rows, p.out_features, RowValue<T>{static_cast<const T*>(p.dy), p.dy_row_stride},
+    // dy (rows, out) read once in 16-byte packs: at 3 TB/s, 17 us for 32768 x 768 bf16.
+    accumulate_column_sums(static_cast<const T*>(p.dy), p.rows, p.out_features, p.dy_row_stride,
                            static_cast<C*>(p.dbias), current_cuda_stream());
   }
 }

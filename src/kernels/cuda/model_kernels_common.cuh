@@ -2,8 +2,9 @@
 // dropout, AdamW, gradient norm, rotary, linear, add, dilated decode): the current device
 // and stream, grid sizes for grid-stride loops, dtype dispatch (f32, f64, and bf16 for
 // activations, which compute in f32: Compute<T>), 16-byte packed loads for the
-// bandwidth-bound elementwise kernels, and warp/block sums. Every reduction here runs in a
-// fixed order (no atomics), so results are reproducible run to run, as on the CPU.
+// bandwidth-bound elementwise kernels, warp/block sums and two-pass column sums. Every
+// reduction here runs in a fixed order (no atomics), so results are reproducible run to
+// run, as on the CPU.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -161,18 +162,104 @@ __device__ inline T block_max(T value, T* shared) {
   return warp_max(total);
 }
 
-// K column sums at once, out[k][c] += sum_r value_k(r, c) over a (rows, columns) matrix,
-// deterministic and parallel over rows: pass 1 sums fixed chunks of rows per column into a
-// scratch buffer, pass 2 adds the chunks in order. `value` is a device functor
-// `void operator()(std::int64_t r, std::int64_t c, T* values) const` filling K values, so
-// sums over the same rows (LayerNorm's dweight and dbias) read them once. A null out[k]
-// skips that sum.
-constexpr std::int64_t kRowsPerChunk = 128;
-
+// Deterministic column sums, two passes and no atomics. Pass 1 (the caller's kernel, or
+// accumulate_column_sums below) sums fixed chunks of consecutive rows in row order into
+// partial[k][chunk][c]; pass 2 (accumulate_chunk_totals) adds each column's chunks in a
+// fixed order: thread j of 32 sums chunks j, j + 32, j + 64, ... in order, then the 32
+// sums are added in order j = 0..31. The order depends only on the number of chunks,
+// never on the device or the grid. K sums at once (LayerNorm's dweight and dbias); a
+// null out[k] skips that sum.
 template <class T, int K>
 struct ColumnTargets {
   T* out[K];
 };
+
+constexpr int kTotalGroups = 32;
+
+// Block (32 columns) x (kTotalGroups groups of chunks), grid (column tiles, K).
+// Bytes: K * chunks * columns * sizeof(T) read once, spread over columns * K * 32 threads.
+template <class T, int K>
+__global__ void __launch_bounds__(32 * kTotalGroups)
+    column_chunk_totals_kernel(const T* partial, std::int64_t chunks, std::int64_t columns,
+                               ColumnTargets<T, K> targets) {
+  __shared__ T sums[kTotalGroups][33];  // 33: no bank conflicts when read by column
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(32) + threadIdx.x;
+  const int k = static_cast<int>(blockIdx.y);
+  T sum = 0;
+  if (c < columns) {
+    const T* column = partial + k * chunks * columns + c;
+#pragma unroll 8
+    for (std::int64_t chunk = threadIdx.y; chunk < chunks; chunk += kTotalGroups) sum += column[chunk * columns];
+  }
+  sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < columns && targets.out[k]) {
+    T total = 0;
+    for (int j = 0; j < kTotalGroups; ++j) total += sums[j][threadIdx.x];
+    targets.out[k][c] += total;
+  }
+}
+
+template <class T, int K>
+void accumulate_chunk_totals(const T* partial, std::int64_t chunks, std::int64_t columns, ColumnTargets<T, K> targets,
+                             cudaStream_t stream) {
+  if (chunks == 0 || columns == 0) return;
+  const dim3 grid(static_cast<unsigned>((columns + 31) / 32), K);
+  column_chunk_totals_kernel<T, K><<<grid, dim3(32, kTotalGroups), 0, stream>>>(partial, chunks, columns, targets);
+  check_launch();
+}
+
+// Pass 1 for a plain matrix: thread (chunk, g) sums P consecutive columns (one 16-byte
+// pack when kVector) over the chunk's kMatrixRowsPerChunk rows, in row order.
+// Bytes: rows * columns * sizeof(T) read once, columns * chunks * sizeof(Compute<T>)
+// written (1/64 of the rows' bytes for f32 sums of bf16 rows read in 64-row chunks).
+constexpr std::int64_t kMatrixRowsPerChunk = 64;
+
+template <class T, bool kVector>
+__global__ void matrix_chunk_sums_kernel(const T* matrix, std::int64_t rows, std::int64_t columns,
+                                         std::int64_t row_stride, Compute<T>* partial) {
+  constexpr int P = kVector ? kPack<T> : 1;
+  const std::int64_t groups = columns / P, chunks = (rows + kMatrixRowsPerChunk - 1) / kMatrixRowsPerChunk;
+  LONGNET_GRID_STRIDE(i, chunks * groups) {
+    const std::int64_t chunk = i / groups, g = i % groups;
+    const std::int64_t end = min(rows, (chunk + 1) * kMatrixRowsPerChunk);
+    Compute<T> sum[P] = {};
+#pragma unroll 8
+    for (std::int64_t r = chunk * kMatrixRowsPerChunk; r < end; ++r) {
+      if constexpr (kVector) {
+        const Pack<T> pack = load_pack(matrix + r * row_stride, g);
+        for (int e = 0; e < P; ++e) sum[e] += to_compute(pack.v[e]);
+      } else {
+        sum[0] += to_compute(matrix[r * row_stride + g]);
+      }
+    }
+    for (int e = 0; e < P; ++e) partial[chunk * columns + g * P + e] = sum[e];
+  }
+}
+
+// out[c] += sum_r matrix[r * row_stride + c] over a (rows, columns) matrix, in Compute<T>.
+template <class T>
+void accumulate_column_sums(const T* matrix, std::int64_t rows, std::int64_t columns, std::int64_t row_stride,
+                            Compute<T>* out, cudaStream_t stream) {
+  using C = Compute<T>;
+  if (rows == 0 || columns == 0) return;
+  const std::int64_t chunks = (rows + kMatrixRowsPerChunk - 1) / kMatrixRowsPerChunk;
+  const Tensor partial = Tensor::empty({chunks * columns}, dtype_of<C>::value, Device::cuda(current_device()));
+  const bool vector = columns % kPack<T> == 0 && row_stride % kPack<T> == 0 && aligned16(matrix);
+  if (vector) {
+    matrix_chunk_sums_kernel<T, true><<<grid_for(chunks * columns / kPack<T>), kThreads, 0, stream>>>(
+        matrix, rows, columns, row_stride, partial.data<C>());
+  } else {
+    matrix_chunk_sums_kernel<T, false>
+        <<<grid_for(chunks * columns), kThreads, 0, stream>>>(matrix, rows, columns, row_stride, partial.data<C>());
+  }
+  check_launch();
+  accumulate_chunk_totals<C, 1>(partial.data<C>(), chunks, columns, ColumnTargets<C, 1>{{out}}, stream);
+}
+
+// Pass 1 of K column sums of a functor `void operator()(std::int64_t r, std::int64_t c,
+// T* values) const` filling K values, summed over fixed chunks of kRowsPerChunk rows.
+constexpr std::int64_t kRowsPerChunk = 128;
 
 template <class T, int K, class Value>
 __global__ void column_chunk_sums_kernel(std::int64_t rows, std::int64_t columns, Value value, T* partial) {
@@ -188,17 +275,6 @@ __global__ void column_chunk_sums_kernel(std::int64_t rows, std::int64_t columns
   for (int k = 0; k < K; ++k) partial[(k * chunks + chunk) * columns + c] = sum[k];
 }
 
-template <class T, int K>
-__global__ void column_chunk_totals_kernel(const T* partial, std::int64_t chunks, std::int64_t columns,
-                                           ColumnTargets<T, K> targets) {
-  LONGNET_GRID_STRIDE(i, K * columns) {
-    const std::int64_t k = i / columns, c = i % columns;
-    T sum = 0;
-    for (std::int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial[(k * chunks + chunk) * columns + c];
-    if (targets.out[k]) targets.out[k][c] += sum;
-  }
-}
-
 template <class T, int K, class Value>
 void accumulate_column_sums(std::int64_t rows, std::int64_t columns, Value value, ColumnTargets<T, K> targets,
                             cudaStream_t stream) {
@@ -208,21 +284,8 @@ void accumulate_column_sums(std::int64_t rows, std::int64_t columns, Value value
   const Tensor partial = Tensor::empty({K * chunks * columns}, dtype_of<T>::value, Device::cuda(current_device()));
   const dim3 grid(static_cast<unsigned>((columns + 127) / 128), static_cast<unsigned>(chunks));
   column_chunk_sums_kernel<T, K><<<grid, 128, 0, stream>>>(rows, columns, value, partial.data<T>());
-  column_chunk_totals_kernel<T, K>
-      <<<grid_for(K * columns), kThreads, 0, stream>>>(partial.data<T>(), chunks, columns, targets);
   check_launch();
-}
-
-// One column sum, of a functor (r, c) -> T.
-template <class T, class Value>
-struct SingleColumnValue {
-  Value value;
-  __device__ void operator()(std::int64_t r, std::int64_t c, T* out) const { out[0] = value(r, c); }
-};
-
-template <class T, class Value>
-void accumulate_column_sums(std::int64_t rows, std::int64_t columns, Value value, T* out, cudaStream_t stream) {
-  accumulate_column_sums<T, 1>(rows, columns, SingleColumnValue<T, Value>{value}, ColumnTargets<T, 1>{{out}}, stream);
+  accumulate_chunk_totals<T, K>(partial.data<T>(), chunks, columns, targets, stream);
 }
 
 // An elementwise map out[i] = op(in_0[i], ..., in_{K-1}[i], i) over `count` contiguous
