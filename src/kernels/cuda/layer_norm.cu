@@ -1,8 +1,20 @@
-// LayerNorm on CUDA (layer_norm.hpp): forward and dx with one warp per row (two passes
-// over the row for the statistics, in Compute<T>: f32 for bf16 and f32 rows, f64 for f64;
-// 16-byte packs per lane when the rows allow); dweight and dbias together as deterministic
-// two-pass column sums (no atomics; dout read once for both). Weight, bias and their gradients are in the
-// accumulation dtype (the f32 master weights under bf16 activations).
+// LayerNorm on CUDA (layer_norm.hpp). Statistics and gradients in Compute<T> (f32 for bf16
+// and f32 rows, f64 for f64); weight, bias and their gradients in the accumulation dtype
+// (the f32 master weights under bf16 activations).
+//
+// Rows that fit in registers (the usual case: up to 6144 bf16, 3072 f32, 1536 f64 or 768
+// unpacked columns) are held by a block, a "team" of 1 to 8 warps: thread t owns the
+// groups t, t + blockDim, ... (at most kGroupsPerThread) of P columns, one 16-byte pack
+// when the rows allow. Each row is then read from memory once:
+//   forward:  read x, write out                         (bytes: 2 * rows * C * sizeof(T))
+//   backward: read x and dout, write dx, and the dweight/dbias terms of each thread's
+//             columns summed in registers over a chunk of kRowsPerChunk rows, in row
+//             order; pass 2 adds the chunks in a fixed order (model_kernels_common.cuh)
+//             (bytes: 3 * rows * C * sizeof(T) + 2 partial sums per 32-row chunk)
+// At 3 TB/s a 32768 x 768 bf16 forward is 34 us and its backward 50 us (+4 us of partial
+// sums), 32768 x 3072 four times that.
+// Longer rows take the streaming kernels below: one warp per row and three passes over
+// it, and a separate column-sum pass for dweight/dbias (the same chunk order).
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/layer_norm.hpp"
 
@@ -11,34 +23,207 @@ namespace {
 
 using namespace cuda_model;
 
-// Group g of a row: P consecutive columns (one 16-byte pack when kVector).
-template <class T, bool kVector>
-struct Row {
-  static constexpr int P = kVector ? kPack<T> : 1;
-  __device__ static void load(const T* row, std::int64_t g, Compute<T>* out) {
-    if constexpr (kVector) {
-      const Pack<T> pack = load_pack(row, g);
-      for (int e = 0; e < P; ++e) out[e] = to_compute(pack.v[e]);
-    } else {
-      out[0] = to_compute(row[g]);
-    }
-  }
-  __device__ static void store(T* row, std::int64_t g, const Compute<T>* values) {
-    if constexpr (kVector) {
-      Pack<T> pack;
-      for (int e = 0; e < P; ++e) pack.v[e] = from_compute<T>(values[e]);
-      store_pack(row, g, pack);
-    } else {
-      row[g] = from_compute<T>(values[0]);
-    }
-  }
+constexpr int kGroupsPerThread = 3;  // 768 bf16 columns: one warp, 3 packs per lane
+constexpr int kMaxTeamThreads = 256;
+constexpr std::int64_t kRowsPerChunk = 32;  // dweight/dbias: rows summed in order per chunk
+
+// P consecutive elements of a row: one aligned load or store of P * sizeof(T) bytes (16
+// when P = kPack<T>).
+template <class T, int P>
+struct alignas(sizeof(T) * P) Group {
+  T v[P];
 };
 
-template <class T, bool kVector>
-__global__ void forward_kernel(LayerNormParams p) {
+template <class T, int P>
+__device__ __forceinline__ Group<T, P> load_group(const T* row, std::int64_t g) {
+  return reinterpret_cast<const Group<T, P>*>(row)[g];
+}
+
+template <class T, int P>
+__device__ __forceinline__ void store_group(T* row, std::int64_t g, const Compute<T>* values) {
+  Group<T, P> group;
+  for (int e = 0; e < P; ++e) group.v[e] = from_compute<T>(values[e]);
+  reinterpret_cast<Group<T, P>*>(row)[g] = group;
+}
+
+// P weights (accumulation dtype C) of group g, or `fallback` when the vector is null.
+template <class C, int P>
+__device__ __forceinline__ void load_weights(const C* weights, std::int64_t g, C fallback, C* out) {
+  if (!weights) {
+    for (int e = 0; e < P; ++e) out[e] = fallback;
+  } else if constexpr (P % kPack<C> == 0) {
+    for (int i = 0; i < P / kPack<C>; ++i) {
+      const Pack<C> pack = load_pack(weights + g * P, i);
+      for (int e = 0; e < kPack<C>; ++e) out[i * kPack<C> + e] = pack.v[e];
+    }
+  } else {
+    for (int e = 0; e < P; ++e) out[e] = weights[g * P + e];
+  }
+}
+
+// The sum over the team (the block), in a fixed order for a given block size.
+template <class C>
+__device__ __forceinline__ C team_sum(C value, C* shared) {
+  return blockDim.x == 32 ? warp_sum(value) : block_sum(value, shared);
+}
+
+// Two sums over the team at once (one pair of barriers instead of two); `shared` holds 64.
+template <class C>
+__device__ __forceinline__ void team_sum2(C& a, C& b, C* shared) {
+  a = warp_sum(a);
+  b = warp_sum(b);
+  if (blockDim.x == 32) return;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  __syncthreads();  // `shared` may still be read by the previous row
+  if (lane == 0) shared[warp] = a, shared[32 + warp] = b;
+  __syncthreads();
+  a = warp_sum(lane < warps ? shared[lane] : C(0));
+  b = warp_sum(lane < warps ? shared[32 + lane] : C(0));
+}
+
+template <class T, int P>
+__global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParams p) {
   using C = Compute<T>;
-  using R = Row<T, kVector>;
-  constexpr int P = R::P;
+  constexpr int N = kGroupsPerThread;
+  __shared__ C shared[32];
+  const std::int64_t groups = p.columns / P;
+  const C* weight = static_cast<const C*>(p.weight);
+  const C* bias = static_cast<const C*>(p.bias);
+  const C inverse_columns = C(1) / static_cast<C>(p.columns);
+  for (std::int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {  // uniform over the block
+    const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
+    C v[N][P];
+    C sum = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      const std::int64_t g = threadIdx.x + k * static_cast<std::int64_t>(blockDim.x);
+      if (g < groups) {
+        const Group<T, P> group = load_group<T, P>(x, g);
+        for (int e = 0; e < P; ++e) {
+          v[k][e] = to_compute(group.v[e]);
+          sum += v[k][e];
+        }
+      }
+    }
+    const C mean = team_sum(sum, shared) * inverse_columns;
+    C squares = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      if (threadIdx.x + k * static_cast<std::int64_t>(blockDim.x) < groups) {
+        for (int e = 0; e < P; ++e) squares += (v[k][e] - mean) * (v[k][e] - mean);
+      }
+    }
+    const C rstd = C(1) / sqrt(team_sum(squares, shared) * inverse_columns + static_cast<C>(p.eps));
+    T* out = static_cast<T*>(p.out) + row * p.out_row_stride;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      const std::int64_t g = threadIdx.x + k * static_cast<std::int64_t>(blockDim.x);
+      if (g < groups) {
+        C w[P], b[P];
+        load_weights<C, P>(weight, g, C(1), w);
+        load_weights<C, P>(bias, g, C(0), b);
+        for (int e = 0; e < P; ++e) v[k][e] = (v[k][e] - mean) * rstd * w[e] + b[e];
+        store_group<T, P>(out, g, v[k]);
+      }
+    }
+    if (threadIdx.x == 0) {
+      static_cast<C*>(p.mean)[row] = mean;
+      static_cast<C*>(p.rstd)[row] = rstd;
+    }
+  }
+}
+
+// Block b: rows [b R, b R + R) (R = kRowsPerChunk) in order, the next row's loads in flight
+// while this one is computed. With xhat = (x - mean) rstd and g = dout * weight:
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+// and, when kParameters, partial[0][b][c] = sum_r dout xhat, partial[1][b][c] = sum_r dout.
+template <class T, int P, bool kParameters>
+__global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
+  using C = Compute<T>;
+  constexpr int N = kGroupsPerThread;
+  __shared__ C shared[64];
+  const std::int64_t groups = p.columns / P;
+  const C* weight = static_cast<const C*>(p.weight);
+  const C* means = static_cast<const C*>(p.mean);
+  const C* rstds = static_cast<const C*>(p.rstd);
+  const C inverse_columns = C(1) / static_cast<C>(p.columns);
+  const std::int64_t begin = blockIdx.x * kRowsPerChunk, end = min(p.rows, begin + kRowsPerChunk);
+  bool owned[N];
+  for (int k = 0; k < N; ++k) owned[k] = threadIdx.x + k * static_cast<std::int64_t>(blockDim.x) < groups;
+  const auto group_of = [&](int k) { return threadIdx.x + k * static_cast<std::int64_t>(blockDim.x); };
+
+  Group<T, P> x_next[N], dout_next[N];
+  const auto load_row = [&](std::int64_t row) {
+    const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
+    const T* dout = static_cast<const T*>(p.dout) + row * p.dout_row_stride;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      if (owned[k]) {
+        x_next[k] = load_group<T, P>(x, group_of(k));
+        dout_next[k] = load_group<T, P>(dout, group_of(k));
+      }
+    }
+  };
+  C dweight[N][P] = {}, dbias[N][P] = {};
+  if (begin < end) load_row(begin);
+  for (std::int64_t row = begin; row < end; ++row) {
+    Group<T, P> x_row[N], dout_row[N];
+    for (int k = 0; k < N; ++k) x_row[k] = x_next[k], dout_row[k] = dout_next[k];
+    if (row + 1 < end) load_row(row + 1);
+    const C mean = means[row], rstd = rstds[row];
+    // xhat and g are recomputed in the second loop rather than kept: registers hold rows.
+    C g_sum = 0, gx_sum = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      if (owned[k]) {
+        C w[P];
+        load_weights<C, P>(weight, group_of(k), C(1), w);
+        for (int e = 0; e < P; ++e) {
+          const C g = to_compute(dout_row[k].v[e]), xhat = (to_compute(x_row[k].v[e]) - mean) * rstd;
+          g_sum += g * w[e];
+          gx_sum += g * w[e] * xhat;
+          if constexpr (kParameters) {
+            dweight[k][e] += g * xhat;
+            dbias[k][e] += g;
+          }
+        }
+      }
+    }
+    team_sum2(g_sum, gx_sum, shared);
+    const C g_mean = g_sum * inverse_columns, gx_mean = gx_sum * inverse_columns;
+    T* dx = static_cast<T*>(p.dx) + row * p.dx_row_stride;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      if (owned[k]) {
+        C w[P], d[P];
+        load_weights<C, P>(weight, group_of(k), C(1), w);
+        for (int e = 0; e < P; ++e) {
+          const C xhat = (to_compute(x_row[k].v[e]) - mean) * rstd;
+          d[e] = rstd * (to_compute(dout_row[k].v[e]) * w[e] - g_mean - xhat * gx_mean);
+        }
+        store_group<T, P>(dx, group_of(k), d);
+      }
+    }
+  }
+  if constexpr (kParameters) {
+    const std::int64_t chunks = gridDim.x;
+    for (int k = 0; k < N; ++k) {
+      if (owned[k]) {
+        for (int e = 0; e < P; ++e) {
+          const std::int64_t c = group_of(k) * P + e;
+          partial[blockIdx.x * p.columns + c] = dweight[k][e];
+          partial[(chunks + blockIdx.x) * p.columns + c] = dbias[k][e];
+        }
+      }
+    }
+  }
+}
+
+// Streaming kernels for rows too long for registers: one warp per row, every pass reads
+// the row again (from L1/L2 after the first).
+template <class T, int P>
+__global__ void streaming_forward_kernel(LayerNormParams p) {
+  using C = Compute<T>;
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= p.rows) return;
@@ -46,30 +231,26 @@ __global__ void forward_kernel(LayerNormParams p) {
   const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
   const C* weight = static_cast<const C*>(p.weight);
   const C* bias = static_cast<const C*>(p.bias);
-  C v[P];
   C sum = 0;
   for (std::int64_t g = lane; g < groups; g += 32) {
-    R::load(x, g, v);
-    for (int e = 0; e < P; ++e) sum += v[e];
+    const Group<T, P> group = load_group<T, P>(x, g);
+    for (int e = 0; e < P; ++e) sum += to_compute(group.v[e]);
   }
   const C mean = warp_sum(sum) / static_cast<C>(p.columns);
   C squares = 0;
   for (std::int64_t g = lane; g < groups; g += 32) {
-    R::load(x, g, v);
-    for (int e = 0; e < P; ++e) squares += (v[e] - mean) * (v[e] - mean);
+    const Group<T, P> group = load_group<T, P>(x, g);
+    for (int e = 0; e < P; ++e) squares += (to_compute(group.v[e]) - mean) * (to_compute(group.v[e]) - mean);
   }
   const C rstd = C(1) / sqrt(warp_sum(squares) / static_cast<C>(p.columns) + static_cast<C>(p.eps));
   T* out = static_cast<T*>(p.out) + row * p.out_row_stride;
   for (std::int64_t g = lane; g < groups; g += 32) {
-    R::load(x, g, v);
-    for (int e = 0; e < P; ++e) {
-      const std::int64_t c = g * P + e;
-      C y = (v[e] - mean) * rstd;
-      if (weight) y *= weight[c];
-      if (bias) y += bias[c];
-      v[e] = y;
-    }
-    R::store(out, g, v);
+    const Group<T, P> group = load_group<T, P>(x, g);
+    C w[P], b[P], y[P];
+    load_weights<C, P>(weight, g, C(1), w);
+    load_weights<C, P>(bias, g, C(0), b);
+    for (int e = 0; e < P; ++e) y[e] = (to_compute(group.v[e]) - mean) * rstd * w[e] + b[e];
+    store_group<T, P>(out, g, y);
   }
   if (lane == 0) {
     static_cast<C*>(p.mean)[row] = mean;
@@ -77,13 +258,9 @@ __global__ void forward_kernel(LayerNormParams p) {
   }
 }
 
-// With xhat = (x - mean) rstd and g = dout * weight:
-//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-template <class T, bool kVector>
-__global__ void dx_kernel(LayerNormParams p) {
+template <class T, int P>
+__global__ void streaming_dx_kernel(LayerNormParams p) {
   using C = Compute<T>;
-  using R = Row<T, kVector>;
-  constexpr int P = R::P;
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= p.rows) return;
@@ -92,58 +269,114 @@ __global__ void dx_kernel(LayerNormParams p) {
   const T* dout = static_cast<const T*>(p.dout) + row * p.dout_row_stride;
   const C* weight = static_cast<const C*>(p.weight);
   const C mean = static_cast<const C*>(p.mean)[row], rstd = static_cast<const C*>(p.rstd)[row];
-  C xv[P], gv[P];
   C g_sum = 0, gx_sum = 0;
   for (std::int64_t g = lane; g < groups; g += 32) {
-    R::load(x, g, xv);
-    R::load(dout, g, gv);
+    const Group<T, P> xg = load_group<T, P>(x, g), dg = load_group<T, P>(dout, g);
+    C w[P];
+    load_weights<C, P>(weight, g, C(1), w);
     for (int e = 0; e < P; ++e) {
-      const C gw = weight ? gv[e] * weight[g * P + e] : gv[e];
+      const C gw = to_compute(dg.v[e]) * w[e];
       g_sum += gw;
-      gx_sum += gw * (xv[e] - mean) * rstd;
+      gx_sum += gw * (to_compute(xg.v[e]) - mean) * rstd;
     }
   }
   const C g_mean = warp_sum(g_sum) / static_cast<C>(p.columns);
   const C gx_mean = warp_sum(gx_sum) / static_cast<C>(p.columns);
   T* dx = static_cast<T*>(p.dx) + row * p.dx_row_stride;
   for (std::int64_t g = lane; g < groups; g += 32) {
-    R::load(x, g, xv);
-    R::load(dout, g, gv);
+    const Group<T, P> xg = load_group<T, P>(x, g), dg = load_group<T, P>(dout, g);
+    C w[P], d[P];
+    load_weights<C, P>(weight, g, C(1), w);
     for (int e = 0; e < P; ++e) {
-      const C gw = weight ? gv[e] * weight[g * P + e] : gv[e];
-      xv[e] = rstd * (gw - g_mean - (xv[e] - mean) * rstd * gx_mean);
+      d[e] = rstd * (to_compute(dg.v[e]) * w[e] - g_mean - (to_compute(xg.v[e]) - mean) * rstd * gx_mean);
     }
-    R::store(dx, g, xv);
+    store_group<T, P>(dx, g, d);
   }
 }
 
-// The terms of dweight and dbias at (row r, column c), in the accumulation precision, from
-// one read of dout.
+// Streaming dweight/dbias: thread c sums column c over a chunk's rows in order, as the
+// register kernel does, into the same partial layout.
 template <class T>
-struct ParameterGradientTerms {
-  const T *x, *dout;
-  const Compute<T>*mean, *rstd;
-  std::int64_t x_row_stride, dout_row_stride;
-  __device__ void operator()(std::int64_t r, std::int64_t c, Compute<T>* terms) const {
-    const Compute<T> g = to_compute(dout[r * dout_row_stride + c]);
-    terms[0] = g * (to_compute(x[r * x_row_stride + c]) - mean[r]) * rstd[r];
-    terms[1] = g;
+__global__ void streaming_parameter_sums_kernel(LayerNormParams p, std::int64_t chunks, Compute<T>* partial) {
+  using C = Compute<T>;
+  const T* x = static_cast<const T*>(p.x);
+  const T* dout = static_cast<const T*>(p.dout);
+  const C* means = static_cast<const C*>(p.mean);
+  const C* rstds = static_cast<const C*>(p.rstd);
+  LONGNET_GRID_STRIDE(i, chunks * p.columns) {
+    const std::int64_t chunk = i / p.columns, c = i % p.columns;
+    const std::int64_t end = min(p.rows, (chunk + 1) * kRowsPerChunk);
+    C dweight = 0, dbias = 0;
+    for (std::int64_t r = chunk * kRowsPerChunk; r < end; ++r) {
+      const C g = to_compute(dout[r * p.dout_row_stride + c]);
+      dweight += g * ((to_compute(x[r * p.x_row_stride + c]) - means[r]) * rstds[r]);
+      dbias += g;
+    }
+    partial[chunk * p.columns + c] = dweight;
+    partial[(chunks + chunk) * p.columns + c] = dbias;
   }
-};
+}
 
-unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>((rows * 32 + kThreads - 1) / kThreads); }
-
-// Whole packs per lane when every row starts 16-byte aligned and is whole packs long.
+// Whole 16-byte packs when every row starts 16-byte aligned and is whole packs long.
 template <class T>
 bool packed_rows(const LayerNormParams& p, bool backward) {
   const std::int64_t P = kPack<T>;
-  bool ok = p.columns % P == 0 && p.x_row_stride % P == 0 && aligned16(p.x);
+  bool ok = p.columns % P == 0 && p.x_row_stride % P == 0 && aligned16(p.x, p.weight, p.bias);
   if (backward) {
     ok = ok && p.dout_row_stride % P == 0 && p.dx_row_stride % P == 0 && aligned16(p.dout, p.dx);
   } else {
     ok = ok && p.out_row_stride % P == 0 && aligned16(p.out);
   }
   return ok;
+}
+
+// The team for rows of `groups` groups: the fewest warps holding at most kGroupsPerThread
+// groups per thread; 0 when the rows need more than kMaxTeamThreads threads.
+unsigned team_threads(std::int64_t groups) {
+  const std::int64_t warps = (groups + 32 * kGroupsPerThread - 1) / (32 * kGroupsPerThread);
+  return warps * 32 <= kMaxTeamThreads ? static_cast<unsigned>(std::max<std::int64_t>(warps, 1) * 32) : 0;
+}
+
+unsigned streaming_blocks(std::int64_t rows) { return static_cast<unsigned>((rows * 32 + kThreads - 1) / kThreads); }
+
+unsigned row_grid(std::int64_t rows) { return static_cast<unsigned>(std::min<std::int64_t>(rows, 1 << 30)); }
+
+template <class T, int P>
+void forward(const LayerNormParams& p, cudaStream_t stream) {
+  if (const unsigned team = team_threads(p.columns / P)) {
+    forward_kernel<T, P><<<row_grid(p.rows), team, 0, stream>>>(p);
+  } else {
+    streaming_forward_kernel<T, P><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
+  }
+}
+
+template <class T, int P>
+void backward(const LayerNormParams& p, cudaStream_t stream) {
+  using C = Compute<T>;
+  const std::int64_t chunks = (p.rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  require(chunks < (std::int64_t{1} << 31), "layer_norm_backward on CUDA: ", p.rows, " rows: too many");
+  const bool parameters = p.dweight || p.dbias;
+  Tensor partial;
+  if (parameters) partial = Tensor::empty({2 * chunks * p.columns}, dtype_of<C>::value, Device::cuda(current_device()));
+  C* sums = parameters ? partial.data<C>() : nullptr;
+  if (const unsigned team = team_threads(p.columns / P)) {
+    const auto grid = static_cast<unsigned>(chunks);
+    if (parameters) {
+      backward_kernel<T, P, true><<<grid, team, 0, stream>>>(p, sums);
+    } else {
+      backward_kernel<T, P, false><<<grid, team, 0, stream>>>(p, nullptr);
+    }
+  } else {
+    streaming_dx_kernel<T, P><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
+    if (parameters) {
+      streaming_parameter_sums_kernel<T><<<grid_for(chunks * p.columns), kThreads, 0, stream>>>(p, chunks, sums);
+    }
+  }
+  check_launch();
+  if (parameters) {
+    accumulate_chunk_totals<C, 2>(sums, chunks, p.columns,
+                                  ColumnTargets<C, 2>{{static_cast<C*>(p.dweight), static_cast<C*>(p.dbias)}}, stream);
+  }
 }
 
 }  // namespace
@@ -154,9 +387,9 @@ void layer_norm_forward_cuda(const LayerNormParams& p) {
     using T = decltype(tag);
     const cudaStream_t stream = current_cuda_stream();
     if (packed_rows<T>(p, false)) {
-      forward_kernel<T, true><<<row_blocks(p.rows), kThreads, 0, stream>>>(p);
+      forward<T, kPack<T>>(p, stream);
     } else {
-      forward_kernel<T, false><<<row_blocks(p.rows), kThreads, 0, stream>>>(p);
+      forward<T, 1>(p, stream);
     }
   });
   check_launch();
@@ -166,26 +399,13 @@ void layer_norm_backward_cuda(const LayerNormParams& p) {
   if (p.rows == 0) return;
   dispatch_activation(p.dtype, "layer_norm_backward", [&](auto tag) {
     using T = decltype(tag);
-    using C = Compute<T>;
     const cudaStream_t stream = current_cuda_stream();
     if (packed_rows<T>(p, true)) {
-      dx_kernel<T, true><<<row_blocks(p.rows), kThreads, 0, stream>>>(p);
+      backward<T, kPack<T>>(p, stream);
     } else {
-      dx_kernel<T, false><<<row_blocks(p.rows), kThreads, 0, stream>>>(p);
-    }
-    check_launch();
-    if (p.dweight || p.dbias) {
-      const ParameterGradientTerms<T> terms{static_cast<const T*>(p.x),
-                                            static_cast<const T*>(p.dout),
-                                            static_cast<const C*>(p.mean),
-                                            static_cast<const C*>(p.rstd),
-                                            p.x_row_stride,
-                                            p.dout_row_stride};
-      accumulate_column_sums<C, 2>(p.rows, p.columns, terms,
-                                   ColumnTargets<C, 2>{{static_cast<C*>(p.dweight), static_cast<C*>(p.dbias)}}, stream);
+      backward<T, 1>(p, stream);
     }
   });
-  check_launch();
 }
 
 }  // namespace longnet::kernels

@@ -257,37 +257,6 @@ void accumulate_column_sums(const T* matrix, std::int64_t rows, std::int64_t col
   accumulate_chunk_totals<C, 1>(partial.data<C>(), chunks, columns, ColumnTargets<C, 1>{{out}}, stream);
 }
 
-// Pass 1 of K column sums of a functor `void operator()(std::int64_t r, std::int64_t c,
-// T* values) const` filling K values, summed over fixed chunks of kRowsPerChunk rows.
-constexpr std::int64_t kRowsPerChunk = 128;
-
-template <class T, int K, class Value>
-__global__ void column_chunk_sums_kernel(std::int64_t rows, std::int64_t columns, Value value, T* partial) {
-  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  const std::int64_t chunk = blockIdx.y, chunks = gridDim.y;
-  if (c >= columns) return;
-  const std::int64_t end = min(rows, (chunk + 1) * kRowsPerChunk);
-  T sum[K] = {}, v[K];
-  for (std::int64_t r = chunk * kRowsPerChunk; r < end; ++r) {
-    value(r, c, v);
-    for (int k = 0; k < K; ++k) sum[k] += v[k];
-  }
-  for (int k = 0; k < K; ++k) partial[(k * chunks + chunk) * columns + c] = sum[k];
-}
-
-template <class T, int K, class Value>
-void accumulate_column_sums(std::int64_t rows, std::int64_t columns, Value value, ColumnTargets<T, K> targets,
-                            cudaStream_t stream) {
-  if (rows == 0 || columns == 0) return;
-  const std::int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
-  require(chunks <= 65535, "column sums on CUDA: ", rows, " rows: at most ", 65535 * kRowsPerChunk);
-  const Tensor partial = Tensor::empty({K * chunks * columns}, dtype_of<T>::value, Device::cuda(current_device()));
-  const dim3 grid(static_cast<unsigned>((columns + 127) / 128), static_cast<unsigned>(chunks));
-  column_chunk_sums_kernel<T, K><<<grid, 128, 0, stream>>>(rows, columns, value, partial.data<T>());
-  check_launch();
-  accumulate_chunk_totals<T, K>(partial.data<T>(), chunks, columns, targets, stream);
-}
-
 // An elementwise map out[i] = op(in_0[i], ..., in_{K-1}[i], i) over `count` contiguous
 // elements, computed in Compute<T>. Op is a device functor
 // `Compute<T> operator()(const Compute<T>* inputs, std::int64_t index) const`.
