@@ -4,8 +4,8 @@
 // master table under bf16 activations); out, dout (count, dim) contiguous in `dtype`.
 // Backward: dtable[tokens[i], :] += scale * dout[i, :] (accumulates, a scatter-add;
 // deterministic: on the CPU each thread owns a range of columns and visits tokens in
-// order; on CUDA, which needs `order` and `run_starts`, one thread per (distinct token,
-// column) sums that token's rows in order).
+// order; on CUDA, which needs `order` and `run_starts`, each token's rows are summed in
+// sorted order in pieces of at most 64 sorted positions, and the pieces added in order).
 #pragma once
 
 #include <cstdint>
