@@ -17,15 +17,11 @@
 #include "longnet/attention/dilated_attention.hpp"
 #include "longnet/dist/communicator.hpp"
 #include "longnet/dist/sequence_parallel_attention.hpp"
+#include "mpi_test_support.hpp"
 #include "support/dilated_oracle.hpp"
 
 namespace longnet::testing {
 namespace {
-
-std::shared_ptr<Communicator> world() {
-  static std::shared_ptr<Communicator> comm = mpi_world();
-  return comm;
-}
 
 // A CPU tensor moved to where the communicator works.
 Tensor on(const Communicator& comm, const Tensor& t) { return t.to(comm.device()); }
@@ -312,13 +308,3 @@ TEST(SequenceParallelMpi, ABadArgumentOnOneRankIsAnErrorOnEveryRank) {
 
 }  // namespace
 }  // namespace longnet::testing
-
-int main(int argc, char** argv) {
-  longnet::MpiSession mpi(argc, argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  const int failed = RUN_ALL_TESTS();
-  // Every rank must leave with the same verdict (mpirun reports any non-zero exit anyway).
-  const longnet::Tensor any = longnet::Tensor::full({1}, failed, longnet::DType::i32);
-  longnet::testing::world()->all_reduce(any, longnet::ReduceOp::max);
-  return any.item() != 0.0 ? 1 : 0;
-}

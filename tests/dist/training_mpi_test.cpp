@@ -24,17 +24,13 @@
 #include "longnet/model/longnet_lm.hpp"
 #include "longnet/model/trainer.hpp"
 #include "model/model_test_support.hpp"
+#include "mpi_test_support.hpp"
 #include "support/dilated_oracle.hpp"
 
 namespace longnet::testing {
 namespace {
 
 using namespace longnet::model;
-
-std::shared_ptr<Communicator> world() {
-  static std::shared_ptr<Communicator> comm = mpi_world();
-  return comm;
-}
 
 // Random token batches as functions of (step, micro-step): targets are ignored (-100)
 // where `scored` says not, so ranks' shares count different numbers of tokens (or none).
@@ -345,13 +341,3 @@ TEST(DistributedTraining, RanksConfiguredDifferentlyAreAnErrorOnEveryRank) {
 
 }  // namespace
 }  // namespace longnet::testing
-
-int main(int argc, char** argv) {
-  longnet::MpiSession mpi(argc, argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  const int failed = RUN_ALL_TESTS();
-  // Every rank must leave with the same verdict (mpirun reports any non-zero exit anyway).
-  const longnet::Tensor any = longnet::Tensor::full({1}, failed, longnet::DType::i32);
-  longnet::testing::world()->all_reduce(any, longnet::ReduceOp::max);
-  return any.item() != 0.0 ? 1 : 0;
-}
