@@ -1,5 +1,7 @@
-// The kernel launchers the CUDA attention driver calls, one explicit instantiation per
+// The kernel launchers the CUDA attention drivers call, one explicit instantiation per
 // (element type, head-dim tile) in its own translation unit so builds parallelise.
+// kSparse = true: the block-sparse instantiations (PatternLaunch::sparse; their own
+// translation units, flash_block_sparse_*.cu).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -9,22 +11,22 @@
 namespace longnet::kernels::cuda {
 
 // Tensor-core kernels: Element = __nv_bfloat16 or __half, kHeadDim = 64 or 128.
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_forward(const PatternLaunch& p, cudaStream_t stream);
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
 
 // Hopper wgmma forward (sm_90a; present when LONGNET_HAVE_SM90A is defined).
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_forward_sm90(const PatternLaunch& p, cudaStream_t stream);
 // Hopper wgmma backward: dK, dV (and dQ by atomics unless deterministic).
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
 
 // Exact SIMT kernels: Compute = float (f32, bf16, f16 inputs) or double (f64 inputs).
-template <class Element, class Compute>
+template <class Element, class Compute, bool kSparse = false>
 void launch_simt_forward(const PatternLaunch& p, cudaStream_t stream);
-template <class Element, class Compute>
+template <class Element, class Compute, bool kSparse = false>
 void launch_simt_backward(const PatternLaunch& p, cudaStream_t stream);
 
 // Rows each CTA of the kernels covers (the host sizes grids with them).

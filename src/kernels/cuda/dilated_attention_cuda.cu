@@ -16,33 +16,22 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "core/status_cuda.hpp"
-#include "kernels/cuda/attention_launchers.hpp"
-#include "kernels/cuda/attention_utility.cuh"
-#include "longnet/core/stream.hpp"
+#include "kernels/cuda/attention_driver.cuh"
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilated_attention.hpp"
 
 namespace longnet::kernels {
 namespace {
 
-using cuda::DeviceRows;
+using cuda::current_cuda_stream;
+using cuda::current_device;
+using cuda::device_rows;
 using cuda::PatternLaunch;
 
-bool aligned_rows(const RowTensor& t) {
-  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.batch_stride % 8 == 0 && t.seq_stride % 8 == 0 &&
-         t.head_stride % 8 == 0;
-}
-
 bool use_tensor_cores(const DilatedAttentionParams& p, bool backward) {
-  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
-  if (p.head_dim % 8 != 0 || p.head_dim > 128) return false;
-  bool aligned = aligned_rows(p.q) && aligned_rows(p.k) && aligned_rows(p.v) && aligned_rows(p.out);
-  if (backward) aligned = aligned && aligned_rows(p.dout);
-  return aligned;
+  return backward ? cuda::tensor_core_operands(p.dtype, p.head_dim, {p.q, p.k, p.v, p.out, p.dout})
+                  : cuda::tensor_core_operands(p.dtype, p.head_dim, {p.q, p.k, p.v, p.out});
 }
-
-DeviceRows device_rows(const RowTensor& t) { return {t.data, t.batch_stride, t.seq_stride, t.head_stride}; }
 
 struct HeadRange {
   int begin = 0, count = 0;
@@ -105,91 +94,6 @@ void zero_rows(const RowTensor& t, const DilatedAttentionParams& p, std::int64_t
       .zero();
 }
 
-cudaStream_t current_cuda_stream() {
-  int device = 0;
-  LONGNET_CHECK(cudaGetDevice(&device));
-  return static_cast<cudaStream_t>(current_stream(device).handle);
-}
-
-Device current_device() {
-  int device = 0;
-  LONGNET_CHECK(cudaGetDevice(&device));
-  return Device::cuda(device);
-}
-
-template <class Compute>
-void fill(void* data, std::int64_t count, Compute value, cudaStream_t stream) {
-  cuda::fill_kernel<Compute><<<cuda::grid_for(count, 256), 256, 0, stream>>>(static_cast<Compute*>(data), count, value);
-}
-
-// Hopper (compute capability 9.0) runs the wgmma kernels when they were built.
-bool use_sm90_kernels() {
-#ifdef LONGNET_HAVE_SM90A
-  static const bool hopper = [] {
-    int device = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return false;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-    return major == 9 && minor == 0 && std::getenv("LONGNET_DISABLE_SM90") == nullptr;
-  }();
-  return hopper;
-#else
-  return false;
-#endif
-}
-
-template <class Element>
-void launch_forward_pattern(const PatternLaunch& l, bool tensor_cores, cudaStream_t stream) {
-  if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
-#ifdef LONGNET_HAVE_SM90A
-    if (tensor_cores && use_sm90_kernels()) {
-      if (l.head_dim <= 64) {
-        cuda::launch_flash_forward_sm90<Element, 64>(l, stream);
-      } else {
-        cuda::launch_flash_forward_sm90<Element, 128>(l, stream);
-      }
-      return;
-    }
-#endif
-    if (tensor_cores) {
-      if (l.head_dim <= 64) {
-        cuda::launch_flash_forward<Element, 64>(l, stream);
-      } else {
-        cuda::launch_flash_forward<Element, 128>(l, stream);
-      }
-      return;
-    }
-  }
-  using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
-  cuda::launch_simt_forward<Element, Compute>(l, stream);
-}
-
-template <class Element>
-void launch_backward_pattern(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_cores, cudaStream_t stream) {
-  if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
-#ifdef LONGNET_HAVE_SM90A
-    if (tensor_cores && use_sm90_kernels() && !l.deterministic) {
-      if (l.head_dim <= 64) {
-        cuda::launch_flash_backward_sm90<Element, 64>(l, kv_tiles, stream);
-      } else {
-        cuda::launch_flash_backward_sm90<Element, 128>(l, kv_tiles, stream);
-      }
-      return;
-    }
-#endif
-    if (tensor_cores) {
-      if (l.head_dim <= 64) {
-        cuda::launch_flash_backward<Element, 64>(l, kv_tiles, stream);
-      } else {
-        cuda::launch_flash_backward<Element, 128>(l, kv_tiles, stream);
-      }
-      return;
-    }
-  }
-  using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
-  cuda::launch_simt_backward<Element, Compute>(l, stream);
-}
-
 template <class Element>
 void forward(const DilatedAttentionParams& p) {
   using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
@@ -201,7 +105,7 @@ void forward(const DilatedAttentionParams& p) {
   const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, D = p.head_dim;
   const bool merge = p.mode == DilatedMode::longnet && p.patterns.size() > 1;
 
-  fill<Compute>(p.lse, B * H * N, static_cast<Compute>(-INFINITY), stream);
+  cuda::fill<Compute>(p.lse, B * H * N, static_cast<Compute>(-INFINITY), stream);
   Tensor accumulator;
   if (merge) {
     accumulator = Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);
@@ -217,7 +121,7 @@ void forward(const DilatedAttentionParams& p) {
   if (tensor_cores) {
     // Rows reached by one pattern only: every pattern in one launch. LongNet mode with
     // several patterns: one launch per pattern, merging in pattern order.
-    const int rows = use_sm90_kernels() ? cuda::kFlashForwardRowsSm90 : cuda::kFlashForwardRows;
+    const int rows = cuda::forward_rows_per_cta();
     std::size_t first = 0;
     while (first < p.patterns.size()) {
       const std::size_t last = merge ? first + 1 : std::min(p.patterns.size(), first + cuda::kMaxSlots);
@@ -237,7 +141,7 @@ void forward(const DilatedAttentionParams& p) {
         l.total_ctas += static_cast<std::int64_t>(one.head_count) * one.segments * one.tiles_per_segment;
       }
       require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
-      launch_forward_pattern<Element>(l, true, stream);
+      cuda::launch_forward<Element>(l, true, stream);
       LONGNET_CHECK(cudaGetLastError());
       first = last;
     }
@@ -246,7 +150,7 @@ void forward(const DilatedAttentionParams& p) {
       PatternLaunch l = pattern_launch(p, i, cuda::kSimtRows);
       l.merge = merge;
       if (merge) l.out_accumulator = accumulator.data();
-      launch_forward_pattern<Element>(l, false, stream);
+      cuda::launch_forward<Element>(l, false, stream);
       LONGNET_CHECK(cudaGetLastError());
     }
   }
@@ -302,7 +206,7 @@ void backward(const DilatedAttentionParams& p) {
       l.dk_accumulator = dk.data();
       l.dv_accumulator = dv.data();
     }
-    launch_backward_pattern<Element>(l, l.tiles_per_segment, tensor_cores, stream);
+    cuda::launch_backward<Element>(l, l.tiles_per_segment, tensor_cores, stream);
     LONGNET_CHECK(cudaGetLastError());
   }
   auto convert = [&](const Tensor& accumulator, const RowTensor& target, std::int64_t heads) {
@@ -318,22 +222,6 @@ void backward(const DilatedAttentionParams& p) {
   }
 }
 
-template <template <class> class Run>
-void dispatch(DType dtype, const DilatedAttentionParams& p) {
-  switch (dtype) {
-    case DType::bf16:
-      return Run<__nv_bfloat16>::run(p);
-    case DType::f16:
-      return Run<__half>::run(p);
-    case DType::f32:
-      return Run<float>::run(p);
-    case DType::f64:
-      return Run<double>::run(p);
-    default:
-      throw Error(str("dilated attention on CUDA: dtype ", dtype_name(dtype), " is not a float dtype"));
-  }
-}
-
 template <class Element>
 struct RunForward {
   static void run(const DilatedAttentionParams& p) { forward<Element>(p); }
@@ -346,11 +234,11 @@ struct RunBackward {
 }  // namespace
 
 void dilated_attention_forward_cuda(const DilatedAttentionParams& params) {
-  dispatch<RunForward>(params.dtype, params);
+  cuda::dispatch_float<RunForward>(params.dtype, params, "dilated attention");
 }
 
 void dilated_attention_backward_cuda(const DilatedAttentionParams& params) {
-  dispatch<RunBackward>(params.dtype, params);
+  cuda::dispatch_float<RunBackward>(params.dtype, params, "dilated attention");
 }
 
 }  // namespace longnet::kernels

@@ -17,6 +17,7 @@
 
 #include <cmath>
 
+#include "kernels/cuda/block_sparse_tiles.cuh"
 #include "kernels/cuda/flash_epilogue.cuh"
 #include "kernels/cuda/flash_params.cuh"
 #include "kernels/cuda/mma_sm80.cuh"
@@ -116,7 +117,7 @@ __device__ __forceinline__ void warp_transposed_times_tile(float (&acc)[kHeadDim
   }
 }
 
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kSparse = false>
 __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backward_kv_kernel(const PatternLaunch p) {
   using Tile = BackwardTile<kHeadDim>;
   using M = Mma<Element>;
@@ -133,8 +134,18 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
   float* sLse_stages = reinterpret_cast<float*>(sdS + kBlock * kLd);  // [2][64]
   float* sDelta_stages = sLse_stages + 2 * kBlock;                    // [2][64]
 
-  const std::int64_t segment = blockIdx.x / p.tiles_per_segment;
-  const std::int64_t k_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
+  // Keys k_begin + j of the CTA; dilated: of virtual sequence (segment, offset), sparse:
+  // rows of one key block of the whole sequence (key_block, up to key_limit).
+  std::int64_t segment = 0, k_begin = 0, key_block = 0, key_limit = 0;
+  if constexpr (kSparse) {
+    const SparseRows rows = sparse_rows(p, blockIdx.x, p.sparse.block_k, kBlock);
+    key_block = rows.block;
+    k_begin = rows.begin;
+    key_limit = rows.end;
+  } else {
+    segment = blockIdx.x / p.tiles_per_segment;
+    k_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
+  }
   const int kv_head = blockIdx.y;
   const std::int64_t b = blockIdx.z;
   const int group = p.heads / p.kv_heads;
@@ -144,18 +155,28 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
   const int chunks_used = p.head_dim / 8;
 
   for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
-    const std::int64_t offset =
-        pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
-    if (offset < 0) continue;
-    const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
-    const std::int64_t L = vs.length;
-    if (k_begin >= L) continue;
-    const std::int64_t step = vs.row_step;
+    // Query and key rows i of this head are tensor rows first_row + i * step; the queries
+    // of a dilated launch are the L rows of the virtual sequence, like its keys.
+    std::int64_t first_row = 0, step = 1, L = 0;
+    SparseTileWalker walker{};
+    if constexpr (kSparse) {
+      walker = sparse_query_tiles(p, h, key_block, kBlock, k_begin, key_limit - 1);
+    } else {
+      const std::int64_t offset =
+          pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
+      if (offset < 0) continue;
+      const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
+      L = vs.length;
+      if (k_begin >= L) continue;
+      first_row = vs.first_row;
+      step = vs.row_step;
+      key_limit = L;
+    }
     __syncthreads();  // the previous head's tiles are no longer read
-    load_rows<Element, kHeadDim, Tile::kThreads>(sK, p.k.row<const Element>(b, vs.first_row, kv_head),
-                                                 step * p.k.seq_stride, k_begin, L, chunks_used);
-    load_rows<Element, kHeadDim, Tile::kThreads>(sV, p.v.row<const Element>(b, vs.first_row, kv_head),
-                                                 step * p.v.seq_stride, k_begin, L, chunks_used);
+    load_rows<Element, kHeadDim, Tile::kThreads>(sK, p.k.row<const Element>(b, first_row, kv_head),
+                                                 step * p.k.seq_stride, k_begin, key_limit, chunks_used);
+    load_rows<Element, kHeadDim, Tile::kThreads>(sV, p.v.row<const Element>(b, first_row, kv_head),
+                                                 step * p.v.seq_stride, k_begin, key_limit, chunks_used);
     copy_async_commit();
 
     float dk[kHeadDim / 8][4], dv[kHeadDim / 8][4];
@@ -164,32 +185,52 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
       dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.0f;
       dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.0f;
     }
-    const Element* q_base = p.q.row<const Element>(b, vs.first_row, h);
-    const Element* do_base = p.dout.row<const Element>(b, vs.first_row, h);
-    const float* lse_row = static_cast<const float*>(p.lse) + (b * p.heads + h) * p.seq_len + vs.first_row;
-    const float* delta_row = static_cast<const float*>(p.delta) + (b * p.heads + h) * p.seq_len + vs.first_row;
+    const Element* q_base = p.q.row<const Element>(b, first_row, h);
+    const Element* do_base = p.dout.row<const Element>(b, first_row, h);
+    const float* lse_row = static_cast<const float*>(p.lse) + (b * p.heads + h) * p.seq_len + first_row;
+    const float* delta_row = static_cast<const float*>(p.delta) + (b * p.heads + h) * p.seq_len + first_row;
 
-    // Query tiles q_first, q_first + 64, ... < L; tile t + 1 is copied while t is used.
-    const std::int64_t q_first = p.causal ? k_begin : 0;
-    auto load_query_tile = [&](std::int64_t q_begin, int stage) {
+    // Query tiles [q_begin, q_begin + 64) of which those before query_limit exist: q_first,
+    // q_first + 64, ... < L, or the walker's; tile t + 1 is copied while t is used.
+    auto load_query_tile = [&](std::int64_t q_begin, std::int64_t query_limit, int stage) {
       load_rows<Element, kHeadDim, Tile::kThreads>(sQ_stages + stage * kBlock * kHeadDim, q_base, step * p.q.seq_stride,
-                                                   q_begin, L, chunks_used);
+                                                   q_begin, query_limit, chunks_used);
       load_rows<Element, kHeadDim, Tile::kThreads>(sdO_stages + stage * kBlock * kHeadDim, do_base,
-                                                   step * p.dout.seq_stride, q_begin, L, chunks_used);
+                                                   step * p.dout.seq_stride, q_begin, query_limit, chunks_used);
       if (tid < kBlock) {
         const std::int64_t i = q_begin + tid;
-        // Rows past the end get lse = +inf, so P = 0 there.
-        sLse_stages[stage * kBlock + tid] = i < L ? lse_row[i * step] * kLog2e : INFINITY;
-        sDelta_stages[stage * kBlock + tid] = i < L ? delta_row[i * step] : 0.0f;
+        // Rows past the end (and rows without keys) get lse = +inf, so P = 0 there.
+        const float lse = i < query_limit ? lse_row[i * step] : INFINITY;
+        sLse_stages[stage * kBlock + tid] = kSparse && lse == -INFINITY ? INFINITY : lse * kLog2e;
+        sDelta_stages[stage * kBlock + tid] = i < query_limit ? delta_row[i * step] : 0.0f;
       }
     };
-    load_query_tile(q_first, 0);
+    const std::int64_t q_first = p.causal ? k_begin : 0;
+    SparseTile current{}, following{};
+    bool have_tile = true;
+    if constexpr (kSparse) {
+      have_tile = walker.next(p, current);
+      if (have_tile) load_query_tile(current.start, current.start + current.count, 0);
+    } else {
+      current.start = q_first;
+      load_query_tile(q_first, L, 0);
+    }
     copy_async_commit();
     int stage = 0;
-    for (std::int64_t q_begin = q_first; q_begin < L; q_begin += kBlock, stage ^= 1) {
+    for (; kSparse ? have_tile : current.start < L; stage ^= 1) {
+      const std::int64_t q_begin = current.start;
+      const std::int64_t query_limit = kSparse ? current.start + current.count : L;
       __syncthreads();  // the other stage's tiles (previous step) are no longer read
-      if (q_begin + kBlock < L) {
-        load_query_tile(q_begin + kBlock, stage ^ 1);
+      bool prefetch = false;
+      if constexpr (kSparse) {
+        prefetch = walker.next(p, following);
+        if (prefetch) load_query_tile(following.start, following.start + following.count, stage ^ 1);
+      } else {
+        prefetch = q_begin + kBlock < L;
+        following.start = q_begin + kBlock;
+        if (prefetch) load_query_tile(q_begin + kBlock, L, stage ^ 1);
+      }
+      if (prefetch) {
         copy_async_commit();
         copy_async_wait<1>();
       } else {
@@ -204,8 +245,18 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
       // S and P for this warp's 16 queries x 64 keys.
       float s[8][4];
       warp_rows_times_tile<Element, kHeadDim>(s, sQ, sK, warp_row, lane);
-      const bool diagonal = p.causal && q_begin == k_begin;
-      const bool tail = k_begin + kBlock > L;
+      // Dilated: the causal diagonal tile and the sequence's tail; sparse: the band and the
+      // key block's tail (kept iff diagonals.low <= kj - qi <= diagonals.high).
+      bool diagonal = false, masked = false;
+      TileDiagonals diagonals{};
+      if constexpr (kSparse) {
+        const Band band = tile_band(p, current.partial);
+        masked = !band_covers(band, q_begin, q_begin + kBlock - 1, k_begin, k_begin + kBlock - 1);
+        diagonals = tile_diagonals(band, q_begin, k_begin, 2 * kBlock);
+      } else {
+        diagonal = p.causal && q_begin == k_begin;
+      }
+      const bool tail = k_begin + kBlock > key_limit;
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
 #pragma unroll
@@ -213,7 +264,14 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
           const int qi = warp_row + g + 8 * (e / 2);
           const int kj = 8 * n + 2 * t + (e & 1);
           float value = fast_exp2(s[n][e] * p.scale_log2 - sLse[qi]);
-          if ((diagonal && kj > qi) || (tail && k_begin + kj >= L)) value = 0.0f;
+          if constexpr (kSparse) {
+            if ((masked && (kj - qi < diagonals.low || kj - qi > diagonals.high)) ||
+                (tail && k_begin + kj >= key_limit)) {
+              value = 0.0f;
+            }
+          } else {
+            if ((diagonal && kj > qi) || (tail && k_begin + kj >= L)) value = 0.0f;
+          }
           s[n][e] = value;
         }
       }
@@ -248,9 +306,9 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           const std::int64_t i = q_begin + warp_row + g + 8 * r;
-          if (i >= L) continue;
+          if (i >= query_limit) continue;
           float* acc = static_cast<float*>(p.dq_accumulator) +
-                       ((b * p.seq_len + vs.first_row + i * step) * p.heads + h) * p.head_dim;
+                       ((b * p.seq_len + first_row + i * step) * p.heads + h) * p.head_dim;
 #pragma unroll
           for (int n = 0; n < kHeadDim / 8; ++n) {
             const int d = 8 * n + 2 * t;
@@ -265,22 +323,26 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
       // dV += P^T dO and dK += dS^T Q for this warp's 16 keys.
       warp_transposed_times_tile<Element, kHeadDim>(dv, sP, sdO, warp_row, lane);
       warp_transposed_times_tile<Element, kHeadDim>(dk, sdS, sQ, warp_row, lane);
+      current = following;
+      have_tile = prefetch;
     }
+    if constexpr (kSparse) copy_async_wait<0>();  // a key block no query lists still copied K, V
 
-    // This head's dK, dV for the rows this CTA owns.
+      // This head's dK, dV for the rows this CTA owns (zero where no query reached them).
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const std::int64_t j = k_begin + warp_row + g + 8 * r;
-      if (j >= L) continue;
+      if (j >= key_limit) continue;
       finish_key_row<Element, kHeadDim>(
-          p, b, kv_head, vs.first_row + j * step, [&](int n, int j2) { return dk[n][2 * r + j2]; },
+          p, b, kv_head, first_row + j * step, [&](int n, int j2) { return dk[n][2 * r + j2]; },
           [&](int n, int j2) { return dv[n][2 * r + j2]; });
     }
   }
 }
 
-// Deterministic dQ: a CTA owns 64 queries of one head and walks the key tiles.
-template <class Element, int kHeadDim>
+// Deterministic dQ: a CTA owns 64 queries of one head and walks the key tiles (of its
+// virtual sequence, or the listed ones of its query block).
+template <class Element, int kHeadDim, bool kSparse = false>
 __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backward_dq_kernel(const PatternLaunch p) {
   using Tile = BackwardTile<kHeadDim>;
   constexpr int kBlock = Tile::kBlock;
@@ -293,52 +355,93 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
   float* sLse = reinterpret_cast<float*>(sV + kBlock * kHeadDim);
   float* sDelta = sLse + kBlock;
 
-  const std::int64_t segment = blockIdx.x / p.tiles_per_segment;
-  const std::int64_t q_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
+  // Queries q_begin + i < query_limit, tensor rows first_row + i * step; keys of a dilated
+  // launch: the L rows of the virtual sequence. (The dilated instantiation keeps the
+  // statement order it had before kSparse existed: it compiles to the same code.)
+  std::int64_t segment = 0, q_begin = 0;
+  if constexpr (!kSparse) {
+    segment = blockIdx.x / p.tiles_per_segment;
+    q_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
+  }
   const int h = p.head_begin + blockIdx.y;
   const std::int64_t b = blockIdx.z;
-  const std::int64_t offset =
-      pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
-  if (offset < 0) return;
-  const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
-  const std::int64_t L = vs.length;
-  if (q_begin >= L) return;
-  const std::int64_t step = vs.row_step;
+  std::int64_t query_limit = 0, first_row = 0, step = 1, L = 0;
+  SparseTileWalker walker{};
+  if constexpr (kSparse) {
+    const SparseRows rows = sparse_rows(p, blockIdx.x, p.sparse.block_q, kBlock);
+    q_begin = rows.begin;
+    query_limit = rows.end;
+    walker = sparse_key_tiles(p, h, rows.block, kBlock, rows.begin, rows.end - 1);
+  } else {
+    const std::int64_t offset =
+        pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
+    if (offset < 0) return;
+    const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
+    L = vs.length;
+    if (q_begin >= L) return;
+    query_limit = L;
+    first_row = vs.first_row;
+    step = vs.row_step;
+  }
   const int kv_head = h / (p.heads / p.kv_heads);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
   const int warp_row = 16 * warp;
   const int chunks_used = p.head_dim / 8;
 
-  load_rows<Element, kHeadDim, Tile::kThreads>(sQ, p.q.row<const Element>(b, vs.first_row, h), step * p.q.seq_stride,
-                                               q_begin, L, chunks_used);
-  load_rows<Element, kHeadDim, Tile::kThreads>(sdO, p.dout.row<const Element>(b, vs.first_row, h),
-                                               step * p.dout.seq_stride, q_begin, L, chunks_used);
+  load_rows<Element, kHeadDim, Tile::kThreads>(sQ, p.q.row<const Element>(b, first_row, h), step * p.q.seq_stride,
+                                               q_begin, query_limit, chunks_used);
+  load_rows<Element, kHeadDim, Tile::kThreads>(sdO, p.dout.row<const Element>(b, first_row, h),
+                                               step * p.dout.seq_stride, q_begin, query_limit, chunks_used);
   if (tid < kBlock) {
     const std::int64_t i = q_begin + tid;
-    const float* lse_row = static_cast<const float*>(p.lse) + (b * p.heads + h) * p.seq_len + vs.first_row;
-    const float* delta_row = static_cast<const float*>(p.delta) + (b * p.heads + h) * p.seq_len + vs.first_row;
-    sLse[tid] = i < L ? lse_row[i * step] * kLog2e : INFINITY;
-    sDelta[tid] = i < L ? delta_row[i * step] : 0.0f;
+    const float* lse_row = static_cast<const float*>(p.lse) + (b * p.heads + h) * p.seq_len + first_row;
+    const float* delta_row = static_cast<const float*>(p.delta) + (b * p.heads + h) * p.seq_len + first_row;
+    // Rows past the end (and rows without keys) get lse = +inf, so P = 0 there.
+    if constexpr (kSparse) {
+      const float lse = i < query_limit ? lse_row[i * step] : INFINITY;
+      sLse[tid] = lse == -INFINITY ? INFINITY : lse * kLog2e;
+    } else {
+      sLse[tid] = i < L ? lse_row[i * step] * kLog2e : INFINITY;
+    }
+    sDelta[tid] = i < query_limit ? delta_row[i * step] : 0.0f;
   }
   float dq[kHeadDim / 8][4];
 #pragma unroll
   for (int n = 0; n < kHeadDim / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
   const std::int64_t key_end = p.causal ? min(L, q_begin + kBlock) : L;
-  for (std::int64_t k_begin = 0; k_begin < key_end; k_begin += kBlock) {
+  // Key tiles: k_begin = 0, 64, ... < key_end, or the walker's.
+  SparseTile tile{0, 0, false};
+  bool have_tile = false;
+  if constexpr (kSparse) have_tile = walker.next(p, tile);
+  for (std::int64_t k_begin = 0; kSparse ? have_tile : k_begin < key_end; k_begin += kBlock) {
+    if constexpr (kSparse) k_begin = tile.start;
+    const std::int64_t key_limit = kSparse ? tile.start + tile.count : L;
     __syncthreads();
-    load_rows<Element, kHeadDim, Tile::kThreads>(sK, p.k.row<const Element>(b, vs.first_row, kv_head),
-                                                 step * p.k.seq_stride, k_begin, L, chunks_used);
-    load_rows<Element, kHeadDim, Tile::kThreads>(sV, p.v.row<const Element>(b, vs.first_row, kv_head),
-                                                 step * p.v.seq_stride, k_begin, L, chunks_used);
+    load_rows<Element, kHeadDim, Tile::kThreads>(sK, p.k.row<const Element>(b, first_row, kv_head),
+                                                 step * p.k.seq_stride, k_begin, key_limit, chunks_used);
+    load_rows<Element, kHeadDim, Tile::kThreads>(sV, p.v.row<const Element>(b, first_row, kv_head),
+                                                 step * p.v.seq_stride, k_begin, key_limit, chunks_used);
     copy_async_commit();
     copy_async_wait<0>();
     __syncthreads();
     float s[8][4], dp[8][4];
     warp_rows_times_tile<Element, kHeadDim>(s, sQ, sK, warp_row, lane);
     warp_rows_times_tile<Element, kHeadDim>(dp, sdO, sV, warp_row, lane);
-    const bool diagonal = p.causal && q_begin == k_begin;
-    const bool tail = k_begin + kBlock > L;
+    // Dilated: the causal diagonal tile; sparse: a tile the band cuts (kept iff
+    // diagonal_low <= kj - qi <= diagonal_high). Both: the keys' tail.
+    bool masked;
+    int diagonal_low = 0, diagonal_high = 0;
+    if constexpr (kSparse) {
+      const Band band = tile_band(p, tile.partial);
+      masked = !band_covers(band, q_begin, q_begin + kBlock - 1, k_begin, k_begin + kBlock - 1);
+      const TileDiagonals diagonals = tile_diagonals(band, q_begin, k_begin, 2 * kBlock);
+      diagonal_low = diagonals.low;
+      diagonal_high = diagonals.high;
+    } else {
+      masked = p.causal && q_begin == k_begin;
+    }
+    const bool tail = k_begin + kBlock > key_limit;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
 #pragma unroll
@@ -346,18 +449,21 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
         const int qi = warp_row + g + 8 * (e / 2);
         const int kj = 8 * n + 2 * t + (e & 1);
         float weight = fast_exp2(s[n][e] * p.scale_log2 - sLse[qi]);
-        if ((diagonal && kj > qi) || (tail && k_begin + kj >= L)) weight = 0.0f;
+        if (tile_pair_dropped<kSparse>(masked, diagonal_low, diagonal_high, tail, k_begin, key_limit, qi, kj)) {
+          weight = 0.0f;
+        }
         dp[n][e] = weight * (p.output_scale * dp[n][e] - sDelta[qi]);
       }
     }
     warp_scores_times_tile<Element, kHeadDim>(dq, dp, sK, lane);
+    if constexpr (kSparse) have_tile = walker.next(p, tile);
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const std::int64_t i = q_begin + warp_row + g + 8 * r;
-    if (i >= L) continue;
+    if (i >= query_limit) continue;
     float* acc =
-        static_cast<float*>(p.dq_accumulator) + ((b * p.seq_len + vs.first_row + i * step) * p.heads + h) * p.head_dim;
+        static_cast<float*>(p.dq_accumulator) + ((b * p.seq_len + first_row + i * step) * p.heads + h) * p.head_dim;
 #pragma unroll
     for (int n = 0; n < kHeadDim / 8; ++n) {
       const int d = 8 * n + 2 * t;
@@ -371,27 +477,43 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
   }
 }
 
-template <class Element, int kHeadDim>
+// Dilated: kv_tiles_per_segment key tiles per segment. Sparse: the CTAs cover every key
+// block (dK, dV) and every query block (dQ) in tiles of 64.
+template <class Element, int kHeadDim, bool kSparse>
 void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
   using Tile = BackwardTile<kHeadDim>;
-  auto kv_kernel = flash_backward_kv_kernel<Element, kHeadDim>;
+  auto kv_kernel = flash_backward_kv_kernel<Element, kHeadDim, kSparse>;
   if (Tile::kSharedBytes > 48 * 1024) {
     cudaFuncSetAttribute(kv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
   }
   PatternLaunch kv = p;
-  kv.tiles_per_segment = kv_tiles_per_segment;
-  const dim3 kv_grid(static_cast<unsigned>(p.segments * kv_tiles_per_segment), static_cast<unsigned>(p.kv_heads),
-                     static_cast<unsigned>(p.batch));
+  std::int64_t kv_ctas = 0;
+  if constexpr (kSparse) {
+    kv.sparse.tiles_per_block = (p.sparse.block_k + Tile::kBlock - 1) / Tile::kBlock;
+    kv_ctas = p.sparse.key_blocks * kv.sparse.tiles_per_block;
+  } else {
+    kv.tiles_per_segment = kv_tiles_per_segment;
+    kv_ctas = p.segments * kv_tiles_per_segment;
+  }
+  const dim3 kv_grid(static_cast<unsigned>(kv_ctas), static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(p.batch));
   kv_kernel<<<kv_grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(kv);
   if (p.deterministic) {
-    auto dq_kernel = flash_backward_dq_kernel<Element, kHeadDim>;
+    auto dq_kernel = flash_backward_dq_kernel<Element, kHeadDim, kSparse>;
     constexpr int kDqShared = 4 * Tile::kBlock * kHeadDim * 2 + 2 * Tile::kBlock * 4;
     if (kDqShared > 48 * 1024) {
       cudaFuncSetAttribute(dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kDqShared);
     }
-    const dim3 dq_grid(static_cast<unsigned>(p.segments * p.tiles_per_segment), static_cast<unsigned>(p.head_count),
+    PatternLaunch queries = p;
+    std::int64_t dq_ctas = 0;
+    if constexpr (kSparse) {
+      queries.sparse.tiles_per_block = (p.sparse.block_q + Tile::kBlock - 1) / Tile::kBlock;
+      dq_ctas = p.sparse.query_blocks * queries.sparse.tiles_per_block;
+    } else {
+      dq_ctas = p.segments * p.tiles_per_segment;
+    }
+    const dim3 dq_grid(static_cast<unsigned>(dq_ctas), static_cast<unsigned>(p.head_count),
                        static_cast<unsigned>(p.batch));
-    dq_kernel<<<dq_grid, Tile::kThreads, kDqShared, stream>>>(p);
+    dq_kernel<<<dq_grid, Tile::kThreads, kDqShared, stream>>>(queries);
   }
 }
 

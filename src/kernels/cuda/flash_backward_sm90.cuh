@@ -7,13 +7,17 @@
 //     dQ += scale dS K                           (wgmma from shared memory; fp32 atomics)
 // dK and dV stay in registers and are added to the fp32 accumulators of the rows the CTA
 // owns for this pattern. In deterministic mode dQ comes from flash_backward_dq_kernel.
-// Tiles use the canonical 128-byte-swizzle layout of flash_forward_sm90.cuh.
+// Tiles use the canonical 128-byte-swizzle layout of flash_forward_sm90.cuh. kSparse: a
+// block-sparse launch — the CTA owns 64 keys of one key block and walks the query tiles of
+// the query blocks that list it (block_sparse_tiles.cuh); the dilated instantiation is
+// unchanged.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cmath>
 
+#include "kernels/cuda/block_sparse_tiles.cuh"
 #include "kernels/cuda/flash_epilogue.cuh"
 #include "kernels/cuda/flash_forward_sm90.cuh"
 #include "kernels/cuda/flash_params.cuh"
@@ -32,7 +36,7 @@ struct Sm90BackwardTile {
   static constexpr int kSharedBytes = 6 * kTileBytes + kBlock * kBlock * 2 + 4 * kBlock * 4 + 1024;
 };
 
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kSparse = false>
 __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
     flash_backward_sm90_kernel(const __grid_constant__ PatternLaunch p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -54,8 +58,18 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
   float* sLse_stages = reinterpret_cast<float*>(sdS + kBlock * kBlock);  // [2][64]
   float* sDelta_stages = sLse_stages + 2 * kBlock;                       // [2][64]
 
-  const std::int64_t segment = blockIdx.x / p.tiles_per_segment;
-  const std::int64_t k_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
+  // Keys k_begin + j of the CTA; dilated: of virtual sequence (segment, offset), sparse:
+  // rows of one key block of the whole sequence (key_block, up to key_limit).
+  std::int64_t segment = 0, k_begin = 0, key_block = 0, key_limit = 0;
+  if constexpr (kSparse) {
+    const SparseRows rows = sparse_rows(p, blockIdx.x, p.sparse.block_k, kBlock);
+    key_block = rows.block;
+    k_begin = rows.begin;
+    key_limit = rows.end;
+  } else {
+    segment = blockIdx.x / p.tiles_per_segment;
+    k_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
+  }
   const int kv_head = blockIdx.y;
   const std::int64_t b = blockIdx.z;
   const int group_size = p.heads / p.kv_heads;
@@ -78,33 +92,53 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
   };
 
   for (int h = kv_head * group_size; h < (kv_head + 1) * group_size; ++h) {
-    const std::int64_t offset =
-        pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
-    if (offset < 0) continue;
-    const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
-    const std::int64_t L = vs.length;
-    if (k_begin >= L) continue;
-    const std::int64_t step = vs.row_step;
-    const Element* q_base = p.q.row<const Element>(b, vs.first_row, h);
-    const Element* do_base = p.dout.row<const Element>(b, vs.first_row, h);
-    const float* lse_row = static_cast<const float*>(p.lse) + (b * p.heads + h) * p.seq_len + vs.first_row;
-    const float* delta_row = static_cast<const float*>(p.delta) + (b * p.heads + h) * p.seq_len + vs.first_row;
+    // Query and key rows i of this head are tensor rows first_row + i * step; the queries
+    // of a dilated launch are the L rows of the virtual sequence, like its keys.
+    std::int64_t first_row = 0, step = 1, L = 0;
+    SparseTileWalker walker{};
+    if constexpr (kSparse) {
+      walker = sparse_query_tiles(p, h, key_block, kBlock, k_begin, key_limit - 1);
+    } else {
+      const std::int64_t offset =
+          pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
+      if (offset < 0) continue;
+      const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
+      L = vs.length;
+      if (k_begin >= L) continue;
+      first_row = vs.first_row;
+      step = vs.row_step;
+      key_limit = L;
+    }
+    const Element* q_base = p.q.row<const Element>(b, first_row, h);
+    const Element* do_base = p.dout.row<const Element>(b, first_row, h);
+    const float* lse_row = static_cast<const float*>(p.lse) + (b * p.heads + h) * p.seq_len + first_row;
+    const float* delta_row = static_cast<const float*>(p.delta) + (b * p.heads + h) * p.seq_len + first_row;
 
     __syncthreads();  // the previous head's tiles are no longer read
-    load_tile(sK, p.k.row<const Element>(b, vs.first_row, kv_head), step * p.k.seq_stride, k_begin, L);
-    load_tile(sV, p.v.row<const Element>(b, vs.first_row, kv_head), step * p.v.seq_stride, k_begin, L);
-    auto load_queries = [&](std::int64_t q_begin, int stage) {
-      load_tile(sQ_stages + stage * kTile, q_base, step * p.q.seq_stride, q_begin, L);
-      load_tile(sdO_stages + stage * kTile, do_base, step * p.dout.seq_stride, q_begin, L);
+    load_tile(sK, p.k.row<const Element>(b, first_row, kv_head), step * p.k.seq_stride, k_begin, key_limit);
+    load_tile(sV, p.v.row<const Element>(b, first_row, kv_head), step * p.v.seq_stride, k_begin, key_limit);
+    // Query tiles [q_begin, q_begin + 64) of which those before query_limit exist.
+    auto load_queries = [&](std::int64_t q_begin, std::int64_t query_limit, int stage) {
+      load_tile(sQ_stages + stage * kTile, q_base, step * p.q.seq_stride, q_begin, query_limit);
+      load_tile(sdO_stages + stage * kTile, do_base, step * p.dout.seq_stride, q_begin, query_limit);
       if (tid < kBlock) {
         const std::int64_t i = q_begin + tid;
-        // Rows past the end get lse = +inf, so P = 0 there.
-        sLse_stages[stage * kBlock + tid] = i < L ? lse_row[i * step] * kLog2e : INFINITY;
-        sDelta_stages[stage * kBlock + tid] = i < L ? delta_row[i * step] : 0.0f;
+        // Rows past the end (and rows without keys) get lse = +inf, so P = 0 there.
+        const float lse = i < query_limit ? lse_row[i * step] : INFINITY;
+        sLse_stages[stage * kBlock + tid] = kSparse && lse == -INFINITY ? INFINITY : lse * kLog2e;
+        sDelta_stages[stage * kBlock + tid] = i < query_limit ? delta_row[i * step] : 0.0f;
       }
     };
     const std::int64_t q_first = p.causal ? k_begin : 0;
-    load_queries(q_first, 0);
+    SparseTile current{}, following{};
+    bool have_tile = true;
+    if constexpr (kSparse) {
+      have_tile = walker.next(p, current);
+      if (have_tile) load_queries(current.start, current.start + current.count, 0);
+    } else {
+      current.start = q_first;
+      load_queries(q_first, L, 0);
+    }
     copy_async_commit();
 
     float dk[kDTiles * 4], dv[kDTiles * 4];
@@ -112,10 +146,20 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
     for (int i = 0; i < kDTiles * 4; ++i) dk[i] = dv[i] = 0.0f;
 
     int stage = 0;
-    for (std::int64_t q_begin = q_first; q_begin < L; q_begin += kBlock, stage ^= 1) {
+    for (; kSparse ? have_tile : current.start < L; stage ^= 1) {
+      const std::int64_t q_begin = current.start;
+      const std::int64_t query_limit = kSparse ? current.start + current.count : L;
       __syncthreads();  // the other stage (previous step) is no longer read
-      if (q_begin + kBlock < L) {
-        load_queries(q_begin + kBlock, stage ^ 1);
+      bool prefetch = false;
+      if constexpr (kSparse) {
+        prefetch = walker.next(p, following);
+        if (prefetch) load_queries(following.start, following.start + following.count, stage ^ 1);
+      } else {
+        prefetch = q_begin + kBlock < L;
+        following.start = q_begin + kBlock;
+        if (prefetch) load_queries(q_begin + kBlock, L, stage ^ 1);
+      }
+      if (prefetch) {
         copy_async_commit();
         copy_async_wait<1>();
       } else {
@@ -148,9 +192,19 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
       wgmma_fence_registers(st);
       wgmma_fence_registers(dpt);
 
-      // P^T and dS^T; thread element (n, e) is key row kr, query column qc.
-      const bool diagonal = p.causal && q_begin == k_begin;
-      const bool key_tail = k_begin + kBlock > L;
+      // P^T and dS^T; thread element (n, e) is key row kr, query column qc. Dilated: the
+      // causal diagonal tile and the sequence's tail; sparse: the band and the key block's
+      // tail (kept iff diagonals.low <= kr - qc <= diagonals.high).
+      bool diagonal = false, masked = false;
+      TileDiagonals diagonals{};
+      if constexpr (kSparse) {
+        const Band band = tile_band(p, current.partial);
+        masked = !band_covers(band, q_begin, q_begin + kBlock - 1, k_begin, k_begin + kBlock - 1);
+        diagonals = tile_diagonals(band, q_begin, k_begin, 2 * kBlock);
+      } else {
+        diagonal = p.causal && q_begin == k_begin;
+      }
+      const bool key_tail = k_begin + kBlock > key_limit;
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
 #pragma unroll
@@ -158,7 +212,14 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
           const int kr = warp * 16 + g + 8 * (e / 2);
           const int qc = 8 * n + 2 * t + (e & 1);
           float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - sLse[qc]);
-          if ((diagonal && kr > qc) || (key_tail && k_begin + kr >= L)) weight = 0.0f;
+          if constexpr (kSparse) {
+            if ((masked && (kr - qc < diagonals.low || kr - qc > diagonals.high)) ||
+                (key_tail && k_begin + kr >= key_limit)) {
+              weight = 0.0f;
+            }
+          } else {
+            if ((diagonal && kr > qc) || (key_tail && k_begin + kr >= L)) weight = 0.0f;
+          }
           st[4 * n + e] = weight;
           dpt[4 * n + e] = weight * (p.output_scale * dpt[4 * n + e] - sDelta[qc]);
         }
@@ -222,9 +283,9 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           const std::int64_t i = q_begin + warp * 16 + g + 8 * r;
-          if (i >= L) continue;
+          if (i >= query_limit) continue;
           float* acc = static_cast<float*>(p.dq_accumulator) +
-                       ((b * p.seq_len + vs.first_row + i * step) * p.heads + h) * p.head_dim;
+                       ((b * p.seq_len + first_row + i * step) * p.heads + h) * p.head_dim;
 #pragma unroll
           for (int n = 0; n < kDTiles; ++n) {
             const int d = 8 * n + 2 * t;
@@ -239,15 +300,18 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
       }
       wgmma_fence_registers(dk);
       wgmma_fence_registers(dv);
+      current = following;
+      have_tile = prefetch;
     }
+    if constexpr (kSparse) copy_async_wait<0>();  // a key block no query lists still copied K, V
 
-    // This head's dK, dV for the rows this CTA owns.
+      // This head's dK, dV for the rows this CTA owns (zero where no query reached them).
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const std::int64_t j = k_begin + warp * 16 + g + 8 * r;
-      if (j >= L) continue;
+      if (j >= key_limit) continue;
       finish_key_row<Element, kHeadDim>(
-          p, b, kv_head, vs.first_row + j * step, [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; },
+          p, b, kv_head, first_row + j * step, [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; },
           [&](int n, int j2) { return dv[4 * n + 2 * r + j2]; });
     }
   }
@@ -257,15 +321,23 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
 #endif
 }
 
-template <class Element, int kHeadDim>
+// Dilated: kv_tiles_per_segment key tiles per segment. Sparse: the CTAs cover every key
+// block in tiles of 64.
+template <class Element, int kHeadDim, bool kSparse>
 void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
   using Tile = Sm90BackwardTile<kHeadDim>;
-  auto kernel = flash_backward_sm90_kernel<Element, kHeadDim>;
+  auto kernel = flash_backward_sm90_kernel<Element, kHeadDim, kSparse>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
   PatternLaunch kv = p;
-  kv.tiles_per_segment = kv_tiles_per_segment;
-  const dim3 grid(static_cast<unsigned>(p.segments * kv_tiles_per_segment), static_cast<unsigned>(p.kv_heads),
-                  static_cast<unsigned>(p.batch));
+  std::int64_t ctas = 0;
+  if constexpr (kSparse) {
+    kv.sparse.tiles_per_block = (p.sparse.block_k + Tile::kBlock - 1) / Tile::kBlock;
+    ctas = p.sparse.key_blocks * kv.sparse.tiles_per_block;
+  } else {
+    kv.tiles_per_segment = kv_tiles_per_segment;
+    ctas = p.segments * kv_tiles_per_segment;
+  }
+  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(kv);
 }
 

@@ -8,13 +8,17 @@
 // log-sum-exp into fp32 accumulators (LongNet mode, one launch per pattern).
 //
 // Template: Element (__nv_bfloat16 or __half) and kHeadDim (64 or 128: the tile width; a
-// smaller runtime head_dim that is a multiple of 8 runs zero-padded).
+// smaller runtime head_dim that is a multiple of 8 runs zero-padded). kSparse: a
+// block-sparse launch — the CTA owns rows of one query block of the whole sequence and
+// its tile loop walks the block's listed key tiles (block_sparse_tiles.cuh); the
+// dilated instantiation (kSparse = false) is unchanged.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cmath>
 
+#include "kernels/cuda/block_sparse_tiles.cuh"
 #include "kernels/cuda/flash_epilogue.cuh"
 #include "kernels/cuda/flash_params.cuh"
 #include "kernels/cuda/mma_sm80.cuh"
@@ -50,7 +54,7 @@ __device__ __forceinline__ ForwardWork forward_work(const PatternLaunch& p) {
           local % s.tiles_per_segment};
 }
 
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kSparse = false>
 __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
     flash_forward_kernel(const __grid_constant__ PatternLaunch p) {
   using Tile = ForwardTile<kHeadDim>;
@@ -64,19 +68,35 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
   Element* sK = sQ + kBlockM * kHeadDim;  // [2][kBlockN * kHeadDim]
   Element* sV = sK + 2 * kBlockN * kHeadDim;
 
-  const ForwardWork work = forward_work(p);
-  const PatternSlot& slot = p.slots[work.slot];
-  const int h = work.head;
+  // This CTA's query rows q_begin + i < query_limit, tensor row first_row + i * row_step,
+  // of head h; the keys of a dilated launch are the L rows of the same virtual sequence.
+  int h = 0;
+  std::int64_t q_begin = 0, query_limit = 0, first_row = 0, row_step = 1, L = 0;
+  SparseTileWalker walker{};
+  if constexpr (kSparse) {
+    const std::int64_t per_head = p.sparse.query_blocks * p.sparse.tiles_per_block;
+    h = p.head_begin + static_cast<int>(blockIdx.x / per_head);
+    const SparseRows rows = sparse_rows(p, blockIdx.x % per_head, p.sparse.block_q, kBlockM);
+    q_begin = rows.begin;
+    query_limit = rows.end;
+    walker = sparse_key_tiles(p, h, rows.block, kBlockN, rows.begin, rows.end - 1);
+  } else {
+    const ForwardWork work = forward_work(p);
+    const PatternSlot& slot = p.slots[work.slot];
+    h = work.head;
+    q_begin = work.tile * kBlockM;
+    const std::int64_t offset =
+        pattern_offset(p.mode, slot.pattern_index, p.num_patterns, slot.pattern.dilation_rate, h, p.heads);
+    if (offset < 0) return;
+    const VirtualSequence vs = virtual_sequence(p.seq_len, slot.pattern, offset, work.segment);
+    L = vs.length;
+    if (q_begin >= L) return;
+    query_limit = L;
+    first_row = vs.first_row;
+    row_step = vs.row_step;
+  }
   const std::int64_t b = blockIdx.y;
-  const std::int64_t q_begin = work.tile * kBlockM;
-  const std::int64_t offset =
-      pattern_offset(p.mode, slot.pattern_index, p.num_patterns, slot.pattern.dilation_rate, h, p.heads);
-  if (offset < 0) return;
-  const VirtualSequence vs = virtual_sequence(p.seq_len, slot.pattern, offset, work.segment);
-  const std::int64_t L = vs.length;
-  if (q_begin >= L) return;
   const int kv_head = h / (p.heads / p.kv_heads);
-  const std::int64_t row_step = vs.row_step;
 
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
@@ -89,33 +109,45 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
   const std::int64_t q_stride = row_step * p.q.seq_stride;
   const std::int64_t k_stride = row_step * p.k.seq_stride;
   const std::int64_t v_stride = row_step * p.v.seq_stride;
-  const Element* q_copy = p.q.row<const Element>(b, vs.first_row, h) + copy_chunk * 8;
-  const Element* k_copy = p.k.row<const Element>(b, vs.first_row, kv_head) + copy_chunk * 8;
-  const Element* v_copy = p.v.row<const Element>(b, vs.first_row, kv_head) + copy_chunk * 8;
+  const Element* q_copy = p.q.row<const Element>(b, first_row, h) + copy_chunk * 8;
+  const Element* k_copy = p.k.row<const Element>(b, first_row, kv_head) + copy_chunk * 8;
+  const Element* v_copy = p.v.row<const Element>(b, first_row, kv_head) + copy_chunk * 8;
 
-  auto load_kv = [&](std::int64_t tile, int stage) {
+  // Keys [key0, key0 + kBlockN) of which those before `limit` exist.
+  auto load_keys = [&](std::int64_t key0, std::int64_t limit, int stage) {
     Element* k_stage = sK + stage * kBlockN * kHeadDim;
     Element* v_stage = sV + stage * kBlockN * kHeadDim;
 #pragma unroll
     for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
       const int row = copy_row + pass * kRowsPerPass;
-      const std::int64_t j = tile * kBlockN + row;
-      const bool valid = chunk_used && j < L;
+      const std::int64_t j = key0 + row;
+      const bool valid = chunk_used && j < limit;
       const std::int64_t jj = valid ? j : 0;
       copy_async_16(k_stage + swizzled_offset<kHeadDim>(row, copy_chunk), k_copy + jj * k_stride, valid);
       copy_async_16(v_stage + swizzled_offset<kHeadDim>(row, copy_chunk), v_copy + jj * v_stride, valid);
     }
   };
+  auto load_kv = [&](std::int64_t tile, int stage) { load_keys(tile * kBlockN, L, stage); };
+  auto load_sparse = [&](const SparseTile& t, int stage) { load_keys(t.start, t.start + t.count, stage); };
 #pragma unroll
   for (int pass = 0; pass < kBlockM / kRowsPerPass; ++pass) {
     const int row = copy_row + pass * kRowsPerPass;
     const std::int64_t i = q_begin + row;
-    const bool valid = chunk_used && i < L;
+    const bool valid = chunk_used && i < query_limit;
     copy_async_16(sQ + swizzled_offset<kHeadDim>(row, copy_chunk), q_copy + (valid ? i : 0) * q_stride, valid);
   }
-  const std::int64_t key_end = p.causal ? min(L, q_begin + kBlockM) : L;
-  const std::int64_t kv_tiles = (key_end + kBlockN - 1) / kBlockN;
-  load_kv(0, 0);
+  // Key tiles: 0 .. kv_tiles - 1 of the virtual sequence, or the walker's.
+  std::int64_t kv_tiles = 0;
+  SparseTile current{}, following{};
+  bool have_tile = false;
+  if constexpr (kSparse) {
+    have_tile = walker.next(p, current);
+    if (have_tile) load_sparse(current, 0);
+  } else {
+    const std::int64_t key_end = p.causal ? min(L, q_begin + kBlockM) : L;
+    kv_tiles = (key_end + kBlockN - 1) / kBlockN;
+    load_kv(0, 0);
+  }
   copy_async_commit();
 
   // A negative scale is a positive one on -Q: flip the sign bits of the Q fragments.
@@ -135,10 +167,17 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
   }
   const int warp_row = warp * Tile::kWarpRows;
 
-  for (std::int64_t tile = 0; tile < kv_tiles; ++tile) {
+  for (std::int64_t tile = 0; kSparse ? have_tile : tile < kv_tiles; ++tile) {
     const int stage = static_cast<int>(tile & 1);
-    if (tile + 1 < kv_tiles) {
-      load_kv(tile + 1, stage ^ 1);
+    bool prefetch = false;
+    if constexpr (kSparse) {
+      prefetch = walker.next(p, following);
+      if (prefetch) load_sparse(following, stage ^ 1);
+    } else {
+      prefetch = tile + 1 < kv_tiles;
+      if (prefetch) load_kv(tile + 1, stage ^ 1);
+    }
+    if (prefetch) {
       copy_async_commit();
       copy_async_wait<1>();
     } else {
@@ -180,15 +219,32 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
       }
     }
 
-    // Mask (only tiles that reach past the sequence or the diagonal), then the online
+    // Mask (only tiles that reach past the keys, the diagonal or the band), then the online
     // softmax: p = 2^(s * scale_log2 - max * scale_log2) as one FFMA and one MUFU.
-    const std::int64_t key0 = tile * kBlockN;
-    const bool needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
-    // In 32-bit tile coordinates: key column c is masked when c >= key_limit, or (causal)
-    // when c - row > diagonal (key0 + c > q_begin + row).
-    const int key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
-    const int diagonal = static_cast<int>(
-        max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM)), static_cast<std::int64_t>(-kBlockM)));
+    // Key column c of row `row` is kept iff c < key_limit and diagonal_low <= c - row <=
+    // diagonal_high (dilated: diagonal_low unused, diagonal_high only when causal). Plain
+    // ints, not a struct: the dilated instantiation then compiles to the same code as
+    // before kSparse existed.
+    bool needs_mask;
+    int key_limit, diagonal_low = 0, diagonal_high;
+    if constexpr (kSparse) {
+      const Band band = tile_band(p, current.partial);
+      key_limit = current.count;
+      needs_mask =
+          key_limit < kBlockN || !band_covers(band, q_begin + warp_row, q_begin + warp_row + Tile::kWarpRows - 1,
+                                              current.start, current.start + kBlockN - 1);
+      const TileDiagonals diagonals = tile_diagonals(band, q_begin, current.start, kBlockM + kBlockN);
+      diagonal_low = diagonals.low;
+      diagonal_high = diagonals.high;
+    } else {
+      // In 32-bit tile coordinates: key column c is masked when c >= key_limit, or (causal)
+      // when c - row > diagonal_high (key0 + c > q_begin + row).
+      const std::int64_t key0 = tile * kBlockN;
+      needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
+      key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
+      diagonal_high = static_cast<int>(
+          max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM)), static_cast<std::int64_t>(-kBlockM)));
+    }
 #pragma unroll
     for (int m = 0; m < kMTiles; ++m) {
       float tile_max[2] = {-INFINITY, -INFINITY};
@@ -199,7 +255,11 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
           if (needs_mask) {
             const int c = 8 * n + 2 * thread_in_group + (e & 1);
             const int row = warp_row + 16 * m + group + 8 * (e / 2);
-            if (c >= key_limit || (p.causal && c - row > diagonal)) s[m][n][e] = -INFINITY;
+            if constexpr (kSparse) {
+              if (c >= key_limit || c - row > diagonal_high || c - row < diagonal_low) s[m][n][e] = -INFINITY;
+            } else {
+              if (c >= key_limit || (p.causal && c - row > diagonal_high)) s[m][n][e] = -INFINITY;
+            }
           }
           tile_max[e / 2] = fmaxf(tile_max[e / 2], s[m][n][e]);
         }
@@ -254,25 +314,30 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
       }
     }
     __syncthreads();  // the next iteration's copies overwrite the stage just read
+    if constexpr (kSparse) {
+      current = following;
+      have_tile = prefetch;
+    }
   }
+  if constexpr (kSparse) copy_async_wait<0>();  // a query block without keys still copied Q
 
-  // Epilogue: normalise, then write or merge.
+    // Epilogue: normalise, then write or merge (rows without keys: 0 and -inf).
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const std::int64_t i = q_begin + warp_row + 16 * m + group + 8 * r;
-      finish_query_row<Element, kHeadDim>(p, b, h, vs.first_row + i * row_step, i < L, row_sum[m][r],
+      finish_query_row<Element, kHeadDim>(p, b, h, first_row + i * row_step, i < query_limit, row_sum[m][r],
                                           row_max[m][r] * scale_log2, [&](int n, int j) { return o[m][n][2 * r + j]; });
     }
   }
 }
 
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kSparse>
 void launch_flash_forward(const PatternLaunch& p, cudaStream_t stream) {
   using Tile = ForwardTile<kHeadDim>;
   const dim3 grid(static_cast<unsigned>(p.total_ctas), static_cast<unsigned>(p.batch));
-  auto kernel = flash_forward_kernel<Element, kHeadDim>;
+  auto kernel = flash_forward_kernel<Element, kHeadDim, kSparse>;
   if (Tile::kSharedBytes > 48 * 1024) {
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
   }

@@ -2,6 +2,8 @@
 // (dilated_attention_cuda.cu) fills one per pattern; every kernel reads the rows of its
 // virtual sequence in place: row j of virtual sequence (pattern, head offset, segment) is
 // the tensor row first_row + j * dilation_rate, so no gather or scatter copy exists.
+// Block-sparse launches (block_sparse_attention_cuda.cu) run the same kernels' kSparse
+// instantiations, which walk the key blocks a block mask lists instead (SparseLists).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,27 @@ struct PatternSlot {
   std::int64_t segments = 0, tiles_per_segment = 0, cta_begin = 0;
 };
 inline constexpr int kMaxSlots = 16;
+
+// A block mask in CSR form on the device (kernels/block_sparse_attention.hpp): per (mask
+// head, query block) the key blocks in increasing order with their partial flags, and per
+// (mask head, key block) the query blocks. Query head h reads mask head (mask_heads == 1 ?
+// 0 : h). Causal (PatternLaunch::causal) masks every block; the band [min_distance,
+// max_distance] of query - key masks the partial ones.
+struct SparseLists {
+  const std::int64_t* row_offsets = nullptr;
+  const std::int32_t* column_indices = nullptr;
+  const std::uint8_t* row_partial = nullptr;
+  const std::int64_t* column_offsets = nullptr;
+  const std::int32_t* row_indices = nullptr;
+  const std::uint8_t* column_partial = nullptr;
+  std::int64_t block_q = 64, block_k = 64;
+  std::int64_t query_blocks = 0, key_blocks = 0;
+  int mask_heads = 1;
+  std::int64_t min_distance = -INT64_MAX, max_distance = INT64_MAX;
+  // CTAs per block on the side a kernel owns (query blocks for the forward and dQ, key
+  // blocks for dK/dV): ceil(block / rows per CTA); the launcher sets it.
+  std::int64_t tiles_per_block = 1;
+};
 
 struct PatternLaunch {
   // Problem.
@@ -74,6 +97,8 @@ struct PatternLaunch {
   int slot_count = 0;
   PatternSlot slots[kMaxSlots];
   std::int64_t total_ctas = 0;
+  // Block-sparse launches only.
+  SparseLists sparse;
 };
 
 }  // namespace longnet::kernels::cuda

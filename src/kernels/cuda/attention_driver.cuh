@@ -1,0 +1,148 @@
+// Host-side pieces shared by the CUDA attention drivers (dilated_attention_cuda.cu,
+// block_sparse_attention_cuda.cu): which kernel family a call takes, the current stream
+// and device, fills, and the dispatch from (element type, head dim, Hopper or not) to the
+// launchers of attention_launchers.hpp. kSparse picks the kernels' block-sparse
+// instantiations.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <type_traits>
+
+#include "core/status_cuda.hpp"
+#include "kernels/cuda/attention_launchers.hpp"
+#include "kernels/cuda/attention_utility.cuh"
+#include "longnet/core/device.hpp"
+#include "longnet/core/stream.hpp"
+#include "longnet/kernels/dilated_attention.hpp"
+
+namespace longnet::kernels::cuda {
+
+inline bool aligned_rows(const RowTensor& t) {
+  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.batch_stride % 8 == 0 && t.seq_stride % 8 == 0 &&
+         t.head_stride % 8 == 0;
+}
+
+// Tensor cores take bf16/f16 with head_dim a multiple of 8 up to 128 and 16-byte aligned
+// rows of every operand; the rest runs on the exact SIMT kernels.
+inline bool tensor_core_operands(DType dtype, std::int64_t head_dim, std::initializer_list<RowTensor> operands) {
+  if (dtype != DType::bf16 && dtype != DType::f16) return false;
+  if (head_dim % 8 != 0 || head_dim > 128) return false;
+  for (const RowTensor& t : operands) {
+    if (!aligned_rows(t)) return false;
+  }
+  return true;
+}
+
+inline DeviceRows device_rows(const RowTensor& t) { return {t.data, t.batch_stride, t.seq_stride, t.head_stride}; }
+
+inline cudaStream_t current_cuda_stream() {
+  int device = 0;
+  LONGNET_CHECK(cudaGetDevice(&device));
+  return static_cast<cudaStream_t>(current_stream(device).handle);
+}
+
+inline Device current_device() {
+  int device = 0;
+  LONGNET_CHECK(cudaGetDevice(&device));
+  return Device::cuda(device);
+}
+
+template <class Compute>
+void fill(void* data, std::int64_t count, Compute value, cudaStream_t stream) {
+  fill_kernel<Compute><<<grid_for(count, 256), 256, 0, stream>>>(static_cast<Compute*>(data), count, value);
+}
+
+// Hopper (compute capability 9.0) runs the wgmma kernels when they were built.
+inline bool use_sm90_kernels() {
+#ifdef LONGNET_HAVE_SM90A
+  static const bool hopper = [] {
+    int device = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    return major == 9 && minor == 0 && std::getenv("LONGNET_DISABLE_SM90") == nullptr;
+  }();
+  return hopper;
+#else
+  return false;
+#endif
+}
+
+// Rows of the sequence a forward CTA owns on the tensor-core path.
+inline int forward_rows_per_cta() { return use_sm90_kernels() ? kFlashForwardRowsSm90 : kFlashForwardRows; }
+
+template <class Element, bool kSparse = false>
+void launch_forward(const PatternLaunch& l, bool tensor_cores, cudaStream_t stream) {
+  if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
+#ifdef LONGNET_HAVE_SM90A
+    if (tensor_cores && use_sm90_kernels()) {
+      if (l.head_dim <= 64) {
+        launch_flash_forward_sm90<Element, 64, kSparse>(l, stream);
+      } else {
+        launch_flash_forward_sm90<Element, 128, kSparse>(l, stream);
+      }
+      return;
+    }
+#endif
+    if (tensor_cores) {
+      if (l.head_dim <= 64) {
+        launch_flash_forward<Element, 64, kSparse>(l, stream);
+      } else {
+        launch_flash_forward<Element, 128, kSparse>(l, stream);
+      }
+      return;
+    }
+  }
+  using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
+  launch_simt_forward<Element, Compute, kSparse>(l, stream);
+}
+
+template <class Element, bool kSparse = false>
+void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_cores, cudaStream_t stream) {
+  if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
+#ifdef LONGNET_HAVE_SM90A
+    if (tensor_cores && use_sm90_kernels() && !l.deterministic) {
+      if (l.head_dim <= 64) {
+        launch_flash_backward_sm90<Element, 64, kSparse>(l, kv_tiles, stream);
+      } else {
+        launch_flash_backward_sm90<Element, 128, kSparse>(l, kv_tiles, stream);
+      }
+      return;
+    }
+#endif
+    if (tensor_cores) {
+      if (l.head_dim <= 64) {
+        launch_flash_backward<Element, 64, kSparse>(l, kv_tiles, stream);
+      } else {
+        launch_flash_backward<Element, 128, kSparse>(l, kv_tiles, stream);
+      }
+      return;
+    }
+  }
+  using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
+  launch_simt_backward<Element, Compute, kSparse>(l, stream);
+}
+
+// Runs Run<Element>::run(p) for the CUDA element type of `dtype`.
+template <template <class> class Run, class Params>
+void dispatch_float(DType dtype, const Params& p, const char* what) {
+  switch (dtype) {
+    case DType::bf16:
+      return Run<__nv_bfloat16>::run(p);
+    case DType::f16:
+      return Run<__half>::run(p);
+    case DType::f32:
+      return Run<float>::run(p);
+    case DType::f64:
+      return Run<double>::run(p);
+    default:
+      throw Error(str(what, " on CUDA: dtype ", dtype_name(dtype), " is not a float dtype"));
+  }
+}
+
+}  // namespace longnet::kernels::cuda

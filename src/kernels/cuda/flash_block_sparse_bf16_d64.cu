@@ -1,0 +1,12 @@
+// Tensor-core attention kernels of block-sparse launches (kSparse = true) instantiated for
+// bf16 with head-dim tile 64 (mma.sync; the dilated ones are in flash_bf16_d64.cu).
+#include "kernels/cuda/attention_launchers.hpp"
+#include "kernels/cuda/flash_backward.cuh"
+#include "kernels/cuda/flash_forward.cuh"
+
+namespace longnet::kernels::cuda {
+
+template void launch_flash_forward<__nv_bfloat16, 64, true>(const PatternLaunch&, cudaStream_t);
+template void launch_flash_backward<__nv_bfloat16, 64, true>(const PatternLaunch&, std::int64_t, cudaStream_t);
+
+}  // namespace longnet::kernels::cuda
