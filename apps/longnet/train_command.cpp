@@ -423,10 +423,17 @@ int train(const TrainOptions& o, const TrainingWorld& world) {
   return 0;
 }
 
-int run_train(const TrainOptions& o) {
+// `settings`: every option's value (CLI11's configuration text), which must be the same on
+// every process: collectives follow from them (evaluation, checkpoints, the time limit).
+int run_train(const TrainOptions& o, const std::string& settings) {
   TrainingWorld world;
   try {
     world.choose(o);
+    const model::Distribution& distribution = world.distribution();
+    if (distribution.distributed()) {
+      model::require_equal_on_every_rank(*distribution.comm, model::fingerprint(settings),
+                                         "the options of `longnet train` (every process must run the same command)");
+    }
     return train(o, world);
   } catch (const Error& error) {
     if (!world.under_mpi()) throw;
@@ -500,7 +507,7 @@ Command add_train_command(CLI::App& app) {
                 "Bitwise repeatable steps on cuda, so --resume continues exactly (true/false; false: a faster "
                 "attention backward, reproducible only to rounding)")
       ->capture_default_str();
-  return {c, [options] { return run_train(*options); }};
+  return {c, [options, c] { return run_train(*options, c->config_to_str(/*default_also=*/true)); }};
 }
 
 }  // namespace longnet::cli

@@ -148,7 +148,7 @@ void require_equal_on_every_rank(Communicator& comm, std::uint64_t value, const 
   const auto values = all.to_vector<std::int64_t>();
   for (int r = 1; r < P; ++r) {
     if (values[static_cast<std::size_t>(r)] != values[0]) {
-      throw CollectiveError(str(what, " differs between ranks: rank ", r, " and rank 0 disagree (fingerprints ",
+      throw CollectiveError(str(what, ": rank ", r, " differs from rank 0 (fingerprints ",
                                 values[static_cast<std::size_t>(r)], " and ", values[0], ")"));
     }
   }

@@ -80,6 +80,14 @@ expect_error 3 "data parallelism over 3 processes: batch_size = 2" train "${smal
 expect_error 3 "seq_len = 5 with world_size = 3" \
   train "${small[@]}" --batch-size 2 --seq-len 5 --parallel sequence --sequence-order zigzag
 expect_error 2 "--parallel = none with 2 MPI processes" train "${small[@]}" --parallel none
+# Processes that run different commands (here one more evaluation on rank 1) would call
+# different collectives: refused before training.
+if timeout 120 "$mpiexec" -n 2 --oversubscribe bash -c \
+  "exec \"$longnet\" train ${small[*]} --eval-every \$((OMPI_COMM_WORLD_RANK + 1))" > /dev/null 2> "$work/err"; then
+  fail "processes with different options trained"
+fi
+[ "$(grep -c -F "the options of \`longnet train\` (every process must run the same command): rank 1 differs" \
+  "$work/err")" -eq 2 ] || fail "different options: $(cat "$work/err")"
 [ ! -e "$work/bad/checkpoint.safetensors" ] || fail "a failed run wrote a checkpoint"
 
 "$longnet" train --help | grep -q -- "--parallel" || fail "train --help does not list --parallel"

@@ -328,15 +328,16 @@ TEST(DistributedTraining, RanksConfiguredDifferentlyAreAnErrorOnEveryRank) {
   LongNetLM model(config, Device::cpu(), 5);
   TrainingConfig t = training_config();
   if (world()->rank() == 1) t.lr *= 2;
-  expect_error_everywhere(error_of([&] {
-                            Trainer trainer(model, data, t, {world(), Parallelism::data});
-                          }),
-                          "the training setup (model and training configuration, parallelism, batch shape) differs");
+  expect_error_everywhere(
+      error_of([&] {
+        Trainer trainer(model, data, t, {world(), Parallelism::data});
+      }),
+      "the training setup (model and training configuration, parallelism, batch shape): rank 1 differs from rank 0");
   // Parameters that drifted apart on one rank.
   Trainer trainer(model, data, training_config(), {world(), Parallelism::data});
   if (world()->rank() == 1) model.parameters().front()->value.data<float>()[0] += 1e-3f;
   expect_error_everywhere(error_of([&] { trainer.verify_replicas(); }),
-                          "the parameters and optimizer state differs between ranks: rank 1");
+                          "the parameters and optimizer state: rank 1 differs from rank 0");
 }
 
 }  // namespace

@@ -61,7 +61,7 @@ void all_reduce_gradients(Communicator& comm, const std::vector<nn::ParameterPtr
 std::uint64_t fingerprint(const std::vector<Tensor>& tensors);
 std::uint64_t fingerprint(std::string_view bytes);
 // Collective: throws the same CollectiveError on every rank unless every rank passed the
-// same value ("<what> differs between ranks: rank r has ... , rank 0 ...").
+// same value ("<what>: rank r differs from rank 0 (fingerprints ...)", r the first such rank).
 void require_equal_on_every_rank(Communicator& comm, std::uint64_t value, const std::string& what);
 
 }  // namespace longnet::model
