@@ -156,6 +156,30 @@ Tensor output_deltas(const Operand<T>& out, const Operand<T>& dout, const Operan
 
 // The primitives of the instruction set this machine supports.
 template <class T>
+void forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t key_count, std::int64_t q_begin, std::int64_t q_end,
+                  std::int64_t D, bool causal, T scale, T* out, T* lse, const TileWorkspace<T>& w) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (use_avx2()) return avx2::sequence_forward_tile<T>(q, k, v, key_count, q_begin, q_end, D, causal, scale, out, lse, w);
+#endif
+  generic::sequence_forward_tile<T>(q, k, v, key_count, q_begin, q_end, D, causal, scale, out, lse, w);
+}
+
+template <class T>
+void backward_sequence(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta,
+                       std::int64_t key_count, std::int64_t q_begin, std::int64_t q_end, std::int64_t D, bool causal,
+                       T scale, T alpha, MutableRows<T> dq, MutableRows<T> dk, MutableRows<T> dv,
+                       const TileWorkspace<T>& w) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (use_avx2()) {
+    return avx2::sequence_backward<T>(q, k, v, dout, lse, delta, key_count, q_begin, q_end, D, causal, scale, alpha,
+                                      dq, dk, dv, w);
+  }
+#endif
+  generic::sequence_backward<T>(q, k, v, dout, lse, delta, key_count, q_begin, q_end, D, causal, scale, alpha, dq, dk,
+                                dv, w);
+}
+
+template <class T>
 void forward_blocks(Rows<T> q, std::int64_t rows, std::int64_t query0, const KeyBlock<T>* blocks,
                     std::int64_t block_count, std::int64_t D, T scale, T* out, T* lse, const TileWorkspace<T>& w) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -16,7 +16,7 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/cpu/dilated_sequence.hpp"
+#include "kernels/cpu/attention_operands.hpp"
 #include "longnet/core/parallel.hpp"
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilated_attention.hpp"
@@ -27,142 +27,11 @@ namespace {
 using cpu::MutableRows;
 using cpu::Rows;
 
-bool use_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-#else
-  return false;
-#endif
-}
+using cpu::Accumulator;
+using cpu::Operand;
+using cpu::Scratch;
 
-// One thread's scratch for the tile kernels.
-template <class T>
-struct Scratch {
-  std::vector<T> scores, grads, acc, rows;
-  cpu::TileWorkspace<T> workspace;
-
-  explicit Scratch(std::int64_t head_dim)
-      : scores(cpu::kBlockQ * cpu::kBlockK),
-        grads(cpu::kBlockQ * cpu::kBlockK),
-        acc(static_cast<std::size_t>(cpu::kBlockQ * head_dim)),
-        rows(4 * cpu::kBlockQ) {
-    workspace = {scores.data(),
-                 grads.data(),
-                 acc.data(),
-                 rows.data(),
-                 rows.data() + cpu::kBlockQ,
-                 rows.data() + 2 * cpu::kBlockQ,
-                 rows.data() + 3 * cpu::kBlockQ};
-  }
-};
-
-template <class T>
-void forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t key_count, std::int64_t q_begin, std::int64_t q_end,
-                  std::int64_t D, bool causal, T scale, T* out, T* lse, const cpu::TileWorkspace<T>& w) {
-#if defined(__x86_64__) || defined(__i386__)
-  if (use_avx2()) {
-    return cpu::avx2::sequence_forward_tile<T>(q, k, v, key_count, q_begin, q_end, D, causal, scale, out, lse, w);
-  }
-#endif
-  cpu::generic::sequence_forward_tile<T>(q, k, v, key_count, q_begin, q_end, D, causal, scale, out, lse, w);
-}
-
-template <class T>
-void backward_sequence(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta,
-                       std::int64_t key_count, std::int64_t q_begin, std::int64_t q_end, std::int64_t D, bool causal,
-                       T scale, T alpha, MutableRows<T> dq, MutableRows<T> dk, MutableRows<T> dv,
-                       const cpu::TileWorkspace<T>& w) {
-#if defined(__x86_64__) || defined(__i386__)
-  if (use_avx2()) {
-    return cpu::avx2::sequence_backward<T>(q, k, v, dout, lse, delta, key_count, q_begin, q_end, D, causal, scale,
-                                           alpha, dq, dk, dv, w);
-  }
-#endif
-  cpu::generic::sequence_backward<T>(q, k, v, dout, lse, delta, key_count, q_begin, q_end, D, causal, scale, alpha, dq,
-                                     dk, dv, w);
-}
-
-// A (B, N, heads, D) operand in the compute type T: the caller's memory when it already
-// is T, else a widened contiguous copy.
-template <class T>
-struct Operand {
-  Tensor storage;  // keeps a converted copy alive
-  const T* data = nullptr;
-  std::int64_t batch_stride = 0, seq_stride = 0, head_stride = 0;
-
-  const T* row(std::int64_t b, std::int64_t n, std::int64_t h) const {
-    return data + b * batch_stride + n * seq_stride + h * head_stride;
-  }
-};
-
-// Where results accumulate in the compute type T: the caller's output when it already is
-// T (any row strides), else a zeroed contiguous workspace that finish() converts into it.
-template <class T>
-struct Accumulator {
-  Tensor workspace;
-  T* data = nullptr;
-  std::int64_t batch_stride = 0, seq_stride = 0, head_stride = 0;
-
-  T* row(std::int64_t b, std::int64_t n, std::int64_t h) const {
-    return data + b * batch_stride + n * seq_stride + h * head_stride;
-  }
-};
-
-Tensor wrap(const RowTensor& t, DType dtype, std::int64_t B, std::int64_t N, std::int64_t heads, std::int64_t D) {
-  return Tensor::from_blob(t.data, {B, N, heads, D}, dtype, Device::cpu(),
-                           {t.batch_stride, t.seq_stride, t.head_stride, 1});
-}
-
-template <class T>
-Operand<T> operand(const RowTensor& t, const DilatedAttentionParams& p, std::int64_t heads) {
-  Operand<T> o;
-  if (p.dtype == dtype_of<T>::value) {
-    o.data = static_cast<const T*>(t.data);
-    o.batch_stride = t.batch_stride;
-    o.seq_stride = t.seq_stride;
-    o.head_stride = t.head_stride;
-    return o;
-  }
-  o.storage = wrap(t, p.dtype, p.batch, p.seq_len, heads, p.head_dim).to(dtype_of<T>::value).contiguous();
-  o.data = o.storage.template data<T>();
-  o.head_stride = p.head_dim;
-  o.seq_stride = heads * p.head_dim;
-  o.batch_stride = p.seq_len * o.seq_stride;
-  return o;
-}
-
-// An accumulator for the (B, N, heads, D) output `t`, zeroed.
-template <class T>
-Accumulator<T> accumulator(const RowTensor& t, const DilatedAttentionParams& p, std::int64_t heads) {
-  Accumulator<T> a;
-  if (p.dtype == dtype_of<T>::value) {
-    a.data = static_cast<T*>(t.data);
-    a.batch_stride = t.batch_stride;
-    a.seq_stride = t.seq_stride;
-    a.head_stride = t.head_stride;
-    const std::int64_t D = p.head_dim, N = p.seq_len;
-    parallel_for(p.batch * N * heads, 1024, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t item = begin; item < end; ++item) {
-        T* row = a.row(item / (N * heads), (item / heads) % N, item % heads);
-        for (std::int64_t d = 0; d < D; ++d) row[d] = T(0);
-      }
-    });
-    return a;
-  }
-  a.workspace = Tensor::zeros({p.batch, p.seq_len, heads, p.head_dim}, dtype_of<T>::value);
-  a.data = a.workspace.template data<T>();
-  a.head_stride = p.head_dim;
-  a.seq_stride = heads * p.head_dim;
-  a.batch_stride = p.seq_len * a.seq_stride;
-  return a;
-}
-
-// Converts a workspace accumulator into the output `t` (nothing to do when it is `t`).
-template <class T>
-void finish(const Accumulator<T>& a, const RowTensor& t, const DilatedAttentionParams& p, std::int64_t heads) {
-  if (a.workspace.defined()) wrap(t, p.dtype, p.batch, p.seq_len, heads, p.head_dim).copy_from(a.workspace);
-}
+cpu::OperandShape shape_of(const DilatedAttentionParams& p) { return {p.batch, p.seq_len, p.head_dim, p.dtype}; }
 
 template <class T>
 Rows<T> sequence_rows(const Operand<T>& t, std::int64_t b, std::int64_t h, const VirtualSequence& vs) {
@@ -186,11 +55,13 @@ template <class T>
 void forward(const DilatedAttentionParams& p) {
   const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, D = p.head_dim;
   const std::int64_t group = H / p.kv_heads;
-  const Operand<T> q = operand<T>(p.q, p, H), k = operand<T>(p.k, p, p.kv_heads), v = operand<T>(p.v, p, p.kv_heads);
+  const cpu::OperandShape shape = shape_of(p);
+  const Operand<T> q = cpu::make_operand<T>(p.q, shape, H), k = cpu::make_operand<T>(p.k, shape, p.kv_heads),
+                   v = cpu::make_operand<T>(p.v, shape, p.kv_heads);
 
   // Accumulators: output (B, N, H, D) and lse (B, H, N) in T (lse has T's dtype exactly
   // when the output does).
-  const Accumulator<T> out_sum = accumulator<T>(p.out, p, H);
+  const Accumulator<T> out_sum = cpu::make_accumulator<T>(p.out, shape, H);
   Tensor lse_acc;
   T* lse_sum = static_cast<T*>(p.lse);
   if (out_sum.workspace.defined()) {
@@ -225,7 +96,7 @@ void forward(const DilatedAttentionParams& p) {
         const std::int64_t q_end = std::min(vs.length, q_begin + cpu::kBlockQ);
         const std::int64_t kv_head = h / group;
         const Rows<T> q_rows = sequence_rows(q, b, h, vs);
-        forward_tile<T>(Rows<T>{q_rows.row(q_begin), q_rows.stride}, sequence_rows(k, b, kv_head, vs),
+        cpu::forward_tile<T>(Rows<T>{q_rows.row(q_begin), q_rows.stride}, sequence_rows(k, b, kv_head, vs),
                         sequence_rows(v, b, kv_head, vs), vs.length, q_begin, q_end, D, p.causal,
                         static_cast<T>(p.scale), out_tile.data(), lse_tile.data(), scratch.workspace);
         // Merge into the accumulators: lse = log(e^lse + e^tile), out = weighted mix.
@@ -258,7 +129,7 @@ void forward(const DilatedAttentionParams& p) {
       }
     });
   }
-  finish(out_sum, p.out, p, H);
+  cpu::finish_accumulator(out_sum, p.out, shape, H);
   if (lse_acc.defined()) Tensor::from_blob(p.lse, {B, H, N}, lse_dtype(p.dtype)).copy_from(lse_acc);
 }
 
@@ -266,27 +137,19 @@ template <class T>
 void backward(const DilatedAttentionParams& p) {
   const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, Hk = p.kv_heads, D = p.head_dim;
   const std::int64_t group = H / Hk;
-  const Operand<T> q = operand<T>(p.q, p, H), k = operand<T>(p.k, p, Hk), v = operand<T>(p.v, p, Hk);
-  const Operand<T> out = operand<T>(p.out, p, H), dout = operand<T>(p.dout, p, H);
+  const cpu::OperandShape shape = shape_of(p);
+  const Operand<T> q = cpu::make_operand<T>(p.q, shape, H), k = cpu::make_operand<T>(p.k, shape, Hk),
+                   v = cpu::make_operand<T>(p.v, shape, Hk);
+  const Operand<T> out = cpu::make_operand<T>(p.out, shape, H), dout = cpu::make_operand<T>(p.dout, shape, H);
   const T alpha = static_cast<T>(output_scale(p));
 
-  // delta[b, h, n] = sum_d dout * out (with the final output; DESIGN 2.3), and lse in T.
-  Tensor delta_t = Tensor::empty({B, H, N}, dtype_of<T>::value);
-  Tensor lse_t = Tensor::from_blob(p.lse, {B, H, N}, lse_dtype(p.dtype)).to(dtype_of<T>::value);
-  T* delta = delta_t.data<T>();
-  parallel_for(B * H * N, 256, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t item = begin; item < end; ++item) {
-      const std::int64_t n = item % N, h = (item / N) % H, b = item / (N * H);
-      const T* o = out.row(b, n, h);
-      const T* g = dout.row(b, n, h);
-      T sum = 0;
-      for (std::int64_t d = 0; d < D; ++d) sum += o[d] * g[d];
-      delta[item] = sum;
-    }
-  });
+  // delta = rowsum(dout o out) with the final output (DESIGN 2.3), and lse in T.
+  const Tensor delta_t = cpu::output_deltas<T>(out, dout, shape, H);
+  const Tensor lse_t = Tensor::from_blob(p.lse, {B, H, N}, lse_dtype(p.dtype)).to(dtype_of<T>::value);
+  const T* delta = delta_t.data<T>();
 
-  const Accumulator<T> dq = accumulator<T>(p.dq, p, H), dk = accumulator<T>(p.dk, p, Hk),
-                       dv = accumulator<T>(p.dv, p, Hk);
+  const Accumulator<T> dq = cpu::make_accumulator<T>(p.dq, shape, H), dk = cpu::make_accumulator<T>(p.dk, shape, Hk),
+                       dv = cpu::make_accumulator<T>(p.dv, shape, Hk);
   const T* lse = lse_t.data<T>();
   const auto G = static_cast<std::int64_t>(p.patterns.size());
 
@@ -305,7 +168,7 @@ void backward(const DilatedAttentionParams& p) {
           const VirtualSequence vs = virtual_sequence(N, pattern, offset, segment);
           if (vs.length == 0) continue;
           const std::int64_t step = vs.row_step;
-          backward_sequence<T>(sequence_rows(q, b, h, vs), sequence_rows(k, b, kv_head, vs),
+          cpu::backward_sequence<T>(sequence_rows(q, b, h, vs), sequence_rows(k, b, kv_head, vs),
                                sequence_rows(v, b, kv_head, vs), sequence_rows(dout, b, h, vs),
                                Rows<T>{lse + (b * H + h) * N + vs.first_row, step},
                                Rows<T>{delta + (b * H + h) * N + vs.first_row, step}, vs.length, 0, vs.length, D,
@@ -315,9 +178,9 @@ void backward(const DilatedAttentionParams& p) {
       }
     });
   }
-  finish(dq, p.dq, p, H);
-  finish(dk, p.dk, p, Hk);
-  finish(dv, p.dv, p, Hk);
+  cpu::finish_accumulator(dq, p.dq, shape, H);
+  cpu::finish_accumulator(dk, p.dk, shape, Hk);
+  cpu::finish_accumulator(dv, p.dv, shape, Hk);
 }
 
 }  // namespace

@@ -15,7 +15,7 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/cpu/dilated_sequence.hpp"
+#include "kernels/cpu/attention_operands.hpp"
 #include "longnet/core/parallel.hpp"
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilated_attention_tasks.hpp"
@@ -26,59 +26,7 @@ namespace {
 using cpu::MutableRows;
 using cpu::Rows;
 
-bool use_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-#else
-  return false;
-#endif
-}
-
-template <class T>
-void forward_tile(Rows<T> q, Rows<T> k, Rows<T> v, std::int64_t key_count, std::int64_t q_begin, std::int64_t q_end,
-                  std::int64_t D, bool causal, T scale, T* out, T* lse, const cpu::TileWorkspace<T>& w) {
-#if defined(__x86_64__) || defined(__i386__)
-  if (use_avx2()) {
-    return cpu::avx2::sequence_forward_tile<T>(q, k, v, key_count, q_begin, q_end, D, causal, scale, out, lse, w);
-  }
-#endif
-  cpu::generic::sequence_forward_tile<T>(q, k, v, key_count, q_begin, q_end, D, causal, scale, out, lse, w);
-}
-
-template <class T>
-void backward_piece(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, Rows<T> lse, Rows<T> delta, std::int64_t key_count,
-                    std::int64_t query_count, std::int64_t D, bool causal, T scale, T alpha, MutableRows<T> dq,
-                    MutableRows<T> dk, MutableRows<T> dv, const cpu::TileWorkspace<T>& w) {
-#if defined(__x86_64__) || defined(__i386__)
-  if (use_avx2()) {
-    return cpu::avx2::sequence_backward<T>(q, k, v, dout, lse, delta, key_count, 0, query_count, D, causal, scale,
-                                           alpha, dq, dk, dv, w);
-  }
-#endif
-  cpu::generic::sequence_backward<T>(q, k, v, dout, lse, delta, key_count, 0, query_count, D, causal, scale, alpha, dq,
-                                     dk, dv, w);
-}
-
-template <class T>
-struct Scratch {
-  std::vector<T> scores, grads, acc, rows;
-  cpu::TileWorkspace<T> workspace;
-
-  explicit Scratch(std::int64_t head_dim)
-      : scores(cpu::kBlockQ * cpu::kBlockK),
-        grads(cpu::kBlockQ * cpu::kBlockK),
-        acc(static_cast<std::size_t>(cpu::kBlockQ * head_dim)),
-        rows(4 * cpu::kBlockQ) {
-    workspace = {scores.data(),
-                 grads.data(),
-                 acc.data(),
-                 rows.data(),
-                 rows.data() + cpu::kBlockQ,
-                 rows.data() + 2 * cpu::kBlockQ,
-                 rows.data() + 3 * cpu::kBlockQ};
-  }
-};
+using cpu::Scratch;
 
 // A (B, rows, heads, D) operand in the compute type T: the caller's memory when it
 // already is T, else a widened contiguous copy.
@@ -208,7 +156,7 @@ void forward(const DilatedAttentionTasksParams& p) {
         const Rows<T> q_rows{q.row(b, first_row + q_begin * rate, unit.head), rate * q.seq_stride};
         for (std::int64_t i = range.piece_begin; i < range.piece_end; ++i) {
           const KeyPiece& piece = p.pieces[i];
-          forward_tile<T>(q_rows, keys.rows(piece.keys, b, task.kv_head, shift),
+          cpu::forward_tile<T>(q_rows, keys.rows(piece.keys, b, task.kv_head, shift),
                           values.rows(piece.keys, b, task.kv_head, shift), piece.keys.count, q_begin, q_end, D,
                           piece.diagonal, static_cast<T>(p.scale), out_tile.data(), lse_tile.data(), scratch.workspace);
           // Merge into the accumulators: lse = log(e^lse + e^tile), out = weighted mix.
@@ -308,10 +256,10 @@ void backward(const DilatedAttentionTasksParams& p) {
             const Rows<T> delta_rows{delta + (b * H + h) * L + row, rate};
             for (std::int64_t i = range.piece_begin; i < range.piece_end; ++i) {
               const KeyPiece& piece = p.pieces[i];
-              backward_piece<T>(
+              cpu::backward_sequence<T>(
                   Rows<T>{q.row(b, row, h), rate * q.seq_stride}, keys.rows(piece.keys, b, task.kv_head, shift),
                   values.rows(piece.keys, b, task.kv_head, shift), Rows<T>{dout.row(b, row, h), rate * dout.seq_stride},
-                  lse_rows, delta_rows, piece.keys.count, range.count, D, piece.diagonal, static_cast<T>(p.scale),
+                  lse_rows, delta_rows, piece.keys.count, 0, range.count, D, piece.diagonal, static_cast<T>(p.scale),
                   static_cast<T>(in.alpha), MutableRows<T>{dq.row(b, row, h), rate * dq.seq_stride},
                   gradient_rows(piece.keys, dk, dkg, b, task.kv_head, shift),
                   gradient_rows(piece.keys, dv, dvg, b, task.kv_head, shift), scratch.workspace);
