@@ -5,12 +5,17 @@
 // With --find-max-seq it instead finds the longest N whose forward, and whose forward +
 // backward, fit in memory. Defaults follow BENCHMARKS.md: batch 1, H = 8, D = 64,
 // w = [2048, 4096, 8192], r = [1, 2, 4].
+// With --impl block_sparse: block-sparse attention at each N against dense attention
+// (block_sparse_bench.hpp): random block masks at each of --densities, or the mask of
+// --pattern; a sparsity-vs-time table with dense time x density and their ratio.
 #include <iostream>
 #include <memory>
 
 #include "attention_bench.hpp"
 #include "attention_bench_report.hpp"
 #include "attention_options.hpp"
+#include "block_pattern_options.hpp"
+#include "block_sparse_bench.hpp"
 #include "commands.hpp"
 #include "longnet/core/parallel.hpp"
 #include "measure.hpp"
@@ -37,6 +42,11 @@ struct BenchAttentionOptions {
   std::string json, plot;
   bool find_max_seq = false;
   std::string memory_limit;
+  // --impl block_sparse
+  BlockPatternOptions blocks;
+  std::string densities = "0.5,0.25,0.1,0.05";
+  bool deterministic = false;
+  const CLI::Option *segments_flag = nullptr, *dilations_flag = nullptr, *mode_flag = nullptr;
 };
 
 // Sequence lengths of the sweep: --seq-lens, else powers of two from --min-seq to --max-seq.
@@ -69,15 +79,117 @@ std::string device_description(Device device) {
   return "";
 }
 
+// --densities: a non-empty comma list of numbers in (0, 1].
+std::vector<double> parse_densities(const std::string& text) {
+  std::vector<double> values;
+  std::string::size_type begin = 0;
+  for (;;) {
+    const auto end = text.find(',', begin);
+    const std::string item = text.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+    std::size_t used = 0;
+    double value = 0;
+    try {
+      value = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    require(!item.empty() && used == item.size(), "--densities = '", text, "': '", item, "' is not a number");
+    require(value > 0 && value <= 1, "--densities contains ", item, ": densities must be in (0, 1]");
+    values.push_back(value);
+    if (end == std::string::npos) return values;
+    begin = end + 1;
+  }
+}
+
+int run_bench_block_sparse(const BenchAttentionOptions& o, const BlockSparseBenchSetup& setup,
+                           const std::string& device_name) {
+  for (const CLI::Option* flag : {o.segments_flag, o.dilations_flag, o.mode_flag}) {
+    require(flag->count() == 0, flag->get_name(), " is a dilated-attention flag: --impl block_sparse takes ",
+            "--densities or --pattern");
+  }
+  require(!o.find_max_seq, "--find-max-seq: only with --impl dilated");
+  const std::vector<double> densities = parse_densities(o.densities);
+  const std::vector<std::int64_t> lengths = [&] {
+    if (!o.seq_lens.empty() || !o.min_seq.empty() || !o.max_seq.empty()) return sweep_lengths(o, setup.device);
+    return setup.device.is_cuda() ? std::vector<std::int64_t>{16384, 32768, 65536}
+                                  : std::vector<std::int64_t>{1024, 2048};
+  }();
+  const std::int64_t dense_limit = o.dense_max_seq.empty() ? (setup.device.is_cuda() ? 131072 : 8192)
+                                                           : parse_integer(o.dense_max_seq, "--dense-max-seq");
+  BlockSparseBenchReport report;
+  report.setup = setup;
+  report.device_name = device_name;
+  const BlockGrid grid = o.blocks.grid(1, setup.causal);
+  report.block_q = grid.block_q;
+  report.block_k = grid.block_k;
+  if (o.blocks.given()) (void)o.blocks.parsed_patterns();  // bad flags fail before any run
+  for (std::size_t i = 0; i < lengths.size(); ++i) {
+    const std::int64_t n = lengths[i];
+    DenseTiming dense{std::nan(""), std::nan(""), 0, ""};
+    if (!o.no_dense && n <= dense_limit) {
+      progress(str("[", i + 1, "/", lengths.size(), "] dense N = ", n));
+      dense = time_dense_attention(setup, n);
+    }
+    std::vector<std::pair<std::string, BlockMask>> masks;
+    if (o.blocks.given()) {
+      masks.emplace_back(o.blocks.describe(), o.blocks.mask(n, setup.heads, setup.causal));
+    } else {
+      const BlockGrid at_n = o.blocks.grid(n, setup.causal);
+      for (const double density : densities) {
+        const auto per_row = std::max<std::int64_t>(1, std::llround(density * static_cast<double>(at_n.key_blocks())));
+        masks.emplace_back(str("random density ", density), random_blocks(at_n, per_row, 1));
+      }
+    }
+    for (const auto& [name, mask] : masks) {
+      progress(str("[", i + 1, "/", lengths.size(), "] block_sparse N = ", n, ", ", name));
+      BlockSparseBenchRow row = time_block_sparse_attention(setup, mask);
+      row.mask = name;
+      row.dense_forward_ms = dense.forward_ms;
+      row.dense_forward_backward_ms = dense.forward_backward_ms;
+      report.rows.push_back(std::move(row));
+    }
+  }
+  progress("");
+  print_block_sparse_table(std::cout, report);
+  if (!o.json.empty()) {
+    write_block_sparse_json(o.json, report);
+    std::cout << "wrote " << o.json << "\n";
+  }
+  if (!o.plot.empty()) {
+    write_block_sparse_plot(o.plot, report);
+    std::cout << "wrote " << o.plot << "\n";
+  }
+  return 0;
+}
+
 int run_bench_attention(const BenchAttentionOptions& o) {
-  require(o.impl == "dilated", "--impl = '", o.impl,
-          "': must be dilated (block_sparse arrives with the block-sparse attention)");
+  require(o.impl == "dilated" || o.impl == "block_sparse", "--impl = '", o.impl, "': must be dilated or block_sparse");
+  require(o.impl == "block_sparse" || !o.blocks.given(), "--pattern: give --impl block_sparse to benchmark a block ",
+          "mask");
   const Device device = o.compute.parsed_device();
   require(o.batch >= 1, "--batch = ", o.batch, ": must be >= 1");
   require(o.heads >= 1, "--heads = ", o.heads, ": must be >= 1");
   const std::int64_t kv_heads = o.kv_heads == 0 ? o.heads : o.kv_heads;
   require(kv_heads >= 1 && o.heads % kv_heads == 0, "--kv-heads = ", kv_heads, ": must divide --heads = ", o.heads);
   require(o.head_dim >= 1, "--head-dim = ", o.head_dim, ": must be >= 1");
+  require(o.repeat >= 1, "--repeat = ", o.repeat, ": must be >= 1");
+  require(o.warmup >= 0, "--warmup = ", o.warmup, ": must be >= 0");
+  if (o.impl == "block_sparse") {
+    BlockSparseBenchSetup setup;
+    setup.batch = o.batch;
+    setup.heads = o.heads;
+    setup.kv_heads = kv_heads;
+    setup.head_dim = o.head_dim;
+    setup.dtype = o.compute.parsed_dtype(device);
+    setup.device = device;
+    setup.causal = o.attention.causal;
+    setup.warmup = o.warmup;
+    setup.repeat = o.repeat;
+    setup.backward = !o.forward_only;
+    setup.deterministic = o.deterministic;
+    return run_bench_block_sparse(o, setup, device_description(device));
+  }
+  require(!o.deterministic, "--deterministic: only with --impl block_sparse");
 
   AttentionOptions dense_options = o.attention;
   AttentionBenchReport report;
@@ -95,8 +207,6 @@ int run_bench_attention(const BenchAttentionOptions& o) {
   dilated.warmup = o.warmup;
   dilated.repeat = o.repeat;
   dilated.backward = !o.forward_only;
-  require(o.repeat >= 1, "--repeat = ", o.repeat, ": must be >= 1");
-  require(o.warmup >= 0, "--warmup = ", o.warmup, ": must be >= 0");
   if (dilated.config.mode == DilatedMode::head_groups) {
     const auto groups = static_cast<std::int64_t>(dilated.config.segment_lengths.size());
     require(o.heads >= groups, "--heads = ", o.heads, ": head_groups mode with ", groups, " patterns needs at least ",
@@ -156,16 +266,31 @@ int run_bench_attention(const BenchAttentionOptions& o) {
 
 CLI::App* add_bench_attention(CLI::App& bench, const std::shared_ptr<BenchAttentionOptions>& o) {
   auto* command = bench.add_subcommand(
-      "attention", "Dilated vs dense attention over sequence lengths: time, FLOP/s, peak memory; or the longest N");
+      "attention",
+      "Dilated vs dense attention over sequence lengths: time, FLOP/s, peak memory; or the longest N. With --impl "
+      "block_sparse: block-sparse vs dense attention, time against density");
   command->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later flag wins
-  command->add_option("--impl", o->impl, "Implementation: dilated (block_sparse later)")->capture_default_str();
+  command->add_option("--impl", o->impl, "Implementation: dilated (against dense) or block_sparse (against dense)")
+      ->capture_default_str();
   o->attention.add_to(*command, /*patterns_required=*/false);
+  o->segments_flag = command->get_option("--segments");
+  o->dilations_flag = command->get_option("--dilations");
+  o->mode_flag = command->get_option("--mode");
+  o->blocks.add_to(*command, /*with_mask_file=*/false);
+  command
+      ->add_option("--densities", o->densities,
+                   "block_sparse: random block masks of these densities (of the key blocks per query block), "
+                   "unless --pattern is given")
+      ->capture_default_str();
+  command->add_flag("--deterministic", o->deterministic, "block_sparse on CUDA: the backward without atomics");
   o->compute.add_to(*command, "Compute dtype f32, f64, bf16, f16 or auto (f32 on cpu, bf16 on cuda)");
   command->add_option("--batch", o->batch, "Batch size B")->capture_default_str();
   command->add_option("--heads", o->heads, "Query heads H")->capture_default_str();
   command->add_option("--kv-heads", o->kv_heads, "Key/value heads Hk (must divide H; default H)");
   command->add_option("--head-dim", o->head_dim, "Head dimension D")->capture_default_str();
-  command->add_option("--seq-lens", o->seq_lens, "Sequence lengths to sweep, e.g. 8K,32K,128K");
+  command->add_option("--seq-lens", o->seq_lens,
+                      "Sequence lengths to sweep, e.g. 8K,32K,128K (block_sparse default: 16K,32K,64K on cuda, 1K,2K "
+                      "on cpu)");
   command->add_option("--min-seq", o->min_seq,
                       "Sweep powers of two from this N (default 2048 on cpu, 8192 on cuda); first N of --find-max-seq");
   command->add_option("--max-seq", o->max_seq,

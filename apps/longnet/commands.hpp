@@ -16,6 +16,7 @@ struct Command {
 Command add_info_command(CLI::App& app);
 Command add_plan_command(CLI::App& app);
 Command add_attn_command(CLI::App& app);
+Command add_mask_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
 Command add_bench_train(CLI::App& bench);  // `longnet bench train`, under add_bench_command's `bench`
 Command add_train_command(CLI::App& app);

@@ -14,11 +14,9 @@ int main(int argc, char** argv) {
   app.fallthrough();
 
   const std::vector<longnet::cli::Command> commands = {
-      longnet::cli::add_info_command(app),
-      longnet::cli::add_plan_command(app),
-      longnet::cli::add_attn_command(app),
-      longnet::cli::add_bench_command(app),
-      longnet::cli::add_train_command(app),
+      longnet::cli::add_info_command(app),     longnet::cli::add_plan_command(app),
+      longnet::cli::add_attn_command(app),     longnet::cli::add_mask_command(app),
+      longnet::cli::add_bench_command(app),    longnet::cli::add_train_command(app),
       longnet::cli::add_generate_command(app),
   };
 

@@ -96,7 +96,7 @@ void expect_failure(const std::vector<std::string>& args, const std::string& fra
 }
 
 TEST(BenchCommand, BadInputs) {
-  expect_failure(tiny({"--impl", "block_sparse"}), "--impl = 'block_sparse': must be dilated");
+  expect_failure(tiny({"--impl", "ring"}), "--impl = 'ring': must be dilated or block_sparse");
   expect_failure(tiny({"--kv-heads", "3"}), "--kv-heads = 3: must divide --heads = 4");
   expect_failure(tiny({"--seq-lens", "64,x"}), "--seq-lens = '64,x': 'x' is not an integer");
   expect_failure(tiny({"--min-seq", "256", "--max-seq", "128"}), "--max-seq = 128: must be >= --min-seq = 256");
