@@ -1,10 +1,10 @@
 // How the attention kernels' kSparse instantiations walk a block mask (DESIGN 2.5, 3.1):
 // instead of the contiguous keys of a virtual sequence, a CTA's tile loop visits the
-// listed blocks — runs of adjacent blocks with the same partial flag, each cut into tiles
-// of at most the kernel's tile size from the run's start — and skips tiles in which the
-// mask allows no pair with the CTA's own rows. The forward and dQ kernels own query rows
-// and walk key tiles (the row lists); the dK/dV kernels own key rows and walk query tiles
-// (the transposed lists).
+// listed blocks — each cut into tiles of at most 64 positions from its start — and skips
+// tiles in which the mask allows no pair with the CTA's own rows. The forward and dQ
+// kernels own query rows and walk key tiles (the row lists); the dK/dV kernels own key
+// rows and walk query tiles (the transposed lists). The Hopper forward with head_dim 64,
+// whose pipeline stage holds 128 keys, fills a stage with two such tiles.
 //
 // Masks are bands on distance = query - key: causal is lo = 0 for every block; a
 // partial block also has the element band [min_distance, max_distance].
@@ -79,44 +79,61 @@ struct SparseTile {
   bool partial;
 };
 
-// The tiles of list entries [entry, end) of one (mask head, block), skipping those without
-// an allowed pair with the CTA's own positions [own_first, own_last].
+// Positions per tile of the walkers: every kernel's key tile (or query tile) is 64 wide,
+// or (the Hopper forward of head_dim 64) holds two such tiles.
+inline constexpr int kSparseTileRows = 64;
+
+// The tiles of list entries [entry, end) of one (mask head, block): each listed block cut
+// into tiles of at most 64 positions from its start (blocks of 64 or 128 cut exactly),
+// skipping tiles without an allowed pair with the CTA's own positions [own_first,
+// own_last]. kOwnQueries: the CTA owns queries and walks the key blocks of a query block
+// (the row lists); else it owns keys and walks the query blocks listing a key block (the
+// transposed lists). The next entry's index and flag are loaded one tile ahead, so the
+// list's global-memory latency hides behind the current tile's work instead of stalling
+// the prefetch of the next tile; everything else comes from the launch parameters, which
+// keeps the walker to a few registers.
+template <bool kOwnQueries>
 struct SparseTileWalker {
-  const std::int32_t* indices;
-  const std::uint8_t* flags;
-  std::int64_t entry, end;
-  std::int64_t block, limit;  // block size on the walked side; the sequence length
-  int tile;
-  std::int64_t own_first, own_last;
-  bool own_queries;  // the CTA owns queries (walks keys) or keys (walks queries)
-  std::int64_t position = 0, run_end = 0;
-  bool run_partial = false;
+  std::int64_t entry = 0, end = 0;
+  std::int64_t own_first = 0, own_last = 0;
+  std::int64_t position = 0, block_end = 0;
+  std::int32_t ahead_index = 0;  // entry's values (when entry < end)
+  std::uint8_t ahead_flag = 0;
+  bool block_partial = false;
+
+  __device__ __forceinline__ void load_ahead(const PatternLaunch& p) {
+    if (entry < end) {
+      ahead_index = kOwnQueries ? p.sparse.column_indices[entry] : p.sparse.row_indices[entry];
+      ahead_flag = kOwnQueries ? p.sparse.row_partial[entry] : p.sparse.column_partial[entry];
+    }
+  }
 
   __device__ __forceinline__ bool next(const PatternLaunch& p, SparseTile& out) {
+    const std::int64_t block = kOwnQueries ? p.sparse.block_k : p.sparse.block_q;
     for (;;) {
-      if (position >= run_end) {
+      if (position >= block_end) {
         if (entry >= end) return false;
-        const std::int64_t first = indices[entry];
-        const std::uint8_t flag = flags[entry];
-        std::int64_t last = first;
-        for (++entry; entry < end && indices[entry] == last + 1 && flags[entry] == flag; ++entry) ++last;
-        position = first * block;
-        run_end = (last + 1) * block < limit ? (last + 1) * block : limit;
-        run_partial = flag != 0;
+        position = static_cast<std::int64_t>(ahead_index) * block;
+        block_end = position + block < p.seq_len ? position + block : p.seq_len;
+        block_partial = ahead_flag != 0;
+        ++entry;
+        load_ahead(p);
       }
       out.start = position;
-      out.count = static_cast<int>(run_end - position < tile ? run_end - position : tile);
-      out.partial = run_partial;
+      out.count = static_cast<int>(block_end - position < kSparseTileRows ? block_end - position : kSparseTileRows);
+      out.partial = block_partial;
       position += out.count;
       const Band band = tile_band(p, out.partial);
       const std::int64_t first = out.start, last = out.start + out.count - 1;
-      if (own_queries ? band_meets(band, own_first, own_last, first, last)
+      if (kOwnQueries ? band_meets(band, own_first, own_last, first, last)
                       : band_meets(band, first, last, own_first, own_last)) {
         return true;
       }
     }
   }
 };
+using SparseKeyTiles = SparseTileWalker<true>;
+using SparseQueryTiles = SparseTileWalker<false>;
 
 __device__ __forceinline__ int sparse_mask_head(const PatternLaunch& p, int head) {
   return p.sparse.mask_heads == 1 ? 0 : head;
@@ -124,37 +141,30 @@ __device__ __forceinline__ int sparse_mask_head(const PatternLaunch& p, int head
 
 // The key tiles of query block `query_block` for query head `head`, seen from the CTA's
 // queries [own_first, own_last].
-__device__ __forceinline__ SparseTileWalker sparse_key_tiles(const PatternLaunch& p, int head, std::int64_t query_block,
-                                                             int tile, std::int64_t own_first, std::int64_t own_last) {
+__device__ __forceinline__ SparseKeyTiles sparse_key_tiles(const PatternLaunch& p, int head, std::int64_t query_block,
+                                                           std::int64_t own_first, std::int64_t own_last) {
   const std::int64_t list = sparse_mask_head(p, head) * p.sparse.query_blocks + query_block;
-  return {p.sparse.column_indices,
-          p.sparse.row_partial,
-          p.sparse.row_offsets[list],
-          p.sparse.row_offsets[list + 1],
-          p.sparse.block_k,
-          p.seq_len,
-          tile,
-          own_first,
-          own_last,
-          true};
+  SparseKeyTiles walker;
+  walker.entry = p.sparse.row_offsets[list];
+  walker.end = p.sparse.row_offsets[list + 1];
+  walker.own_first = own_first;
+  walker.own_last = own_last;
+  walker.load_ahead(p);
+  return walker;
 }
 
 // The query tiles of the query blocks that list key block `key_block` for query head
 // `head`, seen from the CTA's keys [own_first, own_last].
-__device__ __forceinline__ SparseTileWalker sparse_query_tiles(const PatternLaunch& p, int head, std::int64_t key_block,
-                                                               int tile, std::int64_t own_first,
-                                                               std::int64_t own_last) {
+__device__ __forceinline__ SparseQueryTiles sparse_query_tiles(const PatternLaunch& p, int head, std::int64_t key_block,
+                                                               std::int64_t own_first, std::int64_t own_last) {
   const std::int64_t list = sparse_mask_head(p, head) * p.sparse.key_blocks + key_block;
-  return {p.sparse.row_indices,
-          p.sparse.column_partial,
-          p.sparse.column_offsets[list],
-          p.sparse.column_offsets[list + 1],
-          p.sparse.block_q,
-          p.seq_len,
-          tile,
-          own_first,
-          own_last,
-          false};
+  SparseQueryTiles walker;
+  walker.entry = p.sparse.column_offsets[list];
+  walker.end = p.sparse.column_offsets[list + 1];
+  walker.own_first = own_first;
+  walker.own_last = own_last;
+  walker.load_ahead(p);
+  return walker;
 }
 
 // The rows a CTA owns: tile `cta % tiles_per_block` of block `cta / tiles_per_block` (of

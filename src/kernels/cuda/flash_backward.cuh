@@ -35,6 +35,8 @@ struct BackwardTile {
   // of lse and delta (64 floats each).
   static constexpr int kSharedBytes = 6 * kBlock * kHeadDim * 2 + 2 * kBlock * kScoreLd * 2 + 4 * kBlock * 4;
 };
+static_assert(BackwardTile<64>::kBlock == kSparseTileRows && BackwardTile<128>::kBlock == kSparseTileRows,
+              "the block-sparse walkers cut tiles of the backward's query and key tiles");
 
 // Loads rows [first, first + 64) of a virtual sequence into a swizzled shared tile.
 template <class Element, int kHeadDim, int kThreads>
@@ -158,9 +160,9 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
     // Query and key rows i of this head are tensor rows first_row + i * step; the queries
     // of a dilated launch are the L rows of the virtual sequence, like its keys.
     std::int64_t first_row = 0, step = 1, L = 0;
-    SparseTileWalker walker{};
+    SparseQueryTiles walker{};
     if constexpr (kSparse) {
-      walker = sparse_query_tiles(p, h, key_block, kBlock, k_begin, key_limit - 1);
+      walker = sparse_query_tiles(p, h, key_block, k_begin, key_limit - 1);
     } else {
       const std::int64_t offset =
           pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
@@ -366,12 +368,12 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
   const int h = p.head_begin + blockIdx.y;
   const std::int64_t b = blockIdx.z;
   std::int64_t query_limit = 0, first_row = 0, step = 1, L = 0;
-  SparseTileWalker walker{};
+  SparseKeyTiles walker{};
   if constexpr (kSparse) {
     const SparseRows rows = sparse_rows(p, blockIdx.x, p.sparse.block_q, kBlock);
     q_begin = rows.begin;
     query_limit = rows.end;
-    walker = sparse_key_tiles(p, h, rows.block, kBlock, rows.begin, rows.end - 1);
+    walker = sparse_key_tiles(p, h, rows.block, rows.begin, rows.end - 1);
   } else {
     const std::int64_t offset =
         pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);

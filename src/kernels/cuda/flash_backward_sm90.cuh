@@ -35,6 +35,8 @@ struct Sm90BackwardTile {
   // K, V, two stages of Q and dO, dS^T (64 x 64), two stages of lse and delta, alignment slack.
   static constexpr int kSharedBytes = 6 * kTileBytes + kBlock * kBlock * 2 + 4 * kBlock * 4 + 1024;
 };
+static_assert(Sm90BackwardTile<64>::kBlock == kSparseTileRows && Sm90BackwardTile<128>::kBlock == kSparseTileRows,
+              "the block-sparse walker cuts tiles of the backward's query tile");
 
 template <class Element, int kHeadDim, bool kSparse = false>
 __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
@@ -95,9 +97,9 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
     // Query and key rows i of this head are tensor rows first_row + i * step; the queries
     // of a dilated launch are the L rows of the virtual sequence, like its keys.
     std::int64_t first_row = 0, step = 1, L = 0;
-    SparseTileWalker walker{};
+    SparseQueryTiles walker{};
     if constexpr (kSparse) {
-      walker = sparse_query_tiles(p, h, key_block, kBlock, k_begin, key_limit - 1);
+      walker = sparse_query_tiles(p, h, key_block, k_begin, key_limit - 1);
     } else {
       const std::int64_t offset =
           pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);

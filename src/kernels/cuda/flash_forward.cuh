@@ -36,6 +36,8 @@ struct ForwardTile {
   static constexpr int kChunks = kHeadDim / 8;                                 // 16-byte chunks per row
   static constexpr int kSharedBytes = (kBlockM + 4 * kBlockN) * kHeadDim * 2;  // Q + 2 stages of K, V
 };
+static_assert(ForwardTile<64>::kBlockN == kSparseTileRows && ForwardTile<128>::kBlockN == kSparseTileRows,
+              "the block-sparse walker cuts tiles of the forward's key tile");
 
 // Which pattern, head, segment and query tile blockIdx.x is (see PatternSlot).
 struct ForwardWork {
@@ -72,14 +74,14 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
   // of head h; the keys of a dilated launch are the L rows of the same virtual sequence.
   int h = 0;
   std::int64_t q_begin = 0, query_limit = 0, first_row = 0, row_step = 1, L = 0;
-  SparseTileWalker walker{};
+  SparseKeyTiles walker{};
   if constexpr (kSparse) {
     const std::int64_t per_head = p.sparse.query_blocks * p.sparse.tiles_per_block;
     h = p.head_begin + static_cast<int>(blockIdx.x / per_head);
     const SparseRows rows = sparse_rows(p, blockIdx.x % per_head, p.sparse.block_q, kBlockM);
     q_begin = rows.begin;
     query_limit = rows.end;
-    walker = sparse_key_tiles(p, h, rows.block, kBlockN, rows.begin, rows.end - 1);
+    walker = sparse_key_tiles(p, h, rows.block, rows.begin, rows.end - 1);
   } else {
     const ForwardWork work = forward_work(p);
     const PatternSlot& slot = p.slots[work.slot];

@@ -56,6 +56,9 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   constexpr int kRowsPerPass = kThreads / kChunks;
   constexpr int kSTiles = kBlockN / 8;   // score n-tiles per thread
   constexpr int kOTiles = kHeadDim / 8;  // output n-tiles per thread
+  // Block-sparse: a stage holds kHalves tiles of the walker (64 keys each, from any listed
+  // blocks), so the 128-key stages of head_dim 64 are full even with isolated 64-blocks.
+  constexpr int kSparseTile = kSparseTileRows, kHalves = kBlockN / kSparseTile;
   extern __shared__ unsigned char shared_raw[];
   // Swizzled tiles must start at 1024-byte boundaries.
   unsigned char* shared_base =
@@ -68,14 +71,14 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   // of head h; the keys of a dilated launch are the L rows of the same virtual sequence.
   int h = 0;
   std::int64_t q_begin = 0, query_limit = 0, first_row = 0, row_step = 1, L = 0;
-  SparseTileWalker walker{};
+  SparseKeyTiles walker{};
   if constexpr (kSparse) {
     const std::int64_t per_head = p.sparse.query_blocks * p.sparse.tiles_per_block;
     h = p.head_begin + static_cast<int>(blockIdx.x / per_head);
     const SparseRows rows = sparse_rows(p, blockIdx.x % per_head, p.sparse.block_q, kBlockM);
     q_begin = rows.begin;
     query_limit = rows.end;
-    walker = sparse_key_tiles(p, h, rows.block, kBlockN, rows.begin, rows.end - 1);
+    walker = sparse_key_tiles(p, h, rows.block, rows.begin, rows.end - 1);
   } else {
     const ForwardWork work = forward_work(p);
     const PatternSlot& slot = p.slots[work.slot];
@@ -123,7 +126,31 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
     }
   };
   auto load_kv = [&](std::int64_t tile, int stage) { load_keys(tile * kBlockN, L, stage); };
-  auto load_sparse = [&](const SparseTile& t, int stage) { load_keys(t.start, t.start + t.count, stage); };
+  // Row r of a block-sparse stage is row r % 64 of tile t[r / 64].
+  auto load_sparse = [&](const SparseTile(&t)[kHalves], int stage) {
+    Element* k_stage = sK + stage * kBlockN * kHeadDim;
+    Element* v_stage = sV + stage * kBlockN * kHeadDim;
+#pragma unroll
+    for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
+      const int row = copy_row + pass * kRowsPerPass;
+      // copy_row < kRowsPerPass, which divides 64: the part is a compile-time index.
+      const SparseTile& part = t[pass * kRowsPerPass / kSparseTile];
+      const int r = row % kSparseTile;
+      const bool valid = chunk_used && r < part.count;
+      const std::int64_t jj = valid ? part.start + r : 0;
+      copy_async_16(k_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), k_copy + jj * k_stride, valid);
+      copy_async_16(v_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), v_copy + jj * v_stride, valid);
+    }
+  };
+  // The walker's next kHalves tiles (count 0 past the end); whether there is one.
+  auto next_tiles = [&](SparseTile(&t)[kHalves]) {
+#pragma unroll
+    for (int half = 0; half < kHalves; ++half) {
+      t[half].count = 0;
+      walker.next(p, t[half]);
+    }
+    return t[0].count > 0;
+  };
 #pragma unroll
   for (int pass = 0; pass < kBlockM / kRowsPerPass; ++pass) {
     const int row = copy_row + pass * kRowsPerPass;
@@ -133,10 +160,10 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   }
   // Key tiles: 0 .. kv_tiles - 1 of the virtual sequence, or the walker's.
   std::int64_t kv_tiles = 0;
-  SparseTile current{}, following{};
+  SparseTile current[kHalves] = {}, following[kHalves] = {};
   bool have_tile = false;
   if constexpr (kSparse) {
-    have_tile = walker.next(p, current);
+    have_tile = next_tiles(current);
     if (have_tile) load_sparse(current, 0);
   } else {
     const std::int64_t key_end = p.causal ? min(L, q_begin + kBlockM) : L;
@@ -159,7 +186,7 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
     const int stage = static_cast<int>(tile & 1);
     bool prefetch = false;
     if constexpr (kSparse) {
-      prefetch = walker.next(p, following);
+      prefetch = next_tiles(following);
       if (prefetch) {
         load_sparse(following, stage ^ 1);
         copy_async_commit();
@@ -200,20 +227,27 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
     wgmma_fence_registers(s);
 
     // Mask and online softmax (scores in base 2).
-    // Key column c of row `row` is kept iff c < key_limit and diagonal_low <= c - row <=
-    // diagonal_high (dilated: diagonal_low unused, diagonal_high only when causal). Plain
-    // ints, not a struct: the dilated instantiation then compiles to the same code as
-    // before kSparse existed.
+    // Dilated: key column c of row `row` is kept iff c < key_limit and (when causal) c - row
+    // <= diagonal_high. Block-sparse, per 64-key part of the stage (column c is column
+    // c % 64 of part c / 64): kept iff c % 64 < part_limit and part_low <= c % 64 - row <=
+    // part_high. (Plain ints, not structs: the dilated instantiation then compiles to the
+    // same code as before kSparse existed.)
     bool needs_mask;
-    int key_limit, diagonal_low = 0, diagonal_high;
+    int key_limit, diagonal_high;
+    int part_limit[kHalves], part_low[kHalves], part_high[kHalves];
     if constexpr (kSparse) {
-      const Band band = tile_band(p, current.partial);
-      key_limit = current.count;
-      needs_mask = key_limit < kBlockN || !band_covers(band, q_begin + warp_row, q_begin + warp_row + 15, current.start,
-                                                       current.start + kBlockN - 1);
-      const TileDiagonals diagonals = tile_diagonals(band, q_begin, current.start, kBlockM + kBlockN);
-      diagonal_low = diagonals.low;
-      diagonal_high = diagonals.high;
+      needs_mask = false;
+#pragma unroll
+      for (int half = 0; half < kHalves; ++half) {
+        const Band band = tile_band(p, current[half].partial);
+        part_limit[half] = current[half].count;
+        needs_mask = needs_mask || part_limit[half] < kSparseTile ||
+                     !band_covers(band, q_begin + warp_row, q_begin + warp_row + 15, current[half].start,
+                                  current[half].start + kSparseTile - 1);
+        const TileDiagonals diagonals = tile_diagonals(band, q_begin, current[half].start, kBlockM + kBlockN);
+        part_low[half] = diagonals.low;
+        part_high[half] = diagonals.high;
+      }
     } else {
       const std::int64_t key0 = tile * kBlockN;
       needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
@@ -231,7 +265,8 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
           const int c = 8 * n + 2 * thread_in_group + (e & 1);
           const int row = warp_row + group + 8 * (e / 2);
           if constexpr (kSparse) {
-            if (c >= key_limit || c - row > diagonal_high || c - row < diagonal_low) x = -INFINITY;
+            const int half = n / (kSparseTile / 8), cc = c % kSparseTile;  // c / 64, at compile time
+            if (cc >= part_limit[half] || cc - row > part_high[half] || cc - row < part_low[half]) x = -INFINITY;
           } else {
             if (c >= key_limit || (p.causal && c - row > diagonal_high)) x = -INFINITY;
           }
@@ -288,7 +323,8 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
     wgmma_fence_registers(o);
     __syncthreads();  // the next iteration's copies overwrite the stage just read
     if constexpr (kSparse) {
-      current = following;
+#pragma unroll
+      for (int half = 0; half < kHalves; ++half) current[half] = following[half];
       have_tile = prefetch;
     }
   }
