@@ -1,6 +1,7 @@
 // Positional encodings (positional.hpp) over kernels/rotary.hpp.
 #include "longnet/nn/positional.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "longnet/kernels/rotary.hpp"
@@ -37,6 +38,22 @@ void PositionalConfig::validate(std::int64_t head_dim) const {
 
 double xpos_center(std::int64_t seq_len) { return static_cast<double>((seq_len + 1) / 2); }
 
+void check_xpos_range(const PositionalConfig& config, double max_distance, DType dtype) {
+  if (config.kind != PositionalEncoding::xpos) return;
+  // ln of the largest factor, zeta = 2/7 (pair 0); the limit keeps the factor (e^84 ~ 3e36
+  // in float32/bf16) a few orders below the largest finite value, for the values it scales.
+  const double log_factor = std::log(3.5) * max_distance / config.xpos_scale_base;
+  const double limit = dtype == DType::f64 ? 700.0 : 84.0;
+  if (log_factor <= limit) return;
+  const double longest = 2.0 * limit * config.xpos_scale_base / std::log(3.5);
+  throw Error(str("positional = xpos: positions ", static_cast<std::int64_t>(max_distance),
+                  " tokens from the centre need factors up to e^", static_cast<std::int64_t>(log_factor),
+                  ", beyond the range of ", dtype_name(dtype), " (xpos_scale_base = ", config.xpos_scale_base,
+                  " allows sequences up to about ", static_cast<std::int64_t>(longest),
+                  " tokens); use positional = rope, raise xpos_scale_base to at least ",
+                  std::ceil(std::log(3.5) * max_distance / limit), ", or use shorter sequences"));
+}
+
 Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::int64_t position_start, double center,
                         bool is_key, bool transpose) {
   require(x.defined() && x.dim() == 4, "apply_positional: x must be (batch, seq_len, heads, head_dim)");
@@ -47,6 +64,9 @@ Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::in
     return out;
   }
   config.validate(in.size(3));
+  const double first = static_cast<double>(position_start) - center;
+  const double last = static_cast<double>(position_start + in.size(1) - 1) - center;
+  if (in.size(1) > 0) check_xpos_range(config, std::max(std::fabs(first), std::fabs(last)), in.dtype());
   kernels::RotaryParams p;
   p.batch = in.size(0);
   p.seq_len = in.size(1);

@@ -178,6 +178,31 @@ TEST(ModelKernels, XposScoresDependOnlyOnDistanceAndTheCenterCancels) {
   EXPECT_GT(std::abs(score(17, 9, 0.0) - score(17, 1, 0.0)), 1e-3);  // but the distance matters
 }
 
+// Found on the H100: training 131,072 tokens with xPos (scale_base 512) gave a NaN loss at
+// step 0, the key factor (7/2)^(65536/512) = e^160 being infinite in float32.
+TEST(ModelKernels, XposRefusesSequencesWhoseFactorsOverflow) {
+  const PositionalConfig config{.kind = PositionalEncoding::xpos, .xpos_scale_base = 512.0};
+  const Tensor x = Tensor::randn({1, 4, 1, 8}, 1);
+  // 65,536 tokens (distance 32,768: e^80) still fit float32; 131,072 (e^160) do not.
+  EXPECT_NO_THROW(apply_positional(config, x, 0, xpos_center(65536), true));
+  try {
+    apply_positional(config, x, 0, xpos_center(131072), true);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    for (const char* part : {"positional = xpos", "65536 tokens from the centre", "range of f32", "rope", "xpos_scale_base"}) {
+      EXPECT_NE(what.find(part), std::string::npos) << part << " in: " << what;
+    }
+  }
+  // float64 has room, and so have a larger scale base and RoPE.
+  EXPECT_NO_THROW(apply_positional(config, x.to(DType::f64), 0, xpos_center(131072), true));
+  EXPECT_NO_THROW(apply_positional({.kind = PositionalEncoding::xpos, .xpos_scale_base = 1024.0}, x, 0,
+                                   xpos_center(131072), true));
+  EXPECT_NO_THROW(apply_positional({.kind = PositionalEncoding::rope}, x, 0, xpos_center(1 << 30), true));
+  const auto y = apply_positional(config, x, 0, xpos_center(65536), true).to_vector<float>();
+  for (float v : y) EXPECT_TRUE(std::isfinite(v));
+}
+
 TEST(ModelKernels, DropoutMaskIsAPureFunctionOfItsCounters) {
   const std::uint64_t key = kernels::counter_key(1, 2, 3);
   EXPECT_EQ(key, kernels::counter_key(1, 2, 3));

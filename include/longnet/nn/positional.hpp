@@ -26,6 +26,14 @@ struct PositionalConfig {
 // it: ceil(N / 2). It cancels in q·k.
 double xpos_center(std::int64_t seq_len);
 
+// xPos multiplies queries by zeta^(d / scale_base) and keys by its inverse, d the distance
+// from the centre; with zeta down to 2/7 the factors reach e^(1.2528 d / scale_base), which
+// leaves float32/bf16 (and float64) range for long sequences: about 68K tokens at the
+// default scale_base 512 in float32/bf16 (torchscale has the same limit). Throws Error
+// naming the sequence, the factor and the ways out when positions up to `max_distance`
+// from the centre would overflow `dtype`; nothing to check for RoPE or none.
+void check_xpos_range(const PositionalConfig& config, double max_distance, DType dtype);
+
 // A new contiguous tensor: x with the encoding applied (a copy of x for `none`).
 // `is_key` selects xPos's inverse factor; `transpose` applies the transposed map (backward).
 Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::int64_t position_start, double center,
