@@ -29,7 +29,7 @@ class DeviceGuard {
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
  private:
-  int previous_ = -1;
+  [[maybe_unused]] int previous_ = -1;  // the device to restore (builds without CUDA never set it)
 };
 
 // Sets the current stream for the lifetime of a scope.
