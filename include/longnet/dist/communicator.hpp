@@ -115,7 +115,7 @@ class MpiSession {
   MpiSession& operator=(const MpiSession&) = delete;
 
  private:
-  bool initialized_here_ = false;
+  [[maybe_unused]] bool initialized_here_ = false;  // unused in builds without MPI
 };
 
 // A communicator over all processes of the MPI job (a duplicate of MPI_COMM_WORLD, so its
