@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "attention/attention_calls.hpp"
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilated_attention.hpp"
 
@@ -65,18 +66,10 @@ void require_float_tensor(const Tensor& t, const char* name) {
   require(t.dim() == 4, name, " has shape ", shape_to_string(t.shape()), ": must be (batch, seq_len, heads, head_dim)");
 }
 
-Backend resolve(Backend backend, const Tensor& q) {
-  const Backend device_backend = q.device().is_cuda() ? Backend::cuda : Backend::cpu;
-  if (backend == Backend::automatic) return device_backend;
-  require(backend == device_backend, "backend = ", to_string(backend), " but the tensors are on ",
-          to_string(q.device()), ": move them or use backend auto");
-  return backend;
-}
+using attention_calls::row_tensor;
+using attention_calls::with_contiguous_rows;
 
-kernels::RowTensor row_tensor(const Tensor& t) { return {t.data(), t.stride(0), t.stride(1), t.stride(2)}; }
-
-// The head_dim axis must be contiguous for the kernels; anything else is copied.
-Tensor with_contiguous_rows(const Tensor& t) { return t.stride(3) == 1 || t.size(3) == 1 ? t : t.contiguous(); }
+Backend resolve(Backend backend, const Tensor& q) { return attention_calls::resolve_backend(backend, q); }
 
 kernels::DilatedAttentionParams make_params(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k) {
   kernels::DilatedAttentionParams p;
@@ -151,17 +144,7 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
                                               const Tensor& dout_in, Backend backend) {
   validate_attention_inputs(config, q_in, k_in, v_in);
   backend = resolve(backend, q_in);
-  require(dout_in.defined() && dout_in.shape() == q_in.shape(), "dout has shape ",
-          dout_in.defined() ? shape_to_string(dout_in.shape()) : std::string("(undefined)"), ": must equal q's shape ",
-          shape_to_string(q_in.shape()));
-  require(dout_in.dtype() == q_in.dtype() && dout_in.device() == q_in.device(), "dout is ", dtype_name(dout_in.dtype()),
-          " on ", to_string(dout_in.device()), ": must match q (", dtype_name(q_in.dtype()), " on ",
-          to_string(q_in.device()), ")");
-  require(forward.out.defined() && forward.out.shape() == q_in.shape() && forward.out.dtype() == q_in.dtype(),
-          "forward output does not match q: pass the AttentionOutput of the forward pass of these inputs");
-  require(forward.lse.defined() && forward.lse.dtype() == kernels::lse_dtype(q_in.dtype()) &&
-              forward.lse.shape() == Shape{q_in.size(0), q_in.size(2), q_in.size(1)},
-          "forward lse must be ", dtype_name(kernels::lse_dtype(q_in.dtype())), " of shape (batch, heads, seq_len)");
+  attention_calls::validate_backward_inputs(q_in, forward, dout_in);
   const Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in), v = with_contiguous_rows(v_in);
   const Tensor out = with_contiguous_rows(forward.out), dout = with_contiguous_rows(dout_in);
   const Tensor lse = forward.lse.contiguous();

@@ -1,0 +1,31 @@
+// Shared pieces of the attention operators' calls (attention_calls.hpp).
+#include "attention/attention_calls.hpp"
+
+#include <string>
+
+namespace longnet::attention_calls {
+
+Backend resolve_backend(Backend backend, const Tensor& q) {
+  const Backend device_backend = q.device().is_cuda() ? Backend::cuda : Backend::cpu;
+  if (backend == Backend::automatic) return device_backend;
+  require(backend == device_backend, "backend = ", to_string(backend), " but the tensors are on ",
+          to_string(q.device()), ": move them or use backend auto");
+  return backend;
+}
+
+void validate_backward_inputs(const Tensor& q, const AttentionOutput& forward, const Tensor& dout) {
+  require(dout.defined() && dout.shape() == q.shape(), "dout has shape ",
+          dout.defined() ? shape_to_string(dout.shape()) : std::string("(undefined)"), ": must equal q's shape ",
+          shape_to_string(q.shape()));
+  require(dout.dtype() == q.dtype() && dout.device() == q.device(), "dout is ", dtype_name(dout.dtype()), " on ",
+          to_string(dout.device()), ": must match q (", dtype_name(q.dtype()), " on ", to_string(q.device()), ")");
+  require(forward.out.defined() && forward.out.shape() == q.shape() && forward.out.dtype() == q.dtype() &&
+              forward.out.device() == q.device(),
+          "forward output does not match q: pass the AttentionOutput of the forward pass of these inputs");
+  require(forward.lse.defined() && forward.lse.dtype() == kernels::lse_dtype(q.dtype()) &&
+              forward.lse.shape() == Shape{q.size(0), q.size(2), q.size(1)} && forward.lse.device() == q.device(),
+          "forward lse must be ", dtype_name(kernels::lse_dtype(q.dtype())),
+          " of shape (batch, heads, seq_len) on q's device");
+}
+
+}  // namespace longnet::attention_calls
