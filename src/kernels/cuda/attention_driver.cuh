@@ -18,6 +18,7 @@
 #include "kernels/cuda/attention_utility.cuh"
 #include "longnet/core/device.hpp"
 #include "longnet/core/stream.hpp"
+#include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilated_attention.hpp"
 
 namespace longnet::kernels::cuda {
@@ -126,6 +127,30 @@ void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_
   }
   using Compute = std::conditional_t<std::is_same_v<Element, double>, double, float>;
   launch_simt_backward<Element, Compute, kSparse>(l, stream);
+}
+
+// delta = rowsum(dO o O) per (batch, head, row) in the compute type (DESIGN 2.3: the
+// final output), (B, H, N) on the current device.
+template <class Element, class Compute>
+Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t batch, std::int64_t seq_len,
+                     std::int64_t heads, std::int64_t head_dim, cudaStream_t stream) {
+  Tensor delta = Tensor::empty({batch, heads, seq_len}, dtype_of<Compute>::value, current_device());
+  delta_kernel<Element, Compute><<<grid_for(batch * heads * seq_len * 32, 256), 256, 0, stream>>>(
+      device_rows(out), device_rows(dout), static_cast<Compute*>(delta.data()), batch, seq_len,
+      static_cast<int>(heads), static_cast<int>(head_dim));
+  LONGNET_CHECK(cudaGetLastError());
+  return delta;
+}
+
+// Writes a contiguous (B, N, heads, D) accumulator in the compute type into `target`
+// (any row strides) in the output dtype.
+template <class Element, class Compute>
+void convert_accumulator(const Tensor& accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
+                         std::int64_t heads, std::int64_t head_dim, cudaStream_t stream) {
+  convert_accumulator_kernel<Element, Compute><<<grid_for(accumulator.numel(), 256), 256, 0, stream>>>(
+      static_cast<const Compute*>(accumulator.data()), device_rows(target), batch, seq_len, static_cast<int>(heads),
+      static_cast<int>(head_dim), Compute(1));
+  LONGNET_CHECK(cudaGetLastError());
 }
 
 // Runs Run<Element>::run(p) for the CUDA element type of `dtype`.

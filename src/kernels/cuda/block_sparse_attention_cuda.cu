@@ -123,11 +123,7 @@ void backward(const BlockSparseAttentionParams& p) {
   const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, Hk = p.kv_heads, D = p.head_dim;
   const DType compute = dtype_of<Compute>::value;
 
-  Tensor delta = Tensor::empty({B, H, N}, compute, device);
-  cuda::delta_kernel<Element, Compute><<<cuda::grid_for(B * H * N * 32, 256), 256, 0, stream>>>(
-      cuda::device_rows(p.out), cuda::device_rows(p.dout), static_cast<Compute*>(delta.data()), B, N,
-      static_cast<int>(H), static_cast<int>(D));
-  LONGNET_CHECK(cudaGetLastError());
+  const Tensor delta = cuda::output_deltas<Element, Compute>(p.out, p.dout, B, N, H, D, stream);
   Tensor dq = Tensor::zeros({B, N, H, D}, compute, device);
   // The CTA that owns a key row walks every query of every head of its kv group, so with
   // one head per kv head its dK, dV are final: written in the output dtype, no accumulator.
@@ -159,10 +155,7 @@ void backward(const BlockSparseAttentionParams& p) {
   LONGNET_CHECK(cudaGetLastError());
 
   auto convert = [&](const Tensor& accumulator, const RowTensor& target, std::int64_t heads) {
-    cuda::convert_accumulator_kernel<Element, Compute><<<cuda::grid_for(accumulator.numel(), 256), 256, 0, stream>>>(
-        static_cast<const Compute*>(accumulator.data()), cuda::device_rows(target), B, N, static_cast<int>(heads),
-        static_cast<int>(D), Compute(1));
-    LONGNET_CHECK(cudaGetLastError());
+    cuda::convert_accumulator<Element, Compute>(accumulator, target, B, N, heads, D, stream);
   };
   convert(dq, p.dq, H);
   if (!direct_kv) {
