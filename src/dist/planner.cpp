@@ -78,15 +78,29 @@ std::vector<RankCost> rank_costs(const PlannerInput& in, const SequenceLayout& l
   return costs;
 }
 
+// The model's sizes as doubles, with the defaults of PlannerInput resolved.
+struct Sizes {
+  double H, Hk, D;  // query heads, key/value heads, head dimension
+  double d, f;      // model and feed-forward width
+  double b, a;      // bytes of an activation and of an accumulator (gradients, AdamW state)
+};
+
+Sizes sizes_of(const PlannerInput& in) {
+  Sizes z{};
+  z.H = static_cast<double>(in.heads);
+  z.Hk = static_cast<double>(in.kv_heads);
+  z.D = static_cast<double>(in.head_dim);
+  z.d = in.model_dim > 0 ? static_cast<double>(in.model_dim) : z.H * z.D;
+  z.f = in.ffn_dim > 0 ? static_cast<double>(in.ffn_dim) : 4 * z.d;
+  z.b = static_cast<double>(dtype_size(in.dtype));
+  z.a = in.dtype == DType::f64 ? 8.0 : 4.0;
+  return z;
+}
+
 }  // namespace
 
 double memory_bound_bytes_per_token_layer(const PlannerInput& in) {
-  const auto H = static_cast<double>(in.heads), Hk = static_cast<double>(in.kv_heads);
-  const auto D = static_cast<double>(in.head_dim);
-  const double d = in.model_dim > 0 ? static_cast<double>(in.model_dim) : H * D;
-  const double f = in.ffn_dim > 0 ? static_cast<double>(in.ffn_dim) : 4 * d;
-  const auto b = static_cast<double>(dtype_size(in.dtype));
-  const double a = in.dtype == DType::f64 ? 8.0 : 4.0;
+  const auto [H, Hk, D, d, f, b, a] = sizes_of(in);
   const double q = H * D, kv = Hk * D;
   // Elements normalised per token: pre-LN of attention and of the feed-forward (d), the
   // MAGNETO sub-LNs before the out projection (H D) and inside the feed-forward (f).
@@ -107,13 +121,9 @@ double memory_bound_bytes_per_token_layer(const PlannerInput& in) {
 PlannerEstimate estimate_sequence_parallel_run(const PlannerInput& in) {
   validate(in);
   const PlannerConstants& k = in.constants;
-  const auto H = static_cast<double>(in.heads), Hk = static_cast<double>(in.kv_heads);
-  const auto D = static_cast<double>(in.head_dim), B = static_cast<double>(in.batch);
-  const double d = in.model_dim > 0 ? static_cast<double>(in.model_dim) : H * D;
-  const double f = in.ffn_dim > 0 ? static_cast<double>(in.ffn_dim) : 4 * d;
+  const auto [H, Hk, D, d, f, b, a] = sizes_of(in);
+  const auto B = static_cast<double>(in.batch);
   const auto V = static_cast<double>(in.vocab), L = static_cast<double>(in.layers);
-  const auto b = static_cast<double>(dtype_size(in.dtype));
-  const double a = in.dtype == DType::f64 ? 8.0 : 4.0;  // accumulation bytes
 
   // Parameters: q, k, v, out projections, feed-forward, layer norms (weight + bias) with
   // the MAGNETO sub-LNs, then the tied embedding and the final norm.
