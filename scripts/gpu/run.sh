@@ -20,6 +20,8 @@ bin=$bundle/bin
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 status=0
+# Whether a word is a step name (it ends the arguments of bench and profile).
+is_step() { case "$1" in info | tests | sanitize | bench | profile | exec) return 0 ;; *) return 1 ;; esac; }
 while [ $# -gt 0 ]; do
   step=$1
   shift
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
       ;;
     bench)
       args=()
-      while [ $# -gt 0 ] && [[ "$1" != info && "$1" != tests && "$1" != sanitize && "$1" != bench && "$1" != profile && "$1" != exec ]]; do
+      while [ $# -gt 0 ] && ! is_step "$1"; do
         args+=("$1")
         shift
       done
@@ -55,7 +57,7 @@ while [ $# -gt 0 ]; do
       ;;
     profile)
       args=()
-      while [ $# -gt 0 ] && [[ "$1" != info && "$1" != tests && "$1" != sanitize && "$1" != bench && "$1" != profile && "$1" != exec ]]; do
+      while [ $# -gt 0 ] && ! is_step "$1"; do
         args+=("$1")
         shift
       done
