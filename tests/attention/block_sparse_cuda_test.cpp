@@ -68,29 +68,6 @@ void expect_exact_float(const BlockSparseProblem& p, const BlockMask& mask, std:
   check(gpu.grads.dv, naive.dv, o.dv, "dv");
 }
 
-double max_abs_error(const Tensor& actual, const Tensor& expected) {
-  const auto a = actual.to_vector<double>(), e = expected.to_vector<double>();
-  double worst = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::isinf(e[i]) && a[i] == e[i]) continue;
-    worst = std::max(worst, std::isnan(a[i]) ? INFINITY : std::fabs(a[i] - e[i]));
-  }
-  return worst;
-}
-
-// FlashAttention's absolute tolerance, as in dilated_cuda_test.cpp: twice the rounding
-// error of representing the reference shifted by 0.3 in the dtype, at least 1e-3.
-double rounding_tolerance(const Tensor& expected, DType dtype) {
-  auto round = [dtype](double x) {
-    return dtype == DType::bf16 ? static_cast<double>(BFloat16(x)) : static_cast<double>(Float16(x));
-  };
-  double worst = 0;
-  for (double x : expected.to_vector<double>()) {
-    if (std::isfinite(x)) worst = std::max(worst, std::fabs(round(round(x + 0.3) - 0.3) - x));
-  }
-  return std::max(2 * worst, 1e-3);
-}
-
 // Tensor-core paths (and bf16/f16 on SIMT): max |error| <= 2 x max |error of the naive
 // computation in the same precision| + the rounding tolerance; lse within 1e-5.
 void expect_half(const BlockSparseProblem& p, const BlockMask& mask, std::uint64_t seed, DType dtype,

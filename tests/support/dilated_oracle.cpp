@@ -4,6 +4,7 @@
 // offset formulas are taken from the shared header (they are unit-tested on their own).
 #include "support/dilated_oracle.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -257,6 +258,27 @@ double relative_l2_error(const Tensor& actual_in, const Tensor& expected_in, dou
   const double floor = floor_rms * floor_rms * static_cast<double>(actual.size());
   if (diff == 0) return 0;
   return std::sqrt(diff / std::max(norm, floor));
+}
+
+double max_abs_error(const Tensor& actual, const Tensor& expected) {
+  const auto a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::isinf(e[i]) && a[i] == e[i]) continue;
+    worst = std::max(worst, std::isnan(a[i]) ? INFINITY : std::fabs(a[i] - e[i]));
+  }
+  return worst;
+}
+
+double rounding_tolerance(const Tensor& expected, DType dtype) {
+  auto round = [dtype](double x) {
+    return dtype == DType::bf16 ? static_cast<double>(BFloat16(x)) : static_cast<double>(Float16(x));
+  };
+  double worst = 0;
+  for (double x : expected.to_vector<double>()) {
+    if (std::isfinite(x)) worst = std::max(worst, std::fabs(round(round(x + 0.3) - 0.3) - x));
+  }
+  return std::max(2 * worst, 1e-3);
 }
 
 }  // namespace longnet::testing

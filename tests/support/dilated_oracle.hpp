@@ -65,4 +65,13 @@ OracleGradients dilated_naive_half_backward(const DilatedProblem& problem, const
 // match exactly; any mismatch or NaN gives infinity.
 double relative_l2_error(const Tensor& actual, const Tensor& expected, double floor_rms = 0.05);
 
+// The largest |actual - expected| (infinite entries must match exactly; NaN counts as
+// infinity): the CUDA tests' FlashAttention-style comparison.
+double max_abs_error(const Tensor& actual, const Tensor& expected);
+
+// FlashAttention's absolute tolerance: twice the rounding error of representing the
+// reference shifted by 0.3 in `dtype` (bf16 or f16; about one ulp at the reference's
+// magnitude), and at least DESIGN 5's 1e-3.
+double rounding_tolerance(const Tensor& expected, DType dtype);
+
 }  // namespace longnet::testing
