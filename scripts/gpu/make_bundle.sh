@@ -2,10 +2,14 @@
 # Builds the CUDA test and benchmark programs here (nvcc compiles for sm_90) and packs
 # them with the shared libraries they need that a bare GPU machine may lack, into
 # .device/ (git-ignored), which the device tool carries: `carry: [".device"]`.
+# LONGNET_BUNDLE_DIR picks another (git-ignored) folder, e.g. .device-mine, for a second
+# engineer's bundle; run it there with LONGNET_BUNDLE=.device-mine/bundle.tar.xz.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
 build=${LONGNET_GPU_BUILD_DIR:-build}
+dest=${LONGNET_BUNDLE_DIR:-.device}
+staging=$(mktemp -d)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLONGNET_WITH_CUDA=ON >/dev/null
 # Programs to carry: the defaults, plus LONGNET_GPU_EXTRA (paths relative to the build
 # folder, e.g. "tests/nn/test_nn"); the carried folder must stay under 64 MiB.
@@ -14,15 +18,15 @@ targets=""
 for program in $programs; do targets="$targets $(basename "$program")"; done
 targets=${targets/ longnet / longnet_cli }
 cmake --build "$build" --parallel "$LONGNET_JOBS" --target $targets
-rm -rf .device && mkdir -p .device/bin .device/lib
-for program in $programs; do cp "$build/$program" .device/bin/; done
+mkdir -p "$staging/bin" "$staging/lib"
+for program in $programs; do cp "$build/$program" "$staging/bin/"; done
 # Non-system libraries the programs load (resolved here), copied under their sonames.
 for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1 libcudart.so.13; do
-  path=$(ldd .device/bin/test_attention | awk -v l="$lib" '$1 == l {print $3}')
-  [ -n "$path" ] && cp -L "$path" ".device/lib/$lib"
+  path=$(ldd "$staging/bin/test_attention" | awk -v l="$lib" '$1 == l {print $3}')
+  [ -n "$path" ] && cp -L "$path" "$staging/lib/$lib"
 done
-strip --strip-unneeded .device/bin/* 2>/dev/null || true
+strip --strip-unneeded "$staging"/bin/* 2>/dev/null || true
 # Compressed, the bundle stays far under the 64 MiB the device tool carries; run.sh unpacks it.
-tar -C .device -cf - bin lib | xz -T0 -6 > /tmp/longnet-device-bundle.tar.xz
-rm -rf .device && mkdir -p .device && mv /tmp/longnet-device-bundle.tar.xz .device/bundle.tar.xz
-du -sh .device/bundle.tar.xz
+tar -C "$staging" -cf - bin lib | xz -T0 -6 > "$staging/bundle.tar.xz"
+rm -rf "$dest" && mkdir -p "$dest" && mv "$staging/bundle.tar.xz" "$dest/bundle.tar.xz" && rm -rf "$staging"
+du -sh "$dest/bundle.tar.xz"

@@ -10,9 +10,16 @@
 #   exec ARGS  runs a bundled program with all remaining ARGS (so it comes last), e.g. exec test_nn --gtest_filter=*Cuda*
 # Logs go to $OUT.
 set -uo pipefail
+# LONGNET_BUNDLE: the bundle to run (default .device/bundle.tar.xz). It is unpacked again
+# whenever it differs from the one unpacked last, since a warm machine keeps /tmp between
+# calls (and two engineers may send different bundles).
+archive=${LONGNET_BUNDLE:-.device/bundle.tar.xz}
 bundle=/tmp/longnet-device
-if [ -f .device/bundle.tar.xz ] && [ ! -d "$bundle/bin" ]; then
-  mkdir -p "$bundle" && xz -dc .device/bundle.tar.xz | tar -C "$bundle" -xf -
+if [ -f "$archive" ]; then
+  stamp=$(sha256sum "$archive" | cut -d' ' -f1)
+  if [ "$(cat "$bundle/stamp" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$bundle" && mkdir -p "$bundle" && xz -dc "$archive" | tar -C "$bundle" -xf - && echo "$stamp" > "$bundle/stamp"
+  fi
 fi
 export LD_LIBRARY_PATH="$bundle/lib:${LD_LIBRARY_PATH:-}"
 export NCCL_NVLS_ENABLE=0
