@@ -3,6 +3,7 @@
 #include "longnet/dist/sequence_parallel_local.hpp"
 
 #include <cmath>
+#include <vector>
 
 #include "longnet/kernels/dilated_attention_tasks.hpp"
 
@@ -22,8 +23,33 @@ void require_local(const SequenceParallelPlan& plan, const Tensor& t, const char
   require(t.defined() && t.dim() == 4, name, " must be a (batch, local_rows, heads, head_dim) tensor");
   require(t.size(1) == plan.local_rows && t.size(2) == heads, name, " has shape ", shape_to_string(t.shape()),
           ": the plan expects ", plan.local_rows, " local rows and ", heads, " heads");
-  require(t.device().is_cpu(), name, " is on ", to_string(t.device()),
-          ": the sequence-parallel kernel runs on the CPU (the CUDA path is not built yet)");
+}
+
+// The plan's sends as runs for the CUDA pack and scatter-add kernels.
+std::vector<kernels::KvRowRunParams> send_runs(const SequenceParallelPlan& plan) {
+  std::vector<kernels::KvRowRunParams> runs;
+  for (const PeerRows& peer : plan.sends) {
+    std::int64_t at = peer.buffer_row;
+    for (const KvRowRun& run : peer.runs) {
+      runs.push_back({at, run.first_row, run.row_step, run.count, run.kv_head});
+      at += run.count;
+    }
+  }
+  return runs;
+}
+
+kernels::KvRowsParams kv_rows_params(const Tensor& local, const Tensor& buffer,
+                                     const std::vector<kernels::KvRowRunParams>& runs) {
+  kernels::KvRowsParams p;
+  p.batch = local.size(0);
+  p.head_dim = local.size(3);
+  p.dtype = local.dtype();
+  p.local = row_tensor(local);
+  p.buffer = buffer.data();
+  p.buffer_rows = buffer.size(0);
+  p.runs = runs.data();
+  p.num_runs = static_cast<std::int64_t>(runs.size());
+  return p;
 }
 
 void require_gathered(const SequenceParallelPlan& plan, const Tensor& t, const char* name, const Tensor& q) {
@@ -95,10 +121,17 @@ void scatter_add(const SequenceParallelPlan& plan, const Tensor& rows, const Ten
 
 }  // namespace
 
-Tensor pack_kv_rows(const SequenceParallelPlan& plan, const Tensor& local) {
-  require_local(plan, local, "k/v", plan.kv_heads);
-  const std::int64_t B = local.size(0), D = local.size(3);
-  Tensor packed = Tensor::empty({plan.send_rows, B, D}, local.dtype(), local.device());
+Tensor pack_kv_rows(const SequenceParallelPlan& plan, const Tensor& local_in) {
+  require_local(plan, local_in, "k/v", plan.kv_heads);
+  const std::int64_t B = local_in.size(0), D = local_in.size(3);
+  Tensor packed = Tensor::empty({plan.send_rows, B, D}, local_in.dtype(), local_in.device());
+  if (local_in.device().is_cuda()) {
+    const Tensor local = with_contiguous_rows(local_in);
+    const std::vector<kernels::KvRowRunParams> runs = send_runs(plan);
+    kernels::pack_kv_rows_cuda(kv_rows_params(local, packed, runs));
+    return packed;
+  }
+  const Tensor& local = local_in;
   for (const PeerRows& peer : plan.sends) {
     std::int64_t at = peer.buffer_row;
     for (const KvRowRun& run : peer.runs) {
@@ -118,6 +151,14 @@ void scatter_add_kv_rows(const SequenceParallelPlan& plan, const Tensor& rows, c
   require(rows.defined() && rows.shape() == expected && rows.is_contiguous() && rows.dtype() == local.dtype(),
           "returned rows must be a contiguous ", dtype_name(local.dtype()), " tensor of shape ",
           shape_to_string(expected));
+  require(rows.device() == local.device(), "returned rows are on ", to_string(rows.device()),
+          " but the local gradient is on ", to_string(local.device()));
+  if (local.device().is_cuda()) {
+    require(local.stride(3) == 1, "local gradient: the head_dim axis must be contiguous");
+    const std::vector<kernels::KvRowRunParams> runs = send_runs(plan);
+    kernels::scatter_add_kv_rows_cuda(kv_rows_params(local, rows, runs));
+    return;
+  }
   if (local.dtype() == DType::f64) {
     scatter_add<double>(plan, rows, local);
   } else {
@@ -137,7 +178,11 @@ AttentionOutput sequence_parallel_forward_local(const SequenceParallelPlan& plan
   kernels::DilatedAttentionTasksParams p = make_params(plan, config, q, k, v, k_gathered, v_gathered);
   p.out = row_tensor(result.out);
   p.lse = result.lse.data();
-  kernels::dilated_attention_tasks_forward_cpu(p);
+  if (q.device().is_cuda()) {
+    kernels::dilated_attention_tasks_forward_cuda(p);
+  } else {
+    kernels::dilated_attention_tasks_forward_cpu(p);
+  }
   return result;
 }
 
@@ -171,7 +216,11 @@ LocalGradients sequence_parallel_backward_local(const SequenceParallelPlan& plan
   p.dv = row_tensor(g.dv);
   p.dk_gathered = gathered_tensor(g.dk_gathered);
   p.dv_gathered = gathered_tensor(g.dv_gathered);
-  kernels::dilated_attention_tasks_backward_cpu(p);
+  if (q.device().is_cuda()) {
+    kernels::dilated_attention_tasks_backward_cuda(p);
+  } else {
+    kernels::dilated_attention_tasks_backward_cpu(p);
+  }
   return g;
 }
 

@@ -104,4 +104,34 @@ struct DilatedAttentionTasksParams {
 void dilated_attention_tasks_forward_cpu(const DilatedAttentionTasksParams& params);
 void dilated_attention_tasks_backward_cpu(const DilatedAttentionTasksParams& params);
 
+// CUDA (every pointer on the current device except the patterns and the task arrays,
+// which stay on the host): bf16 or f16 on tensor cores with fp32 accumulation, head_dim a
+// multiple of 8 up to 128 and 16-byte aligned rows; lse and the backward's outputs f32.
+// Work on the current stream. The backward adds with fp32 atomics (a key row can be a
+// piece of several query ranges), so it is exact to rounding but not bitwise repeatable.
+void dilated_attention_tasks_forward_cuda(const DilatedAttentionTasksParams& params);
+void dilated_attention_tasks_backward_cuda(const DilatedAttentionTasksParams& params);
+
+// The rows one rank sends (sequence parallelism's exchange buffers): rows first_row +
+// row_step * j, j < count, of kv head `kv_head` of a (B, L, Hk, D) tensor, stored from
+// row buffer_row of a contiguous (rows, B, D) buffer.
+struct KvRowRunParams {
+  std::int64_t buffer_row = 0, first_row = 0, row_step = 1, count = 0, kv_head = 0;
+};
+
+struct KvRowsParams {
+  std::int64_t batch = 0, head_dim = 0;
+  DType dtype = DType::f32;
+  RowTensor local;                       // (B, L, Hk, D)
+  void* buffer = nullptr;                // (buffer_rows, B, D) contiguous
+  std::int64_t buffer_rows = 0;
+  const KvRowRunParams* runs = nullptr;  // on the host
+  std::int64_t num_runs = 0;
+};
+
+// CUDA: buffer rows = local rows (any float dtype); and local rows += buffer rows (f32 or
+// f64; atomically, since a row can be sent to several peers).
+void pack_kv_rows_cuda(const KvRowsParams& params);
+void scatter_add_kv_rows_cuda(const KvRowsParams& params);
+
 }  // namespace longnet::kernels
