@@ -22,6 +22,10 @@ if [ -f "$archive" ]; then
   fi
 fi
 export LD_LIBRARY_PATH="$bundle/lib:${LD_LIBRARY_PATH:-}"
+# NCCL (the dist programs link it): the machine's Python image carries libnccl.so.2 in the
+# nvidia-nccl package; the bundle does not (it is larger than the whole carry).
+nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+[ -n "$nccl_lib" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$nccl_lib"
 export NCCL_NVLS_ENABLE=0
 bin=$bundle/bin
 out=${OUT:-/tmp/out}

@@ -49,6 +49,44 @@ void synchronize(Stream stream) {
 #endif
 }
 
+void stream_wait(Stream waiting, Stream done) {
+#ifdef LONGNET_WITH_CUDA
+  if (waiting.handle == done.handle && waiting.device == done.device) return;
+  // The event belongs to `done`'s device; a wait may cross devices.
+  int previous = 0;
+  LONGNET_CHECK(cudaGetDevice(&previous));
+  LONGNET_CHECK(cudaSetDevice(done.device));
+  cudaEvent_t event = nullptr;
+  LONGNET_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  LONGNET_CHECK(cudaEventRecord(event, static_cast<cudaStream_t>(done.handle)));
+  LONGNET_CHECK(cudaSetDevice(waiting.device));
+  LONGNET_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(waiting.handle), event, 0));
+  LONGNET_CHECK(cudaEventDestroy(event));  // released once the wait has completed
+  LONGNET_CHECK(cudaSetDevice(previous));
+#else
+  (void)waiting;
+  (void)done;
+#endif
+}
+
+SideStream::SideStream(int device) : stream_{nullptr, device} {
+#ifdef LONGNET_WITH_CUDA
+  const DeviceGuard guard(Device::cuda(device));
+  cudaStream_t handle = nullptr;
+  LONGNET_CHECK(cudaStreamCreateWithFlags(&handle, cudaStreamNonBlocking));
+  stream_.handle = handle;
+#endif
+}
+
+SideStream::~SideStream() {
+#ifdef LONGNET_WITH_CUDA
+  if (stream_.handle != nullptr) {
+    (void)cudaStreamSynchronize(static_cast<cudaStream_t>(stream_.handle));
+    (void)cudaStreamDestroy(static_cast<cudaStream_t>(stream_.handle));
+  }
+#endif
+}
+
 void synchronize_device(int device) {
 #ifdef LONGNET_WITH_CUDA
   int previous = 0;

@@ -91,8 +91,6 @@ void SequenceParallelDilatedAttention::prepare(const Tensor& q, const Tensor& k,
     validate_attention_inputs(config_, q, k, v);
     require(q.device() == comm.device(), "q is on ", to_string(q.device()), " but the ", comm.name(),
             " communicator works on ", to_string(comm.device()));
-    require(q.device().is_cpu(), "sequence-parallel dilated attention runs on the CPU for now (q is on ",
-            to_string(q.device()), ")");
   });
   const std::vector<Descriptor> all = gather_descriptors(comm, q, k);
   // Checks of the gathered descriptors, which every rank holds alike: the same outcome on
@@ -145,12 +143,33 @@ AttentionOutput SequenceParallelDilatedAttention::forward(const Tensor& q, const
     k_gathered = Tensor::empty({plan.receive_rows, q.size(0), q.size(3)}, q.dtype(), q.device());
     v_gathered = Tensor::empty({plan.receive_rows, q.size(0), q.size(3)}, q.dtype(), q.device());
   });
-  comm.exchange(joined(transfers(k_send, plan.sends, kKeys), transfers(v_send, plan.sends, kValues)),
-                joined(transfers(k_gathered, plan.receives, kKeys), transfers(v_gathered, plan.receives, kValues)));
-
+  auto exchange = [&] {
+    comm.exchange(joined(transfers(k_send, plan.sends, kKeys), transfers(v_send, plan.sends, kValues)),
+                  joined(transfers(k_gathered, plan.receives, kKeys), transfers(v_gathered, plan.receives, kValues)));
+  };
   AttentionOutput result;
-  run_collectively(comm,
-                   [&] { result = sequence_parallel_forward_local(plan, config_, q, k, v, k_gathered, v_gathered); });
+  if (q.device().is_cuda()) {
+    // The exchange on the side stream (after the packing), the local key pieces meanwhile.
+    if (!side_) side_ = std::make_unique<SideStream>(q.device().index);
+    const Stream compute = current_stream(q.device().index), side = side_->stream();
+    stream_wait(side, compute);
+    {
+      const StreamGuard on_side(side);
+      exchange();
+    }
+    LocalForwardState state;
+    run_collectively(comm, [&] {
+      state = sequence_parallel_forward_local_keys(plan, config_, q, k, v, k_gathered, v_gathered);
+    });
+    stream_wait(compute, side);
+    run_collectively(comm, [&] {
+      result = sequence_parallel_forward_received_keys(plan, config_, state, q, k, v, k_gathered, v_gathered);
+    });
+  } else {
+    exchange();
+    run_collectively(comm,
+                     [&] { result = sequence_parallel_forward_local(plan, config_, q, k, v, k_gathered, v_gathered); });
+  }
   q_ = q;
   k_ = k;
   v_ = v;
@@ -164,18 +183,39 @@ AttentionGradients SequenceParallelDilatedAttention::backward(const Tensor& dout
   Communicator& comm = *comm_;
   LocalGradients local;
   Tensor dk_returned, dv_returned;
+  const bool on_gpu = q_.defined() && q_.device().is_cuda();
   run_collectively(comm, [&] {
     require(q_.defined() && plan_.has_value(), "SequenceParallelDilatedAttention::backward called before forward");
-    local = sequence_parallel_backward_local(*plan_, config_, q_, k_, v_, k_gathered_, v_gathered_, saved_, dout);
+    // On a GPU the received rows' pieces first: their gradients travel while the local ones run.
+    local = on_gpu ? sequence_parallel_backward_received_keys(*plan_, config_, q_, k_, v_, k_gathered_, v_gathered_,
+                                                              saved_, dout)
+                   : sequence_parallel_backward_local(*plan_, config_, q_, k_, v_, k_gathered_, v_gathered_, saved_,
+                                                      dout);
     dk_returned = Tensor::empty({plan_->send_rows, q_.size(0), q_.size(3)}, local.dk.dtype(), q_.device());
     dv_returned = Tensor::empty({plan_->send_rows, q_.size(0), q_.size(3)}, local.dv.dtype(), q_.device());
   });
   const SequenceParallelPlan& plan = *plan_;
   // The plan reversed: the gradients of received rows go back to where the rows came from.
-  comm.exchange(
-      joined(transfers(local.dk_gathered, plan.receives, kKeyGradients),
-             transfers(local.dv_gathered, plan.receives, kValueGradients)),
-      joined(transfers(dk_returned, plan.sends, kKeyGradients), transfers(dv_returned, plan.sends, kValueGradients)));
+  auto exchange = [&] {
+    comm.exchange(
+        joined(transfers(local.dk_gathered, plan.receives, kKeyGradients),
+               transfers(local.dv_gathered, plan.receives, kValueGradients)),
+        joined(transfers(dk_returned, plan.sends, kKeyGradients), transfers(dv_returned, plan.sends, kValueGradients)));
+  };
+  if (on_gpu) {
+    const Stream compute = current_stream(q_.device().index), side = side_->stream();
+    stream_wait(side, compute);
+    {
+      const StreamGuard on_side(side);
+      exchange();
+    }
+    run_collectively(comm, [&] {
+      sequence_parallel_backward_local_keys(plan, config_, q_, k_, v_, k_gathered_, v_gathered_, saved_, dout, local);
+    });
+    stream_wait(compute, side);
+  } else {
+    exchange();
+  }
 
   AttentionGradients grads;
   run_collectively(comm, [&] {

@@ -168,29 +168,36 @@ void scatter_add_kv_rows(const SequenceParallelPlan& plan, const Tensor& rows, c
   }
 }
 
-AttentionOutput sequence_parallel_forward_local(const SequenceParallelPlan& plan, const DilatedAttentionConfig& config,
-                                                const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
-                                                const Tensor& k_gathered, const Tensor& v_gathered) {
+namespace {
+
+// The forward's kernel call for one step: `which` pieces, `start`/`finish` as in
+// DilatedAttentionTasksParams (the CPU kernel always runs every piece at once).
+void run_forward(const SequenceParallelPlan& plan, const DilatedAttentionConfig& config, const Tensor& q_in,
+                 const Tensor& k_in, const Tensor& v_in, const Tensor& k_gathered, const Tensor& v_gathered,
+                 kernels::TaskPieces which, bool start, bool finish, LocalForwardState& state) {
   require_inputs(plan, config, q_in, k_in, v_in, k_gathered, v_gathered);
   const Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in), v = with_contiguous_rows(v_in);
-  AttentionOutput result{Tensor::empty(q.shape(), q.dtype(), q.device()),
-                         Tensor::empty({q.size(0), q.size(2), q.size(1)}, kernels::lse_dtype(q.dtype()), q.device())};
+  if (start) {
+    state.result = {Tensor::empty(q.shape(), q.dtype(), q.device()),
+                    Tensor::empty({q.size(0), q.size(2), q.size(1)}, kernels::lse_dtype(q.dtype()), q.device())};
+    if (q.device().is_cuda() && !(start && finish)) state.accumulator = Tensor::empty(q.shape(), DType::f32, q.device());
+  }
+  require(state.result.out.defined(), "the local-keys step of the forward must run before the received-keys step");
   kernels::DilatedAttentionTasksParams p = make_params(plan, config, q, k, v, k_gathered, v_gathered);
-  p.out = row_tensor(result.out);
-  p.lse = result.lse.data();
+  p.out = row_tensor(state.result.out);
+  p.lse = state.result.lse.data();
   if (q.device().is_cuda()) {
+    p.pieces_to_run = which;
+    p.start = start;
+    p.finish = finish;
+    p.out_accumulator = state.accumulator.defined() ? state.accumulator.data() : nullptr;
     kernels::dilated_attention_tasks_forward_cuda(p);
-  } else {
+  } else if (finish) {
     kernels::dilated_attention_tasks_forward_cpu(p);
   }
-  return result;
 }
 
-LocalGradients sequence_parallel_backward_local(const SequenceParallelPlan& plan, const DilatedAttentionConfig& config,
-                                                const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
-                                                const Tensor& k_gathered, const Tensor& v_gathered,
-                                                const AttentionOutput& forward, const Tensor& dout_in) {
-  require_inputs(plan, config, q_in, k_in, v_in, k_gathered, v_gathered);
+void require_backward_inputs(const Tensor& q_in, const AttentionOutput& forward, const Tensor& dout_in) {
   require(dout_in.defined() && dout_in.shape() == q_in.shape() && dout_in.dtype() == q_in.dtype() &&
               dout_in.device() == q_in.device(),
           "dout must have q's shape ", shape_to_string(q_in.shape()), ", dtype and device");
@@ -199,14 +206,26 @@ LocalGradients sequence_parallel_backward_local(const SequenceParallelPlan& plan
   require(forward.lse.defined() && forward.lse.dtype() == kernels::lse_dtype(q_in.dtype()) &&
               forward.lse.shape() == Shape{q_in.size(0), q_in.size(2), q_in.size(1)},
           "forward lse must be ", dtype_name(kernels::lse_dtype(q_in.dtype())), " of shape (batch, heads, local_rows)");
+}
+
+// The backward's kernel call for one step (on the CPU only the `finish` step runs, all pieces).
+void run_backward(const SequenceParallelPlan& plan, const DilatedAttentionConfig& config, const Tensor& q_in,
+                  const Tensor& k_in, const Tensor& v_in, const Tensor& k_gathered, const Tensor& v_gathered,
+                  const AttentionOutput& forward, const Tensor& dout_in, kernels::TaskPieces which, bool start,
+                  bool finish, LocalGradients& g) {
+  require_inputs(plan, config, q_in, k_in, v_in, k_gathered, v_gathered);
+  require_backward_inputs(q_in, forward, dout_in);
   const Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in), v = with_contiguous_rows(v_in);
   const Tensor out = with_contiguous_rows(forward.out), dout = with_contiguous_rows(dout_in);
   const Tensor lse = forward.lse.contiguous();
-  const DType acc = accumulation_dtype(q.dtype());
-  const std::int64_t B = q.size(0), D = q.size(3);
-  LocalGradients g{Tensor::empty(q.shape(), acc, q.device()), Tensor::empty(k.shape(), acc, k.device()),
-                   Tensor::empty(v.shape(), acc, v.device()), Tensor::empty({plan.receive_rows, B, D}, acc, q.device()),
-                   Tensor::empty({plan.receive_rows, B, D}, acc, q.device())};
+  if (start) {
+    const DType acc = accumulation_dtype(q.dtype());
+    const std::int64_t B = q.size(0), D = q.size(3);
+    g = {Tensor::empty(q.shape(), acc, q.device()), Tensor::empty(k.shape(), acc, k.device()),
+         Tensor::empty(v.shape(), acc, v.device()), Tensor::empty({plan.receive_rows, B, D}, acc, q.device()),
+         Tensor::empty({plan.receive_rows, B, D}, acc, q.device())};
+  }
+  require(g.dq.defined(), "the received-keys step of the backward must run before the local-keys step");
   kernels::DilatedAttentionTasksParams p = make_params(plan, config, q, k, v, k_gathered, v_gathered);
   p.out = row_tensor(out);
   p.lse = lse.data();
@@ -217,11 +236,69 @@ LocalGradients sequence_parallel_backward_local(const SequenceParallelPlan& plan
   p.dk_gathered = gathered_tensor(g.dk_gathered);
   p.dv_gathered = gathered_tensor(g.dv_gathered);
   if (q.device().is_cuda()) {
+    p.pieces_to_run = which;
+    p.start = start;
+    p.finish = finish;
     kernels::dilated_attention_tasks_backward_cuda(p);
-  } else {
+  } else if (start) {
     kernels::dilated_attention_tasks_backward_cpu(p);
   }
+}
+
+}  // namespace
+
+AttentionOutput sequence_parallel_forward_local(const SequenceParallelPlan& plan, const DilatedAttentionConfig& config,
+                                                const Tensor& q, const Tensor& k, const Tensor& v,
+                                                const Tensor& k_gathered, const Tensor& v_gathered) {
+  LocalForwardState state;
+  run_forward(plan, config, q, k, v, k_gathered, v_gathered, kernels::TaskPieces::all, true, true, state);
+  return state.result;
+}
+
+LocalForwardState sequence_parallel_forward_local_keys(const SequenceParallelPlan& plan,
+                                                       const DilatedAttentionConfig& config, const Tensor& q,
+                                                       const Tensor& k, const Tensor& v, const Tensor& k_gathered,
+                                                       const Tensor& v_gathered) {
+  LocalForwardState state;
+  run_forward(plan, config, q, k, v, k_gathered, v_gathered, kernels::TaskPieces::local, true, false, state);
+  return state;
+}
+
+AttentionOutput sequence_parallel_forward_received_keys(const SequenceParallelPlan& plan,
+                                                        const DilatedAttentionConfig& config, LocalForwardState& state,
+                                                        const Tensor& q, const Tensor& k, const Tensor& v,
+                                                        const Tensor& k_gathered, const Tensor& v_gathered) {
+  run_forward(plan, config, q, k, v, k_gathered, v_gathered, kernels::TaskPieces::gathered, false, true, state);
+  state.accumulator = Tensor();
+  return state.result;
+}
+
+LocalGradients sequence_parallel_backward_local(const SequenceParallelPlan& plan, const DilatedAttentionConfig& config,
+                                                const Tensor& q, const Tensor& k, const Tensor& v,
+                                                const Tensor& k_gathered, const Tensor& v_gathered,
+                                                const AttentionOutput& forward, const Tensor& dout) {
+  LocalGradients g;
+  run_backward(plan, config, q, k, v, k_gathered, v_gathered, forward, dout, kernels::TaskPieces::all, true, true, g);
   return g;
+}
+
+LocalGradients sequence_parallel_backward_received_keys(const SequenceParallelPlan& plan,
+                                                        const DilatedAttentionConfig& config, const Tensor& q,
+                                                        const Tensor& k, const Tensor& v, const Tensor& k_gathered,
+                                                        const Tensor& v_gathered, const AttentionOutput& forward,
+                                                        const Tensor& dout) {
+  LocalGradients g;
+  run_backward(plan, config, q, k, v, k_gathered, v_gathered, forward, dout, kernels::TaskPieces::gathered, true,
+               false, g);
+  return g;
+}
+
+void sequence_parallel_backward_local_keys(const SequenceParallelPlan& plan, const DilatedAttentionConfig& config,
+                                           const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const Tensor& k_gathered, const Tensor& v_gathered,
+                                           const AttentionOutput& forward, const Tensor& dout, LocalGradients& grads) {
+  run_backward(plan, config, q, k, v, k_gathered, v_gathered, forward, dout, kernels::TaskPieces::local, false, true,
+               grads);
 }
 
 }  // namespace longnet

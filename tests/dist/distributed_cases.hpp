@@ -57,6 +57,15 @@ inline DistributedCase random_distributed_case(std::uint64_t seed, int world_siz
   return c;
 }
 
+// A random case the tensor-core kernels take (head_dim a multiple of 8), with sequences
+// long enough for several 64-row tiles per rank.
+inline DistributedCase cuda_distributed_case(std::uint64_t seed, int world_size) {
+  DistributedCase c = random_distributed_case(seed, world_size, 900);
+  const std::int64_t dims[] = {8, 16, 32, 64, 64, 128};
+  c.problem.head_dim = dims[seed % 6];
+  return c;
+}
+
 inline std::string describe(const DistributedCase& c) {
   std::string slices;
   for (std::int64_t n : c.lengths) slices += str(slices.empty() ? "" : ",", n);

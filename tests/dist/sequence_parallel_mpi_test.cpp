@@ -15,6 +15,8 @@
 
 #include "distributed_cases.hpp"
 #include "longnet/attention/dilated_attention.hpp"
+#include "longnet/core/device.hpp"
+#include "longnet/core/stream.hpp"
 #include "longnet/dist/communicator.hpp"
 #include "longnet/dist/sequence_parallel_attention.hpp"
 #include "mpi_test_support.hpp"
@@ -264,6 +266,58 @@ TEST(SequenceParallelMpi, SegmentsSpanningEveryRankCount) {
     SCOPED_TRACE(describe(c));
     const Comparison r = run_case(c, DType::f64, 11 + static_cast<std::uint64_t>(variant));
     EXPECT_LE(r.worst, 1e-12) << r.detail;
+  }
+}
+
+// On a GPU machine (one GPU per rank): bf16/f16 through NCCL, the exchange overlapping the
+// kernels on a side stream, against the fp64 single-process result; the bound is the
+// CUDA tests' (twice the single-GPU engine's error on the same inputs plus one rounding).
+TEST(SequenceParallelNccl, HalfPrecisionMatchesTheSingleProcessResult) {
+  if (!nccl_compiled()) GTEST_SKIP() << "built without NCCL";
+  if (cuda_device_count() < world()->size()) GTEST_SKIP() << "fewer CUDA devices than ranks";
+  Communicator& host = *world();
+  const int P = host.size(), me = host.rank();
+  const Device gpu = Device::cuda(me);
+  const DeviceGuard guard(gpu);
+  std::shared_ptr<Communicator> nccl = nccl_communicator(host, me);
+  for (std::uint64_t seed = 1; seed <= 16; ++seed) {
+    const DistributedCase c = cuda_distributed_case(seed * 41 + static_cast<std::uint64_t>(P), P);
+    const DType dtype = seed % 3 == 0 ? DType::f16 : DType::bf16;
+    SCOPED_TRACE(describe(c) + " dtype=" + std::string(dtype_name(dtype)));
+    const SequenceLayout layout = c.layout();
+    const DilatedAttentionConfig config = config_of(c.problem);
+    const ProblemTensors t = random_tensors(c.problem, seed, dtype);  // the same on every rank
+    SequenceParallelDilatedAttention attention(config, nccl, c.order);
+    const AttentionOutput out = attention.forward(layout.shard(t.q, me).to(gpu), layout.shard(t.k, me).to(gpu),
+                                                  layout.shard(t.v, me).to(gpu));
+    const AttentionGradients grads = attention.backward(layout.shard(t.dout, me).to(gpu));
+    auto global = [&](const Tensor& local, int dim) { return gather_global(host, layout, local.to(Device::cpu()), dim); };
+    const Tensor got[] = {global(out.out, 1), global(out.lse, 2), global(grads.dq, 1), global(grads.dk, 1),
+                          global(grads.dv, 1)};
+
+    auto as = [&](const Tensor& x, Device d, DType type) { return x.to(d, type); };
+    const AttentionOutput f = dilated_attention_forward(config, as(t.q, Device::cpu(), DType::f64),
+                                                        as(t.k, Device::cpu(), DType::f64),
+                                                        as(t.v, Device::cpu(), DType::f64));
+    const AttentionGradients g = dilated_attention_backward(
+        config, as(t.q, Device::cpu(), DType::f64), as(t.k, Device::cpu(), DType::f64),
+        as(t.v, Device::cpu(), DType::f64), f, as(t.dout, Device::cpu(), DType::f64));
+    const AttentionOutput ef = dilated_attention_forward(config, t.q.to(gpu), t.k.to(gpu), t.v.to(gpu));
+    const AttentionGradients eg =
+        dilated_attention_backward(config, t.q.to(gpu), t.k.to(gpu), t.v.to(gpu), ef, t.dout.to(gpu));
+    const Tensor exact[] = {f.out, f.lse, g.dq, g.dk, g.dv};
+    const Tensor engine[] = {ef.out.to(Device::cpu()), ef.lse.to(Device::cpu()), eg.dq.to(Device::cpu()),
+                             eg.dk.to(Device::cpu()), eg.dv.to(Device::cpu())};
+    const char* names[] = {"out", "lse", "dq", "dk", "dv"};
+    for (int i = 0; i < 5; ++i) {
+      if (i == 1) {
+        EXPECT_LE(relative_l2_error(got[i], exact[i]), 1e-5) << "lse";
+        continue;
+      }
+      const double error = max_abs_error(got[i], exact[i]), engine_error = max_abs_error(engine[i], exact[i]);
+      EXPECT_LE(error, 2 * engine_error + rounding_tolerance(exact[i], dtype))
+          << names[i] << " max |error| " << error << " (single GPU " << engine_error << ")";
+    }
   }
 }
 

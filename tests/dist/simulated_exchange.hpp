@@ -58,8 +58,11 @@ struct Distributed {
 };
 
 // All ranks' local steps with the exchanges played in-process on `device`; results put
-// back together on the CPU (gradients in the accumulation dtype).
-inline Distributed run_simulated(const DistributedCase& c, const ProblemTensors& t, Device device = Device::cpu()) {
+// back together on the CPU (gradients in the accumulation dtype). split_steps: the
+// two-step functions that overlap the exchange on GPUs (local key pieces before the
+// forward's exchange, received ones after; the backward the other way round).
+inline Distributed run_simulated(const DistributedCase& c, const ProblemTensors& t, Device device = Device::cpu(),
+                                 bool split_steps = false) {
   const SequenceLayout layout = c.layout();
   const std::vector<SequenceParallelPlan> plans = all_plans(c);
   const DilatedAttentionConfig config = config_of(c.problem);
@@ -76,6 +79,12 @@ inline Distributed run_simulated(const DistributedCase& c, const ProblemTensors&
     k_got[r] = Tensor::empty({plans[r].receive_rows, B, D}, t.q.dtype(), device);
     v_got[r] = Tensor::empty({plans[r].receive_rows, B, D}, t.q.dtype(), device);
   }
+  std::vector<LocalForwardState> first_step(P);
+  if (split_steps) {
+    for (std::size_t r = 0; r < P; ++r) {
+      first_step[r] = sequence_parallel_forward_local_keys(plans[r], config, q[r], k[r], v[r], k_got[r], v_got[r]);
+    }
+  }
   deliver(plans, k_send, k_got, true);
   deliver(plans, v_send, v_got, true);
 
@@ -83,9 +92,16 @@ inline Distributed run_simulated(const DistributedCase& c, const ProblemTensors&
   std::vector<LocalGradients> local(P);
   std::vector<Tensor> dk_back(P), dv_back(P), dk_g(P), dv_g(P);
   for (std::size_t r = 0; r < P; ++r) {
-    outs[r] = sequence_parallel_forward_local(plans[r], config, q[r], k[r], v[r], k_got[r], v_got[r]);
-    local[r] =
-        sequence_parallel_backward_local(plans[r], config, q[r], k[r], v[r], k_got[r], v_got[r], outs[r], dout[r]);
+    if (split_steps) {
+      outs[r] = sequence_parallel_forward_received_keys(plans[r], config, first_step[r], q[r], k[r], v[r], k_got[r],
+                                                        v_got[r]);
+      local[r] = sequence_parallel_backward_received_keys(plans[r], config, q[r], k[r], v[r], k_got[r], v_got[r],
+                                                          outs[r], dout[r]);
+    } else {
+      outs[r] = sequence_parallel_forward_local(plans[r], config, q[r], k[r], v[r], k_got[r], v_got[r]);
+      local[r] =
+          sequence_parallel_backward_local(plans[r], config, q[r], k[r], v[r], k_got[r], v_got[r], outs[r], dout[r]);
+    }
     dk_g[r] = local[r].dk_gathered;
     dv_g[r] = local[r].dv_gathered;
     dk_back[r] = Tensor::empty({plans[r].send_rows, B, D}, local[r].dk.dtype(), device);
@@ -93,6 +109,12 @@ inline Distributed run_simulated(const DistributedCase& c, const ProblemTensors&
   }
   deliver(plans, dk_g, dk_back, false);
   deliver(plans, dv_g, dv_back, false);
+  if (split_steps) {
+    for (std::size_t r = 0; r < P; ++r) {
+      sequence_parallel_backward_local_keys(plans[r], config, q[r], k[r], v[r], k_got[r], v_got[r], outs[r], dout[r],
+                                            local[r]);
+    }
+  }
   std::vector<Tensor> out(P), lse(P), dq(P), dk(P), dv(P);
   for (std::size_t r = 0; r < P; ++r) {
     scatter_add_kv_rows(plans[r], dk_back[r], local[r].dk);

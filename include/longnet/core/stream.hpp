@@ -19,6 +19,26 @@ void synchronize(Stream stream);
 // Blocks until all work on the device has finished.
 void synchronize_device(int device);
 
+// Makes `waiting` wait (on the device, the host does not block) for all work issued so
+// far on `done`: an event recorded on `done` and waited for on `waiting` (no-op without
+// CUDA or when both are the same stream).
+void stream_wait(Stream waiting, Stream done);
+
+// A stream of its own on `device` for work that overlaps the current stream (such as
+// communication during a kernel): non-blocking, so it is ordered with other streams only
+// by stream_wait. Destroyed with the object (after the work on it has finished).
+class SideStream {
+ public:
+  explicit SideStream(int device);
+  ~SideStream();
+  SideStream(const SideStream&) = delete;
+  SideStream& operator=(const SideStream&) = delete;
+  Stream stream() const { return stream_; }
+
+ private:
+  Stream stream_;
+};
+
 // Makes `device` the calling thread's current CUDA device for the lifetime of a scope
 // (no-op for the CPU or without CUDA).
 class DeviceGuard {

@@ -18,7 +18,11 @@
 // Rules (checked, with an Error on every rank): every rank holds >= 1 row (zigzag: N >=
 // 2P, and each rank's rows equal what the zigzag layout gives it); all ranks pass the
 // same batch, heads, kv heads, head_dim and dtype; tensors live where the communicator
-// works (the CPU: the task kernel has no CUDA version yet).
+// works (MPI and self: the CPU; NCCL: its GPU, bf16 or f16).
+//
+// On a GPU the exchange overlaps compute: it runs on a side stream while the current
+// stream attends the local key pieces (forward), or the local pieces' backward runs while
+// the received rows' gradients travel back (backward); events order the two streams.
 #pragma once
 
 #include <memory>
@@ -27,6 +31,7 @@
 
 #include "longnet/attention/attention.hpp"
 #include "longnet/attention/dilated_attention.hpp"
+#include "longnet/core/stream.hpp"
 #include "longnet/dist/communicator.hpp"
 #include "longnet/dist/sequence_layout.hpp"
 #include "longnet/dist/sequence_parallel_plan.hpp"
@@ -61,6 +66,7 @@ class SequenceParallelDilatedAttention final : public Attention {
   std::optional<SequenceParallelPlan> plan_;
   Tensor q_, k_, v_, k_gathered_, v_gathered_;
   AttentionOutput saved_;
+  std::unique_ptr<SideStream> side_;  // the exchange's stream on a GPU
 };
 
 }  // namespace longnet

@@ -44,4 +44,38 @@ LocalGradients sequence_parallel_backward_local(const SequenceParallelPlan& plan
                                                 const Tensor& k_gathered, const Tensor& v_gathered,
                                                 const AttentionOutput& forward, const Tensor& dout);
 
+// The same steps split around the exchange, so that on a GPU communication overlaps the
+// work that needs no received row (SequenceParallelDilatedAttention runs the exchange on
+// a side stream meanwhile):
+//   forward:  state = sequence_parallel_forward_local_keys(...)   [k_gathered, v_gathered not read]
+//             [exchange]
+//             out, lse = sequence_parallel_forward_received_keys(..., state, ...)
+//   backward: grads = sequence_parallel_backward_received_keys(...)  [dk/dv_gathered complete]
+//             [exchange of dk/dv_gathered] and meanwhile
+//             sequence_parallel_backward_local_keys(..., grads)       [adds the local pieces]
+// On the CPU the whole work runs in the received-keys step of the forward and the first
+// step of the backward; the other step does nothing. Results equal the one-call functions.
+struct LocalForwardState {
+  AttentionOutput result;
+  Tensor accumulator;  // CUDA: fp32 (B, L, H, D), merged into by both steps
+};
+
+LocalForwardState sequence_parallel_forward_local_keys(const SequenceParallelPlan& plan,
+                                                       const DilatedAttentionConfig& config, const Tensor& q,
+                                                       const Tensor& k, const Tensor& v, const Tensor& k_gathered,
+                                                       const Tensor& v_gathered);
+AttentionOutput sequence_parallel_forward_received_keys(const SequenceParallelPlan& plan,
+                                                        const DilatedAttentionConfig& config, LocalForwardState& state,
+                                                        const Tensor& q, const Tensor& k, const Tensor& v,
+                                                        const Tensor& k_gathered, const Tensor& v_gathered);
+LocalGradients sequence_parallel_backward_received_keys(const SequenceParallelPlan& plan,
+                                                        const DilatedAttentionConfig& config, const Tensor& q,
+                                                        const Tensor& k, const Tensor& v, const Tensor& k_gathered,
+                                                        const Tensor& v_gathered, const AttentionOutput& forward,
+                                                        const Tensor& dout);
+void sequence_parallel_backward_local_keys(const SequenceParallelPlan& plan, const DilatedAttentionConfig& config,
+                                           const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const Tensor& k_gathered, const Tensor& v_gathered,
+                                           const AttentionOutput& forward, const Tensor& dout, LocalGradients& grads);
+
 }  // namespace longnet

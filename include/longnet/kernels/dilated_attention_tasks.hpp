@@ -69,6 +69,10 @@ struct SequenceTask {
   std::int64_t repeat_rows = 0;
 };
 
+// Which key pieces a CUDA call attends (to overlap the exchange of rows with the work
+// that needs none of them).
+enum class TaskPieces : std::int32_t { all = 0, local = 1, gathered = 2 };
+
 struct DilatedAttentionTasksParams {
   std::int64_t batch = 0;
   std::int64_t local_rows = 0;  // L
@@ -96,6 +100,15 @@ struct DilatedAttentionTasksParams {
   RowTensor k_gathered, v_gathered;
   RowTensor dq, dk, dv;                // backward: written, accumulation dtype
   RowTensor dk_gathered, dv_gathered;  // backward: written, accumulation dtype
+
+  // CUDA only: a call may attend one source's pieces. Then `start` says whether it is
+  // the first call (forward: fills out_accumulator with 0 and lse with -inf; backward:
+  // zeroes the outputs) and `finish` whether it is the last (forward: writes out from
+  // the accumulator). out_accumulator: fp32 (B, L, H, D) contiguous, the caller's, kept
+  // between the calls (the forward needs it whenever pieces != all or !finish).
+  TaskPieces pieces_to_run = TaskPieces::all;
+  bool start = true, finish = true;
+  void* out_accumulator = nullptr;
 };
 
 // CPU: fp32 compute for f32/bf16/f16, fp64 for f64; parallel over independent tasks;

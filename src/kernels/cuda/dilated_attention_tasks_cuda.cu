@@ -8,6 +8,9 @@
 //             alpha * accumulator in the inputs' dtype;
 //   backward: delta = rowsum(dO * O); outputs zeroed; one launch over every task (all
 //             additions are fp32 atomics, so patterns need no order).
+// A call may take only the local or only the gathered pieces (TaskPieces), so that the
+// exchange of rows overlaps the work that needs none: the forward then merges into the
+// caller's accumulator across calls (start fills it, finish converts it).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -106,6 +109,10 @@ struct WorkLists {
   std::vector<TaskKeyTile> key_tiles;
 };
 
+bool selected(TaskPieces which, RowSource source) {
+  return which == TaskPieces::all || (which == TaskPieces::local) == (source == RowSource::local);
+}
+
 WorkLists work_lists(const DilatedAttentionTasksParams& p) {
   WorkLists w;
   for (std::int64_t ti = 0; ti < p.num_tasks; ++ti) {
@@ -119,11 +126,13 @@ WorkLists work_lists(const DilatedAttentionTasksParams& p) {
         const auto piece_begin = static_cast<std::int64_t>(w.pieces.size());
         for (std::int64_t i = range.piece_begin; i < range.piece_end; ++i) {
           const KeyPiece& k = p.pieces[i];
+          if (!selected(p.pieces_to_run, k.keys.source)) continue;
           const bool gathered = k.keys.source == RowSource::gathered;
           w.pieces.push_back({k.keys.first_row + (gathered ? 0 : shift), k.keys.row_step, k.keys.count,
                               gathered ? 1 : 0, k.diagonal ? 1 : 0});
         }
         const auto piece_end = static_cast<std::int64_t>(w.pieces.size());
+        if (piece_end == piece_begin) continue;  // nothing of this range in this call
         for (const HeadMask& m : heads) {
           for (std::uint64_t bits = m.bits; bits != 0; bits &= bits - 1) {
             const std::int64_t h = m.head_base + __builtin_ctzll(bits);
@@ -187,12 +196,19 @@ void forward(const DilatedAttentionTasksParams& p) {
   const cudaStream_t stream = cuda::current_cuda_stream();
   const Device device = cuda::current_device();
   const std::int64_t B = p.batch, L = p.local_rows, H = p.heads, D = p.head_dim;
-  const Tensor accumulator = Tensor::zeros({B, L, H, D}, DType::f32, device);
-  cuda::fill<float>(p.lse, B * H * L, -INFINITY, stream);
+  const bool own_accumulator = p.pieces_to_run == TaskPieces::all && p.start && p.finish;
+  require(own_accumulator || p.out_accumulator != nullptr,
+          "sequence-parallel attention on CUDA: a forward in several calls needs out_accumulator");
+  const Tensor own = own_accumulator ? Tensor::empty({B, L, H, D}, DType::f32, device) : Tensor();
+  void* accumulator = own_accumulator ? own.data() : p.out_accumulator;
+  if (p.start) {
+    cuda::fill<float>(accumulator, B * L * H * D, 0.0f, stream);
+    cuda::fill<float>(p.lse, B * H * L, -INFINITY, stream);
+  }
   const WorkLists w = work_lists(p);
   const Tensor pieces = upload(w.pieces), tiles = upload(w.query_tiles);
   TaskLaunch t = task_launch(p);
-  t.base.out_accumulator = accumulator.data();
+  t.base.out_accumulator = accumulator;
   t.pieces = static_cast<const TaskPieceRows*>(pieces.data());
   for (std::size_t phase = 0; phase + 1 < w.phase_begin.size(); ++phase) {
     const std::int64_t begin = w.phase_begin[phase], ctas = w.phase_begin[phase + 1] - begin;
@@ -206,9 +222,10 @@ void forward(const DilatedAttentionTasksParams& p) {
     }
     LONGNET_CHECK(cudaGetLastError());
   }
-  cuda::convert_accumulator_kernel<Element, float><<<cuda::grid_for(accumulator.numel(), 256), 256, 0, stream>>>(
-      accumulator.data<float>(), cuda::device_rows(p.out), B, L, static_cast<int>(H), static_cast<int>(D),
-      t.base.output_scale);
+  if (!p.finish) return;
+  cuda::convert_accumulator_kernel<Element, float><<<cuda::grid_for(B * L * H * D, 256), 256, 0, stream>>>(
+      static_cast<const float*>(accumulator), cuda::device_rows(p.out), B, L, static_cast<int>(H),
+      static_cast<int>(D), t.base.output_scale);
   LONGNET_CHECK(cudaGetLastError());
 }
 
@@ -218,10 +235,12 @@ void backward(const DilatedAttentionTasksParams& p) {
   const cudaStream_t stream = cuda::current_cuda_stream();
   const std::int64_t B = p.batch, L = p.local_rows, H = p.heads, Hk = p.kv_heads, D = p.head_dim;
   const std::int64_t R = p.gathered_rows;
-  device_view(p.dq, DType::f32, B, L, H, D).zero();
-  device_view(p.dk, DType::f32, B, L, Hk, D).zero();
-  device_view(p.dv, DType::f32, B, L, Hk, D).zero();
-  if (R > 0) {
+  if (p.start) {
+    device_view(p.dq, DType::f32, B, L, H, D).zero();
+    device_view(p.dk, DType::f32, B, L, Hk, D).zero();
+    device_view(p.dv, DType::f32, B, L, Hk, D).zero();
+  }
+  if (p.start && R > 0) {
     device_view(p.dk_gathered, DType::f32, B, R, 1, D).zero();
     device_view(p.dv_gathered, DType::f32, B, R, 1, D).zero();
   }
