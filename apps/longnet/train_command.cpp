@@ -20,6 +20,8 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "longnet/core/device.hpp"
+#include "longnet/core/stream.hpp"
 #include "longnet/dist/communicator.hpp"
 #include "longnet/io/atomic_file.hpp"
 #include "longnet/model/checkpoint.hpp"
@@ -91,11 +93,31 @@ class TrainingWorld {
     if (o.parallel != "auto") parallelism = model::parse_parallelism(o.parallel, "--parallel");
     require(parallelism != model::Parallelism::none || processes == 1, "--parallel = none with ", processes,
             " MPI processes: each would train alone and write the same files; use --parallel data or sequence");
+    // The device: with several processes, `--device cuda` gives each the GPU of its local
+    // rank (one GPU per process on a node); an explicit index is taken as it is.
+    device_ = parse_device(o.device, "--device");
+    if (device_.is_cuda() && world_ && processes > 1 && o.device == "cuda") {
+      const int gpus = cuda_device_count();
+      const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+      const int local_rank = local != nullptr ? std::atoi(local) : world_->rank();
+      device_ = Device::cuda(gpus > 0 ? local_rank % gpus : 0);
+    }
+    if (device_.is_cuda()) guard_.emplace(device_);
     std::shared_ptr<Communicator> comm;
-    if (parallelism != model::Parallelism::none)
+    if (parallelism != model::Parallelism::none) {
       comm = world_ ? world_ : std::shared_ptr<Communicator>(self_communicator());
+      // GPUs exchange through NCCL (its id over MPI); its host() stays the MPI world.
+      if (world_ && device_.is_cuda()) {
+        require(nccl_compiled(), "--device ", o.device, " with --parallel ", model::to_string(parallelism),
+                ": GPUs communicate through NCCL, which this build lacks (configure with LONGNET_WITH_NCCL=ON)");
+        run_collectively(*world_, [&] { require_device_available(device_, "--device"); });
+        comm = nccl_communicator(*world_, device_.index);
+      }
+    }
     distribution_ = {comm, parallelism, order};
   }
+
+  Device device() const { return device_; }
 
   const model::Distribution& distribution() const { return distribution_; }
   bool leader() const { return distribution_.rank() == 0; }
@@ -115,13 +137,15 @@ class TrainingWorld {
   bool any(bool flag) const {
     if (!distribution_.distributed()) return flag;
     const Tensor value = Tensor::full({1}, flag ? 1.0 : 0.0, DType::i32);
-    distribution_.comm->all_reduce(value, ReduceOp::max);
+    distribution_.comm->host().all_reduce(value, ReduceOp::max);
     return value.item() != 0.0;
   }
 
  private:
   std::optional<MpiSession> mpi_;  // declared first: finalised last
   std::shared_ptr<Communicator> world_;
+  Device device_ = Device::cpu();
+  std::optional<DeviceGuard> guard_;  // this process's GPU, current while it trains
   model::Distribution distribution_;
 };
 
@@ -320,7 +344,7 @@ int train(const TrainOptions& o, const TrainingWorld& world) {
   std::unique_ptr<model::BatchSource> data;
   std::unique_ptr<model::LongNetLM> lm;
   world.everywhere([&] {
-    device = parse_device(o.device, "--device");
+    device = world.device();
     require_device_available(device, "--device");
     std::vector<std::int32_t> tokens;
     if (!o.data.empty()) {

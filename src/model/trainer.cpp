@@ -98,7 +98,7 @@ LossOutput Trainer::forward_backward(const Batch& global, nn::ForwardContext con
   // The global loss sum and count; each rank's gradients then carry 1 / the global count.
   const Tensor totals = Tensor::from_vector<double>(
       {mine.loss * static_cast<double>(mine.tokens), static_cast<double>(mine.tokens)}, {2});
-  comm.all_reduce(totals, ReduceOp::sum);
+  comm.host().all_reduce(totals, ReduceOp::sum);  // host numbers: the host side of an NCCL communicator
   const std::vector<double> sums = totals.to_vector<double>();
   const auto tokens = static_cast<std::int64_t>(sums[1]);
   const double share_of_loss = tokens > 0 ? static_cast<double>(mine.tokens) / static_cast<double>(tokens) : 0.0;
@@ -148,7 +148,7 @@ double Trainer::evaluate(std::int64_t batches) const {
   }
   if (distribution_.distributed()) {
     const Tensor totals = Tensor::from_vector<double>({loss_sum, static_cast<double>(tokens)}, {2});
-    distribution_.comm->all_reduce(totals, ReduceOp::sum);
+    distribution_.comm->host().all_reduce(totals, ReduceOp::sum);
     const std::vector<double> sums = totals.to_vector<double>();
     return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
   }
@@ -178,7 +178,7 @@ void Trainer::resume(const std::filesystem::path& path) {
   const NamedTensors state = optimizer_.state();  // views of the optimizer's own tensors
   for (const auto& [name, tensor] : state) comm.broadcast(tensor, 0);
   const Tensor steps = Tensor::full({1}, static_cast<double>(optimizer_.steps()), DType::i64);
-  comm.broadcast(steps, 0);
+  comm.host().broadcast(steps, 0);
   run_collectively(comm, [&] {
     optimizer_.set_state(state, static_cast<std::int64_t>(steps.item()), "rank 0's optimizer state");
     model_.refresh_compute_copies();
