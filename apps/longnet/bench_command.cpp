@@ -319,9 +319,11 @@ Command add_bench_command(CLI::App& app) {
   auto attention_options = std::make_shared<BenchAttentionOptions>();
   CLI::App* attention = add_bench_attention(*bench, attention_options);
   const Command train = add_bench_train(*bench);
-  return {bench, [attention, attention_options, train] {
+  const Command sequence_parallel = add_bench_sequence_parallel(*bench);
+  return {bench, [attention, attention_options, train, sequence_parallel] {
             if (attention->parsed()) return run_bench_attention(*attention_options);
             if (train.subcommand->parsed()) return train.run();
+            if (sequence_parallel.subcommand->parsed()) return sequence_parallel.run();
             return 0;
           }};
 }

@@ -19,6 +19,7 @@ Command add_attn_command(CLI::App& app);
 Command add_mask_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
 Command add_bench_train(CLI::App& bench);  // `longnet bench train`, under add_bench_command's `bench`
+Command add_bench_sequence_parallel(CLI::App& bench);  // `longnet bench sequence-parallel`
 Command add_train_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 

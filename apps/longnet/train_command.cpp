@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "launcher.hpp"
 #include "longnet/core/device.hpp"
 #include "longnet/core/stream.hpp"
 #include "longnet/dist/communicator.hpp"
@@ -58,16 +59,6 @@ struct TrainOptions {
   std::string parallel = "auto";
   std::string sequence_order = "contiguous";
 };
-
-// The number of processes an MPI launcher (mpirun/mpiexec of Open MPI, MPICH, MVAPICH;
-// PMIx) started, from its environment: 0 when not launched by one, -1 when launched but the
-// count is not in the environment.
-int launched_processes() {
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"}) {
-    if (const char* value = std::getenv(name)) return std::atoi(value);
-  }
-  return std::getenv("PMIX_RANK") != nullptr ? -1 : 0;
-}
 
 // The processes training together: the MPI world when an MPI launcher started this one
 // (MPI initialised on construction, finalised on destruction), else this process alone.
