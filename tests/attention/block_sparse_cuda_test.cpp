@@ -251,6 +251,30 @@ TEST(BlockSparseCuda, EdgeCases) {
   }
 }
 
+// Query blocks that list more key tiles than the Hopper forward decodes in one pass (128
+// candidate tiles a pass, into a ring of 256): several passes, the ring wrapping round,
+// blocks of 80 keys as two tiles each, and tiles dropped for the CTA's own rows between
+// kept ones (after the causal diagonal; the first tile of a block the band cuts).
+TEST(BlockSparseCuda, LongKeyListsSpanSeveralSchedulePasses) {
+  SKIP_WITHOUT_GPU();
+  const std::int64_t N = 80 * 130 + 37;
+  for (const bool causal : {true, false}) {
+    SCOPED_TRACE(causal ? "causal" : "band");
+    const BlockGrid grid{N, 48, 80, causal};
+    BlockMask::Lists lists(1);
+    for (std::int64_t i = 0; i < grid.query_blocks(); ++i) {
+      std::vector<std::int64_t>& keys = lists[0].emplace_back();
+      for (std::int64_t j = 0; j < grid.key_blocks(); ++j) {
+        const bool long_list = i % 37 == 5 || i == grid.query_blocks() - 1;
+        if (long_list || (i % 11 == 0 && j % 3 == 0) || j == i * 48 / 80) keys.push_back(j);
+      }
+    }
+    const BlockMask mask = BlockMask::from_lists(grid, lists, causal ? ElementMask{} : ElementMask::band(9050, 9050));
+    expect_half(problem(N, 1, 1, 64), mask, causal ? 21 : 22, DType::bf16);
+    if (causal) expect_half(problem(N, 1, 1, 128), mask, 23, DType::f16);
+  }
+}
+
 TEST(BlockSparseCuda, RowsWithNoKeysGiveZeroAndMinusInfinity) {
   SKIP_WITHOUT_GPU();
   const BlockSparseProblem p = problem(250, 2, 2, 64);

@@ -3,8 +3,9 @@
 // listed blocks — each cut into tiles of at most 64 positions from its start — and skips
 // tiles in which the mask allows no pair with the CTA's own rows. The forward and dQ
 // kernels own query rows and walk key tiles (the row lists); the dK/dV kernels own key
-// rows and walk query tiles (the transposed lists). The Hopper forward with head_dim 64,
-// whose pipeline stage holds 128 keys, fills a stage with two such tiles.
+// rows and walk query tiles (the transposed lists). The Hopper forward takes the same
+// tiles from a schedule its CTA decodes together into shared memory (SparseKeySchedule);
+// with head_dim 64, whose pipeline stage holds 128 keys, it fills a stage with two tiles.
 //
 // Masks are bands on distance = query - key: causal is lo = 0 for every block; a
 // partial block also has the element band [min_distance, max_distance].
@@ -137,6 +138,127 @@ using SparseQueryTiles = SparseTileWalker<false>;
 
 __device__ __forceinline__ int sparse_mask_head(const PatternLaunch& p, int head) {
   return p.sparse.mask_heads == 1 ? 0 : head;
+}
+
+// A key tile of SparseKeySchedule: its first key, its keys (1 to 64) and the band's
+// diagonals (TileDiagonals) relative to the CTA's first query. In shared memory it is one
+// int4 {start (low, high word), count, low | high << 16} (diagonals fit 16 bits, clamped).
+struct ScheduledKeyTile {
+  std::int64_t start;
+  int count, low, high;
+};
+
+__device__ __forceinline__ int4 pack_key_tile(const ScheduledKeyTile& t) {
+  return {static_cast<int>(static_cast<std::uint32_t>(t.start)), static_cast<int>(t.start >> 32), t.count,
+          static_cast<int>((static_cast<std::uint32_t>(t.low) & 0xffffu) | (static_cast<std::uint32_t>(t.high) << 16))};
+}
+
+__device__ __forceinline__ ScheduledKeyTile unpack_key_tile(int4 w) {
+  return {static_cast<std::int64_t>(static_cast<std::uint32_t>(w.x)) | (static_cast<std::int64_t>(w.y) << 32), w.z,
+          static_cast<int>(static_cast<std::int16_t>(w.w & 0xffff)), w.w >> 16};
+}
+
+// The key tiles of a Hopper forward CTA's query rows: the same tiles, in the same order,
+// as SparseKeyTiles, but decoded by the whole CTA together into a ring in shared memory,
+// kThreads candidate (entry, tile of its block) pairs per pass, one per thread, compacted
+// by ballot, with their band diagonals precomputed. The tile loop then pops a tile with
+// one shared-memory read. (With SparseKeyTiles every thread repeated the search, the
+// 64-bit arithmetic and a global load whose latency the second tile of a head_dim-64
+// stage waited for: the forward ran at 1.22x dense time x density even at density 0.5,
+// against 1.09x with the schedule, H100, docs/benchmarks.md.) Every member function is
+// called by all threads of the CTA (refill synchronizes them); the state is the same in
+// every thread.
+template <int kThreads>
+struct SparseKeySchedule {
+  static constexpr int kWarps = kThreads / 32;
+  // A pass writes at most kThreads tiles after the at most kThreads - 1 not yet popped.
+  static constexpr int kSlots = 2 * kThreads;
+  static constexpr int kSharedBytes = kSlots * static_cast<int>(sizeof(int4)) + kWarps * 4;
+
+  int4* ring = nullptr;  // kSlots packed tiles (pack_key_tile), then kWarps counts
+  int* warp_counts = nullptr;
+  std::int64_t first_entry = 0;  // the list's first entry
+  std::int64_t q_begin = 0, own_last = 0;
+  int tiles_per_entry = 1;                 // ceil(block_k / 64)
+  int candidates = 0, next_candidate = 0;  // (entry, tile of the block) pairs, in list order
+  int diagonal_limit = 0;
+  unsigned decoded = 0, popped = 0;
+
+  // One pass: candidates [next_candidate, next_candidate + kThreads), one per thread.
+  __device__ __forceinline__ void decode(const PatternLaunch& p) {
+    const int candidate = next_candidate + static_cast<int>(threadIdx.x);
+    bool keep = false;
+    ScheduledKeyTile tile{};
+    if (candidate < candidates) {
+      const int offset = tiles_per_entry == 1 ? 0 : candidate % tiles_per_entry;
+      const std::int64_t entry = first_entry + (tiles_per_entry == 1 ? candidate : candidate / tiles_per_entry);
+      const std::int64_t block_start = static_cast<std::int64_t>(p.sparse.column_indices[entry]) * p.sparse.block_k;
+      const bool partial = p.sparse.row_partial[entry] != 0;
+      std::int64_t block_end = block_start + p.sparse.block_k;
+      block_end = block_end < p.seq_len ? block_end : p.seq_len;
+      tile.start = block_start + std::int64_t{kSparseTileRows} * offset;
+      const std::int64_t count = block_end - tile.start;
+      tile.count = static_cast<std::int32_t>(count < kSparseTileRows ? count : kSparseTileRows);
+      const Band band = tile_band(p, partial);
+      keep = count > 0 && band_meets(band, q_begin, own_last, tile.start, tile.start + tile.count - 1);
+      const TileDiagonals diagonals = tile_diagonals(band, q_begin, tile.start, diagonal_limit);
+      tile.low = diagonals.low;
+      tile.high = diagonals.high;
+    }
+    const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+    const unsigned kept = __ballot_sync(0xffffffffu, keep);
+    if (lane == 0) warp_counts[warp] = __popc(kept);
+    __syncthreads();
+    unsigned before = 0, total = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const unsigned n = static_cast<unsigned>(warp_counts[w]);
+      before += w < warp ? n : 0u;
+      total += n;
+    }
+    if (keep) ring[(decoded + before + __popc(kept & ((1u << lane) - 1u))) % kSlots] = pack_key_tile(tile);
+    decoded += total;
+    next_candidate += kThreads;
+    __syncthreads();  // the ring is read next; warp_counts are rewritten by the next pass
+  }
+
+  // At least `wanted` (<= kThreads) tiles decoded and not popped, or the list's end.
+  __device__ __forceinline__ void refill(const PatternLaunch& p, int wanted) {
+    while (decoded - popped < static_cast<unsigned>(wanted) && next_candidate < candidates) decode(p);
+  }
+
+  // The next tile into `tile` (count 0 past the end).
+  __device__ __forceinline__ void pop(ScheduledKeyTile& tile) {
+    if (popped < decoded) {
+      tile = unpack_key_tile(ring[popped % kSlots]);
+      ++popped;
+    } else {
+      tile.count = 0;
+    }
+  }
+};
+
+// The schedule of query block `query_block` for query head `head`, seen from the CTA's
+// queries [q_begin, own_last]; `shared` (a __shared__ array, 16-byte aligned) holds
+// SparseKeySchedule::kSharedBytes; diagonals are clamped to +-diagonal_limit (< 2^15).
+// Nothing is decoded yet (refill).
+template <int kThreads>
+__device__ __forceinline__ SparseKeySchedule<kThreads> sparse_key_schedule(const PatternLaunch& p, int head,
+                                                                           std::int64_t query_block,
+                                                                           std::int64_t q_begin, std::int64_t own_last,
+                                                                           int diagonal_limit, void* shared) {
+  const std::int64_t list = sparse_mask_head(p, head) * p.sparse.query_blocks + query_block;
+  SparseKeySchedule<kThreads> schedule;
+  schedule.ring = static_cast<int4*>(shared);
+  schedule.warp_counts = reinterpret_cast<int*>(schedule.ring + SparseKeySchedule<kThreads>::kSlots);
+  schedule.first_entry = p.sparse.row_offsets[list];
+  schedule.tiles_per_entry = static_cast<int>((p.sparse.block_k + kSparseTileRows - 1) / kSparseTileRows);
+  schedule.candidates =
+      static_cast<int>((p.sparse.row_offsets[list + 1] - schedule.first_entry) * schedule.tiles_per_entry);
+  schedule.q_begin = q_begin;
+  schedule.own_last = own_last;
+  schedule.diagonal_limit = diagonal_limit;
+  return schedule;
 }
 
 // The key tiles of query block `query_block` for query head `head`, seen from the CTA's

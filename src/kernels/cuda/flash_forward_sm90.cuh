@@ -56,13 +56,17 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   constexpr int kRowsPerPass = kThreads / kChunks;
   constexpr int kSTiles = kBlockN / 8;   // score n-tiles per thread
   constexpr int kOTiles = kHeadDim / 8;  // output n-tiles per thread
-  // Block-sparse: a stage holds kHalves tiles of the walker (64 keys each, from any listed
-  // blocks), so the 128-key stages of head_dim 64 are full even with isolated 64-blocks.
+  // Block-sparse: a stage holds kHalves tiles of the schedule (64 keys each, from any
+  // listed blocks), so the 128-key stages of head_dim 64 are full even with isolated
+  // 64-blocks.
   constexpr int kSparseTile = kSparseTileRows, kHalves = kBlockN / kSparseTile;
   extern __shared__ unsigned char shared_raw[];
-  // Swizzled tiles must start at 1024-byte boundaries.
-  unsigned char* shared_base =
-      reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(shared_raw) + 1023) & ~std::uintptr_t{1023});
+  // Swizzled tiles must start at 1024-byte boundaries. Block-sparse: the schedule's ring
+  // comes first (addressed from shared_raw, so the compiler knows it for shared memory).
+  using Schedule = SparseKeySchedule<kThreads>;
+  constexpr int kScheduleBytes = kSparse ? Schedule::kSharedBytes : 0;
+  unsigned char* shared_base = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<std::uintptr_t>(shared_raw + kScheduleBytes) + 1023) & ~std::uintptr_t{1023});
   Element* sQ = reinterpret_cast<Element*>(shared_base);
   Element* sK = reinterpret_cast<Element*>(shared_base + Tile::kQBytes);  // [2][kBlockN x D]
   Element* sV = sK + 2 * kBlockN * kHeadDim;                              // [2][kBlockN x D]
@@ -71,14 +75,14 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   // of head h; the keys of a dilated launch are the L rows of the same virtual sequence.
   int h = 0;
   std::int64_t q_begin = 0, query_limit = 0, first_row = 0, row_step = 1, L = 0;
-  SparseKeyTiles walker{};
+  Schedule schedule{};
   if constexpr (kSparse) {
     const std::int64_t per_head = p.sparse.query_blocks * p.sparse.tiles_per_block;
     h = p.head_begin + static_cast<int>(blockIdx.x / per_head);
     const SparseRows rows = sparse_rows(p, blockIdx.x % per_head, p.sparse.block_q, kBlockM);
     q_begin = rows.begin;
     query_limit = rows.end;
-    walker = sparse_key_tiles(p, h, rows.block, rows.begin, rows.end - 1);
+    schedule = sparse_key_schedule<kThreads>(p, h, rows.block, rows.begin, rows.end - 1, kBlockM + kBlockN, shared_raw);
   } else {
     const ForwardWork work = forward_work(p);
     const PatternSlot& slot = p.slots[work.slot];
@@ -126,29 +130,36 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
     }
   };
   auto load_kv = [&](std::int64_t tile, int stage) { load_keys(tile * kBlockN, L, stage); };
-  // Row r of a block-sparse stage is row r % 64 of tile t[r / 64].
-  auto load_sparse = [&](const SparseTile(&t)[kHalves], int stage) {
+  // Row r of a block-sparse stage is row r % 64 of tile t[r / 64]: this thread's rows of
+  // a tile are copy_row + 16 i, one 64-bit product per tile for their addresses.
+  auto load_sparse = [&](const ScheduledKeyTile(&t)[kHalves], int stage) {
     Element* k_stage = sK + stage * kBlockN * kHeadDim;
     Element* v_stage = sV + stage * kBlockN * kHeadDim;
+    const Element* k_part[kHalves];
+    const Element* v_part[kHalves];
+#pragma unroll
+    for (int half = 0; half < kHalves; ++half) {
+      k_part[half] = k_copy + (t[half].start + copy_row) * k_stride;
+      v_part[half] = v_copy + (t[half].start + copy_row) * v_stride;
+    }
 #pragma unroll
     for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
       const int row = copy_row + pass * kRowsPerPass;
       // copy_row < kRowsPerPass, which divides 64: the part is a compile-time index.
-      const SparseTile& part = t[pass * kRowsPerPass / kSparseTile];
-      const int r = row % kSparseTile;
-      const bool valid = chunk_used && r < part.count;
-      const std::int64_t jj = valid ? part.start + r : 0;
-      copy_async_16(k_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), k_copy + jj * k_stride, valid);
-      copy_async_16(v_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), v_copy + jj * v_stride, valid);
+      constexpr int kPassesPerPart = kSparseTile / kRowsPerPass;
+      const int half = pass / kPassesPerPart, step = (pass % kPassesPerPart) * kRowsPerPass;
+      const bool valid = chunk_used && copy_row + step < t[half].count;
+      copy_async_16(k_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk),
+                    valid ? k_part[half] + step * k_stride : k_copy, valid);
+      copy_async_16(v_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk),
+                    valid ? v_part[half] + step * v_stride : v_copy, valid);
     }
   };
-  // The walker's next kHalves tiles (count 0 past the end); whether there is one.
-  auto next_tiles = [&](SparseTile(&t)[kHalves]) {
+  // The schedule's next kHalves tiles (count 0 past the end); whether there is one.
+  auto next_tiles = [&](ScheduledKeyTile(&t)[kHalves]) {
+    schedule.refill(p, kHalves);
 #pragma unroll
-    for (int half = 0; half < kHalves; ++half) {
-      t[half].count = 0;
-      walker.next(p, t[half]);
-    }
+    for (int half = 0; half < kHalves; ++half) schedule.pop(t[half]);
     return t[0].count > 0;
   };
 #pragma unroll
@@ -158,9 +169,9 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
     const bool valid = chunk_used && i < query_limit;
     copy_async_16(sQ + sw128_offset<kHeadDim>(kBlockM, row, copy_chunk), q_copy + (valid ? i : 0) * q_stride, valid);
   }
-  // Key tiles: 0 .. kv_tiles - 1 of the virtual sequence, or the walker's.
+  // Key tiles: 0 .. kv_tiles - 1 of the virtual sequence, or the schedule's.
   std::int64_t kv_tiles = 0;
-  SparseTile current[kHalves] = {}, following[kHalves] = {};
+  ScheduledKeyTile current[kHalves] = {}, following[kHalves] = {};
   bool have_tile = false;
   if constexpr (kSparse) {
     have_tile = next_tiles(current);
@@ -239,14 +250,13 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
       needs_mask = false;
 #pragma unroll
       for (int half = 0; half < kHalves; ++half) {
-        const Band band = tile_band(p, current[half].partial);
         part_limit[half] = current[half].count;
-        needs_mask = needs_mask || part_limit[half] < kSparseTile ||
-                     !band_covers(band, q_begin + warp_row, q_begin + warp_row + 15, current[half].start,
-                                  current[half].start + kSparseTile - 1);
-        const TileDiagonals diagonals = tile_diagonals(band, q_begin, current[half].start, kBlockM + kBlockN);
-        part_low[half] = diagonals.low;
-        part_high[half] = diagonals.high;
+        part_low[half] = current[half].low;
+        part_high[half] = current[half].high;
+        // The band covers this warp's 16 rows x the 64 keys iff low <= 0 - (warp_row + 15)
+        // and 63 - warp_row <= high (the clamp to +-(kBlockM + kBlockN) keeps both exact).
+        needs_mask = needs_mask || part_limit[half] < kSparseTile || part_low[half] > -(warp_row + 15) ||
+                     part_high[half] < kSparseTile - 1 - warp_row;
       }
     } else {
       const std::int64_t key0 = tile * kBlockN;
@@ -347,8 +357,10 @@ void launch_flash_forward_sm90(const PatternLaunch& p, cudaStream_t stream) {
   using Tile = Sm90ForwardTile<kHeadDim>;
   const dim3 grid(static_cast<unsigned>(p.total_ctas), static_cast<unsigned>(p.batch));
   auto kernel = flash_forward_sm90_kernel<Element, kHeadDim, kSparse>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
-  kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(p);
+  // Block-sparse: plus the schedule's ring (before the tiles).
+  const int shared_bytes = Tile::kSharedBytes + (kSparse ? SparseKeySchedule<Tile::kThreads>::kSharedBytes : 0);
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes);
+  kernel<<<grid, Tile::kThreads, shared_bytes, stream>>>(p);
 }
 
 }  // namespace longnet::kernels::cuda
