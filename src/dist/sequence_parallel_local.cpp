@@ -72,6 +72,7 @@ kernels::DilatedAttentionTasksParams make_params(const SequenceParallelPlan& pla
   p.patterns = plan.patterns.data();
   p.num_patterns = static_cast<std::int64_t>(plan.patterns.size());
   p.mode = plan.mode;
+  p.causal = plan.causal;
   p.scale = config.scale.value_or(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
   p.dtype = q.dtype();
   p.tasks = plan.tasks.data();
@@ -82,6 +83,8 @@ kernels::DilatedAttentionTasksParams make_params(const SequenceParallelPlan& pla
   p.k = row_tensor(k);
   p.v = row_tensor(v);
   p.gathered_rows = plan.receive_rows;
+  p.engine_slices = plan.engine_slices.data();
+  p.num_engine_slices = static_cast<std::int64_t>(plan.engine_slices.size());
   p.k_gathered = gathered_tensor(k_gathered);
   p.v_gathered = gathered_tensor(v_gathered);
   return p;

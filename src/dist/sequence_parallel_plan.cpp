@@ -270,6 +270,29 @@ class PlanBuilder {
 
 }  // namespace
 
+namespace {
+
+// Per pattern and block of `rank`: the rows from the block's first segment boundary to
+// its last one (or to N when the block holds the sequence's end).
+std::vector<kernels::EngineSlice> engine_slices(const SequenceLayout& layout, int rank,
+                                                const std::vector<DilationPattern>& patterns) {
+  std::vector<kernels::EngineSlice> slices;
+  const std::int64_t N = layout.seq_len();
+  for (std::size_t i = 0; i < patterns.size(); ++i) {
+    const std::int64_t w = patterns[i].segment_length;
+    for (const SequenceBlock& block : layout.blocks()) {
+      if (block.rank != rank) continue;
+      const std::int64_t first = block.begin % w == 0 ? block.begin : (block.begin / w + 1) * w;
+      const std::int64_t last = block.end >= N ? N : block.end / w * w;
+      if (first >= block.end || last <= first) continue;
+      slices.push_back({static_cast<std::int64_t>(i), block.local_begin + (first - block.begin), last - first});
+    }
+  }
+  return slices;
+}
+
+}  // namespace
+
 SequenceParallelPlan make_sequence_parallel_plan(const SequenceLayout& layout, int rank,
                                                  const DilatedAttentionConfig& config, std::int64_t heads,
                                                  std::int64_t kv_heads) {
@@ -295,6 +318,7 @@ SequenceParallelPlan make_sequence_parallel_plan(const SequenceLayout& layout, i
   PlanBuilder builder(layout, rank, plan);
   for (std::int64_t i = 0; i < static_cast<std::int64_t>(plan.patterns.size()); ++i) builder.add_pattern(i);
   builder.finish();
+  plan.engine_slices = engine_slices(layout, rank, plan.patterns);
   return plan;
 }
 

@@ -66,6 +66,9 @@ struct SequenceParallelPlan {
   std::vector<kernels::SequenceTask> tasks;  // sorted by pattern
   std::vector<kernels::QueryRange> ranges;
   std::vector<kernels::KeyPiece> pieces;
+  // Per pattern and local block, the local rows that are whole segments (no exchange
+  // involved): the CUDA kernel runs them on the single-GPU engine's kernels.
+  std::vector<kernels::EngineSlice> engine_slices;
 
   // (query, key) pairs this rank attends, summed over heads, for one batch element.
   std::int64_t attended_pairs = 0;

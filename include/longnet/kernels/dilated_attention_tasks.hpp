@@ -69,6 +69,17 @@ struct SequenceTask {
   std::int64_t repeat_rows = 0;
 };
 
+// Local rows [first_row, first_row + rows) that are whole segments of pattern `pattern`
+// (they start at a segment boundary and end at one, or at the sequence's end): their
+// queries attend only keys among them, exactly as single-process dilated attention of
+// those rows alone. The CUDA kernel runs such slices on the single-GPU engine's kernels
+// and skips the tasks they cover (the CPU kernel runs the tasks).
+struct EngineSlice {
+  std::int64_t pattern = 0;
+  std::int64_t first_row = 0;
+  std::int64_t rows = 0;
+};
+
 // Which key pieces a CUDA call attends (to overlap the exchange of rows with the work
 // that needs none of them).
 enum class TaskPieces : std::int32_t { all = 0, local = 1, gathered = 2 };
@@ -82,6 +93,7 @@ struct DilatedAttentionTasksParams {
   const DilationPattern* patterns = nullptr;
   std::int64_t num_patterns = 0;
   DilatedMode mode = DilatedMode::longnet;
+  bool causal = false;  // the tasks' diagonal pieces say it too; the engine slices need it
   double scale = 1.0;
   DType dtype = DType::f32;  // q, k, v, out, dout, k_gathered, v_gathered
 
@@ -109,6 +121,10 @@ struct DilatedAttentionTasksParams {
   TaskPieces pieces_to_run = TaskPieces::all;
   bool start = true, finish = true;
   void* out_accumulator = nullptr;
+
+  // CUDA only: slices run on the engine's kernels (with the local pieces), on the host.
+  const EngineSlice* engine_slices = nullptr;
+  std::int64_t num_engine_slices = 0;
 };
 
 // CPU: fp32 compute for f32/bf16/f16, fp64 for f64; parallel over independent tasks;

@@ -11,6 +11,11 @@
 // A call may take only the local or only the gathered pieces (TaskPieces), so that the
 // exchange of rows overlaps the work that needs none: the forward then merges into the
 // caller's accumulator across calls (start fills it, finish converts it).
+// Engine slices (whole segments inside the local rows, most of the work for LongNet
+// patterns) run on the single-GPU engine's kernels (Hopper wgmma where built) over the
+// slice's rows as a sequence of their own, with the local pieces; their outputs merge into
+// the accumulator by log-sum-exp, their gradients (from the final out and lse) are added;
+// the tasks they cover are left out of the work lists.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -113,6 +118,29 @@ bool selected(TaskPieces which, RowSource source) {
   return which == TaskPieces::all || (which == TaskPieces::local) == (source == RowSource::local);
 }
 
+// Whether copy `shift` of task t lies inside an engine slice of its pattern (every range's
+// rows inside it, every piece local): the engine's kernels compute it.
+bool covered_by_engine(const DilatedAttentionTasksParams& p, const SequenceTask& t, std::int64_t shift) {
+  const std::int64_t rate = p.patterns[t.pattern].dilation_rate;
+  for (std::int64_t r = t.range_begin; r < t.range_end; ++r) {
+    for (std::int64_t i = p.ranges[r].piece_begin; i < p.ranges[r].piece_end; ++i) {
+      if (p.pieces[i].keys.source != RowSource::local) return false;
+    }
+  }
+  for (std::int64_t r = t.range_begin; r < t.range_end; ++r) {
+    const QueryRange& range = p.ranges[r];
+    if (range.count == 0) continue;
+    const std::int64_t first = range.first_row + shift, last = first + (range.count - 1) * rate;
+    bool inside = false;
+    for (std::int64_t s = 0; s < p.num_engine_slices && !inside; ++s) {
+      const EngineSlice& slice = p.engine_slices[s];
+      inside = slice.pattern == t.pattern && first >= slice.first_row && last < slice.first_row + slice.rows;
+    }
+    if (!inside) return false;
+  }
+  return true;
+}
+
 WorkLists work_lists(const DilatedAttentionTasksParams& p) {
   WorkLists w;
   for (std::int64_t ti = 0; ti < p.num_tasks; ++ti) {
@@ -121,6 +149,7 @@ WorkLists work_lists(const DilatedAttentionTasksParams& p) {
     const std::vector<HeadMask> heads = task_heads(p, task);
     for (std::int64_t repeat = 0; repeat < task.repeats; ++repeat) {
       const std::int64_t shift = repeat * task.repeat_rows;
+      if (p.num_engine_slices > 0 && covered_by_engine(p, task, shift)) continue;
       for (std::int64_t r = task.range_begin; r < task.range_end; ++r) {
         const QueryRange& range = p.ranges[r];
         const auto piece_begin = static_cast<std::int64_t>(w.pieces.size());
@@ -190,6 +219,177 @@ Tensor device_view(const RowTensor& t, DType dtype, std::int64_t B, std::int64_t
                            {t.batch_stride, t.seq_stride, heads == 1 ? 0 : t.head_stride, 1});
 }
 
+// ---- engine slices ---------------------------------------------------------------------
+
+// The single-GPU engine's launch of pattern slice.pattern over local rows [first_row,
+// first_row + rows) as a sequence of its own (as dilated_attention_cuda.cu builds one).
+cuda::PatternLaunch engine_launch(const DilatedAttentionTasksParams& p, const EngineSlice& slice, int rows_per_cta) {
+  cuda::PatternLaunch l = task_launch(p).base;
+  const DilationPattern pattern = p.patterns[slice.pattern];
+  l.merge = false;
+  l.seq_len = slice.rows;
+  l.pattern = pattern;
+  l.pattern_index = static_cast<int>(slice.pattern);
+  l.causal = p.causal;
+  if (p.mode == DilatedMode::longnet) {
+    l.head_begin = 0;
+    l.head_count = static_cast<int>(p.heads);
+  } else {  // head group `pattern` (dilated_attention_cuda.cu's heads_of)
+    const auto H = static_cast<int>(p.heads), G = static_cast<int>(p.num_patterns);
+    const int index = static_cast<int>(slice.pattern), base = H / G, larger = H % G;
+    l.head_begin = index * base + (index < larger ? index : larger);
+    l.head_count = base + (index < larger ? 1 : 0);
+  }
+  l.segments = segment_count(slice.rows, pattern.segment_length);
+  const std::int64_t longest = ceil_div(std::min(pattern.segment_length, slice.rows), pattern.dilation_rate);
+  l.tiles_per_segment = ceil_div(longest, rows_per_cta);
+  auto shifted = [&](cuda::DeviceRows rows) {
+    rows.data = static_cast<char*>(rows.data) + slice.first_row * rows.seq_stride * static_cast<std::int64_t>(dtype_size(p.dtype));
+    return rows;
+  };
+  l.q = shifted(l.q);
+  l.k = shifted(l.k);
+  l.v = shifted(l.v);
+  l.out = shifted(l.out);
+  l.dout = shifted(l.dout);
+  return l;
+}
+
+RowTensor shifted_rows(RowTensor t, std::int64_t first_row, DType dtype) {
+  t.data = static_cast<char*>(t.data) + first_row * t.seq_stride * static_cast<std::int64_t>(dtype_size(dtype));
+  return t;
+}
+
+// Whether t is a contiguous (B, rows, heads, D) tensor.
+bool dense_rows(const RowTensor& t, std::int64_t B, std::int64_t rows, std::int64_t heads, std::int64_t D) {
+  return t.head_stride == D && t.seq_stride == heads * D && (B == 1 || t.batch_stride == rows * heads * D);
+}
+
+// acc, lse (the call's accumulators, rows [first_row, first_row + n) of L) merged by
+// log-sum-exp with a slice's normalised part (B, n, H, D) and part_lse (B, H, n): a warp per row.
+__global__ void merge_slice_kernel(float* acc, float* lse, const float* part, const float* part_lse, std::int64_t batch,
+                                   std::int64_t L, std::int64_t n, int heads, int head_dim, std::int64_t first_row) {
+  const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= batch * heads * n) return;
+  const std::int64_t j = row % n, h = (row / n) % heads, b = row / (n * heads);
+  float* lse_slot = lse + (b * heads + h) * L + first_row + j;
+  const float old_lse = *lse_slot, new_lse = part_lse[(b * heads + h) * n + j];
+  __syncwarp();
+  if (new_lse == -INFINITY) return;
+  float old_weight = 0.0f, new_weight = 1.0f, merged = new_lse;
+  if (old_lse != -INFINITY) {
+    merged = fmaxf(old_lse, new_lse) + log1pf(__expf(-fabsf(old_lse - new_lse)));
+    old_weight = __expf(old_lse - merged);
+    new_weight = __expf(new_lse - merged);
+  }
+  float* out = acc + ((b * L + first_row + j) * heads + h) * head_dim;
+  const float* in = part + ((b * n + j) * heads + h) * head_dim;
+  for (int d = lane; d < head_dim; d += 32) out[d] = out[d] * old_weight + in[d] * new_weight;
+  if (lane == 0) *lse_slot = merged;
+}
+
+// dst rows [first_row, first_row + n) += src (B, n, heads, D) contiguous: a warp per row
+// (64-bit index arithmetic once per row, 32-bit inside it).
+__global__ void add_slice_kernel(cuda::DeviceRows dst, const float* src, std::int64_t batch, std::int64_t n, int heads,
+                                 int head_dim, std::int64_t first_row) {
+  const int lane = threadIdx.x % 32;
+  const int width = heads * head_dim;
+  for (std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32; row < batch * n;
+       row += static_cast<std::int64_t>(gridDim.x) * blockDim.x / 32) {
+    const std::int64_t j = row % n, b = row / n;
+    float* out = dst.row<float>(b, first_row + j, 0);
+    const float* in = src + row * width;
+    for (int e = lane; e < width; e += 32) {
+      const int h = e / head_dim, d = e - h * head_dim;
+      out[h * dst.head_stride + d] += in[e];
+    }
+  }
+}
+
+// The forward of every engine slice, merged into the call's accumulator and lse.
+template <class Element>
+void forward_engine_slices(const DilatedAttentionTasksParams& p, void* accumulator, cudaStream_t stream) {
+  const Device device = cuda::current_device();
+  const std::int64_t B = p.batch, H = p.heads, D = p.head_dim;
+  for (std::int64_t s = 0; s < p.num_engine_slices; ++s) {
+    const EngineSlice& slice = p.engine_slices[s];
+    const std::int64_t n = slice.rows;
+    // A slice of all local rows has the accumulators' layout: the engine's epilogue merges
+    // straight into them. Otherwise into a fresh part, merged afterwards.
+    const bool direct = n == p.local_rows;
+    const Tensor part = direct ? Tensor() : Tensor::zeros({B, n, H, D}, DType::f32, device);
+    const Tensor part_lse = direct ? Tensor() : Tensor::full({B, H, n}, -INFINITY, DType::f32, device);
+    cuda::PatternLaunch l = engine_launch(p, slice, cuda::forward_rows_per_cta());
+    l.merge = true;
+    l.out_accumulator = direct ? accumulator : part.data();
+    l.lse = direct ? p.lse : part_lse.data();
+    cuda::PatternSlot& slot = l.slots[l.slot_count++];
+    slot.pattern = l.pattern;
+    slot.pattern_index = l.pattern_index;
+    slot.head_begin = l.head_begin;
+    slot.head_count = l.head_count;
+    slot.segments = l.segments;
+    slot.tiles_per_segment = l.tiles_per_segment;
+    slot.cta_begin = 0;
+    l.total_ctas = static_cast<std::int64_t>(l.head_count) * l.segments * l.tiles_per_segment;
+    require(l.total_ctas <= kMaxGridX, "sequence-parallel attention on CUDA: a slice of ", n,
+            " rows needs too many thread blocks for one launch");
+    cuda::launch_forward<Element>(l, true, stream);
+    LONGNET_CHECK(cudaGetLastError());
+    if (direct) continue;
+    merge_slice_kernel<<<cuda::grid_for(B * H * n * 32, 256), 256, 0, stream>>>(
+        static_cast<float*>(accumulator), static_cast<float*>(p.lse), part.data<float>(), part_lse.data<float>(), B,
+        p.local_rows, n, static_cast<int>(H), static_cast<int>(D), slice.first_row);
+    LONGNET_CHECK(cudaGetLastError());
+  }
+}
+
+// The backward of every engine slice from the final out and lse, added to dq, dk, dv.
+template <class Element>
+void backward_engine_slices(const DilatedAttentionTasksParams& p, cudaStream_t stream) {
+  const Device device = cuda::current_device();
+  const std::int64_t B = p.batch, H = p.heads, Hk = p.kv_heads, D = p.head_dim, L = p.local_rows;
+  const Tensor lse_all = Tensor::from_blob(p.lse, {B, H, L}, DType::f32, device);
+  for (std::int64_t s = 0; s < p.num_engine_slices; ++s) {
+    const EngineSlice& slice = p.engine_slices[s];
+    const std::int64_t n = slice.rows;
+    const Tensor lse = lse_all.slice(2, slice.first_row, slice.first_row + n).contiguous();
+    const Tensor delta = cuda::output_deltas<Element, float>(shifted_rows(p.out, slice.first_row, p.dtype),
+                                                             shifted_rows(p.dout, slice.first_row, p.dtype), B, n, H,
+                                                             D, stream);
+    // The engine adds into contiguous (B, n, heads, D) fp32 accumulators: the outputs
+    // themselves from the slice's first row when that is their layout (one batch element,
+    // or the slice is every local row), else fresh ones added afterwards.
+    const bool direct = (B == 1 || n == L) && dense_rows(p.dq, B, L, H, D) && dense_rows(p.dk, B, L, Hk, D) &&
+                        dense_rows(p.dv, B, L, Hk, D);
+    auto accumulator = [&](std::int64_t heads) {
+      return direct ? Tensor() : Tensor::zeros({B, n, heads, D}, DType::f32, device);
+    };
+    const Tensor dq = accumulator(H), dk = accumulator(Hk), dv = accumulator(Hk);
+    cuda::PatternLaunch l = engine_launch(p, slice, cuda::kFlashBackwardRows);
+    l.lse = lse.data();
+    l.delta = delta.data();
+    l.dq_accumulator = direct ? shifted_rows(p.dq, slice.first_row, DType::f32).data : dq.data();
+    l.dk_accumulator = direct ? shifted_rows(p.dk, slice.first_row, DType::f32).data : dk.data();
+    l.dv_accumulator = direct ? shifted_rows(p.dv, slice.first_row, DType::f32).data : dv.data();
+    l.direct_kv = false;
+    l.deterministic = false;
+    cuda::launch_backward<Element>(l, l.tiles_per_segment, true, stream);
+    LONGNET_CHECK(cudaGetLastError());
+    if (direct) continue;
+    auto add = [&](const Tensor& part, const RowTensor& target, std::int64_t heads) {
+      add_slice_kernel<<<cuda::grid_for(B * n * 32, 256), 256, 0, stream>>>(
+          cuda::device_rows(target), part.data<float>(), B, n, static_cast<int>(heads), static_cast<int>(D),
+          slice.first_row);
+      LONGNET_CHECK(cudaGetLastError());
+    };
+    add(dq, p.dq, H);
+    add(dk, p.dk, Hk);
+    add(dv, p.dv, Hk);
+  }
+}
+
 template <class Element>
 void forward(const DilatedAttentionTasksParams& p) {
   validate(p, {p.q, p.k, p.v, p.out, p.k_gathered, p.v_gathered});
@@ -205,6 +405,7 @@ void forward(const DilatedAttentionTasksParams& p) {
     cuda::fill<float>(accumulator, B * L * H * D, 0.0f, stream);
     cuda::fill<float>(p.lse, B * H * L, -INFINITY, stream);
   }
+  if (p.pieces_to_run != TaskPieces::gathered) forward_engine_slices<Element>(p, accumulator, stream);
   const WorkLists w = work_lists(p);
   const Tensor pieces = upload(w.pieces), tiles = upload(w.query_tiles);
   TaskLaunch t = task_launch(p);
@@ -244,9 +445,10 @@ void backward(const DilatedAttentionTasksParams& p) {
     device_view(p.dk_gathered, DType::f32, B, R, 1, D).zero();
     device_view(p.dv_gathered, DType::f32, B, R, 1, D).zero();
   }
-  const Tensor delta = cuda::output_deltas<Element, float>(p.out, p.dout, B, L, H, D, stream);
+  if (p.pieces_to_run != TaskPieces::gathered) backward_engine_slices<Element>(p, stream);
   const WorkLists w = work_lists(p);
   if (w.key_tiles.empty()) return;
+  const Tensor delta = cuda::output_deltas<Element, float>(p.out, p.dout, B, L, H, D, stream);
   require(static_cast<std::int64_t>(w.key_tiles.size()) <= kMaxGridX,
           "sequence-parallel attention on CUDA: too many key tiles for one launch");
   const Tensor pieces = upload(w.pieces), tiles = upload(w.key_tiles);
