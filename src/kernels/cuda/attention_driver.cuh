@@ -74,6 +74,20 @@ inline bool use_sm90_kernels() {
 #endif
 }
 
+// Appends the pattern of `one` (a launch of that pattern alone) as the next slot of the
+// forward launch `l`, its CTAs after those already there.
+inline void append_slot(PatternLaunch& l, const PatternLaunch& one) {
+  PatternSlot& slot = l.slots[l.slot_count++];
+  slot.pattern = one.pattern;
+  slot.pattern_index = one.pattern_index;
+  slot.head_begin = one.head_begin;
+  slot.head_count = one.head_count;
+  slot.segments = one.segments;
+  slot.tiles_per_segment = one.tiles_per_segment;
+  slot.cta_begin = l.total_ctas;
+  l.total_ctas += static_cast<std::int64_t>(one.head_count) * one.segments * one.tiles_per_segment;
+}
+
 // Rows of the sequence a forward CTA owns on the tensor-core path.
 inline int forward_rows_per_cta() { return use_sm90_kernels() ? kFlashForwardRowsSm90 : kFlashForwardRows; }
 

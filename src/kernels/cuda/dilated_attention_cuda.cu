@@ -128,18 +128,7 @@ void forward(const DilatedAttentionParams& p) {
       PatternLaunch l = pattern_launch(p, first, rows);
       l.merge = merge;
       if (merge) l.out_accumulator = accumulator.data();
-      for (std::size_t i = first; i < last; ++i) {
-        const PatternLaunch one = pattern_launch(p, i, rows);
-        cuda::PatternSlot& slot = l.slots[l.slot_count++];
-        slot.pattern = one.pattern;
-        slot.pattern_index = one.pattern_index;
-        slot.head_begin = one.head_begin;
-        slot.head_count = one.head_count;
-        slot.segments = one.segments;
-        slot.tiles_per_segment = one.tiles_per_segment;
-        slot.cta_begin = l.total_ctas;
-        l.total_ctas += static_cast<std::int64_t>(one.head_count) * one.segments * one.tiles_per_segment;
-      }
+      for (std::size_t i = first; i < last; ++i) cuda::append_slot(l, pattern_launch(p, i, rows));
       require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
       cuda::launch_forward<Element>(l, true, stream);
       LONGNET_CHECK(cudaGetLastError());

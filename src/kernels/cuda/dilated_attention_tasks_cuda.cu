@@ -324,15 +324,7 @@ void forward_engine_slices(const DilatedAttentionTasksParams& p, void* accumulat
     l.merge = true;
     l.out_accumulator = direct ? accumulator : part.data();
     l.lse = direct ? p.lse : part_lse.data();
-    cuda::PatternSlot& slot = l.slots[l.slot_count++];
-    slot.pattern = l.pattern;
-    slot.pattern_index = l.pattern_index;
-    slot.head_begin = l.head_begin;
-    slot.head_count = l.head_count;
-    slot.segments = l.segments;
-    slot.tiles_per_segment = l.tiles_per_segment;
-    slot.cta_begin = 0;
-    l.total_ctas = static_cast<std::int64_t>(l.head_count) * l.segments * l.tiles_per_segment;
+    cuda::append_slot(l, l);
     require(l.total_ctas <= kMaxGridX, "sequence-parallel attention on CUDA: a slice of ", n,
             " rows needs too many thread blocks for one launch");
     cuda::launch_forward<Element>(l, true, stream);
