@@ -13,7 +13,6 @@
 // singleton, for NCCL).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -69,13 +68,8 @@ void open_world(World& w, const Options& o) {
   } else {
     w.host = self_communicator();
   }
+  w.device = process_device(w.device, o.compute.device, w.host->rank(), w.host->size());
   if (w.device.is_cuda()) {
-    // One GPU per process: the local rank's, unless an index was given.
-    if (o.compute.device == "cuda" && w.host->size() > 1) {
-      const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-      const int local_rank = local != nullptr ? std::atoi(local) : w.host->rank();
-      w.device = Device::cuda(local_rank % std::max(1, cuda_device_count()));
-    }
     w.guard.emplace(w.device);
     require(nccl_compiled(), "--device ", o.compute.device,
             ": sequence parallelism on GPUs communicates through NCCL, which this build lacks");
@@ -166,7 +160,7 @@ Measurement measure(World& w, const Options& o, std::int64_t local_rows) {
   } catch (const Error& error) {
     // Out of memory on any process ends the measurement on every one (the attention's
     // steps agree on errors); anything else is a real error.
-    if (!is_out_of_memory(error) && std::string(error.what()).find("out of") == std::string::npos) throw;
+    if (!is_out_of_memory(error)) throw;
     m.failure = error.what();
     pool.release_cached();
     return m;

@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -84,15 +83,8 @@ class TrainingWorld {
     if (o.parallel != "auto") parallelism = model::parse_parallelism(o.parallel, "--parallel");
     require(parallelism != model::Parallelism::none || processes == 1, "--parallel = none with ", processes,
             " MPI processes: each would train alone and write the same files; use --parallel data or sequence");
-    // The device: with several processes, `--device cuda` gives each the GPU of its local
-    // rank (one GPU per process on a node); an explicit index is taken as it is.
-    device_ = parse_device(o.device, "--device");
-    if (device_.is_cuda() && world_ && processes > 1 && o.device == "cuda") {
-      const int gpus = cuda_device_count();
-      const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-      const int local_rank = local != nullptr ? std::atoi(local) : world_->rank();
-      device_ = Device::cuda(gpus > 0 ? local_rank % gpus : 0);
-    }
+    // The device: with several processes, `--device cuda` is one GPU per process.
+    device_ = process_device(parse_device(o.device, "--device"), o.device, world_ ? world_->rank() : 0, processes);
     if (device_.is_cuda()) guard_.emplace(device_);
     std::shared_ptr<Communicator> comm;
     if (parallelism != model::Parallelism::none) {

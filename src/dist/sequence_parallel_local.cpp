@@ -183,7 +183,7 @@ void run_forward(const SequenceParallelPlan& plan, const DilatedAttentionConfig&
   if (start) {
     state.result = {Tensor::empty(q.shape(), q.dtype(), q.device()),
                     Tensor::empty({q.size(0), q.size(2), q.size(1)}, kernels::lse_dtype(q.dtype()), q.device())};
-    if (q.device().is_cuda() && !(start && finish)) state.accumulator = Tensor::empty(q.shape(), DType::f32, q.device());
+    if (q.device().is_cuda() && !finish) state.accumulator = Tensor::empty(q.shape(), DType::f32, q.device());
   }
   require(state.result.out.defined(), "the local-keys step of the forward must run before the received-keys step");
   kernels::DilatedAttentionTasksParams p = make_params(plan, config, q, k, v, k_gathered, v_gathered);

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 #include <type_traits>
 
 #include "core/status_cuda.hpp"
@@ -72,6 +74,32 @@ inline bool use_sm90_kernels() {
 #else
   return false;
 #endif
+}
+
+// The query heads pattern `index` of `num_patterns` serves: all of them in LongNet mode,
+// group `index` (the first H mod G groups one head larger) in head-groups mode.
+struct HeadRange {
+  int begin = 0, count = 0;
+};
+
+inline HeadRange pattern_heads(DilatedMode mode, std::int64_t index, std::int64_t num_patterns, std::int64_t heads) {
+  const auto H = static_cast<int>(heads);
+  if (mode == DilatedMode::longnet) return {0, H};
+  const auto G = static_cast<int>(num_patterns), i = static_cast<int>(index);
+  const int base = H / G, larger = H % G;
+  return {i * base + (i < larger ? i : larger), base + (i < larger ? 1 : 0)};
+}
+
+// A host list of structs made only of int64 fields, as an i64 tensor on the current
+// device (undefined when empty: nothing to copy, no synchronisation).
+template <class T>
+Tensor upload_words(const T* items, std::int64_t count) {
+  static_assert(sizeof(T) % sizeof(std::int64_t) == 0, "upload_words takes structs of int64 fields");
+  if (count == 0) return Tensor();
+  const std::int64_t words = count * static_cast<std::int64_t>(sizeof(T) / sizeof(std::int64_t));
+  std::vector<std::int64_t> host(static_cast<std::size_t>(words));
+  std::memcpy(host.data(), items, host.size() * sizeof(std::int64_t));
+  return Tensor::from_vector(host, {words}).to(current_device());
 }
 
 // Appends the pattern of `one` (a launch of that pattern alone) as the next slot of the

@@ -33,19 +33,6 @@ bool use_tensor_cores(const DilatedAttentionParams& p, bool backward) {
                   : cuda::tensor_core_operands(p.dtype, p.head_dim, {p.q, p.k, p.v, p.out});
 }
 
-struct HeadRange {
-  int begin = 0, count = 0;
-};
-
-// The heads that use pattern i: all of them in LongNet mode, group i in head-groups mode.
-HeadRange heads_of(const DilatedAttentionParams& p, std::size_t i) {
-  const auto H = static_cast<int>(p.heads);
-  if (p.mode == DilatedMode::longnet) return {0, H};
-  const auto G = static_cast<int>(p.patterns.size());
-  const int base = H / G, larger = H % G, index = static_cast<int>(i);
-  return {index * base + (index < larger ? index : larger), base + (index < larger ? 1 : 0)};
-}
-
 PatternLaunch pattern_launch(const DilatedAttentionParams& p, std::size_t i, int rows_per_cta) {
   PatternLaunch l;
   l.batch = p.batch;
@@ -63,7 +50,8 @@ PatternLaunch pattern_launch(const DilatedAttentionParams& p, std::size_t i, int
   l.output_scale_exact = p.mode == DilatedMode::head_groups ? 1.0 / static_cast<double>(p.patterns.size()) : 1.0;
   l.output_scale = static_cast<float>(l.output_scale_exact);
   l.scale_exact = p.scale;
-  const HeadRange heads = heads_of(p, i);
+  const cuda::HeadRange heads = cuda::pattern_heads(p.mode, static_cast<std::int64_t>(i),
+                                                     static_cast<std::int64_t>(p.patterns.size()), p.heads);
   l.head_begin = heads.begin;
   l.head_count = heads.count;
   l.segments = segment_count(p.seq_len, p.patterns[i].segment_length);

@@ -21,7 +21,6 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 #include "kernels/cuda/attention_driver.cuh"
@@ -185,18 +184,6 @@ WorkLists work_lists(const DilatedAttentionTasksParams& p) {
   return w;
 }
 
-// A host list of int64-only structs as an i64 tensor on the current device.
-template <class T>
-Tensor upload(const std::vector<T>& items) {
-  static_assert(sizeof(T) % sizeof(std::int64_t) == 0);
-  constexpr std::int64_t kWords = sizeof(T) / sizeof(std::int64_t);
-  const auto count = static_cast<std::int64_t>(items.size());
-  std::vector<std::int64_t> words(static_cast<std::size_t>(count * kWords));
-  if (count > 0) std::memcpy(words.data(), items.data(), words.size() * sizeof(std::int64_t));
-  if (words.empty()) words.push_back(0);  // a valid (unused) allocation
-  return Tensor::from_vector(words, {static_cast<std::int64_t>(words.size())}).to(cuda::current_device());
-}
-
 template <class Element, int kHeadDim>
 void launch_forward_phase(const TaskLaunch& t, std::int64_t ctas, std::int64_t batch, cudaStream_t stream) {
   constexpr int kShared = cuda::task_forward_shared_bytes<kHeadDim>();
@@ -231,15 +218,9 @@ cuda::PatternLaunch engine_launch(const DilatedAttentionTasksParams& p, const En
   l.pattern = pattern;
   l.pattern_index = static_cast<int>(slice.pattern);
   l.causal = p.causal;
-  if (p.mode == DilatedMode::longnet) {
-    l.head_begin = 0;
-    l.head_count = static_cast<int>(p.heads);
-  } else {  // head group `pattern` (dilated_attention_cuda.cu's heads_of)
-    const auto H = static_cast<int>(p.heads), G = static_cast<int>(p.num_patterns);
-    const int index = static_cast<int>(slice.pattern), base = H / G, larger = H % G;
-    l.head_begin = index * base + (index < larger ? index : larger);
-    l.head_count = base + (index < larger ? 1 : 0);
-  }
+  const cuda::HeadRange heads = cuda::pattern_heads(p.mode, slice.pattern, p.num_patterns, p.heads);
+  l.head_begin = heads.begin;
+  l.head_count = heads.count;
   l.segments = segment_count(slice.rows, pattern.segment_length);
   const std::int64_t longest = ceil_div(std::min(pattern.segment_length, slice.rows), pattern.dilation_rate);
   l.tiles_per_segment = ceil_div(longest, rows_per_cta);
@@ -399,7 +380,8 @@ void forward(const DilatedAttentionTasksParams& p) {
   }
   if (p.pieces_to_run != TaskPieces::gathered) forward_engine_slices<Element>(p, accumulator, stream);
   const WorkLists w = work_lists(p);
-  const Tensor pieces = upload(w.pieces), tiles = upload(w.query_tiles);
+  const Tensor pieces = cuda::upload_words(w.pieces.data(), static_cast<std::int64_t>(w.pieces.size()));
+  const Tensor tiles = cuda::upload_words(w.query_tiles.data(), static_cast<std::int64_t>(w.query_tiles.size()));
   TaskLaunch t = task_launch(p);
   t.base.out_accumulator = accumulator;
   t.pieces = static_cast<const TaskPieceRows*>(pieces.data());
@@ -443,7 +425,8 @@ void backward(const DilatedAttentionTasksParams& p) {
   const Tensor delta = cuda::output_deltas<Element, float>(p.out, p.dout, B, L, H, D, stream);
   require(static_cast<std::int64_t>(w.key_tiles.size()) <= kMaxGridX,
           "sequence-parallel attention on CUDA: too many key tiles for one launch");
-  const Tensor pieces = upload(w.pieces), tiles = upload(w.key_tiles);
+  const Tensor pieces = cuda::upload_words(w.pieces.data(), static_cast<std::int64_t>(w.pieces.size()));
+  const Tensor tiles = cuda::upload_words(w.key_tiles.data(), static_cast<std::int64_t>(w.key_tiles.size()));
   TaskLaunch t = task_launch(p);
   t.base.delta = delta.data();
   t.pieces = static_cast<const TaskPieceRows*>(pieces.data());
