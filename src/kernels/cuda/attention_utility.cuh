@@ -4,6 +4,8 @@
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "kernels/cuda/flash_params.cuh"
 #include "kernels/cuda/simt_attention.cuh"
 
@@ -44,6 +46,31 @@ __global__ void convert_accumulator_kernel(const Compute* accumulator, DeviceRow
     const std::int64_t rest = i / head_dim;
     const std::int64_t h = rest % heads, n = (rest / heads) % seq_len, b = rest / (heads * seq_len);
     store(out.row<Element>(b, n, h) + d, accumulator[i] * scale);
+  }
+}
+
+// The same for head_dim % 4 == 0: a CTA per position (n = blockIdx.x, b = blockIdx.y), a
+// thread per four columns of a head, so no thread divides 64-bit row indices (which made
+// the element-wise kernel compute-bound at a third of HBM bandwidth).
+template <class Element, class Compute>
+__global__ void convert_accumulator_rows_kernel(const Compute* accumulator, DeviceRows out, int heads, int head_dim,
+                                                Compute scale) {
+  const std::int64_t n = blockIdx.x, b = blockIdx.y;
+  const int quads = head_dim / 4, per_position = heads * quads;
+  const Compute* source = accumulator + (b * gridDim.x + n) * per_position * 4;
+  for (int k = static_cast<int>(threadIdx.x); k < per_position; k += static_cast<int>(blockDim.x)) {
+    const int h = k / quads, d = (k - h * quads) * 4;
+    Compute v[4];
+    if constexpr (std::is_same_v<Compute, float>) {
+      const float4 x = reinterpret_cast<const float4*>(source)[k];
+      v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = source[4 * k + j];
+    }
+    Element* target = out.row<Element>(b, n, h) + d;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) store(target + j, v[j] * scale);
   }
 }
 

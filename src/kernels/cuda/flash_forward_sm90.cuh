@@ -1,14 +1,16 @@
 // Hopper (sm_90a) forward of dilated attention: the same work decomposition and online
 // softmax as flash_forward.cuh, with the matrix products on warpgroup MMAs (wgmma) that
 // read Q, K and V straight from shared memory through matrix descriptors: no ldmatrix
-// traffic, asynchronous issue, and two warpgroups per CTA (64 query rows each) whose
-// softmax of one overlaps the other's MMAs.
+// traffic, asynchronous issue. One warpgroup (64 query rows) per CTA, two CTAs per SM.
+// The dilated loop is software-pipelined (FlashAttention-3's intra-warpgroup overlap):
+// the score product of tile t + 1 and the PV product of tile t are issued together, and
+// the softmax of tile t + 1 runs while the PV product is on the tensor cores.
 //
 // Shared tiles use Hopper's canonical 128-byte-swizzle layout: a tile of `rows` rows is
 // stored as kHeadDim / 64 column blocks of rows x 128 bytes, 16-byte chunk c of row r at
 // chunk c ^ (r mod 8). Q and K are K-major operands (S = Q K^T); V is the MN-major B
 // operand of O += P V, with P in registers. kSparse: a block-sparse launch, as in
-// flash_forward.cuh (the dilated instantiation is unchanged).
+// flash_forward.cuh (its key tiles come from a schedule; its loop is not pipelined yet).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,8 +28,8 @@ namespace longnet::kernels::cuda {
 
 template <int kHeadDim>
 struct Sm90ForwardTile {
-  // One warpgroup per CTA: several independent CTAs per SM drift out of phase, so one's
-  // softmax (special-function unit) overlaps another's MMAs (tensor cores).
+  // One warpgroup per CTA: besides the pipeline inside a CTA, the two CTAs of an SM drift
+  // out of phase, so one's softmax (special-function unit) overlaps the other's MMAs.
   static constexpr int kWarpGroups = 1;
   // Two CTAs per SM: measured faster than three (which spills) for head_dim 64.
   static constexpr int kMinBlocksPerSm = 2;
@@ -36,9 +38,82 @@ struct Sm90ForwardTile {
   static constexpr int kBlockN = kHeadDim <= 64 ? 128 : 64;  // keys per stage
   static constexpr int kChunks = kHeadDim / 8;
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
-  static constexpr int kStageBytes = kBlockN * kHeadDim * 2;             // one of K or V
-  static constexpr int kSharedBytes = kQBytes + 4 * kStageBytes + 1024;  // + alignment slack
+  static constexpr int kStageBytes = kBlockN * kHeadDim * 2;  // one of K or V
+  // Dilated launches keep three stages of K and V (tile t's PV product, tile t + 1's
+  // scores and tile t + 2's copies in flight together); block-sparse ones two.
+  static constexpr int stages(bool sparse) { return sparse ? 2 : 3; }
+  static constexpr int shared_bytes(bool sparse) {
+    return kQBytes + 2 * stages(sparse) * kStageBytes + 1024;  // + alignment slack
+  }
 };
+
+// Online softmax of one score tile of a warpgroup (64 rows x kSTiles * 8 keys, this
+// thread's fragments `s`), scores in base 2 after scale_log2: `dropped(n, e)` says which
+// elements the mask removes. Updates the row maxima and sums, leaves the probabilities in
+// `s` and the factor by which the output accumulated so far must be scaled in `correction`.
+template <int kSTiles, class Dropped>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[kSTiles * 4], float (&row_max)[2], float (&row_sum)[2],
+                                                    float (&correction)[2], float sign, float scale_log2,
+                                                    bool needs_mask, Dropped dropped) {
+  if (sign < 0.0f) {  // uniform: a negative scale (rare) folded into the scores
+#pragma unroll
+    for (int i = 0; i < kSTiles * 4; ++i) s[i] = -s[i];
+  }
+  if (needs_mask) {  // uniform per warp: only the tiles on a boundary pay for the mask
+#pragma unroll
+    for (int n = 0; n < kSTiles; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (dropped(n, e)) s[4 * n + e] = -INFINITY;
+      }
+    }
+  }
+  float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < kSTiles; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[4 * n + e]);
+  }
+  float reference[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float new_max = fmaxf(row_max[r], warp_group_max(tile_max[r]));
+    reference[r] = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
+    correction[r] = row_max[r] == -INFINITY ? 0.0f : fast_exp2(row_max[r] * scale_log2 - reference[r]);
+    row_max[r] = new_max;
+    row_sum[r] *= correction[r];
+  }
+#pragma unroll
+  for (int n = 0; n < kSTiles; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      s[4 * n + e] = fast_exp2(fmaf(s[4 * n + e], scale_log2, -reference[e / 2]));
+      row_sum[e / 2] += s[4 * n + e];
+    }
+  }
+}
+
+// The probabilities of a score tile as the register A fragments of O += P V: the score
+// fragments of two adjacent n-tiles form one k-step's fragment.
+template <class Element, int kSTiles>
+__device__ __forceinline__ void pack_probabilities(const float (&s)[kSTiles * 4], std::uint32_t (&a)[kSTiles / 2][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kSTiles / 2; ++kk) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) a[kk][r] = Mma<Element>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+  }
+}
+
+// Keeps the compiler from reusing the registers of a wgmma's A operand before the wait
+// that ends the asynchronous read.
+template <int kRows>
+__device__ __forceinline__ void wgmma_fence_operands(std::uint32_t (&a)[kRows][4]) {
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(a[i][r])::"memory");
+  }
+}
 
 // Element offset of 16-byte chunk `chunk` of row `row` in a swizzled tile of `rows` rows.
 template <int kHeadDim>
@@ -68,8 +143,9 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   unsigned char* shared_base = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<std::uintptr_t>(shared_raw + kScheduleBytes) + 1023) & ~std::uintptr_t{1023});
   Element* sQ = reinterpret_cast<Element*>(shared_base);
-  Element* sK = reinterpret_cast<Element*>(shared_base + Tile::kQBytes);  // [2][kBlockN x D]
-  Element* sV = sK + 2 * kBlockN * kHeadDim;                              // [2][kBlockN x D]
+  constexpr int kStages = Tile::stages(kSparse);
+  Element* sK = reinterpret_cast<Element*>(shared_base + Tile::kQBytes);  // [kStages][kBlockN x D]
+  Element* sV = sK + kStages * kBlockN * kHeadDim;                        // [kStages][kBlockN x D]
 
   // This CTA's query rows q_begin + i < query_limit, tensor row first_row + i * row_step,
   // of head h; the keys of a dilated launch are the L rows of the same virtual sequence.
@@ -169,20 +245,6 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
     const bool valid = chunk_used && i < query_limit;
     copy_async_16(sQ + sw128_offset<kHeadDim>(kBlockM, row, copy_chunk), q_copy + (valid ? i : 0) * q_stride, valid);
   }
-  // Key tiles: 0 .. kv_tiles - 1 of the virtual sequence, or the schedule's.
-  std::int64_t kv_tiles = 0;
-  ScheduledKeyTile current[kHalves] = {}, following[kHalves] = {};
-  bool have_tile = false;
-  if constexpr (kSparse) {
-    have_tile = next_tiles(current);
-    if (have_tile) load_sparse(current, 0);
-  } else {
-    const std::int64_t key_end = p.causal ? min(L, q_begin + kBlockM) : L;
-    kv_tiles = (key_end + kBlockN - 1) / kBlockN;
-    load_kv(0, 0);
-  }
-  copy_async_commit();
-
   // A negative scale is a positive one with negated MMA inputs: wgmma negates A for us
   // only from shared memory, so fold the sign into the scores instead.
   const float sign = p.scale_log2 < 0.0f ? -1.0f : 1.0f;
@@ -193,35 +255,10 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
   const int warp_row = warp_group * 64 + (warp % 4) * 16;  // this warp's first row in the CTA tile
 
-  for (std::int64_t tile = 0; kSparse ? have_tile : tile < kv_tiles; ++tile) {
-    const int stage = static_cast<int>(tile & 1);
-    bool prefetch = false;
-    if constexpr (kSparse) {
-      prefetch = next_tiles(following);
-      if (prefetch) {
-        load_sparse(following, stage ^ 1);
-        copy_async_commit();
-        copy_async_wait<1>();
-      } else {
-        copy_async_wait<0>();
-      }
-    } else {
-      if (tile + 1 < kv_tiles) {
-        load_kv(tile + 1, stage ^ 1);
-        copy_async_commit();
-        copy_async_wait<1>();
-      } else {
-        copy_async_wait<0>();
-      }
-    }
-    fence_proxy_async();  // the copies above are read next by the tensor cores
-    __syncthreads();
+  // S = Q K^T for the key tile in `stage` (64 rows of this warpgroup x kBlockN keys),
+  // issued and committed, not waited for.
+  auto issue_scores = [&](float(&s)[kSTiles * 4], int stage) {
     const Element* k_tile = sK + stage * kBlockN * kHeadDim;
-    const Element* v_tile = sV + stage * kBlockN * kHeadDim;
-
-    // S = Q K^T (64 rows of this warpgroup x kBlockN keys).
-    float s[kSTiles * 4];
-    wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kHeadDim / 16; ++ks) {
       const std::uint64_t a =
@@ -234,91 +271,11 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
       }
     }
     wgmma_commit();
-    wgmma_wait<0>();
-    wgmma_fence_registers(s);
-
-    // Mask and online softmax (scores in base 2).
-    // Dilated: key column c of row `row` is kept iff c < key_limit and (when causal) c - row
-    // <= diagonal_high. Block-sparse, per 64-key part of the stage (column c is column
-    // c % 64 of part c / 64): kept iff c % 64 < part_limit and part_low <= c % 64 - row <=
-    // part_high. (Plain ints, not structs: the dilated instantiation then compiles to the
-    // same code as before kSparse existed.)
-    bool needs_mask;
-    int key_limit, diagonal_high;
-    int part_limit[kHalves], part_low[kHalves], part_high[kHalves];
-    if constexpr (kSparse) {
-      needs_mask = false;
-#pragma unroll
-      for (int half = 0; half < kHalves; ++half) {
-        part_limit[half] = current[half].count;
-        part_low[half] = current[half].low;
-        part_high[half] = current[half].high;
-        // The band covers this warp's 16 rows x the 64 keys iff low <= 0 - (warp_row + 15)
-        // and 63 - warp_row <= high (the clamp to +-(kBlockM + kBlockN) keeps both exact).
-        needs_mask = needs_mask || part_limit[half] < kSparseTile || part_low[half] > -(warp_row + 15) ||
-                     part_high[half] < kSparseTile - 1 - warp_row;
-      }
-    } else {
-      const std::int64_t key0 = tile * kBlockN;
-      needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
-      key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
-      diagonal_high = static_cast<int>(max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM + kBlockN)),
-                                           static_cast<std::int64_t>(-kBlockM - kBlockN)));
-    }
-    float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < kSTiles; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = sign * s[4 * n + e];
-        if (needs_mask) {
-          const int c = 8 * n + 2 * thread_in_group + (e & 1);
-          const int row = warp_row + group + 8 * (e / 2);
-          if constexpr (kSparse) {
-            const int half = n / (kSparseTile / 8), cc = c % kSparseTile;  // c / 64, at compile time
-            if (cc >= part_limit[half] || cc - row > part_high[half] || cc - row < part_low[half]) x = -INFINITY;
-          } else {
-            if (c >= key_limit || (p.causal && c - row > diagonal_high)) x = -INFINITY;
-          }
-        }
-        s[4 * n + e] = x;
-        tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
-      }
-    }
-    float reference[2], correction[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const float new_max = fmaxf(row_max[r], warp_group_max(tile_max[r]));
-      reference[r] = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
-      correction[r] = row_max[r] == -INFINITY ? 0.0f : fast_exp2(row_max[r] * scale_log2 - reference[r]);
-      row_max[r] = new_max;
-      row_sum[r] *= correction[r];
-    }
-#pragma unroll
-    for (int n = 0; n < kSTiles; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[4 * n + e] = fast_exp2(fmaf(s[4 * n + e], scale_log2, -reference[e / 2]));
-        row_sum[e / 2] += s[4 * n + e];
-      }
-    }
-#pragma unroll
-    for (int n = 0; n < kOTiles; ++n) {
-      o[4 * n + 0] *= correction[0];
-      o[4 * n + 1] *= correction[0];
-      o[4 * n + 2] *= correction[1];
-      o[4 * n + 3] *= correction[1];
-    }
-
-    // O += P V: P from registers (the score fragments of two adjacent n-tiles form one
-    // k-step's A fragment), V (keys x D, D contiguous) as the MN-major B operand.
-    std::uint32_t a[kBlockN / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-#pragma unroll
-      for (int r = 0; r < 4; ++r) a[kk][r] = Mma<Element>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
-    }
-    wgmma_fence();
+  };
+  // O += P V for the V tile in `stage`: V (keys x D, D contiguous) is the MN-major B
+  // operand; issued and committed, not waited for.
+  auto issue_pv = [&](const std::uint32_t(&a)[kBlockN / 16][4], int stage) {
+    const Element* v_tile = sV + stage * kBlockN * kHeadDim;
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
       const std::uint64_t bdesc = matrix_descriptor(v_tile + kk * 16 * 64, kBlockN * 128, 1024);
@@ -329,16 +286,151 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
       }
     }
     wgmma_commit();
-    wgmma_wait<0>();
-    wgmma_fence_registers(o);
-    __syncthreads();  // the next iteration's copies overwrite the stage just read
-    if constexpr (kSparse) {
+  };
+  auto rescale_output = [&](const float(&correction)[2]) {
+#pragma unroll
+    for (int n = 0; n < kOTiles; ++n) {
+      o[4 * n + 0] *= correction[0];
+      o[4 * n + 1] *= correction[0];
+      o[4 * n + 2] *= correction[1];
+      o[4 * n + 3] *= correction[1];
+    }
+  };
+
+  if constexpr (kSparse) {
+    // Key tiles from the schedule, double-buffered, each tile's products in sequence.
+    ScheduledKeyTile current[kHalves] = {}, following[kHalves] = {};
+    bool have_tile = next_tiles(current);
+    if (have_tile) load_sparse(current, 0);
+    copy_async_commit();
+    for (int stage = 0; have_tile; stage ^= 1) {
+      const bool prefetch = next_tiles(following);
+      if (prefetch) {
+        load_sparse(following, stage ^ 1);
+        copy_async_commit();
+        copy_async_wait<1>();
+      } else {
+        copy_async_wait<0>();
+      }
+      fence_proxy_async();  // the copies above are read next by the tensor cores
+      __syncthreads();
+      float s[kSTiles * 4];
+      wgmma_fence();
+      issue_scores(s, stage);
+      wgmma_wait<0>();
+      wgmma_fence_registers(s);
+      // Per 64-key part of the stage (column c is column c % 64 of part c / 64): kept iff
+      // c % 64 < part_limit and part_low <= c % 64 - row <= part_high.
+      int part_limit[kHalves], part_low[kHalves], part_high[kHalves];
+      bool needs_mask = false;
+#pragma unroll
+      for (int half = 0; half < kHalves; ++half) {
+        part_limit[half] = current[half].count;
+        part_low[half] = current[half].low;
+        part_high[half] = current[half].high;
+        // The band covers this warp's 16 rows x the 64 keys iff low <= 0 - (warp_row + 15)
+        // and 63 - warp_row <= high (the clamp to +-(kBlockM + kBlockN) keeps both exact).
+        needs_mask = needs_mask || part_limit[half] < kSparseTile || part_low[half] > -(warp_row + 15) ||
+                     part_high[half] < kSparseTile - 1 - warp_row;
+      }
+      float correction[2];
+      online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
+        const int c = 8 * n + 2 * thread_in_group + (e & 1);
+        const int row = warp_row + group + 8 * (e / 2);
+        const int half = n / (kSparseTile / 8), cc = c % kSparseTile;  // c / 64, at compile time
+        return cc >= part_limit[half] || cc - row > part_high[half] || cc - row < part_low[half];
+      });
+      rescale_output(correction);
+      std::uint32_t a[kBlockN / 16][4];
+      pack_probabilities<Element, kSTiles>(s, a);
+      wgmma_fence();
+      issue_pv(a, stage);
+      wgmma_wait<0>();
+      wgmma_fence_registers(o);
+      __syncthreads();  // the next iteration's copies overwrite the stage just read
 #pragma unroll
       for (int half = 0; half < kHalves; ++half) current[half] = following[half];
       have_tile = prefetch;
     }
+    copy_async_wait<0>();  // a query block without keys still copied Q
+  } else {
+    // Key tiles 0 .. kv_tiles - 1 of the virtual sequence (at least one: q_begin < L), in a
+    // ring of three stages, software-pipelined: while tile t's PV product runs on the
+    // tensor cores, the warpgroup computes the softmax of tile t + 1, whose score product
+    // was issued just before; tile t + 2 is being copied meanwhile.
+    const std::int64_t key_end = p.causal ? min(L, q_begin + kBlockM) : L;
+    const std::int64_t kv_tiles = (key_end + kBlockN - 1) / kBlockN;
+    load_kv(0, 0);  // with Q: copy group 0
+    copy_async_commit();
+    if (kv_tiles > 1) load_kv(1, 1);
+    copy_async_commit();
+    // Key column c of row `row` of tile t is kept iff c < key_limit and (when causal)
+    // c - row <= diagonal_high.
+    auto softmax = [&](float(&s)[kSTiles * 4], std::int64_t t, float(&correction)[2]) {
+      const std::int64_t key0 = t * kBlockN;
+      const bool needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
+      const int key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
+      const int diagonal_high = static_cast<int>(max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM + kBlockN)),
+                                                     static_cast<std::int64_t>(-kBlockM - kBlockN)));
+      online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
+        const int c = 8 * n + 2 * thread_in_group + (e & 1);
+        const int row = warp_row + group + 8 * (e / 2);
+        return c >= key_limit || (p.causal && c - row > diagonal_high);
+      });
+    };
+    float s[kSTiles * 4], correction[2];
+    std::uint32_t a[kBlockN / 16][4];
+    copy_async_wait<1>();
+    fence_proxy_async();  // the copies above are read next by the tensor cores
+    __syncthreads();
+    wgmma_fence();
+    issue_scores(s, 0);
+    wgmma_wait<0>();
+    wgmma_fence_registers(s);
+    softmax(s, 0, correction);  // the output is still zero: no rescaling
+    pack_probabilities<Element, kSTiles>(s, a);
+    // Straight-line iterations (ptxas serializes wgmmas whose groups it cannot track
+    // through branches): every one but the last issues the next tile's scores.
+    int stage = 0;
+    for (std::int64_t t = 0; t + 1 < kv_tiles; ++t) {
+      const int next_stage = stage == 2 ? 0 : stage + 1;
+      // Stage (t + 2) % 3 held tile t - 1, whose products every warp has waited for.
+      __syncthreads();
+      if (t + 2 < kv_tiles) load_kv(t + 2, next_stage == 2 ? 0 : next_stage + 1);
+      copy_async_commit();   // possibly empty: one group per iteration keeps the count
+      copy_async_wait<1>();  // tile t + 1 has landed
+      fence_proxy_async();
+      __syncthreads();
+      wgmma_fence();
+      issue_scores(s, next_stage);
+      // A fence per product: ptxas treats the wgmmas after one fence as one stage and
+      // waits for all of them before any accumulator of the stage is read.
+      wgmma_fence();
+      issue_pv(a, stage);
+      wgmma_wait<1>();  // the scores; the PV product may still run
+      wgmma_fence_registers(s);
+      softmax(s, t + 1, correction);
+      std::uint32_t a_next[kBlockN / 16][4];
+      pack_probabilities<Element, kSTiles>(s, a_next);
+      // Pinned before the wait: otherwise the compiler sinks the softmax below it (it
+      // only feeds code after the wait), and nothing overlaps the PV product.
+      wgmma_fence_operands(a_next);
+      wgmma_wait<0>();
+      wgmma_fence_registers(o);
+      wgmma_fence_operands(a);
+      rescale_output(correction);
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) a[kk][r] = a_next[kk][r];
+      }
+      stage = next_stage;
+    }
+    wgmma_fence();
+    issue_pv(a, stage);  // the last tile's (landed: waited for by the last iteration or the prologue)
+    wgmma_wait<0>();
+    wgmma_fence_registers(o);
   }
-  if constexpr (kSparse) copy_async_wait<0>();  // a query block without keys still copied Q
 
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -358,7 +450,7 @@ void launch_flash_forward_sm90(const PatternLaunch& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.total_ctas), static_cast<unsigned>(p.batch));
   auto kernel = flash_forward_sm90_kernel<Element, kHeadDim, kSparse>;
   // Block-sparse: plus the schedule's ring (before the tiles).
-  const int shared_bytes = Tile::kSharedBytes + (kSparse ? SparseKeySchedule<Tile::kThreads>::kSharedBytes : 0);
+  const int shared_bytes = Tile::shared_bytes(kSparse) + (kSparse ? SparseKeySchedule<Tile::kThreads>::kSharedBytes : 0);
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes);
   kernel<<<grid, Tile::kThreads, shared_bytes, stream>>>(p);
 }
