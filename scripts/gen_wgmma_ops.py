@@ -2,7 +2,7 @@
 """Generates src/kernels/cuda/wgmma_ops.cuh: inline-PTX wrappers of the Hopper warpgroup
 MMAs the attention kernels use (their operand lists are too long to write by hand).
 
-    python3 scripts/gen_wgmma_ops.py > src/kernels/cuda/wgmma_ops.cuh
+    python3 scripts/gen_wgmma_ops.py | clang-format --assume-filename=x.cuh > src/kernels/cuda/wgmma_ops.cuh
 
 Each wrapper computes D (64 x N, fp32, per-thread fragment of N/2 floats laid out like
 the mma.sync C fragments of N/8 n-tiles) += A (64 x 16) * B (16 x N):
@@ -12,7 +12,7 @@ the mma.sync C fragments of N/8 n-tiles) += A (64 x 16) * B (16 x N):
       shared memory, K-major (trans 0) or MN-major (trans 1).
 """
 
-SHAPES = [("ss", 128), ("ss", 64), ("rs", 64), ("rs", 128)]
+SHAPES = [("ss", 128), ("ss", 64), ("ss", 32), ("rs", 64), ("rs", 128)]
 # Forward declarations of the rs entry points precede the per-type wrappers.
 TYPES = [("bf16", "__nv_bfloat16"), ("f16", "__half")]
 

@@ -185,26 +185,32 @@ Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t b
   return delta;
 }
 
-// Writes a contiguous (B, N, heads, D) accumulator in the compute type into `target`
-// (any row strides) in the output dtype.
+// Writes scale * a contiguous (B, N, heads, D) accumulator in the compute type into
+// `target` (any row strides) in the output dtype.
 template <class Element, class Compute>
-void convert_accumulator(const Tensor& accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
-                         std::int64_t heads, std::int64_t head_dim, cudaStream_t stream) {
+void convert_accumulator(const Compute* accumulator, const RowTensor& target, std::int64_t batch,
+                         std::int64_t seq_len, std::int64_t heads, std::int64_t head_dim, cudaStream_t stream,
+                         Compute scale = Compute(1)) {
   const std::int64_t per_position = heads * head_dim / 4;
   if (head_dim % 4 == 0 && batch <= 65535 && seq_len <= 0x7fffffff && per_position <= (1 << 20)) {
     const int threads = static_cast<int>(std::min<std::int64_t>((per_position + 31) / 32 * 32, 256));
     const dim3 grid(static_cast<unsigned>(seq_len), static_cast<unsigned>(batch));
     if (seq_len > 0 && batch > 0) {
       convert_accumulator_rows_kernel<Element, Compute><<<grid, threads, 0, stream>>>(
-          static_cast<const Compute*>(accumulator.data()), device_rows(target), static_cast<int>(heads),
-          static_cast<int>(head_dim), Compute(1));
+          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale);
     }
   } else {
-    convert_accumulator_kernel<Element, Compute><<<grid_for(accumulator.numel(), 256), 256, 0, stream>>>(
-        static_cast<const Compute*>(accumulator.data()), device_rows(target), batch, seq_len, static_cast<int>(heads),
-        static_cast<int>(head_dim), Compute(1));
+    convert_accumulator_kernel<Element, Compute><<<grid_for(batch * seq_len * heads * head_dim, 256), 256, 0, stream>>>(
+        accumulator, device_rows(target), batch, seq_len, static_cast<int>(heads), static_cast<int>(head_dim), scale);
   }
   LONGNET_CHECK(cudaGetLastError());
+}
+
+template <class Element, class Compute>
+void convert_accumulator(const Tensor& accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
+                         std::int64_t heads, std::int64_t head_dim, cudaStream_t stream) {
+  convert_accumulator<Element, Compute>(static_cast<const Compute*>(accumulator.data()), target, batch, seq_len, heads,
+                                        head_dim, stream);
 }
 
 // Runs Run<Element>::run(p) for the CUDA element type of `dtype`.

@@ -398,10 +398,8 @@ void forward(const DilatedAttentionTasksParams& p) {
     LONGNET_CHECK(cudaGetLastError());
   }
   if (!p.finish) return;
-  cuda::convert_accumulator_kernel<Element, float><<<cuda::grid_for(B * L * H * D, 256), 256, 0, stream>>>(
-      static_cast<const float*>(accumulator), cuda::device_rows(p.out), B, L, static_cast<int>(H),
-      static_cast<int>(D), t.base.output_scale);
-  LONGNET_CHECK(cudaGetLastError());
+  cuda::convert_accumulator<Element, float>(static_cast<const float*>(accumulator), p.out, B, L, H, D, stream,
+                                           t.base.output_scale);
 }
 
 template <class Element>

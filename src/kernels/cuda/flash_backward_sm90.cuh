@@ -1,16 +1,19 @@
-// Hopper (sm_90a) backward of dilated attention, in the transposed form: a CTA of one
-// warpgroup owns 64 keys of one virtual sequence for one kv head and walks the query
-// tiles (64) of every query head of its group that uses the same offset:
+// Hopper (sm_90a) backward of dilated attention, in the transposed form: a CTA owns 128
+// keys of one virtual sequence for one kv head (two warpgroups of 64 keys) and walks the
+// query tiles (64) of every query head of its group that uses the same offset:
 //     S^T = K Q^T, dP^T = V dO^T                 (wgmma, both operands in shared memory)
 //     P^T = exp(scale S^T - lse), dS^T = P^T (alpha dP^T - delta)
 //     dV += alpha P^T dO, dK += scale dS^T Q     (wgmma, A = P^T / dS^T from registers)
 //     dQ += scale dS K                           (wgmma from shared memory; fp32 atomics)
 // dK and dV stay in registers and are added to the fp32 accumulators of the rows the CTA
-// owns for this pattern. In deterministic mode dQ comes from flash_backward_dq_kernel.
+// owns for this pattern. The two warpgroups share the Q and dO tiles and write dS^T to
+// one 128-key tile, so each computes half of dQ's columns over all 128 keys: one fp32
+// atomic per query element per 128 keys instead of per 64 (the atomics and the Q/dO loads
+// bound the one-warpgroup kernel on L2).
 // Tiles use the canonical 128-byte-swizzle layout of flash_forward_sm90.cuh. kSparse: a
 // block-sparse launch — the CTA owns 64 keys of one key block and walks the query tiles of
 // the query blocks that list it (block_sparse_tiles.cuh); the dilated instantiation is
-// unchanged.
+// unchanged but for a CTA of one warpgroup (the walker cuts 64-key tiles).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,25 +29,51 @@
 
 namespace longnet::kernels::cuda {
 
-template <int kHeadDim>
+// kGroups warpgroups of 64 keys each: 2 for dilated launches, 1 for block-sparse ones.
+template <int kHeadDim, int kGroups>
 struct Sm90BackwardTile {
-  static constexpr int kThreads = 128;  // one warpgroup
-  static constexpr int kBlock = 64;     // keys per CTA, queries per step
+  static constexpr int kThreads = 128 * kGroups;
+  static constexpr int kBlock = 64;              // keys per warpgroup, queries per step
+  static constexpr int kKeys = kBlock * kGroups;  // keys per CTA
+  static constexpr int kDqColumns = kHeadDim / kGroups;  // dQ columns per warpgroup
   static constexpr int kChunks = kHeadDim / 8;
   static constexpr int kTileBytes = kBlock * kHeadDim * 2;
-  // K, V, two stages of Q and dO, dS^T (64 x 64), two stages of lse and delta, alignment slack.
-  static constexpr int kSharedBytes = 6 * kTileBytes + kBlock * kBlock * 2 + 4 * kBlock * 4 + 1024;
+  // K, V (kKeys rows), two stages of Q and dO, dS^T (kKeys x 64), two stages of lse and
+  // delta, alignment slack.
+  static constexpr int kSharedBytes =
+      2 * kGroups * kTileBytes + 4 * kTileBytes + kKeys * kBlock * 2 + 4 * kBlock * 4 + 1024;
+  static constexpr int kMinBlocksPerSm = kGroups == 1 ? 2 : 1;
 };
-static_assert(Sm90BackwardTile<64>::kBlock == kSparseTileRows && Sm90BackwardTile<128>::kBlock == kSparseTileRows,
+static_assert(Sm90BackwardTile<64, 1>::kBlock == kSparseTileRows && Sm90BackwardTile<128, 1>::kBlock == kSparseTileRows,
               "the block-sparse walker cuts tiles of the backward's query tile");
 
+template <bool kSparse>
+inline constexpr int kSm90BackwardGroups = kSparse ? 1 : 2;
+
+// dQ (64 x kColumns) += A (64 x 16) B (16 x kColumns), both from shared memory MN-major.
+template <class Element, int kColumns>
+__device__ __forceinline__ void wgmma_dq_step(float (&dq)[kColumns / 2], std::uint64_t a, std::uint64_t b,
+                                              int accumulate) {
+  if constexpr (kColumns == 128) {
+    wgmma_ss_m64n128k16<Element, 1, 1>(dq, a, b, accumulate);
+  } else if constexpr (kColumns == 64) {
+    wgmma_ss_m64n64k16<Element, 1, 1>(dq, a, b, accumulate);
+  } else {
+    static_assert(kColumns == 32, "dQ columns per warpgroup: 32, 64 or 128");
+    wgmma_ss_m64n32k16<Element, 1, 1>(dq, a, b, accumulate);
+  }
+}
+
 template <class Element, int kHeadDim, bool kSparse = false>
-__global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
+__global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups<kSparse>>::kThreads,
+                                  Sm90BackwardTile<kHeadDim, kSm90BackwardGroups<kSparse>>::kMinBlocksPerSm)
     flash_backward_sm90_kernel(const __grid_constant__ PatternLaunch p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Tile = Sm90BackwardTile<kHeadDim>;
+  constexpr int kGroups = kSm90BackwardGroups<kSparse>;
+  using Tile = Sm90BackwardTile<kHeadDim, kGroups>;
   using M = Mma<Element>;
-  constexpr int kBlock = Tile::kBlock, kChunks = Tile::kChunks, kThreads = Tile::kThreads;
+  constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys, kChunks = Tile::kChunks, kThreads = Tile::kThreads;
+  constexpr int kDqColumns = Tile::kDqColumns;
   constexpr int kRowsPerPass = kThreads / kChunks;
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kTile = kBlock * kHeadDim;  // elements of one 64-row tile
@@ -52,12 +81,12 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
   extern __shared__ unsigned char shared_raw[];
   unsigned char* shared_base =
       reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(shared_raw) + 1023) & ~std::uintptr_t{1023});
-  Element* sK = reinterpret_cast<Element*>(shared_base);
-  Element* sV = sK + kTile;
-  Element* sQ_stages = sV + kTile;                                       // [2][kTile]
+  Element* sK = reinterpret_cast<Element*>(shared_base);              // kKeys rows
+  Element* sV = sK + kGroups * kTile;                                    // kKeys rows
+  Element* sQ_stages = sV + kGroups * kTile;                             // [2][kTile]
   Element* sdO_stages = sQ_stages + 2 * kTile;                           // [2][kTile]
-  Element* sdS = sdO_stages + 2 * kTile;                                 // 64 keys x 64 queries
-  float* sLse_stages = reinterpret_cast<float*>(sdS + kBlock * kBlock);  // [2][64]
+  Element* sdS = sdO_stages + 2 * kTile;                                 // kKeys keys x 64 queries
+  float* sLse_stages = reinterpret_cast<float*>(sdS + kKeys * kBlock);   // [2][64]
   float* sDelta_stages = sLse_stages + 2 * kBlock;                       // [2][64]
 
   // Keys k_begin + j of the CTA; dilated: of virtual sequence (segment, offset), sparse:
@@ -70,26 +99,29 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
     key_limit = rows.end;
   } else {
     segment = blockIdx.x / p.tiles_per_segment;
-    k_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
+    k_begin = (blockIdx.x % p.tiles_per_segment) * kKeys;
   }
   const int kv_head = blockIdx.y;
   const std::int64_t b = blockIdx.z;
   const int group_size = p.heads / p.kv_heads;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int tid = threadIdx.x, group = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
+  // This warpgroup's keys start at k_group.
+  const std::int64_t k_group = k_begin + group * kBlock;
   const int g = lane / 4, t = lane % 4;
   const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
   const bool chunk_used = copy_chunk < p.head_dim / 8;
 
-  // Copies rows [first, first + 64) of a virtual sequence into a swizzled 64-row tile.
-  auto load_tile = [&](Element* tile, const Element* base, std::int64_t stride, std::int64_t first,
-                       std::int64_t length) {
+  // Copies rows [first, first + kRows) of a virtual sequence into a swizzled kRows-row tile.
+  auto load_tile = [&]<int kRows>(Element* tile, const Element* base, std::int64_t stride, std::int64_t first,
+                                  std::int64_t length) {
+    static_assert(kRows % kRowsPerPass == 0, "every thread copies the same number of rows");
     const Element* source = base + copy_chunk * 8;
 #pragma unroll
-    for (int pass = 0; pass < kBlock / kRowsPerPass; ++pass) {
+    for (int pass = 0; pass < kRows / kRowsPerPass; ++pass) {
       const int row = copy_row + pass * kRowsPerPass;
       const std::int64_t j = first + row;
       const bool valid = chunk_used && j < length;
-      copy_async_16(tile + sw128_offset<kHeadDim>(kBlock, row, copy_chunk), source + (valid ? j : 0) * stride, valid);
+      copy_async_16(tile + sw128_offset<kHeadDim>(kRows, row, copy_chunk), source + (valid ? j : 0) * stride, valid);
     }
   };
 
@@ -117,12 +149,16 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
     const float* delta_row = static_cast<const float*>(p.delta) + (b * p.heads + h) * p.seq_len + first_row;
 
     __syncthreads();  // the previous head's tiles are no longer read
-    load_tile(sK, p.k.row<const Element>(b, first_row, kv_head), step * p.k.seq_stride, k_begin, key_limit);
-    load_tile(sV, p.v.row<const Element>(b, first_row, kv_head), step * p.v.seq_stride, k_begin, key_limit);
+    load_tile.template operator()<kKeys>(sK, p.k.row<const Element>(b, first_row, kv_head), step * p.k.seq_stride,
+                                         k_begin, key_limit);
+    load_tile.template operator()<kKeys>(sV, p.v.row<const Element>(b, first_row, kv_head), step * p.v.seq_stride,
+                                         k_begin, key_limit);
     // Query tiles [q_begin, q_begin + 64) of which those before query_limit exist.
     auto load_queries = [&](std::int64_t q_begin, std::int64_t query_limit, int stage) {
-      load_tile(sQ_stages + stage * kTile, q_base, step * p.q.seq_stride, q_begin, query_limit);
-      load_tile(sdO_stages + stage * kTile, do_base, step * p.dout.seq_stride, q_begin, query_limit);
+      load_tile.template operator()<kBlock>(sQ_stages + stage * kTile, q_base, step * p.q.seq_stride, q_begin,
+                                            query_limit);
+      load_tile.template operator()<kBlock>(sdO_stages + stage * kTile, do_base, step * p.dout.seq_stride, q_begin,
+                                            query_limit);
       if (tid < kBlock) {
         const std::int64_t i = q_begin + tid;
         // Rows past the end (and rows without keys) get lse = +inf, so P = 0 there.
@@ -174,19 +210,21 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
       const float* sLse = sLse_stages + stage * kBlock;
       const float* sDelta = sDelta_stages + stage * kBlock;
 
-      // S^T = K Q^T and dP^T = V dO^T (64 keys x 64 queries each).
+      // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each).
       float st[32], dpt[32];
       wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
         const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
-        wgmma_ss_m64n64k16<Element, 0, 0>(st, matrix_descriptor(sK + at, 16, 1024),
+        const int key_at = (ks / 4) * kKeys * 64 + group * kBlock * 64 + (ks % 4) * 16;
+        wgmma_ss_m64n64k16<Element, 0, 0>(st, matrix_descriptor(sK + key_at, 16, 1024),
                                           matrix_descriptor(sQ + at, 16, 1024), ks > 0);
       }
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
         const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
-        wgmma_ss_m64n64k16<Element, 0, 0>(dpt, matrix_descriptor(sV + at, 16, 1024),
+        const int key_at = (ks / 4) * kKeys * 64 + group * kBlock * 64 + (ks % 4) * 16;
+        wgmma_ss_m64n64k16<Element, 0, 0>(dpt, matrix_descriptor(sV + key_at, 16, 1024),
                                           matrix_descriptor(sdO + at, 16, 1024), ks > 0);
       }
       wgmma_commit();
@@ -194,19 +232,23 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
       wgmma_fence_registers(st);
       wgmma_fence_registers(dpt);
 
-      // P^T and dS^T; thread element (n, e) is key row kr, query column qc. Dilated: the
-      // causal diagonal tile and the sequence's tail; sparse: the band and the key block's
-      // tail (kept iff diagonals.low <= kr - qc <= diagonals.high).
+      // P^T and dS^T; thread element (n, e) is key row kr, query column qc (key k_group +
+      // kr, query q_begin + qc). Dilated: the causal tiles that reach the diagonal (the
+      // warpgroup's keys start `shift` = 0 or 64 after the queries) and the sequence's
+      // tail; sparse: the band and the key block's tail (kept iff diagonals.low <= kr - qc
+      // <= diagonals.high).
       bool diagonal = false, masked = false;
+      int shift = 0;
       TileDiagonals diagonals{};
       if constexpr (kSparse) {
         const Band band = tile_band(p, current.partial);
         masked = !band_covers(band, q_begin, q_begin + kBlock - 1, k_begin, k_begin + kBlock - 1);
         diagonals = tile_diagonals(band, q_begin, k_begin, 2 * kBlock);
       } else {
-        diagonal = p.causal && q_begin == k_begin;
+        diagonal = p.causal && q_begin < k_group + kBlock;
+        shift = static_cast<int>(k_group - q_begin);
       }
-      const bool key_tail = k_begin + kBlock > key_limit;
+      const bool key_tail = k_group + kBlock > key_limit;
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
 #pragma unroll
@@ -216,17 +258,18 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
           float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - sLse[qc]);
           if constexpr (kSparse) {
             if ((masked && (kr - qc < diagonals.low || kr - qc > diagonals.high)) ||
-                (key_tail && k_begin + kr >= key_limit)) {
+                (key_tail && k_group + kr >= key_limit)) {
               weight = 0.0f;
             }
           } else {
-            if ((diagonal && kr > qc) || (key_tail && k_begin + kr >= L)) weight = 0.0f;
+            if ((diagonal && kr + shift > qc) || (key_tail && k_group + kr >= L)) weight = 0.0f;
           }
           st[4 * n + e] = weight;
           dpt[4 * n + e] = weight * (p.output_scale * dpt[4 * n + e] - sDelta[qc]);
         }
       }
-      // dS^T to shared memory (keys x queries) for dQ, and the A fragments of P^T and dS^T.
+      // dS^T to shared memory (this warpgroup's rows of the CTA's keys x queries) for dQ,
+      // and the A fragments of P^T and dS^T.
       std::uint32_t a_p[4][4], a_ds[4][4];
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
@@ -240,9 +283,9 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
       for (int n = 0; n < 8; ++n) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const int kr = warp * 16 + g + 8 * r;
+          const int kr = group * kBlock + warp * 16 + g + 8 * r;
           const int qc = 8 * n + 2 * t;
-          *reinterpret_cast<std::uint32_t*>(sdS + sw128_offset<64>(kBlock, kr, qc / 8) + qc % 8) =
+          *reinterpret_cast<std::uint32_t*>(sdS + sw128_offset<64>(kKeys, kr, qc / 8) + qc % 8) =
               M::pack(dpt[4 * n + 2 * r], dpt[4 * n + 2 * r + 1]);
         }
       }
@@ -263,21 +306,21 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
       wgmma_commit();
 
       if (!p.deterministic) {
-        // dQ = dS K: A = dS (queries x keys) read from dS^T (query-contiguous: MN-major),
-        // B = K (keys x D, D contiguous: MN-major).
+        // dQ = dS K over the CTA's keys, this warpgroup's columns [column0, + kDqColumns):
+        // A = dS (queries x keys) read from dS^T (query-contiguous: MN-major), B = K (keys
+        // x D, D contiguous: MN-major; a half of a 64-column block starts 64 bytes in).
         fence_proxy_async();
         __syncthreads();
-        float dq[kDTiles * 4];
+        constexpr int kDqTiles = kDqColumns / 8;
+        const int column0 = group * kDqColumns;
+        const Element* k_columns = sK + (column0 / 64) * kKeys * 64 + column0 % 64;
+        float dq[kDqTiles * 4];
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          const std::uint64_t a = matrix_descriptor(sdS + kk * 16 * 64, kBlock * 128, 1024);
-          const std::uint64_t k = matrix_descriptor(sK + kk * 16 * 64, kBlock * 128, 1024);
-          if constexpr (kHeadDim == 64) {
-            wgmma_ss_m64n64k16<Element, 1, 1>(dq, a, k, kk > 0);
-          } else {
-            wgmma_ss_m64n128k16<Element, 1, 1>(dq, a, k, kk > 0);
-          }
+        for (int kk = 0; kk < kKeys / 16; ++kk) {
+          const std::uint64_t a = matrix_descriptor(sdS + kk * 16 * 64, kKeys * 128, 1024);
+          const std::uint64_t k = matrix_descriptor(k_columns + kk * 16 * 64, kKeys * 128, 1024);
+          wgmma_dq_step<Element, kDqColumns>(dq, a, k, kk > 0);
         }
         wgmma_commit();
         wgmma_wait<0>();
@@ -291,14 +334,14 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
         float* acc = static_cast<float*>(p.dq_accumulator) +
                      ((b * p.seq_len + first_row + i * step) * p.heads + h) * p.head_dim;
 #pragma unroll
-        for (int n = 0; n < kDTiles; ++n) {
+        for (int n = 0; n < kDqTiles; ++n) {
           const float given0 = r ? dq[4 * n + 0] : dq[4 * n + 2];
           const float given1 = r ? dq[4 * n + 1] : dq[4 * n + 3];
           const float taken0 = __shfl_xor_sync(0xffffffffu, given0, 1);
           const float taken1 = __shfl_xor_sync(0xffffffffu, given1, 1);
           const float4 sum = r ? make_float4(taken0, taken1, dq[4 * n + 2], dq[4 * n + 3])
                                : make_float4(dq[4 * n + 0], dq[4 * n + 1], taken0, taken1);
-          const int d = 8 * n + 2 * (t & ~1);
+          const int d = column0 + 8 * n + 2 * (t & ~1);
           if (i < query_limit && d < p.head_dim) {
             atomicAdd(reinterpret_cast<float4*>(acc + d),
                       make_float4(p.scale * sum.x, p.scale * sum.y, p.scale * sum.z, p.scale * sum.w));
@@ -317,7 +360,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
       // This head's dK, dV for the rows this CTA owns (zero where no query reached them).
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const std::int64_t j = k_begin + warp * 16 + g + 8 * r;
+      const std::int64_t j = k_group + warp * 16 + g + 8 * r;
       if (j >= key_limit) continue;
       finish_key_row<Element, kHeadDim>(
           p, b, kv_head, first_row + j * step, [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; },
@@ -330,11 +373,11 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim>::kThreads, 2)
 #endif
 }
 
-// Dilated: kv_tiles_per_segment key tiles per segment. Sparse: the CTAs cover every key
-// block in tiles of 64.
+// Dilated: kv_tiles_per_segment tiles of 64 keys per segment, two per CTA. Sparse: the
+// CTAs cover every key block in tiles of 64.
 template <class Element, int kHeadDim, bool kSparse>
 void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
-  using Tile = Sm90BackwardTile<kHeadDim>;
+  using Tile = Sm90BackwardTile<kHeadDim, kSm90BackwardGroups<kSparse>>;
   auto kernel = flash_backward_sm90_kernel<Element, kHeadDim, kSparse>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
   PatternLaunch kv = p;
@@ -343,8 +386,8 @@ void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_pe
     kv.sparse.tiles_per_block = (p.sparse.block_k + Tile::kBlock - 1) / Tile::kBlock;
     ctas = p.sparse.key_blocks * kv.sparse.tiles_per_block;
   } else {
-    kv.tiles_per_segment = kv_tiles_per_segment;
-    ctas = p.segments * kv_tiles_per_segment;
+    kv.tiles_per_segment = (kv_tiles_per_segment * kSparseTileRows + Tile::kKeys - 1) / Tile::kKeys;
+    ctas = p.segments * kv.tiles_per_segment;
   }
   const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(kv);
