@@ -10,13 +10,10 @@
 // one 128-key tile, so each computes half of dQ's columns over all 128 keys: one fp32
 // atomic per query element per 128 keys instead of per 64 (the atomics and the Q/dO loads
 // bound the one-warpgroup kernel on L2).
-// The dilated loop is software-pipelined: tile t + 1's score products are issued before
-// the wait for tile t's gradient and dQ products, so tile t's dQ atomics overlap them.
-// Deterministic mode never comes here (dQ without atomics: flash_backward.cuh).
 // Tiles use the canonical 128-byte-swizzle layout of flash_forward_sm90.cuh. kSparse: a
-// block-sparse launch — a CTA of one warpgroup owns 64 keys of one key block (the walker
-// cuts 64-key tiles) and walks the query tiles of the query blocks that list it
-// (block_sparse_tiles.cuh), each tile's products in sequence.
+// block-sparse launch — the CTA owns 64 keys of one key block and walks the query tiles of
+// the query blocks that list it (block_sparse_tiles.cuh); the dilated instantiation is
+// unchanged but for a CTA of one warpgroup (the walker cuts 64-key tiles).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -33,30 +30,25 @@
 namespace longnet::kernels::cuda {
 
 // kGroups warpgroups of 64 keys each: 2 for dilated launches, 1 for block-sparse ones.
-template <int kHeadDim, bool kSparse>
+template <int kHeadDim, int kGroups>
 struct Sm90BackwardTile {
-  static constexpr int kGroups = kSparse ? 1 : 2;
-  // The dilated loop of head_dim 64 is software-pipelined; at 128 the next tile's score
-  // accumulators do not fit beside dK and dV (ptxas serializes the wgmmas, C7512).
-  static constexpr bool kPipelined = !kSparse && kHeadDim == 64;
   static constexpr int kThreads = 128 * kGroups;
   static constexpr int kBlock = 64;              // keys per warpgroup, queries per step
   static constexpr int kKeys = kBlock * kGroups;  // keys per CTA
   static constexpr int kDqColumns = kHeadDim / kGroups;  // dQ columns per warpgroup
   static constexpr int kChunks = kHeadDim / 8;
   static constexpr int kTileBytes = kBlock * kHeadDim * 2;
-  // Stages of the query tiles: three in the pipelined loop (tile t's gradient products,
-  // tile t + 1's score products and tile t + 2's copies), else two.
-  static constexpr int kQueryStages = kPipelined ? 3 : 2;
-  // K, V (kKeys rows), the stages of Q and dO, dS^T (kKeys x 64), the stages of lse and
+  // K, V (kKeys rows), two stages of Q and dO, dS^T (kKeys x 64), two stages of lse and
   // delta, alignment slack.
-  static constexpr int kSharedBytes = 2 * kGroups * kTileBytes + 2 * kQueryStages * kTileBytes +
-                                      kKeys * kBlock * 2 + 2 * kQueryStages * kBlock * 4 + 1024;
+  static constexpr int kSharedBytes =
+      2 * kGroups * kTileBytes + 4 * kTileBytes + kKeys * kBlock * 2 + 4 * kBlock * 4 + 1024;
   static constexpr int kMinBlocksPerSm = kGroups == 1 ? 2 : 1;
 };
-static_assert(Sm90BackwardTile<64, true>::kBlock == kSparseTileRows &&
-                  Sm90BackwardTile<128, true>::kBlock == kSparseTileRows,
+static_assert(Sm90BackwardTile<64, 1>::kBlock == kSparseTileRows && Sm90BackwardTile<128, 1>::kBlock == kSparseTileRows,
               "the block-sparse walker cuts tiles of the backward's query tile");
+
+template <bool kSparse>
+inline constexpr int kSm90BackwardGroups = kSparse ? 1 : 2;
 
 // dQ (64 x kColumns) += A (64 x 16) B (16 x kColumns), both from shared memory MN-major.
 template <class Element, int kColumns>
@@ -73,15 +65,15 @@ __device__ __forceinline__ void wgmma_dq_step(float (&dq)[kColumns / 2], std::ui
 }
 
 template <class Element, int kHeadDim, bool kSparse = false>
-__global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSparse>::kThreads,
-                                  Sm90BackwardTile<kHeadDim, kSparse>::kMinBlocksPerSm)
+__global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups<kSparse>>::kThreads,
+                                  Sm90BackwardTile<kHeadDim, kSm90BackwardGroups<kSparse>>::kMinBlocksPerSm)
     flash_backward_sm90_kernel(const __grid_constant__ PatternLaunch p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Tile = Sm90BackwardTile<kHeadDim, kSparse>;
-  constexpr int kGroups = Tile::kGroups;
+  constexpr int kGroups = kSm90BackwardGroups<kSparse>;
+  using Tile = Sm90BackwardTile<kHeadDim, kGroups>;
   using M = Mma<Element>;
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys, kChunks = Tile::kChunks, kThreads = Tile::kThreads;
-  constexpr int kDqColumns = Tile::kDqColumns, kQueryStages = Tile::kQueryStages;
+  constexpr int kDqColumns = Tile::kDqColumns;
   constexpr int kRowsPerPass = kThreads / kChunks;
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kTile = kBlock * kHeadDim;  // elements of one 64-row tile
@@ -91,11 +83,11 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSparse>::kThreads,
       reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(shared_raw) + 1023) & ~std::uintptr_t{1023});
   Element* sK = reinterpret_cast<Element*>(shared_base);              // kKeys rows
   Element* sV = sK + kGroups * kTile;                                    // kKeys rows
-  Element* sQ_stages = sV + kGroups * kTile;                            // [kQueryStages][kTile]
-  Element* sdO_stages = sQ_stages + kQueryStages * kTile;               // [kQueryStages][kTile]
-  Element* sdS = sdO_stages + kQueryStages * kTile;                     // kKeys keys x 64 queries
-  float* sLse_stages = reinterpret_cast<float*>(sdS + kKeys * kBlock);  // [kQueryStages][64]
-  float* sDelta_stages = sLse_stages + kQueryStages * kBlock;           // [kQueryStages][64]
+  Element* sQ_stages = sV + kGroups * kTile;                             // [2][kTile]
+  Element* sdO_stages = sQ_stages + 2 * kTile;                           // [2][kTile]
+  Element* sdS = sdO_stages + 2 * kTile;                                 // kKeys keys x 64 queries
+  float* sLse_stages = reinterpret_cast<float*>(sdS + kKeys * kBlock);   // [2][64]
+  float* sDelta_stages = sLse_stages + 2 * kBlock;                       // [2][64]
 
   // Keys k_begin + j of the CTA; dilated: of virtual sequence (segment, offset), sparse:
   // rows of one key block of the whole sequence (key_block, up to key_limit).
@@ -112,7 +104,8 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSparse>::kThreads,
   const int kv_head = blockIdx.y;
   const std::int64_t b = blockIdx.z;
   const int group_size = p.heads / p.kv_heads;
-  const int tid = threadIdx.x, group = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
+  const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32;
+  const int group = kGroups == 1 ? 0 : tid / 128;  // a compile-time 0 keeps descriptors constant
   // This warpgroup's keys start at k_group.
   const std::int64_t k_group = k_begin + group * kBlock;
   const int g = lane / 4, t = lane % 4;
@@ -175,17 +168,52 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSparse>::kThreads,
         sDelta_stages[stage * kBlock + tid] = i < query_limit ? delta_row[i * step] : 0.0f;
       }
     };
+    const std::int64_t q_first = p.causal ? k_begin : 0;
+    SparseTile current{}, following{};
+    bool have_tile = true;
+    if constexpr (kSparse) {
+      have_tile = walker.next(p, current);
+      if (have_tile) load_queries(current.start, current.start + current.count, 0);
+    } else {
+      current.start = q_first;
+      load_queries(q_first, L, 0);
+    }
+    copy_async_commit();
+
     float dk[kDTiles * 4], dv[kDTiles * 4];
 #pragma unroll
     for (int i = 0; i < kDTiles * 4; ++i) dk[i] = dv[i] = 0.0f;
 
-    // The steps of one query tile (queries [q_begin, q_begin + 64) of which those before
-    // query_limit exist, in `stage`), shared by both loops below.
-    // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each): issued
-    // and committed, not waited for.
-    auto issue_scores = [&](float(&st)[32], float(&dpt)[32], int stage) {
+    int stage = 0;
+    for (; kSparse ? have_tile : current.start < L; stage ^= 1) {
+      const std::int64_t q_begin = current.start;
+      const std::int64_t query_limit = kSparse ? current.start + current.count : L;
+      __syncthreads();  // the other stage (previous step) is no longer read
+      bool prefetch = false;
+      if constexpr (kSparse) {
+        prefetch = walker.next(p, following);
+        if (prefetch) load_queries(following.start, following.start + following.count, stage ^ 1);
+      } else {
+        prefetch = q_begin + kBlock < L;
+        following.start = q_begin + kBlock;
+        if (prefetch) load_queries(q_begin + kBlock, L, stage ^ 1);
+      }
+      if (prefetch) {
+        copy_async_commit();
+        copy_async_wait<1>();
+      } else {
+        copy_async_wait<0>();
+      }
+      fence_proxy_async();
+      __syncthreads();
       const Element* sQ = sQ_stages + stage * kTile;
       const Element* sdO = sdO_stages + stage * kTile;
+      const float* sLse = sLse_stages + stage * kBlock;
+      const float* sDelta = sDelta_stages + stage * kBlock;
+
+      // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each).
+      float st[32], dpt[32];
+      wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
         const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
@@ -195,32 +223,29 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSparse>::kThreads,
       }
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
-        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;
+        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
         const int key_at = (ks / 4) * kKeys * 64 + group * kBlock * 64 + (ks % 4) * 16;
         wgmma_ss_m64n64k16<Element, 0, 0>(dpt, matrix_descriptor(sV + key_at, 16, 1024),
                                           matrix_descriptor(sdO + at, 16, 1024), ks > 0);
       }
       wgmma_commit();
-    };
-    // P^T and dS^T from the waited scores; dS^T to shared memory (this warpgroup's rows of
-    // the CTA's keys x queries) for dQ, and the A fragments of P^T and dS^T. Thread element
-    // (n, e) is key row kr, query column qc (key k_group + kr, query q_begin + qc).
-    // Dilated: the causal tiles that reach the diagonal (the warpgroup's keys start
-    // `shift` = 0 or 64 after the queries) and the sequence's tail; sparse: the band and
-    // the key block's tail (kept iff diagonals.low <= kr - qc <= diagonals.high).
-    auto probabilities = [&](float(&st)[32], float(&dpt)[32], std::uint32_t(&a_p)[4][4], std::uint32_t(&a_ds)[4][4],
-                             std::int64_t q_begin, bool partial, int stage) {
-      const float* sLse = sLse_stages + stage * kBlock;
-      const float* sDelta = sDelta_stages + stage * kBlock;
+      wgmma_wait<0>();
+      wgmma_fence_registers(st);
+      wgmma_fence_registers(dpt);
+
+      // P^T and dS^T; thread element (n, e) is key row kr, query column qc (key k_group +
+      // kr, query q_begin + qc). Dilated: the causal tiles that reach the diagonal (the
+      // warpgroup's keys start `shift` = 0 or 64 after the queries) and the sequence's
+      // tail; sparse: the band and the key block's tail (kept iff diagonals.low <= kr - qc
+      // <= diagonals.high).
       bool diagonal = false, masked = false;
       int shift = 0;
       TileDiagonals diagonals{};
       if constexpr (kSparse) {
-        const Band band = tile_band(p, partial);
+        const Band band = tile_band(p, current.partial);
         masked = !band_covers(band, q_begin, q_begin + kBlock - 1, k_begin, k_begin + kBlock - 1);
         diagonals = tile_diagonals(band, q_begin, k_begin, 2 * kBlock);
       } else {
-        (void)partial;
         diagonal = p.causal && q_begin < k_group + kBlock;
         shift = static_cast<int>(k_group - q_begin);
       }
@@ -238,12 +263,15 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSparse>::kThreads,
               weight = 0.0f;
             }
           } else {
-            if ((diagonal && kr + shift > qc) || (key_tail && k_group + kr >= key_limit)) weight = 0.0f;
+            if ((diagonal && kr + shift > qc) || (key_tail && k_group + kr >= L)) weight = 0.0f;
           }
           st[4 * n + e] = weight;
           dpt[4 * n + e] = weight * (p.output_scale * dpt[4 * n + e] - sDelta[qc]);
         }
       }
+      // dS^T to shared memory (this warpgroup's rows of the CTA's keys x queries) for dQ,
+      // and the A fragments of P^T and dS^T.
+      std::uint32_t a_p[4][4], a_ds[4][4];
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
 #pragma unroll
@@ -262,12 +290,8 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSparse>::kThreads,
               M::pack(dpt[4 * n + 2 * r], dpt[4 * n + 2 * r + 1]);
         }
       }
-    };
-    // dV += P^T dO, dK += dS^T Q: B = dO / Q (queries x D, D contiguous: MN-major);
-    // issued and committed.
-    auto issue_gradients = [&](const std::uint32_t(&a_p)[4][4], const std::uint32_t(&a_ds)[4][4], int stage) {
-      const Element* sQ = sQ_stages + stage * kTile;
-      const Element* sdO = sdO_stages + stage * kTile;
+      // dV += P^T dO, dK += dS^T Q: B = dO / Q (queries x D, D contiguous: MN-major).
+      wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
         const std::uint64_t d_o = matrix_descriptor(sdO + kk * 16 * 64, kBlock * 128, 1024);
@@ -281,163 +305,58 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSparse>::kThreads,
         }
       }
       wgmma_commit();
-    };
-    // dQ = dS K over the CTA's keys, this warpgroup's columns [column0, + kDqColumns): A =
-    // dS (queries x keys) read from dS^T (query-contiguous: MN-major), B = K (keys x D, D
-    // contiguous: MN-major; a half of a 64-column block starts 64 bytes in). Issued and
-    // committed; every warpgroup's dS^T must be in shared memory.
-    constexpr int kDqTiles = kDqColumns / 8;
-    const int column0 = group * kDqColumns;
-    auto issue_dq = [&](float(&dq)[kDqTiles * 4]) {
-      const Element* k_columns = sK + (column0 / 64) * kKeys * 64 + column0 % 64;
-#pragma unroll
-      for (int kk = 0; kk < kKeys / 16; ++kk) {
-        const std::uint64_t a = matrix_descriptor(sdS + kk * 16 * 64, kKeys * 128, 1024);
-        const std::uint64_t k = matrix_descriptor(k_columns + kk * 16 * 64, kKeys * 128, 1024);
-        wgmma_dq_step<Element, kDqColumns>(dq, a, k, kk > 0);
-      }
-      wgmma_commit();
-    };
-    // Adds the waited dQ tile to the fp32 accumulator: one float4 atomic per four columns
-    // (half the L2 operations of float2, which bound this kernel): lanes t and t ^ 1 of a
-    // quad swap halves, so the even lane holds columns 8n + 2t .. + 3 of row g and the odd
-    // one columns 8n + 2(t - 1) .. + 3 of row g + 8.
-    auto add_dq = [&](const float(&dq)[kDqTiles * 4], std::int64_t q_begin, std::int64_t query_limit) {
-      const int r = t & 1;
-      const std::int64_t i = q_begin + warp * 16 + g + 8 * r;
-      float* acc = static_cast<float*>(p.dq_accumulator) +
-                   ((b * p.seq_len + first_row + i * step) * p.heads + h) * p.head_dim;
-#pragma unroll
-      for (int n = 0; n < kDqTiles; ++n) {
-        const float given0 = r ? dq[4 * n + 0] : dq[4 * n + 2];
-        const float given1 = r ? dq[4 * n + 1] : dq[4 * n + 3];
-        const float taken0 = __shfl_xor_sync(0xffffffffu, given0, 1);
-        const float taken1 = __shfl_xor_sync(0xffffffffu, given1, 1);
-        const float4 sum = r ? make_float4(taken0, taken1, dq[4 * n + 2], dq[4 * n + 3])
-                             : make_float4(dq[4 * n + 0], dq[4 * n + 1], taken0, taken1);
-        const int d = column0 + 8 * n + 2 * (t & ~1);
-        if (i < query_limit && d < p.head_dim) {
-          atomicAdd(reinterpret_cast<float4*>(acc + d),
-                    make_float4(p.scale * sum.x, p.scale * sum.y, p.scale * sum.z, p.scale * sum.w));
-        }
-      }
-    };
 
-    const std::int64_t q_first = p.causal ? k_begin : 0;  // dilated: the first query tile
-    if constexpr (!Tile::kPipelined) {
-      // Query tiles (the walker's; dilated: from q_first), double-buffered, each tile's
-      // products in sequence.
-      auto next_tile = [&](const SparseTile* previous, SparseTile& next) {
-        if constexpr (kSparse) {
-          return walker.next(p, next);
-        } else {
-          next.start = previous ? previous->start + kBlock : q_first;
-          next.count = static_cast<int>(min(L - next.start, static_cast<std::int64_t>(kBlock)));
-          next.partial = false;
-          return next.start < L;
-        }
-      };
-      SparseTile current{}, following{};
-      bool have_tile = next_tile(nullptr, current);
-      if (have_tile) load_queries(current.start, current.start + current.count, 0);
-      copy_async_commit();
-      for (int stage = 0; have_tile; stage ^= 1) {
-        __syncthreads();  // the other stage (previous step) is no longer read
-        const bool prefetch = next_tile(&current, following);
-        if (prefetch) {
-          load_queries(following.start, following.start + following.count, stage ^ 1);
-          copy_async_commit();
-          copy_async_wait<1>();
-        } else {
-          copy_async_wait<0>();
-        }
+      if (!p.deterministic) {
+        // dQ = dS K over the CTA's keys, this warpgroup's columns [column0, + kDqColumns):
+        // A = dS (queries x keys) read from dS^T (query-contiguous: MN-major), B = K (keys
+        // x D, D contiguous: MN-major; a half of a 64-column block starts 64 bytes in).
         fence_proxy_async();
         __syncthreads();
-        float st[32], dpt[32];
-        wgmma_fence();
-        issue_scores(st, dpt, stage);
-        wgmma_wait<0>();
-        wgmma_fence_registers(st);
-        wgmma_fence_registers(dpt);
-        std::uint32_t a_p[4][4], a_ds[4][4];
-        probabilities(st, dpt, a_p, a_ds, current.start, current.partial, stage);
-        wgmma_fence();
-        issue_gradients(a_p, a_ds, stage);
-        fence_proxy_async();  // dS^T is read next by the tensor cores
-        __syncthreads();
+        constexpr int kDqTiles = kDqColumns / 8;
+        const int column0 = group * kDqColumns;
+        const Element* k_columns = sK + (column0 / 64) * kKeys * 64 + column0 % 64;
         float dq[kDqTiles * 4];
         wgmma_fence();
-        issue_dq(dq);
-        wgmma_wait<0>();
-        wgmma_fence_registers(dq);
-        add_dq(dq, current.start, current.start + current.count);
-        wgmma_fence_registers(dk);
-        wgmma_fence_registers(dv);
-        current = following;
-        have_tile = prefetch;
-      }
-      copy_async_wait<0>();  // a key block no query lists still copied K, V
-    } else {
-      // Query tiles 0 .. tiles - 1 from q_first, in a ring of kQueryStages stages,
-      // software-pipelined: tile t + 1's score products are issued before tile t's dQ is
-      // waited for, so its atomics overlap them, and tile t + 1's wait finds them done.
-      // Tile t + 2 is copied meanwhile. Every iteration but the last (peeled: ptxas
-      // serializes wgmmas behind a branch) issues the next tile's scores.
-      const std::int64_t tiles = (L - q_first + kBlock - 1) / kBlock;
-      auto load_tile_queries = [&](std::int64_t tile) {
-        if (tile < tiles) load_queries(q_first + tile * kBlock, L, static_cast<int>(tile % kQueryStages));
-        copy_async_commit();  // possibly empty: one group per tile keeps the count
-      };
 #pragma unroll
-      for (int tile = 0; tile < kQueryStages; ++tile) load_tile_queries(tile);
-      copy_async_wait<kQueryStages - 1>();  // tile 0 (with K and V)
-      fence_proxy_async();
-      __syncthreads();
-      float st[32], dpt[32];
-      wgmma_fence();
-      issue_scores(st, dpt, 0);
-      // Tile t: its scores are issued; tiles up to t + kQueryStages - 1 are being copied.
-      auto tile_gradients = [&](std::int64_t tile, float(&dq)[kDqTiles * 4], std::uint32_t(&a_p)[4][4],
-                                std::uint32_t(&a_ds)[4][4]) {
-        const int stage = static_cast<int>(tile % kQueryStages);
+        for (int kk = 0; kk < kKeys / 16; ++kk) {
+          const std::uint64_t a = matrix_descriptor(sdS + kk * 16 * 64, kKeys * 128, 1024);
+          const std::uint64_t k = matrix_descriptor(k_columns + kk * 16 * 64, kKeys * 128, 1024);
+          wgmma_dq_step<Element, kDqColumns>(dq, a, k, kk > 0);
+        }
+        wgmma_commit();
         wgmma_wait<0>();
-        wgmma_fence_registers(st);
-        wgmma_fence_registers(dpt);
-        probabilities(st, dpt, a_p, a_ds, q_first + tile * kBlock, false, stage);
-        wgmma_fence();
-        issue_gradients(a_p, a_ds, stage);
-        copy_async_wait<kQueryStages - 2>();  // tile + 1 has landed
-        fence_proxy_async();  // dS^T and the copies are read next by the tensor cores
-        __syncthreads();
-        wgmma_fence();
-        issue_dq(dq);
-      };
-      std::int64_t tile = 0;
-      for (; tile + 1 < tiles; ++tile) {
-        float dq[kDqTiles * 4];
-        std::uint32_t a_p[4][4], a_ds[4][4];
-        tile_gradients(tile, dq, a_p, a_ds);
-        wgmma_fence();
-        issue_scores(st, dpt, static_cast<int>((tile + 1) % kQueryStages));
-        wgmma_wait<1>();  // tile's dV, dK and dQ products; the next scores may still run
         wgmma_fence_registers(dq);
-        wgmma_fence_operands(a_p);
-        wgmma_fence_operands(a_ds);
-        add_dq(dq, q_first + tile * kBlock, L);
-        // Every warpgroup is past tile's products: its stage and dS^T are free.
-        __syncthreads();
-        load_tile_queries(tile + kQueryStages);
+        // One float4 atomic per four columns (half the L2 operations of float2, which
+        // bound this kernel): lanes t and t ^ 1 of a quad swap halves, so the even lane
+        // holds columns 8n + 2t .. + 3 of row g and the odd one columns 8n + 2(t - 1) .. + 3
+        // of row g + 8.
+        const int r = t & 1;
+        const std::int64_t i = q_begin + warp * 16 + g + 8 * r;
+        float* acc = static_cast<float*>(p.dq_accumulator) +
+                     ((b * p.seq_len + first_row + i * step) * p.heads + h) * p.head_dim;
+#pragma unroll
+        for (int n = 0; n < kDqTiles; ++n) {
+          const float given0 = r ? dq[4 * n + 0] : dq[4 * n + 2];
+          const float given1 = r ? dq[4 * n + 1] : dq[4 * n + 3];
+          const float taken0 = __shfl_xor_sync(0xffffffffu, given0, 1);
+          const float taken1 = __shfl_xor_sync(0xffffffffu, given1, 1);
+          const float4 sum = r ? make_float4(taken0, taken1, dq[4 * n + 2], dq[4 * n + 3])
+                               : make_float4(dq[4 * n + 0], dq[4 * n + 1], taken0, taken1);
+          const int d = column0 + 8 * n + 2 * (t & ~1);
+          if (i < query_limit && d < p.head_dim) {
+            atomicAdd(reinterpret_cast<float4*>(acc + d),
+                      make_float4(p.scale * sum.x, p.scale * sum.y, p.scale * sum.z, p.scale * sum.w));
+          }
+        }
+      } else {
+        wgmma_wait<0>();
       }
-      float dq[kDqTiles * 4];
-      std::uint32_t a_p[4][4], a_ds[4][4];
-      tile_gradients(tile, dq, a_p, a_ds);
-      wgmma_wait<0>();
-      wgmma_fence_registers(dq);
-      add_dq(dq, q_first + tile * kBlock, L);
-      copy_async_wait<0>();
+      wgmma_fence_registers(dk);
+      wgmma_fence_registers(dv);
+      current = following;
+      have_tile = prefetch;
     }
-    wgmma_fence_registers(dk);
-    wgmma_fence_registers(dv);
+    if constexpr (kSparse) copy_async_wait<0>();  // a key block no query lists still copied K, V
 
       // This head's dK, dV for the rows this CTA owns (zero where no query reached them).
 #pragma unroll
@@ -459,7 +378,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSparse>::kThreads,
 // CTAs cover every key block in tiles of 64.
 template <class Element, int kHeadDim, bool kSparse>
 void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
-  using Tile = Sm90BackwardTile<kHeadDim, kSparse>;
+  using Tile = Sm90BackwardTile<kHeadDim, kSm90BackwardGroups<kSparse>>;
   auto kernel = flash_backward_sm90_kernel<Element, kHeadDim, kSparse>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
   PatternLaunch kv = p;
