@@ -179,6 +179,22 @@ TEST(DilatedAttentionCuda, EdgeCases) {
   }
 }
 
+// More work items (query tiles of virtual sequences) than the GPU has SMs, with one and with
+// several key tiles each: the persistent Hopper forward walks several items per CTA, its
+// rings of shared stages wrapping around across items.
+TEST(DilatedAttentionCuda, ManyWorkItemsPerCta) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  for (const bool causal : {false, true}) {
+    DilatedProblem groups = edge(1536, 6, 3, 64, {{64, 1}, {640, 1}, {1024, 2}}, DilatedMode::head_groups, causal);
+    groups.batch = 2;
+    DilatedProblem longnet = edge(1536, 4, 2, 128, {{64, 1}, {512, 2}}, DilatedMode::longnet, causal);
+    longnet.batch = 2;
+    expect_half(groups, 21, DType::bf16);
+    expect_half(longnet, 22, DType::f16);
+  }
+}
+
 TEST(DilatedAttentionCuda, StridedInputsAreReadInPlace) {
   SKIP_WITHOUT_GPU();
   const DilatedProblem p = edge(300, 4, 2, 64, {{128, 2}, {256, 4}}, kernels::DilatedMode::longnet, true);

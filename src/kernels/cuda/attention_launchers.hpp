@@ -6,6 +6,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "kernels/cuda/flash_params.cuh"
 
 namespace longnet::kernels::cuda {
@@ -19,6 +21,10 @@ void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_seg
 // Hopper wgmma forward (sm_90a; present when LONGNET_HAVE_SM90A is defined).
 template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_forward_sm90(const PatternLaunch& p, cudaStream_t stream);
+// Hopper warp-specialised persistent forward of dilated launches (sm_90a): a producer
+// warpgroup and kConsumers warpgroups of 64 query rows (flash_forward_sm90_ws.cuh).
+template <class Element, int kHeadDim, int kConsumers>
+void launch_flash_forward_sm90_ws(const PatternLaunch& p, cudaStream_t stream);
 // Hopper wgmma backward: dK, dV (and dQ by atomics unless deterministic).
 template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
@@ -31,7 +37,10 @@ void launch_simt_backward(const PatternLaunch& p, cudaStream_t stream);
 
 // Rows each CTA of the kernels covers (the host sizes grids with them).
 inline constexpr int kFlashForwardRows = 128;
-inline constexpr int kFlashForwardRowsSm90 = 64;
+inline constexpr int kFlashForwardRowsSm90 = 64;  // the one-warpgroup kernel (block-sparse launches)
+// Consumer warpgroups of the warp-specialised forward: three at head_dim 64 (the softmax
+// costs as much as the products there, so more warpgroups take turns), two at 128.
+inline constexpr int flash_forward_consumers_sm90(std::int64_t head_dim) { return head_dim <= 64 ? 3 : 2; }
 inline constexpr int kFlashBackwardRows = 64;
 inline constexpr int kSimtRows = 8;
 

@@ -101,7 +101,7 @@ void forward(const BlockSparseAttentionParams& p) {
   if (tensor_cores) {
     // CTAs: (head, query block, tile of the block) — a block of more rows than a CTA
     // holds takes several CTAs.
-    const int rows = cuda::forward_rows_per_cta();
+    const int rows = cuda::sparse_forward_rows_per_cta();
     l.sparse.tiles_per_block = (p.layout.block_q + rows - 1) / rows;
     l.total_ctas = p.heads * p.layout.query_blocks * l.sparse.tiles_per_block;
     require(l.total_ctas <= kMaxGridX, "seq_len = ", p.seq_len, " with ", p.heads,

@@ -109,7 +109,7 @@ void forward(const DilatedAttentionParams& p) {
   if (tensor_cores) {
     // Rows reached by one pattern only: every pattern in one launch. LongNet mode with
     // several patterns: one launch per pattern, merging in pattern order.
-    const int rows = cuda::forward_rows_per_cta();
+    const int rows = cuda::forward_rows_per_cta(p.head_dim);
     std::size_t first = 0;
     while (first < p.patterns.size()) {
       const std::size_t last = merge ? first + 1 : std::min(p.patterns.size(), first + cuda::kMaxSlots);

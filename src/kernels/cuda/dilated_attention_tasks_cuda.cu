@@ -301,7 +301,7 @@ void forward_engine_slices(const DilatedAttentionTasksParams& p, void* accumulat
     const bool direct = n == p.local_rows;
     const Tensor part = direct ? Tensor() : Tensor::zeros({B, n, H, D}, DType::f32, device);
     const Tensor part_lse = direct ? Tensor() : Tensor::full({B, H, n}, -INFINITY, DType::f32, device);
-    cuda::PatternLaunch l = engine_launch(p, slice, cuda::forward_rows_per_cta());
+    cuda::PatternLaunch l = engine_launch(p, slice, cuda::forward_rows_per_cta(p.head_dim));
     l.merge = true;
     l.out_accumulator = direct ? accumulator : part.data();
     l.lse = direct ? p.lse : part_lse.data();

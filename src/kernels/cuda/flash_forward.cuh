@@ -39,22 +39,23 @@ struct ForwardTile {
 static_assert(ForwardTile<64>::kBlockN == kSparseTileRows && ForwardTile<128>::kBlockN == kSparseTileRows,
               "the block-sparse walker cuts tiles of the forward's key tile");
 
-// Which pattern, head, segment and query tile blockIdx.x is (see PatternSlot).
+// Which pattern, head, segment and query tile CTA `cta` (default blockIdx.x) is (see PatternSlot).
 struct ForwardWork {
   int slot;
   int head;
   std::int64_t segment, tile;
 };
 
-__device__ __forceinline__ ForwardWork forward_work(const PatternLaunch& p) {
+__device__ __forceinline__ ForwardWork forward_work(const PatternLaunch& p, std::int64_t cta) {
   int slot = 0;
-  while (slot + 1 < p.slot_count && blockIdx.x >= p.slots[slot + 1].cta_begin) ++slot;
+  while (slot + 1 < p.slot_count && cta >= p.slots[slot + 1].cta_begin) ++slot;
   const PatternSlot& s = p.slots[slot];
-  const std::int64_t local = blockIdx.x - s.cta_begin;
+  const std::int64_t local = cta - s.cta_begin;
   const std::int64_t per_head = s.segments * s.tiles_per_segment;
   return {slot, s.head_begin + static_cast<int>(local / per_head), (local % per_head) / s.tiles_per_segment,
           local % s.tiles_per_segment};
 }
+__device__ __forceinline__ ForwardWork forward_work(const PatternLaunch& p) { return forward_work(p, blockIdx.x); }
 
 template <class Element, int kHeadDim, bool kSparse = false>
 __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)

@@ -1,0 +1,393 @@
+// Hopper (sm_90a) forward of dilated attention with warp specialisation (FlashAttention-3's
+// structure), for dilated launches. A persistent CTA walks work items (64 * kConsumers query
+// rows of one virtual sequence, batch element and head; the same items, in the same order,
+// as the one-warpgroup kernel's CTAs) with
+//   - a producer warpgroup (few registers) that copies Q and the key tiles of K and V of
+//     each item into rings of shared stages with cp.async, reading the dilated rows in
+//     place (row j of a virtual sequence is tensor row first_row + j * row_step; rows past
+//     its end are zero-filled), and signals each stage on an mbarrier when its copies land;
+//   - kConsumers warpgroups of 64 query rows each (most registers) that run the pipelined
+//     loop of flash_forward_sm90.cuh: tile t + 1's score product and tile t's PV product
+//     issued together, tile t + 1's softmax while the PV product runs. The consumers take
+//     turns at the tensor cores (named barriers), so one's softmax overlaps another's
+//     products, and they release a stage once their products that read it are done.
+// While the consumers finish an item (last PV product, epilogue), the producer already
+// copies the next item's Q and first key tiles.
+//
+// Shared tiles: the 128-byte-swizzle layout of flash_forward_sm90.cuh (sw128_offset); Q and
+// K are K-major operands of S = Q K^T, V the MN-major B operand of O += P V, P in registers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "kernels/cuda/flash_epilogue.cuh"
+#include "kernels/cuda/flash_forward.cuh"
+#include "kernels/cuda/flash_forward_sm90.cuh"
+#include "kernels/cuda/flash_params.cuh"
+#include "kernels/cuda/sm90_pipeline.cuh"
+#include "kernels/cuda/wgmma_ops.cuh"
+
+namespace longnet::kernels::cuda {
+
+template <int kHeadDim, int kConsumers>
+struct Sm90WarpSpecializedForwardTile {
+  static_assert(kConsumers == 2 || kConsumers == 3, "two or three consumer warpgroups");
+  static constexpr int kThreads = 128 * (kConsumers + 1);  // warpgroup 0 is the producer
+  static constexpr int kBlockM = 64 * kConsumers;           // query rows of an item
+  static constexpr int kBlockN = 128;                       // keys per stage
+  static constexpr int kStages = kHeadDim <= 64 ? 3 : 2;
+  static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
+  static constexpr int kQBytes = kBlockM * kHeadDim * 2;
+  static constexpr int kStageBytes = kBlockN * kHeadDim * 2;  // one of K or V
+  // Registers per thread after reallocation: 128 * (producer + kConsumers * consumer)
+  // stays within the SM's 64K.
+  static constexpr int kProducerRegisters = kConsumers == 3 ? 32 : 40;
+  static constexpr int kConsumerRegisters = kConsumers == 3 ? 160 : 232;
+  // mbarriers: Q full and empty, then full and empty per stage of K and of V.
+  static constexpr int kBarriers = 2 + 4 * kStages;
+  static constexpr int kSharedBytes = kBarriers * 8 + 1024 + kQBytes + 2 * kStages * kStageBytes;
+};
+
+// One work item: query rows [q_begin, q_begin + kBlockM) of the virtual sequence of length
+// `length` (tensor rows first_row + j * row_step) of head `head` in batch element `batch`.
+struct ForwardItem {
+  bool active = false;
+  int head = 0;
+  std::int64_t batch = 0, q_begin = 0, length = 0, first_row = 0, row_step = 1;
+};
+
+__device__ __forceinline__ ForwardItem forward_item(const PatternLaunch& p, std::int64_t item, int block_m) {
+  ForwardItem w;
+  w.batch = item / p.total_ctas;
+  const ForwardWork work = forward_work(p, item - w.batch * p.total_ctas);
+  const PatternSlot& slot = p.slots[work.slot];
+  w.head = work.head;
+  w.q_begin = work.tile * block_m;
+  const std::int64_t offset =
+      pattern_offset(p.mode, slot.pattern_index, p.num_patterns, slot.pattern.dilation_rate, w.head, p.heads);
+  if (offset < 0) return w;
+  const VirtualSequence vs = virtual_sequence(p.seq_len, slot.pattern, offset, work.segment);
+  w.length = vs.length;
+  w.first_row = vs.first_row;
+  w.row_step = vs.row_step;
+  w.active = w.q_begin < w.length;
+  return w;
+}
+
+// Key tiles an item's rows attend to (at least one for an active item).
+__device__ __forceinline__ std::int64_t forward_key_tiles(const PatternLaunch& p, const ForwardItem& w, int block_m,
+                                                          int block_n) {
+  const std::int64_t key_end = p.causal ? min(w.length, w.q_begin + block_m) : w.length;
+  return (key_end + block_n - 1) / block_n;
+}
+
+// A position in a ring of kStages stages and the phase of its barriers.
+template <int kStages>
+struct RingPosition {
+  int stage = 0;
+  unsigned phase = 0;
+  __device__ __forceinline__ void advance() {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// The shared memory of one CTA: barriers, then the 1024-byte aligned tiles.
+template <class Element, int kHeadDim, int kConsumers>
+struct WarpSpecializedForwardShared {
+  using Tile = Sm90WarpSpecializedForwardTile<kHeadDim, kConsumers>;
+  static constexpr int kStages = Tile::kStages;
+  std::uint64_t* q_full;
+  std::uint64_t* q_empty;
+  std::uint64_t* k_full;  // [kStages]
+  std::uint64_t* k_empty;
+  std::uint64_t* v_full;
+  std::uint64_t* v_empty;
+  Element* q;  // kBlockM x kHeadDim
+  Element* k;  // [kStages][kBlockN x kHeadDim]
+  Element* v;
+
+  __device__ __forceinline__ explicit WarpSpecializedForwardShared(unsigned char* raw) {
+    auto* barriers = reinterpret_cast<std::uint64_t*>(raw);
+    q_full = barriers;
+    q_empty = barriers + 1;
+    k_full = barriers + 2;
+    k_empty = k_full + kStages;
+    v_full = k_empty + kStages;
+    v_empty = v_full + kStages;
+    unsigned char* tiles = reinterpret_cast<unsigned char*>(
+        (reinterpret_cast<std::uintptr_t>(raw + Tile::kBarriers * 8) + 1023) & ~std::uintptr_t{1023});
+    q = reinterpret_cast<Element*>(tiles);
+    k = reinterpret_cast<Element*>(tiles + Tile::kQBytes);
+    v = k + kStages * Tile::kBlockN * kHeadDim;
+  }
+};
+
+// The producer warpgroup (threads 0..127): Q of each item, then its key tiles in the order
+// the consumers read them (K0, then K t with V t - 1, then the last V).
+template <class Element, int kHeadDim, int kConsumers>
+__device__ __forceinline__ void forward_producer(const PatternLaunch& p,
+                                                 const WarpSpecializedForwardShared<Element, kHeadDim, kConsumers>& sm) {
+  using Tile = Sm90WarpSpecializedForwardTile<kHeadDim, kConsumers>;
+  constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kChunks = Tile::kChunks;
+  constexpr int kRowsPerPass = 128 / kChunks;
+  const int tid = threadIdx.x;
+  const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
+  const bool chunk_used = copy_chunk < p.head_dim / 8;
+  RingPosition<Tile::kStages> k_position, v_position;
+  unsigned q_phase = 0;
+  const std::int64_t items = p.total_ctas * p.batch;
+  for (std::int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const ForwardItem w = forward_item(p, item, kBlockM);
+    if (!w.active) continue;
+    const int kv_head = w.head / (p.heads / p.kv_heads);
+    const std::int64_t L = w.length;
+    const std::int64_t q_stride = w.row_step * p.q.seq_stride;
+    const std::int64_t k_stride = w.row_step * p.k.seq_stride;
+    const std::int64_t v_stride = w.row_step * p.v.seq_stride;
+    const Element* q_copy = p.q.row<const Element>(w.batch, w.first_row, w.head) + copy_chunk * 8;
+    const Element* k_copy = p.k.row<const Element>(w.batch, w.first_row, kv_head) + copy_chunk * 8;
+    const Element* v_copy = p.v.row<const Element>(w.batch, w.first_row, kv_head) + copy_chunk * 8;
+
+    mbarrier_wait(sm.q_empty, q_phase ^ 1);  // the consumers' last score product of the previous item is done
+#pragma unroll
+    for (int pass = 0; pass < kBlockM / kRowsPerPass; ++pass) {
+      const int row = copy_row + pass * kRowsPerPass;
+      const std::int64_t i = w.q_begin + row;
+      const bool valid = chunk_used && i < L;
+      copy_async_16(sm.q + sw128_offset<kHeadDim>(kBlockM, row, copy_chunk), q_copy + (valid ? i : 0) * q_stride,
+                    valid);
+    }
+    mbarrier_arrive_on_copies(sm.q_full);
+    q_phase ^= 1;
+
+    // Key tile `tile` of K or V into the ring's next stage, once the consumers freed it.
+    auto load = [&](Element* ring, std::uint64_t* full, std::uint64_t* empty, RingPosition<Tile::kStages>& position,
+                    const Element* source, std::int64_t stride, std::int64_t tile) {
+      mbarrier_wait(empty + position.stage, position.phase ^ 1);
+      Element* stage = ring + position.stage * kBlockN * kHeadDim;
+#pragma unroll
+      for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
+        const int row = copy_row + pass * kRowsPerPass;
+        const std::int64_t j = tile * kBlockN + row;
+        const bool valid = chunk_used && j < L;
+        copy_async_16(stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), source + (valid ? j : 0) * stride,
+                      valid);
+      }
+      mbarrier_arrive_on_copies(full + position.stage);
+      position.advance();
+    };
+    const std::int64_t kv_tiles = forward_key_tiles(p, w, kBlockM, kBlockN);
+    load(sm.k, sm.k_full, sm.k_empty, k_position, k_copy, k_stride, 0);
+    for (std::int64_t t = 1; t < kv_tiles; ++t) {
+      load(sm.k, sm.k_full, sm.k_empty, k_position, k_copy, k_stride, t);
+      load(sm.v, sm.v_full, sm.v_empty, v_position, v_copy, v_stride, t - 1);
+    }
+    load(sm.v, sm.v_full, sm.v_empty, v_position, v_copy, v_stride, kv_tiles - 1);
+  }
+  copy_async_wait_all();
+}
+
+// A consumer warpgroup (threads 128 (1 + consumer) ..): 64 query rows of every item.
+template <class Element, int kHeadDim, int kConsumers>
+__device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
+                                                 const WarpSpecializedForwardShared<Element, kHeadDim, kConsumers>& sm) {
+  using Tile = Sm90WarpSpecializedForwardTile<kHeadDim, kConsumers>;
+  constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN;
+  constexpr int kSTiles = kBlockN / 8;   // score n-tiles per thread
+  constexpr int kOTiles = kHeadDim / 8;  // output n-tiles per thread
+  const int consumer = static_cast<int>(threadIdx.x / 128) - 1;
+  const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
+  const int group = lane / 4, thread_in_group = lane % 4;
+  const int warp_row = consumer * 64 + warp * 16;  // this warp's first row in the item
+  // Consumer i issues its products after consumer i - 1 (named barrier 1 + i: 128 threads
+  // arriving, 128 waiting); the last one hands consumer 0 the first turn.
+  const int my_turn = 1 + consumer, next_turn = 1 + (consumer + 1) % kConsumers;
+  if (consumer == kConsumers - 1) named_barrier_arrive(1, 256);
+  // A negative scale is a positive one with the scores negated (folded into the softmax).
+  const float sign = p.scale_log2 < 0.0f ? -1.0f : 1.0f;
+  const float scale_log2 = fmaxf(fabsf(p.scale_log2), 1e-30f);
+
+  // S = Q K^T for this warpgroup's 64 rows and the K tile in `stage`; issued, not waited for.
+  auto issue_scores = [&](float(&s)[kSTiles * 4], int stage) {
+    const Element* k_tile = sm.k + stage * kBlockN * kHeadDim;
+#pragma unroll
+    for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+      const std::uint64_t a =
+          matrix_descriptor(sm.q + (ks / 4) * kBlockM * 64 + consumer * 64 * 64 + (ks % 4) * 16, 16, 1024);
+      const std::uint64_t b = matrix_descriptor(k_tile + (ks / 4) * kBlockN * 64 + (ks % 4) * 16, 16, 1024);
+      wgmma_ss_m64n128k16<Element, 0, 0>(s, a, b, ks > 0);
+    }
+    wgmma_commit();
+  };
+  float o[kOTiles * 4];
+  // O += P V for the V tile in `stage` (the MN-major B operand); issued, not waited for.
+  auto issue_pv = [&](const std::uint32_t(&a)[kBlockN / 16][4], int stage) {
+    const Element* v_tile = sm.v + stage * kBlockN * kHeadDim;
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      const std::uint64_t b = matrix_descriptor(v_tile + kk * 16 * 64, kBlockN * 128, 1024);
+      if constexpr (kHeadDim == 64) {
+        wgmma_rs_m64n64k16<Element, 1>(o, a[kk], b, 1);
+      } else {
+        wgmma_rs_m64n128k16<Element, 1>(o, a[kk], b, 1);
+      }
+    }
+    wgmma_commit();
+  };
+  // Waits for a stage's copies; they were written through the generic proxy and are read
+  // next by the tensor cores (async proxy).
+  auto wait_full = [](std::uint64_t* full, unsigned phase) {
+    mbarrier_wait(full, phase);
+    fence_proxy_async();
+  };
+
+  RingPosition<Tile::kStages> k_position, v_position;
+  unsigned q_phase = 0;
+  const std::int64_t items = p.total_ctas * p.batch;
+  for (std::int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const ForwardItem w = forward_item(p, item, kBlockM);
+    if (!w.active) continue;
+    const std::int64_t L = w.length, q_begin = w.q_begin;
+    const std::int64_t kv_tiles = forward_key_tiles(p, w, kBlockM, kBlockN);
+    // Key column c of row `row` of tile t is kept iff c < key_limit and (when causal)
+    // c - row <= diagonal_high.
+    auto softmax = [&](float(&s)[kSTiles * 4], std::int64_t t, float(&row_max)[2], float(&row_sum)[2],
+                       float(&correction)[2]) {
+      const std::int64_t key0 = t * kBlockN;
+      const bool needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
+      const int key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
+      const int diagonal_high = static_cast<int>(max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM + kBlockN)),
+                                                     static_cast<std::int64_t>(-kBlockM - kBlockN)));
+      online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
+        const int c = 8 * n + 2 * thread_in_group + (e & 1);
+        const int row = warp_row + group + 8 * (e / 2);
+        return c >= key_limit || (p.causal && c - row > diagonal_high);
+      });
+    };
+    auto rescale_output = [&](const float(&correction)[2]) {
+#pragma unroll
+      for (int n = 0; n < kOTiles; ++n) {
+        o[4 * n + 0] *= correction[0];
+        o[4 * n + 1] *= correction[0];
+        o[4 * n + 2] *= correction[1];
+        o[4 * n + 3] *= correction[1];
+      }
+    };
+#pragma unroll
+    for (int i = 0; i < kOTiles * 4; ++i) o[i] = 0.0f;
+    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+    float s[kSTiles * 4], correction[2];
+    std::uint32_t a[kBlockN / 16][4];
+
+    wait_full(sm.q_full, q_phase);
+    q_phase ^= 1;
+    wait_full(sm.k_full + k_position.stage, k_position.phase);
+    wgmma_fence();
+    issue_scores(s, k_position.stage);
+    wgmma_wait<0>();
+    wgmma_fence_registers(s);
+    mbarrier_arrive(sm.k_empty + k_position.stage);
+    k_position.advance();
+    softmax(s, 0, row_max, row_sum, correction);  // the output is still zero: no rescaling
+    pack_probabilities<Element, kSTiles>(s, a);
+    // Straight-line iterations (ptxas serializes wgmmas whose groups it cannot track
+    // through branches): each issues tile t + 1's scores and tile t's PV product.
+    for (std::int64_t t = 0; t + 1 < kv_tiles; ++t) {
+      wait_full(sm.k_full + k_position.stage, k_position.phase);
+      wait_full(sm.v_full + v_position.stage, v_position.phase);
+      named_barrier_sync(my_turn, 256);
+      wgmma_fence();
+      issue_scores(s, k_position.stage);
+      // A fence per product: ptxas treats the wgmmas after one fence as one stage and
+      // waits for all of them before any accumulator of the stage is read.
+      wgmma_fence();
+      issue_pv(a, v_position.stage);
+      named_barrier_arrive(next_turn, 256);
+      wgmma_wait<1>();  // the scores; the PV product may still run
+      wgmma_fence_registers(s);
+      mbarrier_arrive(sm.k_empty + k_position.stage);
+      k_position.advance();
+      softmax(s, t + 1, row_max, row_sum, correction);
+      // Pinned before the wait: otherwise the compiler sinks the softmax below it (it only
+      // feeds code after the wait), and nothing overlaps the PV product.
+      wgmma_fence_registers(s);
+      wgmma_wait<0>();
+      wgmma_fence_registers(o);
+      wgmma_fence_operands(a);  // the PV product read `a` until the wait
+      mbarrier_arrive(sm.v_empty + v_position.stage);
+      v_position.advance();
+      rescale_output(correction);
+      pack_probabilities<Element, kSTiles>(s, a);
+    }
+    mbarrier_arrive(sm.q_empty);  // every score product of this item is done
+    wait_full(sm.v_full + v_position.stage, v_position.phase);
+    wgmma_fence();
+    issue_pv(a, v_position.stage);
+    wgmma_wait<0>();
+    wgmma_fence_registers(o);
+    mbarrier_arrive(sm.v_empty + v_position.stage);
+    v_position.advance();
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const std::int64_t i = q_begin + warp_row + group + 8 * r;
+      finish_query_row<Element, kHeadDim>(p, w.batch, w.head, w.first_row + i * w.row_step, i < L, row_sum[r],
+                                          row_max[r] * scale_log2, [&](int n, int j) { return o[4 * n + 2 * r + j]; });
+    }
+  }
+}
+
+template <class Element, int kHeadDim, int kConsumers>
+__global__ void __launch_bounds__(Sm90WarpSpecializedForwardTile<kHeadDim, kConsumers>::kThreads, 1)
+    flash_forward_sm90_ws_kernel(const __grid_constant__ PatternLaunch p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tile = Sm90WarpSpecializedForwardTile<kHeadDim, kConsumers>;
+  extern __shared__ __align__(16) unsigned char ws_shared[];  // aligned to 1024 by WarpSpecializedForwardShared
+  const WarpSpecializedForwardShared<Element, kHeadDim, kConsumers> sm(ws_shared);
+  if (threadIdx.x == 0) {
+    // Full barriers: one arrival per producer thread when its copies land. Empty ones: one
+    // per consumer thread when its products that read the stage are done.
+    mbarrier_init(sm.q_full, 128);
+    mbarrier_init(sm.q_empty, 128 * kConsumers);
+    for (int s = 0; s < Tile::kStages; ++s) {
+      mbarrier_init(sm.k_full + s, 128);
+      mbarrier_init(sm.k_empty + s, 128 * kConsumers);
+      mbarrier_init(sm.v_full + s, 128);
+      mbarrier_init(sm.v_empty + s, 128 * kConsumers);
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < 128) {
+    release_registers<Tile::kProducerRegisters>();
+    forward_producer<Element, kHeadDim, kConsumers>(p, sm);
+  } else {
+    claim_registers<Tile::kConsumerRegisters>();
+    forward_consumer<Element, kHeadDim, kConsumers>(p, sm);
+  }
+#else
+  (void)p;
+  __trap();  // built without sm_90a: never launched (the host checks the device first)
+#endif
+}
+
+// One CTA per SM (persistent), never more than there are items.
+template <class Element, int kHeadDim, int kConsumers>
+void launch_flash_forward_sm90_ws(const PatternLaunch& p, cudaStream_t stream) {
+  using Tile = Sm90WarpSpecializedForwardTile<kHeadDim, kConsumers>;
+  int device = 0, sms = 1;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const std::int64_t items = p.total_ctas * p.batch;
+  if (items <= 0) return;
+  const auto grid = static_cast<unsigned>(items < sms ? items : sms);
+  auto kernel = flash_forward_sm90_ws_kernel<Element, kHeadDim, kConsumers>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
+  kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(p);
+}
+
+}  // namespace longnet::kernels::cuda

@@ -1,0 +1,73 @@
+// Hopper (sm_90) synchronisation primitives of the warp-specialised kernels: shared-memory
+// mbarriers that track cp.async copies (a producer warpgroup fills a ring of stages, the
+// consumer warpgroups wait for a stage's "full" barrier and release it through its
+// "empty" one), named barriers that order the consumer warpgroups' matrix products, and
+// the register reallocation between the two roles (setmaxnreg, sm_90a).
+//
+// Phases: a barrier used for the k-th time (k = 0, 1, ...) completes phase k; waiting for
+// parity (k & 1) waits for that completion. A fresh barrier counts its phase "-1" as
+// complete, so a producer that waits for parity ((k & 1) ^ 1) on an empty barrier passes
+// at once in the first round of the ring.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/mma_sm80.cuh"
+
+namespace longnet::kernels::cuda {
+
+__device__ __forceinline__ void mbarrier_init(std::uint64_t* barrier, unsigned arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(barrier)), "r"(arrivals) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_arrive(std::uint64_t* barrier) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_address(barrier)) : "memory");
+}
+
+// One arrival on `barrier` once every cp.async this thread issued so far has landed. The
+// barrier's arrival count must include it (.noinc: the pending count is not raised first).
+__device__ __forceinline__ void mbarrier_arrive_on_copies(std::uint64_t* barrier) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(shared_address(barrier)) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_wait(std::uint64_t* barrier, unsigned parity) {
+  const std::uint32_t address = shared_address(barrier);
+  std::uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred complete;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, complete;\n}\n"
+        : "=r"(done)
+        : "r"(address), "r"(parity)
+        : "memory");
+  } while (done == 0);
+}
+
+// Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads, whole warps.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Waits for every cp.async this thread issued (a producer before it exits).
+__device__ __forceinline__ void copy_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// Register reallocation of a warpgroup (sm_90a; the kernel needs a register cap at entry,
+// __launch_bounds__(threads, 1)): the producer gives registers back, consumers take them.
+template <int kRegisters>
+__device__ __forceinline__ void release_registers() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+#endif
+}
+template <int kRegisters>
+__device__ __forceinline__ void claim_registers() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+#endif
+}
+
+}  // namespace longnet::kernels::cuda
