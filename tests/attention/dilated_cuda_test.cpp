@@ -172,6 +172,9 @@ TEST(DilatedAttentionCuda, EdgeCases) {
       edge(1, 2, 1, 64, {{1, 1}}, DilatedMode::longnet, true),                           // causal at 0, N = 1
       edge(140, 2, 2, 64, {{8, 4}}, DilatedMode::longnet, false),                        // rows with no keys
       edge(500, 8, 8, 64, {{200, 1}, {400, 2}, {500, 4}}, DilatedMode::head_groups, true),
+      // the last segment of the r = 4 group is no longer than its offset 2: no work item
+      // covers its rows, so the output is zero-filled before the kernel instead of by it
+      edge(130, 3, 3, 64, {{32, 1}, {64, 2}, {64, 4}}, DilatedMode::head_groups, false),
   };
   for (const auto& p : cases) {
     expect_half(p, 99, DType::bf16);

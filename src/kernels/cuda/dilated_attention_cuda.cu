@@ -76,6 +76,26 @@ bool every_row_reached(const DilatedAttentionParams& p) {
   return true;
 }
 
+// Whether the work items of the warp-specialised Hopper forward (rows_per_item query rows
+// each) can write the zeros of every output row no pattern reaches (PatternLaunch::
+// zero_unreached): not when a head's virtual sequence in a pattern's last segment is empty
+// (that segment is no longer than the head's offset, so no item covers it), nor when an
+// item's rows would span 2^31 positions.
+bool items_cover_unreached_rows(const DilatedAttentionParams& p, int rows_per_item) {
+  const auto G = static_cast<std::int64_t>(p.patterns.size());
+  for (std::int64_t i = 0; i < G; ++i) {
+    const DilationPattern pattern = p.patterns[static_cast<std::size_t>(i)];
+    if (pattern.dilation_rate == 1) continue;
+    if (pattern.dilation_rate >= (std::int64_t{1} << 31) / rows_per_item) return false;
+    const std::int64_t last_rows = p.seq_len - (segment_count(p.seq_len, pattern.segment_length) - 1) * pattern.segment_length;
+    for (std::int64_t h = 0; h < p.heads; ++h) {
+      const std::int64_t offset = pattern_offset(p.mode, i, G, pattern.dilation_rate, h, p.heads);
+      if (offset >= 0 && last_rows <= offset) return false;
+    }
+  }
+  return true;
+}
+
 void zero_rows(const RowTensor& t, const DilatedAttentionParams& p, std::int64_t heads, Device device) {
   Tensor::from_blob(t.data, {p.batch, p.seq_len, heads, p.head_dim}, p.dtype, device,
                     {t.batch_stride, t.seq_stride, t.head_stride, 1})
@@ -95,26 +115,26 @@ void forward(const DilatedAttentionParams& p) {
 
   cuda::fill<Compute>(p.lse, B * H * N, static_cast<Compute>(-INFINITY), stream);
   Tensor accumulator;
+  // Rows no pattern reaches are zero: written by the warp-specialised Hopper kernel's
+  // work items where they cover them all, else filled here first.
+  const int rows = tensor_cores ? cuda::forward_rows_per_cta(p.head_dim) : cuda::kSimtRows;
+  const bool kernel_zeroes = tensor_cores && !merge && !every_row_reached(p) &&
+                             cuda::use_sm90_kernels() && cuda::sm90_forward_consumers(p.head_dim) > 0 &&
+                             items_cover_unreached_rows(p, rows);
   if (merge) {
     accumulator = Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);
-  } else {
-    bool all_rows_reached = true;
-    for (const auto& pattern : p.patterns) all_rows_reached = all_rows_reached && pattern.dilation_rate == 1;
-    if (!all_rows_reached) {  // rows no pattern reaches are zero
-      Tensor::from_blob(p.out.data, {B, N, H, D}, p.dtype, device,
-                        {p.out.batch_stride, p.out.seq_stride, p.out.head_stride, 1})
-          .zero();
-    }
+  } else if (!every_row_reached(p) && !kernel_zeroes) {
+    zero_rows(p.out, p, H, device);
   }
   if (tensor_cores) {
     // Rows reached by one pattern only: every pattern in one launch. LongNet mode with
     // several patterns: one launch per pattern, merging in pattern order.
-    const int rows = cuda::forward_rows_per_cta(p.head_dim);
     std::size_t first = 0;
     while (first < p.patterns.size()) {
       const std::size_t last = merge ? first + 1 : std::min(p.patterns.size(), first + cuda::kMaxSlots);
       PatternLaunch l = pattern_launch(p, first, rows);
       l.merge = merge;
+      l.zero_unreached = kernel_zeroes;
       if (merge) l.out_accumulator = accumulator.data();
       for (std::size_t i = first; i < last; ++i) cuda::append_slot(l, pattern_launch(p, i, rows));
       require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");

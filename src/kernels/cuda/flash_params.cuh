@@ -83,6 +83,11 @@ struct PatternLaunch {
   // instead of writing `out` directly — for rows that more than one pattern reaches.
   bool merge = false;
   void* out_accumulator = nullptr;  // float (double for f64)
+  // Forward (warp-specialised Hopper kernel, direct writes): each work item also writes
+  // zeros to the output rows of its head that its pattern does not reach (the dilated gaps
+  // of its rows), so no separate fill of the output is needed. The host sets it only when
+  // those items cover every such row (flash_forward_sm90_ws.cuh).
+  bool zero_unreached = false;
   // Backward: fp32 accumulators (contiguous (B, N, heads, D)); delta = rowsum(dout * out) (B, H, N).
   void* delta = nullptr;  // float (double for f64)
   void* dq_accumulator = nullptr;
