@@ -117,38 +117,10 @@ inline void append_slot(PatternLaunch& l, const PatternLaunch& one) {
   l.total_ctas += static_cast<std::int64_t>(one.head_count) * one.segments * one.tiles_per_segment;
 }
 
-// Which Hopper kernel runs the forward of dilated launches. LONGNET_SM90_FORWARD (for
-// measurements): "pipelined" the one-warpgroup kernel, "two" the warp-specialised one with
-// two consumer warpgroups at every head_dim; unset: flash_forward_consumers_sm90.
-enum class Sm90Forward { warp_specialized, warp_specialized_two, pipelined };
-inline Sm90Forward sm90_forward_kind() {
-  static const Sm90Forward kind = [] {
-    const char* v = std::getenv("LONGNET_SM90_FORWARD");
-    if (v != nullptr && std::strcmp(v, "pipelined") == 0) return Sm90Forward::pipelined;
-    if (v != nullptr && std::strcmp(v, "two") == 0) return Sm90Forward::warp_specialized_two;
-    return Sm90Forward::warp_specialized;
-  }();
-  return kind;
-}
-
-// Consumer warpgroups of the Hopper forward of dilated launches (0: the one-warpgroup kernel).
-inline int sm90_forward_consumers(std::int64_t head_dim) {
-  switch (sm90_forward_kind()) {
-    case Sm90Forward::pipelined:
-      return 0;
-    case Sm90Forward::warp_specialized_two:
-      return 2;
-    default:
-      return flash_forward_consumers_sm90(head_dim);
-  }
-}
-
-// Rows of the sequence a forward CTA (or work item) of a dilated launch owns on the
-// tensor-core path.
+// Rows of the sequence a forward CTA (or, on Hopper, a work item of the persistent
+// warp-specialised kernel) of a dilated launch owns on the tensor-core path.
 inline int forward_rows_per_cta(std::int64_t head_dim) {
-  if (!use_sm90_kernels()) return kFlashForwardRows;
-  const int consumers = sm90_forward_consumers(head_dim);
-  return consumers == 0 ? kFlashForwardRowsSm90 : 64 * consumers;
+  return use_sm90_kernels() ? 64 * flash_forward_consumers_sm90(head_dim) : kFlashForwardRows;
 }
 // Rows a forward CTA of a block-sparse launch owns on the tensor-core path.
 inline int sparse_forward_rows_per_cta() { return use_sm90_kernels() ? kFlashForwardRowsSm90 : kFlashForwardRows; }
@@ -158,18 +130,21 @@ void launch_forward(const PatternLaunch& l, bool tensor_cores, cudaStream_t stre
   if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
 #ifdef LONGNET_HAVE_SM90A
     if (tensor_cores && use_sm90_kernels()) {
-      if constexpr (!kSparse) {
-        const int consumers = sm90_forward_consumers(l.head_dim);
-        if (consumers != 0) {
-          if (l.head_dim > 64) return launch_flash_forward_sm90_ws<Element, 128, 2>(l, stream);
-          if (consumers == 3) return launch_flash_forward_sm90_ws<Element, 64, 3>(l, stream);
-          return launch_flash_forward_sm90_ws<Element, 64, 2>(l, stream);
+      // Dilated launches: the warp-specialised kernel (flash_forward_consumers_sm90 consumer
+      // warpgroups); block-sparse ones: the one-warpgroup kernel.
+      if constexpr (kSparse) {
+        if (l.head_dim <= 64) {
+          launch_flash_forward_sm90<Element, 64, true>(l, stream);
+        } else {
+          launch_flash_forward_sm90<Element, 128, true>(l, stream);
         }
-      }
-      if (l.head_dim <= 64) {
-        launch_flash_forward_sm90<Element, 64, kSparse>(l, stream);
       } else {
-        launch_flash_forward_sm90<Element, 128, kSparse>(l, stream);
+        static_assert(flash_forward_consumers_sm90(64) == 3 && flash_forward_consumers_sm90(128) == 2);
+        if (l.head_dim <= 64) {
+          launch_flash_forward_sm90_ws<Element, 64, 3>(l, stream);
+        } else {
+          launch_flash_forward_sm90_ws<Element, 128, 2>(l, stream);
+        }
       }
       return;
     }

@@ -118,8 +118,7 @@ void forward(const DilatedAttentionParams& p) {
   // Rows no pattern reaches are zero: written by the warp-specialised Hopper kernel's
   // work items where they cover them all, else filled here first.
   const int rows = tensor_cores ? cuda::forward_rows_per_cta(p.head_dim) : cuda::kSimtRows;
-  const bool kernel_zeroes = tensor_cores && !merge && !every_row_reached(p) &&
-                             cuda::use_sm90_kernels() && cuda::sm90_forward_consumers(p.head_dim) > 0 &&
+  const bool kernel_zeroes = tensor_cores && !merge && !every_row_reached(p) && cuda::use_sm90_kernels() &&
                              items_cover_unreached_rows(p, rows);
   if (merge) {
     accumulator = Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);

@@ -1,16 +1,16 @@
-// Hopper (sm_90a) forward of dilated attention: the same work decomposition and online
-// softmax as flash_forward.cuh, with the matrix products on warpgroup MMAs (wgmma) that
-// read Q, K and V straight from shared memory through matrix descriptors: no ldmatrix
-// traffic, asynchronous issue. One warpgroup (64 query rows) per CTA, two CTAs per SM.
-// The dilated loop is software-pipelined (FlashAttention-3's intra-warpgroup overlap):
-// the score product of tile t + 1 and the PV product of tile t are issued together, and
-// the softmax of tile t + 1 runs while the PV product is on the tensor cores.
+// Hopper (sm_90a) forward of block-sparse attention, and the pieces every Hopper forward
+// shares (the online softmax of a score tile, the packing of probabilities into wgmma A
+// fragments, the swizzled tile layout). The matrix products run on warpgroup MMAs (wgmma)
+// that read Q, K and V straight from shared memory through matrix descriptors. One
+// warpgroup (64 query rows of one query block) per CTA, two CTAs per SM; its key tiles come
+// from a schedule of the block's listed key blocks (block_sparse_tiles.cuh), two stages,
+// each tile's products in sequence. Dilated launches run the warp-specialised kernel of
+// flash_forward_sm90_ws.cuh, which pipelines the same steps.
 //
 // Shared tiles use Hopper's canonical 128-byte-swizzle layout: a tile of `rows` rows is
 // stored as kHeadDim / 64 column blocks of rows x 128 bytes, 16-byte chunk c of row r at
 // chunk c ^ (r mod 8). Q and K are K-major operands (S = Q K^T); V is the MN-major B
-// operand of O += P V, with P in registers. kSparse: a block-sparse launch, as in
-// flash_forward.cuh (its key tiles come from a schedule; its loop is not pipelined yet).
+// operand of O += P V, with P in registers.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,8 +28,8 @@ namespace longnet::kernels::cuda {
 
 template <int kHeadDim>
 struct Sm90ForwardTile {
-  // One warpgroup per CTA: besides the pipeline inside a CTA, the two CTAs of an SM drift
-  // out of phase, so one's softmax (special-function unit) overlaps the other's MMAs.
+  // One warpgroup per CTA: the two CTAs of an SM drift out of phase, so one's softmax
+  // (special-function unit) overlaps the other's MMAs.
   static constexpr int kWarpGroups = 1;
   // Two CTAs per SM: measured faster than three (which spills) for head_dim 64.
   static constexpr int kMinBlocksPerSm = 2;
@@ -39,12 +39,8 @@ struct Sm90ForwardTile {
   static constexpr int kChunks = kHeadDim / 8;
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kStageBytes = kBlockN * kHeadDim * 2;  // one of K or V
-  // Dilated launches keep three stages of K and V (tile t's PV product, tile t + 1's
-  // scores and tile t + 2's copies in flight together); block-sparse ones two.
-  static constexpr int stages(bool sparse) { return sparse ? 2 : 3; }
-  static constexpr int shared_bytes(bool sparse) {
-    return kQBytes + 2 * stages(sparse) * kStageBytes + 1024;  // + alignment slack
-  }
+  static constexpr int kStages = 2;
+  static constexpr int kSharedBytes = kQBytes + 2 * kStages * kStageBytes + 1024;  // + alignment slack
 };
 
 // Online softmax of one score tile of a warpgroup (64 rows x kSTiles * 8 keys, this
@@ -121,9 +117,10 @@ __device__ __forceinline__ int sw128_offset(int rows, int row, int chunk) {
   return (chunk >> 3) * rows * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
 }
 
-template <class Element, int kHeadDim, bool kSparse = false>
+template <class Element, int kHeadDim, bool kSparse = true>
 __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90ForwardTile<kHeadDim>::kMinBlocksPerSm)
     flash_forward_sm90_kernel(const __grid_constant__ PatternLaunch p) {
+  static_assert(kSparse, "dilated launches run the warp-specialised kernel (flash_forward_sm90_ws.cuh)");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tile = Sm90ForwardTile<kHeadDim>;
   constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kChunks = Tile::kChunks;
@@ -131,49 +128,31 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   constexpr int kRowsPerPass = kThreads / kChunks;
   constexpr int kSTiles = kBlockN / 8;   // score n-tiles per thread
   constexpr int kOTiles = kHeadDim / 8;  // output n-tiles per thread
-  // Block-sparse: a stage holds kHalves tiles of the schedule (64 keys each, from any
-  // listed blocks), so the 128-key stages of head_dim 64 are full even with isolated
-  // 64-blocks.
+  // A stage holds kHalves tiles of the schedule (64 keys each, from any listed blocks), so
+  // the 128-key stages of head_dim 64 are full even with isolated 64-blocks.
   constexpr int kSparseTile = kSparseTileRows, kHalves = kBlockN / kSparseTile;
   extern __shared__ unsigned char shared_raw[];
-  // Swizzled tiles must start at 1024-byte boundaries. Block-sparse: the schedule's ring
-  // comes first (addressed from shared_raw, so the compiler knows it for shared memory).
+  // Swizzled tiles must start at 1024-byte boundaries. The schedule's ring comes first
+  // (addressed from shared_raw, so the compiler knows it for shared memory).
   using Schedule = SparseKeySchedule<kThreads>;
-  constexpr int kScheduleBytes = kSparse ? Schedule::kSharedBytes : 0;
+  constexpr int kScheduleBytes = Schedule::kSharedBytes;
   unsigned char* shared_base = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<std::uintptr_t>(shared_raw + kScheduleBytes) + 1023) & ~std::uintptr_t{1023});
   Element* sQ = reinterpret_cast<Element*>(shared_base);
-  constexpr int kStages = Tile::stages(kSparse);
+  constexpr int kStages = Tile::kStages;
   Element* sK = reinterpret_cast<Element*>(shared_base + Tile::kQBytes);  // [kStages][kBlockN x D]
   Element* sV = sK + kStages * kBlockN * kHeadDim;                        // [kStages][kBlockN x D]
 
-  // This CTA's query rows q_begin + i < query_limit, tensor row first_row + i * row_step,
-  // of head h; the keys of a dilated launch are the L rows of the same virtual sequence.
-  int h = 0;
-  std::int64_t q_begin = 0, query_limit = 0, first_row = 0, row_step = 1, L = 0;
-  Schedule schedule{};
-  if constexpr (kSparse) {
-    const std::int64_t per_head = p.sparse.query_blocks * p.sparse.tiles_per_block;
-    h = p.head_begin + static_cast<int>(blockIdx.x / per_head);
-    const SparseRows rows = sparse_rows(p, blockIdx.x % per_head, p.sparse.block_q, kBlockM);
-    q_begin = rows.begin;
-    query_limit = rows.end;
-    schedule = sparse_key_schedule<kThreads>(p, h, rows.block, rows.begin, rows.end - 1, kBlockM + kBlockN, shared_raw);
-  } else {
-    const ForwardWork work = forward_work(p);
-    const PatternSlot& slot = p.slots[work.slot];
-    h = work.head;
-    q_begin = work.tile * kBlockM;
-    const std::int64_t offset =
-        pattern_offset(p.mode, slot.pattern_index, p.num_patterns, slot.pattern.dilation_rate, h, p.heads);
-    if (offset < 0) return;
-    const VirtualSequence vs = virtual_sequence(p.seq_len, slot.pattern, offset, work.segment);
-    L = vs.length;
-    if (q_begin >= L) return;
-    query_limit = L;
-    first_row = vs.first_row;
-    row_step = vs.row_step;
-  }
+  // This CTA's query rows q_begin + i < query_limit of head h (rows of the whole sequence:
+  // first_row 0, row_step 1).
+  const std::int64_t per_head = p.sparse.query_blocks * p.sparse.tiles_per_block;
+  const int h = p.head_begin + static_cast<int>(blockIdx.x / per_head);
+  const SparseRows rows = sparse_rows(p, blockIdx.x % per_head, p.sparse.block_q, kBlockM);
+  const std::int64_t q_begin = rows.begin, query_limit = rows.end;
+  const std::int64_t first_row = 0, row_step = 1;
+  Schedule schedule =
+      sparse_key_schedule<kThreads>(p, h, rows.block, rows.begin, rows.end - 1, kBlockM + kBlockN, shared_raw);
+
   const std::int64_t b = blockIdx.y;
   const int kv_head = h / (p.heads / p.kv_heads);
 
@@ -191,21 +170,6 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   const Element* k_copy = p.k.row<const Element>(b, first_row, kv_head) + copy_chunk * 8;
   const Element* v_copy = p.v.row<const Element>(b, first_row, kv_head) + copy_chunk * 8;
 
-  // Keys [key0, key0 + kBlockN) of which those before `limit` exist.
-  auto load_keys = [&](std::int64_t key0, std::int64_t limit, int stage) {
-    Element* k_stage = sK + stage * kBlockN * kHeadDim;
-    Element* v_stage = sV + stage * kBlockN * kHeadDim;
-#pragma unroll
-    for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
-      const int row = copy_row + pass * kRowsPerPass;
-      const std::int64_t j = key0 + row;
-      const bool valid = chunk_used && j < limit;
-      const std::int64_t jj = valid ? j : 0;
-      copy_async_16(k_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), k_copy + jj * k_stride, valid);
-      copy_async_16(v_stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), v_copy + jj * v_stride, valid);
-    }
-  };
-  auto load_kv = [&](std::int64_t tile, int stage) { load_keys(tile * kBlockN, L, stage); };
   // Row r of a block-sparse stage is row r % 64 of tile t[r / 64]: this thread's rows of
   // a tile are copy_row + 16 i, one 64-bit product per tile for their addresses.
   auto load_sparse = [&](const ScheduledKeyTile(&t)[kHalves], int stage) {
@@ -297,140 +261,61 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
     }
   };
 
-  if constexpr (kSparse) {
-    // Key tiles from the schedule, double-buffered, each tile's products in sequence.
-    ScheduledKeyTile current[kHalves] = {}, following[kHalves] = {};
-    bool have_tile = next_tiles(current);
-    if (have_tile) load_sparse(current, 0);
-    copy_async_commit();
-    for (int stage = 0; have_tile; stage ^= 1) {
-      const bool prefetch = next_tiles(following);
-      if (prefetch) {
-        load_sparse(following, stage ^ 1);
-        copy_async_commit();
-        copy_async_wait<1>();
-      } else {
-        copy_async_wait<0>();
-      }
-      fence_proxy_async();  // the copies above are read next by the tensor cores
-      __syncthreads();
-      float s[kSTiles * 4];
-      wgmma_fence();
-      issue_scores(s, stage);
-      wgmma_wait<0>();
-      wgmma_fence_registers(s);
-      // Per 64-key part of the stage (column c is column c % 64 of part c / 64): kept iff
-      // c % 64 < part_limit and part_low <= c % 64 - row <= part_high.
-      int part_limit[kHalves], part_low[kHalves], part_high[kHalves];
-      bool needs_mask = false;
-#pragma unroll
-      for (int half = 0; half < kHalves; ++half) {
-        part_limit[half] = current[half].count;
-        part_low[half] = current[half].low;
-        part_high[half] = current[half].high;
-        // The band covers this warp's 16 rows x the 64 keys iff low <= 0 - (warp_row + 15)
-        // and 63 - warp_row <= high (the clamp to +-(kBlockM + kBlockN) keeps both exact).
-        needs_mask = needs_mask || part_limit[half] < kSparseTile || part_low[half] > -(warp_row + 15) ||
-                     part_high[half] < kSparseTile - 1 - warp_row;
-      }
-      float correction[2];
-      online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
-        const int c = 8 * n + 2 * thread_in_group + (e & 1);
-        const int row = warp_row + group + 8 * (e / 2);
-        const int half = n / (kSparseTile / 8), cc = c % kSparseTile;  // c / 64, at compile time
-        return cc >= part_limit[half] || cc - row > part_high[half] || cc - row < part_low[half];
-      });
-      rescale_output(correction);
-      std::uint32_t a[kBlockN / 16][4];
-      pack_probabilities<Element, kSTiles>(s, a);
-      wgmma_fence();
-      issue_pv(a, stage);
-      wgmma_wait<0>();
-      wgmma_fence_registers(o);
-      __syncthreads();  // the next iteration's copies overwrite the stage just read
-#pragma unroll
-      for (int half = 0; half < kHalves; ++half) current[half] = following[half];
-      have_tile = prefetch;
+  // Key tiles from the schedule, double-buffered, each tile's products in sequence.
+  ScheduledKeyTile current[kHalves] = {}, following[kHalves] = {};
+  bool have_tile = next_tiles(current);
+  if (have_tile) load_sparse(current, 0);
+  copy_async_commit();
+  for (int stage = 0; have_tile; stage ^= 1) {
+    const bool prefetch = next_tiles(following);
+    if (prefetch) {
+      load_sparse(following, stage ^ 1);
+      copy_async_commit();
+      copy_async_wait<1>();
+    } else {
+      copy_async_wait<0>();
     }
-    copy_async_wait<0>();  // a query block without keys still copied Q
-  } else {
-    // Key tiles 0 .. kv_tiles - 1 of the virtual sequence (at least one: q_begin < L), in a
-    // ring of three stages, software-pipelined: while tile t's PV product runs on the
-    // tensor cores, the warpgroup computes the softmax of tile t + 1, whose score product
-    // was issued just before; tile t + 2 is being copied meanwhile.
-    const std::int64_t key_end = p.causal ? min(L, q_begin + kBlockM) : L;
-    const std::int64_t kv_tiles = (key_end + kBlockN - 1) / kBlockN;
-    load_kv(0, 0);  // with Q: copy group 0
-    copy_async_commit();
-    if (kv_tiles > 1) load_kv(1, 1);
-    copy_async_commit();
-    // Key column c of row `row` of tile t is kept iff c < key_limit and (when causal)
-    // c - row <= diagonal_high.
-    auto softmax = [&](float(&s)[kSTiles * 4], std::int64_t t, float(&correction)[2]) {
-      const std::int64_t key0 = t * kBlockN;
-      const bool needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
-      const int key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
-      const int diagonal_high = static_cast<int>(max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM + kBlockN)),
-                                                     static_cast<std::int64_t>(-kBlockM - kBlockN)));
-      online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
-        const int c = 8 * n + 2 * thread_in_group + (e & 1);
-        const int row = warp_row + group + 8 * (e / 2);
-        return c >= key_limit || (p.causal && c - row > diagonal_high);
-      });
-    };
-    float s[kSTiles * 4], correction[2];
-    std::uint32_t a[kBlockN / 16][4];
-    copy_async_wait<1>();
     fence_proxy_async();  // the copies above are read next by the tensor cores
     __syncthreads();
+    float s[kSTiles * 4];
     wgmma_fence();
-    issue_scores(s, 0);
+    issue_scores(s, stage);
     wgmma_wait<0>();
     wgmma_fence_registers(s);
-    softmax(s, 0, correction);  // the output is still zero: no rescaling
-    pack_probabilities<Element, kSTiles>(s, a);
-    // Straight-line iterations (ptxas serializes wgmmas whose groups it cannot track
-    // through branches): every one but the last issues the next tile's scores.
-    int stage = 0;
-    for (std::int64_t t = 0; t + 1 < kv_tiles; ++t) {
-      const int next_stage = stage == 2 ? 0 : stage + 1;
-      // Stage (t + 2) % 3 held tile t - 1, whose products every warp has waited for.
-      __syncthreads();
-      if (t + 2 < kv_tiles) load_kv(t + 2, next_stage == 2 ? 0 : next_stage + 1);
-      copy_async_commit();   // possibly empty: one group per iteration keeps the count
-      copy_async_wait<1>();  // tile t + 1 has landed
-      fence_proxy_async();
-      __syncthreads();
-      wgmma_fence();
-      issue_scores(s, next_stage);
-      // A fence per product: ptxas treats the wgmmas after one fence as one stage and
-      // waits for all of them before any accumulator of the stage is read.
-      wgmma_fence();
-      issue_pv(a, stage);
-      wgmma_wait<1>();  // the scores; the PV product may still run
-      wgmma_fence_registers(s);
-      softmax(s, t + 1, correction);
-      std::uint32_t a_next[kBlockN / 16][4];
-      pack_probabilities<Element, kSTiles>(s, a_next);
-      // Pinned before the wait: otherwise the compiler sinks the softmax below it (it
-      // only feeds code after the wait), and nothing overlaps the PV product.
-      wgmma_fence_operands(a_next);
-      wgmma_wait<0>();
-      wgmma_fence_registers(o);
-      wgmma_fence_operands(a);
-      rescale_output(correction);
+    // Per 64-key part of the stage (column c is column c % 64 of part c / 64): kept iff
+    // c % 64 < part_limit and part_low <= c % 64 - row <= part_high.
+    int part_limit[kHalves], part_low[kHalves], part_high[kHalves];
+    bool needs_mask = false;
 #pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r) a[kk][r] = a_next[kk][r];
-      }
-      stage = next_stage;
+    for (int half = 0; half < kHalves; ++half) {
+      part_limit[half] = current[half].count;
+      part_low[half] = current[half].low;
+      part_high[half] = current[half].high;
+      // The band covers this warp's 16 rows x the 64 keys iff low <= 0 - (warp_row + 15)
+      // and 63 - warp_row <= high (the clamp to +-(kBlockM + kBlockN) keeps both exact).
+      needs_mask = needs_mask || part_limit[half] < kSparseTile || part_low[half] > -(warp_row + 15) ||
+                   part_high[half] < kSparseTile - 1 - warp_row;
     }
+    float correction[2];
+    online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
+      const int c = 8 * n + 2 * thread_in_group + (e & 1);
+      const int row = warp_row + group + 8 * (e / 2);
+      const int half = n / (kSparseTile / 8), cc = c % kSparseTile;  // c / 64, at compile time
+      return cc >= part_limit[half] || cc - row > part_high[half] || cc - row < part_low[half];
+    });
+    rescale_output(correction);
+    std::uint32_t a[kBlockN / 16][4];
+    pack_probabilities<Element, kSTiles>(s, a);
     wgmma_fence();
-    issue_pv(a, stage);  // the last tile's (landed: waited for by the last iteration or the prologue)
+    issue_pv(a, stage);
     wgmma_wait<0>();
     wgmma_fence_registers(o);
+    __syncthreads();  // the next iteration's copies overwrite the stage just read
+#pragma unroll
+    for (int half = 0; half < kHalves; ++half) current[half] = following[half];
+    have_tile = prefetch;
   }
+  copy_async_wait<0>();  // a query block without keys still copied Q
 
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -449,8 +334,8 @@ void launch_flash_forward_sm90(const PatternLaunch& p, cudaStream_t stream) {
   using Tile = Sm90ForwardTile<kHeadDim>;
   const dim3 grid(static_cast<unsigned>(p.total_ctas), static_cast<unsigned>(p.batch));
   auto kernel = flash_forward_sm90_kernel<Element, kHeadDim, kSparse>;
-  // Block-sparse: plus the schedule's ring (before the tiles).
-  const int shared_bytes = Tile::shared_bytes(kSparse) + (kSparse ? SparseKeySchedule<Tile::kThreads>::kSharedBytes : 0);
+  // Plus the schedule's ring (before the tiles).
+  const int shared_bytes = Tile::kSharedBytes + SparseKeySchedule<Tile::kThreads>::kSharedBytes;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes);
   kernel<<<grid, Tile::kThreads, shared_bytes, stream>>>(p);
 }

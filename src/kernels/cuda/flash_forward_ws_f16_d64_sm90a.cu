@@ -6,6 +6,5 @@
 namespace longnet::kernels::cuda {
 
 template void launch_flash_forward_sm90_ws<__half, 64, 3>(const PatternLaunch&, cudaStream_t);
-template void launch_flash_forward_sm90_ws<__half, 64, 2>(const PatternLaunch&, cudaStream_t);
 
 }  // namespace longnet::kernels::cuda
