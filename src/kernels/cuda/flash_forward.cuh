@@ -46,9 +46,15 @@ struct ForwardWork {
   std::int64_t segment, tile;
 };
 
-__device__ __forceinline__ ForwardWork forward_work(const PatternLaunch& p, std::int64_t cta) {
+// The slot (pattern) whose CTAs include `cta`.
+__device__ __forceinline__ int forward_slot(const PatternLaunch& p, std::int64_t cta) {
   int slot = 0;
   while (slot + 1 < p.slot_count && cta >= p.slots[slot + 1].cta_begin) ++slot;
+  return slot;
+}
+
+__device__ __forceinline__ ForwardWork forward_work(const PatternLaunch& p, std::int64_t cta) {
+  const int slot = forward_slot(p, cta);
   const PatternSlot& s = p.slots[slot];
   const std::int64_t local = cta - s.cta_begin;
   const std::int64_t per_head = s.segments * s.tiles_per_segment;

@@ -100,6 +100,37 @@ __device__ __forceinline__ void pack_probabilities(const float (&s)[kSTiles * 4]
   }
 }
 
+// O += P V for the V tile of kKeys keys at `v_tile` (keys x kHeadDim, D contiguous: the
+// MN-major B operand), P in registers (`a`, from pack_probabilities); issued and
+// committed, not waited for.
+template <class Element, int kHeadDim, int kKeys>
+__device__ __forceinline__ void issue_pv_product(float (&o)[kHeadDim / 2], const std::uint32_t (&a)[kKeys / 16][4],
+                                                 const Element* v_tile) {
+#pragma unroll
+  for (int kk = 0; kk < kKeys / 16; ++kk) {
+    const std::uint64_t b = matrix_descriptor(v_tile + kk * 16 * 64, kKeys * 128, 1024);
+    if constexpr (kHeadDim == 64) {
+      wgmma_rs_m64n64k16<Element, 1>(o, a[kk], b, 1);
+    } else {
+      wgmma_rs_m64n128k16<Element, 1>(o, a[kk], b, 1);
+    }
+  }
+  wgmma_commit();
+}
+
+// Scales this thread's output fragments (rows group and group + 8 of its warp) by the
+// online softmax's corrections.
+template <int kOTiles>
+__device__ __forceinline__ void rescale_output_rows(float (&o)[kOTiles * 4], const float (&correction)[2]) {
+#pragma unroll
+  for (int n = 0; n < kOTiles; ++n) {
+    o[4 * n + 0] *= correction[0];
+    o[4 * n + 1] *= correction[0];
+    o[4 * n + 2] *= correction[1];
+    o[4 * n + 3] *= correction[1];
+  }
+}
+
 // Keeps the compiler from reusing the registers of a wgmma's A operand before the wait
 // that ends the asynchronous read.
 template <int kRows>
@@ -236,30 +267,6 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
     }
     wgmma_commit();
   };
-  // O += P V for the V tile in `stage`: V (keys x D, D contiguous) is the MN-major B
-  // operand; issued and committed, not waited for.
-  auto issue_pv = [&](const std::uint32_t(&a)[kBlockN / 16][4], int stage) {
-    const Element* v_tile = sV + stage * kBlockN * kHeadDim;
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const std::uint64_t bdesc = matrix_descriptor(v_tile + kk * 16 * 64, kBlockN * 128, 1024);
-      if constexpr (kHeadDim == 64) {
-        wgmma_rs_m64n64k16<Element, 1>(o, a[kk], bdesc, 1);
-      } else {
-        wgmma_rs_m64n128k16<Element, 1>(o, a[kk], bdesc, 1);
-      }
-    }
-    wgmma_commit();
-  };
-  auto rescale_output = [&](const float(&correction)[2]) {
-#pragma unroll
-    for (int n = 0; n < kOTiles; ++n) {
-      o[4 * n + 0] *= correction[0];
-      o[4 * n + 1] *= correction[0];
-      o[4 * n + 2] *= correction[1];
-      o[4 * n + 3] *= correction[1];
-    }
-  };
 
   // Key tiles from the schedule, double-buffered, each tile's products in sequence.
   ScheduledKeyTile current[kHalves] = {}, following[kHalves] = {};
@@ -303,11 +310,11 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
       const int half = n / (kSparseTile / 8), cc = c % kSparseTile;  // c / 64, at compile time
       return cc >= part_limit[half] || cc - row > part_high[half] || cc - row < part_low[half];
     });
-    rescale_output(correction);
+    rescale_output_rows<kOTiles>(o, correction);
     std::uint32_t a[kBlockN / 16][4];
     pack_probabilities<Element, kSTiles>(s, a);
     wgmma_fence();
-    issue_pv(a, stage);
+    issue_pv_product<Element, kHeadDim, kBlockN>(o, a, sV + stage * kBlockN * kHeadDim);
     wgmma_wait<0>();
     wgmma_fence_registers(o);
     __syncthreads();  // the next iteration's copies overwrite the stage just read

@@ -68,8 +68,7 @@ struct ForwardItem {
 // its last row), so the round-robin of the persistent CTAs gives each a mix of costs.
 // Otherwise the tiles of one virtual sequence are consecutive (they share K and V in L2).
 __device__ __forceinline__ ForwardWork forward_work_by_cost(const PatternLaunch& p, std::int64_t cta) {
-  int slot = 0;
-  while (slot + 1 < p.slot_count && cta >= p.slots[slot + 1].cta_begin) ++slot;
+  const int slot = forward_slot(p, cta);
   const PatternSlot& s = p.slots[slot];
   const std::int64_t local = cta - s.cta_begin;
   const std::int64_t sequences = s.head_count * s.segments;
@@ -147,6 +146,11 @@ struct RingPosition {
       stage = 0;
       phase ^= 1;
     }
+  }
+  // This thread is done with the stage: arrive on its "empty" barrier, move on.
+  __device__ __forceinline__ void release(std::uint64_t* empty) {
+    mbarrier_arrive(empty + stage);
+    advance();
   }
 };
 
@@ -280,20 +284,6 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     wgmma_commit();
   };
   float o[kOTiles * 4];
-  // O += P V for the V tile in `stage` (the MN-major B operand); issued, not waited for.
-  auto issue_pv = [&](const std::uint32_t(&a)[kBlockN / 16][4], int stage) {
-    const Element* v_tile = sm.v + stage * kBlockN * kHeadDim;
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const std::uint64_t b = matrix_descriptor(v_tile + kk * 16 * 64, kBlockN * 128, 1024);
-      if constexpr (kHeadDim == 64) {
-        wgmma_rs_m64n64k16<Element, 1>(o, a[kk], b, 1);
-      } else {
-        wgmma_rs_m64n128k16<Element, 1>(o, a[kk], b, 1);
-      }
-    }
-    wgmma_commit();
-  };
   // Waits for a stage's copies; they were written through the generic proxy and are read
   // next by the tensor cores (async proxy).
   auto wait_full = [](std::uint64_t* full, unsigned phase) {
@@ -324,15 +314,6 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
         return c >= key_limit || (p.causal && c - row > diagonal_high);
       });
     };
-    auto rescale_output = [&](const float(&correction)[2]) {
-#pragma unroll
-      for (int n = 0; n < kOTiles; ++n) {
-        o[4 * n + 0] *= correction[0];
-        o[4 * n + 1] *= correction[0];
-        o[4 * n + 2] *= correction[1];
-        o[4 * n + 3] *= correction[1];
-      }
-    };
 #pragma unroll
     for (int i = 0; i < kOTiles * 4; ++i) o[i] = 0.0f;
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
@@ -346,8 +327,7 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     issue_scores(s, k_position.stage);
     wgmma_wait<0>();
     wgmma_fence_registers(s);
-    mbarrier_arrive(sm.k_empty + k_position.stage);
-    k_position.advance();
+    k_position.release(sm.k_empty);
     softmax(s, 0, row_max, row_sum, correction);  // the output is still zero: no rescaling
     pack_probabilities<Element, kSTiles>(s, a);
     // Straight-line iterations (ptxas serializes wgmmas whose groups it cannot track
@@ -361,12 +341,11 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
       // A fence per product: ptxas treats the wgmmas after one fence as one stage and
       // waits for all of them before any accumulator of the stage is read.
       wgmma_fence();
-      issue_pv(a, v_position.stage);
+      issue_pv_product<Element, kHeadDim, kBlockN>(o, a, sm.v + v_position.stage * kBlockN * kHeadDim);
       named_barrier_arrive(next_turn, 256);
       wgmma_wait<1>();  // the scores; the PV product may still run
       wgmma_fence_registers(s);
-      mbarrier_arrive(sm.k_empty + k_position.stage);
-      k_position.advance();
+      k_position.release(sm.k_empty);
       softmax(s, t + 1, row_max, row_sum, correction);
       // Pinned before the wait: otherwise the compiler sinks the softmax below it (it only
       // feeds code after the wait), and nothing overlaps the PV product.
@@ -374,19 +353,17 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
       wgmma_wait<0>();
       wgmma_fence_registers(o);
       wgmma_fence_operands(a);  // the PV product read `a` until the wait
-      mbarrier_arrive(sm.v_empty + v_position.stage);
-      v_position.advance();
-      rescale_output(correction);
+      v_position.release(sm.v_empty);
+      rescale_output_rows<kOTiles>(o, correction);
       pack_probabilities<Element, kSTiles>(s, a);
     }
     mbarrier_arrive(sm.q_empty);  // every score product of this item is done
     wait_full(sm.v_full + v_position.stage, v_position.phase);
     wgmma_fence();
-    issue_pv(a, v_position.stage);
+    issue_pv_product<Element, kHeadDim, kBlockN>(o, a, sm.v + v_position.stage * kBlockN * kHeadDim);
     wgmma_wait<0>();
     wgmma_fence_registers(o);
-    mbarrier_arrive(sm.v_empty + v_position.stage);
-    v_position.advance();
+    v_position.release(sm.v_empty);
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
