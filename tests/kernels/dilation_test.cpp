@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
+#include <vector>
 
 #include "support/dilated_oracle.hpp"
 #include "support/random_problems.hpp"
@@ -100,6 +102,46 @@ TEST(Dilation, AttendedPairsMatchTheOracleCountMatrix) {
                                         static_cast<std::int64_t>(p.patterns.size()), p.mode, p.causal),
                 total)
           << testing::describe(p) << " head " << h;
+    }
+  }
+}
+
+// The rows the forward's work items write zeros to (unreached_rows_of_item): over the items
+// of every non-empty virtual sequence of a segment, exactly the rows the head's pattern
+// does not reach, each once, whatever the segment, rate, offset and item size.
+TEST(Dilation, WorkItemsZeroEveryUnreachedRowOnce) {
+  std::uint64_t state = 12345;
+  auto next = [&](std::int64_t bound) {  // xorshift, uniform enough for sizes
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return static_cast<std::int64_t>(state % static_cast<std::uint64_t>(bound));
+  };
+  for (int trial = 0; trial < 400; ++trial) {
+    const std::int64_t rate = 1 + next(9);
+    const std::int64_t w = rate + next(700);
+    const std::int64_t N = 1 + next(3 * w);
+    const std::int64_t offset = next(rate);
+    const std::int64_t block_m = trial % 2 == 0 ? 128 : 192;
+    const DilationPattern pattern{w, rate};
+    for (std::int64_t segment = 0; segment < segment_count(N, w); ++segment) {
+      const VirtualSequence vs = virtual_sequence(N, pattern, offset, segment);
+      if (vs.length == 0) continue;  // no items: the host fills such outputs instead
+      const std::int64_t start = segment * w, rows = std::min(w, N - start);
+      std::vector<int> zeroed(static_cast<std::size_t>(rows), 0);
+      for (std::int64_t q = 0; q < vs.length; q += block_m) {
+        const UnreachedRowsOfItem u = unreached_rows_of_item(q, std::min(vs.length, q + block_m), rate, offset);
+        for (std::uint32_t i = 0; i < u.count; ++i) {
+          const std::int64_t t = u.row(i);
+          ASSERT_GE(t, 0);
+          if (t < rows) ++zeroed[static_cast<std::size_t>(t)];
+        }
+      }
+      for (std::int64_t t = 0; t < rows; ++t) {
+        const int expected = t % rate == offset ? 0 : 1;  // reached rows are written by the attention
+        ASSERT_EQ(zeroed[static_cast<std::size_t>(t)], expected)
+            << "N " << N << " w " << w << " r " << rate << " offset " << offset << " segment " << segment << " row " << t;
+      }
     }
   }
 }

@@ -76,6 +76,38 @@ LONGNET_HOST_DEVICE inline VirtualSequence virtual_sequence(std::int64_t seq_len
   return {start + offset, p.dilation_rate, length};
 }
 
+// The output rows one forward work item writes zeros to (rows its head's pattern does not
+// reach are 0, DESIGN 2.2), so the output needs no fill first. The item owns the rows
+// [q_begin, q_end) of the virtual sequence at `offset` (rate r) of a segment; it covers the
+// in-segment rows offset + r j + d (d = 1 .. r - 1) of its rows j and, when q_begin = 0,
+// the rows before `offset`. Over the items of a non-empty virtual sequence that is every
+// unreached row of the segment exactly once, plus some past the segment's end (the caller
+// skips row(i) >= the segment's rows). count is 0 when r = 1. Needs r * (q_end - q_begin)
+// < 2^32.
+struct UnreachedRowsOfItem {
+  std::uint32_t rate = 1, offset = 0, head_rows = 0, count = 0;
+  std::int64_t first_index = 0;  // in-segment index of the item's first row: q_begin * r
+
+  // In-segment index of the index-th row, index < count.
+  LONGNET_HOST_DEVICE std::int64_t row(std::uint32_t index) const {
+    if (index < head_rows) return index;
+    const std::uint32_t gap = index - head_rows;
+    return first_index + offset + static_cast<std::int64_t>(gap / (rate - 1)) * rate + gap % (rate - 1) + 1;
+  }
+};
+
+LONGNET_HOST_DEVICE inline UnreachedRowsOfItem unreached_rows_of_item(std::int64_t q_begin, std::int64_t q_end,
+                                                                      std::int64_t rate, std::int64_t offset) {
+  UnreachedRowsOfItem u;
+  u.rate = static_cast<std::uint32_t>(rate);
+  u.offset = static_cast<std::uint32_t>(offset);
+  const auto queries = static_cast<std::uint32_t>(q_end - q_begin);
+  u.head_rows = q_begin == 0 ? u.offset : 0;
+  u.count = u.head_rows + queries * (u.rate - 1);
+  u.first_index = q_begin * rate;
+  return u;
+}
+
 // Attended (query, key) pairs of one virtual sequence of length n.
 LONGNET_HOST_DEVICE inline std::int64_t sequence_pairs(std::int64_t n, bool causal) {
   return causal ? n * (n + 1) / 2 : n * n;

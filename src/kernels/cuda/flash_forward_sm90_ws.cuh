@@ -97,33 +97,21 @@ __device__ __forceinline__ ForwardItem forward_item(const PatternLaunch& p, std:
 }
 
 // Writes zeros to the output rows of an item's head that its pattern does not reach and
-// that lie in the item's part of the segment: in-segment rows o + r j + d (d = 1 .. r - 1)
-// for its query rows j, and the rows before o for the first item; together the items of a
-// segment cover all its unreached rows when its virtual sequence is not empty (the host
-// checks that). `thread` of `threads` (a multiple of the chunks per row).
+// that belong to the item (unreached_rows_of_item, dilation.hpp; the host checks that the
+// items cover every such row). `thread` of `threads` (a multiple of the chunks per row).
 template <class Element, int kHeadDim>
 __device__ __forceinline__ void zero_unreached_rows(const PatternLaunch& p, const ForwardItem& w, int block_m,
                                                     int thread, int threads) {
   constexpr int kChunks = kHeadDim / 8;
-  const auto r = static_cast<std::uint32_t>(w.row_step);
-  if (r == 1) return;
-  const auto o = static_cast<std::uint32_t>(w.offset);
-  const auto queries = static_cast<std::uint32_t>(min(w.length, w.q_begin + block_m) - w.q_begin);
-  const std::uint32_t head_rows = w.q_begin == 0 ? o : 0;  // rows before the first reached one
-  const std::uint32_t count = head_rows + queries * (r - 1);
+  if (static_cast<std::uint32_t>(w.row_step) == 1) return;
+  const UnreachedRowsOfItem rows =
+      unreached_rows_of_item(w.q_begin, min(w.length, w.q_begin + block_m), w.row_step, w.offset);
   const std::int64_t segment_start = w.first_row - w.offset;
-  const std::int64_t t_first = w.q_begin * w.row_step;  // in-segment index of the item's first query
   const int chunk = thread % kChunks;
   if (chunk >= p.head_dim / 8) return;
-  for (std::uint32_t index = thread / kChunks; index < count; index += threads / kChunks) {
-    std::int64_t t;
-    if (index < head_rows) {
-      t = index;
-    } else {
-      const std::uint32_t gap = index - head_rows;
-      t = t_first + o + static_cast<std::int64_t>(gap / (r - 1)) * r + gap % (r - 1) + 1;
-      if (t >= w.segment_rows) continue;
-    }
+  for (std::uint32_t index = thread / kChunks; index < rows.count; index += threads / kChunks) {
+    const std::int64_t t = rows.row(index);
+    if (index >= rows.head_rows && t >= w.segment_rows) continue;  // past the segment's end
     Element* row = p.out.row<Element>(w.batch, segment_start + t, w.head);
     *reinterpret_cast<uint4*>(row + chunk * 8) = make_uint4(0, 0, 0, 0);
   }
