@@ -15,9 +15,6 @@ here=$(dirname "$0")
 for v in "${variants[@]}"; do
   IFS=: read -r label bundle setting <<<"$v"
   echo "== $label ($bundle${setting:+, $setting}): $*"
-  if [ -n "${setting:-}" ]; then
-    env "$setting" LONGNET_BUNDLE="$bundle" timeout "${AB_TIMEOUT:-150}" "$here/run.sh" bench "$@" | grep -v "^== cuda_attention_sweep"
-  else
-    LONGNET_BUNDLE="$bundle" timeout "${AB_TIMEOUT:-150}" "$here/run.sh" bench "$@" | grep -v "^== cuda_attention_sweep"
-  fi
+  env ${setting:+"$setting"} LONGNET_BUNDLE="$bundle" timeout "${AB_TIMEOUT:-150}" "$here/run.sh" bench "$@" |
+    grep -v "^== cuda_attention_sweep"
 done

@@ -134,9 +134,9 @@ void launch_forward(const PatternLaunch& l, bool tensor_cores, cudaStream_t stre
       // warpgroups); block-sparse ones: the one-warpgroup kernel.
       if constexpr (kSparse) {
         if (l.head_dim <= 64) {
-          launch_flash_forward_sm90<Element, 64, true>(l, stream);
+          launch_flash_block_sparse_forward_sm90<Element, 64>(l, stream);
         } else {
-          launch_flash_forward_sm90<Element, 128, true>(l, stream);
+          launch_flash_block_sparse_forward_sm90<Element, 128>(l, stream);
         }
       } else {
         static_assert(flash_forward_consumers_sm90(64) == 3 && flash_forward_consumers_sm90(128) == 2);

@@ -19,9 +19,9 @@ template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
 
 // Hopper one-warpgroup wgmma forward of block-sparse launches (sm_90a; present when
-// LONGNET_HAVE_SM90A is defined; instantiated for kSparse = true only).
-template <class Element, int kHeadDim, bool kSparse = true>
-void launch_flash_forward_sm90(const PatternLaunch& p, cudaStream_t stream);
+// LONGNET_HAVE_SM90A is defined).
+template <class Element, int kHeadDim>
+void launch_flash_block_sparse_forward_sm90(const PatternLaunch& p, cudaStream_t stream);
 // Hopper warp-specialised persistent forward of dilated launches (sm_90a): a producer
 // warpgroup and kConsumers warpgroups of 64 query rows (flash_forward_sm90_ws.cuh).
 template <class Element, int kHeadDim, int kConsumers>

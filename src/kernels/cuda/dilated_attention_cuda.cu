@@ -87,10 +87,10 @@ bool items_cover_unreached_rows(const DilatedAttentionParams& p, int rows_per_it
     const DilationPattern pattern = p.patterns[static_cast<std::size_t>(i)];
     if (pattern.dilation_rate == 1) continue;
     if (pattern.dilation_rate >= (std::int64_t{1} << 31) / rows_per_item) return false;
-    const std::int64_t last_rows = p.seq_len - (segment_count(p.seq_len, pattern.segment_length) - 1) * pattern.segment_length;
+    const std::int64_t last_segment = segment_count(p.seq_len, pattern.segment_length) - 1;
     for (std::int64_t h = 0; h < p.heads; ++h) {
       const std::int64_t offset = pattern_offset(p.mode, i, G, pattern.dilation_rate, h, p.heads);
-      if (offset >= 0 && last_rows <= offset) return false;
+      if (offset >= 0 && virtual_sequence(p.seq_len, pattern, offset, last_segment).length == 0) return false;
     }
   }
   return true;
@@ -118,11 +118,12 @@ void forward(const DilatedAttentionParams& p) {
   // Rows no pattern reaches are zero: written by the warp-specialised Hopper kernel's
   // work items where they cover them all, else filled here first.
   const int rows = tensor_cores ? cuda::forward_rows_per_cta(p.head_dim) : cuda::kSimtRows;
-  const bool kernel_zeroes = tensor_cores && !merge && !every_row_reached(p) && cuda::use_sm90_kernels() &&
-                             items_cover_unreached_rows(p, rows);
+  const bool unreached_rows = !merge && !every_row_reached(p);
+  const bool kernel_zeroes =
+      unreached_rows && tensor_cores && cuda::use_sm90_kernels() && items_cover_unreached_rows(p, rows);
   if (merge) {
     accumulator = Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);
-  } else if (!every_row_reached(p) && !kernel_zeroes) {
+  } else if (unreached_rows && !kernel_zeroes) {
     zero_rows(p.out, p, H, device);
   }
   if (tensor_cores) {

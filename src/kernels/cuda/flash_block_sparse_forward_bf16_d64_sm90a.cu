@@ -1,10 +1,10 @@
-// Hopper (wgmma) forward kernel of block-sparse launches (kSparse = true) instantiated for
+// Hopper (wgmma) forward kernel of block-sparse launches instantiated for
 // bf16 with head-dim tile 64; built for sm_90a only.
 #include "kernels/cuda/attention_launchers.hpp"
 #include "kernels/cuda/flash_forward_sm90.cuh"
 
 namespace longnet::kernels::cuda {
 
-template void launch_flash_forward_sm90<__nv_bfloat16, 64, true>(const PatternLaunch&, cudaStream_t);
+template void launch_flash_block_sparse_forward_sm90<__nv_bfloat16, 64>(const PatternLaunch&, cudaStream_t);
 
 }  // namespace longnet::kernels::cuda

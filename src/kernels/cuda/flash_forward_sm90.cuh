@@ -148,10 +148,9 @@ __device__ __forceinline__ int sw128_offset(int rows, int row, int chunk) {
   return (chunk >> 3) * rows * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
 }
 
-template <class Element, int kHeadDim, bool kSparse = true>
+template <class Element, int kHeadDim>
 __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90ForwardTile<kHeadDim>::kMinBlocksPerSm)
-    flash_forward_sm90_kernel(const __grid_constant__ PatternLaunch p) {
-  static_assert(kSparse, "dilated launches run the warp-specialised kernel (flash_forward_sm90_ws.cuh)");
+    flash_block_sparse_forward_sm90_kernel(const __grid_constant__ PatternLaunch p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tile = Sm90ForwardTile<kHeadDim>;
   constexpr int kBlockM = Tile::kBlockM, kBlockN = Tile::kBlockN, kChunks = Tile::kChunks;
@@ -174,13 +173,11 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   Element* sK = reinterpret_cast<Element*>(shared_base + Tile::kQBytes);  // [kStages][kBlockN x D]
   Element* sV = sK + kStages * kBlockN * kHeadDim;                        // [kStages][kBlockN x D]
 
-  // This CTA's query rows q_begin + i < query_limit of head h (rows of the whole sequence:
-  // first_row 0, row_step 1).
+  // This CTA's query rows q_begin + i < query_limit of head h (rows of the whole sequence).
   const std::int64_t per_head = p.sparse.query_blocks * p.sparse.tiles_per_block;
   const int h = p.head_begin + static_cast<int>(blockIdx.x / per_head);
   const SparseRows rows = sparse_rows(p, blockIdx.x % per_head, p.sparse.block_q, kBlockM);
   const std::int64_t q_begin = rows.begin, query_limit = rows.end;
-  const std::int64_t first_row = 0, row_step = 1;
   Schedule schedule =
       sparse_key_schedule<kThreads>(p, h, rows.block, rows.begin, rows.end - 1, kBlockM + kBlockN, shared_raw);
 
@@ -194,12 +191,10 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   const int chunks_used = p.head_dim / 8;
   const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
   const bool chunk_used = copy_chunk < chunks_used;
-  const std::int64_t q_stride = row_step * p.q.seq_stride;
-  const std::int64_t k_stride = row_step * p.k.seq_stride;
-  const std::int64_t v_stride = row_step * p.v.seq_stride;
-  const Element* q_copy = p.q.row<const Element>(b, first_row, h) + copy_chunk * 8;
-  const Element* k_copy = p.k.row<const Element>(b, first_row, kv_head) + copy_chunk * 8;
-  const Element* v_copy = p.v.row<const Element>(b, first_row, kv_head) + copy_chunk * 8;
+  const std::int64_t q_stride = p.q.seq_stride, k_stride = p.k.seq_stride, v_stride = p.v.seq_stride;
+  const Element* q_copy = p.q.row<const Element>(b, 0, h) + copy_chunk * 8;
+  const Element* k_copy = p.k.row<const Element>(b, 0, kv_head) + copy_chunk * 8;
+  const Element* v_copy = p.v.row<const Element>(b, 0, kv_head) + copy_chunk * 8;
 
   // Row r of a block-sparse stage is row r % 64 of tile t[r / 64]: this thread's rows of
   // a tile are copy_row + 16 i, one 64-bit product per tile for their addresses.
@@ -327,7 +322,7 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const std::int64_t i = q_begin + warp_row + group + 8 * r;
-    finish_query_row<Element, kHeadDim>(p, b, h, first_row + i * row_step, i < query_limit, row_sum[r],
+    finish_query_row<Element, kHeadDim>(p, b, h, i, i < query_limit, row_sum[r],
                                         row_max[r] * scale_log2, [&](int n, int j) { return o[4 * n + 2 * r + j]; });
   }
 #else
@@ -336,11 +331,11 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
 #endif
 }
 
-template <class Element, int kHeadDim, bool kSparse>
-void launch_flash_forward_sm90(const PatternLaunch& p, cudaStream_t stream) {
+template <class Element, int kHeadDim>
+void launch_flash_block_sparse_forward_sm90(const PatternLaunch& p, cudaStream_t stream) {
   using Tile = Sm90ForwardTile<kHeadDim>;
   const dim3 grid(static_cast<unsigned>(p.total_ctas), static_cast<unsigned>(p.batch));
-  auto kernel = flash_forward_sm90_kernel<Element, kHeadDim, kSparse>;
+  auto kernel = flash_block_sparse_forward_sm90_kernel<Element, kHeadDim>;
   // Plus the schedule's ring (before the tiles).
   const int shared_bytes = Tile::kSharedBytes + SparseKeySchedule<Tile::kThreads>::kSharedBytes;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes);
