@@ -162,10 +162,20 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
                                             query_limit);
       if (tid < kBlock) {
         const std::int64_t i = q_begin + tid;
-        // Rows past the end (and rows without keys) get lse = +inf, so P = 0 there.
-        const float lse = i < query_limit ? lse_row[i * step] : INFINITY;
-        sLse_stages[stage * kBlock + tid] = kSparse && lse == -INFINITY ? INFINITY : lse * kLog2e;
-        sDelta_stages[stage * kBlock + tid] = i < query_limit ? delta_row[i * step] : 0.0f;
+        if constexpr (kSparse) {
+          // Rows past the end (and rows without keys) get lse = +inf, so P = 0 there.
+          const float lse = i < query_limit ? lse_row[i * step] : INFINITY;
+          sLse_stages[stage * kBlock + tid] = lse == -INFINITY ? INFINITY : lse * kLog2e;
+          sDelta_stages[stage * kBlock + tid] = i < query_limit ? delta_row[i * step] : 0.0f;
+        } else {
+          // Copied with the tiles: a plain load here stalled the whole CTA at the next
+          // barrier every step (17 % of the backward at N = 1M). Rows past the end get
+          // lse = delta = 0 beside zero Q and dO rows: their P is 1, but dO = 0 and dS = 0,
+          // so they add nothing, and their dQ is not written.
+          const bool valid = i < query_limit;
+          copy_async_4(sLse_stages + stage * kBlock + tid, lse_row + (valid ? i * step : 0), valid);
+          copy_async_4(sDelta_stages + stage * kBlock + tid, delta_row + (valid ? i * step : 0), valid);
+        }
       }
     };
     const std::int64_t q_first = p.causal ? k_begin : 0;
@@ -256,7 +266,8 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
         for (int e = 0; e < 4; ++e) {
           const int kr = warp * 16 + g + 8 * (e / 2);
           const int qc = 8 * n + 2 * t + (e & 1);
-          float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - sLse[qc]);
+          // Block-sparse launches keep lse in log2 units, dilated ones as copied (natural log).
+          float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - (kSparse ? sLse[qc] : sLse[qc] * kLog2e));
           if constexpr (kSparse) {
             if ((masked && (kr - qc < diagonals.low || kr - qc > diagonals.high)) ||
                 (key_tail && k_group + kr >= key_limit)) {

@@ -11,7 +11,8 @@
 //     issued together, tile t + 1's softmax while the PV product runs. The consumers take
 //     turns at the tensor cores (named barriers), so one's softmax overlaps another's
 //     products, and they release a stage once their products that read it are done.
-// The producer also writes the zeros of the output rows no pattern reaches (zero_unreached).
+// After an item, the consumers also write the zeros of the output rows of its head that no
+// pattern reaches (zero_unreached).
 // While the consumers finish an item (last PV product, epilogue), the producer already
 // copies the next item's Q and first key tiles.
 //
@@ -49,9 +50,12 @@ struct Sm90WarpSpecializedForwardTile {
   static constexpr int kConsumerRegisters = kConsumers == 3 ? 160 : 232;
   static_assert(kProducerRegisters + kConsumers * kConsumerRegisters <= 65536 / kThreads / 8 * 8 * (kConsumers + 1),
                 "register reallocation exceeds the CTA's registers");
-  // mbarriers: Q full and empty, then full and empty per stage of K and of V.
-  static constexpr int kBarriers = 2 + 4 * kStages;
-  static constexpr int kSharedBytes = kBarriers * 8 + 1024 + kQBytes + 2 * kStages * kStageBytes;
+  // mbarriers: Q full and empty, full and empty per stage of K and of V, full and empty
+  // per slot of the ring of work items.
+  static constexpr int kItemSlots = 2;
+  static constexpr int kBarriers = 2 + 4 * kStages + 2 * kItemSlots;
+  static constexpr int kHeaderBytes = kBarriers * 8 + kItemSlots * 64;  // + the items (ForwardItem)
+  static constexpr int kSharedBytes = kHeaderBytes + 1024 + kQBytes + 2 * kStages * kStageBytes;
 };
 
 // One work item: query rows [q_begin, q_begin + kBlockM) of the virtual sequence of length
@@ -142,7 +146,8 @@ struct RingPosition {
   }
 };
 
-// The shared memory of one CTA: barriers, then the 1024-byte aligned tiles.
+// The shared memory of one CTA: barriers, the ring of work items the producer hands the
+// consumers, then the 1024-byte aligned tiles.
 template <class Element, int kHeadDim, int kConsumers>
 struct WarpSpecializedForwardShared {
   using Tile = Sm90WarpSpecializedForwardTile<kHeadDim, kConsumers>;
@@ -153,11 +158,15 @@ struct WarpSpecializedForwardShared {
   std::uint64_t* k_empty;
   std::uint64_t* v_full;
   std::uint64_t* v_empty;
-  Element* q;  // kBlockM x kHeadDim
-  Element* k;  // [kStages][kBlockN x kHeadDim]
+  std::uint64_t* item_full;  // [kItemSlots]
+  std::uint64_t* item_empty;
+  ForwardItem* items;  // [kItemSlots]; inactive: no more items
+  Element* q;          // kBlockM x kHeadDim
+  Element* k;          // [kStages][kBlockN x kHeadDim]
   Element* v;
 
   __device__ __forceinline__ explicit WarpSpecializedForwardShared(unsigned char* raw) {
+    static_assert(sizeof(ForwardItem) <= 64, "a work item fits its slot");
     auto* barriers = reinterpret_cast<std::uint64_t*>(raw);
     q_full = barriers;
     q_empty = barriers + 1;
@@ -165,16 +174,21 @@ struct WarpSpecializedForwardShared {
     k_empty = k_full + kStages;
     v_full = k_empty + kStages;
     v_empty = v_full + kStages;
+    item_full = v_empty + kStages;
+    item_empty = item_full + Tile::kItemSlots;
+    items = reinterpret_cast<ForwardItem*>(raw + Tile::kBarriers * 8);
     unsigned char* tiles = reinterpret_cast<unsigned char*>(
-        (reinterpret_cast<std::uintptr_t>(raw + Tile::kBarriers * 8) + 1023) & ~std::uintptr_t{1023});
+        (reinterpret_cast<std::uintptr_t>(raw + Tile::kHeaderBytes) + 1023) & ~std::uintptr_t{1023});
     q = reinterpret_cast<Element*>(tiles);
     k = reinterpret_cast<Element*>(tiles + Tile::kQBytes);
     v = k + kStages * Tile::kBlockN * kHeadDim;
   }
 };
 
-// The producer warpgroup (threads 0..127): Q of each item, then its key tiles in the order
-// the consumers read them (K0, then K t with V t - 1, then the last V).
+// The producer warpgroup (threads 0..127) schedules: it walks this CTA's items (blockIdx.x +
+// k gridDim.x), hands each active one to the consumers through the ring of items (thread 0),
+// then copies its Q and its key tiles in the order the consumers read them (K0, then K t
+// with V t - 1, then the last V). An inactive item in the ring ends the consumers' loop.
 template <class Element, int kHeadDim, int kConsumers>
 __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
                                                  const WarpSpecializedForwardShared<Element, kHeadDim, kConsumers>& sm) {
@@ -185,13 +199,24 @@ __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
   const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
   const bool chunk_used = copy_chunk < p.head_dim / 8;
   RingPosition<Tile::kStages> k_position, v_position;
+  RingPosition<Tile::kItemSlots> item_position;
   unsigned q_phase = 0;
+  // Thread 0 puts an item in the ring once the consumers are done with the slot's last one.
+  auto hand_over = [&](const ForwardItem& w) {
+    if (tid == 0) {
+      mbarrier_wait(sm.item_empty + item_position.stage, item_position.phase ^ 1);
+      sm.items[item_position.stage] = w;
+      mbarrier_arrive(sm.item_full + item_position.stage);
+    }
+    item_position.advance();
+  };
   const std::int64_t items = p.total_ctas * p.batch;
   for (std::int64_t item = blockIdx.x; item < items; item += gridDim.x) {
     const ForwardItem w = forward_item(p, item, kBlockM);
     if (!w.active) continue;
+    hand_over(w);
     const int kv_head = w.head / (p.heads / p.kv_heads);
-    const std::int64_t L = w.length;
+    const int L = static_cast<int>(w.length), q_begin = static_cast<int>(w.q_begin);
     const std::int64_t q_stride = w.row_step * p.q.seq_stride;
     const std::int64_t k_stride = w.row_step * p.k.seq_stride;
     const std::int64_t v_stride = w.row_step * p.v.seq_stride;
@@ -203,43 +228,45 @@ __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
 #pragma unroll
     for (int pass = 0; pass < kBlockM / kRowsPerPass; ++pass) {
       const int row = copy_row + pass * kRowsPerPass;
-      const std::int64_t i = w.q_begin + row;
+      const int i = q_begin + row;
       const bool valid = chunk_used && i < L;
-      copy_async_16(sm.q + sw128_offset<kHeadDim>(kBlockM, row, copy_chunk), q_copy + (valid ? i : 0) * q_stride,
-                    valid);
+      copy_async_16(sm.q + sw128_offset<kHeadDim>(kBlockM, row, copy_chunk),
+                    q_copy + static_cast<std::int64_t>(valid ? i : 0) * q_stride, valid);
     }
     mbarrier_arrive_on_copies(sm.q_full);
     q_phase ^= 1;
 
     // Key tile `tile` of K or V into the ring's next stage, once the consumers freed it.
     auto load = [&](Element* ring, std::uint64_t* full, std::uint64_t* empty, RingPosition<Tile::kStages>& position,
-                    const Element* source, std::int64_t stride, std::int64_t tile) {
+                    const Element* source, std::int64_t stride, int tile) {
       mbarrier_wait(empty + position.stage, position.phase ^ 1);
       Element* stage = ring + position.stage * kBlockN * kHeadDim;
 #pragma unroll
       for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
         const int row = copy_row + pass * kRowsPerPass;
-        const std::int64_t j = tile * kBlockN + row;
+        const int j = tile * kBlockN + row;
         const bool valid = chunk_used && j < L;
-        copy_async_16(stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk), source + (valid ? j : 0) * stride,
-                      valid);
+        copy_async_16(stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk),
+                      source + static_cast<std::int64_t>(valid ? j : 0) * stride, valid);
       }
       mbarrier_arrive_on_copies(full + position.stage);
       position.advance();
     };
-    const std::int64_t kv_tiles = forward_key_tiles(p, w, kBlockM, kBlockN);
+    const int kv_tiles = static_cast<int>(forward_key_tiles(p, w, kBlockM, kBlockN));
     load(sm.k, sm.k_full, sm.k_empty, k_position, k_copy, k_stride, 0);
-    for (std::int64_t t = 1; t < kv_tiles; ++t) {
+    for (int t = 1; t < kv_tiles; ++t) {
       load(sm.k, sm.k_full, sm.k_empty, k_position, k_copy, k_stride, t);
       load(sm.v, sm.v_full, sm.v_empty, v_position, v_copy, v_stride, t - 1);
     }
     load(sm.v, sm.v_full, sm.v_empty, v_position, v_copy, v_stride, kv_tiles - 1);
-    if (p.zero_unreached) zero_unreached_rows<Element, kHeadDim>(p, w, kBlockM, tid, 128);
   }
+  hand_over(ForwardItem{});  // no more items
   copy_async_wait_all();
 }
 
-// A consumer warpgroup (threads 128 (1 + consumer) ..): 64 query rows of every item.
+// A consumer warpgroup (threads 128 (1 + consumer) ..): 64 query rows of every item the
+// producer hands over. The item's fields are read from shared memory where they are used
+// rather than kept in registers through the loop.
 template <class Element, int kHeadDim, int kConsumers>
 __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
                                                  const WarpSpecializedForwardShared<Element, kHeadDim, kConsumers>& sm) {
@@ -280,22 +307,24 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
   };
 
   RingPosition<Tile::kStages> k_position, v_position;
+  RingPosition<Tile::kItemSlots> item_position;
   unsigned q_phase = 0;
-  const std::int64_t items = p.total_ctas * p.batch;
-  for (std::int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const ForwardItem w = forward_item(p, item, kBlockM);
-    if (!w.active) continue;
-    const std::int64_t L = w.length, q_begin = w.q_begin;
-    const std::int64_t kv_tiles = forward_key_tiles(p, w, kBlockM, kBlockN);
+  for (;;) {
+    mbarrier_wait(sm.item_full + item_position.stage, item_position.phase);
+    const ForwardItem& w = sm.items[item_position.stage];
+    if (!w.active) break;
+    // Positions inside one virtual sequence in 32 bits (the host keeps seq_len < 2^31):
+    // fewer registers in the loop.
+    const int L = static_cast<int>(w.length), q_begin = static_cast<int>(w.q_begin);
+    const int kv_tiles = static_cast<int>(forward_key_tiles(p, w, kBlockM, kBlockN));
     // Key column c of row `row` of tile t is kept iff c < key_limit and (when causal)
     // c - row <= diagonal_high.
-    auto softmax = [&](float(&s)[kSTiles * 4], std::int64_t t, float(&row_max)[2], float(&row_sum)[2],
+    auto softmax = [&](float(&s)[kSTiles * 4], int t, float(&row_max)[2], float(&row_sum)[2],
                        float(&correction)[2]) {
-      const std::int64_t key0 = t * kBlockN;
+      const int key0 = t * kBlockN;
       const bool needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
-      const int key_limit = static_cast<int>(min(L - key0, static_cast<std::int64_t>(kBlockN)));
-      const int diagonal_high = static_cast<int>(max(min(q_begin - key0, static_cast<std::int64_t>(kBlockM + kBlockN)),
-                                                     static_cast<std::int64_t>(-kBlockM - kBlockN)));
+      const int key_limit = min(L - key0, kBlockN);
+      const int diagonal_high = max(min(q_begin - key0, kBlockM + kBlockN), -kBlockM - kBlockN);
       online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
         const int c = 8 * n + 2 * thread_in_group + (e & 1);
         const int row = warp_row + group + 8 * (e / 2);
@@ -320,7 +349,7 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     pack_probabilities<Element, kSTiles>(s, a);
     // Straight-line iterations (ptxas serializes wgmmas whose groups it cannot track
     // through branches): each issues tile t + 1's scores and tile t's PV product.
-    for (std::int64_t t = 0; t + 1 < kv_tiles; ++t) {
+    for (int t = 0; t + 1 < kv_tiles; ++t) {
       wait_full(sm.k_full + k_position.stage, k_position.phase);
       wait_full(sm.v_full + v_position.stage, v_position.phase);
       named_barrier_sync(my_turn, 256);
@@ -355,10 +384,15 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const std::int64_t i = q_begin + warp_row + group + 8 * r;
+      const int i = q_begin + warp_row + group + 8 * r;
       finish_query_row<Element, kHeadDim>(p, w.batch, w.head, w.first_row + i * w.row_step, i < L, row_sum[r],
                                           row_max[r] * scale_log2, [&](int n, int j) { return o[4 * n + 2 * r + j]; });
     }
+    if (p.zero_unreached) {
+      zero_unreached_rows<Element, kHeadDim>(p, w, kBlockM, static_cast<int>(threadIdx.x) - 128, 128 * kConsumers);
+    }
+    mbarrier_arrive(sm.item_empty + item_position.stage);
+    item_position.advance();
   }
 }
 
@@ -379,6 +413,10 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedForwardTile<kHeadDim, kCons
       mbarrier_init(sm.k_empty + s, 128 * kConsumers);
       mbarrier_init(sm.v_full + s, 128);
       mbarrier_init(sm.v_empty + s, 128 * kConsumers);
+    }
+    for (int s = 0; s < Tile::kItemSlots; ++s) {
+      mbarrier_init(sm.item_full + s, 1);
+      mbarrier_init(sm.item_empty + s, 128 * kConsumers);
     }
   }
   __syncthreads();

@@ -37,6 +37,13 @@ __device__ __forceinline__ void copy_async_16(void* shared, const void* global, 
                "r"(source_bytes));
 }
 
+// 4-byte async copy (through L1: .cg takes 16 bytes only); `valid` false writes a zero.
+__device__ __forceinline__ void copy_async_4(void* shared, const void* global, bool valid) {
+  const int source_bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(shared_address(shared)), "l"(global),
+               "r"(source_bytes));
+}
+
 __device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 template <int kPending>
