@@ -125,7 +125,6 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
   using M = Mma<Element>;
   constexpr int kBlock = Tile::kBlock;
   constexpr int kLd = Tile::kScoreLd;
-  constexpr float kLog2e = 1.4426950408889634f;
   extern __shared__ __align__(128) unsigned char shared_raw[];
   Element* sQ_stages = reinterpret_cast<Element*>(shared_raw);  // [2][64 * D]
   Element* sdO_stages = sQ_stages + 2 * kBlock * kHeadDim;      // [2][64 * D]
@@ -201,19 +200,12 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
                                                    step * p.dout.seq_stride, q_begin, query_limit, chunks_used);
       if (tid < kBlock) {
         const std::int64_t i = q_begin + tid;
-        if constexpr (kSparse) {
-          // Rows past the end (and rows without keys) get lse = +inf, so P = 0 there.
-          const float lse = i < query_limit ? lse_row[i * step] : INFINITY;
-          sLse_stages[stage * kBlock + tid] = lse == -INFINITY ? INFINITY : lse * kLog2e;
-          sDelta_stages[stage * kBlock + tid] = i < query_limit ? delta_row[i * step] : 0.0f;
-        } else {
-          // Copied with the tiles, as in flash_backward_sm90.cuh (a plain load stalls the
-          // CTA at the next barrier); rows past the end: lse = delta = 0 beside zero Q and
-          // dO rows, so P = 1 there but dO = 0 and dS = 0, and their dQ is not written.
-          const bool valid = i < query_limit;
-          copy_async_4(sLse_stages + stage * kBlock + tid, lse_row + (valid ? i * step : 0), valid);
-          copy_async_4(sDelta_stages + stage * kBlock + tid, delta_row + (valid ? i * step : 0), valid);
-        }
+        // Copied with the tiles, as in flash_backward_sm90.cuh (a plain load stalls the
+        // CTA at the next barrier); rows past the end: lse = delta = 0 beside zero Q and
+        // dO rows, so P = 1 there but dO = 0 and dS = 0, and their dQ is not written.
+        const bool valid = i < query_limit;
+        copy_async_4(sLse_stages + stage * kBlock + tid, lse_row + (valid ? i * step : 0), valid);
+        copy_async_4(sDelta_stages + stage * kBlock + tid, delta_row + (valid ? i * step : 0), valid);
       }
     };
     const std::int64_t q_first = p.causal ? k_begin : 0;
@@ -274,8 +266,7 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
         for (int e = 0; e < 4; ++e) {
           const int qi = warp_row + g + 8 * (e / 2);
           const int kj = 8 * n + 2 * t + (e & 1);
-          // Block-sparse launches keep lse in log2 units, dilated ones as copied (natural log).
-          float value = fast_exp2(s[n][e] * p.scale_log2 - (kSparse ? sLse[qi] : sLse[qi] * kLog2e));
+          float value = fast_exp2(s[n][e] * p.scale_log2 - lse_in_log2(sLse[qi]));
           if constexpr (kSparse) {
             if ((masked && (kj - qi < diagonals.low || kj - qi > diagonals.high)) ||
                 (tail && k_begin + kj >= key_limit)) {

@@ -77,7 +77,6 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
   constexpr int kRowsPerPass = kThreads / kChunks;
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kTile = kBlock * kHeadDim;  // elements of one 64-row tile
-  constexpr float kLog2e = 1.4426950408889634f;
   extern __shared__ unsigned char shared_raw[];
   unsigned char* shared_base =
       reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(shared_raw) + 1023) & ~std::uintptr_t{1023});
@@ -162,20 +161,13 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
                                             query_limit);
       if (tid < kBlock) {
         const std::int64_t i = q_begin + tid;
-        if constexpr (kSparse) {
-          // Rows past the end (and rows without keys) get lse = +inf, so P = 0 there.
-          const float lse = i < query_limit ? lse_row[i * step] : INFINITY;
-          sLse_stages[stage * kBlock + tid] = lse == -INFINITY ? INFINITY : lse * kLog2e;
-          sDelta_stages[stage * kBlock + tid] = i < query_limit ? delta_row[i * step] : 0.0f;
-        } else {
-          // Copied with the tiles: a plain load here stalled the whole CTA at the next
-          // barrier every step (17 % of the backward at N = 1M). Rows past the end get
-          // lse = delta = 0 beside zero Q and dO rows: their P is 1, but dO = 0 and dS = 0,
-          // so they add nothing, and their dQ is not written.
-          const bool valid = i < query_limit;
-          copy_async_4(sLse_stages + stage * kBlock + tid, lse_row + (valid ? i * step : 0), valid);
-          copy_async_4(sDelta_stages + stage * kBlock + tid, delta_row + (valid ? i * step : 0), valid);
-        }
+        // Copied with the tiles: a plain load here stalled the whole CTA at the next
+        // barrier every step (17 % of the backward at N = 1M). Rows past the end get
+        // lse = delta = 0 beside zero Q and dO rows: their P is 1, but dO = 0 and dS = 0,
+        // so they add nothing, and their dQ is not written.
+        const bool valid = i < query_limit;
+        copy_async_4(sLse_stages + stage * kBlock + tid, lse_row + (valid ? i * step : 0), valid);
+        copy_async_4(sDelta_stages + stage * kBlock + tid, delta_row + (valid ? i * step : 0), valid);
       }
     };
     const std::int64_t q_first = p.causal ? k_begin : 0;
@@ -221,7 +213,8 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       const float* sLse = sLse_stages + stage * kBlock;
       const float* sDelta = sDelta_stages + stage * kBlock;
 
-      // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each).
+      // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each), in
+      // two groups: P^T is computed from S^T while the tensor cores still work on dP^T.
       float st[32], dpt[32];
       wgmma_fence();
 #pragma unroll
@@ -231,6 +224,10 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
         wgmma_ss_m64n64k16<Element, 0, 0>(st, matrix_descriptor(sK + key_at, 16, 1024),
                                           matrix_descriptor(sQ + at, 16, 1024), ks > 0);
       }
+      wgmma_commit();
+      // A fence per product: ptxas treats the wgmmas after one fence as one stage and waits
+      // for all of them before any accumulator of the stage is read.
+      wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
         const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
@@ -239,15 +236,14 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
                                           matrix_descriptor(sdO + at, 16, 1024), ks > 0);
       }
       wgmma_commit();
-      wgmma_wait<0>();
+      wgmma_wait<1>();
       wgmma_fence_registers(st);
-      wgmma_fence_registers(dpt);
 
-      // P^T and dS^T; thread element (n, e) is key row kr, query column qc (key k_group +
-      // kr, query q_begin + qc). Dilated: the causal tiles that reach the diagonal (the
-      // warpgroup's keys start `shift` = 0 or 64 after the queries) and the sequence's
-      // tail; sparse: the band and the key block's tail (kept iff diagonals.low <= kr - qc
-      // <= diagonals.high).
+      // P^T; thread element (n, e) is key row kr, query column qc (key k_group + kr, query
+      // q_begin + qc). Dilated: the causal tiles that reach the diagonal (the warpgroup's
+      // keys start `shift` = 0 or 64 after the queries) and the sequence's tail; sparse:
+      // the band and the key block's tail (kept iff diagonals.low <= kr - qc <=
+      // diagonals.high).
       bool diagonal = false, masked = false;
       int shift = 0;
       TileDiagonals diagonals{};
@@ -266,8 +262,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
         for (int e = 0; e < 4; ++e) {
           const int kr = warp * 16 + g + 8 * (e / 2);
           const int qc = 8 * n + 2 * t + (e & 1);
-          // Block-sparse launches keep lse in log2 units, dilated ones as copied (natural log).
-          float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - (kSparse ? sLse[qc] : sLse[qc] * kLog2e));
+          float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - lse_in_log2(sLse[qc]));
           if constexpr (kSparse) {
             if ((masked && (kr - qc < diagonals.low || kr - qc > diagonals.high)) ||
                 (key_tail && k_group + kr >= key_limit)) {
@@ -277,7 +272,19 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
             if ((diagonal && kr + shift > qc) || (key_tail && k_group + kr >= L)) weight = 0.0f;
           }
           st[4 * n + e] = weight;
-          dpt[4 * n + e] = weight * (p.output_scale * dpt[4 * n + e] - sDelta[qc]);
+        }
+      }
+      // Pinned before the wait: otherwise the compiler may sink P below it.
+      wgmma_fence_registers(st);
+      wgmma_wait<0>();
+      wgmma_fence_registers(dpt);
+      // dS^T = P^T (alpha dP^T - delta).
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int qc = 8 * n + 2 * t + (e & 1);
+          dpt[4 * n + e] = st[4 * n + e] * (p.output_scale * dpt[4 * n + e] - sDelta[qc]);
         }
       }
       // dS^T to shared memory (this warpgroup's rows of the CTA's keys x queries) for dQ,
@@ -301,46 +308,57 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
               M::pack(dpt[4 * n + 2 * r], dpt[4 * n + 2 * r + 1]);
         }
       }
-      // dV += P^T dO, dK += dS^T Q: B = dO / Q (queries x D, D contiguous: MN-major).
+      // dV += P^T dO, then (once every warpgroup wrote its dS^T) dQ = dS K, then
+      // dK += dS^T Q, each its own group: dQ's atomics run while the tensor cores work on dK.
+      // B = dO / Q (queries x D, D contiguous: MN-major).
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
         const std::uint64_t d_o = matrix_descriptor(sdO + kk * 16 * 64, kBlock * 128, 1024);
-        const std::uint64_t q = matrix_descriptor(sQ + kk * 16 * 64, kBlock * 128, 1024);
         if constexpr (kHeadDim == 64) {
           wgmma_rs_m64n64k16<Element, 1>(dv, a_p[kk], d_o, 1);
-          wgmma_rs_m64n64k16<Element, 1>(dk, a_ds[kk], q, 1);
         } else {
           wgmma_rs_m64n128k16<Element, 1>(dv, a_p[kk], d_o, 1);
-          wgmma_rs_m64n128k16<Element, 1>(dk, a_ds[kk], q, 1);
         }
       }
       wgmma_commit();
 
-      if (!p.deterministic) {
-        // dQ = dS K over the CTA's keys, this warpgroup's columns [column0, + kDqColumns):
-        // A = dS (queries x keys) read from dS^T (query-contiguous: MN-major), B = K (keys
-        // x D, D contiguous: MN-major; a half of a 64-column block starts 64 bytes in).
-        fence_proxy_async();
-        __syncthreads();
-        constexpr int kDqTiles = kDqColumns / 8;
-        const int column0 = group * kDqColumns;
-        const Element* k_columns = sK + (column0 / 64) * kKeys * 64 + column0 % 64;
-        float dq[kDqTiles * 4];
-        wgmma_fence();
+      // dQ over the CTA's keys, this warpgroup's columns [column0, + kDqColumns): A = dS
+      // (queries x keys) read from dS^T (query-contiguous: MN-major), B = K (keys x D, D
+      // contiguous: MN-major; a half of a 64-column block starts 64 bytes in). Deterministic
+      // launches never come here: the driver sends them to flash_backward.cuh's kernels.
+      fence_proxy_async();
+      __syncthreads();
+      constexpr int kDqTiles = kDqColumns / 8;
+      const int column0 = group * kDqColumns;
+      const Element* k_columns = sK + (column0 / 64) * kKeys * 64 + column0 % 64;
+      float dq[kDqTiles * 4];
+      wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < kKeys / 16; ++kk) {
-          const std::uint64_t a = matrix_descriptor(sdS + kk * 16 * 64, kKeys * 128, 1024);
-          const std::uint64_t k = matrix_descriptor(k_columns + kk * 16 * 64, kKeys * 128, 1024);
-          wgmma_dq_step<Element, kDqColumns>(dq, a, k, kk > 0);
+      for (int kk = 0; kk < kKeys / 16; ++kk) {
+        const std::uint64_t a = matrix_descriptor(sdS + kk * 16 * 64, kKeys * 128, 1024);
+        const std::uint64_t k = matrix_descriptor(k_columns + kk * 16 * 64, kKeys * 128, 1024);
+        wgmma_dq_step<Element, kDqColumns>(dq, a, k, kk > 0);
+      }
+      wgmma_commit();
+
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const std::uint64_t q = matrix_descriptor(sQ + kk * 16 * 64, kBlock * 128, 1024);
+        if constexpr (kHeadDim == 64) {
+          wgmma_rs_m64n64k16<Element, 1>(dk, a_ds[kk], q, 1);
+        } else {
+          wgmma_rs_m64n128k16<Element, 1>(dk, a_ds[kk], q, 1);
         }
-        wgmma_commit();
-        wgmma_wait<0>();
-        wgmma_fence_registers(dq);
-        // One float4 atomic per four columns (half the L2 operations of float2, which
-        // bound this kernel): lanes t and t ^ 1 of a quad swap halves, so the even lane
-        // holds columns 8n + 2t .. + 3 of row g and the odd one columns 8n + 2(t - 1) .. + 3
-        // of row g + 8.
+      }
+      wgmma_commit();
+      wgmma_wait<1>();  // dV and dQ; dK may still run
+      wgmma_fence_registers(dq);
+      // One float4 atomic per four columns (half the L2 operations of float2): lanes t and
+      // t ^ 1 of a quad swap halves, so the even lane holds columns 8n + 2t .. + 3 of row g
+      // and the odd one columns 8n + 2(t - 1) .. + 3 of row g + 8.
+      {
         const int r = t & 1;
         const std::int64_t i = q_begin + warp * 16 + g + 8 * r;
         float* acc = static_cast<float*>(p.dq_accumulator) +
@@ -359,9 +377,8 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
                       make_float4(p.scale * sum.x, p.scale * sum.y, p.scale * sum.z, p.scale * sum.w));
           }
         }
-      } else {
-        wgmma_wait<0>();
       }
+      wgmma_wait<0>();
       wgmma_fence_registers(dk);
       wgmma_fence_registers(dv);
       current = following;

@@ -121,4 +121,11 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// A row's log-sum-exp as the backward copies it (natural log) in the log2 units of
+// fast_exp2; a block-sparse row without keys (lse = -inf) gets +inf, so its P is 0.
+__device__ __forceinline__ float lse_in_log2(float lse) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  return lse == -INFINITY ? INFINITY : lse * kLog2e;
+}
+
 }  // namespace longnet::kernels::cuda
