@@ -38,10 +38,15 @@ struct Sm90BackwardTile {
   static constexpr int kDqColumns = kHeadDim / kGroups;  // dQ columns per warpgroup
   static constexpr int kChunks = kHeadDim / 8;
   static constexpr int kTileBytes = kBlock * kHeadDim * 2;
-  // K, V (kKeys rows), two stages of Q and dO, dS^T (kKeys x 64), two stages of lse and
-  // delta, alignment slack.
-  static constexpr int kSharedBytes =
-      2 * kGroups * kTileBytes + 4 * kTileBytes + kKeys * kBlock * 2 + 4 * kBlock * 4 + 1024;
+  // Query-tile stages (Q, dO, lse, delta). Three let a step load the next tile into the
+  // stage read two steps ago, which the previous step's mid-step barrier already freed, so
+  // a step needs no barrier at its top; the one-warpgroup sparse kernel keeps two (two CTAs
+  // per SM must fit).
+  static constexpr int kStages = kGroups == 2 ? 3 : 2;
+  // K, V (kKeys rows), kStages stages of Q and dO, dS^T (kKeys x 64), kStages stages of lse
+  // and delta, alignment slack.
+  static constexpr int kSharedBytes = 2 * kGroups * kTileBytes + 2 * kStages * kTileBytes + kKeys * kBlock * 2 +
+                                      2 * kStages * kBlock * 4 + 1024;
   static constexpr int kMinBlocksPerSm = kGroups == 1 ? 2 : 1;
 };
 static_assert(Sm90BackwardTile<64, 1>::kBlock == kSparseTileRows && Sm90BackwardTile<128, 1>::kBlock == kSparseTileRows,
@@ -77,16 +82,17 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
   constexpr int kRowsPerPass = kThreads / kChunks;
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kTile = kBlock * kHeadDim;  // elements of one 64-row tile
+  constexpr int kStages = Tile::kStages;
   extern __shared__ unsigned char shared_raw[];
   unsigned char* shared_base =
       reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(shared_raw) + 1023) & ~std::uintptr_t{1023});
   Element* sK = reinterpret_cast<Element*>(shared_base);              // kKeys rows
   Element* sV = sK + kGroups * kTile;                                    // kKeys rows
-  Element* sQ_stages = sV + kGroups * kTile;                             // [2][kTile]
-  Element* sdO_stages = sQ_stages + 2 * kTile;                           // [2][kTile]
-  Element* sdS = sdO_stages + 2 * kTile;                                 // kKeys keys x 64 queries
-  float* sLse_stages = reinterpret_cast<float*>(sdS + kKeys * kBlock);   // [2][64]
-  float* sDelta_stages = sLse_stages + 2 * kBlock;                       // [2][64]
+  Element* sQ_stages = sV + kGroups * kTile;                             // [kStages][kTile]
+  Element* sdO_stages = sQ_stages + kStages * kTile;                     // [kStages][kTile]
+  Element* sdS = sdO_stages + kStages * kTile;                           // kKeys keys x 64 queries
+  float* sLse_stages = reinterpret_cast<float*>(sdS + kKeys * kBlock);   // [kStages][64]
+  float* sDelta_stages = sLse_stages + kStages * kBlock;                 // [kStages][64]
 
   // Keys k_begin + j of the CTA; dilated: of virtual sequence (segment, offset), sparse:
   // rows of one key block of the whole sequence (key_block, up to key_limit).
@@ -187,18 +193,21 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
     for (int i = 0; i < kDTiles * 4; ++i) dk[i] = dv[i] = 0.0f;
 
     int stage = 0;
-    for (; kSparse ? have_tile : current.start < L; stage ^= 1) {
+    for (; kSparse ? have_tile : current.start < L; stage = stage + 1 == kStages ? 0 : stage + 1) {
       const std::int64_t q_begin = current.start;
       const std::int64_t query_limit = kSparse ? current.start + current.count : L;
-      __syncthreads();  // the other stage (previous step) is no longer read
+      const int next_stage = stage + 1 == kStages ? 0 : stage + 1;
+      // Two stages: the previous step still read the next stage. Three: it was read two
+      // steps ago, and every thread passed the previous step's barrier before dQ since.
+      if constexpr (kStages == 2) __syncthreads();
       bool prefetch = false;
       if constexpr (kSparse) {
         prefetch = walker.next(p, following);
-        if (prefetch) load_queries(following.start, following.start + following.count, stage ^ 1);
+        if (prefetch) load_queries(following.start, following.start + following.count, next_stage);
       } else {
         prefetch = q_begin + kBlock < L;
         following.start = q_begin + kBlock;
-        if (prefetch) load_queries(q_begin + kBlock, L, stage ^ 1);
+        if (prefetch) load_queries(q_begin + kBlock, L, next_stage);
       }
       if (prefetch) {
         copy_async_commit();
