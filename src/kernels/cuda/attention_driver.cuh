@@ -194,9 +194,41 @@ template <class Element, class Compute>
 Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t batch, std::int64_t seq_len,
                      std::int64_t heads, std::int64_t head_dim, cudaStream_t stream) {
   Tensor delta = Tensor::empty({batch, heads, seq_len}, dtype_of<Compute>::value, current_device());
-  delta_kernel<Element, Compute><<<grid_for(batch * heads * seq_len * 32, 256), 256, 0, stream>>>(
-      device_rows(out), device_rows(dout), static_cast<Compute*>(delta.data()), batch, seq_len,
-      static_cast<int>(heads), static_cast<int>(head_dim));
+  if (batch * heads * seq_len == 0) return delta;
+  auto* target = static_cast<Compute*>(delta.data());
+  // 16-byte packs when every row is aligned and a row is at most 32 packs.
+  constexpr std::int64_t kPack = 16 / sizeof(Element);
+  // (aligned_rows: 16-byte aligned data, strides in multiples of 8 elements, so of kPack.)
+  const bool packed = aligned_rows(out) && aligned_rows(dout) && head_dim % kPack == 0 && head_dim <= 32 * kPack &&
+                      heads <= 65535 && batch <= 65535;
+  if (packed) {
+    const std::int64_t packs = head_dim / kPack;
+    const auto launch = [&](auto lanes_tag) {
+      constexpr int kLanes = decltype(lanes_tag)::value;
+      constexpr int kThreads = 256;
+      const dim3 grid(static_cast<unsigned>((seq_len + kThreads / kLanes - 1) / (kThreads / kLanes)),
+                      static_cast<unsigned>(heads), static_cast<unsigned>(batch));
+      delta_packed_kernel<Element, Compute, kLanes><<<grid, kThreads, 0, stream>>>(
+          device_rows(out), device_rows(dout), target, seq_len, static_cast<int>(heads), static_cast<int>(head_dim));
+    };
+    if (packs <= 1) {
+      launch(std::integral_constant<int, 1>{});
+    } else if (packs <= 2) {
+      launch(std::integral_constant<int, 2>{});
+    } else if (packs <= 4) {
+      launch(std::integral_constant<int, 4>{});
+    } else if (packs <= 8) {
+      launch(std::integral_constant<int, 8>{});
+    } else if (packs <= 16) {
+      launch(std::integral_constant<int, 16>{});
+    } else {
+      launch(std::integral_constant<int, 32>{});
+    }
+  } else {
+    delta_kernel<Element, Compute><<<grid_for(batch * heads * seq_len * 32, 256), 256, 0, stream>>>(
+        device_rows(out), device_rows(dout), target, batch, seq_len, static_cast<int>(heads),
+        static_cast<int>(head_dim));
+  }
   LONGNET_CHECK(cudaGetLastError());
   return delta;
 }
