@@ -7,6 +7,9 @@
 #   bench ARGS cuda_attention_sweep with ARGS (until the next step name)
 #   profile ARGS  Nsight Compute (ncu) on cuda_attention_sweep ARGS: speed of light, warp
 #              stalls, pipes and occupancy of the attention kernels (clocks left alone)
+#   train-profile  Nsight Compute's time of every kernel of `longnet bench train` (one warm-up
+#              and one timed step: three steps in all), summed by kernel and, for the
+#              attention kernels, by pattern (scripts/gpu/kernel_times.py --cycle)
 #   exec ARGS  runs a bundled program with all remaining ARGS (so it comes last), e.g. exec test_nn --gtest_filter=*Cuda*
 # Logs go to $OUT.
 set -uo pipefail
@@ -32,7 +35,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 status=0
 # Whether a word is a step name (it ends the arguments of bench and profile).
-is_step() { case "$1" in info | tests | sanitize | bench | profile | exec) return 0 ;; *) return 1 ;; esac; }
+is_step() { case "$1" in info | tests | sanitize | bench | profile | train-profile | exec) return 0 ;; *) return 1 ;; esac; }
 while [ $# -gt 0 ]; do
   step=$1
   shift
@@ -79,6 +82,16 @@ while [ $# -gt 0 ]; do
         --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats \
         "$bin/cuda_attention_sweep" "${args[@]}" > "$out/$name.txt" 2>&1 || status=1
       grep -E "^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Stall" "$out/$name.txt" | head -60
+      ;;
+    train-profile)
+      here=$(dirname "$0")
+      ncu --clock-control none --csv --metrics gpu__time_duration.sum "$bin/longnet" bench train --warmup 1 --steps 1 \
+        > "$out/train_profile.csv" 2> "$out/train_profile.log" || status=1
+      patterns=${LONGNET_PATTERNS:-5}  # attention launches per layer (the issue-5 model: 5)
+      python3 "$here/kernel_times.py" "$out/train_profile.csv" 25 --cycle "$patterns" flash_backward |
+        tee "$out/train_profile.txt"
+      python3 "$here/kernel_times.py" "$out/train_profile.csv" 0 --cycle "$patterns" flash_forward | tail -n +3 |
+        tee -a "$out/train_profile.txt"
       ;;
     exec)
       args=("$@")
