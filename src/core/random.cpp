@@ -20,13 +20,34 @@ std::uint64_t mix(std::uint64_t x) {
 // Uniform in (0, 1) from 53 random bits.
 double unit(std::uint64_t bits) { return (static_cast<double>(bits >> 11) + 0.5) * 0x1.0p-53; }
 
+// Each value is computed in double and rounded once into a host tensor of the float dtype
+// asked for (the rounding Tensor::to would apply to an f64 tensor), then copied to the
+// device: no f64 buffer of 8 bytes an element, which for the inputs of a 16M-token
+// attention benchmark was 8x the device tensor in host memory plus a conversion pass.
 template <class Generate>
 Tensor generate(const Shape& shape, DType dtype, Device device, Generate&& value_at) {
-  Tensor host = Tensor::empty(shape, DType::f64);
-  double* out = host.data<double>();
-  parallel_for(host.numel(), 4096, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) out[i] = value_at(static_cast<std::uint64_t>(i));
-  });
+  const bool floating = dtype == DType::f64 || dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16;
+  Tensor host = Tensor::empty(shape, floating ? dtype : DType::f64);
+  const auto fill = [&](auto tag) {
+    using T = decltype(tag);
+    T* out = host.data<T>();
+    parallel_for(host.numel(), 4096, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) out[i] = T(value_at(static_cast<std::uint64_t>(i)));
+    });
+  };
+  switch (host.dtype()) {
+    case DType::f32:
+      fill(float{});
+      break;
+    case DType::bf16:
+      fill(BFloat16{});
+      break;
+    case DType::f16:
+      fill(Float16{});
+      break;
+    default:
+      fill(double{});
+  }
   return host.to(device, dtype);
 }
 

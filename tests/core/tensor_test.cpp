@@ -129,6 +129,22 @@ TEST(Tensor, DeviceAndDTypeParsing) {
   }
 }
 
+// Generated straight in each float dtype, the values are the f64 ones rounded once, as
+// converting the f64 tensor rounds them (bitwise, including awkward shapes).
+TEST(Tensor, RandomInEveryDtypeIsTheF64ValuesRounded) {
+  for (const Shape& shape : {Shape{1}, Shape{3, 1, 7}, Shape{2, 4099}}) {
+    const Tensor normal = Tensor::randn(shape, 17, DType::f64);
+    const Tensor uniform = Tensor::uniform(shape, 17, -3, 5, DType::f64);
+    for (const DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+      SCOPED_TRACE(dtype_name(dtype));
+      EXPECT_EQ(Tensor::randn(shape, 17, dtype).to_vector<double>(), normal.to(dtype).to_vector<double>());
+      EXPECT_EQ(Tensor::uniform(shape, 17, -3, 5, dtype).to_vector<double>(), uniform.to(dtype).to_vector<double>());
+    }
+    EXPECT_EQ(Tensor::randn(shape, 17, DType::i32).to_vector<std::int32_t>(),
+              normal.to(DType::i32).to_vector<std::int32_t>());
+  }
+}
+
 TEST(Tensor, RandomIsSeededAndDeviceIndependent) {
   const Tensor a = Tensor::randn({1000}, 42);
   const Tensor b = Tensor::randn({1000}, 42);
