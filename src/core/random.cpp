@@ -3,6 +3,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "core/dtype_dispatch.hpp"
 #include "longnet/core/parallel.hpp"
 #include "longnet/core/tensor.hpp"
 
@@ -26,28 +27,14 @@ double unit(std::uint64_t bits) { return (static_cast<double>(bits >> 11) + 0.5)
 // attention benchmark was 8x the device tensor in host memory plus a conversion pass.
 template <class Generate>
 Tensor generate(const Shape& shape, DType dtype, Device device, Generate&& value_at) {
-  const bool floating = dtype == DType::f64 || dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16;
-  Tensor host = Tensor::empty(shape, floating ? dtype : DType::f64);
-  const auto fill = [&](auto tag) {
+  Tensor host = Tensor::empty(shape, is_floating(dtype) ? dtype : DType::f64);
+  detail::dispatch_dtype(host.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* out = host.data<T>();
     parallel_for(host.numel(), 4096, [&](std::int64_t begin, std::int64_t end) {
       for (std::int64_t i = begin; i < end; ++i) out[i] = T(value_at(static_cast<std::uint64_t>(i)));
     });
-  };
-  switch (host.dtype()) {
-    case DType::f32:
-      fill(float{});
-      break;
-    case DType::bf16:
-      fill(BFloat16{});
-      break;
-    case DType::f16:
-      fill(Float16{});
-      break;
-    default:
-      fill(double{});
-  }
+  });
   return host.to(device, dtype);
 }
 

@@ -6,6 +6,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/dtype_dispatch.hpp"
 #include "core/strided_copy.hpp"
 #include "longnet/core/parallel.hpp"
 #include "longnet/core/stream.hpp"
@@ -91,42 +92,14 @@ void host_copy_typed(const detail::StridedCopy& c) {
                });
 }
 
-template <class F>
-void dispatch_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::f32:
-      f(float{});
-      return;
-    case DType::f64:
-      f(double{});
-      return;
-    case DType::bf16:
-      f(BFloat16{});
-      return;
-    case DType::f16:
-      f(Float16{});
-      return;
-    case DType::i32:
-      f(std::int32_t{});
-      return;
-    case DType::i64:
-      f(std::int64_t{});
-      return;
-    case DType::u8:
-      f(std::uint8_t{});
-      return;
-  }
-  throw Error("invalid dtype");
-}
-
 void host_copy(const detail::StridedCopy& c) {
-  dispatch_dtype(c.dst_dtype, [&](auto dst_tag) {
+  detail::dispatch_dtype(c.dst_dtype, [&](auto dst_tag) {
     using Dst = decltype(dst_tag);
     if (c.src == nullptr) {
       host_copy_typed<Dst, double>(c);  // fill: Src is only a placeholder
       return;
     }
-    dispatch_dtype(c.src_dtype, [&](auto src_tag) { host_copy_typed<Dst, decltype(src_tag)>(c); });
+    detail::dispatch_dtype(c.src_dtype, [&](auto src_tag) { host_copy_typed<Dst, decltype(src_tag)>(c); });
   });
 }
 
