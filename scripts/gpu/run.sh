@@ -7,6 +7,8 @@
 #   bench ARGS cuda_attention_sweep with ARGS (until the next step name)
 #   profile ARGS  Nsight Compute (ncu) on cuda_attention_sweep ARGS: speed of light, warp
 #              stalls, pipes and occupancy of the attention kernels (clocks left alone)
+#   profile-source ARGS  Nsight Compute's per-instruction stall samples of one kernel
+#              (NCU_KERNEL_REGEX, default flash_backward) as CSV: $OUT/source.csv
 #   train-profile  Nsight Compute's time of every kernel of `longnet bench train` (one warm-up
 #              and one timed step: three steps in all), summed by kernel and, for the
 #              attention kernels, by pattern (scripts/gpu/kernel_times.py --cycle)
@@ -35,7 +37,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 status=0
 # Whether a word is a step name (it ends the arguments of bench and profile).
-is_step() { case "$1" in info | tests | sanitize | bench | profile | train-profile | exec) return 0 ;; *) return 1 ;; esac; }
+is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | exec) return 0 ;; *) return 1 ;; esac; }
 while [ $# -gt 0 ]; do
   step=$1
   shift
@@ -77,11 +79,29 @@ while [ $# -gt 0 ]; do
       done
       name=profile_$(echo "${args[*]}" | tr -c 'A-Za-z0-9' '_' | cut -c1-60)
       echo "== ncu cuda_attention_sweep ${args[*]} -> $name.txt"
-      ncu --clock-control none -k 'regex:flash|simt' -c "${NCU_KERNELS:-6}" \
+      # NCU_KERNEL_REGEX narrows the kernels (e.g. flash_backward); NCU_STALLS=1 adds the
+      # per-reason stall cycles per issued instruction of every warp state.
+      stalls=()
+      [ -n "${NCU_STALLS:-}" ] && stalls=(--metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio')
+      ncu --clock-control none -k "regex:${NCU_KERNEL_REGEX:-flash|simt}" -c "${NCU_KERNELS:-6}" \
         --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis \
-        --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats \
+        --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats "${stalls[@]}" \
         "$bin/cuda_attention_sweep" "${args[@]}" > "$out/$name.txt" 2>&1 || status=1
-      grep -E "^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Stall" "$out/$name.txt" | head -60
+      grep -E "^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Stall|stalled" "$out/$name.txt" | head -${NCU_LINES:-60}
+      ;;
+    profile-source)
+      # Per-SASS-instruction warp-state samples of one kernel (Nsight Compute's source
+      # page, CSV) for scripts/gpu/sass_hotspots.py: which instructions the warps wait on.
+      args=()
+      while [ $# -gt 0 ] && ! is_step "$1"; do
+        args+=("$1")
+        shift
+      done
+      echo "== ncu source counters, cuda_attention_sweep ${args[*]} -> source.csv"
+      ncu --clock-control none -k "regex:${NCU_KERNEL_REGEX:-flash_backward}" -c 1 --section SourceCounters \
+        --section WarpStateStats --page source --print-source sass --csv \
+        "$bin/cuda_attention_sweep" "${args[@]}" > "$out/source.csv" 2> "$out/source.log" || status=1
+      wc -l "$out/source.csv"; head -c 600 "$out/source.csv"; echo; tail -3 "$out/source.log"
       ;;
     train-profile)
       here=$(dirname "$0")

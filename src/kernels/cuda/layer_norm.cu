@@ -10,7 +10,10 @@
 //   backward: read x and dout, write dx, and the dweight/dbias terms of each thread's
 //             columns summed in registers over a chunk of kRowsPerChunk rows, in row
 //             order; pass 2 adds the chunks in a fixed order (model_kernels_common.cuh)
-//             (bytes: 3 * rows * C * sizeof(T) + 2 partial sums per 32-row chunk)
+//             (bytes: 3 * rows * C * sizeof(T) + 2 partial sums per 32-row chunk).
+//             Rows of one warp (up to 768 bf16 columns) take kWarpTeams warps per
+//             chunk, each its own rows, summed in shared memory in warp order: one warp
+//             per chunk left 8 warps per SM, too few loads in flight for HBM.
 // At 3 TB/s a 32768 x 768 bf16 forward is 34 us and its backward 50 us (+4 us of partial
 // sums), 32768 x 3072 four times that.
 // Longer rows take the streaming kernels below: one warp per row and three passes over
@@ -26,6 +29,7 @@ using namespace cuda_model;
 constexpr int kGroupsPerThread = 3;  // 768 bf16 columns: one warp, 3 packs per lane
 constexpr int kMaxTeamThreads = 256;
 constexpr std::int64_t kRowsPerChunk = 32;  // dweight/dbias: rows summed in order per chunk
+constexpr int kWarpTeams = 4;               // one-warp teams per backward block
 
 // P consecutive elements of a row: one aligned load or store of P * sizeof(T) bytes (16
 // when P = kPack<T>).
@@ -68,11 +72,12 @@ __device__ __forceinline__ C team_sum(C value, C* shared) {
 }
 
 // Two sums over the team at once (one pair of barriers instead of two); `shared` holds 64.
+// A team is one warp or the whole block.
 template <class C>
-__device__ __forceinline__ void team_sum2(C& a, C& b, C* shared) {
+__device__ __forceinline__ void team_sum2(C& a, C& b, C* shared, bool one_warp) {
   a = warp_sum(a);
   b = warp_sum(b);
-  if (blockDim.x == 32) return;
+  if (one_warp) return;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   __syncthreads();  // `shared` may still be read by the previous row
   if (lane == 0) shared[warp] = a, shared[32 + warp] = b;
@@ -133,14 +138,18 @@ __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParam
   }
 }
 
-// Block b: rows [b R, b R + R) (R = kRowsPerChunk) in order, the next row's loads in flight
-// while this one is computed. With xhat = (x - mean) rstd and g = dout * weight:
+// Block b: rows [b R, b R + R) (R = kRowsPerChunk), the next row's loads in flight while
+// this one is computed; kTeams = 1: the block is one team taking the rows in order;
+// kTeams > 1: warp w is a team taking rows w, w + kTeams, ... in order. With
+// xhat = (x - mean) rstd and g = dout * weight:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
-// and, when kParameters, partial[0][b][c] = sum_r dout xhat, partial[1][b][c] = sum_r dout.
-template <class T, int P, bool kParameters>
+// and, when kParameters, partial[0][b][c] = sum_r dout xhat, partial[1][b][c] = sum_r dout
+// (the teams' sums added in team order).
+template <class T, int P, bool kParameters, int kTeams>
 __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
   using C = Compute<T>;
   constexpr int N = kGroupsPerThread;
+  constexpr bool kWarpTeam = kTeams > 1;
   __shared__ C shared[64];
   const std::int64_t groups = p.columns / P;
   const C* weight = static_cast<const C*>(p.weight);
@@ -148,9 +157,12 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
   const C* rstds = static_cast<const C*>(p.rstd);
   const C inverse_columns = C(1) / static_cast<C>(p.columns);
   const std::int64_t begin = blockIdx.x * kRowsPerChunk, end = min(p.rows, begin + kRowsPerChunk);
+  const int team = kWarpTeam ? static_cast<int>(threadIdx.x / 32) : 0;
+  const int rank = kWarpTeam ? static_cast<int>(threadIdx.x % 32) : static_cast<int>(threadIdx.x);
+  const int team_size = kWarpTeam ? 32 : static_cast<int>(blockDim.x);
   bool owned[N];
-  for (int k = 0; k < N; ++k) owned[k] = threadIdx.x + k * static_cast<std::int64_t>(blockDim.x) < groups;
-  const auto group_of = [&](int k) { return threadIdx.x + k * static_cast<std::int64_t>(blockDim.x); };
+  for (int k = 0; k < N; ++k) owned[k] = rank + k * static_cast<std::int64_t>(team_size) < groups;
+  const auto group_of = [&](int k) { return rank + k * static_cast<std::int64_t>(team_size); };
 
   Group<T, P> x_next[N], dout_next[N];
   const auto load_row = [&](std::int64_t row) {
@@ -165,11 +177,11 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     }
   };
   C dweight[N][P] = {}, dbias[N][P] = {};
-  if (begin < end) load_row(begin);
-  for (std::int64_t row = begin; row < end; ++row) {
+  if (begin + team < end) load_row(begin + team);
+  for (std::int64_t row = begin + team; row < end; row += kTeams) {
     Group<T, P> x_row[N], dout_row[N];
     for (int k = 0; k < N; ++k) x_row[k] = x_next[k], dout_row[k] = dout_next[k];
-    if (row + 1 < end) load_row(row + 1);
+    if (row + kTeams < end) load_row(row + kTeams);
     const C mean = means[row], rstd = rstds[row];
     // xhat and g are recomputed in the second loop rather than kept: registers hold rows.
     C g_sum = 0, gx_sum = 0;
@@ -189,7 +201,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
         }
       }
     }
-    team_sum2(g_sum, gx_sum, shared);
+    team_sum2(g_sum, gx_sum, shared, kWarpTeam || blockDim.x == 32);
     const C g_mean = g_sum * inverse_columns, gx_mean = gx_sum * inverse_columns;
     T* dx = static_cast<T*>(p.dx) + row * p.dx_row_stride;
 #pragma unroll
@@ -205,7 +217,28 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
       }
     }
   }
-  if constexpr (kParameters) {
+  if constexpr (kParameters && kWarpTeam) {
+    // Each team's column sums to shared memory, then every column's teams in order.
+    constexpr int kColumns = 32 * N * P;  // a one-warp team's row holds at most these
+    __shared__ C team_sums[kTeams][2][kColumns];
+    for (int k = 0; k < N; ++k) {
+      if (owned[k]) {
+        for (int e = 0; e < P; ++e) {
+          const std::int64_t c = group_of(k) * P + e;
+          team_sums[team][0][c] = dweight[k][e];
+          team_sums[team][1][c] = dbias[k][e];
+        }
+      }
+    }
+    __syncthreads();
+    const std::int64_t chunks = gridDim.x;
+    for (std::int64_t c = threadIdx.x; c < p.columns; c += blockDim.x) {
+      C w = 0, b = 0;
+      for (int j = 0; j < kTeams; ++j) w += team_sums[j][0][c], b += team_sums[j][1][c];
+      partial[blockIdx.x * p.columns + c] = w;
+      partial[(chunks + blockIdx.x) * p.columns + c] = b;
+    }
+  } else if constexpr (kParameters) {
     const std::int64_t chunks = gridDim.x;
     for (int k = 0; k < N; ++k) {
       if (owned[k]) {
@@ -361,10 +394,14 @@ void backward(const LayerNormParams& p, cudaStream_t stream) {
   C* sums = parameters ? partial.data<C>() : nullptr;
   if (const unsigned team = team_threads(p.columns / P)) {
     const auto grid = static_cast<unsigned>(chunks);
-    if (parameters) {
-      backward_kernel<T, P, true><<<grid, team, 0, stream>>>(p, sums);
+    if (team == 32 && parameters) {
+      backward_kernel<T, P, true, kWarpTeams><<<grid, 32 * kWarpTeams, 0, stream>>>(p, sums);
+    } else if (team == 32) {
+      backward_kernel<T, P, false, kWarpTeams><<<grid, 32 * kWarpTeams, 0, stream>>>(p, nullptr);
+    } else if (parameters) {
+      backward_kernel<T, P, true, 1><<<grid, team, 0, stream>>>(p, sums);
     } else {
-      backward_kernel<T, P, false><<<grid, team, 0, stream>>>(p, nullptr);
+      backward_kernel<T, P, false, 1><<<grid, team, 0, stream>>>(p, nullptr);
     }
   } else {
     streaming_dx_kernel<T, P><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
