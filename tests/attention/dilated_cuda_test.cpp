@@ -198,6 +198,32 @@ TEST(DilatedAttentionCuda, ManyWorkItemsPerCta) {
   }
 }
 
+// LongNet mode whose first pattern has dilation 1 (it reaches every key row) and one query
+// head per kv head: the backward's first launch stores dK, dV into the fp32 accumulators,
+// which are not zero-filled. NaN written over the pool's free memory before each run
+// stands in for stale memory: a key row left unstored would come out NaN. The other cases
+// keep the zero fill.
+TEST(DilatedAttentionCuda, LongNetKeyAccumulatorsNeedNoZeroFill) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  const DilatedProblem cases[] = {
+      edge(300, 4, 4, 64, {{64, 1}, {128, 2}, {256, 4}}, DilatedMode::longnet, false),  // r = 1 first
+      edge(300, 4, 2, 64, {{64, 1}, {128, 2}}, DilatedMode::longnet, true),             // GQA: dK, dV zeroed
+      edge(257, 4, 4, 128, {{64, 2}, {100, 1}}, DilatedMode::longnet, false),  // r = 1 not first: dK, dV zeroed
+      edge(190, 4, 4, 64, {{190, 1}}, DilatedMode::longnet, true),             // one pattern: direct dK, dV
+      edge(300, 4, 4, 64, {{96, 1}, {300, 3}}, DilatedMode::longnet, true),    // causal, r = 1 first
+      edge(260, 3, 3, 32, {{64, 3}, {130, 2}}, DilatedMode::longnet, false),   // no r = 1: zero-filled
+  };
+  for (const auto& p : cases) {
+    Tensor::full({8 << 20}, NAN, DType::f32, kGpu);  // 32 MB of NaN freed into the pool
+    expect_half(p, 31, DType::bf16);
+    Tensor::full({8 << 20}, NAN, DType::f32, kGpu);
+    expect_half(p, 32, DType::f16);
+    Tensor::full({8 << 20}, NAN, DType::f32, kGpu);
+    expect_half(p, 33, DType::bf16, /*deterministic=*/true);  // the mma.sync kernels
+  }
+}
+
 TEST(DilatedAttentionCuda, StridedInputsAreReadInPlace) {
   SKIP_WITHOUT_GPU();
   const DilatedProblem p = edge(300, 4, 2, 64, {{128, 2}, {256, 4}}, kernels::DilatedMode::longnet, true);

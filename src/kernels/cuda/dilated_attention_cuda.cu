@@ -173,12 +173,22 @@ void backward(const DilatedAttentionParams& p) {
   // one pattern: the kernels then write dK, dV in the output dtype (no fp32 accumulators,
   // which is what lets the longest sequences fit).
   const bool direct_kv = tensor_cores && H == Hk && (p.mode == DilatedMode::head_groups || p.patterns.size() == 1);
+  // LongNet mode whose first pattern has dilation 1 (it reaches every key row of every
+  // head) and one query head per kv head: the tensor-core kernels of that launch store
+  // into the dK, dV accumulators (PatternLaunch::store_kv), which then need no zero fill:
+  // 8 bytes an element of dK and dV neither written by a fill nor read back by the first
+  // pattern. (With grouped heads a kv row gets several contributions in that launch.)
+  const bool store_kv = tensor_cores && !direct_kv && H == Hk && p.mode == DilatedMode::longnet &&
+                        p.patterns.front().dilation_rate == 1;
   Tensor dk, dv;
   if (direct_kv) {
     if (!every_row_reached(p)) {  // key rows no pattern reaches get zero gradients
       zero_rows(p.dk, p, Hk, device);
       zero_rows(p.dv, p, Hk, device);
     }
+  } else if (store_kv) {
+    dk = Tensor::empty({B, N, Hk, D}, compute, device);
+    dv = Tensor::empty({B, N, Hk, D}, compute, device);
   } else {
     dk = Tensor::zeros({B, N, Hk, D}, compute, device);
     dv = Tensor::zeros({B, N, Hk, D}, compute, device);
@@ -190,6 +200,7 @@ void backward(const DilatedAttentionParams& p) {
     l.delta = delta.data();
     l.dq_accumulator = dq.data();
     l.direct_kv = direct_kv;
+    l.store_kv = store_kv && i == 0;
     l.dk = device_rows(p.dk);
     l.dv = device_rows(p.dv);
     if (!direct_kv) {

@@ -69,7 +69,9 @@ __device__ __forceinline__ void wgmma_dq_step(float (&dq)[kColumns / 2], std::ui
   }
 }
 
-template <class Element, int kHeadDim, bool kSparse = false>
+// kStoreKv: the launch's PatternLaunch::store_kv, a template argument so that the kernel
+// of every other launch is compiled without that path.
+template <class Element, int kHeadDim, bool kSparse = false, bool kStoreKv = false>
 __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups<kSparse>>::kThreads,
                                   Sm90BackwardTile<kHeadDim, kSm90BackwardGroups<kSparse>>::kMinBlocksPerSm)
     flash_backward_sm90_kernel(const __grid_constant__ PatternLaunch p) {
@@ -265,23 +267,32 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
         shift = static_cast<int>(k_group - q_begin);
       }
       const bool key_tail = k_group + kBlock > key_limit;
+      // Keys of this warpgroup that exist (64 unless key_tail).
+      const int keys = key_tail ? static_cast<int>(key_limit - k_group) : kBlock;
+      // Interior tiles (most of them) skip the per-element mask tests: the branch is
+      // uniform over the CTA, and the tests were ~5 instructions an element.
+      auto probabilities = [&]<bool kMasked>() {
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
+        for (int n = 0; n < 8; ++n) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int kr = warp * 16 + g + 8 * (e / 2);
-          const int qc = 8 * n + 2 * t + (e & 1);
-          float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - lse_in_log2(sLse[qc]));
-          if constexpr (kSparse) {
-            if ((masked && (kr - qc < diagonals.low || kr - qc > diagonals.high)) ||
-                (key_tail && k_group + kr >= key_limit)) {
-              weight = 0.0f;
+          for (int e = 0; e < 4; ++e) {
+            const int kr = warp * 16 + g + 8 * (e / 2);
+            const int qc = 8 * n + 2 * t + (e & 1);
+            float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - lse_in_log2(sLse[qc]));
+            if constexpr (!kMasked) {
+            } else if constexpr (kSparse) {
+              if ((masked && (kr - qc < diagonals.low || kr - qc > diagonals.high)) || kr >= keys) weight = 0.0f;
+            } else {
+              if ((diagonal && kr + shift > qc) || kr >= keys) weight = 0.0f;
             }
-          } else {
-            if ((diagonal && kr + shift > qc) || (key_tail && k_group + kr >= L)) weight = 0.0f;
+            st[4 * n + e] = weight;
           }
-          st[4 * n + e] = weight;
         }
+      };
+      if (key_tail || (kSparse ? masked : diagonal)) {
+        probabilities.template operator()<true>();
+      } else {
+        probabilities.template operator()<false>();
       }
       // Pinned before the wait: otherwise the compiler may sink P below it.
       wgmma_fence_registers(st);
@@ -401,7 +412,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       const std::int64_t j = k_group + warp * 16 + g + 8 * r;
       if (j >= key_limit) continue;
       finish_key_row<Element, kHeadDim>(
-          p, b, kv_head, first_row + j * step, [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; },
+          p, b, kv_head, first_row + j * step, kStoreKv, [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; },
           [&](int n, int j2) { return dv[4 * n + 2 * r + j2]; });
     }
   }
@@ -417,6 +428,9 @@ template <class Element, int kHeadDim, bool kSparse>
 void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
   using Tile = Sm90BackwardTile<kHeadDim, kSm90BackwardGroups<kSparse>>;
   auto kernel = flash_backward_sm90_kernel<Element, kHeadDim, kSparse>;
+  if constexpr (!kSparse) {
+    if (p.store_kv) kernel = flash_backward_sm90_kernel<Element, kHeadDim, false, true>;
+  }
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
   PatternLaunch kv = p;
   std::int64_t ctas = 0;

@@ -61,11 +61,12 @@ __device__ __forceinline__ void finish_query_row(const PatternLaunch& p, std::in
 
 // The backward kernels' end for one key row held by the 4 lanes of a row group: adds
 // scale * dK and output_scale * dV (unscaled values dk(n, j), dv(n, j) at column
-// 8 n + 2 (lane % 4) + j) to the fp32 accumulators, or writes them to dk, dv directly
-// when this is the row's only contribution (direct_kv).
+// 8 n + 2 (lane % 4) + j) to the fp32 accumulators, or stores them there when this launch
+// makes the row's first contribution (`store`: PatternLaunch::store_kv), or writes them to
+// dk, dv directly when it is the row's only contribution (direct_kv).
 template <class Element, int kHeadDim, class DkValue, class DvValue>
 __device__ __forceinline__ void finish_key_row(const PatternLaunch& p, std::int64_t b, int kv_head, std::int64_t n_row,
-                                               DkValue&& dk_value, DvValue&& dv_value) {
+                                               bool store, DkValue&& dk_value, DvValue&& dv_value) {
   using M = Mma<Element>;
   const int thread_in_group = threadIdx.x % 4;
   if (p.direct_kv) {
@@ -89,8 +90,8 @@ __device__ __forceinline__ void finish_key_row(const PatternLaunch& p, std::int6
   for (int n = 0; n < kHeadDim / 8; ++n) {
     const int d = 8 * n + 2 * thread_in_group;
     if (d < p.head_dim) {
-      float2 k2 = *reinterpret_cast<float2*>(dk_acc + d);
-      float2 v2 = *reinterpret_cast<float2*>(dv_acc + d);
+      float2 k2 = store ? make_float2(0.0f, 0.0f) : *reinterpret_cast<float2*>(dk_acc + d);
+      float2 v2 = store ? make_float2(0.0f, 0.0f) : *reinterpret_cast<float2*>(dv_acc + d);
       k2.x += p.scale * dk_value(n, 0);
       k2.y += p.scale * dk_value(n, 1);
       v2.x += p.output_scale * dv_value(n, 0);

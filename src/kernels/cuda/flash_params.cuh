@@ -96,6 +96,10 @@ struct PatternLaunch {
   // Backward: each key row receives exactly one contribution (head-groups mode or one
   // pattern, with as many kv heads as heads), so dK and dV go straight into `dk`, `dv`.
   bool direct_kv = false;
+  // Backward: this launch's pattern reaches every key row of every head (LongNet mode,
+  // dilation 1, one query head per kv head) and runs first, so it stores dK, dV into the
+  // accumulators instead of adding (they are not zero-filled).
+  bool store_kv = false;
   bool deterministic = false;
   // Forward kernels: the patterns of this launch (several run in one launch when no row is
   // reached by two of them, i.e. head-groups mode). blockIdx.x spans all their CTAs.
