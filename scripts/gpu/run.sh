@@ -38,6 +38,14 @@ mkdir -p "$out"
 status=0
 # Whether a word is a step name (it ends the arguments of bench and profile).
 is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | exec) return 0 ;; *) return 1 ;; esac; }
+# args = the words before the next step name (the caller shifts them off).
+step_args() {
+  args=()
+  while [ $# -gt 0 ] && ! is_step "$1"; do
+    args+=("$1")
+    shift
+  done
+}
 while [ $# -gt 0 ]; do
   step=$1
   shift
@@ -63,20 +71,14 @@ while [ $# -gt 0 ]; do
       done
       ;;
     bench)
-      args=()
-      while [ $# -gt 0 ] && ! is_step "$1"; do
-        args+=("$1")
-        shift
-      done
+      step_args "$@"
+      shift ${#args[@]}
       echo "== cuda_attention_sweep ${args[*]}"
       "$bin/cuda_attention_sweep" "${args[@]}" 2>&1 | tee -a "$out/bench.txt"
       ;;
     profile)
-      args=()
-      while [ $# -gt 0 ] && ! is_step "$1"; do
-        args+=("$1")
-        shift
-      done
+      step_args "$@"
+      shift ${#args[@]}
       name=profile_$(echo "${args[*]}" | tr -c 'A-Za-z0-9' '_' | cut -c1-60)
       echo "== ncu cuda_attention_sweep ${args[*]} -> $name.txt"
       # NCU_KERNEL_REGEX narrows the kernels (e.g. flash_backward); NCU_STALLS=1 adds the
@@ -92,11 +94,8 @@ while [ $# -gt 0 ]; do
     profile-source)
       # Per-SASS-instruction warp-state samples of one kernel (Nsight Compute's source
       # page, CSV) for scripts/gpu/sass_hotspots.py: which instructions the warps wait on.
-      args=()
-      while [ $# -gt 0 ] && ! is_step "$1"; do
-        args+=("$1")
-        shift
-      done
+      step_args "$@"
+      shift ${#args[@]}
       echo "== ncu source counters, cuda_attention_sweep ${args[*]} -> source.csv"
       ncu --clock-control none -k "regex:${NCU_KERNEL_REGEX:-flash_backward}" -c 1 --section SourceCounters \
         --section WarpStateStats --page source --print-source sass --csv \
