@@ -162,15 +162,43 @@ void launch_forward(const PatternLaunch& l, bool tensor_cores, cudaStream_t stre
   launch_simt_forward<Element, Compute, kSparse>(l, stream);
 }
 
+// Whether launch_backward runs the Hopper kernels, which read PatternLaunch::row_terms.
+template <class Element>
+bool backward_runs_sm90(const PatternLaunch& l, bool tensor_cores) {
+  return (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) && tensor_cores &&
+         use_sm90_kernels() && !l.deterministic;
+}
+
+// PatternLaunch::row_terms of a call from its lse and delta (float, (B, H, N)) and its
+// output_scale; an undefined tensor where the call does not run the Hopper backward.
+template <class Element>
+Tensor backward_row_terms(const PatternLaunch& l, bool tensor_cores, cudaStream_t stream) {
+  if (!backward_runs_sm90<Element>(l, tensor_cores)) return {};
+  const std::int64_t count = l.batch * l.heads * l.seq_len;
+  Tensor terms = Tensor::empty({l.batch, l.heads, l.seq_len, 2}, DType::f32, current_device());
+  if (count == 0) return terms;
+  backward_row_terms_kernel<<<grid_for(count, 256), 256, 0, stream>>>(
+      static_cast<const float*>(l.lse), static_cast<const float*>(l.delta), static_cast<float2*>(terms.data()), count,
+      static_cast<float>(1.0 / l.output_scale_exact));
+  LONGNET_CHECK(cudaGetLastError());
+  return terms;
+}
+
 template <class Element, bool kSparse = false>
 void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_cores, cudaStream_t stream) {
   if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
 #ifdef LONGNET_HAVE_SM90A
-    if (tensor_cores && use_sm90_kernels() && !l.deterministic) {
+    if (backward_runs_sm90<Element>(l, tensor_cores)) {
+      PatternLaunch with_terms = l;
+      Tensor terms;  // freed in stream order after the launch
+      if (l.row_terms == nullptr) {
+        terms = backward_row_terms<Element>(l, tensor_cores, stream);
+        with_terms.row_terms = terms.data();
+      }
       if (l.head_dim <= 64) {
-        launch_flash_backward_sm90<Element, 64, kSparse>(l, kv_tiles, stream);
+        launch_flash_backward_sm90<Element, 64, kSparse>(with_terms, kv_tiles, stream);
       } else {
-        launch_flash_backward_sm90<Element, 128, kSparse>(l, kv_tiles, stream);
+        launch_flash_backward_sm90<Element, 128, kSparse>(with_terms, kv_tiles, stream);
       }
       return;
     }

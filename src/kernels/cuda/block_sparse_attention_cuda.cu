@@ -135,6 +135,8 @@ void backward(const BlockSparseAttentionParams& p) {
   }
   PatternLaunch l = sparse_launch(p);
   l.delta = delta.data();
+  const Tensor row_terms = cuda::backward_row_terms<Element>(l, tensor_cores, stream);
+  l.row_terms = row_terms.data();
   l.dq_accumulator = dq.data();
   l.direct_kv = direct_kv;
   l.dk = cuda::device_rows(p.dk);

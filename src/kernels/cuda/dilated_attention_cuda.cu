@@ -195,9 +195,14 @@ void backward(const DilatedAttentionParams& p) {
   }
 
   const int rows = tensor_cores ? cuda::kFlashBackwardRows : cuda::kSimtRows;
+  // The Hopper kernels' row terms, shared by every pattern's launch.
+  PatternLaunch first = pattern_launch(p, 0, rows);
+  first.delta = delta.data();
+  const Tensor row_terms = cuda::backward_row_terms<Element>(first, tensor_cores, stream);
   for (std::size_t i = 0; i < p.patterns.size(); ++i) {
     PatternLaunch l = pattern_launch(p, i, rows);
     l.delta = delta.data();
+    l.row_terms = row_terms.data();
     l.dq_accumulator = dq.data();
     l.direct_kv = direct_kv;
     l.store_kv = store_kv && i == 0;

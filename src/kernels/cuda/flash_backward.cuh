@@ -337,7 +337,7 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
       const std::int64_t j = k_begin + warp_row + g + 8 * r;
       if (j >= key_limit) continue;
       finish_key_row<Element, kHeadDim>(
-          p, b, kv_head, first_row + j * step, p.store_kv, [&](int n, int j2) { return dk[n][2 * r + j2]; },
+          p, b, kv_head, first_row + j * step, p.store_kv, p.scale, [&](int n, int j2) { return dk[n][2 * r + j2]; },
           [&](int n, int j2) { return dv[n][2 * r + j2]; });
     }
   }

@@ -2,9 +2,12 @@
 // keys of one virtual sequence for one kv head (two warpgroups of 64 keys) and walks the
 // query tiles (64) of every query head of its group that uses the same offset:
 //     S^T = K Q^T, dP^T = V dO^T                 (wgmma, both operands in shared memory)
-//     P^T = exp(scale S^T - lse), dS^T = P^T (alpha dP^T - delta)
-//     dV += alpha P^T dO, dK += scale dS^T Q     (wgmma, A = P^T / dS^T from registers)
-//     dQ += scale dS K                           (wgmma from shared memory; fp32 atomics)
+//     P^T = exp(scale S^T - lse), dS'^T = P^T (dP^T - delta / alpha)
+//     dV += alpha P^T dO, dK += alpha scale dS'^T Q (wgmma, A = P^T / dS'^T from registers)
+//     dQ += alpha scale dS' K                    (wgmma from shared memory; fp32 atomics)
+// (dS = alpha dS': alpha, the output scale, is applied once to dK and dQ instead of to
+// every element; lse in log2 units and delta / alpha come per row from
+// PatternLaunch::row_terms.)
 // dK and dV stay in registers and are added to the fp32 accumulators of the rows the CTA
 // owns for this pattern. The two warpgroups share the Q and dO tiles and write dS^T to
 // one 128-key tile, so each computes half of dQ's columns over all 128 keys: one fp32
@@ -43,8 +46,8 @@ struct Sm90BackwardTile {
   // a step needs no barrier at its top; the one-warpgroup sparse kernel keeps two (two CTAs
   // per SM must fit).
   static constexpr int kStages = kGroups == 2 ? 3 : 2;
-  // K, V (kKeys rows), kStages stages of Q and dO, dS^T (kKeys x 64), kStages stages of lse
-  // and delta, alignment slack.
+  // K, V (kKeys rows), kStages stages of Q and dO, dS^T (kKeys x 64), kStages stages of the
+  // row terms (lse, delta: 8 bytes a query), alignment slack.
   static constexpr int kSharedBytes = 2 * kGroups * kTileBytes + 2 * kStages * kTileBytes + kKeys * kBlock * 2 +
                                       2 * kStages * kBlock * 4 + 1024;
   static constexpr int kMinBlocksPerSm = kGroups == 1 ? 2 : 1;
@@ -86,15 +89,16 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
   constexpr int kTile = kBlock * kHeadDim;  // elements of one 64-row tile
   constexpr int kStages = Tile::kStages;
   extern __shared__ unsigned char shared_raw[];
-  unsigned char* shared_base =
-      reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(shared_raw) + 1023) & ~std::uintptr_t{1023});
+  // Aligned to 1024 bytes (the 128-byte swizzle's period) by an offset from shared_raw:
+  // rounding the address as an integer made every pointer below generic, so the
+  // compiler addressed lse, delta and dS^T with 64-bit arithmetic and generic loads.
+  unsigned char* shared_base = shared_raw + ((1024 - (shared_address(shared_raw) & 1023)) & 1023);
   Element* sK = reinterpret_cast<Element*>(shared_base);              // kKeys rows
   Element* sV = sK + kGroups * kTile;                                    // kKeys rows
   Element* sQ_stages = sV + kGroups * kTile;                             // [kStages][kTile]
   Element* sdO_stages = sQ_stages + kStages * kTile;                     // [kStages][kTile]
   Element* sdS = sdO_stages + kStages * kTile;                           // kKeys keys x 64 queries
-  float* sLse_stages = reinterpret_cast<float*>(sdS + kKeys * kBlock);   // [kStages][64]
-  float* sDelta_stages = sLse_stages + kStages * kBlock;                 // [kStages][64]
+  float2* sTerms_stages = reinterpret_cast<float2*>(sdS + kKeys * kBlock);  // [kStages][64]
 
   // Keys k_begin + j of the CTA; dilated: of virtual sequence (segment, offset), sparse:
   // rows of one key block of the whole sequence (key_block, up to key_limit).
@@ -116,6 +120,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
   // This warpgroup's keys start at k_group.
   const std::int64_t k_group = k_begin + group * kBlock;
   const int g = lane / 4, t = lane % 4;
+  const float ds_scale = p.scale * p.output_scale;  // of dS' in dK and dQ
   const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
   const bool chunk_used = copy_chunk < p.head_dim / 8;
 
@@ -153,8 +158,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
     }
     const Element* q_base = p.q.row<const Element>(b, first_row, h);
     const Element* do_base = p.dout.row<const Element>(b, first_row, h);
-    const float* lse_row = static_cast<const float*>(p.lse) + (b * p.heads + h) * p.seq_len + first_row;
-    const float* delta_row = static_cast<const float*>(p.delta) + (b * p.heads + h) * p.seq_len + first_row;
+    const float2* terms_row = static_cast<const float2*>(p.row_terms) + (b * p.heads + h) * p.seq_len + first_row;
 
     __syncthreads();  // the previous head's tiles are no longer read
     load_tile.template operator()<kKeys>(sK, p.k.row<const Element>(b, first_row, kv_head), step * p.k.seq_stride,
@@ -174,8 +178,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
         // lse = delta = 0 beside zero Q and dO rows: their P is 1, but dO = 0 and dS = 0,
         // so they add nothing, and their dQ is not written.
         const bool valid = i < query_limit;
-        copy_async_4(sLse_stages + stage * kBlock + tid, lse_row + (valid ? i * step : 0), valid);
-        copy_async_4(sDelta_stages + stage * kBlock + tid, delta_row + (valid ? i * step : 0), valid);
+        copy_async_8(sTerms_stages + stage * kBlock + tid, terms_row + (valid ? i * step : 0), valid);
       }
     };
     const std::int64_t q_first = p.causal ? k_begin : 0;
@@ -221,8 +224,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       __syncthreads();
       const Element* sQ = sQ_stages + stage * kTile;
       const Element* sdO = sdO_stages + stage * kTile;
-      const float* sLse = sLse_stages + stage * kBlock;
-      const float* sDelta = sDelta_stages + stage * kBlock;
+      const float2* sTerms = sTerms_stages + stage * kBlock;
 
       // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each), in
       // two groups: P^T is computed from S^T while the tensor cores still work on dP^T.
@@ -271,14 +273,18 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       const int keys = key_tail ? static_cast<int>(key_limit - k_group) : kBlock;
       // Interior tiles (most of them) skip the per-element mask tests: the branch is
       // uniform over the CTA, and the tests were ~5 instructions an element.
+      // The row terms of this thread's query columns 8n + 2t and 8n + 2t + 1: {lse, delta}
+      // of both in one 16-byte load.
+      auto terms = [&](int n) { return *reinterpret_cast<const float4*>(sTerms + 8 * n + 2 * t); };
       auto probabilities = [&]<bool kMasked>() {
 #pragma unroll
         for (int n = 0; n < 8; ++n) {
+          const float4 pair = terms(n);
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int kr = warp * 16 + g + 8 * (e / 2);
             const int qc = 8 * n + 2 * t + (e & 1);
-            float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - lse_in_log2(sLse[qc]));
+            float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - ((e & 1) ? pair.z : pair.x));
             if constexpr (!kMasked) {
             } else if constexpr (kSparse) {
               if ((masked && (kr - qc < diagonals.low || kr - qc > diagonals.high)) || kr >= keys) weight = 0.0f;
@@ -298,13 +304,13 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       wgmma_fence_registers(st);
       wgmma_wait<0>();
       wgmma_fence_registers(dpt);
-      // dS^T = P^T (alpha dP^T - delta).
+      // dS'^T = P^T (dP^T - delta / alpha).
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
+        const float4 pair = terms(n);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int qc = 8 * n + 2 * t + (e & 1);
-          dpt[4 * n + e] = st[4 * n + e] * (p.output_scale * dpt[4 * n + e] - sDelta[qc]);
+          dpt[4 * n + e] = st[4 * n + e] * (dpt[4 * n + e] - ((e & 1) ? pair.w : pair.y));
         }
       }
       // dS^T to shared memory (this warpgroup's rows of the CTA's keys x queries) for dQ,
@@ -394,7 +400,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
           const int d = column0 + 8 * n + 2 * (t & ~1);
           if (i < query_limit && d < p.head_dim) {
             atomicAdd(reinterpret_cast<float4*>(acc + d),
-                      make_float4(p.scale * sum.x, p.scale * sum.y, p.scale * sum.z, p.scale * sum.w));
+                      make_float4(ds_scale * sum.x, ds_scale * sum.y, ds_scale * sum.z, ds_scale * sum.w));
           }
         }
       }
@@ -412,7 +418,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       const std::int64_t j = k_group + warp * 16 + g + 8 * r;
       if (j >= key_limit) continue;
       finish_key_row<Element, kHeadDim>(
-          p, b, kv_head, first_row + j * step, kStoreKv, [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; },
+          p, b, kv_head, first_row + j * step, kStoreKv, ds_scale, [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; },
           [&](int n, int j2) { return dv[4 * n + 2 * r + j2]; });
     }
   }

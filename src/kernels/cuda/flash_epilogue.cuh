@@ -60,13 +60,15 @@ __device__ __forceinline__ void finish_query_row(const PatternLaunch& p, std::in
 }
 
 // The backward kernels' end for one key row held by the 4 lanes of a row group: adds
-// scale * dK and output_scale * dV (unscaled values dk(n, j), dv(n, j) at column
+// dk_scale * dK (the softmax scale, times output_scale where the kernel left it out of dS)
+// and output_scale * dV (unscaled values dk(n, j), dv(n, j) at column
 // 8 n + 2 (lane % 4) + j) to the fp32 accumulators, or stores them there when this launch
 // makes the row's first contribution (`store`: PatternLaunch::store_kv), or writes them to
 // dk, dv directly when it is the row's only contribution (direct_kv).
 template <class Element, int kHeadDim, class DkValue, class DvValue>
 __device__ __forceinline__ void finish_key_row(const PatternLaunch& p, std::int64_t b, int kv_head, std::int64_t n_row,
-                                               bool store, DkValue&& dk_value, DvValue&& dv_value) {
+                                               bool store, float dk_scale, DkValue&& dk_value,
+                                               DvValue&& dv_value) {
   using M = Mma<Element>;
   const int thread_in_group = threadIdx.x % 4;
   if (p.direct_kv) {
@@ -76,7 +78,7 @@ __device__ __forceinline__ void finish_key_row(const PatternLaunch& p, std::int6
     for (int n = 0; n < kHeadDim / 8; ++n) {
       const int d = 8 * n + 2 * thread_in_group;
       if (d < p.head_dim) {
-        *reinterpret_cast<std::uint32_t*>(dk + d) = M::pack(p.scale * dk_value(n, 0), p.scale * dk_value(n, 1));
+        *reinterpret_cast<std::uint32_t*>(dk + d) = M::pack(dk_scale * dk_value(n, 0), dk_scale * dk_value(n, 1));
         *reinterpret_cast<std::uint32_t*>(dv + d) =
             M::pack(p.output_scale * dv_value(n, 0), p.output_scale * dv_value(n, 1));
       }
@@ -92,8 +94,8 @@ __device__ __forceinline__ void finish_key_row(const PatternLaunch& p, std::int6
     if (d < p.head_dim) {
       float2 k2 = store ? make_float2(0.0f, 0.0f) : *reinterpret_cast<float2*>(dk_acc + d);
       float2 v2 = store ? make_float2(0.0f, 0.0f) : *reinterpret_cast<float2*>(dv_acc + d);
-      k2.x += p.scale * dk_value(n, 0);
-      k2.y += p.scale * dk_value(n, 1);
+      k2.x += dk_scale * dk_value(n, 0);
+      k2.y += dk_scale * dk_value(n, 1);
       v2.x += p.output_scale * dv_value(n, 0);
       v2.y += p.output_scale * dv_value(n, 1);
       *reinterpret_cast<float2*>(dk_acc + d) = k2;

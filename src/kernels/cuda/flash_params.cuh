@@ -90,6 +90,9 @@ struct PatternLaunch {
   bool zero_unreached = false;
   // Backward: fp32 accumulators (contiguous (B, N, heads, D)); delta = rowsum(dout * out) (B, H, N).
   void* delta = nullptr;  // float (double for f64)
+  // Hopper backward: per (b, h, n) {lse * log2(e) (+inf for -inf), delta / output_scale}
+  // (B, H, N) float2 (backward_row_terms); launch_backward makes it when the caller did not.
+  const void* row_terms = nullptr;
   void* dq_accumulator = nullptr;
   void* dk_accumulator = nullptr;
   void* dv_accumulator = nullptr;

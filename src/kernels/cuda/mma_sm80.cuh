@@ -44,6 +44,12 @@ __device__ __forceinline__ void copy_async_4(void* shared, const void* global, b
                "r"(source_bytes));
 }
 
+__device__ __forceinline__ void copy_async_8(void* shared, const void* global, bool valid) {
+  const int source_bytes = valid ? 8 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(shared_address(shared)), "l"(global),
+               "r"(source_bytes));
+}
+
 __device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 template <int kPending>
