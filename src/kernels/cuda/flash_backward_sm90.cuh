@@ -116,13 +116,28 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
   const std::int64_t b = blockIdx.z;
   const int group_size = p.heads / p.kv_heads;
   const int tid = threadIdx.x, warp = (tid / 32) % 4, lane = tid % 32;
-  const int group = kGroups == 1 ? 0 : tid / 128;  // a compile-time 0 keeps descriptors constant
+  // A compile-time 0 for one warpgroup; else read through a shuffle so that the compiler
+  // knows it warp-uniform and keeps the descriptors built from it in uniform registers.
+  const int group = kGroups == 1 ? 0 : __shfl_sync(0xffffffffu, tid / 128, 0);
   // This warpgroup's keys start at k_group.
   const std::int64_t k_group = k_begin + group * kBlock;
   const int g = lane / 4, t = lane % 4;
   const float ds_scale = p.scale * p.output_scale;  // of dS' in dK and dQ
   const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
   const bool chunk_used = copy_chunk < p.head_dim / 8;
+  // Descriptor bases of the products' operands; a step offsets them (descriptor_at) by its
+  // stage and k-step. Element offsets are in units of 2 bytes.
+  constexpr int kStageBytes = kTile * 2;
+  const int column0 = group * kDqColumns;  // this warpgroup's dQ columns
+  const std::uint64_t k_rows_desc = matrix_descriptor(sK + group * kBlock * 64, 16, 1024);
+  const std::uint64_t v_rows_desc = matrix_descriptor(sV + group * kBlock * 64, 16, 1024);
+  const std::uint64_t q_rows_desc = matrix_descriptor(sQ_stages, 16, 1024);
+  const std::uint64_t do_rows_desc = matrix_descriptor(sdO_stages, 16, 1024);
+  const std::uint64_t q_columns_desc = matrix_descriptor(sQ_stages, kBlock * 128, 1024);
+  const std::uint64_t do_columns_desc = matrix_descriptor(sdO_stages, kBlock * 128, 1024);
+  const std::uint64_t ds_desc = matrix_descriptor(sdS, kKeys * 128, 1024);
+  const std::uint64_t k_columns_desc =
+      matrix_descriptor(sK + (column0 / 64) * kKeys * 64 + column0 % 64, kKeys * 128, 1024);
 
   // Copies rows [first, first + kRows) of a virtual sequence into a swizzled kRows-row tile.
   auto load_tile = [&]<int kRows>(Element* tile, const Element* base, std::int64_t stride, std::int64_t first,
@@ -182,6 +197,32 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       }
     };
     const std::int64_t q_first = p.causal ? k_begin : 0;
+    // Dilated launches prefetch the tile after the current one through this thread's source
+    // pointers, advanced a tile a step: load_queries' 64-bit row products were a tenth of
+    // the loop's instructions. next_begin: the first query of the next tile.
+    const std::int64_t q_row_stride = step * p.q.seq_stride, do_row_stride = step * p.dout.seq_stride;
+    std::int64_t next_begin = q_first + kBlock;
+    const Element* q_next = q_base + copy_chunk * 8 + (next_begin + copy_row) * q_row_stride;
+    const Element* do_next = do_base + copy_chunk * 8 + (next_begin + copy_row) * do_row_stride;
+    const float2* terms_next = terms_row + (next_begin + tid) * step;
+    auto load_next_queries = [&](int stage) {
+#pragma unroll
+      for (int pass = 0; pass < kBlock / kRowsPerPass; ++pass) {
+        const int row = copy_row + pass * kRowsPerPass;
+        const bool valid = chunk_used && next_begin + row < L;
+        const int at = stage * kTile + sw128_offset<kHeadDim>(kBlock, row, copy_chunk);
+        copy_async_16(sQ_stages + at, valid ? q_next + pass * kRowsPerPass * q_row_stride : q_base, valid);
+        copy_async_16(sdO_stages + at, valid ? do_next + pass * kRowsPerPass * do_row_stride : do_base, valid);
+      }
+      if (tid < kBlock) {
+        const bool valid = next_begin + tid < L;  // rows past the end: as in load_queries
+        copy_async_8(sTerms_stages + stage * kBlock + tid, valid ? terms_next : terms_row, valid);
+      }
+      next_begin += kBlock;
+      q_next += kBlock * q_row_stride;
+      do_next += kBlock * do_row_stride;
+      terms_next += kBlock * step;
+    };
     SparseTile current{}, following{};
     bool have_tile = true;
     if constexpr (kSparse) {
@@ -212,7 +253,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       } else {
         prefetch = q_begin + kBlock < L;
         following.start = q_begin + kBlock;
-        if (prefetch) load_queries(q_begin + kBlock, L, next_stage);
+        if (prefetch) load_next_queries(next_stage);
       }
       if (prefetch) {
         copy_async_commit();
@@ -222,8 +263,6 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       }
       fence_proxy_async();
       __syncthreads();
-      const Element* sQ = sQ_stages + stage * kTile;
-      const Element* sdO = sdO_stages + stage * kTile;
       const float2* sTerms = sTerms_stages + stage * kBlock;
 
       // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each), in
@@ -233,9 +272,9 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
         const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
-        const int key_at = (ks / 4) * kKeys * 64 + group * kBlock * 64 + (ks % 4) * 16;
-        wgmma_ss_m64n64k16<Element, 0, 0>(st, matrix_descriptor(sK + key_at, 16, 1024),
-                                          matrix_descriptor(sQ + at, 16, 1024), ks > 0);
+        const int key_at = (ks / 4) * kKeys * 64 + (ks % 4) * 16;  // past this warpgroup's keys
+        wgmma_ss_m64n64k16<Element, 0, 0>(st, descriptor_at(k_rows_desc, key_at * 2),
+                                          descriptor_at(q_rows_desc, stage * kStageBytes + at * 2), ks > 0);
       }
       wgmma_commit();
       // A fence per product: ptxas treats the wgmmas after one fence as one stage and waits
@@ -244,9 +283,9 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
         const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
-        const int key_at = (ks / 4) * kKeys * 64 + group * kBlock * 64 + (ks % 4) * 16;
-        wgmma_ss_m64n64k16<Element, 0, 0>(dpt, matrix_descriptor(sV + key_at, 16, 1024),
-                                          matrix_descriptor(sdO + at, 16, 1024), ks > 0);
+        const int key_at = (ks / 4) * kKeys * 64 + (ks % 4) * 16;
+        wgmma_ss_m64n64k16<Element, 0, 0>(dpt, descriptor_at(v_rows_desc, key_at * 2),
+                                          descriptor_at(do_rows_desc, stage * kStageBytes + at * 2), ks > 0);
       }
       wgmma_commit();
       wgmma_wait<1>();
@@ -340,7 +379,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        const std::uint64_t d_o = matrix_descriptor(sdO + kk * 16 * 64, kBlock * 128, 1024);
+        const std::uint64_t d_o = descriptor_at(do_columns_desc, stage * kStageBytes + kk * 16 * 64 * 2);
         if constexpr (kHeadDim == 64) {
           wgmma_rs_m64n64k16<Element, 1>(dv, a_p[kk], d_o, 1);
         } else {
@@ -356,14 +395,12 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       fence_proxy_async();
       __syncthreads();
       constexpr int kDqTiles = kDqColumns / 8;
-      const int column0 = group * kDqColumns;
-      const Element* k_columns = sK + (column0 / 64) * kKeys * 64 + column0 % 64;
       float dq[kDqTiles * 4];
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kKeys / 16; ++kk) {
-        const std::uint64_t a = matrix_descriptor(sdS + kk * 16 * 64, kKeys * 128, 1024);
-        const std::uint64_t k = matrix_descriptor(k_columns + kk * 16 * 64, kKeys * 128, 1024);
+        const std::uint64_t a = descriptor_at(ds_desc, kk * 16 * 64 * 2);
+        const std::uint64_t k = descriptor_at(k_columns_desc, kk * 16 * 64 * 2);
         wgmma_dq_step<Element, kDqColumns>(dq, a, k, kk > 0);
       }
       wgmma_commit();
@@ -371,7 +408,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        const std::uint64_t q = matrix_descriptor(sQ + kk * 16 * 64, kBlock * 128, 1024);
+        const std::uint64_t q = descriptor_at(q_columns_desc, stage * kStageBytes + kk * 16 * 64 * 2);
         if constexpr (kHeadDim == 64) {
           wgmma_rs_m64n64k16<Element, 1>(dk, a_ds[kk], q, 1);
         } else {

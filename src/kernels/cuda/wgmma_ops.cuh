@@ -273,4 +273,12 @@ __device__ __forceinline__ std::uint64_t matrix_descriptor(const void* shared, s
          (static_cast<std::uint64_t>((stride_bytes >> 4) & 0x3FFF) << 32) | (std::uint64_t{1} << 62);
 }
 
+// The descriptor of `bytes` (a multiple of 16) past that of `descriptor`: the start field
+// (bits 0-13, 16-byte units) holds any shared-memory address without carrying, so only the
+// low word changes: one add in a loop instead of rebuilding the descriptor from a pointer.
+__device__ __forceinline__ std::uint64_t descriptor_at(std::uint64_t descriptor, int bytes) {
+  const auto low = static_cast<std::uint32_t>(descriptor) + static_cast<std::uint32_t>(bytes >> 4);
+  return (descriptor & 0xFFFFFFFF00000000ull) | low;
+}
+
 }  // namespace longnet::kernels::cuda
