@@ -79,6 +79,9 @@ model::LongNetLMConfig bench_config(const BenchTrainOptions& o, const Shape& s, 
 
 struct Phases {
   double forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
+  // Until each phase's calls returned, before waiting for the device: close to the phase's
+  // time means the device waited for launches (or for a synchronisation inside the phase).
+  double forward_host_ms = 0, backward_host_ms = 0, optimizer_host_ms = 0;
 };
 
 // One more step with the device synchronised between forward, backward and the optimizer
@@ -93,12 +96,15 @@ Phases time_phases(model::LanguageModel& lm, const model::BatchSource& data, mod
       .training = true, .seed = config.seed, .step = step, .deterministic = config.deterministic};
   Phases p;
   lm.zero_grad();
-  p.forward_ms = time_ms(device, [&] { lm.forward_loss(batch, context); });
-  p.backward_ms = time_ms(device, [&] { lm.backward(1.0); });
-  p.optimizer_ms = time_ms(device, [&] {
-    const double norm = model::global_gradient_norm(optimizer.parameters());
-    optimizer.step(config.schedule().at(step), model::clip_factor(norm, config.grad_clip));
-  });
+  p.forward_ms = time_ms(device, [&] { lm.forward_loss(batch, context); }, p.forward_host_ms);
+  p.backward_ms = time_ms(device, [&] { lm.backward(1.0); }, p.backward_host_ms);
+  p.optimizer_ms = time_ms(
+      device,
+      [&] {
+        const double norm = model::global_gradient_norm(optimizer.parameters());
+        optimizer.step(config.schedule().at(step), model::clip_factor(norm, config.grad_clip));
+      },
+      p.optimizer_host_ms);
   return p;
 }
 
@@ -191,6 +197,10 @@ int run_bench_train(const BenchTrainOptions& o) {
   }
   row("forward / backward / optimizer", str(format_ms(phases.forward_ms), " / ", format_ms(phases.backward_ms), " / ",
                                             format_ms(phases.optimizer_ms), " ms"));
+  if (device.is_cuda()) {
+    row("  of which the host queued for", str(format_ms(phases.forward_host_ms), " / ", format_ms(phases.backward_host_ms),
+                                             " / ", format_ms(phases.optimizer_host_ms), " ms"));
+  }
   row("peak memory (pool, in use)", format_bytes(static_cast<double>(memory.peak_in_use)));
   row("loss (last timed step)", str(last_loss));
 
@@ -211,6 +221,9 @@ int run_bench_train(const BenchTrainOptions& o) {
                               {"forward_ms", phases.forward_ms},
                               {"backward_ms", phases.backward_ms},
                               {"optimizer_ms", phases.optimizer_ms},
+                              {"forward_host_ms", phases.forward_host_ms},
+                              {"backward_host_ms", phases.backward_host_ms},
+                              {"optimizer_host_ms", phases.optimizer_host_ms},
                               {"peak_memory_bytes", memory.peak_in_use},
                               {"deterministic", o.deterministic}};
     std::ofstream out(o.json);

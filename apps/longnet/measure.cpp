@@ -18,11 +18,18 @@ void wait_for(Device device) {
 }
 
 double time_ms(Device device, const std::function<void()>& work) {
+  double host_ms = 0;
+  return time_ms(device, work, host_ms);
+}
+
+double time_ms(Device device, const std::function<void()>& work, double& host_ms) {
+  using milliseconds = std::chrono::duration<double, std::milli>;
   wait_for(device);
   const auto start = std::chrono::steady_clock::now();
   work();
+  host_ms = milliseconds(std::chrono::steady_clock::now() - start).count();
   wait_for(device);
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return milliseconds(std::chrono::steady_clock::now() - start).count();
 }
 
 double median(std::vector<double> values) {

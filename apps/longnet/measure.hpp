@@ -18,6 +18,11 @@ void wait_for(Device device);
 // Milliseconds that `work` takes on `device`, from an idle device to an idle device.
 double time_ms(Device device, const std::function<void()>& work);
 
+// The same, also giving the milliseconds until `work` returned, before the wait: on a CUDA
+// device, the host's time to queue the work (plus any synchronisation inside it). When it
+// is close to the total, the device waited for the host: the work is launch-bound.
+double time_ms(Device device, const std::function<void()>& work, double& host_ms);
+
 // The median of a non-empty list (the mean of the middle two for even sizes).
 double median(std::vector<double> values);
 

@@ -29,6 +29,7 @@ void AdamW::step(double lr, double grad_scale) {
   require(std::isfinite(lr) && lr >= 0, "learning rate = ", lr, ": must be finite and >= 0");
   require(std::isfinite(grad_scale), "grad_scale = ", grad_scale, ": must be finite");
   ++steps_;
+  std::vector<kernels::AdamWParams> on_cuda;  // one batch: a launch per parameter outlasted the device's work
   for (std::size_t i = 0; i < parameters_.size(); ++i) {
     const nn::Parameter& p = *parameters_[i];
     kernels::AdamWParams k;
@@ -50,11 +51,12 @@ void AdamW::step(double lr, double grad_scale) {
       k.copy_dtype = p.compute.dtype();
     }
     if (p.value.device().is_cuda()) {
-      kernels::adamw_step_cuda(k);
+      on_cuda.push_back(k);
     } else {
       kernels::adamw_step_cpu(k);
     }
   }
+  if (!on_cuda.empty()) kernels::adamw_step_many_cuda(on_cuda.data(), on_cuda.size());
 }
 
 NamedTensors AdamW::state() const {

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 #include "longnet/kernels/adamw.hpp"
 #include "longnet/kernels/dilated_decode.hpp"
@@ -127,6 +129,56 @@ TEST_F(ModelCuda, LayersMatchTheCpu) {
         kernels::adamw_step_cpu(k);
       }
       expect_close(p_gpu, p_cpu, tolerance(dtype), "adamw");
+    }
+  }
+}
+
+// The batched step gives every parameter exactly the bits of the one-parameter step:
+// sizes around a block's chunk, empty parameters, with and without a bf16 copy, two weight
+// decays, and more parameters than one launch holds.
+TEST_F(ModelCuda, BatchedAdamWMatchesOneLaunchPerParameterBitwise) {
+  const Device gpu = Device::cuda(0);
+  for (const DType dtype : {DType::f32, DType::f64}) {
+    const std::vector<std::int64_t> sizes{1, 0, 767, 8192, 8193, 100003, 3, 24577};
+    std::vector<Tensor> batched, single, grads, m_b, v_b, m_s, v_s, copy_b, copy_s;
+    std::vector<kernels::AdamWParams> batch, alone;
+    for (int i = 0; i < 90; ++i) {
+      const std::int64_t n = sizes[static_cast<std::size_t>(i) % sizes.size()];
+      const Tensor p = Tensor::randn({n}, 100 + static_cast<std::uint64_t>(i), dtype);
+      batched.push_back(p.to(gpu));
+      single.push_back(p.to(gpu));
+      grads.push_back(Tensor::randn({n}, 500 + static_cast<std::uint64_t>(i), dtype).to(gpu));
+      for (auto* state : {&m_b, &v_b, &m_s, &v_s}) state->push_back(Tensor::zeros({n}, dtype, gpu));
+      const bool copy = dtype == DType::f32 && i % 3 != 0;
+      copy_b.push_back(copy ? Tensor::zeros({n}, DType::bf16, gpu) : Tensor());
+      copy_s.push_back(copy ? Tensor::zeros({n}, DType::bf16, gpu) : Tensor());
+    }
+    for (int step = 1; step <= 3; ++step) {
+      batch.clear();
+      for (std::size_t i = 0; i < batched.size(); ++i) {
+        kernels::AdamWParams k{.count = batched[i].numel(),
+                               .dtype = dtype,
+                               .lr = 0.01,
+                               .weight_decay = i % 2 ? 0.1 : 0.0,
+                               .grad_scale = 0.5,
+                               .step = step};
+        k.grad = grads[i].data();
+        k.param = batched[i].data(), k.m = m_b[i].data(), k.v = v_b[i].data();
+        if (copy_b[i].defined()) k.param_copy = copy_b[i].data();
+        batch.push_back(k);
+        k.param = single[i].data(), k.m = m_s[i].data(), k.v = v_s[i].data();
+        k.param_copy = copy_s[i].defined() ? copy_s[i].data() : nullptr;
+        kernels::adamw_step_cuda(k);
+      }
+      kernels::adamw_step_many_cuda(batch.data(), batch.size());
+    }
+    for (std::size_t i = 0; i < batched.size(); ++i) {
+      const Tensor pairs[][2] = {{batched[i], single[i]}, {m_b[i], m_s[i]}, {v_b[i], v_s[i]}, {copy_b[i], copy_s[i]}};
+      for (const auto& pair : pairs) {
+        if (!pair[0].defined()) continue;
+        const Tensor a = pair[0].to(Device::cpu()), b = pair[1].to(Device::cpu());
+        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << dtype_name(dtype) << " parameter " << i;
+      }
     }
   }
 }

@@ -4,8 +4,11 @@
 // distance), and the counter-based dropout mask.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <numeric>
+#include <random>
 
 #include "longnet/kernels/adamw.hpp"
 #include "longnet/kernels/counter_rng.hpp"
@@ -226,6 +229,32 @@ TEST(ModelKernels, EmbeddingRowsSortedByTokenForTheCudaBackward) {
   kernels::embedding_sort_rows(tokens.data(), 5, order, run_starts);
   EXPECT_EQ(order, (std::vector<std::int32_t>{3, 1, 4, 0, 2}));  // stable: equal tokens keep their row order
   EXPECT_EQ(run_starts, (std::vector<std::int64_t>{0, 1, 3, 5}));
+}
+
+// The counting sort (ids over a narrow range) and the comparison sort (few ids over a wide
+// range) both give what a stable sort by id gives.
+TEST(ModelKernels, EmbeddingRowSortMatchesAStableSortOnRandomIds) {
+  std::mt19937 rng(7);
+  for (const std::int32_t range : {1, 2, 256, 50000, 2000000000}) {
+    for (const std::int64_t count : {1, 2, 17, 4096}) {
+      std::vector<std::int32_t> tokens(static_cast<std::size_t>(count));
+      for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % static_cast<std::uint32_t>(range));
+      std::vector<std::int32_t> expected(tokens.size());
+      std::iota(expected.begin(), expected.end(), 0);
+      std::stable_sort(expected.begin(), expected.end(),
+                       [&](std::int32_t a, std::int32_t b) { return tokens[a] < tokens[b]; });
+      std::vector<std::int64_t> expected_runs;
+      for (std::int64_t i = 0; i < count; ++i) {
+        if (i == 0 || tokens[expected[i]] != tokens[expected[i - 1]]) expected_runs.push_back(i);
+      }
+      expected_runs.push_back(count);
+      std::vector<std::int32_t> order;
+      std::vector<std::int64_t> run_starts;
+      kernels::embedding_sort_rows(tokens.data(), count, order, run_starts);
+      EXPECT_EQ(order, expected) << "range " << range << ", count " << count;
+      EXPECT_EQ(run_starts, expected_runs) << "range " << range << ", count " << count;
+    }
+  }
 }
 
 TEST(ModelKernels, LinearBackwardAccumulateAddsDyWIntoTheGradient) {

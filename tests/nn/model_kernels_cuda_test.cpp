@@ -157,6 +157,43 @@ TEST_F(ModelKernelsCuda, LinearBiasGradientIsAColumnSum) {
   }
 }
 
+// dweight and dbias in one backward (the training path): both gradients accumulate onto
+// what they held, for bf16, f32 and f64 and a dy with padded rows.
+TEST_F(ModelKernelsCuda, LinearWeightAndBiasGradientsTogether) {
+  struct Case {
+    std::int64_t rows, in, out, stride;
+  };
+  const Case cases[] = {{300, 64, 40, 40}, {256, 96, 768, 776}, {129, 32, 24, 24}, {1, 16, 3072, 3072}};
+  for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(str(dtype_name(dtype), " rows ", c.rows, " in ", c.in, " out ", c.out, " stride ", c.stride));
+      const DType acc = accumulation(dtype);
+      const Tensor dy = random({c.rows, c.stride}, 3, dtype), x = random({c.rows, c.in}, 4, dtype);
+      const Tensor w = random({c.out, c.in}, 5, dtype);
+      const Tensor bias_start = random({c.out}, 6, acc), weight_start = random({c.out, c.in}, 7, acc);
+      const auto run = [&](Device device, DType type) {
+        const Tensor dyd = dy.to(device, type), xd = x.to(device, type), wd = w.to(device, type);
+        Tensor dbias = bias_start.to(device, accumulation(type)).clone();
+        Tensor dweight = weight_start.to(device, accumulation(type)).clone();
+        kernels::LinearParams p;
+        p.rows = c.rows, p.in_features = c.in, p.out_features = c.out, p.dtype = type;
+        p.x = xd.data(), p.x_row_stride = c.in, p.weight = wd.data();
+        p.dy = dyd.data(), p.dy_row_stride = c.stride, p.dbias = dbias.data(), p.dweight = dweight.data();
+        if (device.is_cuda()) {
+          kernels::linear_backward_cuda(p);
+        } else {
+          kernels::linear_backward_cpu(p);
+        }
+        return std::make_pair(dbias, dweight);
+      };
+      const auto [bias_gpu, weight_gpu] = run(gpu, dtype);
+      const auto [bias_cpu, weight_cpu] = run(Device::cpu(), DType::f64);
+      expect_close(bias_gpu, bias_cpu, tolerance(acc), "dbias");
+      expect_close(weight_gpu, weight_cpu, tolerance(acc), "dweight");
+    }
+  }
+}
+
 TEST_F(ModelKernelsCuda, EmbeddingBackwardWithSkewedTokens) {
   const std::int64_t count = 1000, vocab = 50;
   std::vector<std::int32_t> ids(count);

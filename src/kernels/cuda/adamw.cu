@@ -1,7 +1,12 @@
 // AdamW on CUDA (adamw.hpp), elementwise in the master-weight precision; the bias
 // corrections are computed on the host. With a param_copy (mixed precision) the same pass
 // writes the updated parameter rounded to bf16, the copy the next step's GEMMs read.
+// adamw_step_many_cuda packs up to kTensorsPerLaunch parameters into one launch: each
+// block takes one chunk of kChunk elements of one parameter (found by a binary search over
+// the parameters' first blocks), so a vector of 768 elements costs a block, not a launch.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/adamw.hpp"
@@ -39,24 +44,158 @@ __global__ void step_kernel(std::int64_t count, T* param, const T* grad, T* m, T
   }
 }
 
-}  // namespace
+constexpr int kTensorsPerLaunch = 40;  // the batch travels as a kernel argument (< 4 KB)
+constexpr std::int64_t kChunk = 8192;  // elements per block: 32 per thread
 
-void adamw_step_cuda(const AdamWParams& p) {
-  if (p.count == 0) return;
+// One parameter of a batch; Hyper's lr * weight_decay is its own, the rest shared.
+template <class T, class Copy>
+struct BatchTensor {
+  T* param;
+  const T* grad;
+  T* m;
+  T* v;
+  Copy* copy;
+  std::int64_t count;
+  T decay;
+  int first_block;
+};
+
+template <class T, class Copy>
+struct Batch {
+  BatchTensor<T, Copy> tensors[kTensorsPerLaunch];
+  int size;
+  Hyper<T> shared;  // decay unused
+};
+
+template <class T, class Copy>
+__global__ void step_many_kernel(const __grid_constant__ Batch<T, Copy> batch) {
+  const int block = static_cast<int>(blockIdx.x);
+  int low = 0, high = batch.size - 1;  // the last tensor whose first block <= block
+  while (low < high) {
+    const int middle = (low + high + 1) / 2;
+    if (batch.tensors[middle].first_block <= block) {
+      low = middle;
+    } else {
+      high = middle - 1;
+    }
+  }
+  const BatchTensor<T, Copy>& x = batch.tensors[low];
+  Hyper<T> h = batch.shared;
+  h.decay = x.decay;
+  const std::int64_t begin = static_cast<std::int64_t>(block - x.first_block) * kChunk;
+  const std::int64_t end = min(x.count, begin + kChunk);
+  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const T p = update(i, x.param, x.grad, x.m, x.v, h);
+    if constexpr (!std::is_void_v<Copy>) x.copy[i] = from_compute<Copy>(static_cast<float>(p));
+  }
+}
+
+template <class T>
+Hyper<T> hyper_of(const AdamWParams& p) {
+  const double t = static_cast<double>(p.step);
+  return Hyper<T>{static_cast<T>(p.lr),
+                  static_cast<T>(p.lr * p.weight_decay),
+                  static_cast<T>(p.beta1),
+                  static_cast<T>(p.beta2),
+                  static_cast<T>(p.eps),
+                  static_cast<T>(p.grad_scale),
+                  static_cast<T>(1.0 - std::pow(p.beta1, t)),
+                  static_cast<T>(1.0 - std::pow(p.beta2, t))};
+}
+
+void check_copy(const AdamWParams& p) {
   require(p.param_copy == nullptr || (p.dtype == DType::f32 && p.copy_dtype == DType::bf16),
           "adamw_step on CUDA: a param_copy needs f32 parameters and copy_dtype bf16 (got ", dtype_name(p.dtype),
           " and ", dtype_name(p.copy_dtype), ")");
+}
+
+// Whether two parameters can share a launch: one dtype, both with or without a copy, and
+// the same hyperparameters apart from weight decay.
+bool same_launch(const AdamWParams& a, const AdamWParams& b) {
+  return a.dtype == b.dtype && (a.param_copy == nullptr) == (b.param_copy == nullptr) && a.lr == b.lr &&
+         a.beta1 == b.beta1 && a.beta2 == b.beta2 && a.eps == b.eps && a.grad_scale == b.grad_scale &&
+         a.step == b.step;
+}
+
+template <class T, class Copy>
+void launch_many(const AdamWParams* params, std::size_t count, cudaStream_t stream) {
+  Batch<T, Copy> batch{};
+  batch.shared = hyper_of<T>(params[0]);
+  int blocks = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const AdamWParams& p = params[i];
+    BatchTensor<T, Copy>& x = batch.tensors[batch.size++];
+    x.param = static_cast<T*>(p.param);
+    x.grad = static_cast<const T*>(p.grad);
+    x.m = static_cast<T*>(p.m);
+    x.v = static_cast<T*>(p.v);
+    if constexpr (!std::is_void_v<Copy>) x.copy = static_cast<Copy*>(p.param_copy);
+    x.count = p.count;
+    x.decay = static_cast<T>(p.lr * p.weight_decay);
+    x.first_block = blocks;
+    blocks += static_cast<int>((p.count + kChunk - 1) / kChunk);
+  }
+  step_many_kernel<T, Copy><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(batch);
+}
+
+}  // namespace
+
+void adamw_step_many_cuda(const AdamWParams* params, std::size_t count) {
+  const cudaStream_t stream = current_cuda_stream();
+  auto launch = [&](const std::vector<AdamWParams>& run) {
+    const AdamWParams& first = run.front();
+    dispatch_float(first.dtype, "adamw_step", [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (std::is_same_v<T, float>) {
+        if (first.param_copy) {
+          launch_many<T, __nv_bfloat16>(run.data(), run.size(), stream);
+          return;
+        }
+      }
+      launch_many<T, void>(run.data(), run.size(), stream);
+    });
+    check_launch();
+  };
+  // Parameters that can share a launch, in their order (a model mixes parameters with and
+  // without a compute copy); each group is launched when it holds kTensorsPerLaunch.
+  // A launch's blocks are counted in int (and its grid in x), so a group stops below 2^31
+  // blocks; a parameter that alone needs more (2^44 elements) takes the one-parameter path.
+  constexpr std::int64_t kMaxBlocks = (std::int64_t{1} << 31) - 1;
+  struct Group {
+    std::vector<AdamWParams> run;
+    std::int64_t blocks = 0;
+  };
+  for (std::size_t i = 0; i < count; ++i) check_copy(params[i]);  // before any parameter changes
+  std::vector<Group> groups;
+  for (std::size_t i = 0; i < count; ++i) {
+    const AdamWParams& p = params[i];
+    if (p.count == 0) continue;
+    const std::int64_t blocks = (p.count + kChunk - 1) / kChunk;
+    if (blocks > kMaxBlocks) {
+      adamw_step_cuda(p);
+      continue;
+    }
+    auto group = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return same_launch(g.run.front(), p); });
+    if (group == groups.end()) group = groups.insert(groups.end(), Group{});
+    if (group->run.size() == kTensorsPerLaunch || group->blocks + blocks > kMaxBlocks) {
+      launch(group->run);
+      group->run.clear();
+      group->blocks = 0;
+    }
+    group->run.push_back(p);
+    group->blocks += blocks;
+  }
+  for (const Group& g : groups) {
+    if (!g.run.empty()) launch(g.run);
+  }
+}
+
+void adamw_step_cuda(const AdamWParams& p) {
+  if (p.count == 0) return;
+  check_copy(p);
   dispatch_float(p.dtype, "adamw_step", [&](auto tag) {
     using T = decltype(tag);
-    const double t = static_cast<double>(p.step);
-    const Hyper<T> h{static_cast<T>(p.lr),
-                     static_cast<T>(p.lr * p.weight_decay),
-                     static_cast<T>(p.beta1),
-                     static_cast<T>(p.beta2),
-                     static_cast<T>(p.eps),
-                     static_cast<T>(p.grad_scale),
-                     static_cast<T>(1.0 - std::pow(p.beta1, t)),
-                     static_cast<T>(1.0 - std::pow(p.beta2, t))};
+    const Hyper<T> h = hyper_of<T>(p);
     T* param = static_cast<T*>(p.param);
     const T* grad = static_cast<const T*>(p.grad);
     T* m = static_cast<T*>(p.m);
