@@ -42,7 +42,8 @@ Tensor host_tokens(const Tensor& tokens, std::int64_t vocab, const char* what) {
   }
   Tensor host = tokens.to(Device::cpu(), DType::i32).contiguous();
   const std::int32_t* ids = host.data<std::int32_t>();
-  for (std::int64_t i = 0; i < host.numel(); ++i) {
+  const std::int64_t count = host.numel();
+  for (std::int64_t i = 0; i < count; ++i) {
     require(ids[i] >= 0 && ids[i] < vocab, what, "[", i, "] = ", ids[i], ": must be in [0, ", vocab, ")");
   }
   return host;
