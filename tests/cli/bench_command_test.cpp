@@ -108,5 +108,27 @@ TEST(BenchCommand, BadInputs) {
   expect_failure({"bench"}, "A subcommand is required");
 }
 
+// `longnet bench train` on a tiny CPU model: the JSON holds each phase's time and the host's
+// share of it (on the CPU the host does all the work, so the two agree to rounding), and
+// bad counts are refused with the flag's name.
+TEST(BenchCommand, TrainReportsPhasesAndTheirHostTime) {
+  const ScratchFolder folder("bench_train");
+  const CliResult run = run_longnet({"bench", "train", "--device", "cpu", "--d-model", "16", "--heads", "2", "--layers",
+                                     "1", "--ffn-dim", "32", "--seq-len", "128", "--batch-size", "1", "--segments",
+                                     "64,128", "--dilations", "1,2", "--warmup", "0", "--steps", "1", "--json",
+                                     folder / "t.json"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json j = read_json(folder / "t.json");
+  for (const char* phase : {"forward", "backward", "optimizer"}) {
+    const double total = j[std::string(phase) + "_ms"], host = j[std::string(phase) + "_host_ms"];
+    EXPECT_GT(total, 0) << phase;
+    EXPECT_GT(host, 0) << phase;
+    EXPECT_LE(host, total) << phase;
+  }
+  const CliResult bad = run_longnet({"bench", "train", "--device", "cpu", "--steps", "0"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("--steps"), std::string::npos) << bad.output;
+}
+
 }  // namespace
 }  // namespace longnet::testing

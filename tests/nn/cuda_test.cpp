@@ -133,9 +133,10 @@ TEST_F(ModelCuda, LayersMatchTheCpu) {
   }
 }
 
-// The batched step gives every parameter exactly the bits of the one-parameter step:
-// sizes around a block's chunk, empty parameters, with and without a bf16 copy, two weight
-// decays, and more parameters than one launch holds.
+// A batch of many parameters gives every parameter exactly the bits of stepping it alone
+// (the batch's chunk-to-parameter mapping and grouping): sizes around a block's chunk,
+// empty parameters, with and without a bf16 copy, two weight decays, and more parameters
+// than one launch holds. (LayersMatchTheCpu checks the arithmetic against the CPU.)
 TEST_F(ModelCuda, BatchedAdamWMatchesOneLaunchPerParameterBitwise) {
   const Device gpu = Device::cuda(0);
   for (const DType dtype : {DType::f32, DType::f64}) {

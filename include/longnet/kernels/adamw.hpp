@@ -40,10 +40,11 @@ struct AdamWParams {
 
 void adamw_step_cpu(const AdamWParams& p);
 void adamw_step_cuda(const AdamWParams& p);
-// The steps of many parameters in a few launches (each parameter's elements get exactly the
-// arithmetic of adamw_step_cuda): a model's ~250 parameters, most of them vectors of a few
-// hundred elements, took a launch each, and the host's launches outlasted the device's work.
-// Parameters with different dtypes, copies or hyperparameters may be mixed.
+// The steps of many parameters in a few launches, each parameter's elements with exactly the
+// arithmetic of adamw_step_cuda (which is this with one parameter): a model's ~250
+// parameters, most of them vectors of a few hundred elements, took a launch each, and the
+// host's launches outlasted the device's work. Parameters with different dtypes, copies or
+// hyperparameters may be mixed; every parameter is checked before any is changed.
 void adamw_step_many_cuda(const AdamWParams* params, std::size_t count);
 
 }  // namespace longnet::kernels

@@ -35,19 +35,11 @@ __device__ __forceinline__ T update(std::int64_t i, T* param, const T* grad, T* 
   return p;
 }
 
-// Copy: void (no copy) or __nv_bfloat16.
-template <class T, class Copy>
-__global__ void step_kernel(std::int64_t count, T* param, const T* grad, T* m, T* v, Hyper<T> h, Copy* copy) {
-  LONGNET_GRID_STRIDE(i, count) {
-    const T p = update(i, param, grad, m, v, h);
-    if constexpr (!std::is_void_v<Copy>) copy[i] = from_compute<Copy>(static_cast<float>(p));
-  }
-}
-
 constexpr int kTensorsPerLaunch = 40;  // the batch travels as a kernel argument (< 4 KB)
 constexpr std::int64_t kChunk = 8192;  // elements per block: 32 per thread
 
 // One parameter of a batch; Hyper's lr * weight_decay is its own, the rest shared.
+// Copy: void (no copy) or __nv_bfloat16.
 template <class T, class Copy>
 struct BatchTensor {
   T* param;
@@ -157,24 +149,23 @@ void adamw_step_many_cuda(const AdamWParams* params, std::size_t count) {
     check_launch();
   };
   // Parameters that can share a launch, in their order (a model mixes parameters with and
-  // without a compute copy); each group is launched when it holds kTensorsPerLaunch.
-  // A launch's blocks are counted in int (and its grid in x), so a group stops below 2^31
-  // blocks; a parameter that alone needs more (2^44 elements) takes the one-parameter path.
+  // without a compute copy); each group is launched when it holds kTensorsPerLaunch or its
+  // blocks would pass the int range the kernel counts them in.
   constexpr std::int64_t kMaxBlocks = (std::int64_t{1} << 31) - 1;
   struct Group {
     std::vector<AdamWParams> run;
     std::int64_t blocks = 0;
   };
-  for (std::size_t i = 0; i < count; ++i) check_copy(params[i]);  // before any parameter changes
+  for (std::size_t i = 0; i < count; ++i) {  // before any parameter changes
+    check_copy(params[i]);
+    require(params[i].count <= kMaxBlocks * kChunk, "adamw_step on CUDA: a parameter of ", params[i].count,
+            " elements exceeds the ", kMaxBlocks * kChunk, " one launch can update");
+  }
   std::vector<Group> groups;
   for (std::size_t i = 0; i < count; ++i) {
     const AdamWParams& p = params[i];
     if (p.count == 0) continue;
     const std::int64_t blocks = (p.count + kChunk - 1) / kChunk;
-    if (blocks > kMaxBlocks) {
-      adamw_step_cuda(p);
-      continue;
-    }
     auto group = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return same_launch(g.run.front(), p); });
     if (group == groups.end()) group = groups.insert(groups.end(), Group{});
     if (group->run.size() == kTensorsPerLaunch || group->blocks + blocks > kMaxBlocks) {
@@ -190,26 +181,6 @@ void adamw_step_many_cuda(const AdamWParams* params, std::size_t count) {
   }
 }
 
-void adamw_step_cuda(const AdamWParams& p) {
-  if (p.count == 0) return;
-  check_copy(p);
-  dispatch_float(p.dtype, "adamw_step", [&](auto tag) {
-    using T = decltype(tag);
-    const Hyper<T> h = hyper_of<T>(p);
-    T* param = static_cast<T*>(p.param);
-    const T* grad = static_cast<const T*>(p.grad);
-    T* m = static_cast<T*>(p.m);
-    T* v = static_cast<T*>(p.v);
-    const unsigned grid = grid_for(p.count);
-    const cudaStream_t stream = current_cuda_stream();
-    if (p.param_copy) {
-      step_kernel<T, __nv_bfloat16>
-          <<<grid, kThreads, 0, stream>>>(p.count, param, grad, m, v, h, static_cast<__nv_bfloat16*>(p.param_copy));
-    } else {
-      step_kernel<T, void><<<grid, kThreads, 0, stream>>>(p.count, param, grad, m, v, h, nullptr);
-    }
-  });
-  check_launch();
-}
+void adamw_step_cuda(const AdamWParams& p) { adamw_step_many_cuda(&p, 1); }
 
 }  // namespace longnet::kernels
