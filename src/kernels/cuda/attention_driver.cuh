@@ -195,8 +195,14 @@ void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_
         terms = backward_row_terms<Element>(l, tensor_cores, stream);
         with_terms.row_terms = terms.data();
       }
+      // Dilated launches up to head dim 64: the warp-specialised kernel; the others: the
+      // one-role kernel.
       if (l.head_dim <= 64) {
-        launch_flash_backward_sm90<Element, 64, kSparse>(with_terms, kv_tiles, stream);
+        if constexpr (kSparse) {
+          launch_flash_backward_sm90<Element, 64, true>(with_terms, kv_tiles, stream);
+        } else {
+          launch_flash_backward_sm90_ws<Element, 64>(with_terms, kv_tiles, stream);
+        }
       } else {
         launch_flash_backward_sm90<Element, 128, kSparse>(with_terms, kv_tiles, stream);
       }

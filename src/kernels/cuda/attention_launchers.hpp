@@ -26,6 +26,11 @@ void launch_flash_block_sparse_forward_sm90(const PatternLaunch& p, cudaStream_t
 // warpgroup and kConsumers warpgroups of 64 query rows (flash_forward_sm90_ws.cuh).
 template <class Element, int kHeadDim, int kConsumers>
 void launch_flash_forward_sm90_ws(const PatternLaunch& p, cudaStream_t stream);
+// Hopper warp-specialised backward of dilated launches (sm_90a): a producer warpgroup that
+// copies the tiles and adds dQ, two consumer warpgroups of 64 keys (flash_backward_sm90_ws.cuh).
+// Head dim 64 only; not deterministic (dQ by atomics).
+template <class Element, int kHeadDim>
+void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
 // Hopper wgmma backward: dK, dV (and dQ by atomics unless deterministic).
 template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);

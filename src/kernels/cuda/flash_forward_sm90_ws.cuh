@@ -128,24 +128,6 @@ __device__ __forceinline__ std::int64_t forward_key_tiles(const PatternLaunch& p
   return (key_end + block_n - 1) / block_n;
 }
 
-// A position in a ring of kStages stages and the phase of its barriers.
-template <int kStages>
-struct RingPosition {
-  int stage = 0;
-  unsigned phase = 0;
-  __device__ __forceinline__ void advance() {
-    if (++stage == kStages) {
-      stage = 0;
-      phase ^= 1;
-    }
-  }
-  // This thread is done with the stage: arrive on its "empty" barrier, move on.
-  __device__ __forceinline__ void release(std::uint64_t* empty) {
-    mbarrier_arrive(empty + stage);
-    advance();
-  }
-};
-
 // The shared memory of one CTA: barriers, the ring of work items the producer hands the
 // consumers, then the 1024-byte aligned tiles.
 template <class Element, int kHeadDim, int kConsumers>

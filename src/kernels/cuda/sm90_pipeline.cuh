@@ -44,6 +44,24 @@ __device__ __forceinline__ void mbarrier_wait(std::uint64_t* barrier, unsigned p
   } while (done == 0);
 }
 
+// A position in a ring of kStages stages and the phase of its barriers.
+template <int kStages>
+struct RingPosition {
+  int stage = 0;
+  unsigned phase = 0;
+  __device__ __forceinline__ void advance() {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+  // This thread is done with the stage: arrive on its "empty" barrier, move on.
+  __device__ __forceinline__ void release(std::uint64_t* empty) {
+    mbarrier_arrive(empty + stage);
+    advance();
+  }
+};
+
 // Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads, whole warps.
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");

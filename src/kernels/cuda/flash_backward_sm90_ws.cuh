@@ -1,0 +1,515 @@
+// Hopper (sm_90a) backward of dilated attention with warp specialisation, for dilated
+// launches. The products are those of flash_backward_sm90.cuh (transposed form: a CTA owns
+// 128 keys of one virtual sequence for one kv head and walks the 64-query tiles of every
+// query head of its group), but the SIMT work that is not attention arithmetic leaves the
+// warpgroups that run the products:
+//   - a producer warpgroup (few registers) copies K and V of each head and, into a ring of
+//     kStages stages, the Q, dO and row-term tiles of each query step (cp.async reading the
+//     dilated rows in place, signalled on mbarriers), and adds each step's dQ tile, which
+//     the consumers leave in shared memory, to the fp32 dQ accumulator (float4 atomics,
+//     kDqBuffers buffers);
+//   - two consumer warpgroups of 64 keys each (most registers) compute S^T, dP^T, P^T,
+//     dS^T, dV, dK (registers) and their half of dQ's columns over the CTA's 128 keys.
+// In the one-role kernel the copies' address arithmetic and dQ's shuffles and atomics were
+// a quarter of the issued instructions of warps that were bound by issuing (two warps per
+// scheduler); here the consumers synchronise once per step (dS^T complete, a named
+// barrier over their 256 threads), as dS^T is double-buffered: a consumer writes step
+// t + 2's dS^T only after both passed step t + 1's barrier, so both finished step t's dQ.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "kernels/cuda/flash_backward_sm90.cuh"
+#include "kernels/cuda/flash_epilogue.cuh"
+#include "kernels/cuda/flash_forward_sm90.cuh"
+#include "kernels/cuda/flash_params.cuh"
+#include "kernels/cuda/mma_sm80.cuh"
+#include "kernels/cuda/sm90_pipeline.cuh"
+#include "kernels/cuda/wgmma_ops.cuh"
+
+namespace longnet::kernels::cuda {
+
+// Head dim 64 only: at 128 the consumers need more registers (dK, dV and the two score
+// tiles) than the 168-register launch allows them beside a producer, so D = 128 launches
+// keep the one-role kernel.
+template <int kHeadDim>
+struct Sm90WarpSpecializedBackwardTile {
+  static_assert(kHeadDim == 64, "the warp-specialised backward is built for head dim 64");
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (kConsumers + 1);  // warpgroup 0 is the producer
+  static constexpr int kBlock = 64;                         // keys per consumer, queries per step
+  static constexpr int kKeys = kBlock * kConsumers;         // keys per CTA
+  static constexpr int kDqColumns = kHeadDim / kConsumers;  // dQ columns per consumer
+  static constexpr int kChunks = kHeadDim / 8;
+  static constexpr int kTile = kBlock * kHeadDim;  // elements of one 64-row tile
+  static constexpr int kStages = 3;
+  static constexpr int kDqBuffers = 2;
+  // fp32 row pitch of a dQ buffer: 8 floats of padding put the rows of a half-warp's
+  // fragment stores in different banks.
+  static constexpr int kDqPitch = kHeadDim + 8;
+  // Registers per thread after reallocation, within the 168 the CTA gets at launch. The
+  // producer's unrolled copies and adds keep their addresses in ~100 registers (fewer
+  // spill); the consumers need 200 (the one-role kernel: 232, with the copies).
+  static constexpr int kProducerRegisters = 104;
+  static constexpr int kConsumerRegisters = 200;
+  static_assert(kProducerRegisters + kConsumers * kConsumerRegisters <= 65536 / kThreads / 8 * 8 * (kConsumers + 1),
+                "register reallocation exceeds the CTA's registers");
+  // mbarriers: K/V full and empty, full and empty per query stage and per dQ buffer.
+  static constexpr int kBarriers = 2 + 2 * kStages + 2 * kDqBuffers;
+  static constexpr int kHeaderBytes = kBarriers * 8;
+  static constexpr int kSharedBytes = kHeaderBytes + 1024 +                   // barriers, alignment slack
+                                      2 * kKeys * kHeadDim * 2 +              // K, V
+                                      2 * kStages * kTile * 2 +               // Q, dO stages
+                                      2 * kKeys * kBlock * 2 +                // dS^T, two buffers
+                                      kDqBuffers * kBlock * kDqPitch * 4 +  // dQ buffers
+                                      kStages * kBlock * 8;                   // row terms stages
+};
+
+template <class Element, int kHeadDim>
+struct WarpSpecializedBackwardShared {
+  using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
+  std::uint64_t* kv_full;
+  std::uint64_t* kv_empty;
+  std::uint64_t* q_full;  // [kStages]: Q, dO and row terms of a query step
+  std::uint64_t* q_empty;
+  std::uint64_t* dq_full;  // [kDqBuffers]
+  std::uint64_t* dq_empty;
+  Element* k;   // kKeys rows
+  Element* v;   // kKeys rows
+  Element* q;   // [kStages][kTile]
+  Element* dout;  // [kStages][kTile]
+  Element* ds;  // [2][kKeys keys x kBlock queries]
+  float* dq;    // [kDqBuffers][kBlock][kDqPitch]
+  float2* terms;  // [kStages][kBlock]
+
+  __device__ __forceinline__ explicit WarpSpecializedBackwardShared(unsigned char* raw) {
+    auto* barriers = reinterpret_cast<std::uint64_t*>(raw);
+    kv_full = barriers;
+    kv_empty = barriers + 1;
+    q_full = barriers + 2;
+    q_empty = q_full + Tile::kStages;
+    dq_full = q_empty + Tile::kStages;
+    dq_empty = dq_full + Tile::kDqBuffers;
+    // Aligned to 1024 bytes (the 128-byte swizzle's period) by an offset from `raw`, so
+    // that the pointers stay shared-window pointers.
+    unsigned char* tiles = raw + Tile::kHeaderBytes;
+    tiles += (1024 - (shared_address(tiles) & 1023)) & 1023;
+    k = reinterpret_cast<Element*>(tiles);
+    v = k + Tile::kKeys * kHeadDim;
+    q = v + Tile::kKeys * kHeadDim;
+    dout = q + Tile::kStages * Tile::kTile;
+    ds = dout + Tile::kStages * Tile::kTile;
+    dq = reinterpret_cast<float*>(ds + 2 * Tile::kKeys * Tile::kBlock);
+    terms = reinterpret_cast<float2*>(dq + Tile::kDqBuffers * Tile::kBlock * Tile::kDqPitch);
+  }
+};
+
+// The rows of one head a CTA works on: its keys k_begin .. k_begin + 127 and the queries
+// q_first .. L - 1 of the virtual sequence (tensor rows first_row + i * step).
+struct BackwardHeadRows {
+  bool active = false;
+  std::int64_t first_row = 0, step = 1, length = 0;
+};
+
+__device__ __forceinline__ BackwardHeadRows backward_head_rows(const PatternLaunch& p, int h, std::int64_t segment,
+                                                               std::int64_t k_begin) {
+  BackwardHeadRows rows;
+  const std::int64_t offset =
+      pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
+  if (offset < 0) return rows;
+  const VirtualSequence vs = virtual_sequence(p.seq_len, p.pattern, offset, segment);
+  rows.length = vs.length;
+  rows.first_row = vs.first_row;
+  rows.step = vs.row_step;
+  rows.active = k_begin < vs.length;
+  return rows;
+}
+
+// The producer warpgroup (threads 0..127): per head, K and V, then for each query step its
+// tiles into the ring, and the dQ tile of the step kStages - 1 before into the accumulator
+// (so that two steps' copies are in flight while the consumers work); a head's remaining
+// dQ tiles are added before the next head's K and V are copied.
+template <class Element, int kHeadDim>
+__device__ __forceinline__ void backward_producer(const PatternLaunch& p,
+                                                  const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
+                                                  std::int64_t segment, std::int64_t k_begin) {
+  using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
+  constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys, kChunks = Tile::kChunks;
+  constexpr int kRowsPerPass = 128 / kChunks;
+  constexpr int kLag = Tile::kStages - 1;  // steps between a tile's copy and its dQ
+  constexpr int kVectorsPerRow = kHeadDim / 4;
+  constexpr int kDqRowsPerPass = 128 / kVectorsPerRow;
+  const int tid = threadIdx.x;
+  const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
+  const bool chunk_used = copy_chunk < p.head_dim / 8;
+  const int dq_row = tid / kVectorsPerRow, dq_column = (tid % kVectorsPerRow) * 4;
+  const bool dq_column_used = dq_column < p.head_dim;
+  const float ds_scale = p.scale * p.output_scale;
+  const int kv_head = blockIdx.y;
+  const std::int64_t b = blockIdx.z;
+  const int group_size = p.heads / p.kv_heads;
+
+  RingPosition<Tile::kStages> q_position;
+  RingPosition<Tile::kDqBuffers> dq_position;
+  unsigned kv_phase = 0;
+  for (int h = kv_head * group_size; h < (kv_head + 1) * group_size; ++h) {
+    const BackwardHeadRows rows = backward_head_rows(p, h, segment, k_begin);
+    if (!rows.active) continue;
+    const std::int64_t L = rows.length, step = rows.step;
+
+    // K and V, once the consumers finished the previous head.
+    mbarrier_wait(sm.kv_empty, kv_phase ^ 1);
+    {
+      const Element* k_copy = p.k.row<const Element>(b, rows.first_row, kv_head) + copy_chunk * 8;
+      const Element* v_copy = p.v.row<const Element>(b, rows.first_row, kv_head) + copy_chunk * 8;
+      const std::int64_t k_stride = step * p.k.seq_stride, v_stride = step * p.v.seq_stride;
+#pragma unroll
+      for (int pass = 0; pass < kKeys / kRowsPerPass; ++pass) {
+        const int row = copy_row + pass * kRowsPerPass;
+        const std::int64_t j = k_begin + row;
+        const bool valid = chunk_used && j < L;
+        const int at = sw128_offset<kHeadDim>(kKeys, row, copy_chunk);
+        copy_async_16(sm.k + at, k_copy + (valid ? j : 0) * k_stride, valid);
+        copy_async_16(sm.v + at, v_copy + (valid ? j : 0) * v_stride, valid);
+      }
+    }
+    mbarrier_arrive_on_copies(sm.kv_full);
+    kv_phase ^= 1;
+
+    const Element* q_base = p.q.row<const Element>(b, rows.first_row, h);
+    const Element* do_base = p.dout.row<const Element>(b, rows.first_row, h);
+    const float2* terms_row = static_cast<const float2*>(p.row_terms) + (b * p.heads + h) * p.seq_len + rows.first_row;
+    const std::int64_t q_first = p.causal ? k_begin : 0;
+    const std::int64_t q_row_stride = step * p.q.seq_stride, do_row_stride = step * p.dout.seq_stride;
+    // This thread's copy sources for the next tile, advanced a tile a step.
+    std::int64_t next_begin = q_first;
+    const Element* q_next = q_base + copy_chunk * 8 + (q_first + copy_row) * q_row_stride;
+    const Element* do_next = do_base + copy_chunk * 8 + (q_first + copy_row) * do_row_stride;
+    const float2* terms_next = terms_row + (q_first + tid) * step;
+    auto load_next_queries = [&]() {
+      mbarrier_wait(sm.q_empty + q_position.stage, q_position.phase ^ 1);
+      const int stage = q_position.stage;
+#pragma unroll
+      for (int pass = 0; pass < kBlock / kRowsPerPass; ++pass) {
+        const int row = copy_row + pass * kRowsPerPass;
+        const bool valid = chunk_used && next_begin + row < L;
+        const int at = stage * Tile::kTile + sw128_offset<kHeadDim>(kBlock, row, copy_chunk);
+        copy_async_16(sm.q + at, valid ? q_next + pass * kRowsPerPass * q_row_stride : q_base, valid);
+        copy_async_16(sm.dout + at, valid ? do_next + pass * kRowsPerPass * do_row_stride : do_base, valid);
+      }
+      if (tid < kBlock) {
+        // Rows past the end get lse = delta = 0 beside zero Q and dO rows: their P is 1,
+        // but dO = 0 and dS = 0, so they add nothing, and their dQ is not added.
+        const bool valid = next_begin + tid < L;
+        copy_async_8(sm.terms + stage * kBlock + tid, valid ? terms_next : terms_row, valid);
+      }
+      mbarrier_arrive_on_copies(sm.q_full + stage);
+      q_position.advance();
+      next_begin += kBlock;
+      q_next += kBlock * q_row_stride;
+      do_next += kBlock * do_row_stride;
+      terms_next += kBlock * step;
+    };
+
+    // dQ of the tile starting at query q_begin: the consumers' fp32 tile, scaled, added.
+    float* dq_head = static_cast<float*>(p.dq_accumulator) + ((b * p.seq_len + rows.first_row) * p.heads + h) * p.head_dim +
+                     dq_column;
+    const std::int64_t dq_row_stride = step * p.heads * p.head_dim;
+    std::int64_t reduce_begin = q_first;
+    auto add_dq = [&]() {
+      mbarrier_wait(sm.dq_full + dq_position.stage, dq_position.phase);
+      const float* buffer = sm.dq + dq_position.stage * kBlock * Tile::kDqPitch + dq_row * Tile::kDqPitch + dq_column;
+      float* target = dq_head + (reduce_begin + dq_row) * dq_row_stride;
+#pragma unroll
+      for (int pass = 0; pass < kBlock / kDqRowsPerPass; ++pass) {
+        const float4 value = *reinterpret_cast<const float4*>(buffer + pass * kDqRowsPerPass * Tile::kDqPitch);
+        if (dq_column_used && reduce_begin + dq_row + pass * kDqRowsPerPass < L) {
+          atomicAdd(reinterpret_cast<float4*>(target + pass * kDqRowsPerPass * dq_row_stride),
+                    make_float4(ds_scale * value.x, ds_scale * value.y, ds_scale * value.z, ds_scale * value.w));
+        }
+      }
+      mbarrier_arrive(sm.dq_empty + dq_position.stage);
+      dq_position.advance();
+      reduce_begin += kBlock;
+    };
+
+    int copied = 0;
+    for (; next_begin < L; ++copied) {
+      load_next_queries();
+      if (copied >= kLag) add_dq();
+    }
+    for (; reduce_begin < L;) add_dq();
+  }
+  copy_async_wait_all();
+}
+
+// A consumer warpgroup (threads 128 (1 + consumer) ..): keys k_begin + 64 consumer .. + 63.
+template <class Element, int kHeadDim, bool kStoreKv>
+__device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
+                                                  const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
+                                                  std::int64_t segment, std::int64_t k_begin) {
+  using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
+  using M = Mma<Element>;
+  constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys;
+  constexpr int kDqColumns = Tile::kDqColumns;
+  constexpr int kDTiles = kHeadDim / 8;
+  constexpr int kDqTiles = kDqColumns / 8;
+  constexpr int kStageBytes = Tile::kTile * 2;
+  constexpr int kDsBytes = kKeys * kBlock * 2;
+  const int kv_head = blockIdx.y;
+  const std::int64_t b = blockIdx.z;
+  const int group_size = p.heads / p.kv_heads;
+  // Read through a shuffle so that the compiler knows it warp-uniform and keeps the
+  // descriptors built from it in uniform registers.
+  const int consumer = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128) - 1, 0);
+  const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
+  const int g = lane / 4, t = lane % 4;
+  const std::int64_t k_group = k_begin + consumer * kBlock;  // this warpgroup's first key
+  const float ds_scale = p.scale * p.output_scale;
+  const int column0 = consumer * kDqColumns;  // this warpgroup's dQ columns
+  const std::uint64_t k_rows_desc = matrix_descriptor(sm.k + consumer * kBlock * 64, 16, 1024);
+  const std::uint64_t v_rows_desc = matrix_descriptor(sm.v + consumer * kBlock * 64, 16, 1024);
+  const std::uint64_t q_rows_desc = matrix_descriptor(sm.q, 16, 1024);
+  const std::uint64_t do_rows_desc = matrix_descriptor(sm.dout, 16, 1024);
+  const std::uint64_t q_columns_desc = matrix_descriptor(sm.q, kBlock * 128, 1024);
+  const std::uint64_t do_columns_desc = matrix_descriptor(sm.dout, kBlock * 128, 1024);
+  const std::uint64_t ds_desc = matrix_descriptor(sm.ds, kKeys * 128, 1024);
+  const std::uint64_t k_columns_desc =
+      matrix_descriptor(sm.k + (column0 / 64) * kKeys * 64 + column0 % 64, kKeys * 128, 1024);
+
+  RingPosition<Tile::kStages> q_position;
+  RingPosition<Tile::kDqBuffers> dq_position;
+  unsigned kv_phase = 0;
+  int ds_buffer = 0;
+  for (int h = kv_head * group_size; h < (kv_head + 1) * group_size; ++h) {
+    const BackwardHeadRows rows = backward_head_rows(p, h, segment, k_begin);
+    if (!rows.active) continue;
+    const std::int64_t L = rows.length;
+    mbarrier_wait(sm.kv_full, kv_phase);
+    fence_proxy_async();
+    kv_phase ^= 1;
+
+    float dk[kDTiles * 4], dv[kDTiles * 4];
+#pragma unroll
+    for (int i = 0; i < kDTiles * 4; ++i) dk[i] = dv[i] = 0.0f;
+
+    const std::int64_t q_first = p.causal ? k_begin : 0;
+    const bool key_tail = k_group + kBlock > L;
+    // Keys of this warpgroup that exist (64 unless key_tail).
+    const int keys = key_tail ? static_cast<int>(L - k_group) : kBlock;
+    for (std::int64_t q_begin = q_first; q_begin < L; q_begin += kBlock) {
+      const int stage = q_position.stage;
+      mbarrier_wait(sm.q_full + stage, q_position.phase);
+      fence_proxy_async();  // copied through the generic proxy, read by the tensor cores
+      const float2* sTerms = sm.terms + stage * kBlock;
+
+      // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each), in
+      // two groups: P^T is computed from S^T while the tensor cores still work on dP^T.
+      float st[32], dpt[32];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;     // column block, then k-step
+        const int key_at = (ks / 4) * kKeys * 64 + (ks % 4) * 16;  // past this warpgroup's keys
+        wgmma_ss_m64n64k16<Element, 0, 0>(st, descriptor_at(k_rows_desc, key_at * 2),
+                                          descriptor_at(q_rows_desc, stage * kStageBytes + at * 2), ks > 0);
+      }
+      wgmma_commit();
+      // A fence per product: ptxas treats the wgmmas after one fence as one stage and waits
+      // for all of them before any accumulator of the stage is read.
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;
+        const int key_at = (ks / 4) * kKeys * 64 + (ks % 4) * 16;
+        wgmma_ss_m64n64k16<Element, 0, 0>(dpt, descriptor_at(v_rows_desc, key_at * 2),
+                                          descriptor_at(do_rows_desc, stage * kStageBytes + at * 2), ks > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();
+      wgmma_fence_registers(st);
+
+      // P^T; thread element (n, e) is key row kr, query column qc (key k_group + kr, query
+      // q_begin + qc). Masked: the causal tiles that reach the diagonal (the warpgroup's
+      // keys start `shift` = 0 or 64 after the queries) and the sequence's tail.
+      const bool diagonal = p.causal && q_begin < k_group + kBlock;
+      const int shift = static_cast<int>(k_group - q_begin);
+      auto terms = [&](int n) { return *reinterpret_cast<const float4*>(sTerms + 8 * n + 2 * t); };
+      auto probabilities = [&]<bool kMasked>() {
+#pragma unroll
+        for (int n = 0; n < 8; ++n) {
+          const float4 pair = terms(n);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int kr = warp * 16 + g + 8 * (e / 2);
+            const int qc = 8 * n + 2 * t + (e & 1);
+            float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - ((e & 1) ? pair.z : pair.x));
+            if constexpr (kMasked) {
+              if ((diagonal && kr + shift > qc) || kr >= keys) weight = 0.0f;
+            }
+            st[4 * n + e] = weight;
+          }
+        }
+      };
+      if (key_tail || diagonal) {
+        probabilities.template operator()<true>();
+      } else {
+        probabilities.template operator()<false>();
+      }
+      wgmma_fence_registers(st);  // pinned before the wait
+      wgmma_wait<0>();
+      wgmma_fence_registers(dpt);
+      // dS'^T = P^T (dP^T - delta / alpha).
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        const float4 pair = terms(n);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          dpt[4 * n + e] = st[4 * n + e] * (dpt[4 * n + e] - ((e & 1) ? pair.w : pair.y));
+        }
+      }
+      std::uint32_t a_p[4][4], a_ds[4][4];
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          a_p[kk][r] = M::pack(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
+          a_ds[kk][r] = M::pack(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
+        }
+      }
+      Element* ds_tile = sm.ds + ds_buffer * (kKeys * kBlock);
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int kr = consumer * kBlock + warp * 16 + g + 8 * r;
+          const int qc = 8 * n + 2 * t;
+          *reinterpret_cast<std::uint32_t*>(ds_tile + sw128_offset<64>(kKeys, kr, qc / 8) + qc % 8) =
+              M::pack(dpt[4 * n + 2 * r], dpt[4 * n + 2 * r + 1]);
+        }
+      }
+      // dV += P^T dO (B = dO: queries x D, D contiguous: MN-major).
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const std::uint64_t d_o = descriptor_at(do_columns_desc, stage * kStageBytes + kk * 16 * 64 * 2);
+        wgmma_rs_m64n64k16<Element, 1>(dv, a_p[kk], d_o, 1);
+      }
+      wgmma_commit();
+
+      // dQ over the CTA's keys once both warpgroups wrote their dS^T, this warpgroup's
+      // columns [column0, + kDqColumns): A = dS (queries x keys) read from dS^T
+      // (query-contiguous: MN-major), B = K (keys x D, D contiguous: MN-major).
+      fence_proxy_async();
+      named_barrier_sync(1, 256);
+      float dq[kDqTiles * 4];
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; ++kk) {
+        const std::uint64_t a = descriptor_at(ds_desc, ds_buffer * kDsBytes + kk * 16 * 64 * 2);
+        const std::uint64_t k = descriptor_at(k_columns_desc, kk * 16 * 64 * 2);
+        wgmma_dq_step<Element, kDqColumns>(dq, a, k, kk > 0);
+      }
+      wgmma_commit();
+      // dK += dS^T Q.
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const std::uint64_t q = descriptor_at(q_columns_desc, stage * kStageBytes + kk * 16 * 64 * 2);
+        wgmma_rs_m64n64k16<Element, 1>(dk, a_ds[kk], q, 1);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();  // dV and dQ; dK may still run
+      wgmma_fence_registers(dq);
+      // The dQ tile to the producer (unscaled; it applies ds_scale when it adds).
+      mbarrier_wait(sm.dq_empty + dq_position.stage, dq_position.phase ^ 1);
+      {
+        float* buffer = sm.dq + dq_position.stage * kBlock * Tile::kDqPitch;
+#pragma unroll
+        for (int n = 0; n < kDqTiles; ++n) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int row = warp * 16 + g + 8 * r;
+            *reinterpret_cast<float2*>(buffer + row * Tile::kDqPitch + column0 + 8 * n + 2 * t) =
+                make_float2(dq[4 * n + 2 * r], dq[4 * n + 2 * r + 1]);
+          }
+        }
+      }
+      dq_position.release(sm.dq_full);
+      wgmma_wait<0>();
+      wgmma_fence_registers(dk);
+      wgmma_fence_registers(dv);
+      q_position.release(sm.q_empty);  // every product that read Q and dO of the stage is done
+      ds_buffer ^= 1;
+    }
+    mbarrier_arrive(sm.kv_empty);  // no product reads K or V any more
+
+    // This head's dK, dV for the rows this warpgroup owns (zero where no query reached them).
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const std::int64_t j = k_group + warp * 16 + g + 8 * r;
+      if (j >= L) continue;
+      finish_key_row<Element, kHeadDim>(
+          p, b, kv_head, rows.first_row + j * rows.step, kStoreKv, ds_scale,
+          [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; }, [&](int n, int j2) { return dv[4 * n + 2 * r + j2]; });
+    }
+  }
+}
+
+template <class Element, int kHeadDim, bool kStoreKv>
+__global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kThreads, 1)
+    flash_backward_sm90_ws_kernel(const __grid_constant__ PatternLaunch p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
+  extern __shared__ __align__(16) unsigned char ws_backward_shared[];
+  const WarpSpecializedBackwardShared<Element, kHeadDim> sm(ws_backward_shared);
+  if (threadIdx.x == 0) {
+    // Full barriers: one arrival per producer thread when its copies land (dQ: per consumer
+    // thread when its part of the tile is stored). Empty ones: per consumer thread when its
+    // products that read the stage are done (dQ: per producer thread when it added).
+    mbarrier_init(sm.kv_full, 128);
+    mbarrier_init(sm.kv_empty, 256);
+    for (int s = 0; s < Tile::kStages; ++s) {
+      mbarrier_init(sm.q_full + s, 128);
+      mbarrier_init(sm.q_empty + s, 256);
+    }
+    for (int s = 0; s < Tile::kDqBuffers; ++s) {
+      mbarrier_init(sm.dq_full + s, 256);
+      mbarrier_init(sm.dq_empty + s, 128);
+    }
+  }
+  __syncthreads();
+  const std::int64_t segment = blockIdx.x / p.tiles_per_segment;
+  const std::int64_t k_begin = (blockIdx.x % p.tiles_per_segment) * Tile::kKeys;
+  if (threadIdx.x < 128) {
+    release_registers<Tile::kProducerRegisters>();
+    backward_producer<Element, kHeadDim>(p, sm, segment, k_begin);
+  } else {
+    claim_registers<Tile::kConsumerRegisters>();
+    backward_consumer<Element, kHeadDim, kStoreKv>(p, sm, segment, k_begin);
+  }
+#else
+  (void)p;
+  __trap();  // built without sm_90a: never launched (the host checks the device first)
+#endif
+}
+
+// kv_tiles_per_segment tiles of 64 keys per segment, two per CTA. Not for deterministic
+// launches (dQ by atomics).
+template <class Element, int kHeadDim>
+void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
+  using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
+  auto kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true>
+                           : flash_backward_sm90_ws_kernel<Element, kHeadDim, false>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
+  PatternLaunch kv = p;
+  kv.tiles_per_segment = (kv_tiles_per_segment * kSparseTileRows + Tile::kKeys - 1) / Tile::kKeys;
+  const std::int64_t ctas = p.segments * kv.tiles_per_segment;
+  if (ctas == 0) return;
+  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(p.batch));
+  kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(kv);
+}
+
+}  // namespace longnet::kernels::cuda
