@@ -9,12 +9,12 @@
 //     the consumers leave in shared memory, to the fp32 dQ accumulator (float4 atomics,
 //     kDqBuffers buffers);
 //   - two consumer warpgroups of 64 keys each (most registers) compute S^T, dP^T, P^T,
-//     dS^T, dV, dK (registers) and their half of dQ's columns over the CTA's 128 keys.
+//     dS^T, dV, dK (registers) and dQ over their own 64 keys; the producer adds the two
+//     partial dQ tiles, so there is still one atomic per dQ element per 128 keys.
 // In the one-role kernel the copies' address arithmetic and dQ's shuffles and atomics were
 // a quarter of the issued instructions of warps that were bound by issuing (two warps per
-// scheduler); here the consumers synchronise once per step (dS^T complete, a named
-// barrier over their 256 threads), as dS^T is double-buffered: a consumer writes step
-// t + 2's dS^T only after both passed step t + 1's barrier, so both finished step t's dQ.
+// scheduler). The consumers never wait for each other (each reads only its own dS^T), so
+// one's exponentials overlap the other's products.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -41,13 +41,12 @@ struct Sm90WarpSpecializedBackwardTile {
   static constexpr int kThreads = 128 * (kConsumers + 1);  // warpgroup 0 is the producer
   static constexpr int kBlock = 64;                         // keys per consumer, queries per step
   static constexpr int kKeys = kBlock * kConsumers;         // keys per CTA
-  static constexpr int kDqColumns = kHeadDim / kConsumers;  // dQ columns per consumer
   static constexpr int kChunks = kHeadDim / 8;
   static constexpr int kTile = kBlock * kHeadDim;  // elements of one 64-row tile
   static constexpr int kStages = 3;
   static constexpr int kDqBuffers = 2;
-  // fp32 row pitch of a dQ buffer: 8 floats of padding put the rows of a half-warp's
-  // fragment stores in different banks.
+  // fp32 row pitch of a dQ tile: 8 floats of padding put the rows of a half-warp's
+  // fragment stores in different banks. A dQ buffer holds one tile per consumer.
   static constexpr int kDqPitch = kHeadDim + 8;
   // Registers per thread after reallocation, within the 168 the CTA gets at launch. The
   // producer's unrolled copies and adds keep their addresses in ~100 registers (fewer
@@ -62,8 +61,8 @@ struct Sm90WarpSpecializedBackwardTile {
   static constexpr int kSharedBytes = kHeaderBytes + 1024 +                   // barriers, alignment slack
                                       2 * kKeys * kHeadDim * 2 +              // K, V
                                       2 * kStages * kTile * 2 +               // Q, dO stages
-                                      2 * kKeys * kBlock * 2 +                // dS^T, two buffers
-                                      kDqBuffers * kBlock * kDqPitch * 4 +  // dQ buffers
+                                      kKeys * kBlock * 2 +                    // dS^T
+                                      kDqBuffers * kConsumers * kBlock * kDqPitch * 4 +  // dQ
                                       kStages * kBlock * 8;                   // row terms stages
 };
 
@@ -80,8 +79,8 @@ struct WarpSpecializedBackwardShared {
   Element* v;   // kKeys rows
   Element* q;   // [kStages][kTile]
   Element* dout;  // [kStages][kTile]
-  Element* ds;  // [2][kKeys keys x kBlock queries]
-  float* dq;    // [kDqBuffers][kBlock][kDqPitch]
+  Element* ds;  // [kConsumers][kBlock keys x kBlock queries]
+  float* dq;    // [kDqBuffers][kConsumers][kBlock][kDqPitch]
   float2* terms;  // [kStages][kBlock]
 
   __device__ __forceinline__ explicit WarpSpecializedBackwardShared(unsigned char* raw) {
@@ -101,8 +100,8 @@ struct WarpSpecializedBackwardShared {
     q = v + Tile::kKeys * kHeadDim;
     dout = q + Tile::kStages * Tile::kTile;
     ds = dout + Tile::kStages * Tile::kTile;
-    dq = reinterpret_cast<float*>(ds + 2 * Tile::kKeys * Tile::kBlock);
-    terms = reinterpret_cast<float2*>(dq + Tile::kDqBuffers * Tile::kBlock * Tile::kDqPitch);
+    dq = reinterpret_cast<float*>(ds + Tile::kKeys * Tile::kBlock);
+    terms = reinterpret_cast<float2*>(dq + Tile::kDqBuffers * Tile::kConsumers * Tile::kBlock * Tile::kDqPitch);
   }
 };
 
@@ -213,18 +212,25 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
       terms_next += kBlock * step;
     };
 
-    // dQ of the tile starting at query q_begin: the consumers' fp32 tile, scaled, added.
+    // dQ of the tile starting at query q_begin: the sum of the consumers' fp32 tiles,
+    // scaled, added.
     float* dq_head = static_cast<float*>(p.dq_accumulator) + ((b * p.seq_len + rows.first_row) * p.heads + h) * p.head_dim +
                      dq_column;
     const std::int64_t dq_row_stride = step * p.heads * p.head_dim;
     std::int64_t reduce_begin = q_first;
     auto add_dq = [&]() {
       mbarrier_wait(sm.dq_full + dq_position.stage, dq_position.phase);
-      const float* buffer = sm.dq + dq_position.stage * kBlock * Tile::kDqPitch + dq_row * Tile::kDqPitch + dq_column;
+      constexpr int kPartial = kBlock * Tile::kDqPitch;  // one consumer's tile
+      const float* buffer =
+          sm.dq + dq_position.stage * Tile::kConsumers * kPartial + dq_row * Tile::kDqPitch + dq_column;
       float* target = dq_head + (reduce_begin + dq_row) * dq_row_stride;
 #pragma unroll
       for (int pass = 0; pass < kBlock / kDqRowsPerPass; ++pass) {
-        const float4 value = *reinterpret_cast<const float4*>(buffer + pass * kDqRowsPerPass * Tile::kDqPitch);
+        const float4 first = *reinterpret_cast<const float4*>(buffer + pass * kDqRowsPerPass * Tile::kDqPitch);
+        const float4 second =
+            *reinterpret_cast<const float4*>(buffer + kPartial + pass * kDqRowsPerPass * Tile::kDqPitch);
+        const float4 value =
+            make_float4(first.x + second.x, first.y + second.y, first.z + second.z, first.w + second.w);
         if (dq_column_used && reduce_begin + dq_row + pass * kDqRowsPerPass < L) {
           atomicAdd(reinterpret_cast<float4*>(target + pass * kDqRowsPerPass * dq_row_stride),
                     make_float4(ds_scale * value.x, ds_scale * value.y, ds_scale * value.z, ds_scale * value.w));
@@ -253,11 +259,8 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
   using M = Mma<Element>;
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys;
-  constexpr int kDqColumns = Tile::kDqColumns;
   constexpr int kDTiles = kHeadDim / 8;
-  constexpr int kDqTiles = kDqColumns / 8;
   constexpr int kStageBytes = Tile::kTile * 2;
-  constexpr int kDsBytes = kKeys * kBlock * 2;
   const int kv_head = blockIdx.y;
   const std::int64_t b = blockIdx.z;
   const int group_size = p.heads / p.kv_heads;
@@ -268,21 +271,19 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
   const int g = lane / 4, t = lane % 4;
   const std::int64_t k_group = k_begin + consumer * kBlock;  // this warpgroup's first key
   const float ds_scale = p.scale * p.output_scale;
-  const int column0 = consumer * kDqColumns;  // this warpgroup's dQ columns
   const std::uint64_t k_rows_desc = matrix_descriptor(sm.k + consumer * kBlock * 64, 16, 1024);
   const std::uint64_t v_rows_desc = matrix_descriptor(sm.v + consumer * kBlock * 64, 16, 1024);
   const std::uint64_t q_rows_desc = matrix_descriptor(sm.q, 16, 1024);
   const std::uint64_t do_rows_desc = matrix_descriptor(sm.dout, 16, 1024);
   const std::uint64_t q_columns_desc = matrix_descriptor(sm.q, kBlock * 128, 1024);
   const std::uint64_t do_columns_desc = matrix_descriptor(sm.dout, kBlock * 128, 1024);
-  const std::uint64_t ds_desc = matrix_descriptor(sm.ds, kKeys * 128, 1024);
-  const std::uint64_t k_columns_desc =
-      matrix_descriptor(sm.k + (column0 / 64) * kKeys * 64 + column0 % 64, kKeys * 128, 1024);
+  Element* const ds_tile = sm.ds + consumer * kBlock * kBlock;  // this warpgroup's dS^T
+  const std::uint64_t ds_desc = matrix_descriptor(ds_tile, kBlock * 128, 1024);
+  const std::uint64_t k_columns_desc = matrix_descriptor(sm.k + consumer * kBlock * 64, kKeys * 128, 1024);
 
   RingPosition<Tile::kStages> q_position;
   RingPosition<Tile::kDqBuffers> dq_position;
   unsigned kv_phase = 0;
-  int ds_buffer = 0;
   for (int h = kv_head * group_size; h < (kv_head + 1) * group_size; ++h) {
     const BackwardHeadRows rows = backward_head_rows(p, h, segment, k_begin);
     if (!rows.active) continue;
@@ -379,14 +380,13 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
           a_ds[kk][r] = M::pack(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
         }
       }
-      Element* ds_tile = sm.ds + ds_buffer * (kKeys * kBlock);
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const int kr = consumer * kBlock + warp * 16 + g + 8 * r;
+          const int kr = warp * 16 + g + 8 * r;
           const int qc = 8 * n + 2 * t;
-          *reinterpret_cast<std::uint32_t*>(ds_tile + sw128_offset<64>(kKeys, kr, qc / 8) + qc % 8) =
+          *reinterpret_cast<std::uint32_t*>(ds_tile + sw128_offset<64>(kBlock, kr, qc / 8) + qc % 8) =
               M::pack(dpt[4 * n + 2 * r], dpt[4 * n + 2 * r + 1]);
         }
       }
@@ -399,18 +399,18 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       }
       wgmma_commit();
 
-      // dQ over the CTA's keys once both warpgroups wrote their dS^T, this warpgroup's
-      // columns [column0, + kDqColumns): A = dS (queries x keys) read from dS^T
-      // (query-contiguous: MN-major), B = K (keys x D, D contiguous: MN-major).
+      // dQ over this warpgroup's keys once all its warps wrote dS^T (a named barrier of
+      // its 128 threads): A = dS (queries x keys) read from dS^T (query-contiguous:
+      // MN-major), B = K (keys x D, D contiguous: MN-major).
       fence_proxy_async();
-      named_barrier_sync(1, 256);
-      float dq[kDqTiles * 4];
+      named_barrier_sync(1 + consumer, 128);
+      float dq[kDTiles * 4];
       wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < kKeys / 16; ++kk) {
-        const std::uint64_t a = descriptor_at(ds_desc, ds_buffer * kDsBytes + kk * 16 * 64 * 2);
+      for (int kk = 0; kk < kBlock / 16; ++kk) {
+        const std::uint64_t a = descriptor_at(ds_desc, kk * 16 * 64 * 2);
         const std::uint64_t k = descriptor_at(k_columns_desc, kk * 16 * 64 * 2);
-        wgmma_dq_step<Element, kDqColumns>(dq, a, k, kk > 0);
+        wgmma_dq_step<Element, kHeadDim>(dq, a, k, kk > 0);
       }
       wgmma_commit();
       // dK += dS^T Q.
@@ -426,13 +426,13 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       // The dQ tile to the producer (unscaled; it applies ds_scale when it adds).
       mbarrier_wait(sm.dq_empty + dq_position.stage, dq_position.phase ^ 1);
       {
-        float* buffer = sm.dq + dq_position.stage * kBlock * Tile::kDqPitch;
+        float* buffer = sm.dq + (dq_position.stage * Tile::kConsumers + consumer) * kBlock * Tile::kDqPitch;
 #pragma unroll
-        for (int n = 0; n < kDqTiles; ++n) {
+        for (int n = 0; n < kDTiles; ++n) {
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             const int row = warp * 16 + g + 8 * r;
-            *reinterpret_cast<float2*>(buffer + row * Tile::kDqPitch + column0 + 8 * n + 2 * t) =
+            *reinterpret_cast<float2*>(buffer + row * Tile::kDqPitch + 8 * n + 2 * t) =
                 make_float2(dq[4 * n + 2 * r], dq[4 * n + 2 * r + 1]);
           }
         }
@@ -442,7 +442,6 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       wgmma_fence_registers(dk);
       wgmma_fence_registers(dv);
       q_position.release(sm.q_empty);  // every product that read Q and dO of the stage is done
-      ds_buffer ^= 1;
     }
     mbarrier_arrive(sm.kv_empty);  // no product reads K or V any more
 
