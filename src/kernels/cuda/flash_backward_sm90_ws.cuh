@@ -271,8 +271,6 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
   const int g = lane / 4, t = lane % 4;
   const std::int64_t k_group = k_begin + consumer * kBlock;  // this warpgroup's first key
   const float ds_scale = p.scale * p.output_scale;
-  const std::uint64_t k_rows_desc = matrix_descriptor(sm.k + consumer * kBlock * 64, 16, 1024);
-  const std::uint64_t v_rows_desc = matrix_descriptor(sm.v + consumer * kBlock * 64, 16, 1024);
   const std::uint64_t q_rows_desc = matrix_descriptor(sm.q, 16, 1024);
   const std::uint64_t do_rows_desc = matrix_descriptor(sm.dout, 16, 1024);
   const std::uint64_t q_columns_desc = matrix_descriptor(sm.q, kBlock * 128, 1024);
@@ -291,6 +289,21 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
     mbarrier_wait(sm.kv_full, kv_phase);
     fence_proxy_async();
     kv_phase ^= 1;
+    // This warpgroup's K and V rows as the A operands of S^T and dP^T, in registers for the
+    // whole head: read from shared memory once instead of at every step (the products'
+    // shared-memory reads bound the loop). Lanes 0-15 address rows 0-15 of the warp's 16
+    // at chunk 2 ks, lanes 16-31 the same rows at chunk 2 ks + 1 (the fragment order of
+    // m16n8k16's A).
+    std::uint32_t a_k[kHeadDim / 16][4], a_v[kHeadDim / 16][4];
+    {
+      const int row = consumer * kBlock + warp * 16 + lane % 16;
+#pragma unroll
+      for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+        const int at = sw128_offset<kHeadDim>(kKeys, row, 2 * ks + lane / 16);
+        load_matrix_x4(a_k[ks], sm.k + at);
+        load_matrix_x4(a_v[ks], sm.v + at);
+      }
+    }
 
     float dk[kDTiles * 4], dv[kDTiles * 4];
 #pragma unroll
@@ -312,10 +325,8 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
-        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;     // column block, then k-step
-        const int key_at = (ks / 4) * kKeys * 64 + (ks % 4) * 16;  // past this warpgroup's keys
-        wgmma_ss_m64n64k16<Element, 0, 0>(st, descriptor_at(k_rows_desc, key_at * 2),
-                                          descriptor_at(q_rows_desc, stage * kStageBytes + at * 2), ks > 0);
+        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
+        wgmma_rs_m64n64k16<Element, 0>(st, a_k[ks], descriptor_at(q_rows_desc, stage * kStageBytes + at * 2), ks > 0);
       }
       wgmma_commit();
       // A fence per product: ptxas treats the wgmmas after one fence as one stage and waits
@@ -324,9 +335,8 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
         const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;
-        const int key_at = (ks / 4) * kKeys * 64 + (ks % 4) * 16;
-        wgmma_ss_m64n64k16<Element, 0, 0>(dpt, descriptor_at(v_rows_desc, key_at * 2),
-                                          descriptor_at(do_rows_desc, stage * kStageBytes + at * 2), ks > 0);
+        wgmma_rs_m64n64k16<Element, 0>(dpt, a_v[ks], descriptor_at(do_rows_desc, stage * kStageBytes + at * 2),
+                                       ks > 0);
       }
       wgmma_commit();
       wgmma_wait<1>();
