@@ -18,6 +18,14 @@ targets=""
 for program in $programs; do targets="$targets $(basename "$program")"; done
 targets=${targets/ longnet / longnet_cli }
 cmake --build "$build" --parallel "$LONGNET_JOBS" --target $targets
+# A miscompile the GPU tests would catch, caught here first (check_wgmma_fragments.py).
+fragment_objects=$(find "$build" -name 'flash_backward_ws_*_sm90a.cu.o' 2>/dev/null)
+if [ -n "$fragment_objects" ] && command -v cuobjdump >/dev/null && command -v nvdisasm >/dev/null; then
+  python3 scripts/gpu/check_wgmma_fragments.py $fragment_objects
+elif [ -n "$fragment_objects" ]; then
+  echo "make_bundle: cuobjdump/nvdisasm not on PATH (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm):" \
+    "SASS fragment check skipped" >&2
+fi
 mkdir -p "$staging/bin" "$staging/lib"
 for program in $programs; do cp "$build/$program" "$staging/bin/"; done
 # Non-system libraries the programs load (resolved here), copied under their sonames.

@@ -293,7 +293,11 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
     // whole head: read from shared memory once instead of at every step (the products'
     // shared-memory reads bound the loop). Lanes 0-15 address rows 0-15 of the warp's 16
     // at chunk 2 ks, lanes 16-31 the same rows at chunk 2 ks + 1 (the fragment order of
-    // m16n8k16's A).
+    // m16n8k16's A). Fragments held across a loop of register-A wgmmas are fragile: in a
+    // variant without dQ, ptxas (CUDA 13.0) put P^T into these registers inside the loop
+    // although the PTX keeps them live (wrong dK, dV on the GPU). This kernel's SASS keeps
+    // them (checked with cuobjdump: no write to the LDSM registers in the loop), and the
+    // CUDA tests catch a regression.
     std::uint32_t a_k[kHeadDim / 16][4], a_v[kHeadDim / 16][4];
     {
       const int row = consumer * kBlock + warp * 16 + lane % 16;
