@@ -72,6 +72,100 @@ __device__ __forceinline__ void wgmma_dq_step(float (&dq)[kColumns / 2], std::ui
   }
 }
 
+// The per-step arithmetic of a consumer warpgroup's 64 keys x 64 queries, shared by this
+// kernel and the warp-specialised one (flash_backward_sm90_ws.cuh). Thread element (n, e)
+// of a score tile is key row 16 warp + g + 8 (e / 2), query column 8 n + 2 t + (e & 1)
+// (g = lane / 4, t = lane % 4).
+
+// The row terms {lse · log2 e, delta / alpha} of query columns 8 n + 2 t and 8 n + 2 t + 1
+// in one 16-byte load: x, y of the first, z, w of the second.
+__device__ __forceinline__ float4 backward_terms(const float2* terms, int n, int t) {
+  return *reinterpret_cast<const float4*>(terms + 8 * n + 2 * t);
+}
+
+// P^T = exp2(scale_log2 S^T - lse) in place. kMasked: elements for which masked_out(key
+// row, query column) holds are zero (interior tiles skip the tests: ~5 instructions an
+// element).
+template <bool kMasked, class MaskedOut>
+__device__ __forceinline__ void backward_probabilities(float (&st)[32], const float2* terms, float scale_log2,
+                                                       int warp, int g, int t, MaskedOut&& masked_out) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    const float4 pair = backward_terms(terms, n, t);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int kr = warp * 16 + g + 8 * (e / 2);
+      const int qc = 8 * n + 2 * t + (e & 1);
+      float weight = fast_exp2(st[4 * n + e] * scale_log2 - ((e & 1) ? pair.z : pair.x));
+      if constexpr (kMasked) {
+        if (masked_out(kr, qc)) weight = 0.0f;
+      }
+      st[4 * n + e] = weight;
+    }
+  }
+}
+
+// dS'^T = P^T (dP^T - delta / alpha), into dpt.
+__device__ __forceinline__ void backward_ds(const float (&st)[32], float (&dpt)[32], const float2* terms, int t) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    const float4 pair = backward_terms(terms, n, t);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      dpt[4 * n + e] = st[4 * n + e] * (dpt[4 * n + e] - ((e & 1) ? pair.w : pair.y));
+    }
+  }
+}
+
+// The A fragments (four k-steps of 16 queries) of P^T and dS'^T.
+template <class Element>
+__device__ __forceinline__ void pack_backward_fragments(const float (&st)[32], const float (&dpt)[32],
+                                                        std::uint32_t (&a_p)[4][4], std::uint32_t (&a_ds)[4][4]) {
+  using M = Mma<Element>;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      a_p[kk][r] = M::pack(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
+      a_ds[kk][r] = M::pack(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
+    }
+  }
+}
+
+// This thread's dS'^T elements into a swizzled tile of `rows` keys x 64 queries, whose key
+// row first_row + 16 warp + g is the warp's first.
+template <class Element>
+__device__ __forceinline__ void store_ds_tile(Element* tile, int rows, int first_row, const float (&dpt)[32], int warp,
+                                              int g, int t) {
+  using M = Mma<Element>;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int kr = first_row + warp * 16 + g + 8 * r;
+      const int qc = 8 * n + 2 * t;
+      *reinterpret_cast<std::uint32_t*>(tile + sw128_offset<64>(rows, kr, qc / 8) + qc % 8) =
+          M::pack(dpt[4 * n + 2 * r], dpt[4 * n + 2 * r + 1]);
+    }
+  }
+}
+
+// dV += P^T dO or dK += dS'^T Q over one 64-query step: A from registers, B (queries x D,
+// D contiguous: MN-major) `stage_bytes` past the descriptor `columns`.
+template <class Element, int kHeadDim>
+__device__ __forceinline__ void wgmma_key_rows_step(float (&acc)[kHeadDim / 2], const std::uint32_t (&a)[4][4],
+                                                    std::uint64_t columns, int stage_bytes) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const std::uint64_t b = descriptor_at(columns, stage_bytes + kk * 16 * 64 * 2);
+    if constexpr (kHeadDim == 64) {
+      wgmma_rs_m64n64k16<Element, 1>(acc, a[kk], b, 1);
+    } else {
+      wgmma_rs_m64n128k16<Element, 1>(acc, a[kk], b, 1);
+    }
+  }
+}
+
 // kStoreKv: the launch's PatternLaunch::store_kv, a template argument so that the kernel
 // of every other launch is compiled without that path.
 template <class Element, int kHeadDim, bool kSparse = false, bool kStoreKv = false>
@@ -81,7 +175,6 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kGroups = kSm90BackwardGroups<kSparse>;
   using Tile = Sm90BackwardTile<kHeadDim, kGroups>;
-  using M = Mma<Element>;
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys, kChunks = Tile::kChunks, kThreads = Tile::kThreads;
   constexpr int kDqColumns = Tile::kDqColumns;
   constexpr int kRowsPerPass = kThreads / kChunks;
@@ -311,14 +404,13 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       // Keys of this warpgroup that exist (64 unless key_tail).
       const int keys = key_tail ? static_cast<int>(key_limit - k_group) : kBlock;
       // Interior tiles (most of them) skip the per-element mask tests: the branch is
-      // uniform over the CTA, and the tests were ~5 instructions an element.
-      // The row terms of this thread's query columns 8n + 2t and 8n + 2t + 1: {lse, delta}
-      // of both in one 16-byte load.
-      auto terms = [&](int n) { return *reinterpret_cast<const float4*>(sTerms + 8 * n + 2 * t); };
+      // uniform over the CTA. P^T and dS'^T are backward_probabilities and backward_ds
+      // written out here: called, they changed the SASS of the block-sparse instantiation
+      // (which spills), so it would need measuring again; the dilated ones come out the same.
       auto probabilities = [&]<bool kMasked>() {
 #pragma unroll
         for (int n = 0; n < 8; ++n) {
-          const float4 pair = terms(n);
+          const float4 pair = backward_terms(sTerms, n, t);
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int kr = warp * 16 + g + 8 * (e / 2);
@@ -346,46 +438,22 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       // dS'^T = P^T (dP^T - delta / alpha).
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
-        const float4 pair = terms(n);
+        const float4 pair = backward_terms(sTerms, n, t);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           dpt[4 * n + e] = st[4 * n + e] * (dpt[4 * n + e] - ((e & 1) ? pair.w : pair.y));
         }
       }
-      // dS^T to shared memory (this warpgroup's rows of the CTA's keys x queries) for dQ,
-      // and the A fragments of P^T and dS^T.
+      // The A fragments of P^T and dS^T, and dS^T to shared memory (this warpgroup's rows of
+      // the CTA's keys x queries) for dQ.
       std::uint32_t a_p[4][4], a_ds[4][4];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          a_p[kk][r] = M::pack(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
-          a_ds[kk][r] = M::pack(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
-        }
-      }
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int kr = group * kBlock + warp * 16 + g + 8 * r;
-          const int qc = 8 * n + 2 * t;
-          *reinterpret_cast<std::uint32_t*>(sdS + sw128_offset<64>(kKeys, kr, qc / 8) + qc % 8) =
-              M::pack(dpt[4 * n + 2 * r], dpt[4 * n + 2 * r + 1]);
-        }
-      }
+      pack_backward_fragments<Element>(st, dpt, a_p, a_ds);
+      store_ds_tile<Element>(sdS, kKeys, group * kBlock, dpt, warp, g, t);
       // dV += P^T dO, then (once every warpgroup wrote its dS^T) dQ = dS K, then
       // dK += dS^T Q, each its own group: dQ's atomics run while the tensor cores work on dK.
       // B = dO / Q (queries x D, D contiguous: MN-major).
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const std::uint64_t d_o = descriptor_at(do_columns_desc, stage * kStageBytes + kk * 16 * 64 * 2);
-        if constexpr (kHeadDim == 64) {
-          wgmma_rs_m64n64k16<Element, 1>(dv, a_p[kk], d_o, 1);
-        } else {
-          wgmma_rs_m64n128k16<Element, 1>(dv, a_p[kk], d_o, 1);
-        }
-      }
+      wgmma_key_rows_step<Element, kHeadDim>(dv, a_p, do_columns_desc, stage * kStageBytes);
       wgmma_commit();
 
       // dQ over the CTA's keys, this warpgroup's columns [column0, + kDqColumns): A = dS
@@ -406,15 +474,7 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
       wgmma_commit();
 
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const std::uint64_t q = descriptor_at(q_columns_desc, stage * kStageBytes + kk * 16 * 64 * 2);
-        if constexpr (kHeadDim == 64) {
-          wgmma_rs_m64n64k16<Element, 1>(dk, a_ds[kk], q, 1);
-        } else {
-          wgmma_rs_m64n128k16<Element, 1>(dk, a_ds[kk], q, 1);
-        }
-      }
+      wgmma_key_rows_step<Element, kHeadDim>(dk, a_ds, q_columns_desc, stage * kStageBytes);
       wgmma_commit();
       wgmma_wait<1>();  // dV and dQ; dK may still run
       wgmma_fence_registers(dq);

@@ -257,7 +257,6 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
                                                   const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
                                                   std::int64_t segment, std::int64_t k_begin) {
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
-  using M = Mma<Element>;
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys;
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kStageBytes = Tile::kTile * 2;
@@ -325,23 +324,22 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
 
       // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each), in
       // two groups: P^T is computed from S^T while the tensor cores still work on dP^T.
+      // acc (64 keys x 64 queries) = rows (A, registers) x the stage's tile at `tile`^T.
+      auto scores_step = [&](float(&acc)[32], const std::uint32_t(&rows)[kHeadDim / 16][4], std::uint64_t tile) {
+#pragma unroll
+        for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+          const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
+          wgmma_rs_m64n64k16<Element, 0>(acc, rows[ks], descriptor_at(tile, stage * kStageBytes + at * 2), ks > 0);
+        }
+      };
       float st[32], dpt[32];
       wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < kHeadDim / 16; ++ks) {
-        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;  // column block, then k-step
-        wgmma_rs_m64n64k16<Element, 0>(st, a_k[ks], descriptor_at(q_rows_desc, stage * kStageBytes + at * 2), ks > 0);
-      }
+      scores_step(st, a_k, q_rows_desc);
       wgmma_commit();
       // A fence per product: ptxas treats the wgmmas after one fence as one stage and waits
       // for all of them before any accumulator of the stage is read.
       wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < kHeadDim / 16; ++ks) {
-        const int at = (ks / 4) * kBlock * 64 + (ks % 4) * 16;
-        wgmma_rs_m64n64k16<Element, 0>(dpt, a_v[ks], descriptor_at(do_rows_desc, stage * kStageBytes + at * 2),
-                                       ks > 0);
-      }
+      scores_step(dpt, a_v, do_rows_desc);
       wgmma_commit();
       wgmma_wait<1>();
       wgmma_fence_registers(st);
@@ -351,66 +349,22 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       // keys start `shift` = 0 or 64 after the queries) and the sequence's tail.
       const bool diagonal = p.causal && q_begin < k_group + kBlock;
       const int shift = static_cast<int>(k_group - q_begin);
-      auto terms = [&](int n) { return *reinterpret_cast<const float4*>(sTerms + 8 * n + 2 * t); };
-      auto probabilities = [&]<bool kMasked>() {
-#pragma unroll
-        for (int n = 0; n < 8; ++n) {
-          const float4 pair = terms(n);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int kr = warp * 16 + g + 8 * (e / 2);
-            const int qc = 8 * n + 2 * t + (e & 1);
-            float weight = fast_exp2(st[4 * n + e] * p.scale_log2 - ((e & 1) ? pair.z : pair.x));
-            if constexpr (kMasked) {
-              if ((diagonal && kr + shift > qc) || kr >= keys) weight = 0.0f;
-            }
-            st[4 * n + e] = weight;
-          }
-        }
-      };
+      auto masked_out = [=](int kr, int qc) { return (diagonal && kr + shift > qc) || kr >= keys; };
       if (key_tail || diagonal) {
-        probabilities.template operator()<true>();
+        backward_probabilities<true>(st, sTerms, p.scale_log2, warp, g, t, masked_out);
       } else {
-        probabilities.template operator()<false>();
+        backward_probabilities<false>(st, sTerms, p.scale_log2, warp, g, t, masked_out);
       }
       wgmma_fence_registers(st);  // pinned before the wait
       wgmma_wait<0>();
       wgmma_fence_registers(dpt);
-      // dS'^T = P^T (dP^T - delta / alpha).
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        const float4 pair = terms(n);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          dpt[4 * n + e] = st[4 * n + e] * (dpt[4 * n + e] - ((e & 1) ? pair.w : pair.y));
-        }
-      }
+      backward_ds(st, dpt, sTerms, t);
       std::uint32_t a_p[4][4], a_ds[4][4];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          a_p[kk][r] = M::pack(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
-          a_ds[kk][r] = M::pack(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
-        }
-      }
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int kr = warp * 16 + g + 8 * r;
-          const int qc = 8 * n + 2 * t;
-          *reinterpret_cast<std::uint32_t*>(ds_tile + sw128_offset<64>(kBlock, kr, qc / 8) + qc % 8) =
-              M::pack(dpt[4 * n + 2 * r], dpt[4 * n + 2 * r + 1]);
-        }
-      }
-      // dV += P^T dO (B = dO: queries x D, D contiguous: MN-major).
+      pack_backward_fragments<Element>(st, dpt, a_p, a_ds);
+      store_ds_tile<Element>(ds_tile, kBlock, 0, dpt, warp, g, t);
+      // dV += P^T dO.
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const std::uint64_t d_o = descriptor_at(do_columns_desc, stage * kStageBytes + kk * 16 * 64 * 2);
-        wgmma_rs_m64n64k16<Element, 1>(dv, a_p[kk], d_o, 1);
-      }
+      wgmma_key_rows_step<Element, kHeadDim>(dv, a_p, do_columns_desc, stage * kStageBytes);
       wgmma_commit();
 
       // dQ over this warpgroup's keys once all its warps wrote dS^T (a named barrier of
@@ -429,11 +383,7 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       wgmma_commit();
       // dK += dS^T Q.
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const std::uint64_t q = descriptor_at(q_columns_desc, stage * kStageBytes + kk * 16 * 64 * 2);
-        wgmma_rs_m64n64k16<Element, 1>(dk, a_ds[kk], q, 1);
-      }
+      wgmma_key_rows_step<Element, kHeadDim>(dk, a_ds, q_columns_desc, stage * kStageBytes);
       wgmma_commit();
       wgmma_wait<1>();  // dV and dQ; dK may still run
       wgmma_fence_registers(dq);
