@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Unit test of scripts/gpu/check_wgmma_fragments.py on hand-written SASS: the miscompile
+it looks for (a fragment register that an LDSM before a loop loaded, that an HGMMA in the
+loop reads, written inside the loop) is flagged; the same loop without the write, and a
+loop that reloads its fragments, are not."""
+import pathlib
+import sys
+import unittest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu"))
+import check_wgmma_fragments as check  # noqa: E402
+
+
+def sass(*lines):
+    return [(0x100 + 0x10 * i, text) for i, text in enumerate(lines)]
+
+
+PROLOGUE = ("LDSM.16.M88.4 R152, [R12]",)
+LOOP_HEAD = ("SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R7", "HGMMA.64x64x16.F32.BF16 R56, R152, gdesc[UR20], RZ, gsb0",
+             "WARPGROUP.DEPBAR.LE gsb0, 0x0")
+BACK_EDGE = "@!P0 BRA 0x110"  # to the first loop instruction
+
+
+class CheckWgmmaFragments(unittest.TestCase):
+    def test_a_write_to_a_held_fragment_inside_the_loop_is_flagged(self):
+        code = sass(*PROLOGUE, *LOOP_HEAD, "F2FP.BF16.F32.PACK_AB R153, R57, R56", BACK_EDGE)
+        found = check.problems(code)
+        self.assertEqual(len(found), 1)
+        self.assertIn("R153", found[0])
+
+    def test_the_loop_without_the_write_passes(self):
+        code = sass(*PROLOGUE, *LOOP_HEAD, "F2FP.BF16.F32.PACK_AB R60, R57, R56", BACK_EDGE)
+        self.assertEqual(check.problems(code), [])
+
+    def test_fragments_reloaded_inside_the_loop_pass(self):
+        code = sass("MOV R1, R2", "LDSM.16.M88.4 R152, [R12]", *LOOP_HEAD, "F2FP.BF16.F32.PACK_AB R153, R57, R56",
+                    BACK_EDGE)
+        self.assertEqual(check.problems(code), [])
+
+    def test_written_registers_follows_the_access_width(self):
+        self.assertEqual(check.written_registers("LDS.128 R4, [R2]"), {4, 5, 6, 7})
+        self.assertEqual(check.written_registers("@P0 LDS.64 R8, [R2]"), {8, 9})
+        self.assertEqual(check.written_registers("STS [R2], R4"), set())
+
+
+if __name__ == "__main__":
+    unittest.main()
