@@ -163,17 +163,19 @@ void launch_forward(const PatternLaunch& l, bool tensor_cores, cudaStream_t stre
 }
 
 // Whether launch_backward runs the Hopper kernels, which read PatternLaunch::row_terms.
-template <class Element>
+// Deterministic launches: only the warp-specialised kernel (dilated, head dim up to 64) has
+// a dK/dV-only path; the others run the mma.sync kernels.
+template <class Element, bool kSparse = false>
 bool backward_runs_sm90(const PatternLaunch& l, bool tensor_cores) {
   return (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) && tensor_cores &&
-         use_sm90_kernels() && !l.deterministic;
+         use_sm90_kernels() && (!l.deterministic || (!kSparse && l.head_dim <= 64));
 }
 
 // PatternLaunch::row_terms of a call from its lse and delta (float, (B, H, N)) and its
 // output_scale; an undefined tensor where the call does not run the Hopper backward.
-template <class Element>
+template <class Element, bool kSparse = false>
 Tensor backward_row_terms(const PatternLaunch& l, bool tensor_cores, cudaStream_t stream) {
-  if (!backward_runs_sm90<Element>(l, tensor_cores)) return {};
+  if (!backward_runs_sm90<Element, kSparse>(l, tensor_cores)) return {};
   const std::int64_t count = l.batch * l.heads * l.seq_len;
   Tensor terms = Tensor::empty({l.batch, l.heads, l.seq_len, 2}, DType::f32, current_device());
   if (count == 0) return terms;
@@ -188,11 +190,11 @@ template <class Element, bool kSparse = false>
 void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_cores, cudaStream_t stream) {
   if constexpr (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) {
 #ifdef LONGNET_HAVE_SM90A
-    if (backward_runs_sm90<Element>(l, tensor_cores)) {
+    if (backward_runs_sm90<Element, kSparse>(l, tensor_cores)) {
       PatternLaunch with_terms = l;
       Tensor terms;  // freed in stream order after the launch
       if (l.row_terms == nullptr) {
-        terms = backward_row_terms<Element>(l, tensor_cores, stream);
+        terms = backward_row_terms<Element, kSparse>(l, tensor_cores, stream);
         with_terms.row_terms = terms.data();
       }
       // Dilated launches up to head dim 64: the warp-specialised kernel; the others: the
@@ -201,7 +203,9 @@ void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_
         if constexpr (kSparse) {
           launch_flash_backward_sm90<Element, 64, true>(with_terms, kv_tiles, stream);
         } else {
+          // Deterministic: the kernel computes dK, dV only; dQ comes from the query-tile pass.
           launch_flash_backward_sm90_ws<Element, 64>(with_terms, kv_tiles, stream);
+          if (l.deterministic) launch_flash_backward_dq<Element, 64>(l, stream);
         }
       } else {
         launch_flash_backward_sm90<Element, 128, kSparse>(with_terms, kv_tiles, stream);

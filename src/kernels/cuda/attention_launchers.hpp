@@ -17,6 +17,10 @@ template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_forward(const PatternLaunch& p, cudaStream_t stream);
 template <class Element, int kHeadDim, bool kSparse = false>
 void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
+// The deterministic dQ pass alone (launch_flash_backward runs it when p.deterministic); the
+// Hopper path runs it after the warp-specialised kernel's dK, dV.
+template <class Element, int kHeadDim, bool kSparse = false>
+void launch_flash_backward_dq(const PatternLaunch& p, cudaStream_t stream);
 
 // Hopper one-warpgroup wgmma forward of block-sparse launches (sm_90a; present when
 // LONGNET_HAVE_SM90A is defined).
@@ -28,7 +32,7 @@ template <class Element, int kHeadDim, int kConsumers>
 void launch_flash_forward_sm90_ws(const PatternLaunch& p, cudaStream_t stream);
 // Hopper warp-specialised backward of dilated launches (sm_90a): a producer warpgroup that
 // copies the tiles and adds dQ, two consumer warpgroups of 64 keys (flash_backward_sm90_ws.cuh).
-// Head dim 64 only; not deterministic (dQ by atomics).
+// Head dim 64 only. Deterministic launches: dK, dV only (dQ from launch_flash_backward_dq).
 template <class Element, int kHeadDim>
 void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream);
 // Hopper wgmma backward: dK, dV (and dQ by atomics unless deterministic).

@@ -135,7 +135,7 @@ void backward(const BlockSparseAttentionParams& p) {
   }
   PatternLaunch l = sparse_launch(p);
   l.delta = delta.data();
-  const Tensor row_terms = cuda::backward_row_terms<Element>(l, tensor_cores, stream);
+  const Tensor row_terms = cuda::backward_row_terms<Element, true>(l, tensor_cores, stream);
   l.row_terms = row_terms.data();
   l.dq_accumulator = dq.data();
   l.direct_kv = direct_kv;

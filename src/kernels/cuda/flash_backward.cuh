@@ -480,6 +480,29 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
   }
 }
 
+// Deterministic dQ: CTAs of 64 queries that walk the key tiles (dilated: p.tiles_per_segment
+// query tiles per segment; sparse: every query block in tiles of 64).
+template <class Element, int kHeadDim, bool kSparse>
+void launch_flash_backward_dq(const PatternLaunch& p, cudaStream_t stream) {
+  using Tile = BackwardTile<kHeadDim>;
+  auto dq_kernel = flash_backward_dq_kernel<Element, kHeadDim, kSparse>;
+  constexpr int kDqShared = 4 * Tile::kBlock * kHeadDim * 2 + 2 * Tile::kBlock * 4;
+  if (kDqShared > 48 * 1024) {
+    cudaFuncSetAttribute(dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kDqShared);
+  }
+  PatternLaunch queries = p;
+  std::int64_t dq_ctas = 0;
+  if constexpr (kSparse) {
+    queries.sparse.tiles_per_block = (p.sparse.block_q + Tile::kBlock - 1) / Tile::kBlock;
+    dq_ctas = p.sparse.query_blocks * queries.sparse.tiles_per_block;
+  } else {
+    dq_ctas = p.segments * p.tiles_per_segment;
+  }
+  const dim3 dq_grid(static_cast<unsigned>(dq_ctas), static_cast<unsigned>(p.head_count),
+                     static_cast<unsigned>(p.batch));
+  dq_kernel<<<dq_grid, Tile::kThreads, kDqShared, stream>>>(queries);
+}
+
 // Dilated: kv_tiles_per_segment key tiles per segment. Sparse: the CTAs cover every key
 // block (dK, dV) and every query block (dQ) in tiles of 64.
 template <class Element, int kHeadDim, bool kSparse>
@@ -500,24 +523,7 @@ void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_seg
   }
   const dim3 kv_grid(static_cast<unsigned>(kv_ctas), static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(p.batch));
   kv_kernel<<<kv_grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(kv);
-  if (p.deterministic) {
-    auto dq_kernel = flash_backward_dq_kernel<Element, kHeadDim, kSparse>;
-    constexpr int kDqShared = 4 * Tile::kBlock * kHeadDim * 2 + 2 * Tile::kBlock * 4;
-    if (kDqShared > 48 * 1024) {
-      cudaFuncSetAttribute(dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kDqShared);
-    }
-    PatternLaunch queries = p;
-    std::int64_t dq_ctas = 0;
-    if constexpr (kSparse) {
-      queries.sparse.tiles_per_block = (p.sparse.block_q + Tile::kBlock - 1) / Tile::kBlock;
-      dq_ctas = p.sparse.query_blocks * queries.sparse.tiles_per_block;
-    } else {
-      dq_ctas = p.segments * p.tiles_per_segment;
-    }
-    const dim3 dq_grid(static_cast<unsigned>(dq_ctas), static_cast<unsigned>(p.head_count),
-                       static_cast<unsigned>(p.batch));
-    dq_kernel<<<dq_grid, Tile::kThreads, kDqShared, stream>>>(queries);
-  }
+  if (p.deterministic) launch_flash_backward_dq<Element, kHeadDim, kSparse>(p, stream);
 }
 
 }  // namespace longnet::kernels::cuda

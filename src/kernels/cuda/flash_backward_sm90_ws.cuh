@@ -130,7 +130,7 @@ __device__ __forceinline__ BackwardHeadRows backward_head_rows(const PatternLaun
 // tiles into the ring, and the dQ tile of the step kStages - 1 before into the accumulator
 // (so that two steps' copies are in flight while the consumers work); a head's remaining
 // dQ tiles are added before the next head's K and V are copied.
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kDq>
 __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
                                                   const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
                                                   std::int64_t segment, std::int64_t k_begin) {
@@ -244,15 +244,17 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
     int copied = 0;
     for (; next_begin < L; ++copied) {
       load_next_queries();
-      if (copied >= kLag) add_dq();
+      if (kDq && copied >= kLag) add_dq();
     }
-    for (; reduce_begin < L;) add_dq();
+    if constexpr (kDq) {
+      for (; reduce_begin < L;) add_dq();
+    }
   }
   copy_async_wait_all();
 }
 
 // A consumer warpgroup (threads 128 (1 + consumer) ..): keys k_begin + 64 consumer .. + 63.
-template <class Element, int kHeadDim, bool kStoreKv>
+template <class Element, int kHeadDim, bool kStoreKv, bool kDq>
 __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
                                                   const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
                                                   std::int64_t segment, std::int64_t k_begin) {
@@ -292,13 +294,14 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
     // whole head: read from shared memory once instead of at every step (the products'
     // shared-memory reads bound the loop). Lanes 0-15 address rows 0-15 of the warp's 16
     // at chunk 2 ks, lanes 16-31 the same rows at chunk 2 ks + 1 (the fragment order of
-    // m16n8k16's A). Fragments held across a loop of register-A wgmmas are fragile: in a
-    // variant without dQ, ptxas (CUDA 13.0) put P^T into these registers inside the loop
-    // although the PTX keeps them live (wrong dK, dV on the GPU). This kernel's SASS keeps
-    // them (checked with cuobjdump: no write to the LDSM registers in the loop), and the
-    // CUDA tests catch a regression.
+    // m16n8k16's A). Fragments held across a loop of register-A wgmmas are fragile: with
+    // them held across the kDq = false instantiation's loop, ptxas (CUDA 13.0) put P^T into
+    // K's registers inside the loop although the PTX keeps them live (wrong dK, dV on the
+    // GPU), so that instantiation reads them at every step. The kDq = true instantiation's
+    // SASS keeps them (scripts/gpu/check_wgmma_fragments.py), and the CUDA tests catch a
+    // regression.
     std::uint32_t a_k[kHeadDim / 16][4], a_v[kHeadDim / 16][4];
-    {
+    auto load_kv_fragments = [&]() {
       const int row = consumer * kBlock + warp * 16 + lane % 16;
 #pragma unroll
       for (int ks = 0; ks < kHeadDim / 16; ++ks) {
@@ -306,7 +309,8 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
         load_matrix_x4(a_k[ks], sm.k + at);
         load_matrix_x4(a_v[ks], sm.v + at);
       }
-    }
+    };
+    if constexpr (kDq) load_kv_fragments();
 
     float dk[kDTiles * 4], dv[kDTiles * 4];
 #pragma unroll
@@ -320,6 +324,7 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       const int stage = q_position.stage;
       mbarrier_wait(sm.q_full + stage, q_position.phase);
       fence_proxy_async();  // copied through the generic proxy, read by the tensor cores
+      if constexpr (!kDq) load_kv_fragments();
       const float2* sTerms = sm.terms + stage * kBlock;
 
       // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each), in
@@ -361,7 +366,7 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       backward_ds(st, dpt, sTerms, t);
       std::uint32_t a_p[4][4], a_ds[4][4];
       pack_backward_fragments<Element>(st, dpt, a_p, a_ds);
-      store_ds_tile<Element>(ds_tile, kBlock, 0, dpt, warp, g, t);
+      if constexpr (kDq) store_ds_tile<Element>(ds_tile, kBlock, 0, dpt, warp, g, t);
       // dV += P^T dO.
       wgmma_fence();
       wgmma_key_rows_step<Element, kHeadDim>(dv, a_p, do_columns_desc, stage * kStageBytes);
@@ -370,26 +375,28 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       // dQ over this warpgroup's keys once all its warps wrote dS^T (a named barrier of
       // its 128 threads): A = dS (queries x keys) read from dS^T (query-contiguous:
       // MN-major), B = K (keys x D, D contiguous: MN-major).
-      fence_proxy_async();
-      named_barrier_sync(1 + consumer, 128);
-      float dq[kDTiles * 4];
-      wgmma_fence();
+      [[maybe_unused]] float dq[kDTiles * 4];
+      if constexpr (kDq) {
+        fence_proxy_async();
+        named_barrier_sync(1 + consumer, 128);
+        wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < kBlock / 16; ++kk) {
-        const std::uint64_t a = descriptor_at(ds_desc, kk * 16 * 64 * 2);
-        const std::uint64_t k = descriptor_at(k_columns_desc, kk * 16 * 64 * 2);
-        wgmma_dq_step<Element, kHeadDim>(dq, a, k, kk > 0);
+        for (int kk = 0; kk < kBlock / 16; ++kk) {
+          const std::uint64_t a = descriptor_at(ds_desc, kk * 16 * 64 * 2);
+          const std::uint64_t k = descriptor_at(k_columns_desc, kk * 16 * 64 * 2);
+          wgmma_dq_step<Element, kHeadDim>(dq, a, k, kk > 0);
+        }
+        wgmma_commit();
       }
-      wgmma_commit();
       // dK += dS^T Q.
       wgmma_fence();
       wgmma_key_rows_step<Element, kHeadDim>(dk, a_ds, q_columns_desc, stage * kStageBytes);
       wgmma_commit();
-      wgmma_wait<1>();  // dV and dQ; dK may still run
-      wgmma_fence_registers(dq);
-      // The dQ tile to the producer (unscaled; it applies ds_scale when it adds).
-      mbarrier_wait(sm.dq_empty + dq_position.stage, dq_position.phase ^ 1);
-      {
+      if constexpr (kDq) {
+        wgmma_wait<1>();  // dV and dQ; dK may still run
+        wgmma_fence_registers(dq);
+        // The dQ tile to the producer (unscaled; it applies ds_scale when it adds).
+        mbarrier_wait(sm.dq_empty + dq_position.stage, dq_position.phase ^ 1);
         float* buffer = sm.dq + (dq_position.stage * Tile::kConsumers + consumer) * kBlock * Tile::kDqPitch;
 #pragma unroll
         for (int n = 0; n < kDTiles; ++n) {
@@ -400,8 +407,8 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
                 make_float2(dq[4 * n + 2 * r], dq[4 * n + 2 * r + 1]);
           }
         }
+        dq_position.release(sm.dq_full);
       }
-      dq_position.release(sm.dq_full);
       wgmma_wait<0>();
       wgmma_fence_registers(dk);
       wgmma_fence_registers(dv);
@@ -421,7 +428,9 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
   }
 }
 
-template <class Element, int kHeadDim, bool kStoreKv>
+// kDq: whether the kernel computes dQ (false for deterministic launches, whose dQ comes
+// from launch_flash_backward_dq).
+template <class Element, int kHeadDim, bool kStoreKv, bool kDq>
 __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kThreads, 1)
     flash_backward_sm90_ws_kernel(const __grid_constant__ PatternLaunch p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -448,10 +457,10 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kTh
   const std::int64_t k_begin = (blockIdx.x % p.tiles_per_segment) * Tile::kKeys;
   if (threadIdx.x < 128) {
     release_registers<Tile::kProducerRegisters>();
-    backward_producer<Element, kHeadDim>(p, sm, segment, k_begin);
+    backward_producer<Element, kHeadDim, kDq>(p, sm, segment, k_begin);
   } else {
     claim_registers<Tile::kConsumerRegisters>();
-    backward_consumer<Element, kHeadDim, kStoreKv>(p, sm, segment, k_begin);
+    backward_consumer<Element, kHeadDim, kStoreKv, kDq>(p, sm, segment, k_begin);
   }
 #else
   (void)p;
@@ -459,13 +468,17 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kTh
 #endif
 }
 
-// kv_tiles_per_segment tiles of 64 keys per segment, two per CTA. Not for deterministic
-// launches (dQ by atomics).
+// kv_tiles_per_segment tiles of 64 keys per segment, two per CTA. Deterministic launches
+// get dK and dV only (dQ by atomics is not deterministic).
 template <class Element, int kHeadDim>
 void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
-  auto kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true>
-                           : flash_backward_sm90_ws_kernel<Element, kHeadDim, false>;
+  auto kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true, true>
+                           : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, true>;
+  if (p.deterministic) {
+    kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true, false>
+                        : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, false>;
+  }
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
   PatternLaunch kv = p;
   kv.tiles_per_segment = (kv_tiles_per_segment * kSparseTileRows + Tile::kKeys - 1) / Tile::kKeys;

@@ -7,5 +7,6 @@ namespace longnet::kernels::cuda {
 
 template void launch_flash_forward<__half, 64>(const PatternLaunch&, cudaStream_t);
 template void launch_flash_backward<__half, 64>(const PatternLaunch&, std::int64_t, cudaStream_t);
+template void launch_flash_backward_dq<__half, 64>(const PatternLaunch&, cudaStream_t);
 
 }  // namespace longnet::kernels::cuda
