@@ -44,24 +44,31 @@ FeedForward::FeedForward(const std::string& name, const FeedForwardConfig& confi
   }
 }
 
+// With the sub-LayerNorm and no activation dropout in between, the LayerNorm applies the
+// GELU as it reads the rows (LayerNormInput::gelu): the activation is never stored.
 Tensor FeedForward::forward(const Tensor& x, const ForwardContext& context) {
-  Tensor h = gelu_.forward(fc1_.forward(x));
-  h = activation_dropout_.forward(h, context);
-  if (ffn_layernorm_) h = ffn_layernorm_->forward(h);
+  fused_activation_ = ffn_layernorm_ && !activation_dropout_.drops(context);
+  Tensor h;
+  if (fused_activation_) {
+    h = ffn_layernorm_->forward(fc1_.forward(x), kernels::LayerNormInput::gelu);
+  } else {
+    h = activation_dropout_.forward(gelu_.forward(fc1_.forward(x)), context);
+    if (ffn_layernorm_) h = ffn_layernorm_->forward(h);
+  }
   return dropout_.forward(fc2_.forward(h), context);
 }
 
 Tensor FeedForward::backward(const Tensor& dy) {
   Tensor dh = fc2_.backward(dropout_.backward(dy));
+  if (fused_activation_) return fc1_.backward(ffn_layernorm_->backward(dh));
   if (ffn_layernorm_) dh = ffn_layernorm_->backward(dh);
   dh = activation_dropout_.backward(dh);
   return fc1_.backward(gelu_.backward(dh));
 }
 
 Tensor FeedForward::infer(const Tensor& x) const {
-  Tensor h = GELU::infer(fc1_.infer(x));
-  if (ffn_layernorm_) h = ffn_layernorm_->infer(h);
-  return fc2_.infer(h);
+  if (ffn_layernorm_) return fc2_.infer(ffn_layernorm_->infer(fc1_.infer(x), kernels::LayerNormInput::gelu));
+  return fc2_.infer(GELU::infer(fc1_.infer(x)));
 }
 
 void FeedForward::collect_parameters(std::vector<ParameterPtr>& out) const {

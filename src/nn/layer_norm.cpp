@@ -17,7 +17,7 @@ LayerNorm::LayerNorm(const std::string& name, std::int64_t dim, double eps, cons
   bias_ = make_parameter(name + ".bias", Tensor::zeros({dim}, DType::f64), options, false);
 }
 
-Tensor LayerNorm::run_forward(const Tensor& x_in, Tensor* mean, Tensor* rstd) const {
+Tensor LayerNorm::run_forward(const Tensor& x_in, kernels::LayerNormInput input, Tensor* mean, Tensor* rstd) const {
   const Tensor& w = weight_->value;
   const DType dtype = weight_->compute_dtype();
   require_floating(x_in, "LayerNorm input", dtype, w.device());
@@ -34,6 +34,7 @@ Tensor LayerNorm::run_forward(const Tensor& x_in, Tensor* mean, Tensor* rstd) co
   p.columns = dim();
   p.eps = eps_;
   p.dtype = dtype;
+  p.input = input;
   p.x = x.data();
   p.x_row_stride = dim();
   p.weight = w.data();
@@ -50,18 +51,19 @@ Tensor LayerNorm::run_forward(const Tensor& x_in, Tensor* mean, Tensor* rstd) co
   return out;
 }
 
-Tensor LayerNorm::infer(const Tensor& x) const {
+Tensor LayerNorm::infer(const Tensor& x, kernels::LayerNormInput input) const {
   Tensor mean, rstd;
-  return run_forward(x, &mean, &rstd);
+  return run_forward(x, input, &mean, &rstd);
 }
 
-Tensor LayerNorm::forward(const Tensor& x) {
-  Tensor out = run_forward(x, &mean_, &rstd_);
+Tensor LayerNorm::forward(const Tensor& x, kernels::LayerNormInput input) {
+  Tensor out = run_forward(x, input, &mean_, &rstd_);
   x_ = x.contiguous();
+  input_ = input;
   return out;
 }
 
-Tensor LayerNorm::backward(const Tensor& dy_in) {
+Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in) {
   require(x_.defined(), weight_->name, ": backward called before forward");
   const Tensor& w = weight_->value;
   const DType dtype = weight_->compute_dtype();
@@ -69,12 +71,20 @@ Tensor LayerNorm::backward(const Tensor& dy_in) {
   require(dy_in.shape() == x_.shape(), weight_->name, ": dy has shape ", shape_to_string(dy_in.shape()), ": must be ",
           shape_to_string(x_.shape()));
   const Tensor dy = dy_in.contiguous();
+  Tensor dresidual;
+  if (dresidual_in) {
+    require_floating(*dresidual_in, "LayerNorm residual gradient", dtype, w.device());
+    require(dresidual_in->shape() == x_.shape(), weight_->name, ": the residual gradient has shape ",
+            shape_to_string(dresidual_in->shape()), ": must be ", shape_to_string(x_.shape()));
+    dresidual = dresidual_in->contiguous();
+  }
   Tensor dx = Tensor::empty(x_.shape(), dtype, w.device());
   kernels::LayerNormParams p;
   p.rows = x_.numel() / dim();
   p.columns = dim();
   p.eps = eps_;
   p.dtype = dtype;
+  p.input = input_;
   p.x = x_.data();
   p.x_row_stride = dim();
   p.weight = w.data();
@@ -85,6 +95,10 @@ Tensor LayerNorm::backward(const Tensor& dy_in) {
   p.dout_row_stride = dim();
   p.dx = dx.data();
   p.dx_row_stride = dim();
+  if (dresidual.defined()) {
+    p.dresidual = dresidual.data();
+    p.dresidual_row_stride = dim();
+  }
   p.dweight = weight_->grad.data();
   p.dbias = bias_->grad.data();
   if (w.device().is_cuda()) {

@@ -51,12 +51,10 @@ Tensor EncoderLayer::forward(const Tensor& x, const ForwardContext& context) {
 }
 
 Tensor EncoderLayer::backward(const Tensor& dy) {
-  // y = h + ffn(ln(h)): dh = dy + ln^T(ffn^T(dy)); h = x + attn(ln(x)) likewise.
-  Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy));
-  add_into(dh, dy);
-  Tensor dx = attn_layer_norm_.backward(attn_.backward(attn_dropout_.backward(dh)));
-  add_into(dx, dh);
-  return dx;
+  // y = h + ffn(ln(h)): dh = dy + ln^T(ffn^T(dy)); h = x + attn(ln(x)) likewise. The
+  // layer norms add the residual gradient as they write theirs (one pass fewer each).
+  const Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy), &dy);
+  return attn_layer_norm_.backward(attn_.backward(attn_dropout_.backward(dh)), &dh);
 }
 
 void EncoderLayer::collect_parameters(std::vector<ParameterPtr>& out) const {
@@ -96,23 +94,18 @@ Tensor DecoderLayer::forward(const Tensor& x, const Tensor& memory, const Forwar
 }
 
 Tensor DecoderLayer::backward(const Tensor& dy, Tensor* dmemory) {
-  Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy));
-  add_into(dh, dy);
+  Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy), &dy);
   if (cross_attn_) {
     require(dmemory != nullptr, "DecoderLayer::backward: a layer with cross-attention needs dmemory");
     const CrossAttentionGradients g = cross_attn_->backward_cross(cross_attn_dropout_.backward(dh));
-    Tensor dh_cross = cross_attn_layer_norm_->backward(g.dx);
-    add_into(dh_cross, dh);
-    dh = dh_cross;
+    dh = cross_attn_layer_norm_->backward(g.dx, &dh);
     if (dmemory->defined()) {
       add_into(*dmemory, g.dmemory);
     } else {
       *dmemory = g.dmemory;
     }
   }
-  Tensor dx = attn_layer_norm_.backward(attn_.backward(attn_dropout_.backward(dh)));
-  add_into(dx, dh);
-  return dx;
+  return attn_layer_norm_.backward(attn_.backward(attn_dropout_.backward(dh)), &dh);
 }
 
 AttentionCache DecoderLayer::make_cache(std::int64_t batch, std::int64_t max_positions) const {

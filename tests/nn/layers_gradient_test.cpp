@@ -82,6 +82,43 @@ TEST(NnGradients, LayerNorm) {
   check_gradients([&] { return norm.infer(x); }, g, probes);
 }
 
+// The feed-forward's fusion: LayerNorm of gelu(x) (LayerNormInput::gelu), with the residual
+// stream's gradient added to dx in the same pass.
+TEST(NnGradients, LayerNormOfGeluPreactivationsWithAResidualGradient) {
+  LayerNorm norm("ln", 9, 1e-5, f64_options()), plain("ln", 9, 1e-5, f64_options());
+  randomise_parameters(norm, 3);
+  randomise_parameters(plain, 3);
+  const Tensor x = Tensor::randn({4, 2, 9}, 1, DType::f64);
+  const Tensor g = Tensor::randn({4, 2, 9}, 2, DType::f64);
+  const Tensor residual = Tensor::randn({4, 2, 9}, 4, DType::f64);
+  const Tensor y = norm.forward(x, kernels::LayerNormInput::gelu);
+  // The same function as GELU then LayerNorm.
+  GELU gelu;
+  const Tensor y_plain = plain.forward(gelu.forward(x));
+  const std::vector<double> yv = y.to_vector<double>(), y_plain_v = y_plain.to_vector<double>();
+  for (std::size_t i = 0; i < yv.size(); ++i) EXPECT_NEAR(yv[i], y_plain_v[i], 1e-12);
+  const Tensor dx_plain = gelu.backward(plain.backward(g));
+  // dx = (the gradient of x) + residual: check the first part by finite differences.
+  const Tensor dx = add(norm.backward(g, &residual), residual, -1.0);
+  const std::vector<double> dxv = dx.to_vector<double>(), dx_plain_v = dx_plain.to_vector<double>();
+  for (std::size_t i = 0; i < dxv.size(); ++i) EXPECT_NEAR(dxv[i], dx_plain_v[i], 1e-12);
+  std::vector<GradientProbe> probes{{"x", x, dx}};
+  add_parameter_probes(norm, probes);
+  check_gradients([&] { return norm.infer(x, kernels::LayerNormInput::gelu); }, g, probes);
+}
+
+TEST(NnGradients, LayerNormRejectsAResidualGradientOfAnotherShape) {
+  LayerNorm norm("ln", 9, 1e-5, f64_options());
+  norm.forward(Tensor::randn({4, 9}, 1, DType::f64));
+  const Tensor residual = Tensor::randn({3, 9}, 4, DType::f64);
+  try {
+    norm.backward(Tensor::randn({4, 9}, 2, DType::f64), &residual);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("residual gradient has shape (3, 9)"), std::string::npos) << e.what();
+  }
+}
+
 TEST(NnGradients, EmbeddingWithRepeatedTokens) {
   Embedding embedding("embed_tokens", 6, 4, 1.7, f64_options());
   const Tensor tokens = Tensor::from_vector<std::int32_t>({0, 3, 3, 5, 1, 3}, {2, 3});
@@ -141,9 +178,15 @@ TEST(NnGradients, DropoutRegeneratesItsMask) {
 }
 
 TEST(NnGradients, FeedForward) {
-  for (bool sub_layer_norm : {true, false}) {
-    FeedForwardConfig config{
-        .d_model = 6, .ffn_dim = 10, .sub_layer_norm = sub_layer_norm, .dropout = 0.2, .activation_dropout = 0.1};
+  // Activation dropout 0 with the sub-LayerNorm takes the fused GELU + LayerNorm path.
+  for (const auto& [sub_layer_norm, activation_dropout] :
+       {std::pair{true, 0.1}, std::pair{false, 0.1}, std::pair{true, 0.0}}) {
+    SCOPED_TRACE(str("sub_layer_norm ", sub_layer_norm, " activation_dropout ", activation_dropout));
+    FeedForwardConfig config{.d_model = 6,
+                             .ffn_dim = 10,
+                             .sub_layer_norm = sub_layer_norm,
+                             .dropout = 0.2,
+                             .activation_dropout = activation_dropout};
     FeedForward ffn("ffn", config, f64_options(), 40);
     randomise_parameters(ffn, 9);
     const ForwardContext context{.training = true, .seed = 3, .step = 1};

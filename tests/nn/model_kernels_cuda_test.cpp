@@ -68,64 +68,73 @@ TEST_F(ModelKernelsCuda, LayerNormMatchesTheCpuOnEveryPath) {
       {9, 4100, 4100},      // single elements past the registers (bf16), f32/f64 past them too
       {40, 9000, 9000},     // streaming with packs
   };
-  for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
-    for (const LayerNormCase& c : cases) {
-      SCOPED_TRACE(str(dtype_name(dtype), " rows ", c.rows, " columns ", c.columns, " stride ", c.stride,
-                       c.affine ? "" : " no affine"));
-      const DType acc = accumulation(dtype);
-      const Tensor x = random({c.rows, c.stride}, 1, dtype), dout = random({c.rows, c.stride}, 2, dtype);
-      const Tensor weight = random({c.columns}, 3, acc), bias = random({c.columns}, 4, acc);
-      // The gradients accumulate onto this (cloned: to() returns the tensor itself when
-      // it is already on that device in that dtype).
-      const Tensor start = random({c.columns}, 5, acc);
+  // fused: the rows are GELU pre-activations (LayerNormInput::gelu) and a residual gradient
+  // is added to dx, as the feed-forward's sub-LayerNorm and the pre-norms run them.
+  for (const bool fused : {false, true}) {
+    for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
+      for (const LayerNormCase& c : cases) {
+        SCOPED_TRACE(str(dtype_name(dtype), " rows ", c.rows, " columns ", c.columns, " stride ", c.stride,
+                         c.affine ? "" : " no affine", fused ? " gelu input, residual gradient" : ""));
+        const DType acc = accumulation(dtype);
+        const Tensor x = random({c.rows, c.stride}, 1, dtype), dout = random({c.rows, c.stride}, 2, dtype);
+        const Tensor dresidual = random({c.rows, c.stride}, 6, dtype);
+        const Tensor weight = random({c.columns}, 3, acc), bias = random({c.columns}, 4, acc);
+        // The gradients accumulate onto this (cloned: to() returns the tensor itself when
+        // it is already on that device in that dtype).
+        const Tensor start = random({c.columns}, 5, acc);
 
-      // Runs forward and backward on tensors of one device and dtype; returns
-      // {out, mean, rstd, dx, dweight, dbias}.
-      const auto run = [&](Device device, DType type) {
-        const DType a = type == DType::f64 ? DType::f64 : DType::f32;
-        std::vector<Tensor> t{Tensor::zeros({c.rows, c.stride}, type, device),
-                              Tensor::zeros({c.rows}, a, device),
-                              Tensor::zeros({c.rows}, a, device),
-                              Tensor::zeros({c.rows, c.stride}, type, device),
-                              start.to(device, a).clone(),
-                              start.to(device, a).clone()};
-        const Tensor xd = x.to(device, type), dd = dout.to(device, type);
-        const Tensor wd = weight.to(device, a), bd = bias.to(device, a);
-        kernels::LayerNormParams p;
-        p.rows = c.rows, p.columns = c.columns, p.dtype = type;
-        p.x = xd.data(), p.x_row_stride = c.stride;
-        p.weight = c.affine ? wd.data() : nullptr, p.bias = c.affine ? bd.data() : nullptr;
-        p.out = t[0].data(), p.out_row_stride = c.stride, p.mean = t[1].data(), p.rstd = t[2].data();
-        p.dout = dd.data(), p.dout_row_stride = c.stride, p.dx = t[3].data(), p.dx_row_stride = c.stride;
-        p.dweight = c.affine ? t[4].data() : nullptr, p.dbias = c.affine ? t[5].data() : nullptr;
-        if (device.is_cuda()) {
-          kernels::layer_norm_forward_cuda(p);
-          kernels::layer_norm_backward_cuda(p);
-        } else {
-          kernels::layer_norm_forward_cpu(p);
-          kernels::layer_norm_backward_cpu(p);
+        // Runs forward and backward on tensors of one device and dtype; returns
+        // {out, mean, rstd, dx, dweight, dbias}.
+        const auto run = [&](Device device, DType type) {
+          const DType a = type == DType::f64 ? DType::f64 : DType::f32;
+          std::vector<Tensor> t{Tensor::zeros({c.rows, c.stride}, type, device),
+                                Tensor::zeros({c.rows}, a, device),
+                                Tensor::zeros({c.rows}, a, device),
+                                Tensor::zeros({c.rows, c.stride}, type, device),
+                                start.to(device, a).clone(),
+                                start.to(device, a).clone()};
+          const Tensor xd = x.to(device, type), dd = dout.to(device, type), rd = dresidual.to(device, type);
+          const Tensor wd = weight.to(device, a), bd = bias.to(device, a);
+          kernels::LayerNormParams p;
+          p.rows = c.rows, p.columns = c.columns, p.dtype = type;
+          p.x = xd.data(), p.x_row_stride = c.stride;
+          p.weight = c.affine ? wd.data() : nullptr, p.bias = c.affine ? bd.data() : nullptr;
+          p.out = t[0].data(), p.out_row_stride = c.stride, p.mean = t[1].data(), p.rstd = t[2].data();
+          p.dout = dd.data(), p.dout_row_stride = c.stride, p.dx = t[3].data(), p.dx_row_stride = c.stride;
+          p.dweight = c.affine ? t[4].data() : nullptr, p.dbias = c.affine ? t[5].data() : nullptr;
+          if (fused) {
+            p.input = kernels::LayerNormInput::gelu;
+            p.dresidual = rd.data(), p.dresidual_row_stride = c.stride;
+          }
+          if (device.is_cuda()) {
+            kernels::layer_norm_forward_cuda(p);
+            kernels::layer_norm_backward_cuda(p);
+          } else {
+            kernels::layer_norm_forward_cpu(p);
+            kernels::layer_norm_backward_cpu(p);
+          }
+          return t;
+        };
+        const std::vector<Tensor> expected = run(Device::cpu(), DType::f64), actual = run(gpu, dtype);
+        const double tol = tolerance(dtype), tol_acc = tolerance(acc);
+        expect_close(columns_of(actual[0], c.columns), columns_of(expected[0], c.columns), tol, "out");
+        expect_close(actual[1], expected[1], tol_acc, "mean");
+        expect_close(actual[2], expected[2], tol_acc, "rstd");
+        expect_close(columns_of(actual[3], c.columns), columns_of(expected[3], c.columns), tol, "dx");
+        if (c.affine) {
+          expect_close(actual[4], expected[4], tol_acc, "dweight");
+          expect_close(actual[5], expected[5], tol_acc, "dbias");
         }
-        return t;
-      };
-      const std::vector<Tensor> expected = run(Device::cpu(), DType::f64), actual = run(gpu, dtype);
-      const double tol = tolerance(dtype), tol_acc = tolerance(acc);
-      expect_close(columns_of(actual[0], c.columns), columns_of(expected[0], c.columns), tol, "out");
-      expect_close(actual[1], expected[1], tol_acc, "mean");
-      expect_close(actual[2], expected[2], tol_acc, "rstd");
-      expect_close(columns_of(actual[3], c.columns), columns_of(expected[3], c.columns), tol, "dx");
-      if (c.affine) {
-        expect_close(actual[4], expected[4], tol_acc, "dweight");
-        expect_close(actual[5], expected[5], tol_acc, "dbias");
+        // The padding columns of a strided output are left alone.
+        if (c.stride > c.columns) {
+          EXPECT_EQ(
+              actual[0].to(Device::cpu(), DType::f64).slice(1, c.columns, c.stride).contiguous().to_vector<double>(),
+              std::vector<double>(static_cast<std::size_t>(c.rows * (c.stride - c.columns)), 0.0));
+        }
+        // Deterministic: a second run gives the same bits.
+        EXPECT_EQ(run(gpu, dtype)[4].to(Device::cpu()).to_vector<double>(),
+                  actual[4].to(Device::cpu()).to_vector<double>());
       }
-      // The padding columns of a strided output are left alone.
-      if (c.stride > c.columns) {
-        EXPECT_EQ(
-            actual[0].to(Device::cpu(), DType::f64).slice(1, c.columns, c.stride).contiguous().to_vector<double>(),
-            std::vector<double>(static_cast<std::size_t>(c.rows * (c.stride - c.columns)), 0.0));
-      }
-      // Deterministic: a second run gives the same bits.
-      EXPECT_EQ(run(gpu, dtype)[4].to(Device::cpu()).to_vector<double>(),
-                actual[4].to(Device::cpu()).to_vector<double>());
     }
   }
 }

@@ -41,6 +41,20 @@ LONGNET_HOST_DEVICE inline T gelu_derivative(T x) {
   return cdf + x * pdf;
 }
 
+// gelu(x), bit for bit gelu_value's, and gelu'(x) (gelu_derivative's) from one erf.
+template <class T>
+LONGNET_HOST_DEVICE inline T gelu_value_and_derivative(T x, T* derivative) {
+#if defined(__CUDA_ARCH__)
+  const T one_plus_erf = T(1) + erf(x * T(0.70710678118654752440));
+  const T pdf = T(0.39894228040143267794) * exp(T(-0.5) * x * x);
+#else
+  const T one_plus_erf = T(1) + std::erf(x * T(0.70710678118654752440));
+  const T pdf = T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
+#endif
+  *derivative = T(0.5) * one_plus_erf + x * pdf;
+  return T(0.5) * x * one_plus_erf;
+}
+
 struct GeluParams {
   std::int64_t count = 0;
   DType dtype = DType::f32;

@@ -8,6 +8,14 @@
 // written by forward and read by backward. The statistics are computed in that precision
 // whatever the activations' dtype.
 // Backward: dx is written; dweight and dbias accumulate (+=).
+//
+// Two fusions save the feed-forward and the residual stream a pass over their rows each:
+// - input = gelu: the rows normalised are gelu(x) (gelu.hpp's exact form, in the
+//   statistics' precision), x being the pre-activation; backward writes
+//   dx = gelu'(x) * d(gelu(x)) and the parameter gradients of the normalised gelu(x).
+//   Nothing else changes: mean, rstd and out are those of LayerNorm(gelu(x)).
+// - dresidual (backward, nullable): dx = (the above) + dresidual, with its own row
+//   stride; it may alias dx (each element is read before it is written).
 #pragma once
 
 #include <cstdint>
@@ -17,11 +25,14 @@
 
 namespace longnet::kernels {
 
+enum class LayerNormInput { identity, gelu };
+
 struct LayerNormParams {
   std::int64_t rows = 0;
   std::int64_t columns = 0;
   double eps = 1e-5;
-  DType dtype = DType::f32;  // of x, out, dout, dx; the rest in accumulation_dtype(dtype)
+  DType dtype = DType::f32;  // of x, out, dout, dx, dresidual; the rest in accumulation_dtype(dtype)
+  LayerNormInput input = LayerNormInput::identity;
 
   const void* x = nullptr;
   std::int64_t x_row_stride = 0;
@@ -36,6 +47,8 @@ struct LayerNormParams {
   std::int64_t dout_row_stride = 0;
   void* dx = nullptr;
   std::int64_t dx_row_stride = 0;
+  const void* dresidual = nullptr;  // nullable
+  std::int64_t dresidual_row_stride = 0;
   void* dweight = nullptr;  // null when weight is
   void* dbias = nullptr;    // null when bias is
 };

@@ -26,6 +26,8 @@ class Dropout {
   Tensor forward(const Tensor& x, const ForwardContext& context);
   Tensor backward(const Tensor& dy);
   double probability() const { return probability_; }
+  // Whether forward(x, context) would change x (training with p > 0).
+  bool drops(const ForwardContext& context) const { return context.training && probability_ > 0; }
 
  private:
   double probability_;

@@ -47,6 +47,7 @@ class FeedForward final : public Module {
   std::unique_ptr<LayerNorm> ffn_layernorm_;
   Linear fc2_;
   Dropout dropout_;
+  bool fused_activation_ = false;  // the last forward ran GELU inside the sub-LayerNorm
 };
 
 }  // namespace longnet::nn

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "longnet/kernels/layer_norm.hpp"
 #include "longnet/nn/parameter.hpp"
 
 namespace longnet::nn {
@@ -12,19 +13,24 @@ class LayerNorm final : public Module {
  public:
   LayerNorm(const std::string& name, std::int64_t dim, double eps, const ParameterOptions& options);
 
-  Tensor forward(const Tensor& x);
-  Tensor backward(const Tensor& dy);
-  Tensor infer(const Tensor& x) const;
+  // input = gelu normalises gelu(x) (kernels/layer_norm.hpp): the feed-forward's
+  // activation and sub-LayerNorm in one pass; backward then returns the gradient of x.
+  Tensor forward(const Tensor& x, kernels::LayerNormInput input = kernels::LayerNormInput::identity);
+  // dresidual (nullable, dy's shape): added to the returned gradient in the same pass (the
+  // residual stream's gradient, which would otherwise take an add of its own).
+  Tensor backward(const Tensor& dy, const Tensor* dresidual = nullptr);
+  Tensor infer(const Tensor& x, kernels::LayerNormInput input = kernels::LayerNormInput::identity) const;
 
   std::int64_t dim() const { return weight_->value.size(0); }
   void collect_parameters(std::vector<ParameterPtr>& out) const override;
 
  private:
-  Tensor run_forward(const Tensor& x, Tensor* mean, Tensor* rstd) const;
+  Tensor run_forward(const Tensor& x, kernels::LayerNormInput input, Tensor* mean, Tensor* rstd) const;
 
   ParameterPtr weight_, bias_;
   double eps_;
   Tensor x_, mean_, rstd_;
+  kernels::LayerNormInput input_ = kernels::LayerNormInput::identity;
 };
 
 }  // namespace longnet::nn

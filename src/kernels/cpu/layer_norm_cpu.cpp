@@ -7,10 +7,21 @@
 
 #include "kernels/cpu/float_dispatch.hpp"
 #include "longnet/core/parallel.hpp"
+#include "longnet/kernels/gelu.hpp"
 #include "longnet/kernels/layer_norm.hpp"
 
 namespace longnet::kernels {
 namespace {
+
+// The row a normalises: x itself, or gelu(x) (in double) for input = gelu.
+template <class T>
+void normalised_row(const LayerNormParams& p, const T* xr, std::vector<double>& a) {
+  a.resize(static_cast<std::size_t>(p.columns));
+  for (std::int64_t c = 0; c < p.columns; ++c) {
+    const double v = xr[c];
+    a[static_cast<std::size_t>(c)] = p.input == LayerNormInput::gelu ? gelu_value(v) : v;
+  }
+}
 
 template <class T>
 void forward(const LayerNormParams& p) {
@@ -22,20 +33,21 @@ void forward(const LayerNormParams& p) {
   T* rstd_out = static_cast<T*>(p.rstd);
   const std::int64_t C = p.columns;
   parallel_for(p.rows, cpu::grain_for(4 * C), [&](std::int64_t begin, std::int64_t end) {
+    std::vector<double> a;
     for (std::int64_t r = begin; r < end; ++r) {
-      const T* xr = x + r * p.x_row_stride;
+      normalised_row(p, x + r * p.x_row_stride, a);
       double sum = 0;
-      for (std::int64_t c = 0; c < C; ++c) sum += xr[c];
+      for (std::int64_t c = 0; c < C; ++c) sum += a[c];
       const double mean = sum / static_cast<double>(C);
       double squares = 0;
       for (std::int64_t c = 0; c < C; ++c) {
-        const double d = xr[c] - mean;
+        const double d = a[c] - mean;
         squares += d * d;
       }
       const double rstd = 1.0 / std::sqrt(squares / static_cast<double>(C) + p.eps);
       T* yr = out + r * p.out_row_stride;
       for (std::int64_t c = 0; c < C; ++c) {
-        T y = static_cast<T>((xr[c] - mean) * rstd);
+        T y = static_cast<T>((a[c] - mean) * rstd);
         if (weight) y *= weight[c];
         if (bias) y += bias[c];
         yr[c] = y;
@@ -46,8 +58,9 @@ void forward(const LayerNormParams& p) {
   });
 }
 
-// With xhat = (x - mean) rstd and g = dout * weight:
-//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+// With a the normalised row (x, or gelu(x)), xhat = (a - mean) rstd and g = dout * weight:
+//   da = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+//   dx = da (or gelu'(x) da) [+ dresidual].
 template <class T>
 void backward(const LayerNormParams& p) {
   const T* x = static_cast<const T*>(p.x);
@@ -57,23 +70,30 @@ void backward(const LayerNormParams& p) {
   const T* rstd = static_cast<const T*>(p.rstd);
   T* dx = static_cast<T*>(p.dx);
   const std::int64_t C = p.columns;
+  const T* dresidual = static_cast<const T*>(p.dresidual);
   parallel_for(p.rows, cpu::grain_for(4 * C), [&](std::int64_t begin, std::int64_t end) {
+    std::vector<double> a;
     for (std::int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * p.x_row_stride;
+      normalised_row(p, xr, a);
       const T* gr = dout + r * p.dout_row_stride;
       double g_sum = 0, gx_sum = 0;
       for (std::int64_t c = 0; c < C; ++c) {
         const double g = weight ? gr[c] * weight[c] : gr[c];
-        const double xhat = (xr[c] - mean[r]) * rstd[r];
+        const double xhat = (a[c] - mean[r]) * rstd[r];
         g_sum += g;
         gx_sum += g * xhat;
       }
       const double g_mean = g_sum / static_cast<double>(C), gx_mean = gx_sum / static_cast<double>(C);
       T* dxr = dx + r * p.dx_row_stride;
+      const T* dresidual_row = dresidual ? dresidual + r * p.dresidual_row_stride : nullptr;
       for (std::int64_t c = 0; c < C; ++c) {
         const double g = weight ? gr[c] * weight[c] : gr[c];
-        const double xhat = (xr[c] - mean[r]) * rstd[r];
-        dxr[c] = static_cast<T>(rstd[r] * (g - g_mean - xhat * gx_mean));
+        const double xhat = (a[c] - mean[r]) * rstd[r];
+        double d = rstd[r] * (g - g_mean - xhat * gx_mean);
+        if (p.input == LayerNormInput::gelu) d *= gelu_derivative(static_cast<double>(xr[c]));
+        if (dresidual_row) d += dresidual_row[c];
+        dxr[c] = static_cast<T>(d);
       }
     }
   });
@@ -85,11 +105,12 @@ void backward(const LayerNormParams& p) {
       double* dw = partial.data() + chunk * 2 * C;
       double* db = dw + C;
       const std::int64_t row_end = std::min(p.rows, (chunk + 1) * cpu::kReductionChunk);
+      std::vector<double> a;
       for (std::int64_t r = chunk * cpu::kReductionChunk; r < row_end; ++r) {
-        const T* xr = x + r * p.x_row_stride;
+        normalised_row(p, x + r * p.x_row_stride, a);
         const T* gr = dout + r * p.dout_row_stride;
         for (std::int64_t c = 0; c < C; ++c) {
-          dw[c] += static_cast<double>(gr[c]) * ((xr[c] - mean[r]) * rstd[r]);
+          dw[c] += static_cast<double>(gr[c]) * ((a[c] - mean[r]) * rstd[r]);
           db[c] += gr[c];
         }
       }

@@ -18,7 +18,12 @@
 // sums), 32768 x 3072 four times that.
 // Longer rows take the streaming kernels below: one warp per row and three passes over
 // it, and a separate column-sum pass for dweight/dbias (the same chunk order).
+// kGelu (input = gelu): each element of x becomes gelu(x) as it is loaded (the
+// feed-forward's activation and sub-LayerNorm in one pass: its output is never stored);
+// the backward recomputes it and multiplies dx by gelu'(x). The erf this costs per element
+// (two in the backward) keeps the kernels memory-bound.
 #include "kernels/cuda/model_kernels_common.cuh"
+#include "longnet/kernels/gelu.hpp"
 #include "longnet/kernels/layer_norm.hpp"
 
 namespace longnet::kernels {
@@ -65,6 +70,16 @@ __device__ __forceinline__ void load_weights(const C* weights, std::int64_t g, C
   }
 }
 
+// The value normalised for an element x of the input: x, or gelu(x).
+template <bool kGelu, class C>
+__device__ __forceinline__ C normalised(C x) {
+  if constexpr (kGelu) {
+    return gelu_value(x);
+  } else {
+    return x;
+  }
+}
+
 // The sum over the team (the block), in a fixed order for a given block size.
 template <class C>
 __device__ __forceinline__ C team_sum(C value, C* shared) {
@@ -86,7 +101,7 @@ __device__ __forceinline__ void team_sum2(C& a, C& b, C* shared, bool one_warp) 
   b = warp_sum(lane < warps ? shared[32 + lane] : C(0));
 }
 
-template <class T, int P>
+template <class T, int P, bool kGelu>
 __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParams p) {
   using C = Compute<T>;
   constexpr int N = kGroupsPerThread;
@@ -105,7 +120,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParam
       if (g < groups) {
         const Group<T, P> group = load_group<T, P>(x, g);
         for (int e = 0; e < P; ++e) {
-          v[k][e] = to_compute(group.v[e]);
+          v[k][e] = normalised<kGelu>(to_compute(group.v[e]));
           sum += v[k][e];
         }
       }
@@ -140,12 +155,12 @@ __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParam
 
 // Block b: rows [b R, b R + R) (R = kRowsPerChunk), the next row's loads in flight while
 // this one is computed; kTeams = 1: the block is one team taking the rows in order;
-// kTeams > 1: warp w is a team taking rows w, w + kTeams, ... in order. With
-// xhat = (x - mean) rstd and g = dout * weight:
-//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+// kTeams > 1: warp w is a team taking rows w, w + kTeams, ... in order. With a the
+// normalised row (x or gelu(x)), xhat = (a - mean) rstd and g = dout * weight:
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) [* gelu'(x)] [+ dresidual],
 // and, when kParameters, partial[0][b][c] = sum_r dout xhat, partial[1][b][c] = sum_r dout
 // (the teams' sums added in team order).
-template <class T, int P, bool kParameters, int kTeams>
+template <class T, int P, bool kParameters, int kTeams, bool kGelu>
 __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
   using C = Compute<T>;
   constexpr int N = kGroupsPerThread;
@@ -191,7 +206,8 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
         C w[P];
         load_weights<C, P>(weight, group_of(k), C(1), w);
         for (int e = 0; e < P; ++e) {
-          const C g = to_compute(dout_row[k].v[e]), xhat = (to_compute(x_row[k].v[e]) - mean) * rstd;
+          const C g = to_compute(dout_row[k].v[e]);
+          const C xhat = (normalised<kGelu>(to_compute(x_row[k].v[e])) - mean) * rstd;
           g_sum += g * w[e];
           gx_sum += g * w[e] * xhat;
           if constexpr (kParameters) {
@@ -204,14 +220,24 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     team_sum2(g_sum, gx_sum, shared, kWarpTeam || blockDim.x == 32);
     const C g_mean = g_sum * inverse_columns, gx_mean = gx_sum * inverse_columns;
     T* dx = static_cast<T*>(p.dx) + row * p.dx_row_stride;
+    // dresidual is read here rather than with the row: held across the loop it cost the
+    // d-wide kernel a block per SM (registers).
+    const T* dresidual = p.dresidual ? static_cast<const T*>(p.dresidual) + row * p.dresidual_row_stride : nullptr;
 #pragma unroll
     for (int k = 0; k < N; ++k) {
       if (owned[k]) {
         C w[P], d[P];
+        Group<T, P> residual;
+        if (dresidual) residual = load_group<T, P>(dresidual, group_of(k));
         load_weights<C, P>(weight, group_of(k), C(1), w);
         for (int e = 0; e < P; ++e) {
-          const C xhat = (to_compute(x_row[k].v[e]) - mean) * rstd;
+          const C x = to_compute(x_row[k].v[e]);
+          C a = x, da_dx = 1;
+          if constexpr (kGelu) a = gelu_value_and_derivative(x, &da_dx);
+          const C xhat = (a - mean) * rstd;
           d[e] = rstd * (to_compute(dout_row[k].v[e]) * w[e] - g_mean - xhat * gx_mean);
+          if constexpr (kGelu) d[e] *= da_dx;
+          if (dresidual) d[e] += to_compute(residual.v[e]);
         }
         store_group<T, P>(dx, group_of(k), d);
       }
@@ -254,7 +280,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
 
 // Streaming kernels for rows too long for registers: one warp per row, every pass reads
 // the row again (from L1/L2 after the first).
-template <class T, int P>
+template <class T, int P, bool kGelu>
 __global__ void streaming_forward_kernel(LayerNormParams p) {
   using C = Compute<T>;
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
@@ -267,13 +293,16 @@ __global__ void streaming_forward_kernel(LayerNormParams p) {
   C sum = 0;
   for (std::int64_t g = lane; g < groups; g += 32) {
     const Group<T, P> group = load_group<T, P>(x, g);
-    for (int e = 0; e < P; ++e) sum += to_compute(group.v[e]);
+    for (int e = 0; e < P; ++e) sum += normalised<kGelu>(to_compute(group.v[e]));
   }
   const C mean = warp_sum(sum) / static_cast<C>(p.columns);
   C squares = 0;
   for (std::int64_t g = lane; g < groups; g += 32) {
     const Group<T, P> group = load_group<T, P>(x, g);
-    for (int e = 0; e < P; ++e) squares += (to_compute(group.v[e]) - mean) * (to_compute(group.v[e]) - mean);
+    for (int e = 0; e < P; ++e) {
+      const C centred = normalised<kGelu>(to_compute(group.v[e])) - mean;
+      squares += centred * centred;
+    }
   }
   const C rstd = C(1) / sqrt(warp_sum(squares) / static_cast<C>(p.columns) + static_cast<C>(p.eps));
   T* out = static_cast<T*>(p.out) + row * p.out_row_stride;
@@ -282,7 +311,7 @@ __global__ void streaming_forward_kernel(LayerNormParams p) {
     C w[P], b[P], y[P];
     load_weights<C, P>(weight, g, C(1), w);
     load_weights<C, P>(bias, g, C(0), b);
-    for (int e = 0; e < P; ++e) y[e] = (to_compute(group.v[e]) - mean) * rstd * w[e] + b[e];
+    for (int e = 0; e < P; ++e) y[e] = (normalised<kGelu>(to_compute(group.v[e])) - mean) * rstd * w[e] + b[e];
     store_group<T, P>(out, g, y);
   }
   if (lane == 0) {
@@ -291,7 +320,7 @@ __global__ void streaming_forward_kernel(LayerNormParams p) {
   }
 }
 
-template <class T, int P>
+template <class T, int P, bool kGelu>
 __global__ void streaming_dx_kernel(LayerNormParams p) {
   using C = Compute<T>;
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
@@ -310,18 +339,27 @@ __global__ void streaming_dx_kernel(LayerNormParams p) {
     for (int e = 0; e < P; ++e) {
       const C gw = to_compute(dg.v[e]) * w[e];
       g_sum += gw;
-      gx_sum += gw * (to_compute(xg.v[e]) - mean) * rstd;
+      gx_sum += gw * (normalised<kGelu>(to_compute(xg.v[e])) - mean) * rstd;
     }
   }
   const C g_mean = warp_sum(g_sum) / static_cast<C>(p.columns);
   const C gx_mean = warp_sum(gx_sum) / static_cast<C>(p.columns);
   T* dx = static_cast<T*>(p.dx) + row * p.dx_row_stride;
+  const T* dresidual = p.dresidual ? static_cast<const T*>(p.dresidual) + row * p.dresidual_row_stride : nullptr;
   for (std::int64_t g = lane; g < groups; g += 32) {
     const Group<T, P> xg = load_group<T, P>(x, g), dg = load_group<T, P>(dout, g);
     C w[P], d[P];
     load_weights<C, P>(weight, g, C(1), w);
     for (int e = 0; e < P; ++e) {
-      d[e] = rstd * (to_compute(dg.v[e]) * w[e] - g_mean - (to_compute(xg.v[e]) - mean) * rstd * gx_mean);
+      const C xv = to_compute(xg.v[e]);
+      C a = xv, da_dx = 1;
+      if constexpr (kGelu) a = gelu_value_and_derivative(xv, &da_dx);
+      d[e] = rstd * (to_compute(dg.v[e]) * w[e] - g_mean - (a - mean) * rstd * gx_mean);
+      if constexpr (kGelu) d[e] *= da_dx;
+    }
+    if (dresidual) {
+      const Group<T, P> rg = load_group<T, P>(dresidual, g);
+      for (int e = 0; e < P; ++e) d[e] += to_compute(rg.v[e]);
     }
     store_group<T, P>(dx, g, d);
   }
@@ -329,7 +367,7 @@ __global__ void streaming_dx_kernel(LayerNormParams p) {
 
 // Streaming dweight/dbias: thread c sums column c over a chunk's rows in order, as the
 // register kernel does, into the same partial layout.
-template <class T>
+template <class T, bool kGelu>
 __global__ void streaming_parameter_sums_kernel(LayerNormParams p, std::int64_t chunks, Compute<T>* partial) {
   using C = Compute<T>;
   const T* x = static_cast<const T*>(p.x);
@@ -342,7 +380,7 @@ __global__ void streaming_parameter_sums_kernel(LayerNormParams p, std::int64_t 
     C dweight = 0, dbias = 0;
     for (std::int64_t r = chunk * kRowsPerChunk; r < end; ++r) {
       const C g = to_compute(dout[r * p.dout_row_stride + c]);
-      dweight += g * ((to_compute(x[r * p.x_row_stride + c]) - means[r]) * rstds[r]);
+      dweight += g * ((normalised<kGelu>(to_compute(x[r * p.x_row_stride + c])) - means[r]) * rstds[r]);
       dbias += g;
     }
     partial[chunk * p.columns + c] = dweight;
@@ -356,7 +394,8 @@ bool packed_rows(const LayerNormParams& p, bool backward) {
   const std::int64_t P = kPack<T>;
   bool ok = p.columns % P == 0 && p.x_row_stride % P == 0 && aligned16(p.x, p.weight, p.bias);
   if (backward) {
-    ok = ok && p.dout_row_stride % P == 0 && p.dx_row_stride % P == 0 && aligned16(p.dout, p.dx);
+    ok = ok && p.dout_row_stride % P == 0 && p.dx_row_stride % P == 0 && aligned16(p.dout, p.dx) &&
+         (!p.dresidual || (p.dresidual_row_stride % P == 0 && aligned16(p.dresidual)));
   } else {
     ok = ok && p.out_row_stride % P == 0 && aligned16(p.out);
   }
@@ -374,16 +413,16 @@ unsigned streaming_blocks(std::int64_t rows) { return static_cast<unsigned>((row
 
 unsigned row_grid(std::int64_t rows) { return static_cast<unsigned>(std::min<std::int64_t>(rows, 1 << 30)); }
 
-template <class T, int P>
+template <class T, int P, bool kGelu>
 void forward(const LayerNormParams& p, cudaStream_t stream) {
   if (const unsigned team = team_threads(p.columns / P)) {
-    forward_kernel<T, P><<<row_grid(p.rows), team, 0, stream>>>(p);
+    forward_kernel<T, P, kGelu><<<row_grid(p.rows), team, 0, stream>>>(p);
   } else {
-    streaming_forward_kernel<T, P><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
+    streaming_forward_kernel<T, P, kGelu><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
   }
 }
 
-template <class T, int P>
+template <class T, int P, bool kGelu>
 void backward(const LayerNormParams& p, cudaStream_t stream) {
   using C = Compute<T>;
   const std::int64_t chunks = (p.rows + kRowsPerChunk - 1) / kRowsPerChunk;
@@ -395,24 +434,34 @@ void backward(const LayerNormParams& p, cudaStream_t stream) {
   if (const unsigned team = team_threads(p.columns / P)) {
     const auto grid = static_cast<unsigned>(chunks);
     if (team == 32 && parameters) {
-      backward_kernel<T, P, true, kWarpTeams><<<grid, 32 * kWarpTeams, 0, stream>>>(p, sums);
+      backward_kernel<T, P, true, kWarpTeams, kGelu><<<grid, 32 * kWarpTeams, 0, stream>>>(p, sums);
     } else if (team == 32) {
-      backward_kernel<T, P, false, kWarpTeams><<<grid, 32 * kWarpTeams, 0, stream>>>(p, nullptr);
+      backward_kernel<T, P, false, kWarpTeams, kGelu><<<grid, 32 * kWarpTeams, 0, stream>>>(p, nullptr);
     } else if (parameters) {
-      backward_kernel<T, P, true, 1><<<grid, team, 0, stream>>>(p, sums);
+      backward_kernel<T, P, true, 1, kGelu><<<grid, team, 0, stream>>>(p, sums);
     } else {
-      backward_kernel<T, P, false, 1><<<grid, team, 0, stream>>>(p, nullptr);
+      backward_kernel<T, P, false, 1, kGelu><<<grid, team, 0, stream>>>(p, nullptr);
     }
   } else {
-    streaming_dx_kernel<T, P><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
+    streaming_dx_kernel<T, P, kGelu><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
     if (parameters) {
-      streaming_parameter_sums_kernel<T><<<grid_for(chunks * p.columns), kThreads, 0, stream>>>(p, chunks, sums);
+      streaming_parameter_sums_kernel<T, kGelu><<<grid_for(chunks * p.columns), kThreads, 0, stream>>>(p, chunks, sums);
     }
   }
   check_launch();
   if (parameters) {
     accumulate_chunk_totals<C, 2>(sums, chunks, p.columns,
                                   ColumnTargets<C, 2>{{static_cast<C*>(p.dweight), static_cast<C*>(p.dbias)}}, stream);
+  }
+}
+
+// Calls body with std::true_type when the rows are GELU pre-activations.
+template <class Body>
+void with_input(const LayerNormParams& p, Body&& body) {
+  if (p.input == LayerNormInput::gelu) {
+    body(std::true_type{});
+  } else {
+    body(std::false_type{});
   }
 }
 
@@ -423,11 +472,13 @@ void layer_norm_forward_cuda(const LayerNormParams& p) {
   dispatch_activation(p.dtype, "layer_norm_forward", [&](auto tag) {
     using T = decltype(tag);
     const cudaStream_t stream = current_cuda_stream();
-    if (packed_rows<T>(p, false)) {
-      forward<T, kPack<T>>(p, stream);
-    } else {
-      forward<T, 1>(p, stream);
-    }
+    with_input(p, [&](auto gelu) {
+      if (packed_rows<T>(p, false)) {
+        forward<T, kPack<T>, gelu.value>(p, stream);
+      } else {
+        forward<T, 1, gelu.value>(p, stream);
+      }
+    });
   });
   check_launch();
 }
@@ -437,11 +488,13 @@ void layer_norm_backward_cuda(const LayerNormParams& p) {
   dispatch_activation(p.dtype, "layer_norm_backward", [&](auto tag) {
     using T = decltype(tag);
     const cudaStream_t stream = current_cuda_stream();
-    if (packed_rows<T>(p, true)) {
-      backward<T, kPack<T>>(p, stream);
-    } else {
-      backward<T, 1>(p, stream);
-    }
+    with_input(p, [&](auto gelu) {
+      if (packed_rows<T>(p, true)) {
+        backward<T, kPack<T>, gelu.value>(p, stream);
+      } else {
+        backward<T, 1, gelu.value>(p, stream);
+      }
+    });
   });
 }
 
