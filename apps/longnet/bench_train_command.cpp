@@ -36,6 +36,7 @@ struct BenchTrainOptions {
   std::int64_t kv_heads = 0;
   int warmup = 3, steps = 5;
   bool deterministic = false;
+  bool fused_qkv = false;
   double peak_tflops = 0;  // 0: 989 on CUDA (H100 SXM dense bf16), none on the CPU
   std::string json;
 };
@@ -60,6 +61,7 @@ model::LongNetLMConfig bench_config(const BenchTrainOptions& o, const Shape& s, 
   c.d_model = value_or(o.d_model, s.d_model, "--d-model");
   c.heads = value_or(o.heads, s.heads, "--heads");
   c.kv_heads = o.kv_heads;
+  c.fused_qkv = o.fused_qkv;
   c.layers = value_or(o.layers, s.layers, "--layers");
   c.ffn_dim = value_or(o.ffn_dim, s.ffn_dim, "--ffn-dim");
   c.segment_lengths = parse_integer_list(o.segments.empty() ? s.segments : o.segments, "--segments");
@@ -96,8 +98,10 @@ Phases time_phases(model::LanguageModel& lm, const model::BatchSource& data, mod
       .training = true, .seed = config.seed, .step = step, .deterministic = config.deterministic};
   Phases p;
   lm.zero_grad();
-  p.forward_ms = time_ms(device, [&] { lm.forward_loss(batch, context); }, p.forward_host_ms);
-  p.backward_ms = time_ms(device, [&] { lm.backward(1.0); }, p.backward_host_ms);
+  p.forward_ms = time_ms(
+      device, [&] { lm.forward_loss(batch, context); }, p.forward_host_ms);
+  p.backward_ms = time_ms(
+      device, [&] { lm.backward(1.0); }, p.backward_host_ms);
   p.optimizer_ms = time_ms(
       device,
       [&] {
@@ -175,7 +179,8 @@ int run_bench_train(const BenchTrainOptions& o) {
        << ", " << config.heads << " heads, " << config.layers << " layers, ffn " << config.ffn_dim << "), " << batch
        << " x " << seq_len << " tokens, segments " << (o.segments.empty() ? shape.segments : o.segments)
        << ", dilations " << (o.dilations.empty() ? shape.dilations : o.dilations) << ", " << to_string(config.mode)
-       << " mode, " << compute << ", deterministic " << (o.deterministic ? "yes" : "no") << ", " << to_string(device);
+       << " mode, " << (config.fused_qkv ? "fused qkv projection, " : "") << compute << ", deterministic "
+       << (o.deterministic ? "yes" : "no") << ", " << to_string(device);
   if (device.is_cpu()) head << " (" << num_threads() << " threads)";
   std::cout << head.str() << "\n\n";
   auto row = [](const std::string& name, const std::string& value) {
@@ -198,8 +203,9 @@ int run_bench_train(const BenchTrainOptions& o) {
   row("forward / backward / optimizer", str(format_ms(phases.forward_ms), " / ", format_ms(phases.backward_ms), " / ",
                                             format_ms(phases.optimizer_ms), " ms"));
   if (device.is_cuda()) {
-    row("  of which the host queued for", str(format_ms(phases.forward_host_ms), " / ", format_ms(phases.backward_host_ms),
-                                             " / ", format_ms(phases.optimizer_host_ms), " ms"));
+    row("  of which the host queued for",
+        str(format_ms(phases.forward_host_ms), " / ", format_ms(phases.backward_host_ms), " / ",
+            format_ms(phases.optimizer_host_ms), " ms"));
   }
   row("peak memory (pool, in use)", format_bytes(static_cast<double>(memory.peak_in_use)));
   row("loss (last timed step)", str(last_loss));
@@ -260,6 +266,7 @@ Command add_bench_train(CLI::App& bench) {
   c->add_flag("--deterministic", o->deterministic,
               "Bitwise repeatable steps (what `longnet train` uses by default for exact resume; slower attention "
               "backward on cuda)");
+  c->add_flag("--fused-qkv", o->fused_qkv, "One q/k/v projection GEMM (qkv_proj) instead of three");
   c->add_option("--peak-tflops", o->peak_tflops,
                 "The device's peak for MFU, TFLOP/s (default 989 on cuda: H100 SXM dense bf16; none on cpu)");
   c->add_option("--json", o->json, "Write the measurements as JSON to this file");

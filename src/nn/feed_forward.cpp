@@ -46,7 +46,7 @@ FeedForward::FeedForward(const std::string& name, const FeedForwardConfig& confi
 
 // With the sub-LayerNorm and no activation dropout in between, the LayerNorm applies the
 // GELU as it reads the rows (LayerNormInput::gelu): the activation is never stored.
-Tensor FeedForward::forward(const Tensor& x, const ForwardContext& context) {
+Tensor FeedForward::forward(const Tensor& x, const ForwardContext& context, const Tensor* residual) {
   fused_activation_ = ffn_layernorm_ && !activation_dropout_.drops(context);
   Tensor h;
   if (fused_activation_) {
@@ -55,7 +55,8 @@ Tensor FeedForward::forward(const Tensor& x, const ForwardContext& context) {
     h = activation_dropout_.forward(gelu_.forward(fc1_.forward(x)), context);
     if (ffn_layernorm_) h = ffn_layernorm_->forward(h);
   }
-  return dropout_.forward(fc2_.forward(h), context);
+  if (residual && dropout_.drops(context)) return add(*residual, dropout_.forward(fc2_.forward(h), context));
+  return dropout_.forward(fc2_.forward(h, residual), context);
 }
 
 Tensor FeedForward::backward(const Tensor& dy) {

@@ -43,13 +43,20 @@ Linear::Linear(ParameterPtr weight, ParameterPtr bias) : weight_(std::move(weigh
   }
 }
 
-Tensor Linear::infer(const Tensor& x_in) const {
+Tensor Linear::infer(const Tensor& x_in, const Tensor* residual_in) const {
   const Tensor& w = weight_->compute_value();
   require_floating(x_in, "Linear input", w.dtype(), w.device());
   require(x_in.dim() >= 1 && x_in.size(-1) == in_features(), weight_->name, ": input has shape ",
           shape_to_string(x_in.shape()), ": the last dimension must be in_features = ", in_features());
   const Tensor x = x_in.contiguous();
   Tensor y = Tensor::empty(with_last(x.shape(), out_features()), w.dtype(), w.device());
+  Tensor residual;
+  if (residual_in) {
+    require_floating(*residual_in, "Linear residual", w.dtype(), w.device());
+    require(residual_in->shape() == y.shape(), weight_->name, ": the residual has shape ",
+            shape_to_string(residual_in->shape()), ": must be the output's ", shape_to_string(y.shape()));
+    residual = residual_in->contiguous();
+  }
   kernels::LinearParams p;
   p.rows = x.numel() / in_features();
   p.in_features = in_features();
@@ -61,6 +68,10 @@ Tensor Linear::infer(const Tensor& x_in) const {
   p.bias = bias_ ? bias_->compute_value().data() : nullptr;
   p.y = y.data();
   p.y_row_stride = out_features();
+  if (residual.defined()) {
+    p.residual = residual.data();
+    p.residual_row_stride = out_features();
+  }
   if (w.device().is_cuda()) {
     kernels::linear_forward_cuda(p);
   } else {
@@ -69,8 +80,8 @@ Tensor Linear::infer(const Tensor& x_in) const {
   return y;
 }
 
-Tensor Linear::forward(const Tensor& x) {
-  Tensor y = infer(x);
+Tensor Linear::forward(const Tensor& x, const Tensor* residual) {
+  Tensor y = infer(x, residual);
   x_ = x.contiguous();
   return y;
 }

@@ -121,21 +121,25 @@ MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Te
           v_proj_->forward(memory).view({B, N, Hk, D})};
 }
 
-Tensor MultiheadDilatedAttention::encode_positions(const Tensor& x, bool is_key, bool transpose) const {
+Tensor MultiheadDilatedAttention::encode_positions(const Tensor& x, bool is_key, bool transpose, Tensor out) const {
   const PositionalConfig& pos = config_.positional;
-  if (pos.kind == PositionalEncoding::none) return x;
-  if (positions_.size() == 1) return apply_positional(pos, x, positions_[0].begin, xpos_center_, is_key, transpose);
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (pos.kind == PositionalEncoding::none) {
+    if (!out.defined()) return x;
+    out.copy_from(x);
+    return out;
+  }
+  if (!out.defined()) out = Tensor::empty(x.shape(), x.dtype(), x.device());
   for (const SequenceBlock& run : positions_) {
     const std::int64_t first = run.local_begin, last = run.local_begin + run.length();
-    out.slice(1, first, last)
-        .copy_from(apply_positional(pos, x.slice(1, first, last), run.begin, xpos_center_, is_key, transpose));
+    Tensor rows = positions_.size() == 1 ? out : out.slice(1, first, last);
+    apply_positional_into(pos, positions_.size() == 1 ? x : x.slice(1, first, last), rows, run.begin, xpos_center_,
+                          is_key, transpose);
   }
   return out;
 }
 
 Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected, std::int64_t seq_len,
-                                                     const SequenceSharding* sequence) {
+                                                     const SequenceSharding* sequence, const Tensor* residual) {
   sharded_ = sequence != nullptr;
   auto encode = [&] {
     q_ = encode_positions(projected.q, /*is_key=*/false, false);
@@ -168,13 +172,13 @@ Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected,
   }
   Tensor o = attention_.out.view({attention_.out.size(0), seq_len, config_.d_model});
   if (inner_attn_ln_) o = inner_attn_ln_->forward(o);
-  return out_proj_.forward(o);
+  return out_proj_.forward(o, residual);
 }
 
-Tensor MultiheadDilatedAttention::forward(const Tensor& x, const ForwardContext& context) {
+Tensor MultiheadDilatedAttention::forward(const Tensor& x, const ForwardContext& context, const Tensor* residual) {
   cross_ = false;
   deterministic_ = context.deterministic;
-  return attend_and_project(project(x, x), x.size(1), context.sequence);
+  return attend_and_project(project(x, x), x.size(1), context.sequence, residual);
 }
 
 Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory, const ForwardContext& context) {
@@ -185,7 +189,8 @@ Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory,
 }
 
 // Back through out_proj, the sub-LN, the attention and the positional encoding: the
-// gradients of the projections' outputs, (B, N, heads, D) each.
+// gradients of the projections' outputs, (B, N, heads, D) each, written into dq, dk, dv
+// where they are defined on entry (slices of a fused qkv gradient), else new tensors.
 Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv) {
   require(attention_.out.defined(), "MultiheadDilatedAttention: backward called before forward");
   Tensor dout = out_proj_.backward(dy);
@@ -200,24 +205,32 @@ Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tens
     attention.deterministic = attention.deterministic || deterministic_;
     g = dilated_attention_backward(attention, q_, k_, v_, attention_, dattention);
   }
-  dq = encode_positions(g.dq, false, /*transpose=*/true);
-  dk = encode_positions(g.dk, true, /*transpose=*/true);
-  dv = g.dv;
+  // With a fused qkv projection the gradients go straight into the slices of its output
+  // gradient (dq, dk, dv defined on entry), which saves the copies.
+  dq = encode_positions(g.dq, false, /*transpose=*/true, dq);
+  dk = encode_positions(g.dk, true, /*transpose=*/true, dk);
+  if (dv.defined()) {
+    dv.copy_from(g.dv);
+  } else {
+    dv = g.dv;
+  }
   return dout;
 }
 
 Tensor MultiheadDilatedAttention::backward(const Tensor& dy) {
   require(!cross_, "MultiheadDilatedAttention: the last forward was cross-attention; use backward_cross");
   Tensor dq, dk, dv;
-  backward_to_projections(dy, dq, dk, dv);
-  const std::int64_t B = dq.size(0), N = dq.size(1), H = config_.heads, Hk = config_.key_value_heads();
   if (qkv_proj_) {
-    Tensor dqkv = Tensor::empty({B, N, H + 2 * Hk, config_.head_dim()}, dq.dtype(), dq.device());
-    dqkv.slice(2, 0, H).copy_from(dq);
-    dqkv.slice(2, H, H + Hk).copy_from(dk);
-    dqkv.slice(2, H + Hk, H + 2 * Hk).copy_from(dv);
+    require(attention_.out.defined(), "MultiheadDilatedAttention: backward called before forward");
+    const Tensor& q = q_;
+    const std::int64_t B = q.size(0), N = q.size(1), H = config_.heads, Hk = config_.key_value_heads();
+    const Tensor dqkv = Tensor::empty({B, N, H + 2 * Hk, config_.head_dim()}, q.dtype(), q.device());
+    dq = dqkv.slice(2, 0, H), dk = dqkv.slice(2, H, H + Hk), dv = dqkv.slice(2, H + Hk, H + 2 * Hk);
+    backward_to_projections(dy, dq, dk, dv);
     return qkv_proj_->backward(dqkv.view({B, N, -1}));
   }
+  backward_to_projections(dy, dq, dk, dv);
+  const std::int64_t B = dq.size(0), N = dq.size(1);
   Tensor dx = q_proj_->backward(dq.contiguous().view({B, N, -1}));
   k_proj_->backward_accumulate(dk.contiguous().view({B, N, -1}), dx);
   v_proj_->backward_accumulate(dv.contiguous().view({B, N, -1}), dx);

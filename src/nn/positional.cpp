@@ -57,11 +57,22 @@ void check_xpos_range(const PositionalConfig& config, double max_distance, DType
 Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::int64_t position_start, double center,
                         bool is_key, bool transpose) {
   require(x.defined() && x.dim() == 4, "apply_positional: x must be (batch, seq_len, heads, head_dim)");
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  apply_positional_into(config, x, out, position_start, center, is_key, transpose);
+  return out;
+}
+
+void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tensor& out, std::int64_t position_start,
+                           double center, bool is_key, bool transpose) {
+  require(x.defined() && x.dim() == 4, "apply_positional: x must be (batch, seq_len, heads, head_dim)");
+  require(out.shape() == x.shape() && out.dtype() == x.dtype() && out.device() == x.device(),
+          "apply_positional: out has shape ", shape_to_string(out.shape()), " (", dtype_name(out.dtype()),
+          "): must match x's ", shape_to_string(x.shape()), " (", dtype_name(x.dtype()), ") on the same device");
+  require(out.dim() == 4 && out.stride(3) == 1, "apply_positional: out's head dimension must be contiguous");
   const Tensor in = x.stride(3) == 1 ? x : x.contiguous();
-  Tensor out = Tensor::empty(in.shape(), in.dtype(), in.device());
   if (config.kind == PositionalEncoding::none) {
     out.copy_from(in);
-    return out;
+    return;
   }
   config.validate(in.size(3));
   const double first = static_cast<double>(position_start) - center;
@@ -87,7 +98,6 @@ Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::in
   } else {
     kernels::rotary_apply_cpu(p);
   }
-  return out;
 }
 
 }  // namespace longnet::nn

@@ -45,9 +45,12 @@ EncoderLayer::EncoderLayer(const std::string& name, TransformerLayerConfig confi
       ffn_(name + ".ffn", config.ffn, options, dropout_stream + 1) {}
 
 Tensor EncoderLayer::forward(const Tensor& x, const ForwardContext& context) {
-  // New tensors for each sum: the layer norms keep their inputs for backward.
-  const Tensor h = add(x, attn_dropout_.forward(attn_.forward(attn_layer_norm_.forward(x), context), context));
-  return add(h, ffn_.forward(ffn_layer_norm_.forward(h), context));
+  // New tensors for each sum (the layer norms keep their inputs for backward), added by the
+  // output projections' GEMMs where no dropout comes between.
+  const Tensor h = attn_dropout_.drops(context)
+                       ? add(x, attn_dropout_.forward(attn_.forward(attn_layer_norm_.forward(x), context), context))
+                       : attn_.forward(attn_layer_norm_.forward(x), context, &x);
+  return ffn_.forward(ffn_layer_norm_.forward(h), context, &h);
 }
 
 Tensor EncoderLayer::backward(const Tensor& dy) {
@@ -84,13 +87,16 @@ Tensor DecoderLayer::forward(const Tensor& x, const Tensor& memory, const Forwar
   require(memory.defined() == (cross_attn_ != nullptr),
           cross_attn_ ? "DecoderLayer with cross-attention needs the encoder's output (memory)"
                       : "DecoderLayer without cross-attention takes no memory");
-  // New tensors for each sum: the layer norms keep their inputs for backward.
-  Tensor h = add(x, attn_dropout_.forward(attn_.forward(attn_layer_norm_.forward(x), context), context));
+  // New tensors for each sum (the layer norms keep their inputs for backward), added by the
+  // output projections' GEMMs where no dropout comes between.
+  Tensor h = attn_dropout_.drops(context)
+                 ? add(x, attn_dropout_.forward(attn_.forward(attn_layer_norm_.forward(x), context), context))
+                 : attn_.forward(attn_layer_norm_.forward(x), context, &x);
   if (cross_attn_) {
     h = add(h, cross_attn_dropout_.forward(cross_attn_->forward(cross_attn_layer_norm_->forward(h), memory, context),
                                            context));
   }
-  return add(h, ffn_.forward(ffn_layer_norm_.forward(h), context));
+  return ffn_.forward(ffn_layer_norm_.forward(h), context, &h);
 }
 
 Tensor DecoderLayer::backward(const Tensor& dy, Tensor* dmemory) {

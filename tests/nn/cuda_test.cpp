@@ -96,6 +96,15 @@ TEST_F(ModelCuda, LayersMatchTheCpu) {
       expect_close(cuda.backward(dy.to(gpu)), cpu.backward(dy), tolerance(dtype), "linear dx");
       expect_close(cuda.weight()->grad, cpu.weight()->grad, tolerance(dtype), "linear dW");
       expect_close(cuda.bias()->grad, cpu.bias()->grad, tolerance(dtype), "linear db");
+      // A residual added by the GEMM (C = residual, D = y; f64: the fallback without the
+      // bias epilogue), with and without a bias.
+      const Tensor residual = Tensor::randn({3, 5, 24}, 4, dtype), residual_gpu = residual.to(gpu);
+      expect_close(cuda.forward(x.to(gpu), &residual_gpu), cpu.forward(x, &residual), tolerance(dtype),
+                   "linear with a residual");
+      Linear cpu_nb("l", 16, 24, false, options(dtype, Device::cpu())),
+          cuda_nb("l", 16, 24, false, options(dtype, gpu));
+      expect_close(cuda_nb.forward(x.to(gpu), &residual_gpu), cpu_nb.forward(x, &residual), tolerance(dtype),
+                   "linear without bias with a residual");
     }
     {
       LayerNorm cpu("n", 16, 1e-5, options(dtype, Device::cpu())), cuda("n", 16, 1e-5, options(dtype, gpu));

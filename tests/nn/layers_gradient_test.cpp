@@ -55,6 +55,27 @@ TEST(NnGradients, Linear) {
   }
 }
 
+TEST(NnGradients, LinearWithAResidual) {
+  Linear linear("proj", 5, 7, true, f64_options());
+  const Tensor x = Tensor::randn({2, 3, 5}, 1, DType::f64);
+  const Tensor residual = Tensor::randn({2, 3, 7}, 3, DType::f64);
+  const std::vector<double> y = linear.forward(x, &residual).to_vector<double>();
+  const std::vector<double> plain = linear.infer(x).to_vector<double>(), r = residual.to_vector<double>();
+  for (std::size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], plain[i] + r[i], 1e-14);
+  // The residual leaves the backward alone (its gradient is the output's, the caller's).
+  const Tensor g = Tensor::randn({2, 3, 7}, 2, DType::f64);
+  std::vector<GradientProbe> probes{{"x", x, linear.backward(g)}};
+  add_parameter_probes(linear, probes);
+  check_gradients([&] { return linear.infer(x, &residual); }, g, probes);
+  const Tensor wrong = Tensor::randn({2, 3, 5}, 3, DType::f64);
+  try {
+    linear.forward(x, &wrong);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the residual has shape (2, 3, 5)"), std::string::npos) << e.what();
+  }
+}
+
 TEST(NnGradients, ParameterGradientsAccumulateAndActivationGradientsAreWritten) {
   Linear linear("proj", 4, 3, true, f64_options());
   const Tensor x = Tensor::randn({5, 4}, 1, DType::f64);
@@ -281,31 +302,36 @@ TEST(NnGradients, CrossAttention) {
   EXPECT_THROW(attn.forward(x, Tensor::randn({2, 10, 16}, 3, DType::f64)), Error);
 }
 
-TransformerLayerConfig layer_config(bool cross) {
+// Without dropout the layers take their fused paths: the residual adds in the output
+// projections' GEMMs, GELU inside the feed-forward's sub-LayerNorm.
+TransformerLayerConfig layer_config(bool cross, double dropout = 0.1) {
   TransformerLayerConfig c;
   c.attention = attention_config(4, 2, {4, 8}, {1, 2}, false, PositionalEncoding::xpos, false);
-  c.ffn = {.d_model = 16, .ffn_dim = 24, .dropout = 0.1, .activation_dropout = 0.1};
-  c.dropout = 0.1;
+  c.ffn = {.d_model = 16, .ffn_dim = 24, .dropout = dropout, .activation_dropout = dropout};
+  c.dropout = dropout;
   c.cross_attention = cross;
   return c;
 }
 
 TEST(NnGradients, EncoderLayer) {
-  EncoderLayer layer("layers.0", layer_config(false), f64_options(), 100);
-  randomise_parameters(layer, 8);
-  const ForwardContext context{.training = true, .seed = 1, .step = 4};
-  const Tensor x = Tensor::randn({2, 10, 16}, 1, DType::f64);
-  const Tensor g = Tensor::randn({2, 10, 16}, 2, DType::f64);
-  layer.forward(x, context);
-  std::vector<GradientProbe> probes{{"x", x, layer.backward(g)}};
-  add_parameter_probes(layer, probes);
-  check_gradients([&] { return layer.forward(x, context); }, g, probes, 1e-6, 16);
+  for (double dropout : {0.1, 0.0}) {
+    SCOPED_TRACE(str("dropout ", dropout));
+    EncoderLayer layer("layers.0", layer_config(false, dropout), f64_options(), 100);
+    randomise_parameters(layer, 8);
+    const ForwardContext context{.training = true, .seed = 1, .step = 4};
+    const Tensor x = Tensor::randn({2, 10, 16}, 1, DType::f64);
+    const Tensor g = Tensor::randn({2, 10, 16}, 2, DType::f64);
+    layer.forward(x, context);
+    std::vector<GradientProbe> probes{{"x", x, layer.backward(g)}};
+    add_parameter_probes(layer, probes);
+    check_gradients([&] { return layer.forward(x, context); }, g, probes, 1e-6, 16);
+  }
 }
 
 TEST(NnGradients, DecoderLayerWithAndWithoutCrossAttention) {
-  for (bool cross : {false, true}) {
-    SCOPED_TRACE(cross ? "cross" : "decoder-only");
-    DecoderLayer layer("layers.0", layer_config(cross), f64_options(), 200);
+  for (const auto& [cross, dropout] : {std::pair{false, 0.1}, std::pair{true, 0.1}, std::pair{false, 0.0}}) {
+    SCOPED_TRACE(str(cross ? "cross" : "decoder-only", " dropout ", dropout));
+    DecoderLayer layer("layers.0", layer_config(cross, dropout), f64_options(), 200);
     randomise_parameters(layer, 8);
     const ForwardContext context{.training = true, .seed = 1, .step = 4};
     const Tensor x = Tensor::randn({2, 10, 16}, 1, DType::f64);

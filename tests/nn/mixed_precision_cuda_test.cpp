@@ -153,6 +153,9 @@ TEST_F(MixedPrecisionCuda, LinearUsesBf16CopiesAndAccumulatesF32Gradients) {
       cpu.parameters()[i]->value.copy_from(p->compute);
     }
     const Tensor x = rounded(Tensor::randn({3, 5, in}, 1)), dy = rounded(Tensor::randn({3, 5, 24}, 3));
+    const Tensor residual = rounded(Tensor::randn({3, 5, 24}, 4)), residual_gpu = residual.to(gpu, DType::bf16);
+    expect_bf16_close(cuda.forward(x.to(gpu, DType::bf16), &residual_gpu), cpu.forward(x, &residual),
+                      "linear with a residual (C = residual, D = y)");
     expect_bf16_close(cuda.forward(x.to(gpu, DType::bf16)), cpu.forward(x), "linear (bias in the epilogue)");
     const Tensor dx = cuda.backward(dy.to(gpu, DType::bf16));
     expect_bf16_close(dx, cpu.backward(dy), "linear dx");

@@ -1,5 +1,5 @@
 // A fully connected layer as PyTorch's nn.Linear, weights (out, in):
-//   forward:  y (rows, out) = x (rows, in) W^T + b
+//   forward:  y (rows, out) = x (rows, in) W^T + b [+ residual]
 //   backward: dx = dy W (written, or added when dx_accumulate; skipped when dx is null),
 //             dW += dy^T x, db += sum over rows of dy (accumulated).
 // x, y, dy, dx have a row stride (columns contiguous); W, b, dW, db contiguous; b, db
@@ -28,6 +28,10 @@ struct LinearParams {
   const void* bias = nullptr;
   void* y = nullptr;
   std::int64_t y_row_stride = 0;
+  // Nullable, (rows, out) in `dtype`, not overlapping y: added to y in the GEMM's epilogue
+  // on CUDA (C = residual, D = y), which saves a residual add its own pass.
+  const void* residual = nullptr;
+  std::int64_t residual_row_stride = 0;
 
   const void* dy = nullptr;
   std::int64_t dy_row_stride = 0;

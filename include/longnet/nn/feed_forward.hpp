@@ -31,7 +31,9 @@ class FeedForward final : public Module {
   FeedForward(const std::string& name, const FeedForwardConfig& config, const ParameterOptions& options,
               std::uint64_t dropout_stream);
 
-  Tensor forward(const Tensor& x, const ForwardContext& context);
+  // residual (nullable, x's shape) is added to the output (by fc2's GEMM when the output
+  // dropout is inactive).
+  Tensor forward(const Tensor& x, const ForwardContext& context, const Tensor* residual = nullptr);
   Tensor backward(const Tensor& dy);
   Tensor infer(const Tensor& x) const;
 

@@ -17,14 +17,16 @@ class Linear final : public Module {
   // Over existing parameters: weight (out, in), bias (out) or null.
   Linear(ParameterPtr weight, ParameterPtr bias);
 
-  Tensor forward(const Tensor& x);
+  // residual (nullable, the output's shape): y = x W^T + b + residual, added in the GEMM's
+  // epilogue on CUDA (a transformer's residual stream without an add pass of its own).
+  Tensor forward(const Tensor& x, const Tensor* residual = nullptr);
   Tensor backward(const Tensor& dy);
   // Backward that adds the input's gradient into dx (dx += dy W) instead of writing a new
   // tensor: several projections of one input (k and v of attention) sum their gradients
   // inside the GEMM, with no separate pass.
   void backward_accumulate(const Tensor& dy, Tensor& dx);
   // Without saving anything (generation).
-  Tensor infer(const Tensor& x) const;
+  Tensor infer(const Tensor& x, const Tensor* residual = nullptr) const;
 
   std::int64_t in_features() const { return weight_->value.size(1); }
   std::int64_t out_features() const { return weight_->value.size(0); }

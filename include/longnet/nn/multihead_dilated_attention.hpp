@@ -71,7 +71,8 @@ class MultiheadDilatedAttention final : public Module {
 
   // Self-attention: x (B, N, d_model) -> (B, N, d_model), in the parameters' compute dtype.
   // context.deterministic makes the backward of this forward bitwise repeatable on CUDA.
-  Tensor forward(const Tensor& x, const ForwardContext& context = {});
+  // residual (nullable, x's shape) is added to the output by out_proj's GEMM.
+  Tensor forward(const Tensor& x, const ForwardContext& context = {}, const Tensor* residual = nullptr);
   Tensor backward(const Tensor& dy);
   // Cross-attention over a memory of the same shape as x.
   Tensor forward(const Tensor& x, const Tensor& memory, const ForwardContext& context = {});
@@ -96,9 +97,12 @@ class MultiheadDilatedAttention final : public Module {
   Projected project(const Tensor& x, const Tensor& memory);  // saves the projections' inputs
   Projected project_for_generation(const Tensor& x, AttentionCache& cache) const;
   Tensor output_projection(const Tensor& attention_out) const;
-  Tensor attend_and_project(const Projected& projected, std::int64_t seq_len, const SequenceSharding* sequence);
+  Tensor attend_and_project(const Projected& projected, std::int64_t seq_len, const SequenceSharding* sequence,
+                            const Tensor* residual = nullptr);
   // The positional encoding of q or k (B, N, heads, D) at the saved positions.
-  Tensor encode_positions(const Tensor& x, bool is_key, bool transpose) const;
+  // Into `out` (x's shape, any strides) when it is defined, else a new tensor (x itself
+  // without an encoding).
+  Tensor encode_positions(const Tensor& x, bool is_key, bool transpose, Tensor out = {}) const;
   Tensor backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv);
 
   MultiheadDilatedAttentionConfig config_;

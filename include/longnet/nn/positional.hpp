@@ -38,5 +38,9 @@ void check_xpos_range(const PositionalConfig& config, double max_distance, DType
 // `is_key` selects xPos's inverse factor; `transpose` applies the transposed map (backward).
 Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::int64_t position_start, double center,
                         bool is_key, bool transpose = false);
+// The same written into `out` (x's shape, dtype and device; any strides with contiguous
+// head dims, e.g. a slice of a fused qkv gradient), which must not overlap x.
+void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tensor& out, std::int64_t position_start,
+                           double center, bool is_key, bool transpose = false);
 
 }  // namespace longnet::nn

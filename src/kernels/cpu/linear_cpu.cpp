@@ -34,18 +34,25 @@ void forward(const LinearParams& p) {
   const T* w = static_cast<const T*>(p.weight);
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
-  if (bias) {
+  const T* residual = static_cast<const T*>(p.residual);
+  // y starts as bias [+ residual] (or 0), then the GEMM adds x W^T.
+  const bool start = bias || residual;
+  if (start) {
     parallel_for(p.rows, cpu::grain_for(p.out_features), [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t r = begin; r < end; ++r) std::copy(bias, bias + p.out_features, y + r * p.y_row_stride);
+      for (std::int64_t r = begin; r < end; ++r) {
+        T* yr = y + r * p.y_row_stride;
+        const T* rr = residual ? residual + r * p.residual_row_stride : nullptr;
+        for (std::int64_t c = 0; c < p.out_features; ++c) yr[c] = (bias ? bias[c] : T(0)) + (rr ? rr[c] : T(0));
+      }
     });
   }
   if (p.in_features == 0) {
-    if (!bias) {
+    if (!start) {
       for (std::int64_t r = 0; r < p.rows; ++r) std::fill_n(y + r * p.y_row_stride, p.out_features, T(0));
     }
     return;
   }
-  gemm(false, true, p.rows, p.out_features, p.in_features, x, p.x_row_stride, w, p.in_features, bias ? T(1) : T(0), y,
+  gemm(false, true, p.rows, p.out_features, p.in_features, x, p.x_row_stride, w, p.in_features, start ? T(1) : T(0), y,
        p.y_row_stride);
 }
 

@@ -1,6 +1,7 @@
 // nn.Linear on CUDA (linear.hpp) through cuBLASLt. Row-major X (M x I), W (O x I) and
 // Y (M x O) are column-major X^T, W^T and Y^T, so
 //   Y^T  = W X^T + b    : C (O x M) = op_T(A = W^T as stored) * B (X^T as stored), bias epilogue
+//                         (+ R^T for a residual R: beta 1 with C = R^T and D = Y^T, out of place)
 //   dX^T = W^T dY^T     : C (I x M) = A (W^T as stored) * B (dY^T as stored), beta 0 (or 1)
 //   dW^T += X^T dY      : C (I x O) = A (X^T as stored) * op_T(B = dY^T as stored), beta 1
 // fp32 GEMMs compute in fp32 (CUBLAS_COMPUTE_32F, no TF32) so they match the CPU; bf16
@@ -65,7 +66,8 @@ struct Preference {
   }
 };
 
-// Column-major C (m x n) = op(A) op(B) + beta C [+ bias broadcast over columns].
+// Column-major D (m x n) = op(A) op(B) + beta C [+ bias broadcast over columns]; C is D
+// itself unless c_in is set.
 struct Gemm {
   bool transpose_a = false, transpose_b = false;
   std::int64_t m = 0, n = 0, k = 0;
@@ -80,6 +82,8 @@ struct Gemm {
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   bool accumulate = false;     // beta 1
   const void* bias = nullptr;  // epilogue bias (m elements of output_type), nullable
+  const void* c_in = nullptr;  // C when it is not D (with accumulate), nullable
+  std::int64_t ldc_in = 0;
 };
 
 // The largest power of two (at most 256) dividing the address: what an algorithm may
@@ -91,9 +95,9 @@ std::uint32_t alignment_of(const void* pointer) {
   return a;
 }
 
-using GemmKey =
-    std::tuple<int, bool, bool, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, int,
-               int, int, bool, bool, std::uint32_t, std::uint32_t, std::uint32_t, std::uint32_t>;
+using GemmKey = std::tuple<int, bool, bool, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                           std::int64_t, int, int, int, bool, bool, std::uint32_t, std::uint32_t, std::uint32_t,
+                           std::uint32_t, std::int64_t, std::uint32_t>;
 
 struct CachedAlgorithm {
   bool supported = false;
@@ -101,7 +105,7 @@ struct CachedAlgorithm {
 };
 
 // Runs the GEMM; false (and nothing done) when cuBLASLt has no algorithm for it, which
-// only the bias epilogue of unusual types may meet.
+// only the bias epilogue of unusual types (or a separate C) may meet.
 bool run_gemm(const Gemm& g) {
   const int device = current_device();
   LtContext& context = lt_context(device);
@@ -118,7 +122,7 @@ bool run_gemm(const Gemm& g) {
     LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
     LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias));
   }
-  Layout la, lb, lc;
+  Layout la, lb, lc, lc_in;
   LONGNET_CHECK(cublasLtMatrixLayoutCreate(&la.layout, g.operand_type,
                                            static_cast<std::uint64_t>(g.transpose_a ? g.k : g.m),
                                            static_cast<std::uint64_t>(g.transpose_a ? g.m : g.k), g.lda));
@@ -127,9 +131,16 @@ bool run_gemm(const Gemm& g) {
                                            static_cast<std::uint64_t>(g.transpose_b ? g.k : g.n), g.ldb));
   LONGNET_CHECK(cublasLtMatrixLayoutCreate(&lc.layout, g.output_type, static_cast<std::uint64_t>(g.m),
                                            static_cast<std::uint64_t>(g.n), g.ldc));
+  if (g.c_in) {
+    LONGNET_CHECK(cublasLtMatrixLayoutCreate(&lc_in.layout, g.output_type, static_cast<std::uint64_t>(g.m),
+                                             static_cast<std::uint64_t>(g.n), g.ldc_in));
+  }
+  const cublasLtMatrixLayout_t c_layout = g.c_in ? lc_in.layout : lc.layout;
+  const void* c_data = g.c_in ? g.c_in : g.c;
 
   const std::uint32_t align_a = alignment_of(g.a), align_b = alignment_of(g.b), align_c = alignment_of(g.c);
   const std::uint32_t align_bias = g.bias ? alignment_of(g.bias) : 256;
+  const std::uint32_t align_c_in = g.c_in ? alignment_of(g.c_in) : 0;
   const GemmKey key{device,
                     g.transpose_a,
                     g.transpose_b,
@@ -147,7 +158,9 @@ bool run_gemm(const Gemm& g) {
                     align_a,
                     align_b,
                     align_c,
-                    align_bias};
+                    align_bias,
+                    g.c_in ? g.ldc_in : -1,
+                    align_c_in};
   static std::mutex mutex;
   static std::map<GemmKey, CachedAlgorithm> algorithms;
   CachedAlgorithm chosen;
@@ -165,7 +178,7 @@ bool run_gemm(const Gemm& g) {
       const std::pair<cublasLtMatmulPreferenceAttributes_t, std::uint32_t> alignments[] = {
           {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
           {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
-          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, g.c_in ? align_c_in : align_c},
           {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
       for (const auto& [attribute, value] : alignments) {
         LONGNET_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, &value, sizeof value));
@@ -173,7 +186,7 @@ bool run_gemm(const Gemm& g) {
       cublasLtMatmulHeuristicResult_t result{};
       int found = 0;
       const cublasStatus_t status =
-          cublasLtMatmulAlgoGetHeuristic(context.handle, op.desc, la.layout, lb.layout, lc.layout, lc.layout,
+          cublasLtMatmulAlgoGetHeuristic(context.handle, op.desc, la.layout, lb.layout, c_layout, lc.layout,
                                          preference.preference, 1, &result, &found);
       if (status != CUBLAS_STATUS_NOT_SUPPORTED) LONGNET_CHECK(status);
       chosen.supported = status == CUBLAS_STATUS_SUCCESS && found > 0;
@@ -182,15 +195,15 @@ bool run_gemm(const Gemm& g) {
     }
   }
   if (!chosen.supported) {
-    require(g.bias != nullptr, "linear on CUDA: cuBLASLt offers no algorithm for a ", g.m, " x ", g.n, " x ", g.k,
-            " GEMM of these types");
+    require(g.bias != nullptr || g.c_in != nullptr, "linear on CUDA: cuBLASLt offers no algorithm for a ", g.m, " x ",
+            g.n, " x ", g.k, " GEMM of these types");
     return false;
   }
   const double alpha64 = 1.0, beta64 = g.accumulate ? 1.0 : 0.0;
   const float alpha32 = 1.0f, beta32 = g.accumulate ? 1.0f : 0.0f;
   const void* alpha = f64 ? static_cast<const void*>(&alpha64) : static_cast<const void*>(&alpha32);
   const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
-  LONGNET_CHECK(cublasLtMatmul(context.handle, op.desc, alpha, g.a, la.layout, g.b, lb.layout, beta, g.c, lc.layout,
+  LONGNET_CHECK(cublasLtMatmul(context.handle, op.desc, alpha, g.a, la.layout, g.b, lb.layout, beta, c_data, c_layout,
                                g.c, lc.layout, &chosen.algo, context.workspace, kWorkspaceBytes,
                                current_cuda_stream()));
   return true;
@@ -221,6 +234,15 @@ __global__ void broadcast_bias_kernel(T* y, std::int64_t rows, std::int64_t colu
 }
 
 template <class T>
+__global__ void add_rows_kernel(T* y, std::int64_t rows, std::int64_t columns, std::int64_t row_stride, const T* x,
+                                std::int64_t x_row_stride) {
+  LONGNET_GRID_STRIDE(i, rows * columns) {
+    T& out = y[(i / columns) * row_stride + i % columns];
+    out = from_compute<T>(to_compute(out) + to_compute(x[(i / columns) * x_row_stride + i % columns]));
+  }
+}
+
+template <class T>
 __global__ void fill_rows_kernel(T* y, std::int64_t rows, std::int64_t columns, std::int64_t row_stride) {
   LONGNET_GRID_STRIDE(i, rows * columns) y[(i / columns) * row_stride + i % columns] = from_compute<T>(0);
 }
@@ -231,6 +253,12 @@ void forward(const LinearParams& p) {
   T* y = static_cast<T*>(p.y);
   const cudaStream_t stream = current_cuda_stream();
   const std::int64_t count = p.rows * p.out_features;
+  const auto add_residual = [&] {
+    if (!p.residual) return;
+    add_rows_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(
+        y, p.rows, p.out_features, p.y_row_stride, static_cast<const T*>(p.residual), p.residual_row_stride);
+    check_launch();
+  };
   if (p.in_features == 0) {
     if (p.bias) {
       broadcast_bias_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride,
@@ -239,6 +267,7 @@ void forward(const LinearParams& p) {
       fill_rows_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride);
     }
     check_launch();
+    add_residual();
     return;
   }
   Gemm g;
@@ -256,14 +285,23 @@ void forward(const LinearParams& p) {
   g.compute = GemmTypes<T>::compute;
   const bool epilogue = p.bias != nullptr && !std::is_same_v<T, double>;
   g.bias = epilogue ? p.bias : nullptr;
+  if (p.residual) {
+    g.c_in = p.residual;
+    g.ldc_in = p.residual_row_stride;
+    g.accumulate = true;
+  }
   if ((p.bias == nullptr || epilogue) && run_gemm(g)) return;
-  // The bias without the epilogue: broadcast into Y, then Y += X W^T.
-  broadcast_bias_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride,
-                                                                     static_cast<const T*>(p.bias));
-  check_launch();
+  // Without the epilogue: Y = bias (or 0), Y += X W^T, Y += residual.
+  if (p.bias) {
+    broadcast_bias_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride,
+                                                                       static_cast<const T*>(p.bias));
+    check_launch();
+  }
   g.bias = nullptr;
-  g.accumulate = true;
+  g.c_in = nullptr;
+  g.accumulate = p.bias != nullptr;
   run_gemm(g);
+  add_residual();
 }
 
 template <class T>
