@@ -105,15 +105,17 @@ double memory_bound_bytes_per_token_layer(const PlannerInput& in) {
   // Elements normalised per token: pre-LN of attention and of the feed-forward (d), the
   // MAGNETO sub-LNs before the out projection (H D) and inside the feed-forward (f).
   const double normed = 2 * d + q + f;
-  // Forward: each norm, rotary (q, k), GELU reads and writes its rows; two residual adds
-  // read two rows and write one.
-  const double forward = b * (2 * normed + 2 * (q + kv) + 2 * f + 3 * 2 * d);
+  // Forward: each norm and rotary (q, k) reads and writes its rows (the feed-forward's norm
+  // applies GELU as it reads); the two residual adds are the output projections' GEMMs
+  // reading the residual once each.
+  const double forward = b * (2 * normed + 2 * (q + kv) + 2 * d);
   if (!in.training) return forward;
   // Backward: norm dx reads x and dy and writes dx, then the weight/bias column sums read x
-  // and dy again; rotary and GELU backward; two residual gradient adds; bias column sums of
+  // and dy again (GELU's derivative inside the feed-forward's); rotary backward; the two
+  // residual gradients read once more by the pre-norms that add them; bias column sums of
   // every projection (q, k, v, out, both feed-forward GEMMs); attention gradients
   // converted from their fp32 accumulators (dq, dk, dv) and delta = rowsum(dO o O).
-  const double backward = b * (5 * normed + 2 * (q + kv) + 3 * f + 3 * 2 * d + (q + 2 * kv + 2 * d + f)) +
+  const double backward = b * (5 * normed + 2 * (q + kv) + 2 * d + (q + 2 * kv + 2 * d + f)) +
                           (a + b) * (q + 2 * kv) + b * 2 * q;
   return forward + backward;
 }

@@ -20,8 +20,7 @@
 // it, and a separate column-sum pass for dweight/dbias (the same chunk order).
 // kGelu (input = gelu): each element of x becomes gelu(x) as it is loaded (the
 // feed-forward's activation and sub-LayerNorm in one pass: its output is never stored);
-// the backward recomputes it and multiplies dx by gelu'(x). The erf this costs per element
-// (two in the backward) keeps the kernels memory-bound.
+// the backward recomputes it and multiplies dx by gelu'(x) (Phi kept between its loops; bf16 rows: a fast erf, below).
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/gelu.hpp"
 #include "longnet/kernels/layer_norm.hpp"
@@ -70,11 +69,54 @@ __device__ __forceinline__ void load_weights(const C* weights, std::int64_t g, C
   }
 }
 
+// GELU as Phi(x) = (1 + erf(x / sqrt 2)) / 2 and its density phi(x): gelu(x) = x Phi(x),
+// gelu'(x) = Phi(x) + x phi(x). The backward keeps Phi of each element in registers
+// between its two loops, so gelu and gelu' cost one erf and one exp an element.
+// For bf16 rows erf comes from Abramowitz & Stegun 7.1.26,
+//   erf(z) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-z^2),  t = 1 / (1 + p z),
+// z >= 0 (odd symmetry otherwise), absolute error <= 1.5e-7 plus float rounding: far below
+// bf16's rounding (2^-9 relative), which these values meet when stored. libdevice's erff
+// (gelu.hpp's, kept for f32/f64 rows, which are compared with the CPU at their own
+// precision) cost ~40 instructions where this takes ~15, in kernels bound by issuing.
+__device__ __forceinline__ float reciprocal_approx(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <class T, class C>
+__device__ __forceinline__ C gelu_cdf(C x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f, kA4 = -1.453152027f,
+                    kA5 = 1.061405429f;
+    const float t = reciprocal_approx(fmaf(kP * 0.70710678118654752440f, fabsf(x), 1.0f));
+    const float density = exp2_approx(-0.72134752044448170368f * x * x);  // exp(-x^2 / 2)
+    const float poly = t * fmaf(t, fmaf(t, fmaf(t, fmaf(t, kA5, kA4), kA3), kA2), kA1);
+    return 0.5f * (1.0f + copysignf(fmaf(-poly, density, 1.0f), x));
+  } else {
+    return C(0.5) * (C(1) + erf(x * C(0.70710678118654752440)));
+  }
+}
+
+template <class T, class C>
+__device__ __forceinline__ C gelu_density(C x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return 0.39894228040143267794f * exp2_approx(-0.72134752044448170368f * x * x);
+  } else {
+    return C(0.39894228040143267794) * exp(C(-0.5) * x * x);
+  }
+}
+
 // The value normalised for an element x of the input: x, or gelu(x).
-template <bool kGelu, class C>
+template <class T, bool kGelu, class C>
 __device__ __forceinline__ C normalised(C x) {
   if constexpr (kGelu) {
-    return gelu_value(x);
+    return x * gelu_cdf<T>(x);
   } else {
     return x;
   }
@@ -120,7 +162,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParam
       if (g < groups) {
         const Group<T, P> group = load_group<T, P>(x, g);
         for (int e = 0; e < P; ++e) {
-          v[k][e] = normalised<kGelu>(to_compute(group.v[e]));
+          v[k][e] = normalised<T, kGelu>(to_compute(group.v[e]));
           sum += v[k][e];
         }
       }
@@ -159,7 +201,9 @@ __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParam
 // normalised row (x or gelu(x)), xhat = (a - mean) rstd and g = dout * weight:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) [* gelu'(x)] [+ dresidual],
 // and, when kParameters, partial[0][b][c] = sum_r dout xhat, partial[1][b][c] = sum_r dout
-// (the teams' sums added in team order).
+// (the teams' sums added in team order). The feed-forward's rows (kGelu, 3072 bf16
+// columns, a team of 128) take 200 registers, two blocks an SM; bounded to 168 (three
+// blocks, no spills) the kernel was no faster on an H200 (benchmarks.md, 2026-12-04).
 template <class T, int P, bool kParameters, int kTeams, bool kGelu>
 __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
   using C = Compute<T>;
@@ -192,6 +236,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     }
   };
   C dweight[N][P] = {}, dbias[N][P] = {};
+  C cdf[kGelu ? N : 1][kGelu ? P : 1];  // Phi(x) of the row's elements, between the two loops
   if (begin + team < end) load_row(begin + team);
   for (std::int64_t row = begin + team; row < end; row += kTeams) {
     Group<T, P> x_row[N], dout_row[N];
@@ -206,8 +251,13 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
         C w[P];
         load_weights<C, P>(weight, group_of(k), C(1), w);
         for (int e = 0; e < P; ++e) {
-          const C g = to_compute(dout_row[k].v[e]);
-          const C xhat = (normalised<kGelu>(to_compute(x_row[k].v[e])) - mean) * rstd;
+          const C g = to_compute(dout_row[k].v[e]), x = to_compute(x_row[k].v[e]);
+          C a = x;
+          if constexpr (kGelu) {
+            cdf[k][e] = gelu_cdf<T>(x);
+            a = x * cdf[k][e];
+          }
+          const C xhat = (a - mean) * rstd;
           g_sum += g * w[e];
           gx_sum += g * w[e] * xhat;
           if constexpr (kParameters) {
@@ -233,7 +283,10 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
         for (int e = 0; e < P; ++e) {
           const C x = to_compute(x_row[k].v[e]);
           C a = x, da_dx = 1;
-          if constexpr (kGelu) a = gelu_value_and_derivative(x, &da_dx);
+          if constexpr (kGelu) {
+            a = x * cdf[k][e];
+            da_dx = cdf[k][e] + x * gelu_density<T>(x);
+          }
           const C xhat = (a - mean) * rstd;
           d[e] = rstd * (to_compute(dout_row[k].v[e]) * w[e] - g_mean - xhat * gx_mean);
           if constexpr (kGelu) d[e] *= da_dx;
@@ -293,14 +346,14 @@ __global__ void streaming_forward_kernel(LayerNormParams p) {
   C sum = 0;
   for (std::int64_t g = lane; g < groups; g += 32) {
     const Group<T, P> group = load_group<T, P>(x, g);
-    for (int e = 0; e < P; ++e) sum += normalised<kGelu>(to_compute(group.v[e]));
+    for (int e = 0; e < P; ++e) sum += normalised<T, kGelu>(to_compute(group.v[e]));
   }
   const C mean = warp_sum(sum) / static_cast<C>(p.columns);
   C squares = 0;
   for (std::int64_t g = lane; g < groups; g += 32) {
     const Group<T, P> group = load_group<T, P>(x, g);
     for (int e = 0; e < P; ++e) {
-      const C centred = normalised<kGelu>(to_compute(group.v[e])) - mean;
+      const C centred = normalised<T, kGelu>(to_compute(group.v[e])) - mean;
       squares += centred * centred;
     }
   }
@@ -311,7 +364,7 @@ __global__ void streaming_forward_kernel(LayerNormParams p) {
     C w[P], b[P], y[P];
     load_weights<C, P>(weight, g, C(1), w);
     load_weights<C, P>(bias, g, C(0), b);
-    for (int e = 0; e < P; ++e) y[e] = (normalised<kGelu>(to_compute(group.v[e])) - mean) * rstd * w[e] + b[e];
+    for (int e = 0; e < P; ++e) y[e] = (normalised<T, kGelu>(to_compute(group.v[e])) - mean) * rstd * w[e] + b[e];
     store_group<T, P>(out, g, y);
   }
   if (lane == 0) {
@@ -339,7 +392,7 @@ __global__ void streaming_dx_kernel(LayerNormParams p) {
     for (int e = 0; e < P; ++e) {
       const C gw = to_compute(dg.v[e]) * w[e];
       g_sum += gw;
-      gx_sum += gw * (normalised<kGelu>(to_compute(xg.v[e])) - mean) * rstd;
+      gx_sum += gw * (normalised<T, kGelu>(to_compute(xg.v[e])) - mean) * rstd;
     }
   }
   const C g_mean = warp_sum(g_sum) / static_cast<C>(p.columns);
@@ -353,7 +406,11 @@ __global__ void streaming_dx_kernel(LayerNormParams p) {
     for (int e = 0; e < P; ++e) {
       const C xv = to_compute(xg.v[e]);
       C a = xv, da_dx = 1;
-      if constexpr (kGelu) a = gelu_value_and_derivative(xv, &da_dx);
+      if constexpr (kGelu) {
+        const C phi = gelu_cdf<T>(xv);
+        a = xv * phi;
+        da_dx = phi + xv * gelu_density<T>(xv);
+      }
       d[e] = rstd * (to_compute(dg.v[e]) * w[e] - g_mean - (a - mean) * rstd * gx_mean);
       if constexpr (kGelu) d[e] *= da_dx;
     }
@@ -380,7 +437,7 @@ __global__ void streaming_parameter_sums_kernel(LayerNormParams p, std::int64_t 
     C dweight = 0, dbias = 0;
     for (std::int64_t r = chunk * kRowsPerChunk; r < end; ++r) {
       const C g = to_compute(dout[r * p.dout_row_stride + c]);
-      dweight += g * ((normalised<kGelu>(to_compute(x[r * p.x_row_stride + c])) - means[r]) * rstds[r]);
+      dweight += g * ((normalised<T, kGelu>(to_compute(x[r * p.x_row_stride + c])) - means[r]) * rstds[r]);
       dbias += g;
     }
     partial[chunk * p.columns + c] = dweight;
