@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 #include <type_traits>
+#include <vector>
 
 #include "core/status_cuda.hpp"
 #include "kernels/cuda/attention_launchers.hpp"
@@ -167,7 +167,7 @@ void launch_forward(const PatternLaunch& l, bool tensor_cores, cudaStream_t stre
 // a dK/dV-only path; the others run the mma.sync kernels.
 template <class Element, bool kSparse = false>
 bool backward_runs_sm90(const PatternLaunch& l, bool tensor_cores) {
-  return (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) && tensor_cores &&
+  return (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>)&&tensor_cores &&
          use_sm90_kernels() && (!l.deterministic || (!kSparse && l.head_dim <= 64));
 }
 
@@ -203,9 +203,18 @@ void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_
         if constexpr (kSparse) {
           launch_flash_backward_sm90<Element, 64, true>(with_terms, kv_tiles, stream);
         } else {
-          // Deterministic: the kernel computes dK, dV only; dQ comes from the query-tile pass.
+          // Deterministic non-causal launches add dQ in key-tile order (the same kernel, with
+          // turn counters per query tile: 4 bytes a row and head, zeroed). Causal ones get
+          // dK, dV only and dQ from the query-tile pass: there the key tile t's CTA starts
+          // at query tile 2t and would wait for CTA 0 to walk the tiles before it (on an
+          // H200 the ordered adds made causal 1M 27.9 -> 37.6 ms; benchmarks.md, 2026-12-04).
+          Tensor order;  // freed in stream order after the launch
+          if (l.deterministic && !l.causal) {
+            order = Tensor::zeros({l.batch * l.heads * l.seq_len}, DType::i32, current_device());
+            with_terms.dq_order = static_cast<int*>(order.data());
+          }
           launch_flash_backward_sm90_ws<Element, 64>(with_terms, kv_tiles, stream);
-          if (l.deterministic) launch_flash_backward_dq<Element, 64>(l, stream);
+          if (l.deterministic && l.causal) launch_flash_backward_dq<Element, 64>(l, stream);
         }
       } else {
         launch_flash_backward_sm90<Element, 128, kSparse>(with_terms, kv_tiles, stream);
@@ -274,9 +283,8 @@ Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t b
 // Writes scale * a contiguous (B, N, heads, D) accumulator in the compute type into
 // `target` (any row strides) in the output dtype.
 template <class Element, class Compute>
-void convert_accumulator(const Compute* accumulator, const RowTensor& target, std::int64_t batch,
-                         std::int64_t seq_len, std::int64_t heads, std::int64_t head_dim, cudaStream_t stream,
-                         Compute scale = Compute(1)) {
+void convert_accumulator(const Compute* accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
+                         std::int64_t heads, std::int64_t head_dim, cudaStream_t stream, Compute scale = Compute(1)) {
   const std::int64_t per_position = heads * head_dim / 4;
   if (head_dim % 4 == 0 && batch <= 65535 && seq_len <= 0x7fffffff && per_position <= (1 << 20)) {
     const int threads = static_cast<int>(std::min<std::int64_t>((per_position + 31) / 32 * 32, 256));

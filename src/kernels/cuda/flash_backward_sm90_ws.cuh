@@ -7,7 +7,9 @@
 //     kStages stages, the Q, dO and row-term tiles of each query step (cp.async reading the
 //     dilated rows in place, signalled on mbarriers), and adds each step's dQ tile, which
 //     the consumers leave in shared memory, to the fp32 dQ accumulator (float4 atomics,
-//     kDqBuffers buffers);
+//     kDqBuffers buffers); in deterministic launches the key tiles of a sequence add to
+//     each query tile in key-tile order (PatternLaunch::dq_order), so the sums repeat bit
+//     for bit;
 //   - two consumer warpgroups of 64 keys each (most registers) compute S^T, dP^T, P^T,
 //     dS^T, dV, dK (registers) and dQ over their own 64 keys; the producer adds the two
 //     partial dQ tiles, so there is still one atomic per dQ element per 128 keys.
@@ -39,8 +41,8 @@ struct Sm90WarpSpecializedBackwardTile {
   static_assert(kHeadDim == 64, "the warp-specialised backward is built for head dim 64");
   static constexpr int kConsumers = 2;
   static constexpr int kThreads = 128 * (kConsumers + 1);  // warpgroup 0 is the producer
-  static constexpr int kBlock = 64;                         // keys per consumer, queries per step
-  static constexpr int kKeys = kBlock * kConsumers;         // keys per CTA
+  static constexpr int kBlock = 64;                        // keys per consumer, queries per step
+  static constexpr int kKeys = kBlock * kConsumers;        // keys per CTA
   static constexpr int kChunks = kHeadDim / 8;
   static constexpr int kTile = kBlock * kHeadDim;  // elements of one 64-row tile
   static constexpr int kStages = 3;
@@ -58,12 +60,12 @@ struct Sm90WarpSpecializedBackwardTile {
   // mbarriers: K/V full and empty, full and empty per query stage and per dQ buffer.
   static constexpr int kBarriers = 2 + 2 * kStages + 2 * kDqBuffers;
   static constexpr int kHeaderBytes = kBarriers * 8;
-  static constexpr int kSharedBytes = kHeaderBytes + 1024 +                   // barriers, alignment slack
-                                      2 * kKeys * kHeadDim * 2 +              // K, V
-                                      2 * kStages * kTile * 2 +               // Q, dO stages
-                                      kKeys * kBlock * 2 +                    // dS^T
+  static constexpr int kSharedBytes = kHeaderBytes + 1024 +                              // barriers, alignment slack
+                                      2 * kKeys * kHeadDim * 2 +                         // K, V
+                                      2 * kStages * kTile * 2 +                          // Q, dO stages
+                                      kKeys * kBlock * 2 +                               // dS^T
                                       kDqBuffers * kConsumers * kBlock * kDqPitch * 4 +  // dQ
-                                      kStages * kBlock * 8;                   // row terms stages
+                                      kStages * kBlock * 8;                              // row terms stages
 };
 
 template <class Element, int kHeadDim>
@@ -75,12 +77,12 @@ struct WarpSpecializedBackwardShared {
   std::uint64_t* q_empty;
   std::uint64_t* dq_full;  // [kDqBuffers]
   std::uint64_t* dq_empty;
-  Element* k;   // kKeys rows
-  Element* v;   // kKeys rows
-  Element* q;   // [kStages][kTile]
+  Element* k;     // kKeys rows
+  Element* v;     // kKeys rows
+  Element* q;     // [kStages][kTile]
   Element* dout;  // [kStages][kTile]
-  Element* ds;  // [kConsumers][kBlock keys x kBlock queries]
-  float* dq;    // [kDqBuffers][kConsumers][kBlock][kDqPitch]
+  Element* ds;    // [kConsumers][kBlock keys x kBlock queries]
+  float* dq;      // [kDqBuffers][kConsumers][kBlock][kDqPitch]
   float2* terms;  // [kStages][kBlock]
 
   __device__ __forceinline__ explicit WarpSpecializedBackwardShared(unsigned char* raw) {
@@ -130,7 +132,8 @@ __device__ __forceinline__ BackwardHeadRows backward_head_rows(const PatternLaun
 // tiles into the ring, and the dQ tile of the step kStages - 1 before into the accumulator
 // (so that two steps' copies are in flight while the consumers work); a head's remaining
 // dQ tiles are added before the next head's K and V are copied.
-template <class Element, int kHeadDim, bool kDq>
+// kOrderedDq (deterministic launches): dQ added in key-tile order (PatternLaunch::dq_order).
+template <class Element, int kHeadDim, bool kDq, bool kOrderedDq>
 __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
                                                   const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
                                                   std::int64_t segment, std::int64_t k_begin) {
@@ -149,6 +152,10 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
   const int kv_head = blockIdx.y;
   const std::int64_t b = blockIdx.z;
   const int group_size = p.heads / p.kv_heads;
+  // Deterministic launches: this CTA's place in every query tile's order of additions. The
+  // CTAs of a sequence's key tiles have consecutive blockIdx.x, so a CTA waits only for
+  // CTAs started before it (blocks are dispatched in index order).
+  [[maybe_unused]] const int my_turn = static_cast<int>(k_begin / kKeys);
 
   RingPosition<Tile::kStages> q_position;
   RingPosition<Tile::kDqBuffers> dq_position;
@@ -214,12 +221,18 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
 
     // dQ of the tile starting at query q_begin: the sum of the consumers' fp32 tiles,
     // scaled, added.
-    float* dq_head = static_cast<float*>(p.dq_accumulator) + ((b * p.seq_len + rows.first_row) * p.heads + h) * p.head_dim +
-                     dq_column;
+    float* dq_head = static_cast<float*>(p.dq_accumulator) +
+                     ((b * p.seq_len + rows.first_row) * p.heads + h) * p.head_dim + dq_column;
     const std::int64_t dq_row_stride = step * p.heads * p.head_dim;
     std::int64_t reduce_begin = q_first;
     auto add_dq = [&]() {
       mbarrier_wait(sm.dq_full + dq_position.stage, dq_position.phase);
+      [[maybe_unused]] int* const turn =
+          kOrderedDq ? p.dq_order + (b * p.heads + h) * p.seq_len + rows.first_row + reduce_begin * step : nullptr;
+      if constexpr (kOrderedDq) {
+        if (tid == 0) wait_for_turn(turn, my_turn);
+        named_barrier_sync(3, 128);
+      }
       constexpr int kPartial = kBlock * Tile::kDqPitch;  // one consumer's tile
       const float* buffer =
           sm.dq + dq_position.stage * Tile::kConsumers * kPartial + dq_row * Tile::kDqPitch + dq_column;
@@ -235,6 +248,11 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
           atomicAdd(reinterpret_cast<float4*>(target + pass * kDqRowsPerPass * dq_row_stride),
                     make_float4(ds_scale * value.x, ds_scale * value.y, ds_scale * value.z, ds_scale * value.w));
         }
+      }
+      if constexpr (kOrderedDq) {
+        __threadfence();
+        named_barrier_sync(3, 128);
+        if (tid == 0) pass_turn(turn, my_turn + 1);
       }
       mbarrier_arrive(sm.dq_empty + dq_position.stage);
       dq_position.advance();
@@ -428,9 +446,10 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
   }
 }
 
-// kDq: whether the kernel computes dQ (false for deterministic launches, whose dQ comes
-// from launch_flash_backward_dq).
-template <class Element, int kHeadDim, bool kStoreKv, bool kDq>
+// kDq: whether the kernel computes dQ (false for deterministic causal launches, whose dQ
+// comes from launch_flash_backward_dq); kOrderedDq: dQ added in key-tile order
+// (deterministic non-causal launches).
+template <class Element, int kHeadDim, bool kStoreKv, bool kDq, bool kOrderedDq = false>
 __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kThreads, 1)
     flash_backward_sm90_ws_kernel(const __grid_constant__ PatternLaunch p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -457,7 +476,7 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kTh
   const std::int64_t k_begin = (blockIdx.x % p.tiles_per_segment) * Tile::kKeys;
   if (threadIdx.x < 128) {
     release_registers<Tile::kProducerRegisters>();
-    backward_producer<Element, kHeadDim, kDq>(p, sm, segment, k_begin);
+    backward_producer<Element, kHeadDim, kDq, kOrderedDq>(p, sm, segment, k_begin);
   } else {
     claim_registers<Tile::kConsumerRegisters>();
     backward_consumer<Element, kHeadDim, kStoreKv, kDq>(p, sm, segment, k_begin);
@@ -469,13 +488,17 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kTh
 }
 
 // kv_tiles_per_segment tiles of 64 keys per segment, two per CTA. Deterministic launches
-// get dK and dV only (dQ by atomics is not deterministic).
+// add dQ in key-tile order when launch_backward gives turn counters (p.dq_order), else get
+// dK and dV only (its caller then runs the query-tile dQ pass).
 template <class Element, int kHeadDim>
 void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
   auto kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true, true>
                            : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, true>;
-  if (p.deterministic) {
+  if (p.deterministic && p.dq_order != nullptr) {
+    kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true, true, true>
+                        : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, true, true>;
+  } else if (p.deterministic) {
     kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true, false>
                         : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, false>;
   }

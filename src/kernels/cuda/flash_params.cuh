@@ -104,6 +104,11 @@ struct PatternLaunch {
   // accumulators instead of adding (they are not zero-filled).
   bool store_kv = false;
   bool deterministic = false;
+  // Deterministic warp-specialised Hopper backward: per (b, h, tensor row of a query
+  // tile's first row), how many key tiles have added their dQ to that tile (zeroed before
+  // the launch); the CTA of key tile t adds when it reads t, so every dQ element takes its
+  // additions in key-tile order.
+  int* dq_order = nullptr;
   // Forward kernels: the patterns of this launch (several run in one launch when no row is
   // reached by two of them, i.e. head-groups mode). blockIdx.x spans all their CTAs.
   int slot_count = 0;

@@ -71,6 +71,20 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
 }
 
 // Waits for every cp.async this thread issued (a producer before it exits).
+// A turn counter in global memory, across CTAs: wait until it reads `mine` (acquire), and
+// hand the turn on (release) after this CTA's writes are fenced.
+__device__ __forceinline__ void wait_for_turn(const int* turn, int mine) {
+  int value;
+  for (;;) {
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(value) : "l"(turn) : "memory");
+    if (value == mine) return;
+    __nanosleep(64);
+  }
+}
+__device__ __forceinline__ void pass_turn(int* turn, int next) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(turn), "r"(next) : "memory");
+}
+
 __device__ __forceinline__ void copy_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 // Register reallocation of a warpgroup (sm_90a; the kernel needs a register cap at entry,
