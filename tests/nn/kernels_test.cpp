@@ -51,6 +51,29 @@ TEST(ModelKernels, LayerNormMatchesDefinitionInBothPrecisions) {
   }
 }
 
+// kernels/layer_norm.hpp allows dresidual to alias dx (the residual stream's gradient
+// updated in place): the same bits as a separate output.
+TEST(ModelKernels, LayerNormResidualGradientMayAliasDx) {
+  const std::int64_t rows = 6, columns = 37;
+  const Tensor x = Tensor::randn({rows, columns}, 1, DType::f64), dout = Tensor::randn({rows, columns}, 2, DType::f64);
+  const Tensor residual = Tensor::randn({rows, columns}, 3, DType::f64);
+  const auto run = [&](bool alias) {
+    Tensor out = Tensor::empty({rows, columns}, DType::f64), mean = Tensor::empty({rows}, DType::f64);
+    Tensor rstd = Tensor::empty({rows}, DType::f64), dx = residual.clone();
+    const Tensor separate = residual.clone();
+    kernels::LayerNormParams p;
+    p.rows = rows, p.columns = columns, p.dtype = DType::f64, p.input = kernels::LayerNormInput::gelu;
+    p.x = x.data(), p.x_row_stride = columns, p.out = out.data(), p.out_row_stride = columns;
+    p.mean = mean.data(), p.rstd = rstd.data();
+    p.dout = dout.data(), p.dout_row_stride = columns, p.dx = dx.data(), p.dx_row_stride = columns;
+    p.dresidual = alias ? dx.data() : separate.data(), p.dresidual_row_stride = columns;
+    kernels::layer_norm_forward_cpu(p);
+    kernels::layer_norm_backward_cpu(p);
+    return dx.to_vector<double>();
+  };
+  EXPECT_EQ(run(true), run(false));
+}
+
 TEST(ModelKernels, GeluIsTheErfForm) {
   const Tensor x = Tensor::from_vector<double>({-3.0, -1.0, -0.1, 0.0, 0.5, 2.0}, {6});
   Tensor out = Tensor::empty({6}, DType::f64);
@@ -193,14 +216,15 @@ TEST(ModelKernels, XposRefusesSequencesWhoseFactorsOverflow) {
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     const std::string what = e.what();
-    for (const char* part : {"positional = xpos", "65536 tokens from the centre", "range of f32", "rope", "xpos_scale_base"}) {
+    for (const char* part :
+         {"positional = xpos", "65536 tokens from the centre", "range of f32", "rope", "xpos_scale_base"}) {
       EXPECT_NE(what.find(part), std::string::npos) << part << " in: " << what;
     }
   }
   // float64 has room, and so have a larger scale base and RoPE.
   EXPECT_NO_THROW(apply_positional(config, x.to(DType::f64), 0, xpos_center(131072), true));
-  EXPECT_NO_THROW(apply_positional({.kind = PositionalEncoding::xpos, .xpos_scale_base = 1024.0}, x, 0,
-                                   xpos_center(131072), true));
+  EXPECT_NO_THROW(
+      apply_positional({.kind = PositionalEncoding::xpos, .xpos_scale_base = 1024.0}, x, 0, xpos_center(131072), true));
   EXPECT_NO_THROW(apply_positional({.kind = PositionalEncoding::rope}, x, 0, xpos_center(1 << 30), true));
   const auto y = apply_positional(config, x, 0, xpos_center(65536), true).to_vector<float>();
   for (float v : y) EXPECT_TRUE(std::isfinite(v));
