@@ -57,7 +57,7 @@ Dropout::Dropout(double probability, std::uint64_t stream) : probability_(probab
 }
 
 Tensor Dropout::forward(const Tensor& x_in, const ForwardContext& context) {
-  active_ = context.training && probability_ > 0;
+  active_ = drops(context);
   if (!active_) return x_in;
   key_ = kernels::counter_key(context.seed ^ kernels::mix64(static_cast<std::uint64_t>(context.micro_step)),
                               static_cast<std::uint64_t>(context.step), stream_);

@@ -31,16 +31,29 @@ LONGNET_HOST_DEVICE inline T gelu_value(T x) {
 #endif
 }
 
+// Phi(x), the standard normal CDF: gelu(x) = x Phi(x).
+template <class T>
+LONGNET_HOST_DEVICE inline T gelu_cdf(T x) {
+#if defined(__CUDA_ARCH__)
+  return T(0.5) * (T(1) + erf(x * T(0.70710678118654752440)));
+#else
+  return T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
+#endif
+}
+
+// phi(x), the standard normal density: gelu'(x) = Phi(x) + x phi(x).
+template <class T>
+LONGNET_HOST_DEVICE inline T gelu_density(T x) {
+#if defined(__CUDA_ARCH__)
+  return T(0.39894228040143267794) * exp(T(-0.5) * x * x);
+#else
+  return T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
+#endif
+}
+
 template <class T>
 LONGNET_HOST_DEVICE inline T gelu_derivative(T x) {
-#if defined(__CUDA_ARCH__)
-  const T cdf = T(0.5) * (T(1) + erf(x * T(0.70710678118654752440)));
-  const T pdf = T(0.39894228040143267794) * exp(T(-0.5) * x * x);
-#else
-  const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
-  const T pdf = T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
-#endif
-  return cdf + x * pdf;
+  return gelu_cdf(x) + x * gelu_density(x);
 }
 
 struct GeluParams {

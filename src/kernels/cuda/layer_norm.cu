@@ -89,8 +89,10 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
+// Phi(x) and phi(x) of the rows' elements: the short erf for bf16 rows, gelu.hpp's
+// (exact) otherwise.
 template <class T, class C>
-__device__ __forceinline__ C gelu_cdf(C x) {
+__device__ __forceinline__ C row_gelu_cdf(C x) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f, kA4 = -1.453152027f,
                     kA5 = 1.061405429f;
@@ -99,16 +101,16 @@ __device__ __forceinline__ C gelu_cdf(C x) {
     const float poly = t * fmaf(t, fmaf(t, fmaf(t, fmaf(t, kA5, kA4), kA3), kA2), kA1);
     return 0.5f * (1.0f + copysignf(fmaf(-poly, density, 1.0f), x));
   } else {
-    return C(0.5) * (C(1) + erf(x * C(0.70710678118654752440)));
+    return gelu_cdf(x);
   }
 }
 
 template <class T, class C>
-__device__ __forceinline__ C gelu_density(C x) {
+__device__ __forceinline__ C row_gelu_density(C x) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     return 0.39894228040143267794f * exp2_approx(-0.72134752044448170368f * x * x);
   } else {
-    return C(0.39894228040143267794) * exp(C(-0.5) * x * x);
+    return gelu_density(x);
   }
 }
 
@@ -116,7 +118,7 @@ __device__ __forceinline__ C gelu_density(C x) {
 template <class T, bool kGelu, class C>
 __device__ __forceinline__ C normalised(C x) {
   if constexpr (kGelu) {
-    return x * gelu_cdf<T>(x);
+    return x * row_gelu_cdf<T>(x);
   } else {
     return x;
   }
@@ -254,7 +256,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
           const C g = to_compute(dout_row[k].v[e]), x = to_compute(x_row[k].v[e]);
           C a = x;
           if constexpr (kGelu) {
-            cdf[k][e] = gelu_cdf<T>(x);
+            cdf[k][e] = row_gelu_cdf<T>(x);
             a = x * cdf[k][e];
           }
           const C xhat = (a - mean) * rstd;
@@ -285,7 +287,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
           C a = x, da_dx = 1;
           if constexpr (kGelu) {
             a = x * cdf[k][e];
-            da_dx = cdf[k][e] + x * gelu_density<T>(x);
+            da_dx = cdf[k][e] + x * row_gelu_density<T>(x);
           }
           const C xhat = (a - mean) * rstd;
           d[e] = rstd * (to_compute(dout_row[k].v[e]) * w[e] - g_mean - xhat * gx_mean);
@@ -407,9 +409,9 @@ __global__ void streaming_dx_kernel(LayerNormParams p) {
       const C xv = to_compute(xg.v[e]);
       C a = xv, da_dx = 1;
       if constexpr (kGelu) {
-        const C phi = gelu_cdf<T>(xv);
+        const C phi = row_gelu_cdf<T>(xv);
         a = xv * phi;
-        da_dx = phi + xv * gelu_density<T>(xv);
+        da_dx = phi + xv * row_gelu_density<T>(xv);
       }
       d[e] = rstd * (to_compute(dg.v[e]) * w[e] - g_mean - (a - mean) * rstd * gx_mean);
       if constexpr (kGelu) d[e] *= da_dx;
