@@ -48,6 +48,11 @@ grep -q "tokens/s" "$work/gen.err" || fail "generate printed no tokens/s"
   fail "bench train: $(cat "$work/bench.err")"
 grep -q "tokens/s" "$work/bench.out" || fail "bench train printed no tokens/s: $(cat "$work/bench.out")"
 grep -q '"tokens_per_second"' "$work/bench.json" || fail "bench train wrote no JSON"
+# One q/k/v projection GEMM: the model says so, and the fused backward runs.
+"$longnet" bench train --device cpu --d-model 16 --heads 2 --layers 1 --ffn-dim 32 --seq-len 96 --batch-size 2 \
+  --segments 8,16 --dilations 1,2 --warmup 1 --steps 1 --fused-qkv > "$work/bench_fused.out" 2> "$work/bench.err" ||
+  fail "bench train --fused-qkv: $(cat "$work/bench.err")"
+grep -q "fused qkv projection" "$work/bench_fused.out" || fail "bench train --fused-qkv: $(cat "$work/bench_fused.out")"
 
 "$longnet" train --help | grep -q -- "--checkpoint-every" || fail "train --help"
 "$longnet" generate --help | grep -q -- "--top-p" || fail "generate --help"
