@@ -13,7 +13,7 @@ staging=$(mktemp -d)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLONGNET_WITH_CUDA=ON >/dev/null
 # Programs to carry: the defaults, plus LONGNET_GPU_EXTRA (paths relative to the build
 # folder, e.g. "tests/nn/test_nn"); the carried folder must stay under 64 MiB.
-programs="tests/attention/test_attention tests/core/test_core bench/cuda/cuda_attention_sweep bin/longnet ${LONGNET_GPU_EXTRA:-}"
+programs="tests/attention/test_attention tests/core/test_core bench/cuda/cuda_attention_sweep bench/cuda/cuda_model_kernels_sweep bin/longnet ${LONGNET_GPU_EXTRA:-}"
 targets=""
 for program in $programs; do targets="$targets $(basename "$program")"; done
 targets=${targets/ longnet / longnet_cli }

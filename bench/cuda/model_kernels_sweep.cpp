@@ -1,0 +1,173 @@
+// Times the model's memory-bound kernels on a CUDA device at the shapes of one layer of
+// issue 5's training configuration (32768 rows, d_model 768, ffn 3072, 12 heads of 64, bf16):
+// LayerNorm forward/backward (d-wide, and of GELU over the feed-forward's rows), the
+// Linear backward (dx, dW and the bias gradient), and xPos forward/backward. Medians of
+// CUDA-event times after warm-up; GB/s from the bytes each call must move (reads +
+// writes of the activations; parameters and partial sums left out).
+// Usage: cuda_model_kernels_sweep [--rows N] [--repeat R]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "longnet/kernels/layer_norm.hpp"
+#include "longnet/kernels/linear.hpp"
+#include "longnet/kernels/rotary.hpp"
+#include "longnet/longnet.hpp"
+
+namespace {
+
+using namespace longnet;
+
+template <class F>
+double median_ms(int repeat, F&& body) {
+  for (int w = 0; w < 3; ++w) body();
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<float> times;
+  for (int r = 0; r < repeat; ++r) {
+    cudaEventRecord(start);
+    body();
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+void report(const char* name, const std::string& shape, double ms, double bytes) {
+  std::printf("%-28s %-18s %9.4f ms %8.0f GB/s\n", name, shape.c_str(), ms, bytes / (ms * 1e-3) / 1e9);
+}
+
+void time_layer_norm(std::int64_t rows, std::int64_t columns, bool gelu, bool dresidual, int repeat) {
+  const Device gpu = Device::cuda(0);
+  const Tensor x = Tensor::randn({rows, columns}, 1, DType::bf16, gpu);
+  const Tensor dout = Tensor::randn({rows, columns}, 2, DType::bf16, gpu);
+  const Tensor residual = Tensor::randn({rows, columns}, 3, DType::bf16, gpu);
+  Tensor out = Tensor::empty({rows, columns}, DType::bf16, gpu), dx = Tensor::empty({rows, columns}, DType::bf16, gpu);
+  Tensor weight = Tensor::full({columns}, 1.0, DType::f32, gpu), bias = Tensor::zeros({columns}, DType::f32, gpu);
+  Tensor dweight = Tensor::zeros({columns}, DType::f32, gpu), dbias = Tensor::zeros({columns}, DType::f32, gpu);
+  Tensor mean = Tensor::empty({rows}, DType::f32, gpu), rstd = Tensor::empty({rows}, DType::f32, gpu);
+  kernels::LayerNormParams p;
+  p.rows = rows;
+  p.columns = columns;
+  p.dtype = DType::bf16;
+  p.input = gelu ? kernels::LayerNormInput::gelu : kernels::LayerNormInput::identity;
+  p.x = x.data();
+  p.x_row_stride = columns;
+  p.weight = weight.data();
+  p.bias = bias.data();
+  p.out = out.data();
+  p.out_row_stride = columns;
+  p.mean = mean.data();
+  p.rstd = rstd.data();
+  p.dout = dout.data();
+  p.dout_row_stride = columns;
+  p.dx = dx.data();
+  p.dx_row_stride = columns;
+  if (dresidual) {
+    p.dresidual = residual.data();
+    p.dresidual_row_stride = columns;
+  }
+  p.dweight = dweight.data();
+  p.dbias = dbias.data();
+  const double row_bytes = 2.0 * rows * columns;
+  const std::string shape = std::to_string(rows) + "x" + std::to_string(columns);
+  const std::string what = gelu ? "layer_norm(gelu)" : "layer_norm";
+  report((what + " forward").c_str(), shape, median_ms(repeat, [&] { kernels::layer_norm_forward_cuda(p); }),
+         2 * row_bytes);
+  report((what + " backward" + (dresidual ? "+dres" : "")).c_str(), shape,
+         median_ms(repeat, [&] { kernels::layer_norm_backward_cuda(p); }), (dresidual ? 4 : 3) * row_bytes);
+}
+
+void time_linear_backward(std::int64_t rows, std::int64_t in, std::int64_t out, int repeat) {
+  const Device gpu = Device::cuda(0);
+  const Tensor x = Tensor::randn({rows, in}, 1, DType::bf16, gpu);
+  const Tensor w = Tensor::randn({out, in}, 2, DType::bf16, gpu);
+  const Tensor dy = Tensor::randn({rows, out}, 3, DType::bf16, gpu);
+  Tensor dx = Tensor::empty({rows, in}, DType::bf16, gpu);
+  Tensor dw = Tensor::zeros({out, in}, DType::f32, gpu), db = Tensor::zeros({out}, DType::f32, gpu);
+  kernels::LinearParams p;
+  p.rows = rows;
+  p.in_features = in;
+  p.out_features = out;
+  p.dtype = DType::bf16;
+  p.x = x.data();
+  p.x_row_stride = in;
+  p.weight = w.data();
+  p.dy = dy.data();
+  p.dy_row_stride = out;
+  p.dx = dx.data();
+  p.dx_row_stride = in;
+  p.dweight = dw.data();
+  const std::string shape = std::to_string(rows) + "x" + std::to_string(in) + "->" + std::to_string(out);
+  const double flops = 4.0 * rows * in * out;
+  const double without = median_ms(repeat, [&] { kernels::linear_backward_cuda(p); });
+  p.dbias = db.data();
+  const double with = median_ms(repeat, [&] { kernels::linear_backward_cuda(p); });
+  std::printf("%-28s %-18s %9.4f ms %8.0f TFLOP/s   with bias: %9.4f ms (+%.4f)\n", "linear backward", shape.c_str(),
+              without, flops / (without * 1e-3) / 1e12, with, with - without);
+}
+
+void time_rotary(std::int64_t rows, std::int64_t heads, std::int64_t head_dim, int repeat) {
+  const Device gpu = Device::cuda(0);
+  const Tensor x = Tensor::randn({1, rows, heads, head_dim}, 1, DType::bf16, gpu);
+  Tensor out = Tensor::empty({1, rows, heads, head_dim}, DType::bf16, gpu);
+  kernels::RotaryParams p;
+  p.batch = 1;
+  p.seq_len = rows;
+  p.heads = heads;
+  p.head_dim = head_dim;
+  p.dtype = DType::bf16;
+  p.kind = kernels::RotaryKind::xpos;
+  p.center = static_cast<double>((rows + 1) / 2);
+  p.x = {x.data(), rows * heads * head_dim, heads * head_dim, head_dim};
+  p.out = {out.data(), rows * heads * head_dim, heads * head_dim, head_dim};
+  const std::string shape = std::to_string(rows) + "x" + std::to_string(heads) + "x" + std::to_string(head_dim);
+  const double bytes = 2.0 * 2 * rows * heads * head_dim;
+  report("xpos forward", shape, median_ms(repeat, [&] { kernels::rotary_apply_cuda(p); }), bytes);
+  p.transpose = true;
+  p.downscale = true;
+  report("xpos backward (keys)", shape, median_ms(repeat, [&] { kernels::rotary_apply_cuda(p); }), bytes);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::int64_t rows = 32768;
+  int repeat = 20;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--rows" && i + 1 < argc) {
+      rows = std::atoll(argv[++i]);
+    } else if (a == "--repeat" && i + 1 < argc) {
+      repeat = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: cuda_model_kernels_sweep [--rows N] [--repeat R]\n");
+      return a == "--help" ? 0 : 2;
+    }
+  }
+  try {
+    time_layer_norm(rows, 768, false, false, repeat);
+    time_layer_norm(rows, 768, false, true, repeat);
+    time_layer_norm(rows, 3072, true, false, repeat);
+    time_linear_backward(rows, 768, 768, repeat);
+    time_linear_backward(rows, 768, 3072, repeat);
+    time_linear_backward(rows, 3072, 768, repeat);
+    time_rotary(rows, 12, 64, repeat);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cuda_model_kernels_sweep: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
