@@ -275,5 +275,50 @@ TEST_F(ModelKernelsCuda, RotaryOnStridedAndInPlaceRows) {
   }
 }
 
+// Long positions (angles of 10^5 radians and more, reduced by whole turns on CUDA), xPos
+// distances far from the centre (factors far from 1), RoPE, and forward and transposed
+// maps, with more heads than the kernel loads at once (6: a group of 4 and one of 2).
+TEST_F(ModelKernelsCuda, RotaryAtLongPositions) {
+  const std::int64_t batch = 1, seq = 29, heads = 6, head_dim = 64;
+  struct Case {
+    kernels::RotaryKind kind;
+    std::int64_t position_start;
+    double center, scale_base;
+    bool downscale, transpose;
+  };
+  const Case cases[] = {
+      {kernels::RotaryKind::rope, 1000003, 0.0, 512.0, false, false},
+      {kernels::RotaryKind::rope, 123457, 0.0, 512.0, false, true},
+      {kernels::RotaryKind::xpos, 32000, 16384.0, 512.0, false, false},   // factors zeta^31
+      {kernels::RotaryKind::xpos, 500000, 500010.0, 512.0, true, true},  // long positions, factors near 1
+      {kernels::RotaryKind::xpos, 0, 16384.0, 512.0, true, false},       // negative distances, keys
+  };
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(str(dtype_name(dtype), c.kind == kernels::RotaryKind::xpos ? " xpos" : " rope", " start ",
+                       c.position_start, " center ", c.center, c.downscale ? " downscale" : "",
+                       c.transpose ? " transpose" : ""));
+      const Tensor x = random({batch, seq, heads, head_dim}, 3, dtype);
+      const auto run = [&](Device device, DType type) {
+        const Tensor xd = x.to(device, type);
+        Tensor out = Tensor::zeros({batch, seq, heads, head_dim}, type, device);
+        kernels::RotaryParams p;
+        p.batch = batch, p.seq_len = seq, p.heads = heads, p.head_dim = head_dim, p.dtype = type;
+        p.kind = c.kind, p.position_start = c.position_start, p.center = c.center, p.scale_base = c.scale_base;
+        p.downscale = c.downscale, p.transpose = c.transpose;
+        p.x = {xd.data(), seq * heads * head_dim, heads * head_dim, head_dim};
+        p.out = {out.data(), seq * heads * head_dim, heads * head_dim, head_dim};
+        if (device.is_cuda()) {
+          kernels::rotary_apply_cuda(p);
+        } else {
+          kernels::rotary_apply_cpu(p);
+        }
+        return out.view({batch * seq, heads * head_dim});
+      };
+      expect_close(run(gpu, dtype), run(Device::cpu(), DType::f64), tolerance(dtype), "rotary");
+    }
+  }
+}
+
 }  // namespace
 }  // namespace longnet::testing

@@ -89,29 +89,32 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
-// Phi(x) and phi(x) of the rows' elements: the short erf for bf16 rows, gelu.hpp's
-// (exact) otherwise.
+// Phi(x) and phi(x) of the rows' elements: the short erf for bf16 rows (whose exp(-x^2/2)
+// is phi's too: one exp for both), gelu.hpp's (exact) otherwise.
+template <class C>
+struct GeluTerms {
+  C cdf, density;
+};
+
 template <class T, class C>
-__device__ __forceinline__ C row_gelu_cdf(C x) {
+__device__ __forceinline__ GeluTerms<C> row_gelu_terms(C x) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f, kA4 = -1.453152027f,
                     kA5 = 1.061405429f;
     const float t = reciprocal_approx(fmaf(kP * 0.70710678118654752440f, fabsf(x), 1.0f));
-    const float density = exp2_approx(-0.72134752044448170368f * x * x);  // exp(-x^2 / 2)
-    const float poly = t * fmaf(t, fmaf(t, fmaf(t, fmaf(t, kA5, kA4), kA3), kA2), kA1);
-    return 0.5f * (1.0f + copysignf(fmaf(-poly, density, 1.0f), x));
+    const float gauss = exp2_approx(-0.72134752044448170368f * x * x);  // exp(-x^2 / 2)
+    // Phi(-|x|) = erfc(|x| / sqrt 2) / 2 (the coefficients halved), Phi(|x|) = 1 - that.
+    const float tail =
+        t * fmaf(t, fmaf(t, fmaf(t, fmaf(t, 0.5f * kA5, 0.5f * kA4), 0.5f * kA3), 0.5f * kA2), 0.5f * kA1) * gauss;
+    return {x >= 0.0f ? 1.0f - tail : tail, 0.39894228040143267794f * gauss};
   } else {
-    return gelu_cdf(x);
+    return {gelu_cdf(x), gelu_density(x)};
   }
 }
 
 template <class T, class C>
-__device__ __forceinline__ C row_gelu_density(C x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return 0.39894228040143267794f * exp2_approx(-0.72134752044448170368f * x * x);
-  } else {
-    return gelu_density(x);
-  }
+__device__ __forceinline__ C row_gelu_cdf(C x) {
+  return row_gelu_terms<T>(x).cdf;
 }
 
 // The value normalised for an element x of the input: x, or gelu(x).
@@ -226,7 +229,11 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
   const auto group_of = [&](int k) { return rank + k * static_cast<std::int64_t>(team_size); };
 
   Group<T, P> x_next[N], dout_next[N];
+  C mean_next = 0, rstd_next = 0;  // the statistics come with the row: loaded at its use,
+                                   // each row waited for them (an L2 or DRAM round trip)
   const auto load_row = [&](std::int64_t row) {
+    mean_next = means[row];
+    rstd_next = rstds[row];
     const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
     const T* dout = static_cast<const T*>(p.dout) + row * p.dout_row_stride;
 #pragma unroll
@@ -238,13 +245,18 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     }
   };
   C dweight[N][P] = {}, dbias[N][P] = {};
-  C cdf[kGelu ? N : 1][kGelu ? P : 1];  // Phi(x) of the row's elements, between the two loops
+  // kGelu: the first loop keeps each element's xhat and gelu'(x), so the raw x is dead after
+  // it and the second loop is a few FMAs an element. Recomputing gelu there (one erf and
+  // one exp an element, Phi kept) left the kernel bound by issuing: 51 instructions an
+  // element, 0.38 ms a 32768 x 3072 call on an H200, twice its memory time. The plain rows
+  // recompute xhat instead: kept, it would cost the d-wide rows a block an SM (registers).
+  C kept_xhat[kGelu ? N : 1][kGelu ? P : 1], slope[kGelu ? N : 1][kGelu ? P : 1];
   if (begin + team < end) load_row(begin + team);
   for (std::int64_t row = begin + team; row < end; row += kTeams) {
     Group<T, P> x_row[N], dout_row[N];
     for (int k = 0; k < N; ++k) x_row[k] = x_next[k], dout_row[k] = dout_next[k];
+    const C mean = mean_next, rstd = rstd_next, shift = -mean * rstd;  // xhat = a rstd + shift
     if (row + kTeams < end) load_row(row + kTeams);
-    const C mean = means[row], rstd = rstds[row];
     // xhat and g are recomputed in the second loop rather than kept: registers hold rows.
     C g_sum = 0, gx_sum = 0;
 #pragma unroll
@@ -256,10 +268,12 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
           const C g = to_compute(dout_row[k].v[e]), x = to_compute(x_row[k].v[e]);
           C a = x;
           if constexpr (kGelu) {
-            cdf[k][e] = row_gelu_cdf<T>(x);
-            a = x * cdf[k][e];
+            const GeluTerms<C> gelu = row_gelu_terms<T>(x);
+            a = x * gelu.cdf;
+            slope[k][e] = gelu.cdf + x * gelu.density;
           }
-          const C xhat = (a - mean) * rstd;
+          const C xhat = fma(a, rstd, shift);
+          if constexpr (kGelu) kept_xhat[k][e] = xhat;
           g_sum += g * w[e];
           gx_sum += g * w[e] * xhat;
           if constexpr (kParameters) {
@@ -283,15 +297,9 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
         if (dresidual) residual = load_group<T, P>(dresidual, group_of(k));
         load_weights<C, P>(weight, group_of(k), C(1), w);
         for (int e = 0; e < P; ++e) {
-          const C x = to_compute(x_row[k].v[e]);
-          C a = x, da_dx = 1;
-          if constexpr (kGelu) {
-            a = x * cdf[k][e];
-            da_dx = cdf[k][e] + x * row_gelu_density<T>(x);
-          }
-          const C xhat = (a - mean) * rstd;
+          const C xhat = kGelu ? kept_xhat[k][e] : fma(to_compute(x_row[k].v[e]), rstd, shift);
           d[e] = rstd * (to_compute(dout_row[k].v[e]) * w[e] - g_mean - xhat * gx_mean);
-          if constexpr (kGelu) d[e] *= da_dx;
+          if constexpr (kGelu) d[e] *= slope[k][e];
           if (dresidual) d[e] += to_compute(residual.v[e]);
         }
         store_group<T, P>(dx, group_of(k), d);
@@ -409,9 +417,9 @@ __global__ void streaming_dx_kernel(LayerNormParams p) {
       const C xv = to_compute(xg.v[e]);
       C a = xv, da_dx = 1;
       if constexpr (kGelu) {
-        const C phi = row_gelu_cdf<T>(xv);
-        a = xv * phi;
-        da_dx = phi + xv * row_gelu_density<T>(xv);
+        const GeluTerms<C> gelu = row_gelu_terms<T>(xv);
+        a = xv * gelu.cdf;
+        da_dx = gelu.cdf + xv * gelu.density;
       }
       d[e] = rstd * (to_compute(dg.v[e]) * w[e] - g_mean - (a - mean) * rstd * gx_mean);
       if constexpr (kGelu) d[e] *= da_dx;
