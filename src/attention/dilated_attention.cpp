@@ -139,9 +139,16 @@ AttentionOutput dilated_attention_forward(const DilatedAttentionConfig& config, 
   return result;
 }
 
+AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q,
+                                              const Tensor& k, const Tensor& v, const AttentionOutput& forward,
+                                              const Tensor& dout, Backend backend) {
+  return dilated_attention_backward(config, q, k, v, forward, dout, GradientRotations{}, backend);
+}
+
 AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q_in,
                                               const Tensor& k_in, const Tensor& v_in, const AttentionOutput& forward,
-                                              const Tensor& dout_in, Backend backend) {
+                                              const Tensor& dout_in, const GradientRotations& rotations,
+                                              Backend backend) {
   validate_attention_inputs(config, q_in, k_in, v_in);
   backend = resolve(backend, q_in);
   attention_calls::validate_backward_inputs(q_in, forward, dout_in);
@@ -161,6 +168,14 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
   p.dq = row_tensor(grads.dq);
   p.dk = row_tensor(grads.dk);
   p.dv = row_tensor(grads.dv);
+  for (const kernels::RotaryParams* map : {rotations.dq, rotations.dk}) {
+    if (!map) continue;
+    require(q.size(3) % 2 == 0, "gradient rotation: head_dim = ", q.size(3), ": must be even (rotary pairs)");
+    require(map->base > 0 && map->scale_base > 0, "gradient rotation: base = ", map->base,
+            ", scale_base = ", map->scale_base, ": must be > 0");
+  }
+  p.dq_rotary = rotations.dq;
+  p.dk_rotary = rotations.dk;
   if (backend == Backend::cuda) {
     kernels::dilated_attention_backward_cuda(p);
   } else {

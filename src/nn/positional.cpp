@@ -62,6 +62,19 @@ Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::in
   return out;
 }
 
+kernels::RotaryParams positional_map(const PositionalConfig& config, std::int64_t position_start, double center,
+                                     bool is_key) {
+  require(config.kind != PositionalEncoding::none, "positional_map: the encoding is none (no rotary map)");
+  kernels::RotaryParams p;
+  p.kind = config.kind == PositionalEncoding::xpos ? kernels::RotaryKind::xpos : kernels::RotaryKind::rope;
+  p.base = config.rope_base;
+  p.scale_base = config.xpos_scale_base;
+  p.position_start = position_start;
+  p.center = center;
+  p.downscale = is_key;
+  return p;
+}
+
 void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tensor& out, std::int64_t position_start,
                            double center, bool is_key, bool transpose) {
   require(x.defined() && x.dim() == 4, "apply_positional: x must be (batch, seq_len, heads, head_dim)");
@@ -78,18 +91,12 @@ void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tens
   const double first = static_cast<double>(position_start) - center;
   const double last = static_cast<double>(position_start + in.size(1) - 1) - center;
   if (in.size(1) > 0) check_xpos_range(config, std::max(std::fabs(first), std::fabs(last)), in.dtype());
-  kernels::RotaryParams p;
+  kernels::RotaryParams p = positional_map(config, position_start, center, is_key);
   p.batch = in.size(0);
   p.seq_len = in.size(1);
   p.heads = in.size(2);
   p.head_dim = in.size(3);
   p.dtype = in.dtype();
-  p.kind = config.kind == PositionalEncoding::xpos ? kernels::RotaryKind::xpos : kernels::RotaryKind::rope;
-  p.base = config.rope_base;
-  p.scale_base = config.xpos_scale_base;
-  p.position_start = position_start;
-  p.center = center;
-  p.downscale = is_key;
   p.transpose = transpose;
   p.x = {in.data(), in.stride(0), in.stride(1), in.stride(2)};
   p.out = {out.data(), out.stride(0), out.stride(1), out.stride(2)};

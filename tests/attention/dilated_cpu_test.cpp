@@ -286,6 +286,57 @@ TEST(DilatedAttentionCpu, ResultsDoNotDependOnTheThreadCount) {
   EXPECT_EQ(ga.dv.to_vector<float>(), gb.dv.to_vector<float>());
 }
 
+// The positional encoding's backward fused into the attention's (GradientRotations): the
+// same as rotating the plain gradients after, bit for bit on the CPU (the same kernel runs
+// on the finished gradients), for xPos (keys downscaled) and RoPE; dv untouched; an odd
+// head dim is refused.
+TEST(DilatedAttentionCpu, GradientRotationsApplyTheTransposedMaps) {
+  using kernels::DilatedMode;
+  const DilatedProblem problems[] = {
+      edge_problem(75, 4, 2, {{16, 1}, {32, 2}, {75, 4}}, DilatedMode::longnet, true),
+      edge_problem(60, 4, 4, {{20, 2}, {60, 3}}, DilatedMode::head_groups, false),
+  };
+  for (const DilatedProblem& p : problems) {
+    for (const auto kind : {kernels::RotaryKind::xpos, kernels::RotaryKind::rope}) {
+      for (const DType dtype : {DType::f32, DType::f64}) {
+        SCOPED_TRACE(str(describe(p), " ", dtype_name(dtype), kind == kernels::RotaryKind::xpos ? " xpos" : " rope"));
+        const ProblemTensors t = random_tensors(p, 5, dtype);
+        const DilatedAttentionConfig config = config_of(p);
+        kernels::RotaryParams q_map, k_map;
+        q_map.kind = k_map.kind = kind;
+        q_map.scale_base = k_map.scale_base = 64.0;
+        q_map.position_start = k_map.position_start = 3;
+        q_map.center = k_map.center = 40.0;
+        k_map.downscale = true;
+        const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+        const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
+        const AttentionGradients fused =
+            dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, GradientRotations{&q_map, &k_map});
+        EXPECT_EQ(fused.dq.to_vector<double>(), rotary_transpose(plain.dq, q_map).to_vector<double>());
+        EXPECT_EQ(fused.dk.to_vector<double>(), rotary_transpose(plain.dk, k_map).to_vector<double>());
+        EXPECT_EQ(fused.dv.to_vector<double>(), plain.dv.to_vector<double>());
+        EXPECT_GT(relative_l2_error(fused.dq, plain.dq), 1e-3);  // the map did something
+      }
+    }
+  }
+  DilatedProblem odd = edge_problem(20, 2, 2, {{10, 1}}, DilatedMode::longnet, false);
+  odd.head_dim = 5;
+  const ProblemTensors t = random_tensors(odd, 1);
+  const DilatedAttentionConfig config = config_of(odd);
+  const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+  kernels::RotaryParams map;
+  EXPECT_THROW(
+      {
+        try {
+          (void)dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, GradientRotations{&map, nullptr});
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("head_dim = 5"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
+}
+
 TEST(DilatedAttentionCpu, OperatorAndFactory) {
   const DilatedProblem p = edge_problem(40, 2, 2, {{16, 1}, {32, 2}}, kernels::DilatedMode::longnet, false);
   const ProblemTensors t = random_tensors(p, 3);

@@ -224,6 +224,47 @@ TEST(DilatedAttentionCuda, LongNetKeyAccumulatorsNeedNoZeroFill) {
   }
 }
 
+// The positional encoding's backward fused into the attention's (GradientRotations; on
+// CUDA applied as the fp32 accumulators are converted) against rotating the plain CUDA
+// gradients after with the rotary kernel: every way dK leaves the kernels (accumulated,
+// stored by the first LongNet pattern, written directly), head dims through the fused
+// conversion (64, 32) and past it (SIMT head dim 6: the rotary kernel after), bf16 (fast
+// factors) and f32 (double factors), long positions.
+TEST(DilatedAttentionCuda, GradientRotationsMatchRotatingAfter) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  const DilatedProblem cases[] = {
+      edge(300, 4, 2, 64, {{64, 1}, {128, 2}}, DilatedMode::longnet, true),      // GQA: accumulated dK
+      edge(300, 4, 4, 64, {{64, 1}, {300, 3}}, DilatedMode::longnet, true),      // first pattern stores dK
+      edge(256, 4, 4, 32, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false),  // dK written directly
+      edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false),         // SIMT, head dim 6
+  };
+  for (const DilatedProblem& p : cases) {
+    for (const DType dtype : {DType::bf16, DType::f32}) {
+      for (const auto kind : {kernels::RotaryKind::xpos, kernels::RotaryKind::rope}) {
+        SCOPED_TRACE(str(describe(p), " ", dtype_name(dtype), kind == kernels::RotaryKind::xpos ? " xpos" : " rope"));
+        const ProblemTensors t = on(random_tensors(p, 9, dtype), kGpu);
+        const DilatedAttentionConfig config = config_of(p);
+        kernels::RotaryParams q_map, k_map;
+        q_map.kind = k_map.kind = kind;
+        q_map.position_start = k_map.position_start = 40000;  // angles of 10^4 radians
+        q_map.center = k_map.center = 40000.0 + static_cast<double>(p.seq_len) / 2;
+        k_map.downscale = true;
+        const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+        const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
+        const AttentionGradients fused =
+            dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, GradientRotations{&q_map, &k_map});
+        // bf16: the fused map rotates the fp32 sums before their one rounding, the separate
+        // pass rotates rounded values and rounds again.
+        const double tolerance = dtype == DType::bf16 ? 8e-3 : 1e-6;
+        EXPECT_LE(relative_l2_error(fused.dq, rotary_transpose(plain.dq, q_map)), tolerance) << "dq";
+        EXPECT_LE(relative_l2_error(fused.dk, rotary_transpose(plain.dk, k_map)), tolerance) << "dk";
+        EXPECT_EQ(fused.dv.to_vector<float>(), plain.dv.to_vector<float>()) << "dv";
+      }
+    }
+  }
+}
+
 TEST(DilatedAttentionCuda, StridedInputsAreReadInPlace) {
   SKIP_WITHOUT_GPU();
   const DilatedProblem p = edge(300, 4, 2, 64, {{128, 2}, {256, 4}}, kernels::DilatedMode::longnet, true);

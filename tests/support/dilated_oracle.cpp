@@ -281,4 +281,20 @@ double rounding_tolerance(const Tensor& expected, DType dtype) {
   return std::max(2 * worst, 1e-3);
 }
 
+Tensor rotary_transpose(const Tensor& g, const kernels::RotaryParams& map) {
+  const Tensor in = g.contiguous();
+  Tensor out = Tensor::empty(in.shape(), in.dtype(), in.device());
+  kernels::RotaryParams r = map;
+  r.batch = in.size(0), r.seq_len = in.size(1), r.heads = in.size(2), r.head_dim = in.size(3);
+  r.dtype = in.dtype(), r.transpose = true;
+  r.x = {in.data(), in.stride(0), in.stride(1), in.stride(2)};
+  r.out = {out.data(), out.stride(0), out.stride(1), out.stride(2)};
+  if (in.device().is_cuda()) {
+    kernels::rotary_apply_cuda(r);
+  } else {
+    kernels::rotary_apply_cpu(r);
+  }
+  return out;
+}
+
 }  // namespace longnet::testing

@@ -8,6 +8,7 @@
 
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilation.hpp"
+#include "longnet/kernels/rotary.hpp"
 
 namespace longnet::testing {
 
@@ -73,5 +74,10 @@ double max_abs_error(const Tensor& actual, const Tensor& expected);
 // reference shifted by 0.3 in `dtype` (bf16 or f16; about one ulp at the reference's
 // magnitude), and at least DESIGN 5's 1e-3.
 double rounding_tolerance(const Tensor& expected, DType dtype);
+
+// M^T g for a contiguous (B, N, heads, D) gradient g and the rotary map `map` (its
+// transpose flag ignored), by the rotary kernel of g's device: the positional encoding's
+// backward as a separate pass, against which the attention's fused one is tested.
+Tensor rotary_transpose(const Tensor& g, const kernels::RotaryParams& map);
 
 }  // namespace longnet::testing

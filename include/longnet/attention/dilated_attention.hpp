@@ -11,6 +11,7 @@
 
 #include "longnet/attention/attention.hpp"
 #include "longnet/kernels/dilation.hpp"
+#include "longnet/kernels/rotary.hpp"
 
 namespace longnet {
 
@@ -51,6 +52,19 @@ AttentionOutput dilated_attention_forward(const DilatedAttentionConfig& config, 
 AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k,
                                               const Tensor& v, const AttentionOutput& forward, const Tensor& dout,
                                               Backend backend = Backend::automatic);
+
+// The backward of a positional encoding's rotary maps (kernels/rotary.hpp) applied to q and
+// k before the attention, fused into the attention's: dq = M_q^T (dL/d rotated q), and
+// likewise dk (each map nullable; its kind, base, scale_base, position_start, center and
+// downscale are used). On CUDA the maps are applied as the gradients' fp32 accumulators are
+// converted, which saves the encoding's backward a pass over dq and one over dk.
+struct GradientRotations {
+  const kernels::RotaryParams* dq = nullptr;
+  const kernels::RotaryParams* dk = nullptr;
+};
+AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k,
+                                              const Tensor& v, const AttentionOutput& forward, const Tensor& dout,
+                                              const GradientRotations& rotations, Backend backend = Backend::automatic);
 
 // FLOPs of a forward pass by DESIGN 4's rule: 4 * D * attended (query, key) pairs.
 double dilated_attention_forward_flops(const DilatedAttentionConfig& config, std::int64_t batch, std::int64_t seq_len,

@@ -10,7 +10,8 @@
 // forward:  out and lse of the dilated attention (LongNet or head-groups mode). Rows
 //           with no keys get out = 0 and lse = -inf.
 // backward: dq, dk, dv (written, not accumulated) from q, k, v, out, lse and dout,
-//           exactly per DESIGN 2.3 with the final lse and out.
+//           exactly per DESIGN 2.3 with the final lse and out; dq and dk optionally
+//           leave through the transposed rotary map of a positional encoding (below).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,8 @@
 #include "longnet/kernels/dilation.hpp"
 
 namespace longnet::kernels {
+
+struct RotaryParams;  // rotary.hpp
 
 // A tensor argument: base pointer and element strides of (batch, sequence, head).
 struct RowTensor {
@@ -48,7 +51,19 @@ struct DilatedAttentionParams {
   void* lse = nullptr;   // (B, H, N) contiguous, lse_dtype(dtype); forward: written; backward: read
   RowTensor dout;        // backward: read
   RowTensor dq, dk, dv;  // backward: written
+  // Backward, nullable: dq (dk) is written as M^T dq (M^T dk), M the rotary map of the
+  // positional encoding q (k) went through before the attention (rotary.hpp: its kind,
+  // base, scale_base, position_start, center and downscale are used; shape, dtype, x, out
+  // and transpose are not): the encoding's backward, fused. On CUDA it is applied as the
+  // fp32 accumulators are converted, which saves a pass over dq and one over dk.
+  const RotaryParams* dq_rotary = nullptr;
+  const RotaryParams* dk_rotary = nullptr;
 };
+
+// Applies params' dq_rotary and dk_rotary to dq and dk in place (the backends call it
+// where they do not fuse the maps).
+void rotate_attention_gradients_cpu(const DilatedAttentionParams& params);
+void rotate_attention_gradients_cuda(const DilatedAttentionParams& params, bool dq, bool dk);
 
 // The dtype of lse for inputs of `dtype`: f64 for f64, f32 otherwise.
 inline DType lse_dtype(DType dtype) { return dtype == DType::f64 ? DType::f64 : DType::f32; }

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "longnet/core/tensor.hpp"
+#include "longnet/kernels/rotary.hpp"
 
 namespace longnet::nn {
 
@@ -42,5 +43,12 @@ Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::in
 // head dims, e.g. a slice of a fused qkv gradient), which must not overlap x.
 void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tensor& out, std::int64_t position_start,
                            double center, bool is_key, bool transpose = false);
+
+// The encoding's rotary map for rows starting at `position_start` (kernels/rotary.hpp: kind,
+// base, scale_base, position_start, center, downscale = is_key; no shape or tensors), e.g.
+// for the attention backward to apply its transpose (GradientRotations). kind must not be
+// none.
+kernels::RotaryParams positional_map(const PositionalConfig& config, std::int64_t position_start, double center,
+                                     bool is_key);
 
 }  // namespace longnet::nn

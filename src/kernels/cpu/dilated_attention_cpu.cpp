@@ -181,6 +181,7 @@ void backward(const DilatedAttentionParams& p) {
   cpu::finish_accumulator(dq, p.dq, shape, H);
   cpu::finish_accumulator(dk, p.dk, shape, Hk);
   cpu::finish_accumulator(dv, p.dv, shape, Hk);
+  rotate_attention_gradients_cpu(p);
 }
 
 }  // namespace

@@ -60,4 +60,16 @@ void rotary_apply_cpu(const RotaryParams& p) {
   });
 }
 
+void rotate_attention_gradients_cpu(const DilatedAttentionParams& params) {
+  const auto rotate = [&](const RotaryParams* map, const RowTensor& rows, std::int64_t heads) {
+    if (!map) return;
+    RotaryParams r = *map;
+    r.batch = params.batch, r.seq_len = params.seq_len, r.heads = heads, r.head_dim = params.head_dim;
+    r.dtype = params.dtype, r.transpose = true, r.x = rows, r.out = rows;
+    rotary_apply_cpu(r);
+  };
+  rotate(params.dq_rotary, params.dq, params.heads);
+  rotate(params.dk_rotary, params.dk, params.kv_heads);
+}
+
 }  // namespace longnet::kernels

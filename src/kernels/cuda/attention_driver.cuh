@@ -23,6 +23,7 @@
 #include "longnet/core/stream.hpp"
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilated_attention.hpp"
+#include "longnet/kernels/rotary.hpp"
 
 namespace longnet::kernels::cuda {
 
@@ -281,30 +282,51 @@ Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t b
 }
 
 // Writes scale * a contiguous (B, N, heads, D) accumulator in the compute type into
-// `target` (any row strides) in the output dtype.
+// `target` (any row strides) in the output dtype; through the rotary map `rotation`
+// (nullable; rotary.hpp, transpose set) when given: applied as the rows are converted when
+// head_dim % 4 == 0 and head_dim <= 256, else by the rotary kernel after.
 template <class Element, class Compute>
 void convert_accumulator(const Compute* accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
-                         std::int64_t heads, std::int64_t head_dim, cudaStream_t stream, Compute scale = Compute(1)) {
+                         std::int64_t heads, std::int64_t head_dim, cudaStream_t stream, Compute scale = Compute(1),
+                         const RotaryParams* rotation = nullptr) {
   const std::int64_t per_position = heads * head_dim / 4;
+  bool rotated = false;
   if (head_dim % 4 == 0 && batch <= 65535 && seq_len <= 0x7fffffff && per_position <= (1 << 20)) {
     const int threads = static_cast<int>(std::min<std::int64_t>((per_position + 31) / 32 * 32, 256));
     const dim3 grid(static_cast<unsigned>(seq_len), static_cast<unsigned>(batch));
-    if (seq_len > 0 && batch > 0) {
-      convert_accumulator_rows_kernel<Element, Compute><<<grid, threads, 0, stream>>>(
-          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale);
+    rotated = rotation && head_dim / 2 <= kMaxRotatedPairs;
+    if (seq_len > 0 && batch > 0 && rotated) {
+      RotaryParams map = *rotation;
+      map.head_dim = head_dim;
+      convert_accumulator_rows_kernel<Element, Compute, true><<<grid, threads, 0, stream>>>(
+          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale, map);
+    } else if (seq_len > 0 && batch > 0) {
+      convert_accumulator_rows_kernel<Element, Compute, false><<<grid, threads, 0, stream>>>(
+          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale, RotaryParams{});
     }
   } else {
     convert_accumulator_kernel<Element, Compute><<<grid_for(batch * seq_len * heads * head_dim, 256), 256, 0, stream>>>(
         accumulator, device_rows(target), batch, seq_len, static_cast<int>(heads), static_cast<int>(head_dim), scale);
   }
   LONGNET_CHECK(cudaGetLastError());
+  if (rotation && !rotated) {
+    RotaryParams map = *rotation;
+    map.batch = batch, map.seq_len = seq_len, map.heads = heads, map.head_dim = head_dim;
+    map.dtype = std::is_same_v<Element, __nv_bfloat16> ? DType::bf16
+                : std::is_same_v<Element, __half>      ? DType::f16
+                : std::is_same_v<Element, double>      ? DType::f64
+                                                       : DType::f32;
+    map.x = target, map.out = target;
+    rotary_apply_cuda(map);
+  }
 }
 
 template <class Element, class Compute>
 void convert_accumulator(const Tensor& accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
-                         std::int64_t heads, std::int64_t head_dim, cudaStream_t stream) {
+                         std::int64_t heads, std::int64_t head_dim, cudaStream_t stream,
+                         const RotaryParams* rotation = nullptr) {
   convert_accumulator<Element, Compute>(static_cast<const Compute*>(accumulator.data()), target, batch, seq_len, heads,
-                                        head_dim, stream);
+                                        head_dim, stream, Compute(1), rotation);
 }
 
 // Runs Run<Element>::run(p) for the CUDA element type of `dtype`.

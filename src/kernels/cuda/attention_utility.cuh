@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/flash_params.cuh"
+#include "kernels/cuda/rotary_factors.cuh"
 #include "kernels/cuda/simt_attention.cuh"
 
 namespace longnet::kernels::cuda {
@@ -97,12 +98,24 @@ __global__ void convert_accumulator_kernel(const Compute* accumulator, DeviceRow
 // The same for head_dim % 4 == 0: a CTA per position (n = blockIdx.x, b = blockIdx.y), a
 // thread per four columns of a head, so no thread divides 64-bit row indices (which made
 // the element-wise kernel compute-bound at a third of HBM bandwidth).
-template <class Element, class Compute>
+// kRotate: the rotary map `rotation` (rotary.hpp, transpose set: a positional encoding's
+// backward) is applied on the way; the first head_dim / 2 threads compute the position's
+// pair factors once into shared memory for every head (rotary_factors.cuh).
+constexpr int kMaxRotatedPairs = 128;  // head_dim <= 256
+
+template <class Element, class Compute, bool kRotate>
 __global__ void convert_accumulator_rows_kernel(const Compute* accumulator, DeviceRows out, int heads, int head_dim,
-                                                Compute scale) {
+                                                Compute scale, RotaryParams rotation) {
   const std::int64_t n = blockIdx.x, b = blockIdx.y;
   const int quads = head_dim / 4, per_position = heads * quads;
   const Compute* source = accumulator + (b * gridDim.x + n) * per_position * 4;
+  __shared__ Compute factors[kRotate ? 2 : 1][kRotate ? kMaxRotatedPairs : 1];
+  if constexpr (kRotate) {
+    for (int j = static_cast<int>(threadIdx.x); j < head_dim / 2; j += static_cast<int>(blockDim.x)) {
+      rotary_factors::of_pairs<Element, Compute, 1>(rotation, j, n, &factors[0][j], &factors[1][j]);
+    }
+    __syncthreads();
+  }
   for (int k = static_cast<int>(threadIdx.x); k < per_position; k += static_cast<int>(blockDim.x)) {
     const int h = k / quads, d = (k - h * quads) * 4;
     Compute v[4];
@@ -112,6 +125,15 @@ __global__ void convert_accumulator_rows_kernel(const Compute* accumulator, Devi
     } else {
 #pragma unroll
       for (int j = 0; j < 4; ++j) v[j] = source[4 * k + j];
+    }
+    if constexpr (kRotate) {
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const Compute cs = factors[0][d / 2 + q], sn = factors[1][d / 2 + q];
+        const Compute even = v[2 * q], odd = v[2 * q + 1];
+        v[2 * q] = even * cs - odd * sn;
+        v[2 * q + 1] = odd * cs + even * sn;
+      }
     }
     Element* target = out.row<Element>(b, n, h) + d;
 #pragma unroll

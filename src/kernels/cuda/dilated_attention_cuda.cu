@@ -215,13 +215,20 @@ void backward(const DilatedAttentionParams& p) {
     cuda::launch_backward<Element>(l, l.tiles_per_segment, tensor_cores, stream);
     LONGNET_CHECK(cudaGetLastError());
   }
-  auto convert = [&](const Tensor& accumulator, const RowTensor& target, std::int64_t heads) {
-    cuda::convert_accumulator<Element, Compute>(accumulator, target, B, N, heads, D, stream);
+  // dq and dk through the positional encoding's transposed map (dq_rotary, dk_rotary) as
+  // they are converted; dk written by the kernels themselves (direct_kv) takes it after.
+  auto convert = [&](const Tensor& accumulator, const RowTensor& target, std::int64_t heads,
+                     const RotaryParams* rotation) {
+    RotaryParams map;
+    if (rotation) map = *rotation, map.transpose = true;
+    cuda::convert_accumulator<Element, Compute>(accumulator, target, B, N, heads, D, stream, rotation ? &map : nullptr);
   };
-  convert(dq, p.dq, H);
+  convert(dq, p.dq, H, p.dq_rotary);
   if (!direct_kv) {
-    convert(dk, p.dk, Hk);
-    convert(dv, p.dv, Hk);
+    convert(dk, p.dk, Hk, p.dk_rotary);
+    convert(dv, p.dv, Hk, nullptr);
+  } else {
+    rotate_attention_gradients_cuda(p, /*dq=*/false, /*dk=*/true);
   }
 }
 

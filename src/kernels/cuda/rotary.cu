@@ -1,15 +1,12 @@
 // RoPE and xPos on CUDA (rotary.hpp): one thread per (batch, position, group of pairs),
-// which computes the rotations of its pairs once and applies them to those pairs of every
-// head (loads of kHeadsAhead heads in flight), in Compute<T> (f32 for bf16 and f32
-// tensors). A group is one 16-byte pack (4 pairs of bf16, 2 of f32, 1 of f64) when the
-// strides allow, else 1 pair.
-// The factors: f32 and f64 tensors take them in double (an fp32 angle pos * theta loses
-// digits at long positions). bf16 tensors, whose rounding (2^-9) is far coarser, keep the
-// angle in double only up to its reduction to [-pi, pi] and take sine, cosine and the
-// xPos power in fast f32 (errors ~1e-6): the double pow/pow/sincos of every pair made the
-// kernel 1.5x its memory time (0.043 ms a 32768 x 12 x 64 call on an H200).
+// which computes the factors of its pairs once (rotary_factors.cuh: in double for f32 and
+// f64 rows, fast f32 after a double-precision angle reduction for bf16) and applies them
+// to those pairs of every head (loads of kHeadsAhead heads in flight), in Compute<T> (f32
+// for bf16 and f32 tensors). A group is one 16-byte pack (4 pairs of bf16, 2 of f32, 1 of
+// f64) when the strides allow, else 1 pair.
 // Bytes: x read and out written once; at 3 TB/s 34 us for 32768 x 12 heads x 64 bf16.
 #include "kernels/cuda/model_kernels_common.cuh"
+#include "kernels/cuda/rotary_factors.cuh"
 #include "longnet/kernels/rotary.hpp"
 
 namespace longnet::kernels {
@@ -18,54 +15,6 @@ namespace {
 using namespace cuda_model;
 
 constexpr int kHeadsAhead = 4;  // heads loaded before any is rotated: loads in flight
-
-// f * cos(angle) and +-f * sin(angle) of pair j at position index n, in double.
-template <class C>
-__device__ void exact_rotation(const RotaryParams& p, std::int64_t j, std::int64_t n, C& cs, C& sn) {
-  const double pos = static_cast<double>(p.position_start + n);
-  const double D = static_cast<double>(p.head_dim);
-  const double theta = pow(p.base, -2.0 * static_cast<double>(j) / D);
-  double f = 1.0;
-  if (p.kind == RotaryKind::xpos) {
-    const double zeta = (2.0 * static_cast<double>(j) + 0.4 * D) / (1.4 * D);
-    f = pow(zeta, (pos - p.center) / p.scale_base);
-    if (p.downscale) f = 1.0 / f;
-  }
-  double s, c;
-  sincos(pos * theta, &s, &c);
-  cs = static_cast<C>(f * c);
-  sn = static_cast<C>((p.transpose ? -f : f) * s);
-}
-
-// The same for Q consecutive pairs j0, j0 + 1, ... of bf16 rows: theta_j = base^(-2j / D)
-// in double (theta_{j+1} = theta_j * base^(-2 / D)), the angle reduced by whole turns in
-// double, then __sincosf on [-pi, pi] (absolute error 2^-21.4) and exp2f of
-// log2(zeta_j) (pos - center) / scale_base in f32.
-template <int Q>
-__device__ void fast_rotations(const RotaryParams& p, std::int64_t j0, std::int64_t n, float* cs, float* sn) {
-  constexpr double kTwoPi = 6.283185307179586476925;
-  const double pos = static_cast<double>(p.position_start + n);
-  const double D = static_cast<double>(p.head_dim);
-  const double log2_base = log2(p.base);
-  const double step = exp2(-2.0 / D * log2_base);
-  double theta = exp2(-2.0 * static_cast<double>(j0) / D * log2_base);
-  const float distance = static_cast<float>((pos - p.center) / p.scale_base);
-#pragma unroll
-  for (int q = 0; q < Q; ++q, theta *= step) {
-    const double angle = pos * theta;
-    const float r = static_cast<float>(fma(-rint(angle * (1.0 / kTwoPi)), kTwoPi, angle));
-    float s, c;
-    __sincosf(r, &s, &c);
-    float f = 1.0f;
-    if (p.kind == RotaryKind::xpos) {
-      const float j = static_cast<float>(j0 + q), d = static_cast<float>(p.head_dim);
-      const float exponent = log2f((2.0f * j + 0.4f * d) / (1.4f * d)) * distance;
-      f = exp2f(p.downscale ? -exponent : exponent);
-    }
-    cs[q] = f * c;
-    sn[q] = (p.transpose ? -f : f) * s;
-  }
-}
 
 template <class T, bool kVector>
 __global__ void rotary_kernel(RotaryParams p) {
@@ -76,11 +25,7 @@ __global__ void rotary_kernel(RotaryParams p) {
   LONGNET_GRID_STRIDE(i, p.batch * p.seq_len * groups) {
     const std::int64_t g = i % groups, n = (i / groups) % p.seq_len, b = i / (groups * p.seq_len);
     C cs[Q], sn[Q];
-    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-      fast_rotations<Q>(p, g * Q, n, cs, sn);
-    } else {
-      for (int q = 0; q < Q; ++q) exact_rotation(p, g * Q + q, n, cs[q], sn[q]);
-    }
+    rotary_factors::of_pairs<T, C, Q>(p, g * Q, n, cs, sn);
     const T* x = static_cast<const T*>(p.x.data) + b * p.x.batch_stride + n * p.x.seq_stride + g * P;
     T* out = static_cast<T*>(p.out.data) + b * p.out.batch_stride + n * p.out.seq_stride + g * P;
     // In place (out = x) each head's elements are read before they are written.
@@ -141,6 +86,18 @@ void rotary_apply_cuda(const RotaryParams& p) {
     }
   });
   check_launch();
+}
+
+void rotate_attention_gradients_cuda(const DilatedAttentionParams& params, bool dq, bool dk) {
+  const auto rotate = [&](const RotaryParams* map, const RowTensor& rows, std::int64_t heads) {
+    if (!map) return;
+    RotaryParams r = *map;
+    r.batch = params.batch, r.seq_len = params.seq_len, r.heads = heads, r.head_dim = params.head_dim;
+    r.dtype = params.dtype, r.transpose = true, r.x = rows, r.out = rows;
+    rotary_apply_cuda(r);
+  };
+  if (dq) rotate(params.dq_rotary, params.dq, params.heads);
+  if (dk) rotate(params.dk_rotary, params.dk, params.kv_heads);
 }
 
 }  // namespace longnet::kernels

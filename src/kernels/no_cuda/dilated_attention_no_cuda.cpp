@@ -12,4 +12,8 @@ void dilated_attention_backward_cuda(const DilatedAttentionParams&) {
   throw Error("dilated attention on CUDA: this build has no CUDA backend (configure with LONGNET_WITH_CUDA=ON)");
 }
 
+void rotate_attention_gradients_cuda(const DilatedAttentionParams&, bool, bool) {
+  throw Error("rotary on CUDA: this build has no CUDA backend (configure with LONGNET_WITH_CUDA=ON)");
+}
+
 }  // namespace longnet::kernels
