@@ -212,8 +212,9 @@ void accumulate_chunk_totals(const T* partial, std::int64_t chunks, std::int64_t
 // Pass 1 for a plain matrix: thread (chunk, g) sums P consecutive columns (one 16-byte
 // pack when kVector) over the chunk's kMatrixRowsPerChunk rows, in row order.
 // Bytes: rows * columns * sizeof(T) read once, columns * chunks * sizeof(Compute<T>)
-// written (1/64 of the rows' bytes for f32 sums of bf16 rows read in 64-row chunks).
-constexpr std::int64_t kMatrixRowsPerChunk = 64;
+// written (1/16 of the rows' bytes for f32 sums of bf16 rows read in 32-row chunks; 64-row
+// chunks gave a 32768 x 768 bf16 matrix 192 blocks, too few loads in flight for HBM).
+constexpr std::int64_t kMatrixRowsPerChunk = 32;
 
 template <class T, bool kVector>
 __global__ void matrix_chunk_sums_kernel(const T* matrix, std::int64_t rows, std::int64_t columns,
@@ -224,7 +225,7 @@ __global__ void matrix_chunk_sums_kernel(const T* matrix, std::int64_t rows, std
     const std::int64_t chunk = i / groups, g = i % groups;
     const std::int64_t end = min(rows, (chunk + 1) * kMatrixRowsPerChunk);
     Compute<T> sum[P] = {};
-#pragma unroll 8
+#pragma unroll 16
     for (std::int64_t r = chunk * kMatrixRowsPerChunk; r < end; ++r) {
       if constexpr (kVector) {
         const Pack<T> pack = load_pack(matrix + r * row_stride, g);
