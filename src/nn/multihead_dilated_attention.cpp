@@ -197,45 +197,33 @@ Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tens
   if (inner_attn_ln_) dout = inner_attn_ln_->backward(dout);
   const Tensor& out = attention_.out;
   const Tensor dattention = dout.view({out.size(0), out.size(1), out.size(2), out.size(3)});
-  AttentionGradients g;
-  // Unsharded, the positional encoding's backward is fused into the attention's (its
-  // transposed maps applied as dq and dk are converted on CUDA: a pass over each saved).
-  const bool fused_positions = !sharded_ && config_.positional.kind != PositionalEncoding::none;
   if (sharded_) {
-    g = sequence_parallel_->backward(dattention);  // collective
-  } else {
-    DilatedAttentionConfig attention = config_.attention;
-    attention.deterministic = attention.deterministic || deterministic_;
-    GradientRotations rotations;
-    kernels::RotaryParams q_map, k_map;
-    if (fused_positions) {
-      q_map = positional_map(config_.positional, positions_.front().begin, xpos_center_, /*is_key=*/false);
-      k_map = positional_map(config_.positional, positions_.front().begin, xpos_center_, /*is_key=*/true);
-      rotations = {&q_map, &k_map};
-    }
-    g = dilated_attention_backward(attention, q_, k_, v_, attention_, dattention, rotations);
-  }
-  // With a fused qkv projection the gradients go straight into the slices of its output
-  // gradient (dq, dk, dv defined on entry), which saves the copies.
-  if (fused_positions) {
-    const auto take = [](Tensor& target, const Tensor& gradient) {
-      if (target.defined()) {
-        target.copy_from(gradient);
-      } else {
-        target = gradient;
-      }
-    };
-    take(dq, g.dq);
-    take(dk, g.dk);
-  } else {
+    const AttentionGradients g = sequence_parallel_->backward(dattention);  // collective
     dq = encode_positions(g.dq, false, /*transpose=*/true, dq);
     dk = encode_positions(g.dk, true, /*transpose=*/true, dk);
+    if (dv.defined()) {
+      dv.copy_from(g.dv);
+    } else {
+      dv = g.dv;
+    }
+    return dout;
   }
-  if (dv.defined()) {
-    dv.copy_from(g.dv);
-  } else {
-    dv = g.dv;
+  // Unsharded, the positional encoding's backward is fused into the attention's (its
+  // transposed maps applied as dq and dk are converted on CUDA: a pass over each saved),
+  // and the gradients are written straight into dq, dk, dv when given.
+  DilatedAttentionConfig attention = config_.attention;
+  attention.deterministic = attention.deterministic || deterministic_;
+  AttentionBackwardOptions options;
+  kernels::RotaryParams q_map, k_map;
+  if (config_.positional.kind != PositionalEncoding::none) {
+    q_map = positional_map(config_.positional, positions_.front().begin, xpos_center_, /*is_key=*/false);
+    k_map = positional_map(config_.positional, positions_.front().begin, xpos_center_, /*is_key=*/true);
+    options.dq_rotary = &q_map;
+    options.dk_rotary = &k_map;
   }
+  options.dq = dq, options.dk = dk, options.dv = dv;
+  const AttentionGradients g = dilated_attention_backward(attention, q_, k_, v_, attention_, dattention, options);
+  dq = g.dq, dk = g.dk, dv = g.dv;
   return dout;
 }
 

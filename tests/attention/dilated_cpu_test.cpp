@@ -286,7 +286,7 @@ TEST(DilatedAttentionCpu, ResultsDoNotDependOnTheThreadCount) {
   EXPECT_EQ(ga.dv.to_vector<float>(), gb.dv.to_vector<float>());
 }
 
-// The positional encoding's backward fused into the attention's (GradientRotations): the
+// The positional encoding's backward fused into the attention's (AttentionBackwardOptions): the
 // same as rotating the plain gradients after, bit for bit on the CPU (the same kernel runs
 // on the finished gradients), for xPos (keys downscaled) and RoPE; dv untouched; an odd
 // head dim is refused.
@@ -310,8 +310,9 @@ TEST(DilatedAttentionCpu, GradientRotationsApplyTheTransposedMaps) {
         k_map.downscale = true;
         const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
         const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
-        const AttentionGradients fused =
-            dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, GradientRotations{&q_map, &k_map});
+        AttentionBackwardOptions options;
+        options.dq_rotary = &q_map, options.dk_rotary = &k_map;
+        const AttentionGradients fused = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
         EXPECT_EQ(fused.dq.to_vector<double>(), rotary_transpose(plain.dq, q_map).to_vector<double>());
         EXPECT_EQ(fused.dk.to_vector<double>(), rotary_transpose(plain.dk, k_map).to_vector<double>());
         EXPECT_EQ(fused.dv.to_vector<double>(), plain.dv.to_vector<double>());
@@ -325,16 +326,42 @@ TEST(DilatedAttentionCpu, GradientRotationsApplyTheTransposedMaps) {
   const DilatedAttentionConfig config = config_of(odd);
   const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
   kernels::RotaryParams map;
+  AttentionBackwardOptions options;
+  options.dq_rotary = &map;
   EXPECT_THROW(
       {
         try {
-          (void)dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, GradientRotations{&map, nullptr});
+          (void)dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
         } catch (const Error& e) {
           EXPECT_NE(std::string(e.what()).find("head_dim = 5"), std::string::npos) << e.what();
           throw;
         }
       },
       Error);
+}
+
+// The backward writes into the caller's tensors (AttentionBackwardOptions::dq, dk, dv):
+// slices of one fused (B, N, H + 2 Hk, D) gradient, as a fused qkv projection has them;
+// the values are those of new tensors; a target of the wrong shape is refused.
+TEST(DilatedAttentionCpu, GradientsAreWrittenIntoTheCallersTensors) {
+  const DilatedProblem p = edge_problem(40, 4, 2, {{8, 1}, {40, 2}}, kernels::DilatedMode::longnet, true);
+  const ProblemTensors t = random_tensors(p, 8);
+  const DilatedAttentionConfig config = config_of(p);
+  const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+  const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
+  const std::int64_t H = p.heads, Hk = p.kv_heads;
+  const Tensor fused = Tensor::zeros({p.batch, p.seq_len, H + 2 * Hk, p.head_dim}, DType::f32);
+  AttentionBackwardOptions options;
+  options.dq = fused.slice(2, 0, H), options.dk = fused.slice(2, H, H + Hk), options.dv = fused.slice(2, H + Hk, H + 2 * Hk);
+  const AttentionGradients into = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+  EXPECT_EQ(into.dq.data(), options.dq.data());
+  EXPECT_EQ(into.dv.data(), options.dv.data());
+  EXPECT_EQ(options.dq.contiguous().to_vector<float>(), plain.dq.to_vector<float>());
+  EXPECT_EQ(options.dk.contiguous().to_vector<float>(), plain.dk.to_vector<float>());
+  EXPECT_EQ(options.dv.contiguous().to_vector<float>(), plain.dv.to_vector<float>());
+  AttentionBackwardOptions wrong;
+  wrong.dk = Tensor::zeros({p.batch, p.seq_len, H, p.head_dim}, DType::f32);  // H heads, not Hk
+  EXPECT_THROW((void)dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, wrong), Error);
 }
 
 TEST(DilatedAttentionCpu, OperatorAndFactory) {

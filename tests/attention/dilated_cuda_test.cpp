@@ -224,7 +224,7 @@ TEST(DilatedAttentionCuda, LongNetKeyAccumulatorsNeedNoZeroFill) {
   }
 }
 
-// The positional encoding's backward fused into the attention's (GradientRotations; on
+// The positional encoding's backward fused into the attention's (AttentionBackwardOptions; on
 // CUDA applied as the fp32 accumulators are converted) against rotating the plain CUDA
 // gradients after with the rotary kernel: every way dK leaves the kernels (accumulated,
 // stored by the first LongNet pattern, written directly), head dims through the fused
@@ -252,8 +252,9 @@ TEST(DilatedAttentionCuda, GradientRotationsMatchRotatingAfter) {
         k_map.downscale = true;
         const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
         const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
-        const AttentionGradients fused =
-            dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, GradientRotations{&q_map, &k_map});
+        AttentionBackwardOptions options;
+        options.dq_rotary = &q_map, options.dk_rotary = &k_map;
+        const AttentionGradients fused = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
         // bf16: the fused map rotates the fp32 sums before their one rounding, the separate
         // pass rotates rounded values and rounds again.
         const double tolerance = dtype == DType::bf16 ? 8e-3 : 1e-6;
@@ -262,6 +263,38 @@ TEST(DilatedAttentionCuda, GradientRotationsMatchRotatingAfter) {
         EXPECT_EQ(fused.dv.to_vector<float>(), plain.dv.to_vector<float>()) << "dv";
       }
     }
+  }
+}
+
+// The gradients written into slices of one fused (B, N, H + 2 Hk, D) gradient (the fused
+// qkv projection's), with the rotations, equal new tensors' (deterministic mode: bitwise),
+// for accumulated dK and dK written directly by the kernels.
+TEST(DilatedAttentionCuda, GradientsAreWrittenIntoStridedTargets) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  const DilatedProblem cases[] = {
+      edge(300, 4, 2, 64, {{64, 1}, {128, 2}}, DilatedMode::longnet, true),
+      edge(256, 4, 4, 64, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false),  // dK, dV written directly
+  };
+  for (const DilatedProblem& p : cases) {
+    SCOPED_TRACE(describe(p));
+    const ProblemTensors t = on(random_tensors(p, 12, DType::bf16), kGpu);
+    DilatedAttentionConfig config = config_of(p);
+    config.deterministic = true;
+    kernels::RotaryParams q_map, k_map;
+    k_map.downscale = true;
+    AttentionBackwardOptions options;
+    options.dq_rotary = &q_map, options.dk_rotary = &k_map;
+    const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+    const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+    const std::int64_t H = p.heads, Hk = p.kv_heads;
+    const Tensor fused = Tensor::zeros({p.batch, p.seq_len, H + 2 * Hk, p.head_dim}, DType::bf16, kGpu);
+    options.dq = fused.slice(2, 0, H), options.dk = fused.slice(2, H, H + Hk);
+    options.dv = fused.slice(2, H + Hk, H + 2 * Hk);
+    (void)dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+    EXPECT_EQ(options.dq.contiguous().to_vector<float>(), plain.dq.to_vector<float>()) << "dq";
+    EXPECT_EQ(options.dk.contiguous().to_vector<float>(), plain.dk.to_vector<float>()) << "dk";
+    EXPECT_EQ(options.dv.contiguous().to_vector<float>(), plain.dv.to_vector<float>()) << "dv";
   }
 }
 

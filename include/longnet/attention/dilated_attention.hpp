@@ -53,18 +53,24 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
                                               const Tensor& v, const AttentionOutput& forward, const Tensor& dout,
                                               Backend backend = Backend::automatic);
 
-// The backward of a positional encoding's rotary maps (kernels/rotary.hpp) applied to q and
-// k before the attention, fused into the attention's: dq = M_q^T (dL/d rotated q), and
-// likewise dk (each map nullable; its kind, base, scale_base, position_start, center and
-// downscale are used). On CUDA the maps are applied as the gradients' fp32 accumulators are
-// converted, which saves the encoding's backward a pass over dq and one over dk.
-struct GradientRotations {
-  const kernels::RotaryParams* dq = nullptr;
-  const kernels::RotaryParams* dk = nullptr;
+// Options of the backward, each optional:
+// - dq_rotary, dk_rotary: the rotary maps (kernels/rotary.hpp: kind, base, scale_base,
+//   position_start, center, downscale) of a positional encoding applied to q and k before
+//   the attention; dq and dk are returned rotated back (dq = M_q^T dL/d(rotated q)): the
+//   encoding's backward, fused (on CUDA as the fp32 accumulators are converted, which
+//   saves a pass over each).
+// - dq, dk, dv: tensors to write the gradients into instead of new ones (q's, k's and v's
+//   shapes, dtype and device, head dims contiguous, other strides free: e.g. slices of a
+//   fused qkv projection's gradient); they must not overlap the inputs.
+struct AttentionBackwardOptions {
+  const kernels::RotaryParams* dq_rotary = nullptr;
+  const kernels::RotaryParams* dk_rotary = nullptr;
+  Tensor dq, dk, dv;
 };
 AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k,
                                               const Tensor& v, const AttentionOutput& forward, const Tensor& dout,
-                                              const GradientRotations& rotations, Backend backend = Backend::automatic);
+                                              const AttentionBackwardOptions& options,
+                                              Backend backend = Backend::automatic);
 
 // FLOPs of a forward pass by DESIGN 4's rule: 4 * D * attended (query, key) pairs.
 double dilated_attention_forward_flops(const DilatedAttentionConfig& config, std::int64_t batch, std::int64_t seq_len,

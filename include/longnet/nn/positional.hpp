@@ -46,7 +46,7 @@ void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tens
 
 // The encoding's rotary map for rows starting at `position_start` (kernels/rotary.hpp: kind,
 // base, scale_base, position_start, center, downscale = is_key; no shape or tensors), e.g.
-// for the attention backward to apply its transpose (GradientRotations). kind must not be
+// for the attention backward to apply its transpose (AttentionBackwardOptions). kind must not be
 // none.
 kernels::RotaryParams positional_map(const PositionalConfig& config, std::int64_t position_start, double center,
                                      bool is_key);
