@@ -39,6 +39,82 @@ ParameterPtr make_parameter(std::string name, const Tensor& value, const Paramet
   return p;
 }
 
+namespace {
+
+// One buffer holding the tensors selected by `member` of every parameter, in order; each
+// parameter's tensor is replaced by a view of it with its values.
+template <class Member>
+void pack_member(const std::vector<ParameterPtr>& params, Member member) {
+  const Tensor& first = (*params.front()).*member;
+  if (!first.defined()) return;
+  std::int64_t total = 0;
+  for (const ParameterPtr& p : params) total += ((*p).*member).numel();
+  const Tensor buffer = Tensor::empty({total}, first.dtype(), first.device());
+  std::int64_t at = 0;
+  for (const ParameterPtr& p : params) {
+    Tensor& t = (*p).*member;
+    Tensor view = Tensor::from_storage(buffer.storage(), t.shape(), t.dtype(), {}, at);
+    view.copy_from(t);
+    at += t.numel();
+    t = view;
+  }
+}
+
+// The contiguous tensor of `shape` spanning the `member` tensors of `params` when they are
+// adjacent views of one storage, else undefined.
+template <class Member>
+Tensor spanning(const std::vector<ParameterPtr>& params, Member member, const Shape& shape) {
+  const Tensor& first = (*params.front()).*member;
+  std::int64_t at = first.storage_offset();
+  for (const ParameterPtr& p : params) {
+    const Tensor& t = (*p).*member;
+    if (!t.defined() || !t.is_contiguous() || t.storage() != first.storage() || t.dtype() != first.dtype() ||
+        t.storage_offset() != at) {
+      return {};
+    }
+    at += t.numel();
+  }
+  return Tensor::from_storage(first.storage(), shape, first.dtype(), {}, first.storage_offset());
+}
+
+}  // namespace
+
+void pack_parameters(const std::vector<ParameterPtr>& params) {
+  if (params.size() < 2) return;
+  for (const ParameterPtr& p : params) {
+    require(p && p->value.dtype() == params.front()->value.dtype() && p->value.device() == params.front()->value.device() &&
+                p->compute.defined() == params.front()->compute.defined(),
+            "pack_parameters: the parameters must share dtypes and device");
+  }
+  pack_member(params, &Parameter::value);
+  pack_member(params, &Parameter::grad);
+  pack_member(params, &Parameter::compute);
+}
+
+ParameterPtr adjacent_parameter(const std::vector<ParameterPtr>& params, const std::string& name) {
+  if (params.empty()) return nullptr;
+  Shape shape = params.front()->value.shape();
+  if (shape.empty()) return nullptr;
+  shape[0] = 0;
+  for (const ParameterPtr& p : params) {
+    if (!p || p->value.dim() != static_cast<int>(shape.size())) return nullptr;
+    for (std::size_t d = 1; d < shape.size(); ++d) {
+      if (p->value.size(static_cast<int>(d)) != shape[d]) return nullptr;
+    }
+    shape[0] += p->value.size(0);
+  }
+  auto span = std::make_shared<Parameter>();
+  span->name = name;
+  span->value = spanning(params, &Parameter::value, shape);
+  span->grad = spanning(params, &Parameter::grad, shape);
+  if (params.front()->compute.defined()) {
+    span->compute = spanning(params, &Parameter::compute, shape);
+    if (!span->compute.defined()) return nullptr;
+  }
+  if (!span->value.defined() || !span->grad.defined()) return nullptr;
+  return span;
+}
+
 std::uint64_t parameter_seed(std::uint64_t seed, std::string_view name) {
   std::uint64_t hash = 0xCBF29CE484222325ull;  // FNV-1a
   for (char c : name) {

@@ -137,6 +137,37 @@ TEST(MultiheadDilatedAttentionTest, ForwardMatchesNaiveReference) {
   for (std::size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], expected[i], 1e-11) << i;
 }
 
+// q, k and v's parameters sit in adjacent memory (pack_parameters) and self-attention runs
+// them as one GEMM; the result and every gradient equal the three-GEMM path's, taken when
+// the adjacency is broken (a parameter's value replaced by a copy).
+TEST(MultiheadDilatedAttentionTest, PackedProjectionsEqualThreeGemms) {
+  const std::int64_t B = 2, N = 17, H = 4, Hk = 2, D = 6;
+  const MultiheadDilatedAttentionConfig config =
+      make_config(H, Hk, D, {4, 8, 32}, {1, 2, 4}, PositionalEncoding::xpos, DilatedMode::longnet, false);
+  MultiheadDilatedAttention attn("attn", config, f64_options());
+  const auto params = attn.parameters();  // q, k, v (weight, bias), inner_attn_ln, out_proj
+  const auto* q_weight = static_cast<const double*>(params[0]->value.data());
+  EXPECT_EQ(params[2]->value.data(), q_weight + params[0]->value.numel());  // k's weight follows q's
+  EXPECT_EQ(params[3]->grad.data(), static_cast<const double*>(params[1]->grad.data()) + H * D);
+  const Tensor x = Tensor::randn({B, N, H * D}, 4, DType::f64), dy = Tensor::randn({B, N, H * D}, 5, DType::f64);
+  const auto run = [&] {
+    for (const ParameterPtr& p : params) p->grad.fill(0.0);
+    std::vector<std::vector<double>> results{attn.forward(x).to_vector<double>(),
+                                             attn.backward(dy).to_vector<double>()};
+    for (const ParameterPtr& p : params) results.push_back(p->grad.to_vector<double>());
+    return results;
+  };
+  EXPECT_NE(adjacent_parameter({params[0], params[2], params[4]}, "qkv"), nullptr);
+  const auto packed = run();
+  params[4]->value = params[4]->value.clone();  // v's weight moved: three GEMMs
+  EXPECT_EQ(adjacent_parameter({params[0], params[2], params[4]}, "qkv"), nullptr);
+  const auto separate = run();
+  ASSERT_EQ(packed.size(), separate.size());
+  for (std::size_t t = 0; t < packed.size(); ++t) {
+    for (std::size_t i = 0; i < packed[t].size(); ++i) EXPECT_NEAR(packed[t][i], separate[t][i], 1e-12) << t << " " << i;
+  }
+}
+
 TEST(MultiheadDilatedAttentionTest, MagnetoInitialisation) {
   MultiheadDilatedAttentionConfig config =
       make_config(4, 4, 8, {16}, {1}, PositionalEncoding::xpos, DilatedMode::longnet, false);

@@ -107,6 +107,11 @@ class MultiheadDilatedAttention final : public Module {
 
   MultiheadDilatedAttentionConfig config_;
   std::unique_ptr<Linear> q_proj_, k_proj_, v_proj_, qkv_proj_;
+  // The last self-attention forward's one GEMM over q, k, v's packed parameters (null when
+  // it ran three: cross-attention, or parameters no longer adjacent).
+  std::unique_ptr<Linear> packed_qkv_;
+  // The one q/k/v GEMM of the last forward: qkv_proj_ or packed_qkv_, else null.
+  Linear* fused_projection() const { return qkv_proj_ ? qkv_proj_.get() : packed_qkv_.get(); }
   Linear out_proj_;
   std::unique_ptr<LayerNorm> inner_attn_ln_;
   bool cross_ = false;

@@ -53,6 +53,18 @@ struct ParameterOptions {
 // `value` is moved to the options' device/dtype. Checks the options (DESIGN 6).
 ParameterPtr make_parameter(std::string name, const Tensor& value, const ParameterOptions& options,
                             bool weight_decay = true);
+// Puts the parameters' values, gradients and compute copies each into one buffer, in order
+// (each tensor becomes a view of its buffer; the values are kept), so that consecutive
+// parameters can run as one GEMM (adjacent_parameter): q, k and v's projections stay three
+// parameters, with torchscale's names, and run as one. Same dtypes and device; every later
+// write to a parameter is in place (copy_from, the optimizer), which keeps the views.
+void pack_parameters(const std::vector<ParameterPtr>& params);
+// A parameter spanning `params` (their first dimensions summed, the rest equal) while
+// their values, gradients and compute copies are still adjacent in memory (as
+// pack_parameters leaves them), else null. Its tensors are views: a GEMM over it reads and
+// writes the parameters themselves. Not a parameter of any module.
+ParameterPtr adjacent_parameter(const std::vector<ParameterPtr>& params, const std::string& name);
+
 // Throws Error unless the options are usable (dtypes, mixed precision only on CUDA, the
 // device present); `name` names what they are for.
 void validate_parameter_options(const ParameterOptions& options, const std::string& name);

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -298,11 +299,18 @@ void convert_accumulator(const Compute* accumulator, const RowTensor& target, st
     if (seq_len > 0 && batch > 0 && rotated) {
       RotaryParams map = *rotation;
       map.head_dim = head_dim;
+      RotaryPairTable table{};
+      for (std::int64_t j = 0; j < head_dim / 2; ++j) {
+        const double D = static_cast<double>(head_dim), pair = static_cast<double>(j);
+        table.theta[j] = std::pow(map.base, -2.0 * pair / D);
+        table.log2_zeta[j] = static_cast<float>(std::log2((2.0 * pair + 0.4 * D) / (1.4 * D)));
+      }
       convert_accumulator_rows_kernel<Element, Compute, true><<<grid, threads, 0, stream>>>(
-          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale, map);
+          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale, map, table);
     } else if (seq_len > 0 && batch > 0) {
       convert_accumulator_rows_kernel<Element, Compute, false><<<grid, threads, 0, stream>>>(
-          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale, RotaryParams{});
+          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale, RotaryParams{},
+          RotaryPairTable{});
     }
   } else {
     convert_accumulator_kernel<Element, Compute><<<grid_for(batch * seq_len * heads * head_dim, 256), 256, 0, stream>>>(

@@ -103,22 +103,22 @@ __global__ void convert_accumulator_kernel(const Compute* accumulator, DeviceRow
 // pair factors once into shared memory for every head (rotary_factors.cuh).
 constexpr int kMaxRotatedPairs = 128;  // head_dim <= 256
 
+// The per-pair constants of a rotary map, made on the host once per conversion:
+// theta_j = base^(-2j / D) and log2(zeta_j). Computed in each CTA (double log2 and exp2),
+// they made the rotating conversion 0.068 ms a 32768 x 12 x 64 bf16 call on an H200
+// against 0.037 for the plain one.
+struct RotaryPairTable {
+  double theta[kMaxRotatedPairs];
+  float log2_zeta[kMaxRotatedPairs];
+};
+
 template <class Element, class Compute, bool kRotate>
 __global__ void convert_accumulator_rows_kernel(const Compute* accumulator, DeviceRows out, int heads, int head_dim,
-                                                Compute scale, RotaryParams rotation) {
+                                                Compute scale, RotaryParams rotation, RotaryPairTable table) {
   const std::int64_t n = blockIdx.x, b = blockIdx.y;
   const int quads = head_dim / 4, per_position = heads * quads;
   const Compute* source = accumulator + (b * gridDim.x + n) * per_position * 4;
-  __shared__ Compute factors[kRotate ? 2 : 1][kRotate ? kMaxRotatedPairs : 1];
-  if constexpr (kRotate) {
-    for (int j = static_cast<int>(threadIdx.x); j < head_dim / 2; j += static_cast<int>(blockDim.x)) {
-      rotary_factors::of_pairs<Element, Compute, 1>(rotation, j, n, &factors[0][j], &factors[1][j]);
-    }
-    __syncthreads();
-  }
-  for (int k = static_cast<int>(threadIdx.x); k < per_position; k += static_cast<int>(blockDim.x)) {
-    const int h = k / quads, d = (k - h * quads) * 4;
-    Compute v[4];
+  const auto load_quad = [&](int k, Compute* v) {
     if constexpr (std::is_same_v<Compute, float>) {
       const float4 x = reinterpret_cast<const float4*>(source)[k];
       v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
@@ -126,6 +126,28 @@ __global__ void convert_accumulator_rows_kernel(const Compute* accumulator, Devi
 #pragma unroll
       for (int j = 0; j < 4; ++j) v[j] = source[4 * k + j];
     }
+  };
+  // The first quad's load is in flight while the factors are computed: computed first,
+  // they held every CTA's loads back (the rotating conversion ran at 0.065 ms a 32768 x 12
+  // x 64 call on an H200, the plain one 0.036).
+  const int first = static_cast<int>(threadIdx.x);
+  Compute v[4];
+  if (first < per_position) load_quad(first, v);
+  __shared__ Compute factors[kRotate ? 2 : 1][kRotate ? kMaxRotatedPairs : 1];
+  if constexpr (kRotate) {
+    for (int j = first; j < head_dim / 2; j += static_cast<int>(blockDim.x)) {
+      if constexpr (sizeof(Element) == 2) {
+        rotary_factors::fast_from_constants(rotation, table.theta[j], table.log2_zeta[j], n, factors[0][j],
+                                            factors[1][j]);
+      } else {
+        rotary_factors::exact(rotation, j, n, factors[0][j], factors[1][j]);
+      }
+    }
+    __syncthreads();
+  }
+  for (int k = first; k < per_position; k += static_cast<int>(blockDim.x)) {
+    const int h = k / quads, d = (k - h * quads) * 4;
+    if (k != first) load_quad(k, v);
     if constexpr (kRotate) {
 #pragma unroll
       for (int q = 0; q < 2; ++q) {

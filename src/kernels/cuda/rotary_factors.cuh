@@ -34,33 +34,38 @@ __device__ inline void exact(const RotaryParams& p, std::int64_t j, std::int64_t
   sn = static_cast<C>((p.transpose ? -f : f) * s);
 }
 
-// The same for Q consecutive pairs j0, j0 + 1, ... of 16-bit rows: theta_j = base^(-2j / D)
-// in double (theta_{j+1} = theta_j * base^(-2 / D)), the angle reduced by whole turns in
-// double, then __sincosf on [-pi, pi] (absolute error 2^-21.4) and exp2f of
-// log2(zeta_j) (pos - center) / scale_base in f32.
-template <int Q>
-__device__ inline void fast(const RotaryParams& p, std::int64_t j0, std::int64_t n, float* cs, float* sn) {
+// One pair's factors for 16-bit rows from its constants theta_j = base^(-2j / D) and
+// log2(zeta_j): the angle reduced by whole turns in double, then __sincosf on [-pi, pi]
+// (absolute error 2^-21.4) and exp2f of log2(zeta_j) (pos - center) / scale_base in f32.
+__device__ inline void fast_from_constants(const RotaryParams& p, double theta, float log2_zeta, std::int64_t n,
+                                           float& cs, float& sn) {
   constexpr double kTwoPi = 6.283185307179586476925;
   const double pos = static_cast<double>(p.position_start + n);
+  const double angle = pos * theta;
+  const float r = static_cast<float>(fma(-rint(angle * (1.0 / kTwoPi)), kTwoPi, angle));
+  float s, c;
+  __sincosf(r, &s, &c);
+  float f = 1.0f;
+  if (p.kind == RotaryKind::xpos) {
+    const float exponent = log2_zeta * static_cast<float>((pos - p.center) / p.scale_base);
+    f = exp2f(p.downscale ? -exponent : exponent);
+  }
+  cs = f * c;
+  sn = (p.transpose ? -f : f) * s;
+}
+
+// Q consecutive pairs j0, j0 + 1, ... of 16-bit rows, their constants computed here:
+// theta_j in double (theta_{j+1} = theta_j * base^(-2 / D)), log2(zeta_j) in f32.
+template <int Q>
+__device__ inline void fast(const RotaryParams& p, std::int64_t j0, std::int64_t n, float* cs, float* sn) {
   const double D = static_cast<double>(p.head_dim);
   const double log2_base = log2(p.base);
   const double step = exp2(-2.0 / D * log2_base);
   double theta = exp2(-2.0 * static_cast<double>(j0) / D * log2_base);
-  const float distance = static_cast<float>((pos - p.center) / p.scale_base);
 #pragma unroll
   for (int q = 0; q < Q; ++q, theta *= step) {
-    const double angle = pos * theta;
-    const float r = static_cast<float>(fma(-rint(angle * (1.0 / kTwoPi)), kTwoPi, angle));
-    float s, c;
-    __sincosf(r, &s, &c);
-    float f = 1.0f;
-    if (p.kind == RotaryKind::xpos) {
-      const float j = static_cast<float>(j0 + q), d = static_cast<float>(p.head_dim);
-      const float exponent = log2f((2.0f * j + 0.4f * d) / (1.4f * d)) * distance;
-      f = exp2f(p.downscale ? -exponent : exponent);
-    }
-    cs[q] = f * c;
-    sn[q] = (p.transpose ? -f : f) * s;
+    const float j = static_cast<float>(j0 + q), d = static_cast<float>(p.head_dim);
+    fast_from_constants(p, theta, log2f((2.0f * j + 0.4f * d) / (1.4f * d)), n, cs[q], sn[q]);
   }
 }
 
