@@ -207,8 +207,9 @@ __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParam
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) [* gelu'(x)] [+ dresidual],
 // and, when kParameters, partial[0][b][c] = sum_r dout xhat, partial[1][b][c] = sum_r dout
 // (the teams' sums added in team order). The feed-forward's rows (kGelu, 3072 bf16
-// columns, a team of 128) take 200 registers, two blocks an SM; bounded to 168 (three
-// blocks, no spills) the kernel was no faster on an H200 (benchmarks.md, 2026-12-04).
+// columns, a team of 128) take 220 registers, two blocks an SM; bounded to 168 (three
+// blocks) the kernel spills and ran 0.54 ms a call against 0.36 on an H200, and teams of
+// 12 warps with a group a thread (64 registers) ran 0.41 (benchmarks.md, 2026-12-04).
 template <class T, int P, bool kParameters, int kTeams, bool kGelu>
 __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
   using C = Compute<T>;
