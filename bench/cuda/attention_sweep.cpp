@@ -15,11 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "bench/cuda/cuda_timing.hpp"
 #include "longnet/longnet.hpp"
 
 namespace {
 
 using namespace longnet;
+using bench::median_ms;
 
 struct Options {
   std::string mode = "head_groups";
@@ -105,26 +107,6 @@ std::vector<std::int64_t> parse_list(const char* text) {
   return out;
 }
 
-template <class F>
-double median_ms(int repeat, F&& body) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<float> times;
-  for (int r = 0; r < repeat; ++r) {
-    cudaEventRecord(start);
-    body();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    times.push_back(ms);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 }  // namespace
 

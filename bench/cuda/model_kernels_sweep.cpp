@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/cuda/cuda_timing.hpp"
 #include "longnet/kernels/layer_norm.hpp"
 #include "longnet/kernels/linear.hpp"
 #include "longnet/kernels/rotary.hpp"
@@ -23,27 +24,12 @@ namespace {
 
 using namespace longnet;
 
+// After three untimed calls (the first GEMM of a shape picks its algorithm).
 template <class F>
 double median_ms(int repeat, F&& body) {
-  for (int w = 0; w < 3; ++w) body();
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<float> times;
-  for (int r = 0; r < repeat; ++r) {
-    cudaEventRecord(start);
-    body();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    times.push_back(ms);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return bench::median_ms(repeat, body, 3);
 }
+
 
 void report(const char* name, const std::string& shape, double ms, double bytes) {
   std::printf("%-28s %-18s %9.4f ms %8.0f GB/s\n", name, shape.c_str(), ms, bytes / (ms * 1e-3) / 1e9);

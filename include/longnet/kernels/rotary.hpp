@@ -43,6 +43,12 @@ struct RotaryParams {
 // The xPos factor zeta_j^(distance / scale_base), for tests and the decode kernel.
 double xpos_factor(std::int64_t pair, std::int64_t head_dim, double distance, double scale_base);
 
+// `map` (its kind, base, scale_base, position_start, center and downscale) as the
+// transposed map applied in place to `rows`, gradients of the attention's shape with
+// `heads` heads (rotate_attention_gradients_*, dilated_attention.hpp).
+RotaryParams transposed_rotary_in_place(const RotaryParams& map, const DilatedAttentionParams& attention,
+                                        const RowTensor& rows, std::int64_t heads);
+
 void rotary_apply_cpu(const RotaryParams& p);
 void rotary_apply_cuda(const RotaryParams& p);
 

@@ -60,16 +60,19 @@ void rotary_apply_cpu(const RotaryParams& p) {
   });
 }
 
+RotaryParams transposed_rotary_in_place(const RotaryParams& map, const DilatedAttentionParams& attention,
+                                        const RowTensor& rows, std::int64_t heads) {
+  RotaryParams r = map;
+  r.batch = attention.batch, r.seq_len = attention.seq_len, r.heads = heads, r.head_dim = attention.head_dim;
+  r.dtype = attention.dtype, r.transpose = true, r.x = rows, r.out = rows;
+  return r;
+}
+
 void rotate_attention_gradients_cpu(const DilatedAttentionParams& params) {
-  const auto rotate = [&](const RotaryParams* map, const RowTensor& rows, std::int64_t heads) {
-    if (!map) return;
-    RotaryParams r = *map;
-    r.batch = params.batch, r.seq_len = params.seq_len, r.heads = heads, r.head_dim = params.head_dim;
-    r.dtype = params.dtype, r.transpose = true, r.x = rows, r.out = rows;
-    rotary_apply_cpu(r);
-  };
-  rotate(params.dq_rotary, params.dq, params.heads);
-  rotate(params.dk_rotary, params.dk, params.kv_heads);
+  if (params.dq_rotary) rotary_apply_cpu(transposed_rotary_in_place(*params.dq_rotary, params, params.dq, params.heads));
+  if (params.dk_rotary) {
+    rotary_apply_cpu(transposed_rotary_in_place(*params.dk_rotary, params, params.dk, params.kv_heads));
+  }
 }
 
 }  // namespace longnet::kernels

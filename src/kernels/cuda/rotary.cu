@@ -89,15 +89,12 @@ void rotary_apply_cuda(const RotaryParams& p) {
 }
 
 void rotate_attention_gradients_cuda(const DilatedAttentionParams& params, bool dq, bool dk) {
-  const auto rotate = [&](const RotaryParams* map, const RowTensor& rows, std::int64_t heads) {
-    if (!map) return;
-    RotaryParams r = *map;
-    r.batch = params.batch, r.seq_len = params.seq_len, r.heads = heads, r.head_dim = params.head_dim;
-    r.dtype = params.dtype, r.transpose = true, r.x = rows, r.out = rows;
-    rotary_apply_cuda(r);
-  };
-  if (dq) rotate(params.dq_rotary, params.dq, params.heads);
-  if (dk) rotate(params.dk_rotary, params.dk, params.kv_heads);
+  if (dq && params.dq_rotary) {
+    rotary_apply_cuda(transposed_rotary_in_place(*params.dq_rotary, params, params.dq, params.heads));
+  }
+  if (dk && params.dk_rotary) {
+    rotary_apply_cuda(transposed_rotary_in_place(*params.dk_rotary, params, params.dk, params.kv_heads));
+  }
 }
 
 }  // namespace longnet::kernels
