@@ -266,7 +266,8 @@ Command add_bench_train(CLI::App& bench) {
   c->add_flag("--deterministic", o->deterministic,
               "Bitwise repeatable steps (what `longnet train` uses by default for exact resume; slower attention "
               "backward on cuda)");
-  c->add_flag("--fused-qkv", o->fused_qkv, "One q/k/v projection GEMM (qkv_proj) instead of three");
+  c->add_flag("--fused-qkv", o->fused_qkv,
+              "One q/k/v projection parameter (qkv_proj) instead of three (q_proj, k_proj, v_proj; either runs one GEMM)");
   c->add_option("--peak-tflops", o->peak_tflops,
                 "The device's peak for MFU, TFLOP/s (default 989 on cuda: H100 SXM dense bf16; none on cpu)");
   c->add_option("--json", o->json, "Write the measurements as JSON to this file");
