@@ -28,4 +28,24 @@ void validate_backward_inputs(const Tensor& q, const AttentionOutput& forward, c
           " of shape (batch, heads, seq_len) on q's device");
 }
 
+Tensor gradient_target(const Tensor& given, const Tensor& like, const char* name) {
+  if (!given.defined()) return Tensor::empty(like.shape(), like.dtype(), like.device());
+  require(given.shape() == like.shape() && given.dtype() == like.dtype() && given.device() == like.device(),
+          "the ", name, " to write into has shape ", shape_to_string(given.shape()), " (", dtype_name(given.dtype()),
+          ", ", to_string(given.device()), "): must match the input's ", shape_to_string(like.shape()), " (",
+          dtype_name(like.dtype()), ", ", to_string(like.device()), ")");
+  require(given.stride(3) == 1, "the ", name, " to write into must have a contiguous head dimension (stride ",
+          given.stride(3), ")");
+  return given;
+}
+
+void validate_gradient_rotations(const AttentionBackwardOptions& options, std::int64_t head_dim) {
+  for (const kernels::RotaryParams* map : {options.dq_rotary, options.dk_rotary}) {
+    if (!map) continue;
+    require(head_dim % 2 == 0, "gradient rotation: head_dim = ", head_dim, ": must be even (rotary pairs)");
+    require(map->base > 0 && map->scale_base > 0, "gradient rotation: base = ", map->base,
+            ", scale_base = ", map->scale_base, ": must be > 0");
+  }
+}
+
 }  // namespace longnet::attention_calls

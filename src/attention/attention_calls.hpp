@@ -25,4 +25,11 @@ inline Tensor with_contiguous_rows(const Tensor& t) {
 // lse_dtype(q) of shape (batch, heads, seq_len) on q's device.
 void validate_backward_inputs(const Tensor& q, const AttentionOutput& forward, const Tensor& dout);
 
+// Where a backward writes the gradient `name` of the input `like`: `given` when defined
+// (checked: like's shape, dtype and device, a contiguous head dim), else a new tensor.
+Tensor gradient_target(const Tensor& given, const Tensor& like, const char* name);
+
+// The rotary maps of AttentionBackwardOptions need even head dims and positive bases.
+void validate_gradient_rotations(const AttentionBackwardOptions& options, std::int64_t head_dim);
+
 }  // namespace longnet::attention_calls

@@ -155,18 +155,10 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
   const Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in), v = with_contiguous_rows(v_in);
   const Tensor out = with_contiguous_rows(forward.out), dout = with_contiguous_rows(dout_in);
   const Tensor lse = forward.lse.contiguous();
-  // The gradients' tensors: the caller's (checked) or new ones.
-  const auto target = [&](const Tensor& given, const Tensor& like, const char* name) {
-    if (!given.defined()) return Tensor::empty(like.shape(), like.dtype(), like.device());
-    require(given.shape() == like.shape() && given.dtype() == like.dtype() && given.device() == like.device(),
-            "dilated_attention_backward: the ", name, " to write into has shape ", shape_to_string(given.shape()), " (",
-            dtype_name(given.dtype()), ", ", to_string(given.device()), "): must match the input's ",
-            shape_to_string(like.shape()), " (", dtype_name(like.dtype()), ", ", to_string(like.device()), ")");
-    require(given.stride(3) == 1, "dilated_attention_backward: the ", name,
-            " to write into must have a contiguous head dimension (stride ", given.stride(3), ")");
-    return given;
-  };
-  AttentionGradients grads{target(options.dq, q, "dq"), target(options.dk, k, "dk"), target(options.dv, v, "dv")};
+  attention_calls::validate_gradient_rotations(options, q.size(3));
+  AttentionGradients grads{attention_calls::gradient_target(options.dq, q, "dq"),
+                           attention_calls::gradient_target(options.dk, k, "dk"),
+                           attention_calls::gradient_target(options.dv, v, "dv")};
   kernels::DilatedAttentionParams p = make_params(config, q, k);
   p.q = row_tensor(q);
   p.k = row_tensor(k);
@@ -177,12 +169,6 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
   p.dq = row_tensor(grads.dq);
   p.dk = row_tensor(grads.dk);
   p.dv = row_tensor(grads.dv);
-  for (const kernels::RotaryParams* map : {options.dq_rotary, options.dk_rotary}) {
-    if (!map) continue;
-    require(q.size(3) % 2 == 0, "gradient rotation: head_dim = ", q.size(3), ": must be even (rotary pairs)");
-    require(map->base > 0 && map->scale_base > 0, "gradient rotation: base = ", map->base,
-            ", scale_base = ", map->scale_base, ": must be > 0");
-  }
   p.dq_rotary = options.dq_rotary;
   p.dk_rotary = options.dk_rotary;
   if (backend == Backend::cuda) {

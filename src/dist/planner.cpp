@@ -111,7 +111,8 @@ double memory_bound_bytes_per_token_layer(const PlannerInput& in) {
   const double forward = b * (2 * normed + 2 * (q + kv) + 2 * d);
   if (!in.training) return forward;
   // Backward: norm dx reads x and dy and writes dx, then the weight/bias column sums read x
-  // and dy again (GELU's derivative inside the feed-forward's); rotary backward; the two
+  // and dy again (GELU's derivative inside the feed-forward's); rotary backward (a
+  // sequence-parallel run's; one GPU's rides on the attention's gradient conversion); the two
   // residual gradients read once more by the pre-norms that add them; bias column sums of
   // every projection (q, k, v, out, both feed-forward GEMMs); attention gradients
   // converted from their fp32 accumulators (dq, dk, dv) and delta = rowsum(dO o O).

@@ -108,7 +108,8 @@ MultiheadDilatedAttention::MultiheadDilatedAttention(const std::string& name,
   }
 }
 
-MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Tensor& x, const Tensor& memory) {
+MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Tensor& x, const Tensor* memory_in) {
+  const Tensor& memory = memory_in ? *memory_in : x;
   const Tensor& w = out_proj_.weight()->compute_value();
   require_floating(x, "attention input", w.dtype(), w.device());
   require(x.dim() == 3 && x.size(2) == config_.d_model, "attention input has shape ", shape_to_string(x.shape()),
@@ -120,7 +121,7 @@ MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Te
   // Self-attention over q, k, v's packed parameters (still adjacent: nothing replaced
   // them) takes one GEMM, saved in packed_qkv_ for backward.
   packed_qkv_.reset();
-  if (!qkv_proj_ && x.storage() == memory.storage() && x.data() == memory.data() && x.strides() == memory.strides()) {
+  if (!qkv_proj_ && !memory_in) {
     const ParameterPtr weight = adjacent_parameter({q_proj_->weight(), k_proj_->weight(), v_proj_->weight()}, "qkv");
     const ParameterPtr bias =
         config_.bias ? adjacent_parameter({q_proj_->bias(), k_proj_->bias(), v_proj_->bias()}, "qkv.bias") : nullptr;
@@ -191,14 +192,14 @@ Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected,
 Tensor MultiheadDilatedAttention::forward(const Tensor& x, const ForwardContext& context, const Tensor* residual) {
   cross_ = false;
   deterministic_ = context.deterministic;
-  return attend_and_project(project(x, x), x.size(1), context.sequence, residual);
+  return attend_and_project(project(x, nullptr), x.size(1), context.sequence, residual);
 }
 
 Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory, const ForwardContext& context) {
   require(!qkv_proj_, "cross-attention needs separate q/k/v projections (fused_qkv = false)");
   cross_ = true;
   deterministic_ = context.deterministic;
-  return attend_and_project(project(x, memory), x.size(1), context.sequence);
+  return attend_and_project(project(x, &memory), x.size(1), context.sequence);
 }
 
 // Back through out_proj, the sub-LN, the attention and the positional encoding: the

@@ -81,9 +81,10 @@ Tensor spanning(const std::vector<ParameterPtr>& params, Member member, const Sh
 
 void pack_parameters(const std::vector<ParameterPtr>& params) {
   if (params.size() < 2) return;
+  const Parameter& first = *params.front();
   for (const ParameterPtr& p : params) {
-    require(p && p->value.dtype() == params.front()->value.dtype() && p->value.device() == params.front()->value.device() &&
-                p->compute.defined() == params.front()->compute.defined(),
+    require(p && p->value.dtype() == first.value.dtype() && p->value.device() == first.value.device() &&
+                p->compute.defined() == first.compute.defined(),
             "pack_parameters: the parameters must share dtypes and device");
   }
   pack_member(params, &Parameter::value);

@@ -94,7 +94,9 @@ class MultiheadDilatedAttention final : public Module {
   struct Projected {
     Tensor q, k, v;  // (B, N, heads, D) views
   };
-  Projected project(const Tensor& x, const Tensor& memory);  // saves the projections' inputs
+  // q from x, k and v from memory (null: self-attention, which may run them as one GEMM);
+  // saves the projections' inputs.
+  Projected project(const Tensor& x, const Tensor* memory);
   Projected project_for_generation(const Tensor& x, AttentionCache& cache) const;
   Tensor output_projection(const Tensor& attention_out) const;
   Tensor attend_and_project(const Projected& projected, std::int64_t seq_len, const SequenceSharding* sequence,

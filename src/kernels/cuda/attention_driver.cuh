@@ -169,7 +169,7 @@ void launch_forward(const PatternLaunch& l, bool tensor_cores, cudaStream_t stre
 // a dK/dV-only path; the others run the mma.sync kernels.
 template <class Element, bool kSparse = false>
 bool backward_runs_sm90(const PatternLaunch& l, bool tensor_cores) {
-  return (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>)&&tensor_cores &&
+  return (std::is_same_v<Element, __nv_bfloat16> || std::is_same_v<Element, __half>) && tensor_cores &&
          use_sm90_kernels() && (!l.deterministic || (!kSparse && l.head_dim <= 64));
 }
 
@@ -283,11 +283,12 @@ Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t b
 }
 
 // Writes scale * a contiguous (B, N, heads, D) accumulator in the compute type into
-// `target` (any row strides) in the output dtype; through the rotary map `rotation`
-// (nullable; rotary.hpp, transpose set) when given: applied as the rows are converted when
-// head_dim % 4 == 0 and head_dim <= 256, else by the rotary kernel after.
+// `target` (any row strides) in the output dtype. With `rotation` (nullable; rotary.hpp)
+// the rows leave through its transposed map, applied as they are converted, when
+// head_dim % 4 == 0 and head_dim <= 256; returns whether it was applied (else the caller
+// rotates after: rotate_attention_gradients_cuda).
 template <class Element, class Compute>
-void convert_accumulator(const Compute* accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
+bool convert_accumulator(const Compute* accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
                          std::int64_t heads, std::int64_t head_dim, cudaStream_t stream, Compute scale = Compute(1),
                          const RotaryParams* rotation = nullptr) {
   const std::int64_t per_position = heads * head_dim / 4;
@@ -299,6 +300,7 @@ void convert_accumulator(const Compute* accumulator, const RowTensor& target, st
     if (seq_len > 0 && batch > 0 && rotated) {
       RotaryParams map = *rotation;
       map.head_dim = head_dim;
+      map.transpose = true;
       RotaryPairTable table{};
       for (std::int64_t j = 0; j < head_dim / 2; ++j) {
         const double D = static_cast<double>(head_dim), pair = static_cast<double>(j);
@@ -317,24 +319,15 @@ void convert_accumulator(const Compute* accumulator, const RowTensor& target, st
         accumulator, device_rows(target), batch, seq_len, static_cast<int>(heads), static_cast<int>(head_dim), scale);
   }
   LONGNET_CHECK(cudaGetLastError());
-  if (rotation && !rotated) {
-    RotaryParams map = *rotation;
-    map.batch = batch, map.seq_len = seq_len, map.heads = heads, map.head_dim = head_dim;
-    map.dtype = std::is_same_v<Element, __nv_bfloat16> ? DType::bf16
-                : std::is_same_v<Element, __half>      ? DType::f16
-                : std::is_same_v<Element, double>      ? DType::f64
-                                                       : DType::f32;
-    map.x = target, map.out = target;
-    rotary_apply_cuda(map);
-  }
+  return rotated;
 }
 
 template <class Element, class Compute>
-void convert_accumulator(const Tensor& accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
+bool convert_accumulator(const Tensor& accumulator, const RowTensor& target, std::int64_t batch, std::int64_t seq_len,
                          std::int64_t heads, std::int64_t head_dim, cudaStream_t stream,
                          const RotaryParams* rotation = nullptr) {
-  convert_accumulator<Element, Compute>(static_cast<const Compute*>(accumulator.data()), target, batch, seq_len, heads,
-                                        head_dim, stream, Compute(1), rotation);
+  return convert_accumulator<Element, Compute>(static_cast<const Compute*>(accumulator.data()), target, batch, seq_len,
+                                               heads, head_dim, stream, Compute(1), rotation);
 }
 
 // Runs Run<Element>::run(p) for the CUDA element type of `dtype`.

@@ -216,20 +216,15 @@ void backward(const DilatedAttentionParams& p) {
     LONGNET_CHECK(cudaGetLastError());
   }
   // dq and dk through the positional encoding's transposed map (dq_rotary, dk_rotary) as
-  // they are converted; dk written by the kernels themselves (direct_kv) takes it after.
-  auto convert = [&](const Tensor& accumulator, const RowTensor& target, std::int64_t heads,
-                     const RotaryParams* rotation) {
-    RotaryParams map;
-    if (rotation) map = *rotation, map.transpose = true;
-    cuda::convert_accumulator<Element, Compute>(accumulator, target, B, N, heads, D, stream, rotation ? &map : nullptr);
-  };
-  convert(dq, p.dq, H, p.dq_rotary);
+  // they are converted; what the conversion could not rotate (dK written by the kernels
+  // themselves, head dims it does not take) the rotary kernel rotates after.
+  const bool dq_rotated = cuda::convert_accumulator<Element, Compute>(dq, p.dq, B, N, H, D, stream, p.dq_rotary);
+  bool dk_rotated = false;
   if (!direct_kv) {
-    convert(dk, p.dk, Hk, p.dk_rotary);
-    convert(dv, p.dv, Hk, nullptr);
-  } else {
-    rotate_attention_gradients_cuda(p, /*dq=*/false, /*dk=*/true);
+    dk_rotated = cuda::convert_accumulator<Element, Compute>(dk, p.dk, B, N, Hk, D, stream, p.dk_rotary);
+    cuda::convert_accumulator<Element, Compute>(dv, p.dv, B, N, Hk, D, stream);
   }
+  rotate_attention_gradients_cuda(p, !dq_rotated, !dk_rotated);
 }
 
 template <class Element>

@@ -20,7 +20,8 @@
 // it, and a separate column-sum pass for dweight/dbias (the same chunk order).
 // kGelu (input = gelu): each element of x becomes gelu(x) as it is loaded (the
 // feed-forward's activation and sub-LayerNorm in one pass: its output is never stored);
-// the backward recomputes it and multiplies dx by gelu'(x) (Phi kept between its loops; bf16 rows: a fast erf, below).
+// the backward recomputes it, keeps xhat and gelu'(x) between its loops and multiplies dx
+// by gelu'(x) (bf16 rows: a fast erf, below).
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/gelu.hpp"
 #include "longnet/kernels/layer_norm.hpp"
@@ -70,8 +71,8 @@ __device__ __forceinline__ void load_weights(const C* weights, std::int64_t g, C
 }
 
 // GELU as Phi(x) = (1 + erf(x / sqrt 2)) / 2 and its density phi(x): gelu(x) = x Phi(x),
-// gelu'(x) = Phi(x) + x phi(x). The backward keeps Phi of each element in registers
-// between its two loops, so gelu and gelu' cost one erf and one exp an element.
+// gelu'(x) = Phi(x) + x phi(x): one erf and one exp an element for both (the backward
+// keeps gelu'(x) and xhat of each element in registers between its two loops).
 // For bf16 rows erf comes from Abramowitz & Stegun 7.1.26,
 //   erf(z) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-z^2),  t = 1 / (1 + p z),
 // z >= 0 (odd symmetry otherwise), absolute error <= 1.5e-7 plus float rounding: far below
@@ -258,7 +259,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     for (int k = 0; k < N; ++k) x_row[k] = x_next[k], dout_row[k] = dout_next[k];
     const C mean = mean_next, rstd = rstd_next, shift = -mean * rstd;  // xhat = a rstd + shift
     if (row + kTeams < end) load_row(row + kTeams);
-    // xhat and g are recomputed in the second loop rather than kept: registers hold rows.
+    // g = dout w is recomputed in the second loop rather than kept (registers hold rows).
     C g_sum = 0, gx_sum = 0;
 #pragma unroll
     for (int k = 0; k < N; ++k) {
