@@ -5,6 +5,9 @@
 // Usage: cuda_attention_sweep [--mode head_groups|longnet|dense] [--causal] [--deterministic]
 //                             [--seq 8192,32768,...] [--repeat R] [--no-backward] [--json FILE]
 //                             [--max-seq] (longest N that fits, forward and forward+backward)
+//                             [--heads H] [--head-dim D] [--segments w,...] [--dilations r,...]
+// Issue 5's training attention: --mode longnet --causal --seq 32768 --heads 12
+//   --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,6 +32,8 @@ struct Options {
   std::vector<std::int64_t> seq = {8192, 32768, 131072, 524288, 1048576};
   int repeat = 10;
   std::int64_t heads = 8, head_dim = 64;
+  // BENCHMARKS.md's patterns unless --segments / --dilations (e.g. issue 5's training ones).
+  std::vector<std::int64_t> segments = {2048, 4096, 8192}, dilations = {1, 2, 4};
   std::string json;
   bool max_seq = false;
 };
@@ -132,6 +137,10 @@ int main(int argc, char** argv) {
       o.head_dim = std::stoll(argv[++i]);
     else if (a == "--json" && i + 1 < argc)
       o.json = argv[++i];
+    else if (a == "--segments" && i + 1 < argc)
+      o.segments = parse_list(argv[++i]);
+    else if (a == "--dilations" && i + 1 < argc)
+      o.dilations = parse_list(argv[++i]);
     else if (a == "--max-seq")
       o.max_seq = true;
     else {
@@ -144,8 +153,8 @@ int main(int argc, char** argv) {
     if (o.mode == "dense") {
       config = DilatedAttentionConfig::dense(o.causal);
     } else {
-      config.segment_lengths = {2048, 4096, 8192};
-      config.dilation_rates = {1, 2, 4};
+      config.segment_lengths = o.segments;
+      config.dilation_rates = o.dilations;
       config.mode = parse_dilated_mode(o.mode);
       config.causal = o.causal;
     }

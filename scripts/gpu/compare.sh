@@ -8,7 +8,7 @@
 #    scripts/gpu/make_bundle.sh);
 # 2. base and new one after the other on the BENCHMARKS.md configurations: head-groups
 #    8K / 128K / 1M, causal 1M, LongNet 128K, head_dim 128 at 128K ("quick": 1M and
-#    LongNet 128K only; "deterministic": 128K, 1M, causal 1M and LongNet 128K with
+#    causal 1M and LongNet 128K only; "deterministic": 128K, 1M, causal 1M and LongNet 128K with
 #    --deterministic, and the training step with --deterministic, which is what
 #    `longnet train` runs by default);
 # 3. the issue-5 training step, base / new / base / new (the step varies by ~1.5 ms
@@ -30,6 +30,7 @@ ab() { AB_TIMEOUT=${AB_TIMEOUT:-100} "$here/ab_bench.sh" "base:$base" "new:$new"
 train_flags=()
 if [ "$mode" = quick ]; then
   ab --seq 1048576 --repeat 5
+  ab --seq 1048576 --causal --repeat 5
 elif [ "$mode" = deterministic ]; then
   ab --seq 131072,1048576 --repeat 5 --deterministic
   ab --seq 1048576 --causal --repeat 5 --deterministic
@@ -40,6 +41,9 @@ else
   ab --seq 131072 --head-dim 128 --repeat 5
 fi
 ab --seq 131072 --mode longnet --repeat 3 "${train_flags[@]}"
+# The attention of one training layer (issue 5: causal LongNet mode, 12 heads, five patterns).
+ab --seq 32768 --mode longnet --causal --heads 12 --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 \
+  --repeat 10 "${train_flags[@]}"
 for bundle in "$base" "$new" "$base" "$new"; do
   echo "== train ($bundle)"
   LONGNET_BUNDLE=$bundle timeout 60 "$here/run.sh" exec longnet bench train "${train_flags[@]}" |

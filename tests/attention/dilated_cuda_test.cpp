@@ -198,6 +198,21 @@ TEST(DilatedAttentionCuda, ManyWorkItemsPerCta) {
   }
 }
 
+// Causal backward launches number their last sequences' CTAs tile-major and the others in
+// sequence order (backward_order.cuh): enough one-tile sequences (w = 32) that both parts
+// exist (the tail is about four waves of CTAs: 528 sequences on 132 SMs), with grouped
+// heads, several batch elements, and patterns whose launches are tile-major whole.
+TEST(DilatedAttentionCuda, CausalBackwardOfManySequences) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  DilatedProblem longnet = edge(2048, 8, 8, 64, {{32, 1}, {128, 2}}, DilatedMode::longnet, true);
+  longnet.batch = 2;  // 1024 sequences of w = 32
+  DilatedProblem groups = edge(2048, 8, 4, 64, {{32, 1}, {256, 4}}, DilatedMode::head_groups, true);
+  groups.batch = 3;  // 768
+  expect_half(longnet, 41, DType::bf16);
+  expect_half(groups, 42, DType::f16);
+}
+
 // LongNet mode whose first pattern has dilation 1 (it reaches every key row) and one query
 // head per kv head: the backward's first launch stores dK, dV into the fp32 accumulators,
 // which are not zero-filled. NaN written over the pool's free memory before each run

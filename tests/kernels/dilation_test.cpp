@@ -54,6 +54,45 @@ TEST(Dilation, HeadGroupsAreContiguousFirstOnesLarger) {
   EXPECT_EQ(pattern_offset(DilatedMode::head_groups, 1, 3, 4, 7, 8), -1);  // head 7 is not in group 1
 }
 
+// The CUDA kernels' 32-bit forms against the 64-bit ones, huge rates and segments included
+// (a dense pattern's w is huge).
+TEST(Dilation, ThirtyTwoBitFormsMatch) {
+  const std::int64_t huge = std::int64_t{1} << 40;
+  for (const DilatedMode mode : {DilatedMode::longnet, DilatedMode::head_groups}) {
+    for (std::int64_t H = 1; H <= 20; ++H) {
+      for (std::int64_t G = 1; G <= 6; ++G) {
+        for (const std::int64_t r : {std::int64_t{1}, std::int64_t{2}, std::int64_t{3}, std::int64_t{5}, std::int64_t{12},
+                                     std::int64_t{40}, huge}) {
+          for (std::int64_t i = 0; i < G; ++i) {
+            for (std::int64_t h = 0; h < H; ++h) {
+              ASSERT_EQ(pattern_offset_32(mode, static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(G), rate_32(r),
+                                          static_cast<std::uint32_t>(h), static_cast<std::uint32_t>(H)),
+                        pattern_offset(mode, i, G, r, h, H))
+                  << "H=" << H << " G=" << G << " r=" << r << " i=" << i << " h=" << h;
+            }
+          }
+        }
+      }
+    }
+  }
+  for (const std::int64_t N : {std::int64_t{1}, std::int64_t{7}, std::int64_t{100}, std::int64_t{65537}}) {
+    for (const std::int64_t w : {std::int64_t{1}, std::int64_t{3}, std::int64_t{64}, std::int64_t{5000}, huge}) {
+      for (const std::int64_t r : {std::int64_t{1}, std::int64_t{2}, std::int64_t{7}, std::int64_t{64}, huge}) {
+        if (r > w) continue;
+        for (std::int64_t o = 0; o < std::min<std::int64_t>(r, 9); ++o) {
+          for (std::int64_t s = 0; s < std::min<std::int64_t>(segment_count(N, w), 4); ++s) {
+            const std::int64_t start = s * w;
+            const auto rows = static_cast<std::uint32_t>(std::min(N - start, w));
+            ASSERT_EQ(virtual_length_32(rows, static_cast<std::uint32_t>(o), rate_32(r)),
+                      virtual_sequence(N, DilationPattern{w, r}, o, s).length)
+                << "N=" << N << " w=" << w << " r=" << r << " o=" << o << " s=" << s;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Dilation, VirtualSequencesCoverActivePositionsExactlyOnce) {
   for (std::int64_t N : {1, 2, 7, 16, 33, 100}) {
     for (std::int64_t w : {1, 2, 3, 5, 16, 64, 200}) {

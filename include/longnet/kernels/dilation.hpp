@@ -76,6 +76,30 @@ LONGNET_HOST_DEVICE inline VirtualSequence virtual_sequence(std::int64_t seq_len
   return {start + offset, p.dilation_rate, length};
 }
 
+// pattern_offset and virtual_sequence's length in 32-bit arithmetic, for the CUDA kernels'
+// per-CTA set-up (a 64-bit division is a ~70-instruction subroutine there). Exact when
+// seq_len < 2^31 and heads < 2^31, with rate = min(dilation_rate, 2^31 - 1): a rate past
+// every row count gives the same offsets and lengths as the true one.
+LONGNET_HOST_DEVICE inline std::int32_t pattern_offset_32(DilatedMode mode, std::uint32_t pattern,
+                                                           std::uint32_t num_patterns, std::uint32_t rate,
+                                                           std::uint32_t head, std::uint32_t heads) {
+  if (mode == DilatedMode::longnet) return static_cast<std::int32_t>(head / (heads / rate + (heads % rate != 0)));
+  const std::uint32_t base = heads / num_patterns, larger = heads % num_patterns, in_larger = larger * (base + 1);
+  const std::uint32_t group = head < in_larger ? head / (base + 1) : larger + (head - in_larger) / base;
+  return group == pattern ? static_cast<std::int32_t>(pattern % rate) : -1;
+}
+
+// The length of the virtual sequence at `offset` of a segment of `rows` rows (rows <
+// 2^31): virtual_sequence(...).length.
+LONGNET_HOST_DEVICE inline std::uint32_t virtual_length_32(std::uint32_t rows, std::uint32_t offset,
+                                                            std::uint32_t rate) {
+  return rows > offset ? (rows - offset) / rate + ((rows - offset) % rate != 0) : 0;
+}
+
+LONGNET_HOST_DEVICE inline std::uint32_t rate_32(std::int64_t dilation_rate) {
+  return dilation_rate < 0x7fffffff ? static_cast<std::uint32_t>(dilation_rate) : 0x7fffffffu;
+}
+
 // The output rows one forward work item writes zeros to (rows its head's pattern does not
 // reach are 0, DESIGN 2.2), so the output needs no fill first. The item owns the rows
 // [q_begin, q_end) of the virtual sequence at `offset` (rate r) of a segment; it covers the

@@ -17,6 +17,7 @@
 
 #include <cmath>
 
+#include "kernels/cuda/backward_order.cuh"
 #include "kernels/cuda/block_sparse_tiles.cuh"
 #include "kernels/cuda/flash_epilogue.cuh"
 #include "kernels/cuda/flash_params.cuh"
@@ -138,17 +139,20 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
   // Keys k_begin + j of the CTA; dilated: of virtual sequence (segment, offset), sparse:
   // rows of one key block of the whole sequence (key_block, up to key_limit).
   std::int64_t segment = 0, k_begin = 0, key_block = 0, key_limit = 0;
+  int kv_head = static_cast<int>(blockIdx.y);
+  std::int64_t b = blockIdx.z;
   if constexpr (kSparse) {
     const SparseRows rows = sparse_rows(p, blockIdx.x, p.sparse.block_k, kBlock);
     key_block = rows.block;
     k_begin = rows.begin;
     key_limit = rows.end;
   } else {
-    segment = blockIdx.x / p.tiles_per_segment;
-    k_begin = (blockIdx.x % p.tiles_per_segment) * kBlock;
+    const BackwardCta cta = dilated_backward_cta(p, kBlock);
+    segment = cta.segment;
+    k_begin = cta.k_begin;
+    kv_head = cta.kv_head;
+    b = cta.batch;
   }
-  const int kv_head = blockIdx.y;
-  const std::int64_t b = blockIdx.z;
   const int group = p.heads / p.kv_heads;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
@@ -519,6 +523,7 @@ void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_seg
     kv_ctas = p.sparse.key_blocks * kv.sparse.tiles_per_block;
   } else {
     kv.tiles_per_segment = kv_tiles_per_segment;
+    kv.backward_tail_sequences = backward_tail_sequences(kv.tiles_per_segment);
     kv_ctas = p.segments * kv_tiles_per_segment;
   }
   const dim3 kv_grid(static_cast<unsigned>(kv_ctas), static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(p.batch));

@@ -23,6 +23,7 @@
 
 #include <cmath>
 
+#include "kernels/cuda/backward_order.cuh"
 #include "kernels/cuda/flash_backward_sm90.cuh"
 #include "kernels/cuda/flash_epilogue.cuh"
 #include "kernels/cuda/flash_forward_sm90.cuh"
@@ -114,9 +115,25 @@ struct BackwardHeadRows {
   std::int64_t first_row = 0, step = 1, length = 0;
 };
 
+// (32-bit arithmetic where the sequence allows: it runs at the start of every CTA in both
+// roles, and the 64-bit divisions were subroutine calls.)
 __device__ __forceinline__ BackwardHeadRows backward_head_rows(const PatternLaunch& p, int h, std::int64_t segment,
                                                                std::int64_t k_begin) {
   BackwardHeadRows rows;
+  if (p.seq_len < 0x7fffffff) {
+    const std::uint32_t rate = rate_32(p.pattern.dilation_rate);
+    const std::int32_t offset = pattern_offset_32(p.mode, p.pattern_index, p.num_patterns, rate, h, p.heads);
+    if (offset < 0) return rows;
+    const std::int64_t start = segment * p.pattern.segment_length;
+    const auto left = static_cast<std::uint32_t>(p.seq_len - start);
+    const std::uint32_t segment_rows =
+        p.pattern.segment_length < left ? static_cast<std::uint32_t>(p.pattern.segment_length) : left;
+    rows.length = virtual_length_32(segment_rows, static_cast<std::uint32_t>(offset), rate);
+    rows.first_row = start + offset;
+    rows.step = p.pattern.dilation_rate;
+    rows.active = k_begin < rows.length;
+    return rows;
+  }
   const std::int64_t offset =
       pattern_offset(p.mode, p.pattern_index, p.num_patterns, p.pattern.dilation_rate, h, p.heads);
   if (offset < 0) return rows;
@@ -136,9 +153,10 @@ __device__ __forceinline__ BackwardHeadRows backward_head_rows(const PatternLaun
 template <class Element, int kHeadDim, bool kDq, bool kOrderedDq>
 __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
                                                   const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
-                                                  std::int64_t segment, std::int64_t k_begin) {
+                                                  const BackwardCta& cta) {
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys, kChunks = Tile::kChunks;
+  const std::int64_t segment = cta.segment, k_begin = cta.k_begin;
   constexpr int kRowsPerPass = 128 / kChunks;
   constexpr int kLag = Tile::kStages - 1;  // steps between a tile's copy and its dQ
   constexpr int kVectorsPerRow = kHeadDim / 4;
@@ -149,8 +167,8 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
   const int dq_row = tid / kVectorsPerRow, dq_column = (tid % kVectorsPerRow) * 4;
   const bool dq_column_used = dq_column < p.head_dim;
   const float ds_scale = p.scale * p.output_scale;
-  const int kv_head = blockIdx.y;
-  const std::int64_t b = blockIdx.z;
+  const int kv_head = cta.kv_head;
+  const std::int64_t b = cta.batch;
   const int group_size = p.heads / p.kv_heads;
   // Deterministic launches: this CTA's place in every query tile's order of additions. The
   // CTAs of a sequence's key tiles have consecutive blockIdx.x, so a CTA waits only for
@@ -275,13 +293,14 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
 template <class Element, int kHeadDim, bool kStoreKv, bool kDq>
 __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
                                                   const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
-                                                  std::int64_t segment, std::int64_t k_begin) {
+                                                  const BackwardCta& cta) {
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys;
+  const std::int64_t segment = cta.segment, k_begin = cta.k_begin;
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kStageBytes = Tile::kTile * 2;
-  const int kv_head = blockIdx.y;
-  const std::int64_t b = blockIdx.z;
+  const int kv_head = cta.kv_head;
+  const std::int64_t b = cta.batch;
   const int group_size = p.heads / p.kv_heads;
   // Read through a shuffle so that the compiler knows it warp-uniform and keeps the
   // descriptors built from it in uniform registers.
@@ -472,14 +491,13 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kTh
     }
   }
   __syncthreads();
-  const std::int64_t segment = blockIdx.x / p.tiles_per_segment;
-  const std::int64_t k_begin = (blockIdx.x % p.tiles_per_segment) * Tile::kKeys;
+  const BackwardCta cta = dilated_backward_cta(p, Tile::kKeys);
   if (threadIdx.x < 128) {
     release_registers<Tile::kProducerRegisters>();
-    backward_producer<Element, kHeadDim, kDq, kOrderedDq>(p, sm, segment, k_begin);
+    backward_producer<Element, kHeadDim, kDq, kOrderedDq>(p, sm, cta);
   } else {
     claim_registers<Tile::kConsumerRegisters>();
-    backward_consumer<Element, kHeadDim, kStoreKv, kDq>(p, sm, segment, k_begin);
+    backward_consumer<Element, kHeadDim, kStoreKv, kDq>(p, sm, cta);
   }
 #else
   (void)p;
@@ -505,6 +523,7 @@ void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
   PatternLaunch kv = p;
   kv.tiles_per_segment = (kv_tiles_per_segment * kSparseTileRows + Tile::kKeys - 1) / Tile::kKeys;
+  kv.backward_tail_sequences = backward_tail_sequences(kv.tiles_per_segment);
   const std::int64_t ctas = p.segments * kv.tiles_per_segment;
   if (ctas == 0) return;
   const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(p.batch));

@@ -167,9 +167,9 @@ struct WarpSpecializedForwardShared {
   }
 };
 
-// The producer warpgroup (threads 0..127) schedules: it walks this CTA's items (blockIdx.x +
-// k gridDim.x), hands each active one to the consumers through the ring of items (thread 0),
-// then copies its Q and its key tiles in the order the consumers read them (K0, then K t
+// The producer warpgroup (threads 0..127) schedules: it walks this CTA's items (one of
+// every gridDim.x, below), hands each active one to the consumers through the ring of
+// items (thread 0), then copies its Q and its key tiles in the order the consumers read them (K0, then K t
 // with V t - 1, then the last V). An inactive item in the ring ends the consumers' loop.
 template <class Element, int kHeadDim, int kConsumers>
 __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
@@ -192,8 +192,16 @@ __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
     }
     item_position.advance();
   };
+  // Items in rounds of gridDim.x, taken in alternating directions: causal items come
+  // heaviest first, so the CTA that got one of a round's heaviest gets one of the next
+  // round's lightest (in one direction CTA 0 got the heaviest of every round: on the
+  // training configuration's causal patterns a model of the rounds gives 350 instead of
+  // 384 key tiles for the longest CTAs; benchmarks.md, 2026-12-04 fourth session).
   const std::int64_t items = p.total_ctas * p.batch;
-  for (std::int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+  bool reversed = false;
+  for (std::int64_t round = 0; round < items; round += gridDim.x, reversed = !reversed) {
+    const std::int64_t item = round + (reversed ? gridDim.x - 1 - blockIdx.x : blockIdx.x);
+    if (item >= items) continue;
     const ForwardItem w = forward_item(p, item, kBlockM);
     if (!w.active) continue;
     hand_over(w);

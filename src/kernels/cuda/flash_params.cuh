@@ -76,6 +76,9 @@ struct PatternLaunch {
   int head_count = 0;
   std::int64_t segments = 0;
   std::int64_t tiles_per_segment = 0;
+  // Causal dilated backward launches: the last sequences, whose CTAs are numbered
+  // tile-major (backward_order.cuh); set by the launchers.
+  std::int64_t backward_tail_sequences = 1;
   // Operands.
   DeviceRows q, k, v, out, dout, dq, dk, dv;
   void* lse = nullptr;  // (B, H, N): float, double for f64 inputs

@@ -1,0 +1,85 @@
+// Which keys a CTA of a dilated backward launch owns: grid (segments x key tiles, kv heads,
+// batch), one tile of `keys` keys of one virtual sequence per CTA.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/flash_params.cuh"
+
+namespace longnet::kernels::cuda {
+
+struct BackwardCta {
+  std::int64_t segment = 0, k_begin = 0;
+  int kv_head = 0;
+  std::int64_t batch = 0;
+};
+
+// Non-causal launches: blockIdx.x = segment * tiles + tile, blockIdx.y = kv head,
+// blockIdx.z = batch element (the key tiles of a sequence have consecutive blockIdx.x,
+// which the deterministic dQ order relies on).
+//
+// Causal launches: the CTA of key tile t walks the query tiles from t on, so tile 0 is the
+// longest, and a launch that ends on a sequence's first tiles leaves most SMs idle while
+// they finish. The sequences (in the order above) keep that order except the last
+// p.backward_tail_sequences, whose CTAs are numbered tile-major (tile 0 of each of them
+// first), so the in-order dispatch ends the launch on short CTAs. Only the tail: the CTAs
+// of one sequence share its Q, dO and dQ rows in L2, and numbering the whole launch
+// tile-major made causal 1M forward+backward 16.9 -> 19.5 ms (benchmarks.md, 2026-12-04
+// fourth session).
+template <class Index>
+__device__ __forceinline__ BackwardCta dilated_backward_cta_in(const PatternLaunch& p, int keys) {
+  BackwardCta cta;
+  const auto tiles = static_cast<Index>(p.tiles_per_segment), segments = static_cast<Index>(p.segments);
+  const auto kv_heads = static_cast<Index>(gridDim.y);
+  if (!p.causal) {
+    const Index segment = blockIdx.x / tiles;
+    cta.segment = segment;
+    cta.k_begin = static_cast<std::int64_t>(blockIdx.x - segment * tiles) * keys;
+    cta.kv_head = static_cast<int>(blockIdx.y);
+    cta.batch = blockIdx.z;
+    return cta;
+  }
+  const Index sequences = segments * kv_heads * gridDim.z;
+  const Index linear = blockIdx.x + static_cast<Index>(gridDim.x) * (blockIdx.y + kv_heads * blockIdx.z);
+  const Index tail = p.backward_tail_sequences < sequences ? static_cast<Index>(p.backward_tail_sequences) : sequences;
+  const Index before_tail = (sequences - tail) * tiles;
+  Index sequence = 0, tile = 0;  // sequence: (batch, kv head, segment), segment fastest
+  if (linear < before_tail) {
+    sequence = linear / tiles;
+    tile = linear - sequence * tiles;
+  } else {
+    const Index within = linear - before_tail;
+    tile = within / tail;
+    sequence = sequences - tail + (within - tile * tail);
+  }
+  cta.k_begin = static_cast<std::int64_t>(tile) * keys;
+  const Index head_batch = sequence / segments;
+  cta.segment = sequence - head_batch * segments;
+  const Index batch = head_batch / kv_heads;
+  cta.kv_head = static_cast<int>(head_batch - batch * kv_heads);
+  cta.batch = batch;
+  return cta;
+}
+
+// 32-bit index arithmetic when the grid's CTAs fit (every launch in practice): a 64-bit
+// division is a ~70-instruction subroutine, and per-CTA set-up is paid once per CTA of a
+// one-CTA-per-SM launch (the 64-bit form of this order cost ~0.4 ms at causal 1M).
+__device__ __forceinline__ BackwardCta dilated_backward_cta(const PatternLaunch& p, int keys) {
+  const std::uint64_t ctas = static_cast<std::uint64_t>(gridDim.x) * gridDim.y * gridDim.z;
+  return ctas < (std::uint64_t{1} << 32) ? dilated_backward_cta_in<std::uint32_t>(p, keys)
+                                          : dilated_backward_cta_in<std::uint64_t>(p, keys);
+}
+
+// PatternLaunch::backward_tail_sequences for a launch of `tiles_per_segment` CTAs a
+// sequence: about four waves of CTAs of a one-CTA-per-SM launch (a model of greedy
+// dispatch on issue 5's patterns: makespan 1032 -> 926 steps; more gives little).
+inline std::int64_t backward_tail_sequences(std::int64_t tiles_per_segment) {
+  int device = 0, sms = 132;
+  if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const std::int64_t ctas = 4 * static_cast<std::int64_t>(sms);
+  return tiles_per_segment > 0 ? (ctas + tiles_per_segment - 1) / tiles_per_segment : 1;
+}
+
+}  // namespace longnet::kernels::cuda
