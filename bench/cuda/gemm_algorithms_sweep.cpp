@@ -1,0 +1,199 @@
+// How far cuBLASLt's first heuristic choice is from the fastest algorithm it offers, for the
+// GEMMs of one layer of issue 5's training configuration (32768 rows, d_model 768, ffn 3072,
+// q/k/v as one 768 -> 2304 projection, bf16 operands, fp32 accumulation). Each GEMM is set
+// up as nn.Linear runs it (kernels/cuda/linear.cu): forward with the bias epilogue (and the
+// residual as C for the output projections), dX = dY W, dW += X^T dY into fp32. For each,
+// the algorithms the heuristic returns (up to --algorithms) are timed (CUDA-event medians)
+// and the table gives the first one's time, the best one's, its rank, split-K and tile ids.
+// The per-step column multiplies by the 12 layers. Answers whether choosing the algorithm
+// by measurement (or never splitting K) is worth its cost to exact resumption: the same
+// algorithm on the same shapes is what makes a resumed run repeat an uninterrupted one.
+// Usage: cuda_gemm_algorithms_sweep [--rows N] [--repeat R] [--algorithms K]
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bench/cuda/cuda_timing.hpp"
+#include "longnet/longnet.hpp"
+
+namespace {
+
+using namespace longnet;
+
+#define CHECK_LT(call)                                                                     \
+  do {                                                                                     \
+    const cublasStatus_t status_ = (call);                                                 \
+    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                \
+      std::fprintf(stderr, "%s failed: status %d\n", #call, static_cast<int>(status_));   \
+      std::exit(1);                                                                        \
+    }                                                                                      \
+  } while (0)
+
+constexpr std::size_t kWorkspaceBytes = 32u << 20;  // linear.cu's workspace
+
+// Column-major D (m x n) = op(A) op(B) [+ C] [+ bias], as linear.cu's Gemm.
+struct Case {
+  std::string name;
+  bool transpose_a = false, transpose_b = false;
+  std::int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
+  bool bias = false, residual = false, accumulate = false, f32_output = false;
+  int per_step = 12;
+};
+
+struct Result {
+  double first_ms = 0, best_ms = 0;
+  int best_rank = 0, tried = 0, best_splitk = 0, best_tile = 0, first_splitk = 0, first_tile = 0;
+};
+
+int config_attribute(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attribute) {
+  std::int32_t value = 0;
+  std::size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attribute, &value, sizeof value, &written) != CUBLAS_STATUS_SUCCESS) {
+    return -1;
+  }
+  return value;
+}
+
+Result sweep(cublasLtHandle_t handle, void* workspace, const Case& c, int max_algorithms, int repeat) {
+  const Device gpu = Device::cuda(0);
+  const std::int64_t a_rows = c.transpose_a ? c.k : c.m, a_cols = c.transpose_a ? c.m : c.k;
+  const std::int64_t b_rows = c.transpose_b ? c.n : c.k, b_cols = c.transpose_b ? c.k : c.n;
+  const DType out_dtype = c.f32_output ? DType::f32 : DType::bf16;
+  const Tensor a = Tensor::randn({a_cols, c.lda}, 1, DType::bf16, gpu);
+  const Tensor b = Tensor::randn({b_cols, c.ldb}, 2, DType::bf16, gpu);
+  Tensor d = Tensor::zeros({c.n, c.ldc}, out_dtype, gpu);
+  const Tensor residual = c.residual ? Tensor::randn({c.n, c.ldc}, 3, out_dtype, gpu) : Tensor();
+  const Tensor bias = c.bias ? Tensor::randn({c.m}, 4, out_dtype, gpu) : Tensor();
+  const cudaDataType_t out_type = c.f32_output ? CUDA_R_32F : CUDA_R_16BF;
+
+  cublasLtMatmulDesc_t desc = nullptr;
+  CHECK_LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = c.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = c.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CHECK_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  CHECK_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  if (c.bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const void* pointer = bias.data();
+    CHECK_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    CHECK_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &pointer, sizeof pointer));
+  }
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  CHECK_LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, static_cast<std::uint64_t>(a_rows),
+                                      static_cast<std::uint64_t>(a_cols), c.lda));
+  CHECK_LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, static_cast<std::uint64_t>(b_rows),
+                                      static_cast<std::uint64_t>(b_cols), c.ldb));
+  CHECK_LT(cublasLtMatrixLayoutCreate(&lc, out_type, static_cast<std::uint64_t>(c.m), static_cast<std::uint64_t>(c.n),
+                                      c.ldc));
+  cublasLtMatmulPreference_t preference = nullptr;
+  CHECK_LT(cublasLtMatmulPreferenceCreate(&preference));
+  const std::uint64_t workspace_bytes = kWorkspaceBytes;
+  CHECK_LT(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
+                                                sizeof workspace_bytes));
+  std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<std::size_t>(max_algorithms));
+  int found = 0;
+  CHECK_LT(cublasLtMatmulAlgoGetHeuristic(handle, desc, la, lb, lc, lc, preference, max_algorithms, results.data(),
+                                          &found));
+  const float alpha = 1.0f, beta = (c.residual || c.accumulate) ? 1.0f : 0.0f;
+  const void* c_data = c.residual ? residual.data() : d.data();
+  Result r;
+  r.best_ms = 1e30;
+  for (int i = 0; i < found; ++i) {
+    const cublasLtMatmulAlgo_t& algo = results[static_cast<std::size_t>(i)].algo;
+    const double ms = bench::median_ms(
+        repeat,
+        [&] {
+          CHECK_LT(cublasLtMatmul(handle, desc, &alpha, a.data(), la, b.data(), lb, &beta, c_data, lc, d.data(), lc,
+                                  &algo, workspace, kWorkspaceBytes, nullptr));
+        },
+        2);
+    ++r.tried;
+    const int splitk = config_attribute(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM);
+    const int tile = config_attribute(algo, CUBLASLT_ALGO_CONFIG_TILE_ID);
+    if (i == 0) {
+      r.first_ms = ms;
+      r.first_splitk = splitk;
+      r.first_tile = tile;
+    }
+    if (ms < r.best_ms) {
+      r.best_ms = ms;
+      r.best_rank = i;
+      r.best_splitk = splitk;
+      r.best_tile = tile;
+    }
+  }
+  cublasLtMatmulPreferenceDestroy(preference);
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(lc);
+  cublasLtMatmulDescDestroy(desc);
+  return r;
+}
+
+// nn.Linear (in -> out) on `rows` rows, as linear.cu sets up its three GEMMs.
+std::vector<Case> linear_cases(const std::string& name, std::int64_t rows, std::int64_t in, std::int64_t out,
+                               bool residual) {
+  Case forward{name + " fwd", true, false, out, rows, in, in, in, out, true, residual, false, false, 12};
+  Case dx{name + " dX", false, false, in, rows, out, in, out, in, false, false, false, false, 12};
+  Case dw{name + " dW", false, true, in, out, rows, in, out, in, false, false, true, true, 12};
+  return {forward, dx, dw};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::int64_t rows = 32768;
+  int repeat = 10, algorithms = 16;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--rows" && i + 1 < argc) {
+      rows = std::atoll(argv[++i]);
+    } else if (a == "--repeat" && i + 1 < argc) {
+      repeat = std::atoi(argv[++i]);
+    } else if (a == "--algorithms" && i + 1 < argc) {
+      algorithms = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: cuda_gemm_algorithms_sweep [--rows N] [--repeat R] [--algorithms K]\n");
+      return a == "--help" ? 0 : 2;
+    }
+  }
+  try {
+    cublasLtHandle_t handle = nullptr;
+    CHECK_LT(cublasLtCreate(&handle));
+    void* workspace = nullptr;
+    if (cudaMalloc(&workspace, kWorkspaceBytes) != cudaSuccess) {
+      std::fprintf(stderr, "cudaMalloc of the workspace failed\n");
+      return 1;
+    }
+    std::vector<Case> cases;
+    for (const auto& group : {linear_cases("qkv 768->2304", rows, 768, 2304, false),
+                              linear_cases("out 768->768", rows, 768, 768, true),
+                              linear_cases("fc1 768->3072", rows, 768, 3072, false),
+                              linear_cases("fc2 3072->768", rows, 3072, 768, true)}) {
+      cases.insert(cases.end(), group.begin(), group.end());
+    }
+    std::printf("%-18s %10s %10s %5s %7s %7s %11s %11s\n", "GEMM", "first ms", "best ms", "rank", "splitK", "tile",
+                "first/step", "best/step");
+    double first_total = 0, best_total = 0;
+    for (const Case& c : cases) {
+      const Result r = sweep(handle, workspace, c, algorithms, repeat);
+      first_total += r.first_ms * c.per_step;
+      best_total += r.best_ms * c.per_step;
+      std::printf("%-18s %10.4f %10.4f %5d %3d/%-3d %3d/%-3d %11.3f %11.3f  (%d tried)\n", c.name.c_str(), r.first_ms,
+                  r.best_ms, r.best_rank, r.first_splitk, r.best_splitk, r.first_tile, r.best_tile,
+                  r.first_ms * c.per_step, r.best_ms * c.per_step, r.tried);
+      std::fflush(stdout);
+    }
+    std::printf("per step (12 layers): first choice %.3f ms, best %.3f ms\n", first_total, best_total);
+    cudaFree(workspace);
+    cublasLtDestroy(handle);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
