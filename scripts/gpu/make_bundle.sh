@@ -33,7 +33,8 @@ for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1 libcu
   path=$(ldd "$staging/bin/test_attention" | awk -v l="$lib" '$1 == l {print $3}')
   [ -n "$path" ] && cp -L "$path" "$staging/lib/$lib"
 done
-strip --strip-unneeded "$staging"/bin/* 2>/dev/null || true
+# LONGNET_BUNDLE_KEEP_SYMBOLS=1 keeps the symbols (for run.sh callers; ~8 MB more a program).
+[ "${LONGNET_BUNDLE_KEEP_SYMBOLS:-0}" = 1 ] || strip --strip-unneeded "$staging"/bin/* 2>/dev/null || true
 # Compressed, the bundle stays far under the 64 MiB the device tool carries; run.sh unpacks it.
 tar -C "$staging" -cf - bin lib | xz -T0 -6 > "$staging/bundle.tar.xz"
 rm -rf "$dest" && mkdir -p "$dest" && mv "$staging/bundle.tar.xz" "$dest/bundle.tar.xz" && rm -rf "$staging"

@@ -13,6 +13,11 @@
 #              and one timed step: three steps in all), summed by kernel and, for the
 #              attention kernels, by pattern (scripts/gpu/kernel_times.py --cycle)
 #   exec ARGS  runs a bundled program with all remaining ARGS (so it comes last), e.g. exec test_nn --gtest_filter=*Cuda*
+#   callers FUNCTION PROGRAM ARGS  runs a bundled program under cuda-gdb (all remaining
+#              ARGS, so it comes last) and counts the call stacks that reach FUNCTION (a
+#              host function, e.g. longnet::detail::cuda_strided_copy): which code launches
+#              a kernel. Needs a bundle with symbols (LONGNET_BUNDLE_KEEP_SYMBOLS=1
+#              scripts/gpu/make_bundle.sh); stacks in $OUT/callers.txt
 # Logs go to $OUT.
 set -uo pipefail
 # LONGNET_BUNDLE: the bundle to run (default .device/bundle.tar.xz). It is unpacked again
@@ -37,7 +42,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 status=0
 # Whether a word is a step name (it ends the arguments of bench and profile).
-is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | exec) return 0 ;; *) return 1 ;; esac; }
+is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | exec | callers) return 0 ;; *) return 1 ;; esac; }
 # args = the words before the next step name (the caller shifts them off).
 step_args() {
   args=()
@@ -119,6 +124,21 @@ while [ $# -gt 0 ]; do
       program=${args[0]}
       "$bin/$program" "${args[@]:1}" 2>&1 | tee -a "$out/exec.txt" | tail -40
       [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+      ;;
+    callers)
+      function=$1
+      program=$2
+      shift 2
+      args=("$@")
+      shift $#
+      commands=$(mktemp)
+      printf '%s\n' "set pagination off" "set print frame-arguments none" "set breakpoint pending on" \
+        "break $function" "commands" "silent" "bt 7" "continue" "end" "run" > "$commands"
+      cuda-gdb -q -batch -x "$commands" --args "$bin/$program" "${args[@]}" > "$out/callers.txt" 2>&1 || status=1
+      echo "== calls of $function: $(grep -c '^#0 ' "$out/callers.txt")"
+      # Each stack as one line of its frames 1-6 (function names only), counted.
+      awk '/^#0 /{if (s != "") print s; s = ""; next} /^#[1-6] /{sub(/^#[0-9]+ +(0x[0-9a-f]+ in )?/, ""); sub(/\(.*/, ""); s = s " <- " $0}
+           END {if (s != "") print s}' "$out/callers.txt" | sort | uniq -c | sort -rn | head -30
       ;;
     *) echo "unknown step $step"; status=2 ;;
   esac
