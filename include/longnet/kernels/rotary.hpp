@@ -14,10 +14,12 @@
 // bf16; the factors are computed in double and applied in f32).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "longnet/core/dtype.hpp"
 #include "longnet/kernels/dilated_attention.hpp"
+#include "longnet/kernels/dilation.hpp"
 
 namespace longnet::kernels {
 
@@ -39,6 +41,17 @@ struct RotaryParams {
   RowTensor x;
   RowTensor out;
 };
+
+// theta_j = base^(-2j / D) and xPos's zeta_j = (2j + 0.4 D) / (1.4 D) of pair j, in
+// double: what every implementation of the map takes them from (the CPU kernel, the CUDA
+// factors, the gradient conversion's host table, decode).
+LONGNET_HOST_DEVICE inline double rotary_theta(double base, std::int64_t pair, std::int64_t head_dim) {
+  return pow(base, -2.0 * static_cast<double>(pair) / static_cast<double>(head_dim));
+}
+LONGNET_HOST_DEVICE inline double xpos_zeta(std::int64_t pair, std::int64_t head_dim) {
+  const double D = static_cast<double>(head_dim);
+  return (2.0 * static_cast<double>(pair) + 0.4 * D) / (1.4 * D);
+}
 
 // The xPos factor zeta_j^(distance / scale_base), for tests and the decode kernel.
 double xpos_factor(std::int64_t pair, std::int64_t head_dim, double distance, double scale_base);

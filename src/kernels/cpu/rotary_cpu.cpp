@@ -11,9 +11,7 @@
 namespace longnet::kernels {
 
 double xpos_factor(std::int64_t pair, std::int64_t head_dim, double distance, double scale_base) {
-  const double D = static_cast<double>(head_dim);
-  const double zeta = (2.0 * static_cast<double>(pair) + 0.4 * D) / (1.4 * D);
-  return std::pow(zeta, distance / scale_base);
+  return std::pow(xpos_zeta(pair, head_dim), distance / scale_base);
 }
 
 void rotary_apply_cpu(const RotaryParams& p) {
@@ -24,7 +22,7 @@ void rotary_apply_cpu(const RotaryParams& p) {
     for (std::int64_t n = begin; n < end; ++n) {
       const double pos = static_cast<double>(p.position_start + n);
       for (std::int64_t j = 0; j < pairs; ++j) {
-        const double theta = std::pow(p.base, -2.0 * static_cast<double>(j) / static_cast<double>(p.head_dim));
+        const double theta = rotary_theta(p.base, j, p.head_dim);
         double f = 1.0;
         if (p.kind == RotaryKind::xpos) {
           f = xpos_factor(j, p.head_dim, pos - p.center, p.scale_base);

@@ -303,9 +303,8 @@ bool convert_accumulator(const Compute* accumulator, const RowTensor& target, st
       map.transpose = true;
       RotaryPairTable table{};
       for (std::int64_t j = 0; j < head_dim / 2; ++j) {
-        const double D = static_cast<double>(head_dim), pair = static_cast<double>(j);
-        table.theta[j] = std::pow(map.base, -2.0 * pair / D);
-        table.log2_zeta[j] = static_cast<float>(std::log2((2.0 * pair + 0.4 * D) / (1.4 * D)));
+        table.theta[j] = rotary_theta(map.base, j, head_dim);
+        table.log2_zeta[j] = static_cast<float>(std::log2(xpos_zeta(j, head_dim)));
       }
       convert_accumulator_rows_kernel<Element, Compute, true><<<grid, threads, 0, stream>>>(
           accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale, map, table);

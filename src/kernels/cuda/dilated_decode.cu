@@ -49,8 +49,7 @@ __global__ void decode_kernel(DecodeArgs<T> a) {
     acc[e] = 0.0;
     rate[e] = 0.0;
     if (a.xpos_scale_base > 0 && d < D) {  // log(zeta_j) / scale_base of pair j = d / 2
-      const double zeta = (2.0 * static_cast<double>(d / 2) + 0.4 * D) / (1.4 * D);
-      rate[e] = log(zeta) / a.xpos_scale_base;
+      rate[e] = log(xpos_zeta(d / 2, D)) / a.xpos_scale_base;
     }
   }
   double max_score = -INFINITY, sum = 0.0;

@@ -20,12 +20,10 @@ namespace longnet::kernels::rotary_factors {
 template <class C>
 __device__ inline void exact(const RotaryParams& p, std::int64_t j, std::int64_t n, C& cs, C& sn) {
   const double pos = static_cast<double>(p.position_start + n);
-  const double D = static_cast<double>(p.head_dim);
-  const double theta = pow(p.base, -2.0 * static_cast<double>(j) / D);
+  const double theta = rotary_theta(p.base, j, p.head_dim);
   double f = 1.0;
   if (p.kind == RotaryKind::xpos) {
-    const double zeta = (2.0 * static_cast<double>(j) + 0.4 * D) / (1.4 * D);
-    f = pow(zeta, (pos - p.center) / p.scale_base);
+    f = pow(xpos_zeta(j, p.head_dim), (pos - p.center) / p.scale_base);
     if (p.downscale) f = 1.0 / f;
   }
   double s, c;
