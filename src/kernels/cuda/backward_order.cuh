@@ -1,5 +1,5 @@
-// Which keys a CTA of a dilated backward launch owns: grid (segments x key tiles, kv heads,
-// batch), one tile of `keys` keys of one virtual sequence per CTA.
+// Which keys a CTA of a dilated backward launch owns: grid (segments x key tiles, kv heads
+// from p.kv_head_begin, batch), one tile of `keys` keys of one virtual sequence per CTA.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -16,7 +16,7 @@ struct BackwardCta {
   std::int64_t batch = 0;
 };
 
-// Non-causal launches: blockIdx.x = segment * tiles + tile, blockIdx.y = kv head,
+// Non-causal launches: blockIdx.x = segment * tiles + tile, blockIdx.y = kv head - p.kv_head_begin,
 // blockIdx.z = batch element (the key tiles of a sequence have consecutive blockIdx.x,
 // which the deterministic dQ order relies on).
 //
@@ -37,7 +37,7 @@ __device__ __forceinline__ BackwardCta dilated_backward_cta_in(const PatternLaun
     const Index segment = blockIdx.x / tiles;
     cta.segment = segment;
     cta.k_begin = static_cast<std::int64_t>(blockIdx.x - segment * tiles) * keys;
-    cta.kv_head = static_cast<int>(blockIdx.y);
+    cta.kv_head = p.kv_head_begin + static_cast<int>(blockIdx.y);
     cta.batch = blockIdx.z;
     return cta;
   }
@@ -58,7 +58,7 @@ __device__ __forceinline__ BackwardCta dilated_backward_cta_in(const PatternLaun
   const Index head_batch = sequence / segments;
   cta.segment = sequence - head_batch * segments;
   const Index batch = head_batch / kv_heads;
-  cta.kv_head = static_cast<int>(head_batch - batch * kv_heads);
+  cta.kv_head = p.kv_head_begin + static_cast<int>(head_batch - batch * kv_heads);
   cta.batch = batch;
   return cta;
 }

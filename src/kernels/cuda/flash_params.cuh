@@ -79,6 +79,9 @@ struct PatternLaunch {
   // Causal dilated backward launches: the last sequences, whose CTAs are numbered
   // tile-major (backward_order.cuh); set by the launchers.
   std::int64_t backward_tail_sequences = 1;
+  // Dilated backward launches: the first kv head of the grid (blockIdx.y + kv_head_begin);
+  // head-groups launches cover only the kv heads of their pattern's query heads.
+  int kv_head_begin = 0;
   // Operands.
   DeviceRows q, k, v, out, dout, dq, dk, dv;
   void* lse = nullptr;  // (B, H, N): float, double for f64 inputs
