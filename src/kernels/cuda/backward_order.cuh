@@ -82,4 +82,18 @@ inline std::int64_t backward_tail_sequences(std::int64_t tiles_per_segment) {
   return tiles_per_segment > 0 ? (ctas + tiles_per_segment - 1) / tiles_per_segment : 1;
 }
 
+// The kv heads a dilated backward launch's grid covers (blockIdx.y = kv head - begin):
+// those of the launch's query heads. In head-groups mode a CTA of a kv head outside the
+// pattern's group would start, find no head and exit: 5 of every 8 CTAs at H = 8 with
+// three patterns.
+struct KvHeadRange {
+  int begin = 0, count = 0;
+};
+inline KvHeadRange backward_kv_heads(const PatternLaunch& p) {
+  const int group = p.heads / p.kv_heads;
+  if (p.head_count <= 0) return {};
+  const int begin = p.head_begin / group;
+  return {begin, (p.head_begin + p.head_count - 1) / group + 1 - begin};
+}
+
 }  // namespace longnet::kernels::cuda

@@ -526,14 +526,10 @@ void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles
   kv.backward_tail_sequences = backward_tail_sequences(kv.tiles_per_segment);
   const std::int64_t ctas = p.segments * kv.tiles_per_segment;
   if (ctas == 0) return;
-  // Only the kv heads of the launch's query heads (head-groups mode: its group's): a CTA of
-  // a kv head the pattern does not use would start, find nothing and exit, and those were
-  // 5 of every 8 CTAs of a head-groups launch at H = 8.
-  const int group = p.heads / p.kv_heads;
-  kv.kv_head_begin = p.head_begin / group;
-  const int kv_heads = p.head_count > 0 ? (p.head_begin + p.head_count - 1) / group + 1 - kv.kv_head_begin : 0;
-  if (kv_heads == 0) return;
-  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(kv_heads), static_cast<unsigned>(p.batch));
+  const KvHeadRange kv_heads = backward_kv_heads(p);
+  if (kv_heads.count == 0) return;
+  kv.kv_head_begin = kv_heads.begin;
+  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(kv_heads.count), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(kv);
 }
 
