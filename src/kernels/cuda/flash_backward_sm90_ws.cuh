@@ -152,10 +152,12 @@ __device__ __forceinline__ BackwardHeadRows backward_head_rows(const PatternLaun
 // kOrderedDq (deterministic launches): dQ added in key-tile order (PatternLaunch::dq_order).
 template <class Element, int kHeadDim, bool kDq, bool kOrderedDq>
 __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
-                                                  const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
-                                                  const BackwardCta& cta) {
+                                                  const WarpSpecializedBackwardShared<Element, kHeadDim>& sm) {
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys, kChunks = Tile::kChunks;
+  // Each role works out its CTA's keys after its register reallocation: values computed
+  // before it live across setmaxnreg in local memory (32 bytes of stack, reloaded).
+  const BackwardCta cta = dilated_backward_cta(p, kKeys);
   const std::int64_t segment = cta.segment, k_begin = cta.k_begin;
   constexpr int kRowsPerPass = 128 / kChunks;
   constexpr int kLag = Tile::kStages - 1;  // steps between a tile's copy and its dQ
@@ -292,10 +294,10 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
 // A consumer warpgroup (threads 128 (1 + consumer) ..): keys k_begin + 64 consumer .. + 63.
 template <class Element, int kHeadDim, bool kStoreKv, bool kDq>
 __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
-                                                  const WarpSpecializedBackwardShared<Element, kHeadDim>& sm,
-                                                  const BackwardCta& cta) {
+                                                  const WarpSpecializedBackwardShared<Element, kHeadDim>& sm) {
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys;
+  const BackwardCta cta = dilated_backward_cta(p, kKeys);  // (after setmaxnreg, as the producer)
   const std::int64_t segment = cta.segment, k_begin = cta.k_begin;
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kStageBytes = Tile::kTile * 2;
@@ -491,13 +493,12 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kTh
     }
   }
   __syncthreads();
-  const BackwardCta cta = dilated_backward_cta(p, Tile::kKeys);
   if (threadIdx.x < 128) {
     release_registers<Tile::kProducerRegisters>();
-    backward_producer<Element, kHeadDim, kDq, kOrderedDq>(p, sm, cta);
+    backward_producer<Element, kHeadDim, kDq, kOrderedDq>(p, sm);
   } else {
     claim_registers<Tile::kConsumerRegisters>();
-    backward_consumer<Element, kHeadDim, kStoreKv, kDq>(p, sm, cta);
+    backward_consumer<Element, kHeadDim, kStoreKv, kDq>(p, sm);
   }
 #else
   (void)p;
