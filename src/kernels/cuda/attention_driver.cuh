@@ -198,6 +198,7 @@ void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_
       if (l.row_terms == nullptr) {
         terms = backward_row_terms<Element, kSparse>(l, tensor_cores, stream);
         with_terms.row_terms = terms.data();
+        with_terms.overlap_previous = false;  // the kernel reads what the launch just queued wrote
       }
       // Dilated launches up to head dim 64: the warp-specialised kernel; the others: the
       // one-role kernel.
@@ -212,6 +213,7 @@ void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_
           // H200 the ordered adds made causal 1M 27.9 -> 37.6 ms; benchmarks.md, 2026-12-04).
           Tensor order;  // freed in stream order after the launch
           if (l.deterministic && !l.causal) {
+            with_terms.overlap_previous = false;  // the zeroed counters are queued between
             order = Tensor::zeros({l.batch * l.heads * l.seq_len}, DType::i32, current_device());
             with_terms.dq_order = static_cast<int*>(order.data());
           }

@@ -135,6 +135,9 @@ void forward(const DilatedAttentionParams& p) {
       PatternLaunch l = pattern_launch(p, first, rows);
       l.merge = merge;
       l.zero_unreached = kernel_zeroes;
+      // A merging launch may start while the previous pattern's finishes (its CTAs wait
+      // for it before merging): nothing is queued between them.
+      l.overlap_previous = merge && first > 0;
       if (merge) l.out_accumulator = accumulator.data();
       for (std::size_t i = first; i < last; ++i) cuda::append_slot(l, pattern_launch(p, i, rows));
       require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
@@ -206,6 +209,10 @@ void backward(const DilatedAttentionParams& p) {
     l.dq_accumulator = dq.data();
     l.direct_kv = direct_kv;
     l.store_kv = store_kv && i == 0;
+    // The next pattern's launch may start while this one finishes (its CTAs wait for it
+    // before adding to dK, dV; dQ's atomics need no order). Not in deterministic mode, whose
+    // launches queue turn counters and dQ passes between the patterns.
+    l.overlap_previous = i > 0 && !p.deterministic;
     l.dk = device_rows(p.dk);
     l.dv = device_rows(p.dv);
     if (!direct_kv) {

@@ -455,7 +455,9 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
     }
     mbarrier_arrive(sm.kv_empty);  // no product reads K or V any more
 
-    // This head's dK, dV for the rows this warpgroup owns (zero where no query reached them).
+    // This head's dK, dV for the rows this warpgroup owns (zero where no query reached them),
+    // once the previous pattern's launch has added its own (overlap_previous).
+    if (p.overlap_previous) wait_for_previous_launch();
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const std::int64_t j = k_group + warp * 16 + g + 8 * r;
@@ -465,6 +467,9 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
           [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; }, [&](int n, int j2) { return dv[4 * n + 2 * r + j2]; });
     }
   }
+  // Every CTA: this launch completes after the previous one (what the conversion after
+  // the last pattern relies on).
+  if (p.overlap_previous) wait_for_previous_launch();
 }
 
 // kDq: whether the kernel computes dQ (false for deterministic causal launches, whose dQ
@@ -493,6 +498,7 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kTh
     }
   }
   __syncthreads();
+  allow_dependent_launch();  // the next pattern's launch may start once every CTA has started
   if (threadIdx.x < 128) {
     release_registers<Tile::kProducerRegisters>();
     backward_producer<Element, kHeadDim, kDq, kOrderedDq>(p, sm);
@@ -531,7 +537,7 @@ void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles
   if (kv_heads.count == 0) return;
   kv.kv_head_begin = kv_heads.begin;
   const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(kv_heads.count), static_cast<unsigned>(p.batch));
-  kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(kv);
+  launch_after_previous(kernel, grid, dim3(Tile::kThreads), Tile::kSharedBytes, stream, p.overlap_previous, kv);
 }
 
 }  // namespace longnet::kernels::cuda

@@ -299,6 +299,7 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
   RingPosition<Tile::kStages> k_position, v_position;
   RingPosition<Tile::kItemSlots> item_position;
   unsigned q_phase = 0;
+  bool waited_for_previous = false;
   for (;;) {
     mbarrier_wait(sm.item_full + item_position.stage, item_position.phase);
     const ForwardItem& w = sm.items[item_position.stage];
@@ -372,6 +373,12 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     wgmma_fence_registers(o);
     v_position.release(sm.v_empty);
 
+    // Merging into the accumulators the previous pattern's launch wrote: once it completed
+    // (overlap_previous; only before the first item's epilogue).
+    if (p.overlap_previous && !waited_for_previous) {
+      wait_for_previous_launch();
+      waited_for_previous = true;
+    }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int i = q_begin + warp_row + group + 8 * r;
@@ -384,6 +391,9 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     mbarrier_arrive(sm.item_empty + item_position.stage);
     item_position.advance();
   }
+  // Every CTA: this launch completes after the previous one (what the conversion after
+  // the last pattern relies on).
+  if (p.overlap_previous && !waited_for_previous) wait_for_previous_launch();
 }
 
 template <class Element, int kHeadDim, int kConsumers>
@@ -410,6 +420,7 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedForwardTile<kHeadDim, kCons
     }
   }
   __syncthreads();
+  allow_dependent_launch();  // the next pattern's launch may start once every CTA has started
   if (threadIdx.x < 128) {
     release_registers<Tile::kProducerRegisters>();
     forward_producer<Element, kHeadDim, kConsumers>(p, sm);
@@ -435,7 +446,7 @@ void launch_flash_forward_sm90_ws(const PatternLaunch& p, cudaStream_t stream) {
   const auto grid = static_cast<unsigned>(items < sms ? items : sms);
   auto kernel = flash_forward_sm90_ws_kernel<Element, kHeadDim, kConsumers>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
-  kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(p);
+  launch_after_previous(kernel, dim3(grid), dim3(Tile::kThreads), Tile::kSharedBytes, stream, p.overlap_previous, p);
 }
 
 }  // namespace longnet::kernels::cuda

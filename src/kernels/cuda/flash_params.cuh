@@ -110,6 +110,12 @@ struct PatternLaunch {
   // accumulators instead of adding (they are not zero-filled).
   bool store_kv = false;
   bool deterministic = false;
+  // Launched with programmatic stream serialization (Hopper warp-specialised kernels): the
+  // launch may start while the previous pattern's launch finishes; its CTAs wait for that
+  // launch (wait_for_previous_launch) before they merge into the forward's accumulators or
+  // add to the backward's dK/dV accumulators. Only for launches that follow another
+  // pattern's launch with nothing queued between them.
+  bool overlap_previous = false;
   // Deterministic warp-specialised Hopper backward: per (b, h, tensor row of a query
   // tile's first row), how many key tiles have added their dQ to that tile (zeroed before
   // the launch); the CTA of key tile t adds when it reads t, so every dQ element takes its

@@ -102,4 +102,37 @@ __device__ __forceinline__ void claim_registers() {
 #endif
 }
 
+// Programmatic dependent launch (sm_90): a launch made with programmatic stream
+// serialization may start while the launch before it in the stream finishes.
+// allow_dependent_launch: this CTA lets the next such launch start (it does once every CTA
+// of this grid has called it or exited). wait_for_previous_launch: blocks until the launch
+// before this one has completed and its writes are visible; a no-op for other launches.
+// A dependent grid must call it before it reads or writes what the previous one wrote, and
+// every CTA calls it before exiting, so that this grid's completion implies the previous
+// one's (what an ordinary launch after it waits for).
+__device__ __forceinline__ void allow_dependent_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ void wait_for_previous_launch() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
+// Launches `kernel` on `stream`, with programmatic stream serialization when `overlap`
+// (the previous launch in the stream may still be running; see wait_for_previous_launch).
+template <class Kernel, class... Args>
+void launch_after_previous(Kernel kernel, dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+                           bool overlap, Args... args) {
+  if (!overlap) {
+    kernel<<<grid, block, shared_bytes, stream>>>(args...);
+    return;
+  }
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  cudaLaunchKernelEx(&config, kernel, args...);
+}
+
 }  // namespace longnet::kernels::cuda
