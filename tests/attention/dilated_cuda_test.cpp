@@ -211,6 +211,15 @@ TEST(DilatedAttentionCuda, CausalBackwardOfManySequences) {
   groups.batch = 3;  // 768
   expect_half(longnet, 41, DType::bf16);
   expect_half(groups, 42, DType::f16);
+  // Deterministic: dQ added from the diagonal down, key tiles dispatched in descending
+  // order; many CTAs wait on others, across sequences and heads of a kv group.
+  expect_half(groups, 43, DType::bf16, /*deterministic=*/true);
+  const ProblemTensors t = on(random_tensors(groups, 44, DType::bf16), kGpu);
+  DilatedAttentionConfig config = config_of(groups);
+  config.deterministic = true;
+  const Result first = run(config, t);
+  const Result again = run(config, t);
+  EXPECT_EQ(first.grads.dq.to_vector<float>(), again.grads.dq.to_vector<float>());
 }
 
 // LongNet mode whose first pattern has dilation 1 (it reaches every key row) and one query

@@ -206,19 +206,19 @@ void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_
         if constexpr (kSparse) {
           launch_flash_backward_sm90<Element, 64, true>(with_terms, kv_tiles, stream);
         } else {
-          // Deterministic non-causal launches add dQ in key-tile order (the same kernel, with
-          // turn counters per query tile: 4 bytes a row and head, zeroed). Causal ones get
-          // dK, dV only and dQ from the query-tile pass: there the key tile t's CTA starts
-          // at query tile 2t and would wait for CTA 0 to walk the tiles before it (on an
-          // H200 the ordered adds made causal 1M 27.9 -> 37.6 ms; benchmarks.md, 2026-12-04).
+          // Deterministic launches add dQ in a fixed order (the same kernel, with turn
+          // counters per query tile: 4 bytes a row and head, zeroed): non-causal ones in
+          // key-tile order, causal ones from the diagonal down with the key tiles
+          // dispatched in descending order (flash_backward_sm90_ws.cuh). Before that
+          // order, causal launches took dK, dV from the kernel and dQ from the query-tile
+          // pass (launch_flash_backward_dq), which recomputes S and dP.
           Tensor order;  // freed in stream order after the launch
-          if (l.deterministic && !l.causal) {
+          if (l.deterministic) {
             with_terms.overlap_previous = false;  // the zeroed counters are queued between
             order = Tensor::zeros({l.batch * l.heads * l.seq_len}, DType::i32, current_device());
             with_terms.dq_order = static_cast<int*>(order.data());
           }
           launch_flash_backward_sm90_ws<Element, 64>(with_terms, kv_tiles, stream);
-          if (l.deterministic && l.causal) launch_flash_backward_dq<Element, 64>(l, stream);
         }
       } else {
         launch_flash_backward_sm90<Element, 128, kSparse>(with_terms, kv_tiles, stream);

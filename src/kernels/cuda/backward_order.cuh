@@ -46,7 +46,13 @@ __device__ __forceinline__ BackwardCta dilated_backward_cta_in(const PatternLaun
   const Index tail = p.backward_tail_sequences < sequences ? static_cast<Index>(p.backward_tail_sequences) : sequences;
   const Index before_tail = (sequences - tail) * tiles;
   Index sequence = 0, tile = 0;  // sequence: (batch, kv head, segment), segment fastest
-  if (linear < before_tail) {
+  if (p.dq_order != nullptr) {
+    // Deterministic causal launches add dQ from the diagonal down (the CTA of key tile t
+    // waits for those of tiles > t; flash_backward_sm90_ws.cuh): a sequence's tiles in
+    // descending order, so every CTA waited for was dispatched before it.
+    sequence = linear / tiles;
+    tile = tiles - 1 - (linear - sequence * tiles);
+  } else if (linear < before_tail) {
     sequence = linear / tiles;
     tile = linear - sequence * tiles;
   } else {
