@@ -28,7 +28,7 @@ struct BackwardCta {
 // of one sequence share its Q, dO and dQ rows in L2, and numbering the whole launch
 // tile-major made causal 1M forward+backward 16.9 -> 19.5 ms (benchmarks.md, 2026-12-04
 // fourth session).
-template <class Index>
+template <class Index, bool kDescendingTiles>
 __device__ __forceinline__ BackwardCta dilated_backward_cta_in(const PatternLaunch& p, int keys) {
   BackwardCta cta;
   const auto tiles = static_cast<Index>(p.tiles_per_segment), segments = static_cast<Index>(p.segments);
@@ -46,10 +46,12 @@ __device__ __forceinline__ BackwardCta dilated_backward_cta_in(const PatternLaun
   const Index tail = p.backward_tail_sequences < sequences ? static_cast<Index>(p.backward_tail_sequences) : sequences;
   const Index before_tail = (sequences - tail) * tiles;
   Index sequence = 0, tile = 0;  // sequence: (batch, kv head, segment), segment fastest
-  if (p.dq_order != nullptr) {
+  if constexpr (kDescendingTiles) {
     // Deterministic causal launches add dQ from the diagonal down (the CTA of key tile t
     // waits for those of tiles > t; flash_backward_sm90_ws.cuh): a sequence's tiles in
-    // descending order, so every CTA waited for was dispatched before it.
+    // descending order, so every CTA waited for was dispatched before it. (A compile-time
+    // choice: the runtime test in every instantiation measured 8 % slower on deterministic
+    // non-causal launches, whose code it should not have touched; 2026-12-04, fifth session.)
     sequence = linear / tiles;
     tile = tiles - 1 - (linear - sequence * tiles);
   } else if (linear < before_tail) {
@@ -72,10 +74,13 @@ __device__ __forceinline__ BackwardCta dilated_backward_cta_in(const PatternLaun
 // 32-bit index arithmetic when the grid's CTAs fit (every launch in practice): a 64-bit
 // division is a ~70-instruction subroutine, and per-CTA set-up is paid once per CTA of a
 // one-CTA-per-SM launch (the 64-bit form of this order cost ~0.4 ms at causal 1M).
+// kDescendingTiles: a causal sequence's key tiles numbered last to first (deterministic
+// causal launches of the warp-specialised kernel).
+template <bool kDescendingTiles = false>
 __device__ __forceinline__ BackwardCta dilated_backward_cta(const PatternLaunch& p, int keys) {
   const std::uint64_t ctas = static_cast<std::uint64_t>(gridDim.x) * gridDim.y * gridDim.z;
-  return ctas < (std::uint64_t{1} << 32) ? dilated_backward_cta_in<std::uint32_t>(p, keys)
-                                          : dilated_backward_cta_in<std::uint64_t>(p, keys);
+  return ctas < (std::uint64_t{1} << 32) ? dilated_backward_cta_in<std::uint32_t, kDescendingTiles>(p, keys)
+                                          : dilated_backward_cta_in<std::uint64_t, kDescendingTiles>(p, keys);
 }
 
 // PatternLaunch::backward_tail_sequences for a launch of `tiles_per_segment` CTAs a

@@ -162,7 +162,7 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys, kChunks = Tile::kChunks;
   // Each role works out its CTA's keys after its register reallocation: values computed
   // before it live across setmaxnreg in local memory (32 bytes of stack, reloaded).
-  const BackwardCta cta = dilated_backward_cta(p, kKeys);
+  const BackwardCta cta = dilated_backward_cta<kOrder == DqOrder::kDiagonalDown>(p, kKeys);
   const std::int64_t segment = cta.segment, k_begin = cta.k_begin;
   constexpr int kRowsPerPass = 128 / kChunks;
   constexpr int kLag = Tile::kStages - 1;  // steps between a tile's copy and its dQ
@@ -305,12 +305,12 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
 }
 
 // A consumer warpgroup (threads 128 (1 + consumer) ..): keys k_begin + 64 consumer .. + 63.
-template <class Element, int kHeadDim, bool kStoreKv, bool kDq>
+template <class Element, int kHeadDim, bool kStoreKv, bool kDq, DqOrder kOrder>
 __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
                                                   const WarpSpecializedBackwardShared<Element, kHeadDim>& sm) {
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
   constexpr int kBlock = Tile::kBlock, kKeys = Tile::kKeys;
-  const BackwardCta cta = dilated_backward_cta(p, kKeys);  // (after setmaxnreg, as the producer)
+  const BackwardCta cta = dilated_backward_cta<kOrder == DqOrder::kDiagonalDown>(p, kKeys);  // (after setmaxnreg, as the producer)
   const std::int64_t segment = cta.segment, k_begin = cta.k_begin;
   constexpr int kDTiles = kHeadDim / 8;
   constexpr int kStageBytes = Tile::kTile * 2;
@@ -519,7 +519,7 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kTh
     backward_producer<Element, kHeadDim, kDq, kOrder>(p, sm);
   } else {
     claim_registers<Tile::kConsumerRegisters>();
-    backward_consumer<Element, kHeadDim, kStoreKv, kDq>(p, sm);
+    backward_consumer<Element, kHeadDim, kStoreKv, kDq, kOrder>(p, sm);
   }
 #else
   (void)p;
