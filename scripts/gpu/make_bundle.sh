@@ -13,7 +13,10 @@ staging=$(mktemp -d)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLONGNET_WITH_CUDA=ON >/dev/null
 # Programs to carry: the defaults, plus LONGNET_GPU_EXTRA (paths relative to the build
 # folder, e.g. "tests/nn/test_nn"); the carried folder must stay under 64 MiB.
+# LONGNET_BUNDLE_ONLY replaces the list (e.g. "bench/cuda/cuda_attention_sweep": a ~5 MB
+# bundle, so that several commits fit in one carry for an ab_bench.sh comparison).
 programs="tests/attention/test_attention tests/core/test_core bench/cuda/cuda_attention_sweep bench/cuda/cuda_model_kernels_sweep bin/longnet ${LONGNET_GPU_EXTRA:-}"
+programs=${LONGNET_BUNDLE_ONLY:-$programs}
 targets=""
 for program in $programs; do targets="$targets $(basename "$program")"; done
 targets=${targets/ longnet / longnet_cli }
@@ -30,7 +33,7 @@ mkdir -p "$staging/bin" "$staging/lib"
 for program in $programs; do cp "$build/$program" "$staging/bin/"; done
 # Non-system libraries the programs load (resolved here), copied under their sonames.
 for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1 libcudart.so.13; do
-  path=$(ldd "$staging/bin/test_attention" | awk -v l="$lib" '$1 == l {print $3}')
+  path=$(ldd "$staging/bin/$(basename "${programs%% *}")" | awk -v l="$lib" '$1 == l {print $3}')
   [ -n "$path" ] && cp -L "$path" "$staging/lib/$lib"
 done
 # LONGNET_BUNDLE_KEEP_SYMBOLS=1 keeps the symbols (for run.sh callers; ~8 MB more a program).
