@@ -283,7 +283,9 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
         }
       }
       if constexpr (kOrdered) {
-        __threadfence();
+        // No __threadfence by every thread: the barrier orders the warpgroup's adds before
+        // thread 0's st.release.gpu, whose release is cumulative over them (PTX memory
+        // model), so the next CTA's ld.acquire sees them.
         named_barrier_sync(3, 128);
         if (tid == 0) pass_turn(turn, place + 1);
       }
