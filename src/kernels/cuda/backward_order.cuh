@@ -93,6 +93,18 @@ inline std::int64_t backward_tail_sequences(std::int64_t tiles_per_segment) {
   return tiles_per_segment > 0 ? (ctas + tiles_per_segment - 1) / tiles_per_segment : 1;
 }
 
+// Whether a deterministic non-causal launch may walk its query tiles rotated (DqOrder::
+// kRotated, flash_backward_sm90_ws.cuh): there the CTA of key tile t waits for the CTA of
+// tile t + 1, dispatched after it, so all CTAs of a sequence must be able to run at once.
+// With one CTA an SM and CTAs dispatched in index order, the CTAs before a sequence's
+// finish without it, so tiles_per_segment <= SMs suffices; half the SMs leaves room for
+// kernels of other streams (e.g. NCCL's) holding SMs meanwhile.
+inline bool rotated_walk_fits(std::int64_t tiles_per_segment) {
+  int device = 0, sms = 132;
+  if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  return tiles_per_segment <= sms / 2;
+}
+
 // The kv heads a dilated backward launch's grid covers (blockIdx.y = kv head - begin):
 // those of the launch's query heads. In head-groups mode a CTA of a kv head outside the
 // pattern's group would start, find no head and exit: 5 of every 8 CTAs at H = 8 with

@@ -148,7 +148,29 @@ __device__ __forceinline__ BackwardHeadRows backward_head_rows(const PatternLaun
 // How a backward launch adds dQ: atomically (the sums' order varies run to run), or in a
 // fixed order through PatternLaunch::dq_order's turn counters (deterministic launches):
 // key-tile order (non-causal) or from the diagonal down (causal).
-enum class DqOrder { kAtomic, kKeyTiles, kDiagonalDown };
+enum class DqOrder { kAtomic, kKeyTiles, kDiagonalDown, kRotated };
+
+// Where a CTA's walk over a head's query tiles starts, and how it advances. Causal: from the
+// CTA's first key (the diagonal) to the end. kRotated (deterministic non-causal launches
+// whose sequences fit on the GPU at once): from the CTA's own diagonal to the end, then
+// from 0 up to it, so that at every query tile the CTAs of a sequence arrive one after the
+// other in a fixed cyclic order (the one the adds take) and none waits at the start; in
+// key-tile order the CTA of tile t first waited for the t CTAs before it to add to tile 0.
+template <DqOrder kOrder>
+struct QueryWalk {
+  std::int64_t first, steps, length;
+  __device__ __forceinline__ QueryWalk(const PatternLaunch& p, std::int64_t k_begin, std::int64_t L, int block)
+      : first(p.causal || kOrder == DqOrder::kRotated ? k_begin : 0), length(L) {
+    steps = ((kOrder == DqOrder::kRotated ? L : L - first) + block - 1) / block;
+  }
+  __device__ __forceinline__ std::int64_t next(std::int64_t q, int block) const {
+    q += block;
+    if constexpr (kOrder == DqOrder::kRotated) {
+      if (q >= length) q = 0;
+    }
+    return q;
+  }
+};
 
 // The producer warpgroup (threads 0..127): per head, K and V, then for each query step its
 // tiles into the ring, and the dQ tile of the step kStages - 1 before into the accumulator
@@ -218,7 +240,9 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
     const Element* q_base = p.q.row<const Element>(b, rows.first_row, h);
     const Element* do_base = p.dout.row<const Element>(b, rows.first_row, h);
     const float2* terms_row = static_cast<const float2*>(p.row_terms) + (b * p.heads + h) * p.seq_len + rows.first_row;
-    const std::int64_t q_first = p.causal ? k_begin : 0;
+    const QueryWalk<kOrder> walk(p, k_begin, L, kBlock);
+    const std::int64_t q_first = walk.first;
+    [[maybe_unused]] const int key_tiles = static_cast<int>((L + kKeys - 1) / kKeys);  // CTAs of this head
     const std::int64_t q_row_stride = step * p.q.seq_stride, do_row_stride = step * p.dout.seq_stride;
     // This thread's copy sources for the next tile, advanced a tile a step.
     std::int64_t next_begin = q_first;
@@ -248,6 +272,14 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
       q_next += kBlock * q_row_stride;
       do_next += kBlock * do_row_stride;
       terms_next += kBlock * step;
+      if constexpr (kOrder == DqOrder::kRotated) {
+        if (next_begin >= L) {  // wrap to the first query tile
+          next_begin = 0;
+          q_next = q_base + copy_chunk * 8 + copy_row * q_row_stride;
+          do_next = do_base + copy_chunk * 8 + copy_row * do_row_stride;
+          terms_next = terms_row + tid * step;
+        }
+      }
     };
 
     // dQ of the tile starting at query q_begin: the sum of the consumers' fp32 tiles,
@@ -260,8 +292,14 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
       mbarrier_wait(sm.dq_full + dq_position.stage, dq_position.phase);
       [[maybe_unused]] int* const turn =
           kOrdered ? p.dq_order + (b * p.heads + h) * p.seq_len + rows.first_row + reduce_begin * step : nullptr;
-      [[maybe_unused]] const int place =
-          kOrder == DqOrder::kDiagonalDown ? static_cast<int>(reduce_begin / kKeys) - my_turn : my_turn;
+      // kRotated: the CTA of key tile reduce_begin / 128 adds first, then the tiles below
+      // it, wrapping around past tile 0 to the last (key_tiles of this head).
+      [[maybe_unused]] int place = my_turn;
+      if constexpr (kOrder == DqOrder::kDiagonalDown) place = static_cast<int>(reduce_begin / kKeys) - my_turn;
+      if constexpr (kOrder == DqOrder::kRotated) {
+        place = static_cast<int>(reduce_begin / kKeys) - my_turn;
+        if (place < 0) place += key_tiles;
+      }
       if constexpr (kOrdered) {
         if (tid == 0) wait_for_turn(turn, place);
         named_barrier_sync(3, 128);
@@ -291,15 +329,20 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
       }
       mbarrier_arrive(sm.dq_empty + dq_position.stage);
       dq_position.advance();
-      reduce_begin += kBlock;
+      reduce_begin = walk.next(reduce_begin, kBlock);
     };
 
+    // (The walks that do not wrap keep their loops on the query index: counted loops cost
+    // the hot instantiation 8 more bytes of stack.)
+    constexpr bool kRotated = kOrder == DqOrder::kRotated;
     int copied = 0;
-    for (; next_begin < L; ++copied) {
+    for (; kRotated ? copied < walk.steps : next_begin < L; ++copied) {
       load_next_queries();
       if (kDq && copied >= kLag) add_dq();
     }
-    if constexpr (kDq) {
+    if constexpr (kDq && kRotated) {
+      for (int added = copied > kLag ? copied - kLag : 0; added < walk.steps; ++added) add_dq();
+    } else if constexpr (kDq) {
       for (; reduce_begin < L;) add_dq();
     }
   }
@@ -370,11 +413,13 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
 #pragma unroll
     for (int i = 0; i < kDTiles * 4; ++i) dk[i] = dv[i] = 0.0f;
 
-    const std::int64_t q_first = p.causal ? k_begin : 0;
+    const QueryWalk<kOrder> walk(p, k_begin, L, kBlock);
     const bool key_tail = k_group + kBlock > L;
     // Keys of this warpgroup that exist (64 unless key_tail).
     const int keys = key_tail ? static_cast<int>(L - k_group) : kBlock;
-    for (std::int64_t q_begin = q_first; q_begin < L; q_begin += kBlock) {
+    std::int64_t q_begin = walk.first;
+    for (std::int64_t walked = 0; kOrder == DqOrder::kRotated ? walked < walk.steps : q_begin < L;
+         ++walked, q_begin = walk.next(q_begin, kBlock)) {
       const int stage = q_position.stage;
       mbarrier_wait(sm.q_full + stage, q_position.phase);
       fence_proxy_async();  // copied through the generic proxy, read by the tensor cores
@@ -530,16 +575,22 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kTh
 }
 
 // kv_tiles_per_segment tiles of 64 keys per segment, two per CTA. Deterministic launches
-// add dQ in key-tile order when launch_backward gives turn counters (p.dq_order), else get
+// add dQ in a fixed order when launch_backward gives turn counters (p.dq_order), else get
 // dK and dV only (its caller then runs the query-tile dQ pass).
 template <class Element, int kHeadDim>
 void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles_per_segment, cudaStream_t stream) {
   using Tile = Sm90WarpSpecializedBackwardTile<kHeadDim>;
+  PatternLaunch kv = p;
+  kv.tiles_per_segment = (kv_tiles_per_segment * kSparseTileRows + Tile::kKeys - 1) / Tile::kKeys;
+  kv.backward_tail_sequences = backward_tail_sequences(kv.tiles_per_segment);
   auto kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true, true>
                            : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, true>;
   if (p.deterministic && p.dq_order != nullptr && p.causal) {
     kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true, true, DqOrder::kDiagonalDown>
                         : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, true, DqOrder::kDiagonalDown>;
+  } else if (p.deterministic && p.dq_order != nullptr && rotated_walk_fits(kv.tiles_per_segment)) {
+    kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true, true, DqOrder::kRotated>
+                        : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, true, DqOrder::kRotated>;
   } else if (p.deterministic && p.dq_order != nullptr) {
     kernel = p.store_kv ? flash_backward_sm90_ws_kernel<Element, kHeadDim, true, true, DqOrder::kKeyTiles>
                         : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, true, DqOrder::kKeyTiles>;
@@ -548,9 +599,6 @@ void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles
                         : flash_backward_sm90_ws_kernel<Element, kHeadDim, false, false>;
   }
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
-  PatternLaunch kv = p;
-  kv.tiles_per_segment = (kv_tiles_per_segment * kSparseTileRows + Tile::kKeys - 1) / Tile::kKeys;
-  kv.backward_tail_sequences = backward_tail_sequences(kv.tiles_per_segment);
   const std::int64_t ctas = p.segments * kv.tiles_per_segment;
   if (ctas == 0) return;
   const KvHeadRange kv_heads = backward_kv_heads(p);
