@@ -147,7 +147,7 @@ __device__ __forceinline__ BackwardHeadRows backward_head_rows(const PatternLaun
 
 // How a backward launch adds dQ: atomically (the sums' order varies run to run), or in a
 // fixed order through PatternLaunch::dq_order's turn counters (deterministic launches):
-// key-tile order (non-causal) or from the diagonal down (causal).
+// key-tile order or rotated (non-causal; QueryWalk) or from the diagonal down (causal).
 enum class DqOrder { kAtomic, kKeyTiles, kDiagonalDown, kRotated };
 
 // Where a CTA's walk over a head's query tiles starts, and how it advances. Causal: from the
@@ -207,6 +207,7 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
   // key tiles floor(r / 128), ..., 0 in that order, and the tiles are dispatched in
   // descending order (backward_order.cuh). (In key-tile order the CTA of tile t, starting
   // at query tile 2t, waited for tile 0's CTA to walk there: causal 1M 27.9 -> 37.6 ms.)
+  // Rotated (non-causal, QueryWalk): the diagonal-down order, continued cyclically.
   [[maybe_unused]] const int my_turn = static_cast<int>(k_begin / kKeys);
   constexpr bool kOrdered = kOrder != DqOrder::kAtomic;
 
@@ -534,9 +535,9 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
 
 // kDq: whether the kernel computes dQ (false: dK and dV only, for a caller that runs the
 // query-tile dQ pass, launch_flash_backward_dq); kOrder: dQ added atomically or in a fixed
-// order (deterministic launches: key-tile order, or from the diagonal down when causal).
-// The two orders are separate instantiations: one runtime-selected form made the
-// non-causal one 8 % slower (head-groups 1M --deterministic 39.7 -> 42.8 ms, 2026-12-04).
+// order (deterministic launches: DqOrder). Each order is its own instantiation, so that the
+// others' code stays as measured (a runtime-selected causal order once made the non-causal
+// launches 8 % slower: head-groups 1M --deterministic 39.7 -> 42.8 ms, 2026-12-04).
 template <class Element, int kHeadDim, bool kStoreKv, bool kDq, DqOrder kOrder = DqOrder::kAtomic>
 __global__ void __launch_bounds__(Sm90WarpSpecializedBackwardTile<kHeadDim>::kThreads, 1)
     flash_backward_sm90_ws_kernel(const __grid_constant__ PatternLaunch p) {
