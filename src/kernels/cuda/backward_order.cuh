@@ -83,13 +83,21 @@ __device__ __forceinline__ BackwardCta dilated_backward_cta(const PatternLaunch&
                                           : dilated_backward_cta_in<std::uint64_t, kDescendingTiles>(p, keys);
 }
 
+// The current device's SM count (an H100's 132 where the runtime cannot say).
+inline int device_multiprocessors() {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) {
+    return 132;
+  }
+  return sms;
+}
+
 // PatternLaunch::backward_tail_sequences for a launch of `tiles_per_segment` CTAs a
 // sequence: about four waves of CTAs of a one-CTA-per-SM launch (a model of greedy
 // dispatch on issue 5's patterns: makespan 1032 -> 926 steps; more gives little).
 inline std::int64_t backward_tail_sequences(std::int64_t tiles_per_segment) {
-  int device = 0, sms = 132;
-  if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  const std::int64_t ctas = 4 * static_cast<std::int64_t>(sms);
+  const std::int64_t ctas = 4 * static_cast<std::int64_t>(device_multiprocessors());
   return tiles_per_segment > 0 ? (ctas + tiles_per_segment - 1) / tiles_per_segment : 1;
 }
 
@@ -100,9 +108,7 @@ inline std::int64_t backward_tail_sequences(std::int64_t tiles_per_segment) {
 // finish without it, so tiles_per_segment <= SMs suffices; half the SMs leaves room for
 // kernels of other streams (e.g. NCCL's) holding SMs meanwhile.
 inline bool rotated_walk_fits(std::int64_t tiles_per_segment) {
-  int device = 0, sms = 132;
-  if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  return tiles_per_segment <= sms / 2;
+  return tiles_per_segment <= device_multiprocessors() / 2;
 }
 
 // The kv heads a dilated backward launch's grid covers (blockIdx.y = kv head - begin):
