@@ -31,8 +31,8 @@ if(NOT LONGNET_HAVE_NCCL)
   set(LONGNET_WITH_NCCL OFF CACHE BOOL "" FORCE)
 endif()
 
-if(LONGNET_BUILD_APPS)
-  find_package(CLI11 2.1 REQUIRED)
+if(LONGNET_BUILD_APPS OR (LONGNET_BUILD_BENCHMARKS AND LONGNET_WITH_CUDA))
+  find_package(CLI11 2.1 REQUIRED)  # the longnet program and the CUDA timing harnesses
 endif()
 if(LONGNET_BUILD_TESTS)
   find_package(GTest REQUIRED)

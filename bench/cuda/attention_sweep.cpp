@@ -8,6 +8,7 @@
 //                             [--heads H] [--head-dim D] [--segments w,...] [--dilations r,...]
 // Issue 5's training attention: --mode longnet --causal --seq 32768 --heads 12
 //   --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12
+#include <CLI/CLI.hpp>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -104,50 +105,25 @@ void find_max_seq(const DilatedAttentionConfig& config, const Options& o, bool b
   std::fflush(stdout);
 }
 
-std::vector<std::int64_t> parse_list(const char* text) {
-  std::vector<std::int64_t> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::stoll(item));
-  return out;
-}
-
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--mode" && i + 1 < argc)
-      o.mode = argv[++i];
-    else if (a == "--causal")
-      o.causal = true;
-    else if (a == "--deterministic")
-      o.deterministic = true;
-    else if (a == "--no-backward")
-      o.backward = false;
-    else if (a == "--seq" && i + 1 < argc)
-      o.seq = parse_list(argv[++i]);
-    else if (a == "--repeat" && i + 1 < argc)
-      o.repeat = std::stoi(argv[++i]);
-    else if (a == "--heads" && i + 1 < argc)
-      o.heads = std::stoll(argv[++i]);
-    else if (a == "--head-dim" && i + 1 < argc)
-      o.head_dim = std::stoll(argv[++i]);
-    else if (a == "--json" && i + 1 < argc)
-      o.json = argv[++i];
-    else if (a == "--segments" && i + 1 < argc)
-      o.segments = parse_list(argv[++i]);
-    else if (a == "--dilations" && i + 1 < argc)
-      o.dilations = parse_list(argv[++i]);
-    else if (a == "--max-seq")
-      o.max_seq = true;
-    else {
-      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
-      return 2;
-    }
-  }
+  const CLI::Range kPositive(std::int64_t{1}, std::int64_t{1} << 40, "POSITIVE");
+  CLI::App app{"Dilated attention on the GPU at BENCHMARKS.md's configurations: ms, TFLOP/s, peak memory"};
+  app.add_option("--mode", o.mode, "head_groups, longnet or dense");
+  app.add_flag("--causal", o.causal, "causal masking");
+  app.add_flag("--deterministic", o.deterministic, "the bitwise-repeatable backward");
+  app.add_flag("--no-backward", [&](std::int64_t) { o.backward = false; }, "forward only");
+  app.add_option("--seq", o.seq, "sequence lengths, comma-separated")->delimiter(',')->check(kPositive);
+  app.add_option("--repeat", o.repeat, "CUDA-event timings a median is taken of")->check(kPositive);
+  app.add_option("--heads", o.heads, "query heads")->check(kPositive);
+  app.add_option("--head-dim", o.head_dim, "head dimension")->check(kPositive);
+  app.add_option("--segments", o.segments, "segment lengths w, comma-separated")->delimiter(',');
+  app.add_option("--dilations", o.dilations, "dilation rates r, comma-separated")->delimiter(',');
+  app.add_option("--json", o.json, "also write the table as JSON here");
+  app.add_flag("--max-seq", o.max_seq, "the longest N that fits, forward and forward+backward");
+  CLI11_PARSE(app, argc, argv);
   try {
     DilatedAttentionConfig config;
     if (o.mode == "dense") {

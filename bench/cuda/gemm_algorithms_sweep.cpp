@@ -9,6 +9,7 @@
 // by measurement (or never splitting K) is worth its cost to exact resumption: the same
 // algorithm on the same shapes is what makes a resumed run repeat an uninterrupted one.
 // Usage: cuda_gemm_algorithms_sweep [--rows N] [--repeat R] [--algorithms K]
+#include <CLI/CLI.hpp>
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -148,19 +149,12 @@ std::vector<Case> linear_cases(const std::string& name, std::int64_t rows, std::
 int main(int argc, char** argv) {
   std::int64_t rows = 32768;
   int repeat = 10, algorithms = 16;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--rows" && i + 1 < argc) {
-      rows = std::atoll(argv[++i]);
-    } else if (a == "--repeat" && i + 1 < argc) {
-      repeat = std::atoi(argv[++i]);
-    } else if (a == "--algorithms" && i + 1 < argc) {
-      algorithms = std::atoi(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: cuda_gemm_algorithms_sweep [--rows N] [--repeat R] [--algorithms K]\n");
-      return a == "--help" ? 0 : 2;
-    }
-  }
+  const CLI::Range kPositive(std::int64_t{1}, std::int64_t{1} << 40, "POSITIVE");
+  CLI::App app{"cuBLASLt's first heuristic choice against the fastest algorithm it offers, for one issue-5 layer's GEMMs"};
+  app.add_option("--rows", rows, "rows of the activations (tokens a step)")->check(kPositive);
+  app.add_option("--repeat", repeat, "CUDA-event timings a median is taken of")->check(kPositive);
+  app.add_option("--algorithms", algorithms, "algorithms asked of the heuristic")->check(kPositive);
+  CLI11_PARSE(app, argc, argv);
   try {
     cublasLtHandle_t handle = nullptr;
     CHECK_LT(cublasLtCreate(&handle));

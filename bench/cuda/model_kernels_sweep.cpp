@@ -5,6 +5,7 @@
 // CUDA-event times after warm-up; GB/s from the bytes each call must move (reads +
 // writes of the activations; parameters and partial sums left out).
 // Usage: cuda_model_kernels_sweep [--rows N] [--repeat R]
+#include <CLI/CLI.hpp>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -132,17 +133,11 @@ void time_rotary(std::int64_t rows, std::int64_t heads, std::int64_t head_dim, i
 int main(int argc, char** argv) {
   std::int64_t rows = 32768;
   int repeat = 20;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--rows" && i + 1 < argc) {
-      rows = std::atoll(argv[++i]);
-    } else if (a == "--repeat" && i + 1 < argc) {
-      repeat = std::atoi(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: cuda_model_kernels_sweep [--rows N] [--repeat R]\n");
-      return a == "--help" ? 0 : 2;
-    }
-  }
+  const CLI::Range kPositive(std::int64_t{1}, std::int64_t{1} << 40, "POSITIVE");
+  CLI::App app{"The model's memory-bound kernels (LayerNorm, Linear backward, xPos) at issue 5's shapes"};
+  app.add_option("--rows", rows, "rows (tokens a step)")->check(kPositive);
+  app.add_option("--repeat", repeat, "CUDA-event timings a median is taken of")->check(kPositive);
+  CLI11_PARSE(app, argc, argv);
   try {
     time_layer_norm(rows, 768, false, false, repeat);
     time_layer_norm(rows, 768, false, true, repeat);
