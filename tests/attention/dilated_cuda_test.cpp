@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <iostream>
+#include <string>
 
 #include "longnet/attention/dilated_attention.hpp"
 #include "support/dilated_oracle.hpp"
@@ -34,6 +35,14 @@ Result run(const DilatedAttentionConfig& config, const ProblemTensors& t) {
 
 ProblemTensors on(const ProblemTensors& t, Device device) {
   return {t.q.to(device), t.k.to(device), t.v.to(device), t.dout.to(device)};
+}
+
+// Two deterministic runs of one problem: the output and every gradient bit for bit equal.
+void expect_same_bits(const Result& first, const Result& again, const std::string& what) {
+  EXPECT_EQ(first.forward.out.to_vector<float>(), again.forward.out.to_vector<float>()) << "out " << what;
+  EXPECT_EQ(first.grads.dq.to_vector<float>(), again.grads.dq.to_vector<float>()) << "dq " << what;
+  EXPECT_EQ(first.grads.dk.to_vector<float>(), again.grads.dk.to_vector<float>()) << "dk " << what;
+  EXPECT_EQ(first.grads.dv.to_vector<float>(), again.grads.dv.to_vector<float>()) << "dv " << what;
 }
 
 // Exact paths: f32 on the GPU against the oracle, like the CPU kernel.
@@ -217,9 +226,7 @@ TEST(DilatedAttentionCuda, CausalBackwardOfManySequences) {
   const ProblemTensors t = on(random_tensors(groups, 44, DType::bf16), kGpu);
   DilatedAttentionConfig config = config_of(groups);
   config.deterministic = true;
-  const Result first = run(config, t);
-  const Result again = run(config, t);
-  EXPECT_EQ(first.grads.dq.to_vector<float>(), again.grads.dq.to_vector<float>());
+  expect_same_bits(run(config, t), run(config, t), describe(groups));
 }
 
 // LongNet mode whose first pattern has dilation 1 (it reaches every key row) and one query
@@ -359,11 +366,7 @@ TEST(DilatedAttentionCuda, DeterministicModeIsBitwiseRepeatable) {
   config.deterministic = true;
   const Result first = run(config, t);
   for (int repeat = 0; repeat < 3; ++repeat) {
-    const Result again = run(config, t);
-    EXPECT_EQ(first.forward.out.to_vector<float>(), again.forward.out.to_vector<float>());
-    EXPECT_EQ(first.grads.dq.to_vector<float>(), again.grads.dq.to_vector<float>());
-    EXPECT_EQ(first.grads.dk.to_vector<float>(), again.grads.dk.to_vector<float>());
-    EXPECT_EQ(first.grads.dv.to_vector<float>(), again.grads.dv.to_vector<float>());
+    expect_same_bits(first, run(config, t), describe(p));
   }
   config.deterministic = false;  // atomics: same values to rounding
   const Result atomic = run(config, t);
@@ -386,10 +389,7 @@ TEST(DilatedAttentionCuda, NonCausalDeterministicOrdersAreBitwiseRepeatable) {
     config.deterministic = true;
     const Result first = run(config, t);
     for (int repeat = 0; repeat < 2; ++repeat) {
-      const Result again = run(config, t);
-      EXPECT_EQ(first.grads.dq.to_vector<float>(), again.grads.dq.to_vector<float>()) << describe(p);
-      EXPECT_EQ(first.grads.dk.to_vector<float>(), again.grads.dk.to_vector<float>()) << describe(p);
-      EXPECT_EQ(first.grads.dv.to_vector<float>(), again.grads.dv.to_vector<float>()) << describe(p);
+      expect_same_bits(first, run(config, t), describe(p));
     }
     config.deterministic = false;
     const Result atomic = run(config, t);

@@ -213,8 +213,7 @@ void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_
           // order, causal launches took dK, dV from the kernel and dQ from the query-tile
           // pass (launch_flash_backward_dq), which recomputes S and dP.
           Tensor order;  // freed in stream order after the launch
-          if (l.deterministic) {
-            with_terms.overlap_previous = false;  // the zeroed counters are queued between
+          if (l.deterministic) {  // (deterministic launches never overlap: dilated_attention_cuda.cu)
             order = Tensor::zeros({l.batch * l.heads * l.seq_len}, DType::i32, current_device());
             with_terms.dq_order = static_cast<int*>(order.data());
           }

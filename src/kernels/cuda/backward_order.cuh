@@ -83,16 +83,6 @@ __device__ __forceinline__ BackwardCta dilated_backward_cta(const PatternLaunch&
                                           : dilated_backward_cta_in<std::uint64_t, kDescendingTiles>(p, keys);
 }
 
-// The current device's SM count (an H100's 132 where the runtime cannot say).
-inline int device_multiprocessors() {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) {
-    return 132;
-  }
-  return sms;
-}
-
 // PatternLaunch::backward_tail_sequences for a launch of `tiles_per_segment` CTAs a
 // sequence: about four waves of CTAs of a one-CTA-per-SM launch (a model of greedy
 // dispatch on issue 5's patterns: makespan 1032 -> 926 steps; more gives little).
@@ -115,14 +105,11 @@ inline bool rotated_walk_fits(std::int64_t tiles_per_segment) {
 // those of the launch's query heads. In head-groups mode a CTA of a kv head outside the
 // pattern's group would start, find no head and exit: 5 of every 8 CTAs at H = 8 with
 // three patterns.
-struct KvHeadRange {
-  int begin = 0, count = 0;
-};
-inline KvHeadRange backward_kv_heads(const PatternLaunch& p) {
+// Sets p.kv_head_begin and returns the grid's kv-head extent (0: nothing to launch).
+inline int cover_pattern_kv_heads(PatternLaunch& p) {
   const int group = p.heads / p.kv_heads;
-  if (p.head_count <= 0) return {};
-  const int begin = p.head_begin / group;
-  return {begin, (p.head_begin + p.head_count - 1) / group + 1 - begin};
+  p.kv_head_begin = p.head_count > 0 ? p.head_begin / group : 0;
+  return p.head_count > 0 ? (p.head_begin + p.head_count - 1) / group + 1 - p.kv_head_begin : 0;
 }
 
 }  // namespace longnet::kernels::cuda

@@ -210,8 +210,9 @@ void backward(const DilatedAttentionParams& p) {
     l.direct_kv = direct_kv;
     l.store_kv = store_kv && i == 0;
     // The next pattern's launch may start while this one finishes (its CTAs wait for it
-    // before adding to dK, dV; dQ's atomics need no order). Not in deterministic mode, whose
-    // launches queue turn counters and dQ passes between the patterns.
+    // before adding to dK, dV; dQ's atomics need no order). Not in deterministic mode: there
+    // dQ's additions keep one order across the patterns' launches, and turn counters or dQ
+    // passes are queued between them.
     l.overlap_previous = i > 0 && !p.deterministic;
     l.dk = device_rows(p.dk);
     l.dv = device_rows(p.dv);

@@ -526,12 +526,7 @@ void launch_flash_backward(const PatternLaunch& p, std::int64_t kv_tiles_per_seg
     kv.backward_tail_sequences = backward_tail_sequences(kv.tiles_per_segment);
     kv_ctas = p.segments * kv_tiles_per_segment;
   }
-  int grid_kv_heads = p.kv_heads;
-  if constexpr (!kSparse) {
-    const KvHeadRange kv_heads = backward_kv_heads(p);
-    kv.kv_head_begin = kv_heads.begin;
-    grid_kv_heads = kv_heads.count;
-  }
+  const int grid_kv_heads = kSparse ? p.kv_heads : cover_pattern_kv_heads(kv);
   if (kv_ctas > 0 && grid_kv_heads > 0) {
     const dim3 kv_grid(static_cast<unsigned>(kv_ctas), static_cast<unsigned>(grid_kv_heads),
                        static_cast<unsigned>(p.batch));

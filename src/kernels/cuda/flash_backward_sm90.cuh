@@ -549,12 +549,7 @@ void launch_flash_backward_sm90(const PatternLaunch& p, std::int64_t kv_tiles_pe
     kv.backward_tail_sequences = backward_tail_sequences(kv.tiles_per_segment);
     ctas = p.segments * kv.tiles_per_segment;
   }
-  int grid_kv_heads = p.kv_heads;
-  if constexpr (!kSparse) {
-    const KvHeadRange kv_heads = backward_kv_heads(p);
-    kv.kv_head_begin = kv_heads.begin;
-    grid_kv_heads = kv_heads.count;
-  }
+  const int grid_kv_heads = kSparse ? p.kv_heads : cover_pattern_kv_heads(kv);
   if (ctas == 0 || grid_kv_heads == 0) return;
   const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(grid_kv_heads), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tile::kThreads, Tile::kSharedBytes, stream>>>(kv);

@@ -602,10 +602,9 @@ void launch_flash_backward_sm90_ws(const PatternLaunch& p, std::int64_t kv_tiles
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSharedBytes);
   const std::int64_t ctas = p.segments * kv.tiles_per_segment;
   if (ctas == 0) return;
-  const KvHeadRange kv_heads = backward_kv_heads(p);
-  if (kv_heads.count == 0) return;
-  kv.kv_head_begin = kv_heads.begin;
-  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(kv_heads.count), static_cast<unsigned>(p.batch));
+  const int grid_kv_heads = cover_pattern_kv_heads(kv);
+  if (grid_kv_heads == 0) return;
+  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(grid_kv_heads), static_cast<unsigned>(p.batch));
   launch_after_previous(kernel, grid, dim3(Tile::kThreads), Tile::kSharedBytes, stream, p.overlap_previous, kv);
 }
 

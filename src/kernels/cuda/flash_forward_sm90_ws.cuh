@@ -438,9 +438,7 @@ __global__ void __launch_bounds__(Sm90WarpSpecializedForwardTile<kHeadDim, kCons
 template <class Element, int kHeadDim, int kConsumers>
 void launch_flash_forward_sm90_ws(const PatternLaunch& p, cudaStream_t stream) {
   using Tile = Sm90WarpSpecializedForwardTile<kHeadDim, kConsumers>;
-  int device = 0, sms = 1;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const int sms = device_multiprocessors();
   const std::int64_t items = p.total_ctas * p.batch;
   if (items <= 0) return;
   const auto grid = static_cast<unsigned>(items < sms ? items : sms);

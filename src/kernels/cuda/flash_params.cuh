@@ -6,11 +6,24 @@
 // instantiations, which walk the key blocks a block mask lists instead (SparseLists).
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
 
 #include "longnet/kernels/dilation.hpp"
 
 namespace longnet::kernels::cuda {
+
+// The current device's SM count, for launch shapes (an H100's 132 where the runtime cannot
+// say).
+inline int device_multiprocessors() {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) {
+    return 132;
+  }
+  return sms;
+}
 
 // An operand (B, N, heads, D) with element strides over (batch, sequence, head); the
 // head_dim axis is contiguous.
