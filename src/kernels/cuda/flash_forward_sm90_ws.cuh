@@ -336,21 +336,11 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     wgmma_wait<0>();
     wgmma_fence_registers(s);
     k_position.release(sm.k_empty);
-    softmax(s, 0, row_max, row_sum, correction);  // the output is still zero: rescaling keeps it zero
+    softmax(s, 0, row_max, row_sum, correction);  // the output is still zero: no rescaling
+    pack_probabilities<Element, kSTiles>(s, a);
     // Straight-line iterations (ptxas serializes wgmmas whose groups it cannot track
-    // through branches): each issues tile t + 1's scores and tile t's PV product, then
-    // runs tile t + 1's softmax while the PV product is on the tensor cores. The wait for
-    // that product opens the next iteration rather than closing this one: ptxas places a
-    // wait that has no operands early in its basic block (with the wait after the softmax
-    // in one block, SASS had the wait above every MUFU.EX2), and it keeps the loop's back
-    // edge as a boundary.
+    // through branches): each issues tile t + 1's scores and tile t's PV product.
     for (int t = 0; t + 1 < kv_tiles; ++t) {
-      wgmma_wait<0>();  // tile t - 1's PV product (none for t = 0)
-      wgmma_fence_registers(o);
-      wgmma_fence_operands(a);  // the PV product read `a` until the wait
-      if (t > 0) v_position.release(sm.v_empty);
-      rescale_output_rows<kOTiles>(o, correction);
-      pack_probabilities<Element, kSTiles>(s, a);
       wait_full(sm.k_full + k_position.stage, k_position.phase);
       wait_full(sm.v_full + v_position.stage, v_position.phase);
       named_barrier_sync(my_turn, 256);
@@ -365,14 +355,16 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
       wgmma_fence_registers(s);
       k_position.release(sm.k_empty);
       softmax(s, t + 1, row_max, row_sum, correction);
+      // Pinned before the wait: otherwise the compiler sinks the softmax below it (it only
+      // feeds code after the wait), and nothing overlaps the PV product.
       wgmma_fence_registers(s);
+      wgmma_wait<0>();
+      wgmma_fence_registers(o);
+      wgmma_fence_operands(a);  // the PV product read `a` until the wait
+      v_position.release(sm.v_empty);
+      rescale_output_rows<kOTiles>(o, correction);
+      pack_probabilities<Element, kSTiles>(s, a);
     }
-    wgmma_wait<0>();  // the last iteration's PV product
-    wgmma_fence_registers(o);
-    wgmma_fence_operands(a);
-    if (kv_tiles > 1) v_position.release(sm.v_empty);
-    rescale_output_rows<kOTiles>(o, correction);
-    pack_probabilities<Element, kSTiles>(s, a);
     mbarrier_arrive(sm.q_empty);  // every score product of this item is done
     wait_full(sm.v_full + v_position.stage, v_position.phase);
     wgmma_fence();
