@@ -100,15 +100,16 @@ __device__ __forceinline__ void pack_probabilities(const float (&s)[kSTiles * 4]
   }
 }
 
-// O += P V for the V tile of kKeys keys at `v_tile` (keys x kHeadDim, D contiguous: the
-// MN-major B operand), P in registers (`a`, from pack_probabilities); issued and
-// committed, not waited for.
+// O += P V for the V tile of kKeys keys whose descriptor is `v_tile_desc` (keys x
+// kHeadDim, D contiguous: the MN-major B operand, matrix_descriptor(v_tile, kKeys * 128,
+// 1024)), P in registers (`a`, from pack_probabilities); issued and committed, not waited
+// for.
 template <class Element, int kHeadDim, int kKeys>
-__device__ __forceinline__ void issue_pv_product(float (&o)[kHeadDim / 2], const std::uint32_t (&a)[kKeys / 16][4],
-                                                 const Element* v_tile) {
+__device__ __forceinline__ void issue_pv_product_at(float (&o)[kHeadDim / 2], const std::uint32_t (&a)[kKeys / 16][4],
+                                                    std::uint64_t v_tile_desc) {
 #pragma unroll
   for (int kk = 0; kk < kKeys / 16; ++kk) {
-    const std::uint64_t b = matrix_descriptor(v_tile + kk * 16 * 64, kKeys * 128, 1024);
+    const std::uint64_t b = descriptor_at(v_tile_desc, kk * 16 * 64 * 2);
     if constexpr (kHeadDim == 64) {
       wgmma_rs_m64n64k16<Element, 1>(o, a[kk], b, 1);
     } else {
@@ -116,6 +117,13 @@ __device__ __forceinline__ void issue_pv_product(float (&o)[kHeadDim / 2], const
     }
   }
   wgmma_commit();
+}
+
+// The same from the V tile's address.
+template <class Element, int kHeadDim, int kKeys>
+__device__ __forceinline__ void issue_pv_product(float (&o)[kHeadDim / 2], const std::uint32_t (&a)[kKeys / 16][4],
+                                                 const Element* v_tile) {
+  issue_pv_product_at<Element, kHeadDim, kKeys>(o, a, matrix_descriptor(v_tile, kKeys * 128, 1024));
 }
 
 // Scales this thread's output fragments (rows group and group + 8 of its warp) by the

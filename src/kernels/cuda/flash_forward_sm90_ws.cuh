@@ -276,17 +276,25 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
   const float sign = p.scale_log2 < 0.0f ? -1.0f : 1.0f;
   const float scale_log2 = fmaxf(fabsf(p.scale_log2), 1e-30f);
 
+  // The tiles' matrix descriptors, made once: a product's descriptor is one of these plus
+  // a byte offset (descriptor_at), where rebuilding each from its pointer took ~10
+  // instructions a wgmma in the loop (~120 of an iteration's ~540).
+  const std::uint64_t q_desc = matrix_descriptor(sm.q + consumer * 64 * 64, 16, 1024);
+  const std::uint64_t k_desc = matrix_descriptor(sm.k, 16, 1024);
+  const std::uint64_t v_desc = matrix_descriptor(sm.v, kBlockN * 128, 1024);
   // S = Q K^T for this warpgroup's 64 rows and the K tile in `stage`; issued, not waited for.
   auto issue_scores = [&](float(&s)[kSTiles * 4], int stage) {
-    const Element* k_tile = sm.k + stage * kBlockN * kHeadDim;
 #pragma unroll
     for (int ks = 0; ks < kHeadDim / 16; ++ks) {
-      const std::uint64_t a =
-          matrix_descriptor(sm.q + (ks / 4) * kBlockM * 64 + consumer * 64 * 64 + (ks % 4) * 16, 16, 1024);
-      const std::uint64_t b = matrix_descriptor(k_tile + (ks / 4) * kBlockN * 64 + (ks % 4) * 16, 16, 1024);
+      const std::uint64_t a = descriptor_at(q_desc, ((ks / 4) * kBlockM * 64 + (ks % 4) * 16) * 2);
+      const std::uint64_t b =
+          descriptor_at(k_desc, stage * Tile::kStageBytes + ((ks / 4) * kBlockN * 64 + (ks % 4) * 16) * 2);
       wgmma_ss_m64n128k16<Element, 0, 0>(s, a, b, ks > 0);
     }
     wgmma_commit();
+  };
+  auto issue_pv = [&](float(&o)[kOTiles * 4], const std::uint32_t(&a)[kBlockN / 16][4], int stage) {
+    issue_pv_product_at<Element, kHeadDim, kBlockN>(o, a, descriptor_at(v_desc, stage * Tile::kStageBytes));
   };
   float o[kOTiles * 4];
   // Waits for a stage's copies; they were written through the generic proxy and are read
@@ -341,15 +349,16 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     // Straight-line iterations (ptxas serializes wgmmas whose groups it cannot track
     // through branches): each issues tile t + 1's scores and tile t's PV product.
     for (int t = 0; t + 1 < kv_tiles; ++t) {
-      wait_full(sm.k_full + k_position.stage, k_position.phase);
-      wait_full(sm.v_full + v_position.stage, v_position.phase);
+      mbarrier_wait(sm.k_full + k_position.stage, k_position.phase);
+      mbarrier_wait(sm.v_full + v_position.stage, v_position.phase);
+      fence_proxy_async();  // one fence for both stages (wait_full)
       named_barrier_sync(my_turn, 256);
       wgmma_fence();
       issue_scores(s, k_position.stage);
       // A fence per product: ptxas treats the wgmmas after one fence as one stage and
       // waits for all of them before any accumulator of the stage is read.
       wgmma_fence();
-      issue_pv_product<Element, kHeadDim, kBlockN>(o, a, sm.v + v_position.stage * kBlockN * kHeadDim);
+      issue_pv(o, a, v_position.stage);
       named_barrier_arrive(next_turn, 256);
       wgmma_wait<1>();  // the scores; the PV product may still run
       wgmma_fence_registers(s);
@@ -368,7 +377,7 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     mbarrier_arrive(sm.q_empty);  // every score product of this item is done
     wait_full(sm.v_full + v_position.stage, v_position.phase);
     wgmma_fence();
-    issue_pv_product<Element, kHeadDim, kBlockN>(o, a, sm.v + v_position.stage * kBlockN * kHeadDim);
+    issue_pv(o, a, v_position.stage);
     wgmma_wait<0>();
     wgmma_fence_registers(o);
     v_position.release(sm.v_empty);
