@@ -26,7 +26,10 @@ for program in test_dist test_nn test_model; do
     timeout 100 "$here/run.sh" exec "$program" --gtest_filter='*Cuda*' | grep -E "PASSED|FAILED|Failure|tests ran" | head -8
   fi
 done
-ab() { AB_TIMEOUT=${AB_TIMEOUT:-100} "$here/ab_bench.sh" "base:$base" "new:$new" -- "$@"; }
+# COMPARE_EXTRA="label:bundle ..." adds bundles between base and new to the attention
+# comparisons (e.g. the steps of a change, slim bundles of cuda_attention_sweep only).
+# shellcheck disable=SC2086
+ab() { AB_TIMEOUT=${AB_TIMEOUT:-100} "$here/ab_bench.sh" "base:$base" ${COMPARE_EXTRA:-} "new:$new" -- "$@"; }
 train_flags=()
 if [ "$mode" = quick ]; then
   ab --seq 1048576 --repeat 5

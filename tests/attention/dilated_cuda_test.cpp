@@ -8,6 +8,7 @@
 #include <cmath>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "longnet/attention/dilated_attention.hpp"
 #include "support/dilated_oracle.hpp"
@@ -68,8 +69,7 @@ void expect_exact_float(const DilatedProblem& p, std::uint64_t seed) {
 
 // Tensor-core paths, DESIGN 5 (FlashAttention's rule): max |error| <= 2 x max |error of
 // the naive computation in the same precision| + the rounding tolerance above.
-void expect_half(const DilatedProblem& p, std::uint64_t seed, DType dtype, bool deterministic = false) {
-  const ProblemTensors host = random_tensors(p, seed, dtype);
+void expect_half(const DilatedProblem& p, const ProblemTensors& host, DType dtype, bool deterministic = false) {
   DilatedAttentionConfig config = config_of(p);
   config.deterministic = deterministic;
   const Result gpu = run(config, on(host, kGpu));
@@ -90,6 +90,10 @@ void expect_half(const DilatedProblem& p, std::uint64_t seed, DType dtype, bool 
   check(gpu.grads.dq, ng.dq, og.dq, "dq");
   check(gpu.grads.dk, ng.dk, og.dk, "dk");
   check(gpu.grads.dv, ng.dv, og.dv, "dv");
+}
+
+void expect_half(const DilatedProblem& p, std::uint64_t seed, DType dtype, bool deterministic = false) {
+  expect_half(p, random_tensors(p, seed, dtype), dtype, deterministic);
 }
 
 DilatedProblem tensor_core_problem(std::uint64_t seed) {
@@ -188,6 +192,31 @@ TEST(DilatedAttentionCuda, EdgeCases) {
   for (const auto& p : cases) {
     expect_half(p, 99, DType::bf16);
     expect_exact_float(p, 98);
+  }
+}
+
+// Scores that grow along the sequence (key row j scaled by 1 + j / 256): the Hopper
+// forward's online softmax keeps a row's reference maximum until a key tile exceeds it by
+// more than 2^8 (kRescaleThresholdLog2), so these rows rescale their output at some tiles
+// and keep it at others (probabilities above 1 in between); both must match the oracle.
+TEST(DilatedAttentionCuda, RisingScoresRescaleTheOutputAtSomeTiles) {
+  SKIP_WITHOUT_GPU();
+  for (const std::int64_t head_dim : {64, 128}) {
+    for (const bool causal : {false, true}) {
+      const DilatedProblem p =
+          edge(1024, 4, 2, head_dim, {{1024, 1}, {512, 2}}, kernels::DilatedMode::longnet, causal);
+      for (const DType dtype : {DType::bf16, DType::f16}) {
+        const ProblemTensors random = random_tensors(p, 31, DType::f32);
+        std::vector<float> k = random.k.to_vector<float>();
+        const std::int64_t row = p.kv_heads * p.head_dim;
+        for (std::size_t i = 0; i < k.size(); ++i) {
+          k[i] *= 1.0f + static_cast<float>(static_cast<std::int64_t>(i) / row % p.seq_len) / 256.0f;
+        }
+        const ProblemTensors host{random.q.to(dtype), Tensor::from_vector(k, random.k.shape()).to(dtype),
+                                  random.v.to(dtype), random.dout.to(dtype)};
+        expect_half(p, host, dtype);
+      }
+    }
   }
 }
 

@@ -43,12 +43,22 @@ struct Sm90ForwardTile {
   static constexpr int kSharedBytes = kQBytes + 2 * kStages * kStageBytes + 1024;  // + alignment slack
 };
 
+// The online softmax keeps a row's reference maximum until a tile raises it by more than
+// this (base 2: the probabilities of the tiles in between stay below 2^8, exact in
+// float and far inside bf16's and fp16's range), so most tiles rescale nothing.
+inline constexpr float kRescaleThresholdLog2 = 8.0f;
+
 // Online softmax of one score tile of a warpgroup (64 rows x kSTiles * 8 keys, this
 // thread's fragments `s`), scores in base 2 after scale_log2: `dropped(n, e)` says which
-// elements the mask removes. Updates the row maxima and sums, leaves the probabilities in
-// `s` and the factor by which the output accumulated so far must be scaled in `correction`.
+// elements the mask removes. `row_max` is each row's reference maximum: the exponentials
+// are taken against it and it rises only when a tile's maximum exceeds it by more than
+// kRescaleThresholdLog2 in some row of the warp (FlashAttention-4's conditional
+// rescaling; the result is the same function, as the output and the row sum share the
+// reference). Leaves the probabilities in `s` and, when the reference rose (the return
+// value, uniform per warp), the factor by which the output accumulated so far must be
+// scaled in `correction` (otherwise 1).
 template <int kSTiles, class Dropped>
-__device__ __forceinline__ void online_softmax_tile(float (&s)[kSTiles * 4], float (&row_max)[2], float (&row_sum)[2],
+__device__ __forceinline__ bool online_softmax_tile(float (&s)[kSTiles * 4], float (&row_max)[2], float (&row_sum)[2],
                                                     float (&correction)[2], float sign, float scale_log2,
                                                     bool needs_mask, Dropped dropped) {
   if (sign < 0.0f) {  // uniform: a negative scale (rare) folded into the scores
@@ -70,14 +80,24 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[kSTiles * 4], flo
 #pragma unroll
     for (int e = 0; e < 4; ++e) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[4 * n + e]);
   }
+  bool rises = false;  // a row's maximum exceeds its reference by more than the threshold
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    tile_max[r] = warp_group_max(tile_max[r]);
+    rises = rises || (tile_max[r] - row_max[r]) * scale_log2 > kRescaleThresholdLog2;  // -inf reference: +inf
+  }
+  const bool rescale = __any_sync(0xffffffffu, rises);
   float reference[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const float new_max = fmaxf(row_max[r], warp_group_max(tile_max[r]));
-    reference[r] = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
-    correction[r] = row_max[r] == -INFINITY ? 0.0f : fast_exp2(row_max[r] * scale_log2 - reference[r]);
-    row_max[r] = new_max;
-    row_sum[r] *= correction[r];
+    correction[r] = 1.0f;
+    if (rescale) {
+      const float new_max = fmaxf(row_max[r], tile_max[r]);
+      correction[r] = row_max[r] == -INFINITY ? 0.0f : fast_exp2((row_max[r] - new_max) * scale_log2);
+      row_max[r] = new_max;
+      row_sum[r] *= correction[r];
+    }
+    reference[r] = row_max[r] == -INFINITY ? 0.0f : row_max[r] * scale_log2;
   }
 #pragma unroll
   for (int n = 0; n < kSTiles; ++n) {
@@ -87,6 +107,7 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[kSTiles * 4], flo
       row_sum[e / 2] += s[4 * n + e];
     }
   }
+  return rescale;
 }
 
 // The probabilities of a score tile as the register A fragments of O += P V: the score

@@ -319,12 +319,12 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     // Key column c of row `row` of tile t is kept iff c < key_limit and (when causal)
     // c - row <= diagonal_high.
     auto softmax = [&](float(&s)[kSTiles * 4], int t, float(&row_max)[2], float(&row_sum)[2],
-                       float(&correction)[2]) {
+                       float(&correction)[2]) -> bool {
       const int key0 = t * kBlockN;
       const bool needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
       const int key_limit = min(L - key0, kBlockN);
       const int diagonal_high = max(min(q_begin - key0, kBlockM + kBlockN), -kBlockM - kBlockN);
-      online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
+      return online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
         const int c = 8 * n + 2 * thread_in_group + (e & 1);
         const int row = warp_row + group + 8 * (e / 2);
         return c >= key_limit || (p.causal && c - row > diagonal_high);
@@ -363,7 +363,7 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
       wgmma_wait<1>();  // the scores; the PV product may still run
       wgmma_fence_registers(s);
       k_position.release(sm.k_empty);
-      softmax(s, t + 1, row_max, row_sum, correction);
+      const bool rescale = softmax(s, t + 1, row_max, row_sum, correction);
       // Pinned before the wait: otherwise the compiler sinks the softmax below it (it only
       // feeds code after the wait), and nothing overlaps the PV product.
       wgmma_fence_registers(s);
@@ -371,7 +371,7 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
       wgmma_fence_registers(o);
       wgmma_fence_operands(a);  // the PV product read `a` until the wait
       v_position.release(sm.v_empty);
-      rescale_output_rows<kOTiles>(o, correction);
+      if (rescale) rescale_output_rows<kOTiles>(o, correction);  // uniform per warp
       pack_probabilities<Element, kSTiles>(s, a);
     }
     mbarrier_arrive(sm.q_empty);  // every score product of this item is done
