@@ -180,6 +180,10 @@ __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
   const int tid = threadIdx.x;
   const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
   const bool chunk_used = copy_chunk < p.head_dim / 8;
+  // Rows copy_row + i * kRowsPerPass of a tile share copy_row's swizzle (kRowsPerPass is a
+  // multiple of its period of 8 rows): their shared offsets are this plus i * kRowsPerPass * 64.
+  static_assert(kRowsPerPass % 8 == 0, "a pass of rows spans whole swizzle periods");
+  const int stage_offset = sw128_offset<kHeadDim>(kBlockN, copy_row, copy_chunk);
   RingPosition<Tile::kStages> k_position, v_position;
   RingPosition<Tile::kItemSlots> item_position;
   unsigned q_phase = 0;
@@ -227,17 +231,24 @@ __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
     q_phase ^= 1;
 
     // Key tile `tile` of K or V into the ring's next stage, once the consumers freed it.
+    // This thread copies rows copy_row + pass * kRowsPerPass of the tile: from one pointer
+    // stepped by kRowsPerPass rows, into the shared offset of copy_row plus whole swizzle
+    // periods (stage_offset), valid while below rows_left (the rows of the sequence past
+    // this thread's first row of the tile; 0 for chunks past the head dim). Computing
+    // each row's address from its index instead took ~16 instructions a copy, a fifth of
+    // the SM's issue slots next to the consumers'.
+    const int rows_left = chunk_used ? L - copy_row : 0;
     auto load = [&](Element* ring, std::uint64_t* full, std::uint64_t* empty, RingPosition<Tile::kStages>& position,
-                    const Element* source, std::int64_t stride, int tile) {
+                    const Element* sequence, std::int64_t stride, int tile) {
       mbarrier_wait(empty + position.stage, position.phase ^ 1);
-      Element* stage = ring + position.stage * kBlockN * kHeadDim;
+      Element* stage = ring + position.stage * kBlockN * kHeadDim + stage_offset;
+      const Element* source = sequence + (static_cast<std::int64_t>(tile) * kBlockN + copy_row) * stride;
+      const int left = rows_left - tile * kBlockN;
 #pragma unroll
       for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
-        const int row = copy_row + pass * kRowsPerPass;
-        const int j = tile * kBlockN + row;
-        const bool valid = chunk_used && j < L;
-        copy_async_16(stage + sw128_offset<kHeadDim>(kBlockN, row, copy_chunk),
-                      source + static_cast<std::int64_t>(valid ? j : 0) * stride, valid);
+        const bool valid = pass * kRowsPerPass < left;
+        copy_async_16(stage + pass * kRowsPerPass * 64, source, valid);  // invalid: reads nothing, writes zeros
+        source += kRowsPerPass * stride;
       }
       mbarrier_arrive_on_copies(full + position.stage);
       position.advance();
@@ -279,7 +290,10 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
   // The tiles' matrix descriptors, made once: a product's descriptor is one of these plus
   // a byte offset (descriptor_at), where rebuilding each from its pointer took ~10
   // instructions a wgmma in the loop (~120 of an iteration's ~540).
-  const std::uint64_t q_desc = matrix_descriptor(sm.q + consumer * 64 * 64, 16, 1024);
+  // The consumer index through a shuffle from lane 0: ptxas then knows it is uniform and
+  // keeps Q's descriptor in uniform registers (from threadIdx it rebuilt it every iteration).
+  const int uniform_consumer = __shfl_sync(0xffffffffu, consumer, 0);
+  const std::uint64_t q_desc = matrix_descriptor(sm.q + uniform_consumer * 64 * 64, 16, 1024);
   const std::uint64_t k_desc = matrix_descriptor(sm.k, 16, 1024);
   const std::uint64_t v_desc = matrix_descriptor(sm.v, kBlockN * 128, 1024);
   // S = Q K^T for this warpgroup's 64 rows and the K tile in `stage`; issued, not waited for.
