@@ -193,6 +193,10 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
   const int tid = threadIdx.x;
   const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
   const bool chunk_used = copy_chunk < p.head_dim / 8;
+  // Rows copy_row + i * kRowsPerPass share copy_row's swizzle (a multiple of its 8-row
+  // period apart): their shared offsets are this plus i * kRowsPerPass * 64.
+  static_assert(kRowsPerPass % 8 == 0, "a pass of rows spans whole swizzle periods");
+  const int stage_offset = sw128_offset<kHeadDim>(kBlock, copy_row, copy_chunk);
   const int dq_row = tid / kVectorsPerRow, dq_column = (tid % kVectorsPerRow) * 4;
   const bool dq_column_used = dq_column < p.head_dim;
   const float ds_scale = p.scale * p.output_scale;
@@ -250,22 +254,32 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
     const Element* q_next = q_base + copy_chunk * 8 + (q_first + copy_row) * q_row_stride;
     const Element* do_next = do_base + copy_chunk * 8 + (q_first + copy_row) * do_row_stride;
     const float2* terms_next = terms_row + (q_first + tid) * step;
+    // A step's rows of this thread: copy_row + pass * kRowsPerPass, from pointers stepped
+    // by kRowsPerPass rows into copy_row's shared offset plus whole swizzle periods,
+    // valid while below the rows left (32 bits: the host keeps seq_len < 2^31). Each row's
+    // address and 64-bit bound from its index took ~15 instructions a copy.
+    const std::int64_t q_pass_step = kRowsPerPass * q_row_stride, do_pass_step = kRowsPerPass * do_row_stride;
     auto load_next_queries = [&]() {
       mbarrier_wait(sm.q_empty + q_position.stage, q_position.phase ^ 1);
       const int stage = q_position.stage;
+      const int rows_left = static_cast<int>(L - next_begin);
+      const int left = chunk_used ? rows_left - copy_row : 0;
+      Element* q_stage = sm.q + stage * Tile::kTile + stage_offset;
+      Element* do_stage = sm.dout + stage * Tile::kTile + stage_offset;
+      const Element* q_source = q_next;
+      const Element* do_source = do_next;
 #pragma unroll
       for (int pass = 0; pass < kBlock / kRowsPerPass; ++pass) {
-        const int row = copy_row + pass * kRowsPerPass;
-        const bool valid = chunk_used && next_begin + row < L;
-        const int at = stage * Tile::kTile + sw128_offset<kHeadDim>(kBlock, row, copy_chunk);
-        copy_async_16(sm.q + at, valid ? q_next + pass * kRowsPerPass * q_row_stride : q_base, valid);
-        copy_async_16(sm.dout + at, valid ? do_next + pass * kRowsPerPass * do_row_stride : do_base, valid);
+        const bool valid = pass * kRowsPerPass < left;  // invalid: reads nothing, writes zeros
+        copy_async_16(q_stage + pass * kRowsPerPass * 64, q_source, valid);
+        copy_async_16(do_stage + pass * kRowsPerPass * 64, do_source, valid);
+        q_source += q_pass_step;
+        do_source += do_pass_step;
       }
       if (tid < kBlock) {
         // Rows past the end get lse = delta = 0 beside zero Q and dO rows: their P is 1,
         // but dO = 0 and dS = 0, so they add nothing, and their dQ is not added.
-        const bool valid = next_begin + tid < L;
-        copy_async_8(sm.terms + stage * kBlock + tid, valid ? terms_next : terms_row, valid);
+        copy_async_8(sm.terms + stage * kBlock + tid, terms_next, tid < rows_left);
       }
       mbarrier_arrive_on_copies(sm.q_full + stage);
       q_position.advance();
@@ -288,6 +302,7 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
     float* dq_head = static_cast<float*>(p.dq_accumulator) +
                      ((b * p.seq_len + rows.first_row) * p.heads + h) * p.head_dim + dq_column;
     const std::int64_t dq_row_stride = step * p.heads * p.head_dim;
+    const std::int64_t dq_pass_step = kDqRowsPerPass * dq_row_stride;
     std::int64_t reduce_begin = q_first;
     auto add_dq = [&]() {
       mbarrier_wait(sm.dq_full + dq_position.stage, dq_position.phase);
@@ -308,18 +323,19 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
       constexpr int kPartial = kBlock * Tile::kDqPitch;  // one consumer's tile
       const float* buffer =
           sm.dq + dq_position.stage * Tile::kConsumers * kPartial + dq_row * Tile::kDqPitch + dq_column;
+      // Rows dq_row + pass * kDqRowsPerPass: one pointer stepped a pass at a time, valid
+      // while below the rows left; predicated adds, not branches around them.
       float* target = dq_head + (reduce_begin + dq_row) * dq_row_stride;
+      const int left = dq_column_used ? static_cast<int>(L - reduce_begin) - dq_row : 0;
 #pragma unroll
       for (int pass = 0; pass < kBlock / kDqRowsPerPass; ++pass) {
         const float4 first = *reinterpret_cast<const float4*>(buffer + pass * kDqRowsPerPass * Tile::kDqPitch);
         const float4 second =
             *reinterpret_cast<const float4*>(buffer + kPartial + pass * kDqRowsPerPass * Tile::kDqPitch);
-        const float4 value =
-            make_float4(first.x + second.x, first.y + second.y, first.z + second.z, first.w + second.w);
-        if (dq_column_used && reduce_begin + dq_row + pass * kDqRowsPerPass < L) {
-          atomicAdd(reinterpret_cast<float4*>(target + pass * kDqRowsPerPass * dq_row_stride),
-                    make_float4(ds_scale * value.x, ds_scale * value.y, ds_scale * value.z, ds_scale * value.w));
-        }
+        const float4 value = make_float4(ds_scale * (first.x + second.x), ds_scale * (first.y + second.y),
+                                         ds_scale * (first.z + second.z), ds_scale * (first.w + second.w));
+        red_add_f32x4_if(target, value, pass * kDqRowsPerPass < left);
+        target += dq_pass_step;
       }
       if constexpr (kOrdered) {
         // No __threadfence by every thread: the barrier orders the warpgroup's adds before
