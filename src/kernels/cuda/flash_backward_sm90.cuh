@@ -84,22 +84,22 @@ __device__ __forceinline__ float4 backward_terms(const float2* terms, int n, int
   return *reinterpret_cast<const float4*>(terms + 8 * n + 2 * t);
 }
 
-// P^T = exp2(scale_log2 S^T - lse) in place. kMasked: elements for which masked_out(key
-// row, query column) holds are zero (interior tiles skip the tests: ~5 instructions an
-// element).
+// P^T = exp2(scale_log2 S^T - lse) in place. kMasked: elements for which masked_out(r,
+// c) holds are zero, where the element is in the thread's key row r (0 or 1: key row
+// 16 warp + g + 8 r of the warpgroup) and query column c + 2 t (c = 8 n + (e & 1), known
+// at compile time, so a caller's test can be one compare against a per-row bound);
+// interior tiles skip the tests.
 template <bool kMasked, class MaskedOut>
 __device__ __forceinline__ void backward_probabilities(float (&st)[32], const float2* terms, float scale_log2,
-                                                       int warp, int g, int t, MaskedOut&& masked_out) {
+                                                       int t, MaskedOut&& masked_out) {
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
     const float4 pair = backward_terms(terms, n, t);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int kr = warp * 16 + g + 8 * (e / 2);
-      const int qc = 8 * n + 2 * t + (e & 1);
       float weight = fast_exp2(st[4 * n + e] * scale_log2 - ((e & 1) ? pair.z : pair.x));
       if constexpr (kMasked) {
-        if (masked_out(kr, qc)) weight = 0.0f;
+        if (masked_out(e / 2, 8 * n + (e & 1))) weight = 0.0f;
       }
       st[4 * n + e] = weight;
     }

@@ -468,13 +468,22 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       // P^T; thread element (n, e) is key row kr, query column qc (key k_group + kr, query
       // q_begin + qc). Masked: the causal tiles that reach the diagonal (the warpgroup's
       // keys start `shift` = 0 or 64 after the queries) and the sequence's tail.
+      // Element (key row kr, query column qc) is masked iff kr >= keys or (diagonal and
+      // kr + shift > qc): with qc = c + 2 t, iff c < below[r] (all of a row past the keys,
+      // the columns before its diagonal otherwise), one compare an element.
       const bool diagonal = p.causal && q_begin < k_group + kBlock;
       const int shift = static_cast<int>(k_group - q_begin);
-      auto masked_out = [=](int kr, int qc) { return (diagonal && kr + shift > qc) || kr >= keys; };
+      int below[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int kr = warp * 16 + g + 8 * r;
+        below[r] = kr >= keys ? kBlock : diagonal ? kr + shift - 2 * t : 0;
+      }
+      auto masked_out = [&](int r, int c) { return c < below[r]; };
       if (key_tail || diagonal) {
-        backward_probabilities<true>(st, sTerms, p.scale_log2, warp, g, t, masked_out);
+        backward_probabilities<true>(st, sTerms, p.scale_log2, t, masked_out);
       } else {
-        backward_probabilities<false>(st, sTerms, p.scale_log2, warp, g, t, masked_out);
+        backward_probabilities<false>(st, sTerms, p.scale_log2, t, masked_out);
       }
       wgmma_fence_registers(st);  // pinned before the wait
       wgmma_wait<0>();

@@ -331,18 +331,24 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     const int L = static_cast<int>(w.length), q_begin = static_cast<int>(w.q_begin);
     const int kv_tiles = static_cast<int>(forward_key_tiles(p, w, kBlockM, kBlockN));
     // Key column c of row `row` of tile t is kept iff c < key_limit and (when causal)
-    // c - row <= diagonal_high.
+    // c - row <= diagonal_high: iff c < the row's limit, min(key_limit, row +
+    // diagonal_high + 1). With c = 8 n + (e & 1) + 2 thread_in_group, an element's test is
+    // one compare of a compile-time value against its row's limit - 2 thread_in_group
+    // (the two conditions per element took ~8 instructions and spilled).
     auto softmax = [&](float(&s)[kSTiles * 4], int t, float(&row_max)[2], float(&row_sum)[2],
                        float(&correction)[2]) -> bool {
       const int key0 = t * kBlockN;
       const bool needs_mask = key0 + kBlockN > L || (p.causal && key0 + kBlockN - 1 > q_begin + warp_row);
       const int key_limit = min(L - key0, kBlockN);
       const int diagonal_high = max(min(q_begin - key0, kBlockM + kBlockN), -kBlockM - kBlockN);
-      return online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
-        const int c = 8 * n + 2 * thread_in_group + (e & 1);
-        const int row = warp_row + group + 8 * (e / 2);
-        return c >= key_limit || (p.causal && c - row > diagonal_high);
-      });
+      int limit[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = warp_row + group + 8 * r;
+        limit[r] = (p.causal ? min(key_limit, row + diagonal_high + 1) : key_limit) - 2 * thread_in_group;
+      }
+      return online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask,
+                                          [&](int n, int e) { return 8 * n + (e & 1) >= limit[e / 2]; });
     };
 #pragma unroll
     for (int i = 0; i < kOTiles * 4; ++i) o[i] = 0.0f;
