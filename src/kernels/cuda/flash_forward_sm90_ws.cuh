@@ -383,8 +383,9 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
       wgmma_fence_registers(s);
       k_position.release(sm.k_empty);
       const bool rescale = softmax(s, t + 1, row_max, row_sum, correction);
-      // Pinned before the wait: otherwise the compiler sinks the softmax below it (it only
-      // feeds code after the wait), and nothing overlaps the PV product.
+      // Pinned before the wait in the PTX. (In SASS ptxas still waits for the PV product
+      // before the softmax; forcing the overlap measured slower with three consumers
+      // taking turns: cuda-kernels.md, the Hopper forward.)
       wgmma_fence_registers(s);
       wgmma_wait<0>();
       wgmma_fence_registers(o);
