@@ -343,11 +343,12 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
       const int diagonal_high = max(min(q_begin - key0, kBlockM + kBlockN), -kBlockM - kBlockN);
       // (The bound is computed in the test, which only the masked branch runs: computed
       // before it, it cost every tile ~14 instructions and non-causal launches 3 %.)
-      return online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, [&](int n, int e) {
+      auto dropped = [&](int n, int e) {
         const int row = warp_row + group + 8 * (e / 2);
         const int limit = p.causal ? min(key_limit, row + diagonal_high + 1) : key_limit;
         return 8 * n + (e & 1) >= limit - 2 * thread_in_group;
-      });
+      };
+      return online_softmax_tile<kSTiles>(s, row_max, row_sum, correction, sign, scale_log2, needs_mask, dropped);
     };
 #pragma unroll
     for (int i = 0; i < kOTiles * 4; ++i) o[i] = 0.0f;
