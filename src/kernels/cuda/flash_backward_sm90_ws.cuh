@@ -324,7 +324,7 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
       const float* buffer =
           sm.dq + dq_position.stage * Tile::kConsumers * kPartial + dq_row * Tile::kDqPitch + dq_column;
       // Rows dq_row + pass * kDqRowsPerPass: one pointer stepped a pass at a time, valid
-      // while below the rows left; predicated adds, not branches around them.
+      // while below the rows left (32 bits).
       float* target = dq_head + (reduce_begin + dq_row) * dq_row_stride;
       const int left = dq_column_used ? static_cast<int>(L - reduce_begin) - dq_row : 0;
 #pragma unroll
@@ -334,7 +334,7 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
             *reinterpret_cast<const float4*>(buffer + kPartial + pass * kDqRowsPerPass * Tile::kDqPitch);
         const float4 value = make_float4(ds_scale * (first.x + second.x), ds_scale * (first.y + second.y),
                                          ds_scale * (first.z + second.z), ds_scale * (first.w + second.w));
-        red_add_f32x4_if(target, value, pass * kDqRowsPerPass < left);
+        if (pass * kDqRowsPerPass < left) atomicAdd(reinterpret_cast<float4*>(target), value);
         target += dq_pass_step;
       }
       if constexpr (kOrdered) {

@@ -85,17 +85,6 @@ __device__ __forceinline__ void pass_turn(int* turn, int next) {
   asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(turn), "r"(next) : "memory");
 }
 
-// Adds the four floats of `value` to `target` (16-byte aligned; relaxed, GPU scope, as
-// atomicAdd) when `add`. Predicated: atomicAdd under an `if` became a branch around each
-// add (~6 instructions of reconvergence a row in the backward's producer).
-__device__ __forceinline__ void red_add_f32x4_if(float* target, float4 value, bool add) {
-  asm volatile(
-      "{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n @p red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n}\n" ::"l"(
-          target),
-      "f"(value.x), "f"(value.y), "f"(value.z), "f"(value.w), "r"(static_cast<int>(add))
-      : "memory");
-}
-
 __device__ __forceinline__ void copy_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 // Register reallocation of a warpgroup (sm_90a; the kernel needs a register cap at entry,
