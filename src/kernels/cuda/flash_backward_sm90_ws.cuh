@@ -193,10 +193,7 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
   const int tid = threadIdx.x;
   const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
   const bool chunk_used = copy_chunk < p.head_dim / 8;
-  // Rows copy_row + i * kRowsPerPass share copy_row's swizzle (a multiple of its 8-row
-  // period apart): their shared offsets are this plus i * kRowsPerPass * 64.
-  static_assert(kRowsPerPass % 8 == 0, "a pass of rows spans whole swizzle periods");
-  const int stage_offset = sw128_offset<kHeadDim>(kBlock, copy_row, copy_chunk);
+  const int stage_offset = sw128_offset<kHeadDim>(kBlock, copy_row, copy_chunk);  // copy_rows_stepped
   const int dq_row = tid / kVectorsPerRow, dq_column = (tid % kVectorsPerRow) * 4;
   const bool dq_column_used = dq_column < p.head_dim;
   const float ds_scale = p.scale * p.output_scale;
@@ -229,15 +226,10 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
       const Element* k_copy = p.k.row<const Element>(b, rows.first_row, kv_head) + copy_chunk * 8;
       const Element* v_copy = p.v.row<const Element>(b, rows.first_row, kv_head) + copy_chunk * 8;
       const std::int64_t k_stride = step * p.k.seq_stride, v_stride = step * p.v.seq_stride;
-#pragma unroll
-      for (int pass = 0; pass < kKeys / kRowsPerPass; ++pass) {
-        const int row = copy_row + pass * kRowsPerPass;
-        const std::int64_t j = k_begin + row;
-        const bool valid = chunk_used && j < L;
-        const int at = sw128_offset<kHeadDim>(kKeys, row, copy_chunk);
-        copy_async_16(sm.k + at, k_copy + (valid ? j : 0) * k_stride, valid);
-        copy_async_16(sm.v + at, v_copy + (valid ? j : 0) * v_stride, valid);
-      }
+      const int at = sw128_offset<kHeadDim>(kKeys, copy_row, copy_chunk);
+      const int keys_left = chunk_used ? static_cast<int>(L - k_begin) - copy_row : 0;
+      copy_rows_stepped<kKeys, kRowsPerPass>(sm.k + at, k_copy + (k_begin + copy_row) * k_stride, k_stride, keys_left);
+      copy_rows_stepped<kKeys, kRowsPerPass>(sm.v + at, v_copy + (k_begin + copy_row) * v_stride, v_stride, keys_left);
     }
     mbarrier_arrive_on_copies(sm.kv_full);
     kv_phase ^= 1;
@@ -254,28 +246,16 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
     const Element* q_next = q_base + copy_chunk * 8 + (q_first + copy_row) * q_row_stride;
     const Element* do_next = do_base + copy_chunk * 8 + (q_first + copy_row) * do_row_stride;
     const float2* terms_next = terms_row + (q_first + tid) * step;
-    // A step's rows of this thread: copy_row + pass * kRowsPerPass, from pointers stepped
-    // by kRowsPerPass rows into copy_row's shared offset plus whole swizzle periods,
-    // valid while below the rows left (32 bits: the host keeps seq_len < 2^31). Each row's
-    // address and 64-bit bound from its index took ~15 instructions a copy.
-    const std::int64_t q_pass_step = kRowsPerPass * q_row_stride, do_pass_step = kRowsPerPass * do_row_stride;
+    // A step's rows of this thread (copy_rows_stepped), bounds in 32 bits (the host keeps
+    // seq_len < 2^31).
     auto load_next_queries = [&]() {
       mbarrier_wait(sm.q_empty + q_position.stage, q_position.phase ^ 1);
       const int stage = q_position.stage;
       const int rows_left = static_cast<int>(L - next_begin);
       const int left = chunk_used ? rows_left - copy_row : 0;
-      Element* q_stage = sm.q + stage * Tile::kTile + stage_offset;
-      Element* do_stage = sm.dout + stage * Tile::kTile + stage_offset;
-      const Element* q_source = q_next;
-      const Element* do_source = do_next;
-#pragma unroll
-      for (int pass = 0; pass < kBlock / kRowsPerPass; ++pass) {
-        const bool valid = pass * kRowsPerPass < left;  // invalid: reads nothing, writes zeros
-        copy_async_16(q_stage + pass * kRowsPerPass * 64, q_source, valid);
-        copy_async_16(do_stage + pass * kRowsPerPass * 64, do_source, valid);
-        q_source += q_pass_step;
-        do_source += do_pass_step;
-      }
+      copy_rows_stepped<kBlock, kRowsPerPass>(sm.q + stage * Tile::kTile + stage_offset, q_next, q_row_stride, left);
+      copy_rows_stepped<kBlock, kRowsPerPass>(sm.dout + stage * Tile::kTile + stage_offset, do_next, do_row_stride,
+                                              left);
       if (tid < kBlock) {
         // Rows past the end get lse = delta = 0 beside zero Q and dO rows: their P is 1,
         // but dO = 0 and dS = 0, so they add nothing, and their dQ is not added.

@@ -180,10 +180,7 @@ __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
   const int tid = threadIdx.x;
   const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
   const bool chunk_used = copy_chunk < p.head_dim / 8;
-  // Rows copy_row + i * kRowsPerPass of a tile share copy_row's swizzle (kRowsPerPass is a
-  // multiple of its period of 8 rows): their shared offsets are this plus i * kRowsPerPass * 64.
-  static_assert(kRowsPerPass % 8 == 0, "a pass of rows spans whole swizzle periods");
-  const int stage_offset = sw128_offset<kHeadDim>(kBlockN, copy_row, copy_chunk);
+  const int stage_offset = sw128_offset<kHeadDim>(kBlockN, copy_row, copy_chunk);  // copy_rows_stepped
   RingPosition<Tile::kStages> k_position, v_position;
   RingPosition<Tile::kItemSlots> item_position;
   unsigned q_phase = 0;
@@ -230,26 +227,16 @@ __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
     mbarrier_arrive_on_copies(sm.q_full);
     q_phase ^= 1;
 
-    // Key tile `tile` of K or V into the ring's next stage, once the consumers freed it.
-    // This thread copies rows copy_row + pass * kRowsPerPass of the tile: from one pointer
-    // stepped by kRowsPerPass rows, into the shared offset of copy_row plus whole swizzle
-    // periods (stage_offset), valid while below rows_left (the rows of the sequence past
-    // this thread's first row of the tile; 0 for chunks past the head dim). Computing
-    // each row's address from its index instead took ~16 instructions a copy, a fifth of
-    // the SM's issue slots next to the consumers'.
+    // Key tile `tile` of K or V into the ring's next stage, once the consumers freed it:
+    // this thread's rows copy_row + i * kRowsPerPass (copy_rows_stepped), rows_left of them
+    // in the sequence from its first row of tile 0 (0 for chunks past the head dim).
     const int rows_left = chunk_used ? L - copy_row : 0;
     auto load = [&](Element* ring, std::uint64_t* full, std::uint64_t* empty, RingPosition<Tile::kStages>& position,
                     const Element* sequence, std::int64_t stride, int tile) {
       mbarrier_wait(empty + position.stage, position.phase ^ 1);
-      Element* stage = ring + position.stage * kBlockN * kHeadDim + stage_offset;
-      const Element* source = sequence + (static_cast<std::int64_t>(tile) * kBlockN + copy_row) * stride;
-      const int left = rows_left - tile * kBlockN;
-#pragma unroll
-      for (int pass = 0; pass < kBlockN / kRowsPerPass; ++pass) {
-        const bool valid = pass * kRowsPerPass < left;
-        copy_async_16(stage + pass * kRowsPerPass * 64, source, valid);  // invalid: reads nothing, writes zeros
-        source += kRowsPerPass * stride;
-      }
+      copy_rows_stepped<kBlockN, kRowsPerPass>(
+          ring + position.stage * kBlockN * kHeadDim + stage_offset,
+          sequence + (static_cast<std::int64_t>(tile) * kBlockN + copy_row) * stride, stride, rows_left - tile * kBlockN);
       mbarrier_arrive_on_copies(full + position.stage);
       position.advance();
     };
