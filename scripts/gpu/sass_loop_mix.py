@@ -14,23 +14,9 @@ blocks: the iteration most tiles run), opcodes without their modifiers.
 import argparse
 import collections
 import re
-import subprocess
 import sys
 
-
-def kernels(path):
-    sass = subprocess.run(["cuobjdump", "-sass", path], capture_output=True, text=True, check=True).stdout
-    current, found = None, {}
-    for line in sass.splitlines():
-        name = re.search(r"Function : (\S+)", line)
-        if name:
-            current = name.group(1)
-            found[current] = []
-            continue
-        instruction = re.match(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
-        if instruction and current:
-            found[current].append((int(instruction.group(1), 16), instruction.group(2).strip()))
-    return found
+from check_wgmma_fragments import kernels  # the SASS of an object, by kernel
 
 
 def opcode(text):
@@ -42,6 +28,29 @@ def opcode(text):
 def branch_target(text):
     match = re.search(r"BRA(?:\.\S+)?\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)
     return int(match.group(1), 16) if match else None
+
+
+def loop_mixes(code, min_length=200, skip_over=50):
+    """(start, end, length, main-path Counter) of each loop of `code` ((address, text)
+    pairs) with at least min_length instructions."""
+    index = {address: i for i, (address, _) in enumerate(code)}
+    loops = []
+    for i, (address, text) in enumerate(code):
+        target = branch_target(text)
+        if target is None or target >= address or target not in index:
+            continue
+        body = code[index[target]:i + 1]
+        if len(body) < min_length:
+            continue
+        skipped = []
+        for at, line in body:
+            forward = branch_target(line)
+            jumped_over = (forward - at) // 16 - 1 if forward else 0  # instructions the branch skips
+            if forward and forward > at and jumped_over > skip_over and forward <= address:
+                skipped.append((at + 16, forward))
+        path = [line for at, line in body if not any(low <= at < high for low, high in skipped)]
+        loops.append((target, address, len(body), collections.Counter(opcode(line) for line in path)))
+    return loops
 
 
 def main():
@@ -56,24 +65,10 @@ def main():
     for name, code in kernels(args.object).items():
         if args.kernel not in name:
             continue
-        index = {address: i for i, (address, _) in enumerate(code)}
         print(f"== {name}")
-        for i, (address, text) in enumerate(code):
-            target = branch_target(text)
-            if target is None or target >= address or target not in index:
-                continue
-            body = code[index[target]:i + 1]
-            if len(body) < args.min_length:
-                continue
-            skipped = []
-            for at, line in body:
-                forward = branch_target(line)
-                if forward and forward > at and (forward - at) // 16 > args.skip_over and forward <= address:
-                    skipped.append((at + 16, forward))
-            path = [line for at, line in body if not any(low <= at < high for low, high in skipped)]
-            mix = collections.Counter(opcode(line) for line in path)
+        for start, end, length, mix in loop_mixes(code, args.min_length, args.skip_over):
             top = ", ".join(f"{op} {count}" for op, count in mix.most_common(args.top))
-            print(f"loop {target:#x}-{address:#x}: {len(body)} instructions, main path {len(path)}: {top}")
+            print(f"loop {start:#x}-{end:#x}: {length} instructions, main path {sum(mix.values())}: {top}")
     return 0
 
 
