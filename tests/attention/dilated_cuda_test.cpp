@@ -8,6 +8,7 @@
 #include <cmath>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "longnet/attention/dilated_attention.hpp"
@@ -44,6 +45,18 @@ void expect_same_bits(const Result& first, const Result& again, const std::strin
   EXPECT_EQ(first.grads.dq.to_vector<float>(), again.grads.dq.to_vector<float>()) << "dq " << what;
   EXPECT_EQ(first.grads.dk.to_vector<float>(), again.grads.dk.to_vector<float>()) << "dk " << what;
   EXPECT_EQ(first.grads.dv.to_vector<float>(), again.grads.dv.to_vector<float>()) << "dv " << what;
+}
+
+// `repeats` deterministic runs of one problem, each bit for bit the first, and then the
+// atomic (non-deterministic) run: {first deterministic, atomic}.
+std::pair<Result, Result> repeated_then_atomic(DilatedAttentionConfig config, const ProblemTensors& t, int repeats,
+                                               const std::string& what) {
+  config.deterministic = true;
+  Result first = run(config, t);
+  for (int repeat = 0; repeat < repeats; ++repeat) expect_same_bits(first, run(config, t), what);
+  config.deterministic = false;
+  Result atomic = run(config, t);
+  return {std::move(first), std::move(atomic)};
 }
 
 // Exact paths: f32 on the GPU against the oracle, like the CPU kernel.
@@ -391,15 +404,8 @@ TEST(DilatedAttentionCuda, DeterministicModeIsBitwiseRepeatable) {
   SKIP_WITHOUT_GPU();
   const DilatedProblem p = edge(2000, 8, 4, 64, {{512, 1}, {1024, 2}, {2000, 4}}, kernels::DilatedMode::longnet, true);
   const ProblemTensors t = on(random_tensors(p, 17, DType::bf16), kGpu);
-  DilatedAttentionConfig config = config_of(p);
-  config.deterministic = true;
-  const Result first = run(config, t);
-  for (int repeat = 0; repeat < 3; ++repeat) {
-    expect_same_bits(first, run(config, t), describe(p));
-  }
-  config.deterministic = false;  // atomics: same values to rounding
-  const Result atomic = run(config, t);
-  EXPECT_LT(relative_l2_error(atomic.grads.dq, first.grads.dq), 1e-2);
+  const auto [first, atomic] = repeated_then_atomic(config_of(p), t, 3, describe(p));
+  EXPECT_LT(relative_l2_error(atomic.grads.dq, first.grads.dq), 1e-2);  // atomics: same values to rounding
 }
 
 // Deterministic non-causal launches add dQ in one of two orders (flash_backward_sm90_ws.cuh):
@@ -414,14 +420,7 @@ TEST(DilatedAttentionCuda, NonCausalDeterministicOrdersAreBitwiseRepeatable) {
       edge(9000, 2, 2, 64, {{9000, 1}}, kernels::DilatedMode::head_groups, false)};
   for (const DilatedProblem& p : problems) {
     const ProblemTensors t = on(random_tensors(p, 23, DType::bf16), kGpu);
-    DilatedAttentionConfig config = config_of(p);
-    config.deterministic = true;
-    const Result first = run(config, t);
-    for (int repeat = 0; repeat < 2; ++repeat) {
-      expect_same_bits(first, run(config, t), describe(p));
-    }
-    config.deterministic = false;
-    const Result atomic = run(config, t);
+    const auto [first, atomic] = repeated_then_atomic(config_of(p), t, 2, describe(p));
     // A missing key tile's share of dQ would be 1/71 (1.4 %) of it at the least.
     EXPECT_LT(relative_l2_error(atomic.grads.dq, first.grads.dq), 4e-3) << describe(p);
     EXPECT_LT(relative_l2_error(atomic.grads.dk, first.grads.dk), 4e-3) << describe(p);
