@@ -84,7 +84,7 @@ struct WarpSpecializedBackwardShared {
   Element* dout;  // [kStages][kTile]
   Element* ds;    // [kConsumers][kBlock keys x kBlock queries]
   float* dq;      // [kDqBuffers][kConsumers][kBlock][kDqPitch]
-  float2* terms;  // [kStages][kBlock]
+  float* terms;  // [kStages][2][kBlock]: lse · log2 e, then delta / alpha, of a step's rows
 
   __device__ __forceinline__ explicit WarpSpecializedBackwardShared(unsigned char* raw) {
     auto* barriers = reinterpret_cast<std::uint64_t*>(raw);
@@ -104,7 +104,7 @@ struct WarpSpecializedBackwardShared {
     dout = q + Tile::kStages * Tile::kTile;
     ds = dout + Tile::kStages * Tile::kTile;
     dq = reinterpret_cast<float*>(ds + Tile::kKeys * Tile::kBlock);
-    terms = reinterpret_cast<float2*>(dq + Tile::kDqBuffers * Tile::kConsumers * Tile::kBlock * Tile::kDqPitch);
+    terms = dq + Tile::kDqBuffers * Tile::kConsumers * Tile::kBlock * Tile::kDqPitch;
   }
 };
 
@@ -259,7 +259,9 @@ __device__ __forceinline__ void backward_producer(const PatternLaunch& p,
       if (tid < kBlock) {
         // Rows past the end get lse = delta = 0 beside zero Q and dO rows: their P is 1,
         // but dO = 0 and dS = 0, so they add nothing, and their dQ is not added.
-        copy_async_8(sm.terms + stage * kBlock + tid, terms_next, tid < rows_left);
+        float* terms_stage = sm.terms + stage * 2 * kBlock;
+        copy_async_4(terms_stage + tid, &terms_next->x, tid < rows_left);
+        copy_async_4(terms_stage + kBlock + tid, &terms_next->y, tid < rows_left);
       }
       mbarrier_arrive_on_copies(sm.q_full + stage);
       q_position.advance();
@@ -421,7 +423,8 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       mbarrier_wait(sm.q_full + stage, q_position.phase);
       fence_proxy_async();  // copied through the generic proxy, read by the tensor cores
       if constexpr (!kDq) load_kv_fragments();
-      const float2* sTerms = sm.terms + stage * kBlock;
+      const float* sLse = sm.terms + stage * 2 * kBlock;
+      const float* sDelta = sLse + kBlock;
 
       // S^T = K Q^T and dP^T = V dO^T (this warpgroup's 64 keys x 64 queries each), in
       // two groups: P^T is computed from S^T while the tensor cores still work on dP^T.
@@ -461,14 +464,14 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       }
       auto masked_out = [&](int r, int c) { return c < below[r]; };
       if (key_tail || diagonal) {
-        backward_probabilities<true>(st, sTerms, p.scale_log2, t, masked_out);
+        backward_probabilities<true>(st, sLse, p.scale_log2, t, masked_out);
       } else {
-        backward_probabilities<false>(st, sTerms, p.scale_log2, t, masked_out);
+        backward_probabilities<false>(st, sLse, p.scale_log2, t, masked_out);
       }
       wgmma_fence_registers(st);  // pinned before the wait
       wgmma_wait<0>();
       wgmma_fence_registers(dpt);
-      backward_ds(st, dpt, sTerms, t);
+      backward_ds(st, dpt, sDelta, t);
       std::uint32_t a_p[4][4], a_ds[4][4];
       pack_backward_fragments<Element>(st, dpt, a_p, a_ds);
       if constexpr (kDq) store_ds_tile<Element>(ds_tile, kBlock, 0, dpt, warp, g, t);
