@@ -374,6 +374,19 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
   const std::uint64_t do_columns_desc = matrix_descriptor(sm.dout, kBlock * 128, 1024);
   Element* const ds_tile = sm.ds + consumer * kBlock * kBlock;  // this warpgroup's dS^T
   const std::uint64_t ds_desc = matrix_descriptor(ds_tile, kBlock * 128, 1024);
+  // The shared addresses this lane gives stmatrix for dS^T: row j = lane % 8 of matrix
+  // i = lane / 8 of a_ds[m], i.e. key row 16 warp + 8 (i % 2) + j at query chunk
+  // 2 m + i / 2 of the swizzled tile (chunk c of row r at c ^ (r % 8)).
+  std::uint32_t ds_rows[4];
+  {
+    const int lane_in_warp = static_cast<int>(threadIdx.x % 32);
+    const int i = lane_in_warp / 8, j = lane_in_warp % 8;
+    const int key_row = (static_cast<int>(threadIdx.x / 32) % 4) * 16 + 8 * (i % 2) + j;
+#pragma unroll
+    for (int m = 0; m < 4; ++m) {
+      ds_rows[m] = shared_address(ds_tile + sw128_offset<64>(kBlock, key_row, 2 * m + i / 2));
+    }
+  }
   const std::uint64_t k_columns_desc = matrix_descriptor(sm.k + consumer * kBlock * 64, kKeys * 128, 1024);
 
   RingPosition<Tile::kStages> q_position;
@@ -474,7 +487,13 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       backward_ds(st, dpt, sDelta, t);
       std::uint32_t a_p[4][4], a_ds[4][4];
       pack_backward_fragments<Element>(st, dpt, a_p, a_ds);
-      if constexpr (kDq) store_ds_tile<Element>(ds_tile, kBlock, 0, dpt, warp, g, t);
+      if constexpr (kDq) {
+        // dS^T to this warpgroup's tile: a_ds[m] holds the four 8 x 8 matrices (query
+        // columns 16 m.. and 16 m + 8.., each of key rows +0 and +8 of the warp's 16),
+        // stmatrix's order, so four stmatrix instead of 16 four-byte stores.
+#pragma unroll
+        for (int m = 0; m < 4; ++m) store_matrix_x4(ds_rows[m], a_ds[m]);
+      }
       // dV += P^T dO.
       wgmma_fence();
       wgmma_key_rows_step<Element, kHeadDim>(dv, a_p, do_columns_desc, stage * kStageBytes);

@@ -63,6 +63,15 @@ __device__ __forceinline__ void load_matrix_x4(std::uint32_t (&out)[4], const vo
                : "r"(shared_address(shared)));
 }
 
+// stmatrix (sm_90): four 8 x 8 b16 matrices; register i holds this lane's two elements
+// (row lane / 4, columns 2 (lane % 4), + 1) of matrix i, and lane 8 i + j gives the address
+// of row j of matrix i (16 bytes).
+__device__ __forceinline__ void store_matrix_x4(std::uint32_t shared, const std::uint32_t (&in)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(shared), "r"(in[0]),
+               "r"(in[1]), "r"(in[2]), "r"(in[3])
+               : "memory");
+}
+
 __device__ __forceinline__ void load_matrix_x4_transposed(std::uint32_t (&out)[4], const void* shared) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(out[0]), "=r"(out[1]), "=r"(out[2]), "=r"(out[3])
