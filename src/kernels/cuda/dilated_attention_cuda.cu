@@ -113,7 +113,11 @@ void forward(const DilatedAttentionParams& p) {
   const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, D = p.head_dim;
   const bool merge = p.mode == DilatedMode::longnet && p.patterns.size() > 1;
 
-  cuda::fill<Compute>(p.lse, B * H * N, static_cast<Compute>(-INFINITY), stream);
+  // LongNet mode whose first pattern has dilation 1: that pattern reaches every row of
+  // every head, so its launch stores the accumulators and lse (PatternLaunch::store_first)
+  // and neither is filled first.
+  const bool store_first = merge && tensor_cores && p.patterns.front().dilation_rate == 1;
+  if (!store_first) cuda::fill<Compute>(p.lse, B * H * N, static_cast<Compute>(-INFINITY), stream);
   Tensor accumulator;
   // Rows no pattern reaches are zero: written by the warp-specialised Hopper kernel's
   // work items where they cover them all, else filled here first.
@@ -122,7 +126,8 @@ void forward(const DilatedAttentionParams& p) {
   const bool kernel_zeroes =
       unreached_rows && tensor_cores && cuda::use_sm90_kernels() && items_cover_unreached_rows(p, rows);
   if (merge) {
-    accumulator = Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);
+    accumulator = store_first ? Tensor::empty({B, N, H, D}, dtype_of<Compute>::value, device)
+                              : Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);
   } else if (unreached_rows && !kernel_zeroes) {
     zero_rows(p.out, p, H, device);
   }
@@ -134,6 +139,7 @@ void forward(const DilatedAttentionParams& p) {
       const std::size_t last = merge ? first + 1 : std::min(p.patterns.size(), first + cuda::kMaxSlots);
       PatternLaunch l = pattern_launch(p, first, rows);
       l.merge = merge;
+      l.store_first = store_first && first == 0;
       l.zero_unreached = kernel_zeroes;
       // A merging launch may start while the previous pattern's finishes (its CTAs wait
       // for it before merging): nothing is queued between them.

@@ -36,6 +36,19 @@ __device__ __forceinline__ void finish_query_row(const PatternLaunch& p, std::in
     if (thread_in_group == 0) *lse_slot = lse;
     return;
   }
+  float* acc = static_cast<float*>(p.out_accumulator) + ((b * p.seq_len + n_row) * p.heads + h) * p.head_dim;
+  if (p.store_first) {  // the row's first contribution, into unfilled accumulators
+    if (!valid) return;
+#pragma unroll
+    for (int n = 0; n < kHeadDim / 8; ++n) {
+      const int d = 8 * n + 2 * thread_in_group;
+      if (d < p.head_dim) {
+        *reinterpret_cast<float2*>(acc + d) = make_float2(value(n, 0) * inverse, value(n, 1) * inverse);
+      }
+    }
+    if (thread_in_group == 0) *lse_slot = lse;
+    return;
+  }
   const float old_lse = valid ? *lse_slot : -INFINITY;
   __syncwarp();  // all four lanes read the old lse before lane 0 replaces it
   if (!valid) return;
@@ -45,7 +58,6 @@ __device__ __forceinline__ void finish_query_row(const PatternLaunch& p, std::in
     old_weight = __expf(old_lse - merged);
     new_weight = inverse * __expf(lse - merged);
   }
-  float* acc = static_cast<float*>(p.out_accumulator) + ((b * p.seq_len + n_row) * p.heads + h) * p.head_dim;
 #pragma unroll
   for (int n = 0; n < kHeadDim / 8; ++n) {
     const int d = 8 * n + 2 * thread_in_group;

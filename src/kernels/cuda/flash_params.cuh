@@ -102,6 +102,10 @@ struct PatternLaunch {
   // instead of writing `out` directly — for rows that more than one pattern reaches.
   bool merge = false;
   void* out_accumulator = nullptr;  // float (double for f64)
+  // Forward, merging: this launch's pattern reaches every row of every head (LongNet mode,
+  // dilation 1) and runs first, so it stores each row's normalised output and lse instead
+  // of merging (the accumulators and lse are not filled first: ~0.5 GB of traffic at 128K).
+  bool store_first = false;
   // Forward (warp-specialised Hopper kernel, direct writes): each work item also writes
   // zeros to the output rows of its head that its pattern does not reach (the dilated gaps
   // of its rows), so no separate fill of the output is needed. The host sets it only when
