@@ -117,7 +117,6 @@ void forward(const DilatedAttentionParams& p) {
   // every head, so its launch stores the accumulators and lse (PatternLaunch::store_first)
   // and neither is filled first.
   const bool store_first = merge && tensor_cores && p.patterns.front().dilation_rate == 1;
-  if (!store_first) cuda::fill<Compute>(p.lse, B * H * N, static_cast<Compute>(-INFINITY), stream);
   Tensor accumulator;
   // Rows no pattern reaches are zero: written by the warp-specialised Hopper kernel's
   // work items where they cover them all, else filled here first.
@@ -125,6 +124,12 @@ void forward(const DilatedAttentionParams& p) {
   const bool unreached_rows = !merge && !every_row_reached(p);
   const bool kernel_zeroes =
       unreached_rows && tensor_cores && cuda::use_sm90_kernels() && items_cover_unreached_rows(p, rows);
+  // lse: the tensor-core epilogues write it for every row a pattern reaches, and the items
+  // that zero unreached rows write their -inf; otherwise (and where merging launches read
+  // it before a store_first launch wrote it) it is filled with -inf first. A fill is a
+  // launch of its own, ~5 % of a short (8K) forward.
+  const bool lse_written = merge ? store_first : tensor_cores && (!unreached_rows || kernel_zeroes);
+  if (!lse_written) cuda::fill<Compute>(p.lse, B * H * N, static_cast<Compute>(-INFINITY), stream);
   if (merge) {
     accumulator = store_first ? Tensor::empty({B, N, H, D}, dtype_of<Compute>::value, device)
                               : Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);

@@ -100,8 +100,8 @@ __device__ __forceinline__ ForwardItem forward_item(const PatternLaunch& p, std:
   return w;
 }
 
-// Writes zeros to the output rows of an item's head that its pattern does not reach and
-// that belong to the item (unreached_rows_of_item, dilation.hpp; the host checks that the
+// Writes zeros to the output rows of an item's head that its pattern does not reach, and
+// -inf to their lse, for the rows that belong to the item (unreached_rows_of_item, dilation.hpp; the host checks that the
 // items cover every such row). `thread` of `threads` (a multiple of the chunks per row).
 template <class Element, int kHeadDim>
 __device__ __forceinline__ void zero_unreached_rows(const PatternLaunch& p, const ForwardItem& w, int block_m,
@@ -118,6 +118,9 @@ __device__ __forceinline__ void zero_unreached_rows(const PatternLaunch& p, cons
     if (index >= rows.head_rows && t >= w.segment_rows) continue;  // past the segment's end
     Element* row = p.out.row<Element>(w.batch, segment_start + t, w.head);
     *reinterpret_cast<uint4*>(row + chunk * 8) = make_uint4(0, 0, 0, 0);
+    if (chunk == 0) {  // and its lse (no fill of lse before the launch)
+      static_cast<float*>(p.lse)[(w.batch * p.heads + w.head) * p.seq_len + segment_start + t] = -INFINITY;
+    }
   }
 }
 
