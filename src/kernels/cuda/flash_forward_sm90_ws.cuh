@@ -219,16 +219,9 @@ __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
     const Element* v_copy = p.v.row<const Element>(w.batch, w.first_row, kv_head) + copy_chunk * 8;
 
     mbarrier_wait(sm.q_empty, q_phase ^ 1);  // the consumers' last score product of the previous item is done
-    {  // as the key tiles below: one stepped pointer, whole swizzle periods, rows left
-      Element* q_stage = sm.q + sw128_offset<kHeadDim>(kBlockM, copy_row, copy_chunk);
-      const Element* q_source = q_copy + static_cast<std::int64_t>(q_begin + copy_row) * q_stride;
-      const int q_left = chunk_used ? L - q_begin - copy_row : 0;
-#pragma unroll
-      for (int pass = 0; pass < kBlockM / kRowsPerPass; ++pass) {
-        copy_async_16(q_stage + pass * kRowsPerPass * 64, q_source, pass * kRowsPerPass < q_left);
-        q_source += kRowsPerPass * q_stride;
-      }
-    }
+    copy_rows_stepped<kBlockM, kRowsPerPass>(sm.q + sw128_offset<kHeadDim>(kBlockM, copy_row, copy_chunk),
+                                             q_copy + static_cast<std::int64_t>(q_begin + copy_row) * q_stride,
+                                             q_stride, chunk_used ? L - q_begin - copy_row : 0);
     mbarrier_arrive_on_copies(sm.q_full);
     q_phase ^= 1;
 
