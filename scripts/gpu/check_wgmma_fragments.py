@@ -45,17 +45,74 @@ def written_registers(text):
     return {first + i for i in range(width)}
 
 
+def branch_target(text):
+    """The address a BRA jumps to (cuobjdump's `BRA 0x1fc0`, nvdisasm's `BRA `(.L_x_1) 0x1fc0`)."""
+    match = re.search(r"BRA(?:\.\S+)?\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)
+    return int(match.group(1), 16) if match else None
+
+
+def loop_bodies(instructions):
+    """The natural loop of each back edge (a branch to an address at or before it): the
+    indices of the instructions of every basic block that reaches the branch without
+    passing its target. ptxas may place a loop's latch after code that runs once the loop
+    has ended (an epilogue), so the address range between target and branch is not the loop."""
+    index = {address: i for i, (address, _) in enumerate(instructions)}
+    count = len(instructions)
+    leaders = {0}
+    for i, (_, text) in enumerate(instructions):
+        target = branch_target(text)
+        if target is not None and target in index:
+            leaders.add(index[target])
+        if target is not None or re.match(r"(@!?U?P\w+\s+)?(EXIT|RET)", text):
+            leaders.add(i + 1)
+    starts = sorted(leader for leader in leaders if leader < count)
+    block_of = {}
+    blocks = []
+    for b, start in enumerate(starts):
+        end = starts[b + 1] if b + 1 < len(starts) else count
+        blocks.append(range(start, end))
+        for i in range(start, end):
+            block_of[i] = b
+    predecessors = [set() for _ in blocks]
+    for b, block in enumerate(blocks):
+        last = instructions[block[-1]][1]
+        predicated = last.startswith("@")
+        target = branch_target(last)
+        successors = []
+        if target is not None and target in index:
+            successors.append(block_of[index[target]])
+        ends = target is not None or re.match(r"(@!?U?P\w+\s+)?(EXIT|RET)", last)
+        if (not ends or predicated) and block[-1] + 1 < count:
+            successors.append(block_of[block[-1] + 1])
+        for successor in successors:
+            predecessors[successor].add(b)
+    loops = []
+    for i, (address, text) in enumerate(instructions):
+        target = branch_target(text)
+        if target is None or target > address or target not in index:
+            continue
+        header, latch = block_of[index[target]], block_of[i]
+        body, work = {header}, []
+        if latch != header:
+            body.add(latch)
+            work.append(latch)
+        while work:
+            for predecessor in predecessors[work.pop()]:
+                if predecessor not in body:
+                    body.add(predecessor)
+                    work.append(predecessor)
+        loops.append(sorted(j for b in body for j in blocks[b]))
+    return loops
+
+
 def problems(instructions):
     found = []
-    for address, text in instructions:
-        branch = re.search(r"BRA (0x[0-9a-f]+)", text)
-        if not branch or int(branch.group(1), 16) >= address:
-            continue
-        start = int(branch.group(1), 16)
-        body = [(a, t) for a, t in instructions if start <= a <= address]
+    for body_indices in loop_bodies(instructions):
+        body = [instructions[j] for j in body_indices]
+        inside = set(body_indices)
         loaded_before = set()
-        for a, t in instructions:
-            if a < start and t.startswith("LDSM"):
+        for j, (_, t) in enumerate(instructions):
+            if j not in inside and t.startswith("LDSM"):
                 loaded_before |= written_registers(t)
         read_by_products = set()
         for _, t in body:
@@ -66,7 +123,7 @@ def problems(instructions):
         for a, t in body:
             if written_registers(t) & held:
                 found.append(f"{a:#x} {t}")
-    return found
+    return sorted(set(found))
 
 
 def main():

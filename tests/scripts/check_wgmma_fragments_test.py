@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Unit test of scripts/gpu/check_wgmma_fragments.py on hand-written SASS: the miscompile
 it looks for (a fragment register that an LDSM before a loop loaded, that an HGMMA in the
-loop reads, written inside the loop) is flagged; the same loop without the write, and a
-loop that reloads its fragments, are not."""
+loop reads, written inside the loop) is flagged; the same loop without the write, a
+loop that reloads its fragments, and code that runs after the loop but sits before its latch
+(ptxas places epilogues there), are not."""
 import pathlib
 import sys
 import unittest
@@ -36,6 +37,17 @@ class CheckWgmmaFragments(unittest.TestCase):
         code = sass("MOV R1, R2", "LDSM.16.M88.4 R152, [R12]", *LOOP_HEAD, "F2FP.BF16.F32.PACK_AB R153, R57, R56",
                     BACK_EDGE)
         self.assertEqual(check.problems(code), [])
+
+    def test_code_placed_between_the_loop_and_its_latch_is_not_in_the_loop(self):
+        # 0x110 loop head; 0x140 leaves the loop for the epilogue at 0x150, which writes the
+        # fragment register once the loop is over; the latch at 0x170 branches back.
+        code = sass(*PROLOGUE, *LOOP_HEAD, "@P1 BRA 0x170", "LOP3.LUT R153, R24, 0x10, RZ, 0xfc, !PT", "EXIT",
+                    "BRA 0x110")
+        self.assertEqual(check.problems(code), [])
+        # The same write inside the loop (on the path to the latch) is flagged.
+        code = sass(*PROLOGUE, *LOOP_HEAD, "@P1 BRA 0x170", "EXIT", "NOP", "LOP3.LUT R153, R24, 0x10, RZ, 0xfc, !PT",
+                    "BRA 0x110")
+        self.assertEqual(len(check.problems(code)), 1)
 
     def test_written_registers_follows_the_access_width(self):
         self.assertEqual(check.written_registers("LDS.128 R4, [R2]"), {4, 5, 6, 7})

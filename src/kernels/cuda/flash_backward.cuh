@@ -336,13 +336,13 @@ __global__ void __launch_bounds__(BackwardTile<kHeadDim>::kThreads) flash_backwa
     if constexpr (kSparse) copy_async_wait<0>();  // a key block no query lists still copied K, V
 
       // This head's dK, dV for the rows this CTA owns (zero where no query reached them).
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const std::int64_t j = k_begin + warp_row + g + 8 * r;
-      if (j >= key_limit) continue;
-      finish_key_row<Element, kHeadDim>(
-          p, b, kv_head, first_row + j * step, p.store_kv, p.scale, [&](int n, int j2) { return dk[n][2 * r + j2]; },
-          [&](int n, int j2) { return dv[n][2 * r + j2]; });
+    {
+      const std::int64_t j = k_begin + warp_row + g;
+      const std::int64_t rows[2] = {first_row + j * step, first_row + (j + 8) * step};
+      const bool valid[2] = {j < key_limit, j + 8 < key_limit};
+      finish_key_rows<Element, kHeadDim>(
+          p, b, kv_head, rows, valid, p.store_kv, p.scale, [&](int r, int n, int j2) { return dk[n][2 * r + j2]; },
+          [&](int r, int n, int j2) { return dv[n][2 * r + j2]; });
     }
   }
 }

@@ -522,13 +522,13 @@ __global__ void __launch_bounds__(Sm90BackwardTile<kHeadDim, kSm90BackwardGroups
     if constexpr (kSparse) copy_async_wait<0>();  // a key block no query lists still copied K, V
 
       // This head's dK, dV for the rows this CTA owns (zero where no query reached them).
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const std::int64_t j = k_group + warp * 16 + g + 8 * r;
-      if (j >= key_limit) continue;
-      finish_key_row<Element, kHeadDim>(
-          p, b, kv_head, first_row + j * step, kStoreKv, ds_scale, [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; },
-          [&](int n, int j2) { return dv[4 * n + 2 * r + j2]; });
+    {
+      const std::int64_t j = k_group + warp * 16 + g;
+      const std::int64_t rows[2] = {first_row + j * step, first_row + (j + 8) * step};
+      const bool valid[2] = {j < key_limit, j + 8 < key_limit};
+      finish_key_rows<Element, kHeadDim>(
+          p, b, kv_head, rows, valid, kStoreKv, ds_scale, [&](int r, int n, int j2) { return dk[4 * n + 2 * r + j2]; },
+          [&](int r, int n, int j2) { return dv[4 * n + 2 * r + j2]; });
     }
   }
 #else

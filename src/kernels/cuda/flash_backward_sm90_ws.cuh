@@ -396,6 +396,11 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
     const BackwardHeadRows rows = backward_head_rows(p, h, segment, k_begin);
     if (!rows.active) continue;
     const std::int64_t L = rows.length;
+    // This thread's two key rows; the adds at the head's end read them (prefetched now).
+    const std::int64_t key_row = k_group + warp * 16 + g;
+    const std::int64_t key_rows[2] = {rows.first_row + key_row * rows.step, rows.first_row + (key_row + 8) * rows.step};
+    const bool key_valid[2] = {key_row < L, key_row + 8 < L};
+    prefetch_key_rows<kHeadDim>(p, kStoreKv, b, kv_head, key_rows, key_valid);
     mbarrier_wait(sm.kv_full, kv_phase);
     fence_proxy_async();
     kv_phase ^= 1;
@@ -546,14 +551,9 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
     // This head's dK, dV for the rows this warpgroup owns (zero where no query reached them),
     // once the previous pattern's launch has added its own (overlap_previous).
     if (p.overlap_previous) wait_for_previous_launch();
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const std::int64_t j = k_group + warp * 16 + g + 8 * r;
-      if (j >= L) continue;
-      finish_key_row<Element, kHeadDim>(
-          p, b, kv_head, rows.first_row + j * rows.step, kStoreKv, ds_scale,
-          [&](int n, int j2) { return dk[4 * n + 2 * r + j2]; }, [&](int n, int j2) { return dv[4 * n + 2 * r + j2]; });
-    }
+    finish_key_rows<Element, kHeadDim>(
+        p, b, kv_head, key_rows, key_valid, kStoreKv, ds_scale, [&](int r, int n, int j2) { return dk[4 * n + 2 * r + j2]; },
+        [&](int r, int n, int j2) { return dv[4 * n + 2 * r + j2]; });
   }
   // Every CTA: this launch completes after the previous one (what the conversion after
   // the last pattern relies on).

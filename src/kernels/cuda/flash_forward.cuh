@@ -333,12 +333,12 @@ __global__ void __launch_bounds__(ForwardTile<kHeadDim>::kThreads)
     // Epilogue: normalise, then write or merge (rows without keys: 0 and -inf).
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const std::int64_t i = q_begin + warp_row + 16 * m + group + 8 * r;
-      finish_query_row<Element, kHeadDim>(p, b, h, first_row + i * row_step, i < query_limit, row_sum[m][r],
-                                          row_max[m][r] * scale_log2, [&](int n, int j) { return o[m][n][2 * r + j]; });
-    }
+    const std::int64_t i = q_begin + warp_row + 16 * m + group;
+    const std::int64_t rows[2] = {first_row + i * row_step, first_row + (i + 8) * row_step};
+    const bool valid[2] = {i < query_limit, i + 8 < query_limit};
+    const float max_log2[2] = {row_max[m][0] * scale_log2, row_max[m][1] * scale_log2};
+    finish_query_rows<Element, kHeadDim>(p, b, h, rows, valid, row_sum[m], max_log2,
+                                         [&](int r, int n, int j) { return o[m][n][2 * r + j]; });
   }
 }
 

@@ -366,11 +366,13 @@ __global__ void __launch_bounds__(Sm90ForwardTile<kHeadDim>::kThreads, Sm90Forwa
   }
   copy_async_wait<0>();  // a query block without keys still copied Q
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const std::int64_t i = q_begin + warp_row + group + 8 * r;
-    finish_query_row<Element, kHeadDim>(p, b, h, i, i < query_limit, row_sum[r],
-                                        row_max[r] * scale_log2, [&](int n, int j) { return o[4 * n + 2 * r + j]; });
+  {
+    const std::int64_t i = q_begin + warp_row + group;
+    const std::int64_t rows[2] = {i, i + 8};
+    const bool valid[2] = {i < query_limit, i + 8 < query_limit};
+    const float max_log2[2] = {row_max[0] * scale_log2, row_max[1] * scale_log2};
+    finish_query_rows<Element, kHeadDim>(p, b, h, rows, valid, row_sum, max_log2,
+                                         [&](int r, int n, int j) { return o[4 * n + 2 * r + j]; });
   }
 #else
   (void)p;

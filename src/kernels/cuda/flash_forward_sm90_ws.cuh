@@ -315,6 +315,11 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     // fewer registers in the loop.
     const int L = static_cast<int>(w.length), q_begin = static_cast<int>(w.q_begin);
     const int kv_tiles = static_cast<int>(forward_key_tiles(p, w, kBlockM, kBlockN));
+    // This thread's two output rows; a merge at the item's end reads them (prefetched now).
+    const std::int64_t rows[2] = {w.first_row + (q_begin + warp_row + group) * w.row_step,
+                                  w.first_row + (q_begin + warp_row + group + 8) * w.row_step};
+    const bool valid[2] = {q_begin + warp_row + group < L, q_begin + warp_row + group + 8 < L};
+    prefetch_query_rows<kHeadDim>(p, w.batch, w.head, rows, valid);
     // Key column c of row `row` of tile t is kept iff c < key_limit and (when causal)
     // c - row <= diagonal_high: iff c < the row's limit, min(key_limit, row +
     // diagonal_high + 1). With c = 8 n + (e & 1) + 2 thread_in_group, an element's test is
@@ -394,11 +399,10 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
       wait_for_previous_launch();
       waited_for_previous = true;
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int i = q_begin + warp_row + group + 8 * r;
-      finish_query_row<Element, kHeadDim>(p, w.batch, w.head, w.first_row + i * w.row_step, i < L, row_sum[r],
-                                          row_max[r] * scale_log2, [&](int n, int j) { return o[4 * n + 2 * r + j]; });
+    {
+      const float max_log2[2] = {row_max[0] * scale_log2, row_max[1] * scale_log2};
+      finish_query_rows<Element, kHeadDim>(p, w.batch, w.head, rows, valid, row_sum, max_log2,
+                                           [&](int r, int n, int j) { return o[4 * n + 2 * r + j]; });
     }
     if (p.zero_unreached) {
       zero_unreached_rows<Element, kHeadDim>(p, w, kBlockM, static_cast<int>(threadIdx.x) - 128, 128 * kConsumers);

@@ -197,11 +197,12 @@ __global__ void __launch_bounds__(kTaskThreads) flash_tasks_forward_kernel(const
   }
   copy_async_wait<0>();  // a range without keys still copied Q
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const std::int64_t i = w.q_begin + warp_row + g + 8 * r;
-    finish_query_row<Element, kHeadDim>(p, b, h, w.first_row + i * w.row_step, i < q_end, row_sum[r], row_max[r],
-                                        [&](int n, int j) { return o[n][2 * r + j]; });
+  {
+    const std::int64_t i = w.q_begin + warp_row + g;
+    const std::int64_t rows[2] = {w.first_row + i * w.row_step, w.first_row + (i + 8) * w.row_step};
+    const bool valid[2] = {i < q_end, i + 8 < q_end};
+    finish_query_rows<Element, kHeadDim>(p, b, h, rows, valid, row_sum, row_max,
+                                         [&](int r, int n, int j) { return o[n][2 * r + j]; });
   }
 }
 
