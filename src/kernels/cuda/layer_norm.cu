@@ -22,7 +22,10 @@
 // feed-forward's activation and sub-LayerNorm in one pass: its output is never stored);
 // the backward recomputes it, keeps xhat and gelu'(x) between its loops and multiplies dx
 // by gelu'(x) (bf16 rows: a fast erf, below).
+#include <atomic>
+
 #include "kernels/cuda/model_kernels_common.cuh"
+#include "kernels/cuda/sm90_pipeline.cuh"
 #include "longnet/kernels/gelu.hpp"
 #include "longnet/kernels/layer_norm.hpp"
 
@@ -35,6 +38,7 @@ constexpr int kGroupsPerThread = 3;  // 768 bf16 columns: one warp, 3 packs per 
 constexpr int kMaxTeamThreads = 256;
 constexpr std::int64_t kRowsPerChunk = 32;  // dweight/dbias: rows summed in order per chunk
 constexpr int kWarpTeams = 4;               // one-warp teams per backward block
+constexpr int kRowStages = 2;               // rows a backward team has in shared memory (sm_90)
 
 // P consecutive elements of a row: one aligned load or store of P * sizeof(T) bytes (16
 // when P = kPack<T>).
@@ -201,21 +205,49 @@ __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParam
   }
 }
 
-// Block b: rows [b R, b R + R) (R = kRowsPerChunk), the next row's loads in flight while
-// this one is computed; kTeams = 1: the block is one team taking the rows in order;
-// kTeams > 1: warp w is a team taking rows w, w + kTeams, ... in order. With a the
-// normalised row (x or gelu(x)), xhat = (a - mean) rstd and g = dout * weight:
+// Where a team's rows come from in the backward. kStages = 0: registers, the next row's
+// loads in flight while this one is computed (one row ahead: with 8-12 warps an SM that
+// kept ~36 KB of loads in flight, about half of what HBM needs at its latency). kStages > 0
+// (sm_90): a ring of kStages rows in shared memory that one thread of the team fills with
+// bulk copies (cp.async.bulk, one instruction per row and tensor) up to kStages rows
+// ahead; the loops read their groups from there, so the registers that held the rows go
+// too. Per team and stage: x, dout and (when given) dresidual, each columns * sizeof(T)
+// bytes (a multiple of 16: packed rows only).
+// (Bulk copies are sm_90's: built for an older architecture, a staged instantiation reads
+// its rows through registers; the host picks staged kernels only on sm_90 devices.)
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+constexpr bool kBulkCopies = true;
+#else
+constexpr bool kBulkCopies = false;
+#endif
+
+template <int kTeams, int kStages>
+struct StagedRows {
+  static constexpr int kBarrierBytes = ((kTeams * kStages * 8 + 15) / 16) * 16;
+  // Shared bytes for rows of `row_bytes` and `tensors` tensors, at least `at_least` (the
+  // warp teams' column sums reuse the ring once every row is done).
+  static std::size_t bytes(std::int64_t row_bytes, int tensors, std::size_t at_least) {
+    return kBarrierBytes + std::max<std::size_t>(static_cast<std::size_t>(kTeams * kStages * tensors * row_bytes), at_least);
+  }
+};
+
+// Block b: rows [b R, b R + R) (R = kRowsPerChunk), taken by kTeams teams; kTeams = 1: the
+// block is one team taking the rows in order; kTeams > 1: warp w is a team taking rows w,
+// w + kTeams, ... in order. With a the normalised row (x or gelu(x)), xhat = (a - mean)
+// rstd and g = dout * weight:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) [* gelu'(x)] [+ dresidual],
 // and, when kParameters, partial[0][b][c] = sum_r dout xhat, partial[1][b][c] = sum_r dout
-// (the teams' sums added in team order). The feed-forward's rows (kGelu, 3072 bf16
-// columns, a team of 128) take 220 registers, two blocks an SM; bounded to 168 (three
-// blocks) the kernel spills and ran 0.54 ms a call against 0.36 on an H200, and teams of
+// (the teams' sums added in team order). Rows come through registers or shared memory
+// (kStages, StagedRows above). The feed-forward's rows (kGelu, 3072 bf16 columns, a team of
+// 128) with register rows take 220 registers, two blocks an SM; bounded to 168 (three
+// blocks) the kernel spilled and ran 0.54 ms a call against 0.36 on an H200, and teams of
 // 12 warps with a group a thread (64 registers) ran 0.41 (benchmarks.md, 2026-12-04).
-template <class T, int P, bool kParameters, int kTeams, bool kGelu>
+template <class T, int P, bool kParameters, int kTeams, bool kGelu, int kStages>
 __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
   using C = Compute<T>;
   constexpr int N = kGroupsPerThread;
   constexpr bool kWarpTeam = kTeams > 1;
+  constexpr bool kStaged = kStages > 0 && kBulkCopies;
   __shared__ C shared[64];
   const std::int64_t groups = p.columns / P;
   const C* weight = static_cast<const C*>(p.weight);
@@ -230,19 +262,61 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
   for (int k = 0; k < N; ++k) owned[k] = rank + k * static_cast<std::int64_t>(team_size) < groups;
   const auto group_of = [&](int k) { return rank + k * static_cast<std::int64_t>(team_size); };
 
-  Group<T, P> x_next[N], dout_next[N];
+  // kStaged: the ring (StagedRows) and the chunk's statistics in shared memory.
+  extern __shared__ __align__(16) unsigned char dynamic_shared[];
+  __shared__ C chunk_mean[kStaged ? kRowsPerChunk : 1], chunk_rstd[kStaged ? kRowsPerChunk : 1];
+  const int tensors = p.dresidual ? 3 : 2;
+  const unsigned row_bytes = static_cast<unsigned>(p.columns * sizeof(T));
+  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(dynamic_shared) + team * (kStaged ? kStages : 1);
+  unsigned char* ring = dynamic_shared + StagedRows<kTeams, kStaged ? kStages : 1>::kBarrierBytes +
+                        static_cast<std::size_t>(team) * (kStaged ? kStages : 1) * tensors * row_bytes;
+  // Row `row` into stage s (the team's issuing thread).
+  const auto issue_row = [&](std::int64_t row, int s) {
+    if constexpr (kStaged) {
+      unsigned char* stage = ring + static_cast<std::size_t>(s) * tensors * row_bytes;
+      cuda::mbarrier_arrive_expect_bytes(full + s, tensors * row_bytes);
+      cuda::bulk_copy_to_shared(stage, static_cast<const T*>(p.x) + row * p.x_row_stride, row_bytes, full + s);
+      cuda::bulk_copy_to_shared(stage + row_bytes, static_cast<const T*>(p.dout) + row * p.dout_row_stride, row_bytes,
+                                full + s);
+      if (p.dresidual) {
+        cuda::bulk_copy_to_shared(stage + 2 * row_bytes,
+                                  static_cast<const T*>(p.dresidual) + row * p.dresidual_row_stride, row_bytes,
+                                  full + s);
+      }
+    }
+  };
+  if constexpr (kStaged) {
+    if (rank == 0) {
+      for (int s = 0; s < kStages; ++s) cuda::mbarrier_init(full + s, 1);
+    }
+    for (std::int64_t r = threadIdx.x; r < end - begin; r += blockDim.x) {
+      chunk_mean[r] = means[begin + r];
+      chunk_rstd[r] = rstds[begin + r];
+    }
+    __syncthreads();  // the barriers initialised, the statistics stored
+    if (rank == 0) {
+      for (int s = 0; s < kStages; ++s) {
+        const std::int64_t row = begin + team + static_cast<std::int64_t>(s) * kTeams;
+        if (row < end) issue_row(row, s);
+      }
+    }
+  }
+
+  Group<T, P> x_next[kStaged ? 1 : N], dout_next[kStaged ? 1 : N];
   C mean_next = 0, rstd_next = 0;  // the statistics come with the row: loaded at its use,
                                    // each row waited for them (an L2 or DRAM round trip)
   const auto load_row = [&](std::int64_t row) {
-    mean_next = means[row];
-    rstd_next = rstds[row];
-    const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
-    const T* dout = static_cast<const T*>(p.dout) + row * p.dout_row_stride;
+    if constexpr (!kStaged) {
+      mean_next = means[row];
+      rstd_next = rstds[row];
+      const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
+      const T* dout = static_cast<const T*>(p.dout) + row * p.dout_row_stride;
 #pragma unroll
-    for (int k = 0; k < N; ++k) {
-      if (owned[k]) {
-        x_next[k] = load_group<T, P>(x, group_of(k));
-        dout_next[k] = load_group<T, P>(dout, group_of(k));
+      for (int k = 0; k < N; ++k) {
+        if (owned[k]) {
+          x_next[k] = load_group<T, P>(x, group_of(k));
+          dout_next[k] = load_group<T, P>(dout, group_of(k));
+        }
       }
     }
   };
@@ -253,12 +327,38 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
   // element, 0.38 ms a 32768 x 3072 call on an H200, twice its memory time. The plain rows
   // recompute xhat instead: kept, it would cost the d-wide rows a block an SM (registers).
   C kept_xhat[kGelu ? N : 1][kGelu ? P : 1], slope[kGelu ? N : 1][kGelu ? P : 1];
-  if (begin + team < end) load_row(begin + team);
-  for (std::int64_t row = begin + team; row < end; row += kTeams) {
-    Group<T, P> x_row[N], dout_row[N];
-    for (int k = 0; k < N; ++k) x_row[k] = x_next[k], dout_row[k] = dout_next[k];
-    const C mean = mean_next, rstd = rstd_next, shift = -mean * rstd;  // xhat = a rstd + shift
-    if (row + kTeams < end) load_row(row + kTeams);
+  if (!kStaged && begin + team < end) load_row(begin + team);
+  int use = 0;  // rows this team has taken (kStaged: the ring position)
+  for (std::int64_t row = begin + team; row < end; row += kTeams, ++use) {
+    // This row's groups: from the registers loaded one row ago, or from its stage.
+    Group<T, P> x_row[kStaged ? 1 : N], dout_row[kStaged ? 1 : N];
+    const Group<T, P>* staged_x = nullptr;
+    const Group<T, P>* staged_dout = nullptr;
+    const Group<T, P>* staged_residual = nullptr;
+    C mean, rstd;
+    if constexpr (kStaged) {
+      const int s = use % kStages;
+      cuda::mbarrier_wait(full + s, static_cast<unsigned>(use / kStages) & 1);
+      const unsigned char* stage = ring + static_cast<std::size_t>(s) * tensors * row_bytes;
+      staged_x = reinterpret_cast<const Group<T, P>*>(stage);
+      staged_dout = reinterpret_cast<const Group<T, P>*>(stage + row_bytes);
+      staged_residual = reinterpret_cast<const Group<T, P>*>(stage + 2 * row_bytes);
+      mean = chunk_mean[row - begin];
+      rstd = chunk_rstd[row - begin];
+    } else {
+      for (int k = 0; k < N; ++k) x_row[k] = x_next[k], dout_row[k] = dout_next[k];
+      mean = mean_next, rstd = rstd_next;
+      if (row + kTeams < end) load_row(row + kTeams);
+    }
+    const auto x_of = [&](int k) -> Group<T, P> {
+      if constexpr (kStaged) return staged_x[group_of(k)];
+      else return x_row[k];
+    };
+    const auto dout_of = [&](int k) -> Group<T, P> {
+      if constexpr (kStaged) return staged_dout[group_of(k)];
+      else return dout_row[k];
+    };
+    const C shift = -mean * rstd;  // xhat = a rstd + shift
     // g = dout w is recomputed in the second loop rather than kept (registers hold rows).
     C g_sum = 0, gx_sum = 0;
 #pragma unroll
@@ -266,8 +366,9 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
       if (owned[k]) {
         C w[P];
         load_weights<C, P>(weight, group_of(k), C(1), w);
+        const Group<T, P> x_group = x_of(k), dout_group = dout_of(k);
         for (int e = 0; e < P; ++e) {
-          const C g = to_compute(dout_row[k].v[e]), x = to_compute(x_row[k].v[e]);
+          const C g = to_compute(dout_group.v[e]), x = to_compute(x_group.v[e]);
           C a = x;
           if constexpr (kGelu) {
             const GeluTerms<C> gelu = row_gelu_terms<T>(x);
@@ -296,22 +397,44 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
       if (owned[k]) {
         C w[P], d[P];
         Group<T, P> residual;
-        if (dresidual) residual = load_group<T, P>(dresidual, group_of(k));
+        if (dresidual) residual = kStaged ? staged_residual[group_of(k)] : load_group<T, P>(dresidual, group_of(k));
         load_weights<C, P>(weight, group_of(k), C(1), w);
+        const Group<T, P> dout_group = dout_of(k);
+        Group<T, P> x_group;
+        if constexpr (!kGelu) x_group = x_of(k);
         for (int e = 0; e < P; ++e) {
-          const C xhat = kGelu ? kept_xhat[k][e] : fma(to_compute(x_row[k].v[e]), rstd, shift);
-          d[e] = rstd * (to_compute(dout_row[k].v[e]) * w[e] - g_mean - xhat * gx_mean);
+          const C xhat = kGelu ? kept_xhat[k][e] : fma(to_compute(x_group.v[e]), rstd, shift);
+          d[e] = rstd * (to_compute(dout_group.v[e]) * w[e] - g_mean - xhat * gx_mean);
           if constexpr (kGelu) d[e] *= slope[k][e];
           if (dresidual) d[e] += to_compute(residual.v[e]);
         }
         store_group<T, P>(dx, group_of(k), d);
       }
     }
+    if constexpr (kStaged) {
+      // The stage is free once every thread of the team has read it: refill it kStages rows on.
+      if constexpr (kWarpTeam) {
+        __syncwarp();
+      } else {
+        __syncthreads();
+      }
+      const std::int64_t next = row + static_cast<std::int64_t>(kStages) * kTeams;
+      if (rank == 0 && next < end) {
+        cuda::fence_shared_before_bulk_copies();
+        issue_row(next, use % kStages);
+      }
+    }
   }
   if constexpr (kParameters && kWarpTeam) {
-    // Each team's column sums to shared memory, then every column's teams in order.
+    // Each team's column sums to shared memory, then every column's teams in order. (Staged:
+    // in the ring, whose rows are all read once every team is past this barrier.)
     constexpr int kColumns = 32 * N * P;  // a one-warp team's row holds at most these
-    __shared__ C team_sums[kTeams][2][kColumns];
+    using TeamSums = C[kTeams][2][kColumns];
+    __shared__ C static_team_sums[kStaged ? 1 : kTeams][2][kStaged ? 1 : kColumns];
+    if constexpr (kStaged) __syncthreads();
+    TeamSums& team_sums = *reinterpret_cast<TeamSums*>(
+        kStaged ? static_cast<void*>(dynamic_shared + StagedRows<kTeams, kStaged ? kStages : 1>::kBarrierBytes)
+                : static_cast<void*>(static_team_sums));
     for (int k = 0; k < N; ++k) {
       if (owned[k]) {
         for (int e = 0; e < P; ++e) {
@@ -491,6 +614,41 @@ void forward(const LayerNormParams& p, cudaStream_t stream) {
   }
 }
 
+// Whether the current device has sm_90's bulk copies (the staged backward rows).
+bool device_has_bulk_copies() {
+  constexpr int kDevices = 64;
+  static std::atomic<int> known[kDevices];  // 0 unknown, 1 yes, 2 no
+  const int device = current_device();
+  if (device >= kDevices) return false;
+  if (known[device] == 0) {
+    int major = 0;
+    LONGNET_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    known[device] = major >= 9 ? 1 : 2;
+  }
+  return known[device] == 1;
+}
+
+// One backward launch over `grid` chunks: rows staged through shared memory where the
+// device and the rows allow (packed rows on sm_90), through registers otherwise.
+template <class T, int P, bool kParameters, int kTeams, bool kGelu>
+void launch_backward_rows(const LayerNormParams& p, unsigned grid, unsigned threads, Compute<T>* sums,
+                          cudaStream_t stream) {
+  if constexpr (P == kPack<T>) {
+    if (device_has_bulk_copies()) {
+      using Staged = StagedRows<kTeams, kRowStages>;
+      const std::size_t team_sums =
+          kParameters && kTeams > 1 ? std::size_t{kTeams} * 2 * 32 * kGroupsPerThread * P * sizeof(Compute<T>) : 0;
+      const std::size_t bytes =
+          Staged::bytes(p.columns * static_cast<std::int64_t>(sizeof(T)), p.dresidual ? 3 : 2, team_sums);
+      auto kernel = backward_kernel<T, P, kParameters, kTeams, kGelu, kRowStages>;
+      LONGNET_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+      kernel<<<grid, threads, bytes, stream>>>(p, sums);
+      return;
+    }
+  }
+  backward_kernel<T, P, kParameters, kTeams, kGelu, 0><<<grid, threads, 0, stream>>>(p, sums);
+}
+
 template <class T, int P, bool kGelu>
 void backward(const LayerNormParams& p, cudaStream_t stream) {
   using C = Compute<T>;
@@ -503,13 +661,13 @@ void backward(const LayerNormParams& p, cudaStream_t stream) {
   if (const unsigned team = team_threads(p.columns / P)) {
     const auto grid = static_cast<unsigned>(chunks);
     if (team == 32 && parameters) {
-      backward_kernel<T, P, true, kWarpTeams, kGelu><<<grid, 32 * kWarpTeams, 0, stream>>>(p, sums);
+      launch_backward_rows<T, P, true, kWarpTeams, kGelu>(p, grid, 32 * kWarpTeams, sums, stream);
     } else if (team == 32) {
-      backward_kernel<T, P, false, kWarpTeams, kGelu><<<grid, 32 * kWarpTeams, 0, stream>>>(p, nullptr);
+      launch_backward_rows<T, P, false, kWarpTeams, kGelu>(p, grid, 32 * kWarpTeams, nullptr, stream);
     } else if (parameters) {
-      backward_kernel<T, P, true, 1, kGelu><<<grid, team, 0, stream>>>(p, sums);
+      launch_backward_rows<T, P, true, 1, kGelu>(p, grid, team, sums, stream);
     } else {
-      backward_kernel<T, P, false, 1, kGelu><<<grid, team, 0, stream>>>(p, nullptr);
+      launch_backward_rows<T, P, false, 1, kGelu>(p, grid, team, nullptr, stream);
     }
   } else {
     streaming_dx_kernel<T, P, kGelu><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);

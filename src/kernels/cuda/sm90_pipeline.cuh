@@ -1,5 +1,6 @@
-// Hopper (sm_90) synchronisation primitives of the warp-specialised kernels: shared-memory
-// mbarriers that track cp.async copies (a producer warpgroup fills a ring of stages, the
+// Hopper (sm_90) synchronisation primitives of the warp-specialised kernels (and of the
+// LayerNorm backward's row pipeline): shared-memory mbarriers that track cp.async and bulk
+// copies (a producer warpgroup fills a ring of stages, the
 // consumer warpgroups wait for a stage's "full" barrier and release it through its
 // "empty" one), named barriers that order the consumer warpgroups' matrix products, and
 // the register reallocation between the two roles (setmaxnreg, sm_90a).
@@ -28,6 +29,30 @@ __device__ __forceinline__ void mbarrier_arrive(std::uint64_t* barrier) {
 // barrier's arrival count must include it (.noinc: the pending count is not raised first).
 __device__ __forceinline__ void mbarrier_arrive_on_copies(std::uint64_t* barrier) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(shared_address(barrier)) : "memory");
+}
+
+// One arrival that also expects `bytes` of bulk copies (below) to land before the phase
+// completes.
+__device__ __forceinline__ void mbarrier_arrive_expect_bytes(std::uint64_t* barrier, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_address(barrier)), "r"(bytes)
+               : "memory");
+}
+
+// Bulk copy (sm_90's cp.async.bulk, one instruction for a contiguous run): `bytes` (a
+// multiple of 16; both addresses 16-byte aligned) from global into shared memory, counted
+// against `barrier`'s expected bytes as they land.
+__device__ __forceinline__ void bulk_copy_to_shared(void* shared, const void* global, unsigned bytes,
+                                                    std::uint64_t* barrier) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   shared_address(shared)),
+               "l"(global), "r"(bytes), "r"(shared_address(barrier))
+               : "memory");
+}
+
+// Orders this thread's earlier shared-memory accesses (generic proxy) before its later
+// bulk copies into the same memory (async proxy).
+__device__ __forceinline__ void fence_shared_before_bulk_copies() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
 __device__ __forceinline__ void mbarrier_wait(std::uint64_t* barrier, unsigned parity) {
