@@ -31,10 +31,16 @@ elif [ -n "$fragment_objects" ]; then
 fi
 mkdir -p "$staging/bin" "$staging/lib"
 for program in $programs; do cp "$build/$program" "$staging/bin/"; done
-# Non-system libraries the programs load (resolved here), copied under their sonames.
+# Non-system libraries the programs load (resolved here, from every program: a slim bundle's
+# first program may not link OpenBLAS), copied under their sonames.
 for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1 libcudart.so.13; do
-  path=$(ldd "$staging/bin/$(basename "${programs%% *}")" | awk -v l="$lib" '$1 == l {print $3}')
-  [ -n "$path" ] && cp -L "$path" "$staging/lib/$lib"
+  for program in $programs; do
+    path=$(ldd "$staging/bin/$(basename "$program")" | awk -v l="$lib" '$1 == l {print $3}')
+    if [ -n "$path" ]; then
+      cp -L "$path" "$staging/lib/$lib"
+      break
+    fi
+  done
 done
 # LONGNET_BUNDLE_KEEP_SYMBOLS=1 keeps the symbols (for run.sh callers; ~8 MB more a program).
 [ "${LONGNET_BUNDLE_KEEP_SYMBOLS:-0}" = 1 ] || strip --strip-unneeded "$staging"/bin/* 2>/dev/null || true
