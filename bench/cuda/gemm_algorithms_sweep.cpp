@@ -13,10 +13,12 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/cuda/cuda_timing.hpp"
@@ -60,6 +62,14 @@ int config_attribute(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigA
   return value;
 }
 
+// The largest power of two up to 256 that divides the address (linear.cu's alignment_of).
+std::uint32_t alignment_of(const void* pointer) {
+  const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+  std::uint32_t a = 256;
+  while (a > 1 && address % a != 0) a /= 2;
+  return a;
+}
+
 Result sweep(cublasLtHandle_t handle, void* workspace, const Case& c, int max_algorithms, int repeat) {
   const Device gpu = Device::cuda(0);
   const std::int64_t a_rows = c.transpose_a ? c.k : c.m, a_cols = c.transpose_a ? c.m : c.k;
@@ -95,6 +105,16 @@ Result sweep(cublasLtHandle_t handle, void* workspace, const Case& c, int max_al
   const std::uint64_t workspace_bytes = kWorkspaceBytes;
   CHECK_LT(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
                                                 sizeof workspace_bytes));
+  // The operands' alignments, as linear.cu states them, so that the heuristic's list (and
+  // a rank in it) is the one the library sees.
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, std::uint32_t> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment_of(a.data())},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment_of(b.data())},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alignment_of(c.residual ? residual.data() : d.data())},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment_of(d.data())}};
+  for (const auto& [attribute, value] : alignments) {
+    CHECK_LT(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof value));
+  }
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<std::size_t>(max_algorithms));
   int found = 0;
   CHECK_LT(cublasLtMatmulAlgoGetHeuristic(handle, desc, la, lb, lc, lc, preference, max_algorithms, results.data(),
@@ -170,6 +190,10 @@ int main(int argc, char** argv) {
                               linear_cases("fc2 3072->768", rows, 3072, 768, true)}) {
       cases.insert(cases.end(), group.begin(), group.end());
     }
+    cudaDeviceProp properties{};
+    cudaGetDeviceProperties(&properties, 0);
+    // What linear.cu's table of measured ranks (kMeasuredRanks) is keyed by.
+    std::printf("device \"%s\", cuBLASLt version %zu\n", properties.name, cublasLtGetVersion());
     std::printf("%-18s %10s %10s %5s %7s %7s %11s %11s\n", "GEMM", "first ms", "best ms", "rank", "splitK", "tile",
                 "first/step", "best/step");
     double first_total = 0, best_total = 0;

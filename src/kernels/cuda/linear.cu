@@ -11,11 +11,16 @@
 // offers no such algorithm (f64), broadcast into Y first with beta 1; db is a
 // deterministic two-pass column sum (model_kernels_common.cuh). Algorithms are chosen once
 // per GEMM shape (the heuristic query costs more than a small GEMM) and reused: the same
-// algorithm on the same shapes gives the same bits, which exact resumption relies on.
+// algorithm on the same shapes gives the same bits, which exact resumption relies on. The
+// choice is the heuristic's first, or the rank a table of measurements gives for a shape
+// on a GPU model (kMeasuredRanks).
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <iterator>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 #include "kernels/cuda/model_kernels_common.cuh"
@@ -31,6 +36,7 @@ constexpr std::size_t kWorkspaceBytes = 32u << 20;
 struct LtContext {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
+  std::string device_name;  // what measured_rank matches
 };
 
 // One handle and workspace per device, made on first use and kept for the program's life.
@@ -42,6 +48,9 @@ LtContext& lt_context(int device) {
   if (!c.handle) {
     LONGNET_CHECK(cublasLtCreate(&c.handle));
     LONGNET_CHECK(cudaMalloc(&c.workspace, kWorkspaceBytes));
+    cudaDeviceProp properties{};
+    LONGNET_CHECK(cudaGetDeviceProperties(&properties, device));
+    c.device_name = properties.name;
   }
   return c;
 }
@@ -98,6 +107,50 @@ std::uint32_t alignment_of(const void* pointer) {
 using GemmKey = std::tuple<int, bool, bool, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                            std::int64_t, int, int, int, bool, bool, std::uint32_t, std::uint32_t, std::uint32_t,
                            std::uint32_t, std::int64_t, std::uint32_t>;
+
+// Ranks in cuBLASLt's heuristic list measured faster than its first choice, for the GEMMs
+// of issue 5's training layer on one GPU model and cuBLASLt version
+// (cuda_gemm_algorithms_sweep, run twice, both runs agreeing; docs/benchmarks.md,
+// 2026-12-04, seventh session). A choice fixed here keeps a run's algorithms, and so its
+// bits, independent of timing noise, which exact resumption relies on; another GPU,
+// another cuBLASLt or another shape takes the first choice.
+struct MeasuredRank {
+  const char* device;  // cudaDeviceProp::name
+  std::size_t cublaslt_version;
+  bool transpose_a, transpose_b;
+  std::int64_t m, n, k;
+  bool bias, c_in, accumulate;
+  cudaDataType_t output_type;
+  int rank;
+};
+constexpr MeasuredRank kMeasuredRanks[] = {
+    // D (m x n) = op(A) op(B): forward m = out, n = rows, k = in; dX m = in, n = rows, k =
+    // out; dW m = in, n = out, k = rows (accumulated into f32). Rows: 32768.
+    {"NVIDIA H200", 130100, true, false, 2304, 32768, 768, true, false, false, CUDA_R_16BF, 7},  // q/k/v fwd -11 %
+    {"NVIDIA H200", 130100, false, true, 768, 2304, 32768, false, false, true, CUDA_R_32F, 2},   // q/k/v dW -7 %
+    {"NVIDIA H200", 130100, false, false, 768, 32768, 768, false, false, false, CUDA_R_16BF, 5},  // out dX -6 %
+    {"NVIDIA H200", 130100, false, true, 768, 768, 32768, false, false, true, CUDA_R_32F, 4},     // out dW -2 %
+    {"NVIDIA H200", 130100, false, false, 3072, 32768, 768, false, false, false, CUDA_R_16BF, 6},  // fc2 dX -9 %
+    {"NVIDIA H200", 130100, false, true, 3072, 768, 32768, false, false, true, CUDA_R_32F, 1},    // fc2 dW -1.5 %
+};
+
+constexpr int kMaxMeasuredRank = 7;  // the heuristic lists 8 algorithms for these shapes
+static_assert(std::all_of(std::begin(kMeasuredRanks), std::end(kMeasuredRanks),
+                          [](const MeasuredRank& r) { return r.rank >= 0 && r.rank <= kMaxMeasuredRank; }));
+
+// The measured rank for this GEMM on `device_name` (0: cuBLASLt's first choice).
+int measured_rank(const std::string& device_name, const Gemm& g) {
+  const std::size_t version = cublasLtGetVersion();
+  for (const MeasuredRank& r : kMeasuredRanks) {
+    if (device_name == r.device && version == r.cublaslt_version && g.transpose_a == r.transpose_a &&
+        g.transpose_b == r.transpose_b && g.m == r.m && g.n == r.n && g.k == r.k && (g.bias != nullptr) == r.bias &&
+        (g.c_in != nullptr) == r.c_in && g.accumulate == r.accumulate && g.output_type == r.output_type &&
+        g.operand_type == CUDA_R_16BF) {
+      return r.rank;
+    }
+  }
+  return 0;
+}
 
 struct CachedAlgorithm {
   bool supported = false;
@@ -183,14 +236,16 @@ bool run_gemm(const Gemm& g) {
       for (const auto& [attribute, value] : alignments) {
         LONGNET_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, &value, sizeof value));
       }
-      cublasLtMatmulHeuristicResult_t result{};
+      const int rank = measured_rank(context.device_name, g);
+      cublasLtMatmulHeuristicResult_t results[kMaxMeasuredRank + 1]{};
       int found = 0;
       const cublasStatus_t status =
           cublasLtMatmulAlgoGetHeuristic(context.handle, op.desc, la.layout, lb.layout, c_layout, lc.layout,
-                                         preference.preference, 1, &result, &found);
+                                         preference.preference, rank + 1, results, &found);
       if (status != CUBLAS_STATUS_NOT_SUPPORTED) LONGNET_CHECK(status);
       chosen.supported = status == CUBLAS_STATUS_SUCCESS && found > 0;
-      chosen.algo = result.algo;
+      // (A shorter list than measured: the first choice.)
+      if (chosen.supported) chosen.algo = results[found > rank ? rank : 0].algo;
       algorithms.emplace(key, chosen);
     }
   }
