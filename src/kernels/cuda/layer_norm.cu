@@ -13,7 +13,9 @@
 //             (bytes: 3 * rows * C * sizeof(T) + 2 partial sums per 32-row chunk).
 //             Rows of one warp (up to 768 bf16 columns) take kWarpTeams warps per
 //             chunk, each its own rows, summed in shared memory in warp order: one warp
-//             per chunk left 8 warps per SM, too few loads in flight for HBM.
+//             per chunk left 8 warps per SM, too few loads in flight for HBM. On sm_90
+//             the backward's rows arrive through shared memory, kRowStages ahead, by
+//             bulk copies (StagedRows below: 1.9 -> 2.45 TB/s on an H200).
 // At 3 TB/s a 32768 x 768 bf16 forward is 34 us and its backward 50 us (+4 us of partial
 // sums), 32768 x 3072 four times that.
 // Longer rows take the streaming kernels below: one warp per row and three passes over

@@ -1,9 +1,9 @@
 // Hopper (sm_90) synchronisation primitives of the warp-specialised kernels (and of the
 // LayerNorm backward's row pipeline): shared-memory mbarriers that track cp.async and bulk
-// copies (a producer warpgroup fills a ring of stages, the
-// consumer warpgroups wait for a stage's "full" barrier and release it through its
-// "empty" one), named barriers that order the consumer warpgroups' matrix products, and
-// the register reallocation between the two roles (setmaxnreg, sm_90a).
+// copies (a producer fills a ring of stages, consumers wait for a stage's "full" barrier
+// and release it through its "empty" one), named barriers that order the consumer
+// warpgroups' matrix products, and the register reallocation between the two roles
+// (setmaxnreg, sm_90a).
 //
 // Phases: a barrier used for the k-th time (k = 0, 1, ...) completes phase k; waiting for
 // parity (k & 1) waits for that completion. A fresh barrier counts its phase "-1" as
