@@ -84,7 +84,7 @@ struct WarpSpecializedBackwardShared {
   Element* dout;  // [kStages][kTile]
   Element* ds;    // [kConsumers][kBlock keys x kBlock queries]
   float* dq;      // [kDqBuffers][kConsumers][kBlock][kDqPitch]
-  float* terms;  // [kStages][2][kBlock]: lse · log2 e, then delta / alpha, of a step's rows
+  float* terms;   // [kStages][2][kBlock]: lse · log2 e, then delta / alpha, of a step's rows
 
   __device__ __forceinline__ explicit WarpSpecializedBackwardShared(unsigned char* raw) {
     auto* barriers = reinterpret_cast<std::uint64_t*>(raw);
@@ -552,7 +552,8 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
     // once the previous pattern's launch has added its own (overlap_previous).
     if (p.overlap_previous) wait_for_previous_launch();
     finish_key_rows<Element, kHeadDim>(
-        p, b, kv_head, key_rows, key_valid, kStoreKv, ds_scale, [&](int r, int n, int j2) { return dk[4 * n + 2 * r + j2]; },
+        p, b, kv_head, key_rows, key_valid, kStoreKv, ds_scale,
+        [&](int r, int n, int j2) { return dk[4 * n + 2 * r + j2]; },
         [&](int r, int n, int j2) { return dv[4 * n + 2 * r + j2]; });
   }
   // Every CTA: this launch completes after the previous one (what the conversion after

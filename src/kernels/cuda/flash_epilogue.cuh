@@ -99,7 +99,8 @@ __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::i
       for (int n = 0; n < kColumnPairs; ++n) {
         const int d = 8 * n + 2 * thread_in_group;
         if (d < p.head_dim) {
-          *reinterpret_cast<float2*>(acc[r] + d) = make_float2(value(r, n, 0) * inverse[r], value(r, n, 1) * inverse[r]);
+          *reinterpret_cast<float2*>(acc[r] + d) =
+              make_float2(value(r, n, 0) * inverse[r], value(r, n, 1) * inverse[r]);
         }
       }
       if (thread_in_group == 0) *lse_slot[r] = lse[r];
@@ -117,7 +118,8 @@ __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::i
 #pragma unroll
     for (int n = 0; n < kColumnPairs; ++n) {
       const int d = 8 * n + 2 * thread_in_group;
-      stored[r][n] = valid[r] && d < p.head_dim ? *reinterpret_cast<const float2*>(acc[r] + d) : make_float2(0.0f, 0.0f);
+      stored[r][n] =
+          valid[r] && d < p.head_dim ? *reinterpret_cast<const float2*>(acc[r] + d) : make_float2(0.0f, 0.0f);
     }
   }
   __syncwarp();  // all four lanes read the old lse before lane 0 replaces it
@@ -134,9 +136,8 @@ __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::i
     for (int n = 0; n < kColumnPairs; ++n) {
       const int d = 8 * n + 2 * thread_in_group;
       if (d < p.head_dim) {
-        *reinterpret_cast<float2*>(acc[r] + d) =
-            make_float2(stored[r][n].x * old_weight + value(r, n, 0) * new_weight,
-                        stored[r][n].y * old_weight + value(r, n, 1) * new_weight);
+        *reinterpret_cast<float2*>(acc[r] + d) = make_float2(stored[r][n].x * old_weight + value(r, n, 0) * new_weight,
+                                                             stored[r][n].y * old_weight + value(r, n, 1) * new_weight);
       }
     }
     if (thread_in_group == 0) *lse_slot[r] = merged;
@@ -225,10 +226,10 @@ __device__ __forceinline__ void finish_key_rows(const PatternLaunch& p, std::int
     for (int n = 0; n < kColumnPairs; ++n) {
       const int d = 8 * n + 2 * thread_in_group;
       if (d < p.head_dim) {
-        *reinterpret_cast<float2*>(dk_acc[r] + d) = make_float2(k2[r][n].x + dk_scale * dk_value(r, n, 0),
-                                                                 k2[r][n].y + dk_scale * dk_value(r, n, 1));
+        *reinterpret_cast<float2*>(dk_acc[r] + d) =
+            make_float2(k2[r][n].x + dk_scale * dk_value(r, n, 0), k2[r][n].y + dk_scale * dk_value(r, n, 1));
         *reinterpret_cast<float2*>(dv_acc[r] + d) = make_float2(v2[r][n].x + p.output_scale * dv_value(r, n, 0),
-                                                                 v2[r][n].y + p.output_scale * dv_value(r, n, 1));
+                                                                v2[r][n].y + p.output_scale * dv_value(r, n, 1));
       }
     }
   }

@@ -229,7 +229,8 @@ struct StagedRows {
   // Shared bytes for rows of `row_bytes` and `tensors` tensors, at least `at_least` (the
   // warp teams' column sums reuse the ring once every row is done).
   static std::size_t bytes(std::int64_t row_bytes, int tensors, std::size_t at_least) {
-    return kBarrierBytes + std::max<std::size_t>(static_cast<std::size_t>(kTeams * kStages * tensors * row_bytes), at_least);
+    return kBarrierBytes +
+           std::max<std::size_t>(static_cast<std::size_t>(kTeams * kStages * tensors * row_bytes), at_least);
   }
 };
 
@@ -269,8 +270,9 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
   __shared__ C chunk_mean[kStaged ? kRowsPerChunk : 1], chunk_rstd[kStaged ? kRowsPerChunk : 1];
   const int tensors = p.dresidual ? 3 : 2;
   const unsigned row_bytes = static_cast<unsigned>(p.columns * sizeof(T));
+  using Ring = StagedRows<kTeams, (kStaged ? kStages : 1)>;
   std::uint64_t* full = reinterpret_cast<std::uint64_t*>(dynamic_shared) + team * (kStaged ? kStages : 1);
-  unsigned char* ring = dynamic_shared + StagedRows<kTeams, kStaged ? kStages : 1>::kBarrierBytes +
+  unsigned char* ring = dynamic_shared + Ring::kBarrierBytes +
                         static_cast<std::size_t>(team) * (kStaged ? kStages : 1) * tensors * row_bytes;
   // Row `row` into stage s (the team's issuing thread).
   const auto issue_row = [&](std::int64_t row, int s) {
@@ -353,12 +355,18 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
       if (row + kTeams < end) load_row(row + kTeams);
     }
     const auto x_of = [&](int k) -> Group<T, P> {
-      if constexpr (kStaged) return staged_x[group_of(k)];
-      else return x_row[k];
+      if constexpr (kStaged) {
+        return staged_x[group_of(k)];
+      } else {
+        return x_row[k];
+      }
     };
     const auto dout_of = [&](int k) -> Group<T, P> {
-      if constexpr (kStaged) return staged_dout[group_of(k)];
-      else return dout_row[k];
+      if constexpr (kStaged) {
+        return staged_dout[group_of(k)];
+      } else {
+        return dout_row[k];
+      }
     };
     const C shift = -mean * rstd;  // xhat = a rstd + shift
     // g = dout w is recomputed in the second loop rather than kept (registers hold rows).
@@ -435,8 +443,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     __shared__ C static_team_sums[kStaged ? 1 : kTeams][2][kStaged ? 1 : kColumns];
     if constexpr (kStaged) __syncthreads();
     TeamSums& team_sums = *reinterpret_cast<TeamSums*>(
-        kStaged ? static_cast<void*>(dynamic_shared + StagedRows<kTeams, kStaged ? kStages : 1>::kBarrierBytes)
-                : static_cast<void*>(static_team_sums));
+        kStaged ? static_cast<void*>(dynamic_shared + Ring::kBarrierBytes) : static_cast<void*>(static_team_sums));
     for (int k = 0; k < N; ++k) {
       if (owned[k]) {
         for (int e = 0; e < P; ++e) {

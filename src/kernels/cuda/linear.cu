@@ -126,12 +126,12 @@ struct MeasuredRank {
 constexpr MeasuredRank kMeasuredRanks[] = {
     // D (m x n) = op(A) op(B): forward m = out, n = rows, k = in; dX m = in, n = rows, k =
     // out; dW m = in, n = out, k = rows (accumulated into f32). Rows: 32768.
-    {"NVIDIA H200", 130100, true, false, 2304, 32768, 768, true, false, false, CUDA_R_16BF, 7},  // q/k/v fwd -11 %
-    {"NVIDIA H200", 130100, false, true, 768, 2304, 32768, false, false, true, CUDA_R_32F, 2},   // q/k/v dW -7 %
-    {"NVIDIA H200", 130100, false, false, 768, 32768, 768, false, false, false, CUDA_R_16BF, 5},  // out dX -6 %
-    {"NVIDIA H200", 130100, false, true, 768, 768, 32768, false, false, true, CUDA_R_32F, 4},     // out dW -2 %
+    {"NVIDIA H200", 130100, true, false, 2304, 32768, 768, true, false, false, CUDA_R_16BF, 7},    // q/k/v fwd -11 %
+    {"NVIDIA H200", 130100, false, true, 768, 2304, 32768, false, false, true, CUDA_R_32F, 2},     // q/k/v dW -7 %
+    {"NVIDIA H200", 130100, false, false, 768, 32768, 768, false, false, false, CUDA_R_16BF, 5},   // out dX -6 %
+    {"NVIDIA H200", 130100, false, true, 768, 768, 32768, false, false, true, CUDA_R_32F, 4},      // out dW -2 %
     {"NVIDIA H200", 130100, false, false, 3072, 32768, 768, false, false, false, CUDA_R_16BF, 6},  // fc2 dX -9 %
-    {"NVIDIA H200", 130100, false, true, 3072, 768, 32768, false, false, true, CUDA_R_32F, 1},    // fc2 dW -1.5 %
+    {"NVIDIA H200", 130100, false, true, 3072, 768, 32768, false, false, true, CUDA_R_32F, 1},     // fc2 dW -1.5 %
 };
 
 constexpr int kMaxMeasuredRank = 7;  // the heuristic lists 8 algorithms for these shapes
