@@ -12,6 +12,10 @@
 #   train-profile  Nsight Compute's time of every kernel of `longnet bench train` (one warm-up
 #              and one timed step: three steps in all), summed by kernel and, for the
 #              attention kernels, by pattern (scripts/gpu/kernel_times.py --cycle)
+#   clocks ARGS  runs a bundled program with all remaining ARGS (so it comes last) while
+#              nvidia-smi samples the SM clock and power every 50 ms ($OUT/clocks.csv):
+#              whether a sustained run (a training step) holds the clocks that Nsight
+#              Compute's one-kernel-at-a-time timings see, e.g. clocks longnet bench train
 #   exec ARGS  runs a bundled program with all remaining ARGS (so it comes last), e.g. exec test_nn --gtest_filter=*Cuda*
 #   callers FUNCTION PROGRAM ARGS  runs a bundled program under cuda-gdb (all remaining
 #              ARGS, so it comes last) and counts the call stacks that reach FUNCTION (a
@@ -42,7 +46,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 status=0
 # Whether a word is a step name (it ends the arguments of bench and profile).
-is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | exec | callers) return 0 ;; *) return 1 ;; esac; }
+is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | clocks | exec | callers) return 0 ;; *) return 1 ;; esac; }
 # args = the words before the next step name (the caller shifts them off).
 step_args() {
   args=()
@@ -116,6 +120,37 @@ while [ $# -gt 0 ]; do
         tee "$out/train_profile.txt"
       python3 "$here/kernel_times.py" "$out/train_profile.csv" 0 --cycle "$patterns" flash_forward | tail -n +3 |
         tee -a "$out/train_profile.txt"
+      ;;
+    clocks)
+      args=("$@")
+      shift $#
+      echo "== ${args[*]} (SM clock and power sampled every 50 ms)"
+      nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu \
+        --format=csv,noheader,nounits -lms 50 > "$out/clocks.csv" 2>&1 &
+      sampler=$!
+      sleep 0.5
+      "$bin/${args[0]}" "${args[@]:1}" 2>&1 | tee -a "$out/exec.txt" | tail -20
+      [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+      kill "$sampler" 2>/dev/null
+      wait "$sampler" 2>/dev/null
+      # The samples while the GPU drew more than 200 W (the program's work, not its set-up).
+      python3 - "$out/clocks.csv" <<'PY'
+import statistics, sys
+busy = []
+for line in open(sys.argv[1]):
+    fields = [f.strip() for f in line.split(",")]
+    try:
+        if float(fields[2]) > 200:
+            busy.append((int(fields[1]), float(fields[2])))
+    except (IndexError, ValueError):
+        pass
+if not busy:
+    print("no samples above 200 W")
+else:
+    clocks = sorted(c for c, _ in busy)
+    print(f"busy samples {len(busy)}: SM clock min {clocks[0]} median {statistics.median(clocks):.0f} "
+          f"max {clocks[-1]} MHz, mean power {statistics.mean(p for _, p in busy):.0f} W")
+PY
       ;;
     exec)
       args=("$@")
