@@ -58,6 +58,14 @@ std::vector<CudaDeviceInfo> cuda_devices(std::string* why_none) {
   return devices;
 }
 
+const CudaDeviceInfo& cuda_device_info(int index) {
+  static const std::vector<CudaDeviceInfo> devices = cuda_devices();
+  for (const CudaDeviceInfo& info : devices) {
+    if (info.index == index) return info;
+  }
+  throw Error(str("CUDA device ", index, " does not exist (", devices.size(), " found)"));
+}
+
 int cuda_device_count() {
 #ifdef LONGNET_WITH_CUDA
   int count = 0;

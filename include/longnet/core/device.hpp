@@ -42,6 +42,10 @@ struct CudaDeviceInfo {
 // found, in which case `why_none` (if given) receives a one-line reason.
 std::vector<CudaDeviceInfo> cuda_devices(std::string* why_none = nullptr);
 int cuda_device_count();  // 0 when none (never throws)
+// The properties of CUDA device `index`, queried once per process and kept (the query
+// takes about a millisecond: kernels that choose a path by device look here). Throws Error
+// when there is no such device.
+const CudaDeviceInfo& cuda_device_info(int index);
 
 // Throws Error unless `device` exists (the CUDA backend is built and the index is valid).
 void require_device_available(Device device, std::string_view argument = "device");

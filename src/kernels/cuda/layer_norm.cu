@@ -24,8 +24,6 @@
 // feed-forward's activation and sub-LayerNorm in one pass: its output is never stored);
 // the backward recomputes it, keeps xhat and gelu'(x) between its loops and multiplies dx
 // by gelu'(x) (bf16 rows: a fast erf, below).
-#include <atomic>
-
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "kernels/cuda/sm90_pipeline.cuh"
 #include "longnet/kernels/gelu.hpp"
@@ -623,27 +621,13 @@ void forward(const LayerNormParams& p, cudaStream_t stream) {
   }
 }
 
-// Whether the current device has sm_90's bulk copies (the staged backward rows).
-bool device_has_bulk_copies() {
-  constexpr int kDevices = 64;
-  static std::atomic<int> known[kDevices];  // 0 unknown, 1 yes, 2 no
-  const int device = current_device();
-  if (device >= kDevices) return false;
-  if (known[device] == 0) {
-    int major = 0;
-    LONGNET_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    known[device] = major >= 9 ? 1 : 2;
-  }
-  return known[device] == 1;
-}
-
 // One backward launch over `grid` chunks: rows staged through shared memory where the
 // device and the rows allow (packed rows on sm_90), through registers otherwise.
 template <class T, int P, bool kParameters, int kTeams, bool kGelu>
 void launch_backward_rows(const LayerNormParams& p, unsigned grid, unsigned threads, Compute<T>* sums,
                           cudaStream_t stream) {
   if constexpr (P == kPack<T>) {
-    if (device_has_bulk_copies()) {
+    if (cuda_device_info(current_device()).compute_major >= 9) {  // sm_90's bulk copies
       using Staged = StagedRows<kTeams, kRowStages>;
       const std::size_t team_sums =
           kParameters && kTeams > 1 ? std::size_t{kTeams} * 2 * 32 * kGroupsPerThread * P * sizeof(Compute<T>) : 0;

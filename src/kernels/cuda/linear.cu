@@ -36,7 +36,6 @@ constexpr std::size_t kWorkspaceBytes = 32u << 20;
 struct LtContext {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
-  std::string device_name;  // what measured_rank matches
 };
 
 // One handle and workspace per device, made on first use and kept for the program's life.
@@ -48,9 +47,6 @@ LtContext& lt_context(int device) {
   if (!c.handle) {
     LONGNET_CHECK(cublasLtCreate(&c.handle));
     LONGNET_CHECK(cudaMalloc(&c.workspace, kWorkspaceBytes));
-    cudaDeviceProp properties{};
-    LONGNET_CHECK(cudaGetDeviceProperties(&properties, device));
-    c.device_name = properties.name;
   }
   return c;
 }
@@ -236,7 +232,7 @@ bool run_gemm(const Gemm& g) {
       for (const auto& [attribute, value] : alignments) {
         LONGNET_CHECK(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, &value, sizeof value));
       }
-      const int rank = measured_rank(context.device_name, g);
+      const int rank = measured_rank(cuda_device_info(device).name, g);
       cublasLtMatmulHeuristicResult_t results[kMaxMeasuredRank + 1]{};
       int found = 0;
       const cublasStatus_t status =
