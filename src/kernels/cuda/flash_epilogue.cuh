@@ -28,6 +28,19 @@ __device__ __forceinline__ void prefetch_row_lines(const float* row, int head_di
   }
 }
 
+// Calls body(n, d) for the column pairs d = 8 n + 2 (lane % 4) that this lane holds of a
+// row of an MMA tile (value(.., n, 0) and (.., n, 1) are columns d and d + 1), those the
+// head has (d < head_dim).
+template <int kHeadDim, class Body>
+__device__ __forceinline__ void for_lane_column_pairs(int head_dim, Body&& body) {
+  const int thread_in_group = threadIdx.x % 4;
+#pragma unroll
+  for (int n = 0; n < kHeadDim / 8; ++n) {
+    const int d = 8 * n + 2 * thread_in_group;
+    if (d < head_dim) body(n, d);
+  }
+}
+
 // A thread's two rows of a 16-row MMA tile (rows g and g + 8 of its row group: value(r, n,
 // j) is row r's unnormalised output at column 8 n + 2 (lane % 4) + j): when this launch
 // merges into accumulators a previous one wrote, lanes 0-1 of each row group prefetch row
@@ -75,13 +88,9 @@ __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::i
       if (!valid[r]) continue;
       Element* out = p.out.row<Element>(b, n_row[r], h);
       const float factor = inverse[r] * p.output_scale;
-#pragma unroll
-      for (int n = 0; n < kColumnPairs; ++n) {
-        const int d = 8 * n + 2 * thread_in_group;
-        if (d < p.head_dim) {
-          *reinterpret_cast<std::uint32_t*>(out + d) = M::pack(value(r, n, 0) * factor, value(r, n, 1) * factor);
-        }
-      }
+      for_lane_column_pairs<kHeadDim>(p.head_dim, [&](int n, int d) {
+        *reinterpret_cast<std::uint32_t*>(out + d) = M::pack(value(r, n, 0) * factor, value(r, n, 1) * factor);
+      });
       if (thread_in_group == 0) *lse_slot[r] = lse[r];
     }
     return;
@@ -95,14 +104,9 @@ __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::i
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       if (!valid[r]) continue;
-#pragma unroll
-      for (int n = 0; n < kColumnPairs; ++n) {
-        const int d = 8 * n + 2 * thread_in_group;
-        if (d < p.head_dim) {
-          *reinterpret_cast<float2*>(acc[r] + d) =
-              make_float2(value(r, n, 0) * inverse[r], value(r, n, 1) * inverse[r]);
-        }
-      }
+      for_lane_column_pairs<kHeadDim>(p.head_dim, [&](int n, int d) {
+        *reinterpret_cast<float2*>(acc[r] + d) = make_float2(value(r, n, 0) * inverse[r], value(r, n, 1) * inverse[r]);
+      });
       if (thread_in_group == 0) *lse_slot[r] = lse[r];
     }
     return;
@@ -116,8 +120,8 @@ __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::i
   for (int r = 0; r < 2; ++r) {
     old_lse[r] = valid[r] ? *lse_slot[r] : -INFINITY;
 #pragma unroll
-    for (int n = 0; n < kColumnPairs; ++n) {
-      const int d = 8 * n + 2 * thread_in_group;
+    for (int n = 0; n < kColumnPairs; ++n) {  // (every pair assigned: zeros where not read)
+      const int d = 8 * n + 2 * (threadIdx.x % 4);
       stored[r][n] =
           valid[r] && d < p.head_dim ? *reinterpret_cast<const float2*>(acc[r] + d) : make_float2(0.0f, 0.0f);
     }
@@ -132,14 +136,10 @@ __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::i
       old_weight = __expf(old_lse[r] - merged);
       new_weight = inverse[r] * __expf(lse[r] - merged);
     }
-#pragma unroll
-    for (int n = 0; n < kColumnPairs; ++n) {
-      const int d = 8 * n + 2 * thread_in_group;
-      if (d < p.head_dim) {
-        *reinterpret_cast<float2*>(acc[r] + d) = make_float2(stored[r][n].x * old_weight + value(r, n, 0) * new_weight,
-                                                             stored[r][n].y * old_weight + value(r, n, 1) * new_weight);
-      }
-    }
+    for_lane_column_pairs<kHeadDim>(p.head_dim, [&](int n, int d) {
+      *reinterpret_cast<float2*>(acc[r] + d) = make_float2(stored[r][n].x * old_weight + value(r, n, 0) * new_weight,
+                                                           stored[r][n].y * old_weight + value(r, n, 1) * new_weight);
+    });
     if (thread_in_group == 0) *lse_slot[r] = merged;
   }
 }
@@ -177,23 +177,17 @@ __device__ __forceinline__ void finish_key_rows(const PatternLaunch& p, std::int
                                                 float dk_scale, DkValue&& dk_value, DvValue&& dv_value) {
   using M = Mma<Element>;
   constexpr int kColumnPairs = kHeadDim / 8;
-  const int thread_in_group = threadIdx.x % 4;
   if (p.direct_kv) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       if (!valid[r]) continue;
       Element* dk = p.dk.row<Element>(b, n_row[r], kv_head);
       Element* dv = p.dv.row<Element>(b, n_row[r], kv_head);
-#pragma unroll
-      for (int n = 0; n < kColumnPairs; ++n) {
-        const int d = 8 * n + 2 * thread_in_group;
-        if (d < p.head_dim) {
-          *reinterpret_cast<std::uint32_t*>(dk + d) =
-              M::pack(dk_scale * dk_value(r, n, 0), dk_scale * dk_value(r, n, 1));
-          *reinterpret_cast<std::uint32_t*>(dv + d) =
-              M::pack(p.output_scale * dv_value(r, n, 0), p.output_scale * dv_value(r, n, 1));
-        }
-      }
+      for_lane_column_pairs<kHeadDim>(p.head_dim, [&](int n, int d) {
+        *reinterpret_cast<std::uint32_t*>(dk + d) = M::pack(dk_scale * dk_value(r, n, 0), dk_scale * dk_value(r, n, 1));
+        *reinterpret_cast<std::uint32_t*>(dv + d) =
+            M::pack(p.output_scale * dv_value(r, n, 0), p.output_scale * dv_value(r, n, 1));
+      });
     }
     return;
   }
@@ -212,8 +206,8 @@ __device__ __forceinline__ void finish_key_rows(const PatternLaunch& p, std::int
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
 #pragma unroll
-    for (int n = 0; n < kColumnPairs; ++n) {
-      const int d = 8 * n + 2 * thread_in_group;
+    for (int n = 0; n < kColumnPairs; ++n) {  // (every pair assigned: zeros where not read)
+      const int d = 8 * n + 2 * (threadIdx.x % 4);
       const bool read = !store && valid[r] && d < p.head_dim;
       k2[r][n] = read ? *reinterpret_cast<const float2*>(dk_acc[r] + d) : make_float2(0.0f, 0.0f);
       v2[r][n] = read ? *reinterpret_cast<const float2*>(dv_acc[r] + d) : make_float2(0.0f, 0.0f);
@@ -222,16 +216,12 @@ __device__ __forceinline__ void finish_key_rows(const PatternLaunch& p, std::int
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (!valid[r]) continue;
-#pragma unroll
-    for (int n = 0; n < kColumnPairs; ++n) {
-      const int d = 8 * n + 2 * thread_in_group;
-      if (d < p.head_dim) {
-        *reinterpret_cast<float2*>(dk_acc[r] + d) =
-            make_float2(k2[r][n].x + dk_scale * dk_value(r, n, 0), k2[r][n].y + dk_scale * dk_value(r, n, 1));
-        *reinterpret_cast<float2*>(dv_acc[r] + d) = make_float2(v2[r][n].x + p.output_scale * dv_value(r, n, 0),
-                                                                v2[r][n].y + p.output_scale * dv_value(r, n, 1));
-      }
-    }
+    for_lane_column_pairs<kHeadDim>(p.head_dim, [&](int n, int d) {
+      *reinterpret_cast<float2*>(dk_acc[r] + d) =
+          make_float2(k2[r][n].x + dk_scale * dk_value(r, n, 0), k2[r][n].y + dk_scale * dk_value(r, n, 1));
+      *reinterpret_cast<float2*>(dv_acc[r] + d) =
+          make_float2(v2[r][n].x + p.output_scale * dv_value(r, n, 0), v2[r][n].y + p.output_scale * dv_value(r, n, 1));
+    });
   }
 }
 
