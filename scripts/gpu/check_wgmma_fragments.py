@@ -51,6 +51,11 @@ def branch_target(text):
     return int(match.group(1), 16) if match else None
 
 
+def ends_without_branch(text):
+    """An EXIT or RET (predicated or not): the end of a basic block that names no target."""
+    return re.match(r"(@!?U?P\w+\s+)?(EXIT|RET)", text) is not None
+
+
 def loop_bodies(instructions):
     """The natural loop of each back edge (a branch to an address at or before it): the
     indices of the instructions of every basic block that reaches the branch without
@@ -63,7 +68,7 @@ def loop_bodies(instructions):
         target = branch_target(text)
         if target is not None and target in index:
             leaders.add(index[target])
-        if target is not None or re.match(r"(@!?U?P\w+\s+)?(EXIT|RET)", text):
+        if target is not None or ends_without_branch(text):
             leaders.add(i + 1)
     starts = sorted(leader for leader in leaders if leader < count)
     block_of = {}
@@ -81,7 +86,7 @@ def loop_bodies(instructions):
         successors = []
         if target is not None and target in index:
             successors.append(block_of[index[target]])
-        ends = target is not None or re.match(r"(@!?U?P\w+\s+)?(EXIT|RET)", last)
+        ends = target is not None or ends_without_branch(last)
         if (not ends or predicated) and block[-1] + 1 < count:
             successors.append(block_of[block[-1] + 1])
         for successor in successors:

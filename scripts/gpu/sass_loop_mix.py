@@ -13,21 +13,15 @@ blocks: the iteration most tiles run), opcodes without their modifiers.
 """
 import argparse
 import collections
-import re
 import sys
 
-from check_wgmma_fragments import kernels  # the SASS of an object, by kernel
+from check_wgmma_fragments import branch_target, kernels  # BRA targets; the SASS of an object, by kernel
 
 
 def opcode(text):
     words = text.split()
     word = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
     return word.split(".")[0]
-
-
-def branch_target(text):
-    match = re.search(r"BRA(?:\.\S+)?\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)
-    return int(match.group(1), 16) if match else None
 
 
 def loop_mixes(code, min_length=200, skip_over=50):
