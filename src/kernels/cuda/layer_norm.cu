@@ -221,6 +221,11 @@ constexpr bool kBulkCopies = true;
 constexpr bool kBulkCopies = false;
 #endif
 
+// The warp teams' column sums of a chunk (dweight, dbias), added in team order at its end;
+// a one-warp team's row holds at most 32 * kGroupsPerThread * P columns.
+template <class C, int P, int kTeams>
+using WarpTeamSums = C[kTeams][2][32 * kGroupsPerThread * P];
+
 template <int kTeams, int kStages>
 struct StagedRows {
   static constexpr int kBarrierBytes = ((kTeams * kStages * 8 + 15) / 16) * 16;
@@ -436,9 +441,8 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
   if constexpr (kParameters && kWarpTeam) {
     // Each team's column sums to shared memory, then every column's teams in order. (Staged:
     // in the ring, whose rows are all read once every team is past this barrier.)
-    constexpr int kColumns = 32 * N * P;  // a one-warp team's row holds at most these
-    using TeamSums = C[kTeams][2][kColumns];
-    __shared__ C static_team_sums[kStaged ? 1 : kTeams][2][kStaged ? 1 : kColumns];
+    using TeamSums = WarpTeamSums<C, P, kTeams>;
+    __shared__ C static_team_sums[kStaged ? 1 : kTeams][2][kStaged ? 1 : 32 * N * P];
     if constexpr (kStaged) __syncthreads();
     TeamSums& team_sums = *reinterpret_cast<TeamSums*>(
         kStaged ? static_cast<void*>(dynamic_shared + Ring::kBarrierBytes) : static_cast<void*>(static_team_sums));
@@ -629,8 +633,7 @@ void launch_backward_rows(const LayerNormParams& p, unsigned grid, unsigned thre
   if constexpr (P == kPack<T>) {
     if (cuda_device_info(current_device()).compute_major >= 9) {  // sm_90's bulk copies
       using Staged = StagedRows<kTeams, kRowStages>;
-      const std::size_t team_sums =
-          kParameters && kTeams > 1 ? std::size_t{kTeams} * 2 * 32 * kGroupsPerThread * P * sizeof(Compute<T>) : 0;
+      const std::size_t team_sums = kParameters && kTeams > 1 ? sizeof(WarpTeamSums<Compute<T>, P, kTeams>) : 0;
       const std::size_t bytes =
           Staged::bytes(p.columns * static_cast<std::int64_t>(sizeof(T)), p.dresidual ? 3 : 2, team_sums);
       auto kernel = backward_kernel<T, P, kParameters, kTeams, kGelu, kRowStages>;
