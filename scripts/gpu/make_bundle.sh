@@ -42,9 +42,15 @@ for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1 libcu
     fi
   done
 done
+# LONGNET_BUNDLE_TIMELINE=1 adds the CUPTI timeline recorder (for run.sh timeline).
+dirs="bin lib"
+if [ "${LONGNET_BUNDLE_TIMELINE:-0}" = 1 ]; then
+  scripts/gpu/timeline/build.sh "$staging/tools"
+  dirs="$dirs tools"
+fi
 # LONGNET_BUNDLE_KEEP_SYMBOLS=1 keeps the symbols (for run.sh callers; ~8 MB more a program).
 [ "${LONGNET_BUNDLE_KEEP_SYMBOLS:-0}" = 1 ] || strip --strip-unneeded "$staging"/bin/* 2>/dev/null || true
 # Compressed, the bundle stays far under the 64 MiB the device tool carries; run.sh unpacks it.
-tar -C "$staging" -cf - bin lib | xz -T0 -6 > "$staging/bundle.tar.xz"
+tar -C "$staging" -cf - $dirs | xz -T0 -6 > "$staging/bundle.tar.xz"
 rm -rf "$dest" && mkdir -p "$dest" && mv "$staging/bundle.tar.xz" "$dest/bundle.tar.xz" && rm -rf "$staging"
 du -sh "$dest/bundle.tar.xz"

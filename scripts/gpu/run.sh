@@ -16,6 +16,11 @@
 #              nvidia-smi samples the SM clock and power every 50 ms ($OUT/clocks.csv):
 #              whether a sustained run (a training step) holds the clocks that Nsight
 #              Compute's one-kernel-at-a-time timings see, e.g. clocks longnet bench train
+#   timeline ARGS  runs a bundled program with all remaining ARGS (so it comes last) under
+#              the CUPTI timeline recorder (a bundle made with LONGNET_BUNDLE_TIMELINE=1;
+#              scripts/gpu/timeline/): every kernel, memset and copy and every API call,
+#              $OUT/timeline.csv; scripts/gpu/timeline.py says per training step where the
+#              device was idle and whether the host was late ($OUT/timeline.txt)
 #   exec ARGS  runs a bundled program with all remaining ARGS (so it comes last), e.g. exec test_nn --gtest_filter=*Cuda*
 #   callers FUNCTION PROGRAM ARGS  runs a bundled program under cuda-gdb (all remaining
 #              ARGS, so it comes last) and counts the call stacks that reach FUNCTION (a
@@ -46,7 +51,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 status=0
 # Whether a word is a step name (it ends the arguments of bench and profile).
-is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | clocks | exec | callers) return 0 ;; *) return 1 ;; esac; }
+is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | clocks | timeline | exec | callers) return 0 ;; *) return 1 ;; esac; }
 # args = the words before the next step name (the caller shifts them off).
 step_args() {
   args=()
@@ -151,6 +156,17 @@ else:
     print(f"busy samples {len(busy)}: SM clock min {clocks[0]} median {statistics.median(clocks):.0f} "
           f"max {clocks[-1]} MHz, mean power {statistics.mean(p for _, p in busy):.0f} W")
 PY
+      ;;
+    timeline)
+      args=("$@")
+      shift $#
+      echo "== ${args[*]} (CUPTI timeline)"
+      CUDA_INJECTION64_PATH="$bundle/tools/libcupti_timeline.so" LONGNET_TIMELINE="$out/timeline.csv" \
+        "$bin/${args[0]}" "${args[@]:1}" 2>&1 | tee -a "$out/exec.txt" | tail -20
+      [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+      python3 "$(dirname "$0")/timeline.py" "$out/timeline.csv" > "$out/timeline.txt" 2>&1 || status=1
+      head -60 "$out/timeline.txt"
+      xz -T0 "$out/timeline.csv"
       ;;
     exec)
       args=("$@")
