@@ -2,6 +2,7 @@
 // host loop (tensor_copy.cpp) and the CUDA kernel (cuda/tensor_copy.cu) share it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "longnet/core/dtype.hpp"
@@ -22,9 +23,17 @@ struct StridedCopy {
   double fill_value = 0.0;  // used when src == nullptr
 };
 
+// A run of bytes to set to zero (zero_tensors).
+struct ZeroRange {
+  void* data = nullptr;
+  std::uint64_t bytes = 0;
+};
+
 #ifdef LONGNET_WITH_CUDA
 // Runs on the device of the pointers, on `stream` (a cudaStream_t).
 void cuda_strided_copy(const StridedCopy& copy, void* stream);
+// Zeroes every range (all on the current device) in ceil(count / 64) launches.
+void cuda_zero_ranges(const ZeroRange* ranges, std::size_t count, void* stream);
 #endif
 
 }  // namespace longnet::detail

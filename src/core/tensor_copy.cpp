@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <span>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "core/dtype_dispatch.hpp"
 #include "core/strided_copy.hpp"
@@ -237,6 +240,31 @@ void Tensor::zero() {
 #endif
   }
   fill(0.0);
+}
+
+void zero_tensors(std::span<Tensor> tensors) {
+#ifdef LONGNET_WITH_CUDA
+  // Contiguous CUDA tensors, grouped by device, as byte ranges for the batched kernel.
+  std::vector<std::pair<int, detail::ZeroRange>> ranges;
+  for (Tensor& t : tensors) {
+    if (t.defined() && t.device().is_cuda() && t.is_contiguous() && t.numel() > 0) {
+      ranges.push_back({t.device().index, {t.data(), static_cast<std::uint64_t>(t.nbytes())}});
+    } else if (t.defined()) {
+      t.zero();
+    }
+  }
+  std::stable_sort(ranges.begin(), ranges.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (std::size_t first = 0; first < ranges.size();) {
+    const int device = ranges[first].first;
+    std::vector<detail::ZeroRange> mine;
+    for (; first < ranges.size() && ranges[first].first == device; ++first) mine.push_back(ranges[first].second);
+    set_device(Device::cuda(device));
+    detail::cuda_zero_ranges(mine.data(), mine.size(), stream_of(Device::cuda(device)));
+  }
+#else
+  for (Tensor& t : tensors)
+    if (t.defined()) t.zero();
+#endif
 }
 
 void Tensor::copy_bytes_from_host(Tensor& dst, const void* src) {

@@ -154,7 +154,9 @@ std::vector<ParameterPtr> Module::parameters() const {
 }
 
 void Module::zero_grad() const {
-  for (const ParameterPtr& p : parameters()) p->grad.zero();
+  std::vector<Tensor> grads;  // handles to the gradients' storage
+  for (const ParameterPtr& p : parameters()) grads.push_back(p->grad);
+  zero_tensors(grads);
 }
 
 void Module::refresh_compute_copies() const {

@@ -106,5 +106,39 @@ TEST(TensorCopy, CudaRoundTrip) {
   EXPECT_EQ(filled.to_vector<float>(), std::vector<float>(100, 1.5f));
 }
 
+// Views of one byte buffer at odd offsets and lengths (shorter than the kernel's 16-byte
+// alignment head, spanning it, many vectors long), more than one launch's 64 ranges, a
+// strided view (zeroed elementwise), an undefined tensor: exactly the viewed bytes become 0.
+TEST(TensorCopy, ZeroTensorsOnCpuAndCudaZeroEachTensorAndNothingElse) {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda_device_count() > 0) devices.push_back(Device::cuda(0));
+  for (const Device device : devices) {
+    const std::int64_t size = 20000;
+    Tensor buffer = Tensor::full({size}, 7, DType::u8, device);
+    std::vector<bool> zeroed(size, false);
+    std::vector<Tensor> tensors;
+    auto add_view = [&](std::int64_t offset, std::int64_t length) {
+      tensors.push_back(buffer.as_strided({length}, {1}, offset));
+      for (std::int64_t i = offset; i < offset + length; ++i) zeroed[static_cast<std::size_t>(i)] = true;
+    };
+    add_view(1, 5);
+    add_view(9, 30);
+    add_view(64, 1024);
+    add_view(2001, 9999);
+    for (std::int64_t i = 0; i < 70; ++i) add_view(12100 + 37 * i, 1 + i % 19);  // two launches' worth
+    tensors.push_back(buffer.as_strided({40}, {3}, 15000));                      // strided
+    for (std::int64_t i = 0; i < 40; ++i) zeroed[static_cast<std::size_t>(15000 + 3 * i)] = true;
+    tensors.emplace_back();  // undefined: skipped
+    Tensor wide = Tensor::full({3, 100001}, -2.5, DType::f32, device);
+    tensors.push_back(wide);
+    zero_tensors(tensors);
+    const std::vector<std::int32_t> bytes = buffer.to_vector<std::int32_t>();
+    for (std::int64_t i = 0; i < size; ++i)
+      ASSERT_EQ(bytes[static_cast<std::size_t>(i)], zeroed[static_cast<std::size_t>(i)] ? 0 : 7)
+          << to_string(device) << " byte " << i;
+    EXPECT_EQ(wide.to_vector<float>(), std::vector<float>(3 * 100001, 0.0f)) << to_string(device);
+  }
+}
+
 }  // namespace
 }  // namespace longnet

@@ -193,6 +193,46 @@ TEST_F(ModelCuda, BatchedAdamWMatchesOneLaunchPerParameterBitwise) {
   }
 }
 
+// f32 parameters whose pointers are 16-byte aligned take the kernel's four-wide loop; the
+// same values one element off alignment take the scalar loop: the same bits (parameter,
+// moments, bf16 copy), for sizes with and without a tail of < 4 elements.
+TEST_F(ModelCuda, AdamWFourWideAndScalarPathsAgreeBitwise) {
+  const Device gpu = Device::cuda(0);
+  for (const std::int64_t n : {std::int64_t{1}, std::int64_t{4}, std::int64_t{767}, std::int64_t{8192},
+                               std::int64_t{8195}, std::int64_t{100003}}) {
+    for (const bool copy : {false, true}) {
+      // Buffers of n + 1: the aligned view starts at element 0, the other at element 1.
+      auto pair_of = [&](const Tensor& values, DType dtype) {
+        Tensor a = Tensor::zeros({n + 1}, dtype, gpu), b = Tensor::zeros({n + 1}, dtype, gpu);
+        Tensor aligned = a.as_strided({n}, {1}, 0), shifted = b.as_strided({n}, {1}, 1);
+        if (values.defined()) {
+          aligned.copy_from(values);
+          shifted.copy_from(values);
+        }
+        return std::pair{aligned, shifted};
+      };
+      const auto param = pair_of(Tensor::randn({n}, 7, DType::f32), DType::f32);
+      const auto grad = pair_of(Tensor::randn({n}, 8, DType::f32), DType::f32);
+      const auto m = pair_of(Tensor(), DType::f32), v = pair_of(Tensor(), DType::f32);
+      const auto copies = pair_of(Tensor(), DType::bf16);
+      for (int step = 1; step <= 3; ++step) {
+        for (const bool first : {true, false}) {
+          kernels::AdamWParams k{
+              .count = n, .dtype = DType::f32, .lr = 0.01, .weight_decay = 0.1, .grad_scale = 0.5, .step = step};
+          auto pick = [&](const std::pair<Tensor, Tensor>& x) { return first ? x.first.data() : x.second.data(); };
+          k.param = pick(param), k.grad = pick(grad), k.m = pick(m), k.v = pick(v);
+          if (copy) k.param_copy = pick(copies), k.copy_dtype = DType::bf16;
+          kernels::adamw_step_cuda(k);
+        }
+      }
+      for (const auto* x : {&param, &m, &v, &copies}) {
+        const Tensor a = x->first.contiguous().to(Device::cpu()), b = x->second.contiguous().to(Device::cpu());
+        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "n " << n << " copy " << copy;
+      }
+    }
+  }
+}
+
 model::LongNetLMConfig gpu_config(DType dtype) {
   model::LongNetLMConfig c;
   c.vocab_size = 37;

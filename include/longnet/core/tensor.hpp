@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -186,5 +187,10 @@ class Tensor {
   DType dtype_ = DType::f32;
   Device device_;
 };
+
+// Zeroes every defined tensor, as zero() on each would. Contiguous CUDA tensors go to their
+// device in one batched launch per 64 tensors instead of a memset each (a model's gradients
+// are hundreds of small tensors a step, each memset a launch of its own).
+void zero_tensors(std::span<Tensor> tensors);
 
 }  // namespace longnet

@@ -90,7 +90,49 @@ __global__ void strided_copy_kernel(void* dst, DType dst_dtype, const void* src,
   }
 }
 
+constexpr int kZeroRangesPerLaunch = 64;
+
+struct ZeroBatch {
+  ZeroRange ranges[kZeroRangesPerLaunch];
+};
+
+// Range blockIdx.y; its blocks stride over it, 16-byte stores on the aligned interior and
+// byte stores on the edges.
+__global__ void zero_ranges_kernel(const __grid_constant__ ZeroBatch batch) {
+  const ZeroRange range = batch.ranges[blockIdx.y];
+  auto* bytes = static_cast<unsigned char*>(range.data);
+  const auto address = reinterpret_cast<std::uintptr_t>(bytes);
+  const std::uint64_t head = ((16 - address % 16) % 16) < range.bytes ? (16 - address % 16) % 16 : range.bytes;
+  const std::uint64_t vectors = (range.bytes - head) / 16;
+  const std::uint64_t tail_start = head + vectors * 16;
+  const std::uint64_t thread = blockIdx.x * static_cast<std::uint64_t>(blockDim.x) + threadIdx.x;
+  const std::uint64_t threads = static_cast<std::uint64_t>(gridDim.x) * blockDim.x;
+  auto* body = reinterpret_cast<uint4*>(bytes + head);
+  for (std::uint64_t i = thread; i < vectors; i += threads) body[i] = make_uint4(0, 0, 0, 0);
+  if (thread < head) bytes[thread] = 0;
+  if (thread < range.bytes - tail_start) bytes[tail_start + thread] = 0;
+}
+
 }  // namespace
+
+void cuda_zero_ranges(const ZeroRange* ranges, std::size_t count, void* stream) {
+  constexpr int threads = 256;
+  for (std::size_t first = 0; first < count; first += kZeroRangesPerLaunch) {
+    const std::size_t n = count - first < kZeroRangesPerLaunch ? count - first : kZeroRangesPerLaunch;
+    ZeroBatch batch{};
+    std::uint64_t largest = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      batch.ranges[i] = ranges[first + i];
+      largest = batch.ranges[i].bytes > largest ? batch.ranges[i].bytes : largest;
+    }
+    // Enough blocks that the largest range takes a few strides each; the rest exit early.
+    const std::uint64_t wanted = (largest / 16 + 4 * threads - 1) / (4 * threads);
+    const unsigned blocks = static_cast<unsigned>(wanted < 1 ? 1 : wanted > 1024 ? 1024 : wanted);
+    zero_ranges_kernel<<<dim3(blocks, static_cast<unsigned>(n)), threads, 0, static_cast<cudaStream_t>(stream)>>>(
+        batch);
+    LONGNET_CHECK(cudaGetLastError());
+  }
+}
 
 void cuda_strided_copy(const StridedCopy& copy, void* stream) {
   Layout layout{};
