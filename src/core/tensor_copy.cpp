@@ -147,6 +147,16 @@ detail::StridedCopy describe(const Tensor& dst, const Tensor* src) {
 cudaStream_t stream_of(Device device) { return static_cast<cudaStream_t>(current_stream(device.index).handle); }
 
 void set_device(Device device) { LONGNET_CHECK(cudaSetDevice(device.index)); }
+
+// Page-locked (cudaMallocHost, cudaHostRegister) host memory, which copies read asynchronously.
+bool is_pinned(const void* host) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, host) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return true;  // unknown: treat as pinned, i.e. wait
+  }
+  return attributes.type == cudaMemoryTypeHost;
+}
 #endif
 
 // Copies raw bytes between a contiguous host/device buffer and another.
@@ -167,7 +177,15 @@ void copy_raw(void* dst, Device dst_device, const void* src, Device src_device, 
                               : src_device.is_cpu() ? cudaMemcpyHostToDevice
                                                     : cudaMemcpyDeviceToDevice;
   LONGNET_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream_of(gpu)));
-  if (kind != cudaMemcpyDeviceToDevice) LONGNET_CHECK(cudaStreamSynchronize(stream_of(gpu)));
+  // The copy is done with the host memory when this returns: a device-to-host copy waits
+  // for the stream's work. From pageable host memory cudaMemcpyAsync has staged (or
+  // copied) the source before it returns, so an upload need not wait for the device: a
+  // wait there would stall the host until all work queued before it ran (an upload in
+  // the middle of a step, the loss's targets, left the device idle while the host then
+  // queued the rest). Pinned host memory is read by the device later: wait for it.
+  if (kind == cudaMemcpyDeviceToHost || (kind == cudaMemcpyHostToDevice && is_pinned(src))) {
+    LONGNET_CHECK(cudaStreamSynchronize(stream_of(gpu)));
+  }
 #else
   throw Error("tensor copy: a CUDA tensor exists in a build without CUDA");
 #endif

@@ -17,8 +17,9 @@ LossOutput TokenLoss::forward(const Tensor& logits, const Tensor& targets) {
   }
   shape_ = logits.shape();
   logits_ = nn::as_rows(logits, logits.size(2));
-  targets_ = targets.to(Device::cpu(), DType::i32).contiguous().view({-1}).to(logits.device());
-  result_ = nn::cross_entropy_forward(logits_, targets_, kIgnoreIndex);
+  const Tensor host_targets = targets.to(Device::cpu(), DType::i32).contiguous().view({-1});
+  targets_ = host_targets.to(logits.device());
+  result_ = nn::cross_entropy_forward(logits_, targets_, host_targets, kIgnoreIndex);
   return {result_.count > 0 ? result_.loss_sum / static_cast<double>(result_.count) : 0.0, result_.count};
 }
 

@@ -106,15 +106,35 @@ LossOutput Trainer::forward_backward(const Batch& global, nn::ForwardContext con
   return {tokens > 0 ? sums[0] / sums[1] : 0.0, tokens};
 }
 
+Batch Trainer::batch_for(std::int64_t step, std::int64_t micro_step) {
+  if (prefetched_.step == step && prefetched_.micro_step == micro_step) {
+    Prefetched taken = std::move(prefetched_);
+    prefetched_ = {};
+    return std::move(taken.batch);
+  }
+  return data_.train_batch(step, micro_step);
+}
+
+void Trainer::prefetch_after(std::int64_t step, std::int64_t micro_step) {
+  std::int64_t next_step = step, next_micro = micro_step + 1;
+  if (next_micro == config_.gradient_accumulation) next_step += 1, next_micro = 0;
+  if (next_step >= config_.steps) return;
+  try {
+    prefetched_ = {next_step, next_micro, data_.train_batch(next_step, next_micro)};
+  } catch (const std::exception&) {
+    prefetched_ = {};  // that step asks again, and reports the error then
+  }
+}
+
 StepResult Trainer::step() {
   StepResult result;
   result.step = optimizer_.steps();
   model_.zero_grad();
   const std::int64_t micro_steps = config_.gradient_accumulation;
   for (std::int64_t micro = 0; micro < micro_steps; ++micro) {
-    const LossOutput loss =
-        forward_backward(data_.train_batch(result.step, micro), training_context(result.step, micro),
-                         1.0 / static_cast<double>(micro_steps));
+    const LossOutput loss = forward_backward(batch_for(result.step, micro), training_context(result.step, micro),
+                                             1.0 / static_cast<double>(micro_steps));
+    prefetch_after(result.step, micro);
     result.loss += loss.loss / static_cast<double>(micro_steps);
     result.tokens += loss.tokens;
   }

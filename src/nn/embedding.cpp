@@ -1,7 +1,7 @@
 // nn::Embedding (embedding.hpp) over kernels/embedding.hpp. The rows come out in the
 // compute dtype (bf16 under mixed precision) from the f32 table. On CUDA the backward needs
-// the rows sorted by token (deterministic scatter-add): forward sorts the host's token ids
-// before they are uploaded, so no id travels back from the device.
+// the rows sorted by token (deterministic scatter-add): forward keeps the host's token ids
+// and backward sorts them, so no id travels back from the device.
 #include "longnet/nn/embedding.hpp"
 
 #include <cmath>
@@ -85,13 +85,11 @@ Tensor Embedding::forward(const Tensor& tokens) {
   const Device device = weight_->value.device();
   const Tensor host = host_tokens(tokens, vocab(), "tokens");
   tokens_ = host.to(device);
-  if (device.is_cuda()) {
-    std::vector<std::int32_t> order;
-    std::vector<std::int64_t> run_starts;
-    kernels::embedding_sort_rows(host.data<std::int32_t>(), host.numel(), order, run_starts);
-    order_ = Tensor::from_vector(order, {static_cast<std::int64_t>(order.size())}).to(device);
-    run_starts_ = Tensor::from_vector(run_starts, {static_cast<std::int64_t>(run_starts.size())}).to(device);
-  }
+  // The rows' sort for the CUDA backward waits for backward: there the host has queued
+  // the whole backward ahead of the device, here the device would wait for the sort.
+  // (A copy when `host` is the caller's tensor, which may change before backward.)
+  host_tokens_ = !device.is_cuda() ? Tensor() : host.storage() == tokens.storage() ? host.clone() : host;
+  order_ = run_starts_ = Tensor();
   return lookup(tokens_);
 }
 
@@ -111,6 +109,13 @@ void Embedding::backward(const Tensor& dout_in) {
   p.tokens = tokens_.data<std::int32_t>();
   p.dout = dout.data();
   p.dtable = weight_->grad.data();
+  if (host_tokens_.defined() && !order_.defined()) {
+    std::vector<std::int32_t> order;
+    std::vector<std::int64_t> run_starts;
+    kernels::embedding_sort_rows(host_tokens_.data<std::int32_t>(), host_tokens_.numel(), order, run_starts);
+    order_ = Tensor::from_vector(order, {static_cast<std::int64_t>(order.size())}).to(w.device());
+    run_starts_ = Tensor::from_vector(run_starts, {static_cast<std::int64_t>(run_starts.size())}).to(w.device());
+  }
   if (order_.defined()) {
     p.order = order_.data<std::int32_t>();
     p.run_starts = run_starts_.data<std::int64_t>();

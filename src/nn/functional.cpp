@@ -116,11 +116,20 @@ kernels::CrossEntropyParams cross_entropy_params(const Tensor& logits, const Ten
 }  // namespace
 
 CrossEntropyResult cross_entropy_forward(const Tensor& logits, const Tensor& targets, std::int32_t ignore_index) {
+  const Tensor host_targets = targets.defined() ? targets.to(Device::cpu()) : targets;
+  return cross_entropy_forward(logits, targets, host_targets, ignore_index);
+}
+
+CrossEntropyResult cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& host_targets,
+                                         std::int32_t ignore_index) {
   kernels::CrossEntropyParams p = cross_entropy_params(logits, targets, ignore_index);
-  const std::vector<std::int32_t> host_targets = targets.to_vector<std::int32_t>();
+  require(host_targets.defined() && host_targets.device().is_cpu() && host_targets.dtype() == DType::i32 &&
+              host_targets.is_contiguous() && host_targets.numel() == p.rows,
+          "cross_entropy: the targets' host copy must be a contiguous int32 host tensor of ", p.rows, " elements");
+  const std::int32_t* ids = host_targets.data<std::int32_t>();
   CrossEntropyResult result;
-  for (std::size_t r = 0; r < host_targets.size(); ++r) {
-    const std::int32_t t = host_targets[r];
+  for (std::int64_t r = 0; r < p.rows; ++r) {
+    const std::int32_t t = ids[r];
     if (t == ignore_index) continue;
     require(t >= 0 && t < p.vocab, "cross_entropy: targets[", r, "] = ", t, ": must be in [0, ", p.vocab,
             ") or the ignore index ", ignore_index);

@@ -114,6 +114,38 @@ TEST(Training, ResumeContinuesTheRunExactly) {
   std::filesystem::remove_all(dir);
 }
 
+// The Trainer makes the next micro-step's batch while the device runs this one's backward:
+// every (step, micro-step) of the run is asked for exactly once (the prefetched batch is
+// the one used), none beyond the configured steps, and the losses are those of batches
+// asked for at their own step (ResumeContinuesTheRunExactly: a resumed trainer starts
+// without a prefetched batch).
+TEST(Training, BatchesAreMadeOnceEachAndNonePastTheLastStep) {
+  class Recording final : public BatchSource {
+   public:
+    explicit Recording(const BatchSource& inner) : inner_(inner) {}
+    Batch train_batch(std::int64_t step, std::int64_t micro_step) const override {
+      asked.emplace_back(step, micro_step);
+      return inner_.train_batch(step, micro_step);
+    }
+    Batch validation_batch(std::int64_t index) const override { return inner_.validation_batch(index); }
+    std::int64_t tokens_per_batch() const override { return inner_.tokens_per_batch(); }
+    mutable std::vector<std::pair<std::int64_t, std::int64_t>> asked;
+
+   private:
+    const BatchSource& inner_;
+  };
+  const LanguageModelingData inner(corpus(), 0.1, 2, 16, 5);
+  const Recording data(inner);
+  TrainingConfig config;
+  config.steps = 3;
+  config.gradient_accumulation = 2;
+  LongNetLM model(small_f32_config(), Device::cpu(), 1);
+  Trainer trainer(model, data, config);
+  for (std::int64_t i = 0; i < config.steps; ++i) trainer.step();
+  const std::vector<std::pair<std::int64_t, std::int64_t>> expected{{0, 0}, {0, 1}, {1, 0}, {1, 1}, {2, 0}, {2, 1}};
+  EXPECT_EQ(data.asked, expected);
+}
+
 TEST(Training, AccumulatingEqualMicroBatchesEqualsOneBatch) {
   const LongNetLMConfig model_config = tiny_lm_config(DType::f64);
   const FixedBatches data({random_tokens(2, 9, 11, 1), random_tokens(2, 9, 11, 2), Tensor()});

@@ -114,6 +114,15 @@ TEST(ModelKernels, CrossEntropyWithIgnoreIndex) {
     }
   }
   EXPECT_THROW(cross_entropy_forward(logits, Tensor::from_vector<std::int32_t>({3, 7, 0, 0}, {rows}), -100), Error);
+  // Checked and counted on a host copy of the targets: the same result; a bad id in the
+  // copy, or a copy of another length or dtype, is an error.
+  const CrossEntropyResult h = cross_entropy_forward(logits, targets, targets.clone(), -100);
+  EXPECT_EQ(h.count, r.count);
+  EXPECT_EQ(h.loss_sum, r.loss_sum);
+  EXPECT_THROW(cross_entropy_forward(logits, targets, Tensor::from_vector<std::int32_t>({3, 7, 0, 0}, {rows}), -100),
+               Error);
+  EXPECT_THROW(cross_entropy_forward(logits, targets, Tensor::from_vector<std::int32_t>({3, 0, 0}, {3}), -100), Error);
+  EXPECT_THROW(cross_entropy_forward(logits, targets, targets.to(DType::i64), -100), Error);
 }
 
 TEST(ModelKernels, AdamWMatchesPyTorchsUpdate) {

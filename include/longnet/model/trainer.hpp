@@ -83,12 +83,23 @@ class Trainer {
   // into the parameters (summed over ranks later); returns the global loss and tokens.
   LossOutput forward_backward(const Batch& global, nn::ForwardContext context, double loss_scale);
   nn::ForwardContext training_context(std::int64_t step, std::int64_t micro_step) const;
+  // The batch of (step, micro_step): the one prefetched, if it is that one, or a new one.
+  Batch batch_for(std::int64_t step, std::int64_t micro_step);
+  // Makes the batch after (step, micro_step) while the device runs this one's backward (a
+  // BatchSource's batches depend on nothing but their step and micro-step).
+  void prefetch_after(std::int64_t step, std::int64_t micro_step);
+
+  struct Prefetched {
+    std::int64_t step = -1, micro_step = -1;
+    Batch batch;
+  };
 
   LanguageModel& model_;
   const BatchSource& data_;
   TrainingConfig config_;
   Distribution distribution_;
   AdamW optimizer_;
+  Prefetched prefetched_;
 };
 
 }  // namespace longnet::model

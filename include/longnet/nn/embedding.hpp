@@ -37,6 +37,7 @@ class Embedding final : public Module {
   ParameterPtr weight_;
   double scale_;
   Tensor tokens_;
+  Tensor host_tokens_;         // CUDA: the validated ids on the host, sorted by backward
   Tensor order_, run_starts_;  // CUDA backward: rows sorted by token (embedding.hpp)
 };
 

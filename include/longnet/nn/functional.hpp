@@ -37,6 +37,11 @@ struct CrossEntropyResult {
   Tensor lse;              // (rows), saved for backward
 };
 CrossEntropyResult cross_entropy_forward(const Tensor& logits, const Tensor& targets, std::int32_t ignore_index);
+// The same, checking and counting the targets on host_targets, a contiguous int32 host
+// tensor holding what `targets` holds (e.g. the copy it was uploaded from), instead of
+// reading `targets` back from the device: no wait for the work queued before the loss.
+CrossEntropyResult cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& host_targets,
+                                         std::int32_t ignore_index);
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const CrossEntropyResult& forward,
                               std::int32_t ignore_index, double grad_scale);
 
