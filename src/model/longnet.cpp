@@ -79,12 +79,17 @@ Tensor LongNet::forward(const Tensor& source, const Tensor& inputs, const nn::Fo
 }
 
 void LongNet::backward_logits(const Tensor& dlogits) {
-  Tensor dx = decoder_layer_norm_.backward(lm_head_.backward(dlogits));
   Tensor dmemory;
-  for (auto it = decoder_layers_.rbegin(); it != decoder_layers_.rend(); ++it) dx = (*it)->backward(dx, &dmemory);
+  const auto decoder_backward = [&](nn::DecoderLayer& layer, const Tensor& dy, const nn::LayerGradientSums& sums) {
+    return layer.backward(dy, &dmemory, sums);
+  };
+  const Tensor dx =
+      nn::stack_backward(decoder_layer_norm_, decoder_layers_, lm_head_.backward(dlogits), decoder_backward);
   decoder_embed_.backward(decoder_dropout_.backward(dx));
-  Tensor dm = encoder_layer_norm_.backward(dmemory);
-  for (auto it = encoder_layers_.rbegin(); it != encoder_layers_.rend(); ++it) dm = (*it)->backward(dm);
+  const auto encoder_backward = [](nn::EncoderLayer& layer, const Tensor& dy, const nn::LayerGradientSums& sums) {
+    return layer.backward(dy, sums);
+  };
+  const Tensor dm = nn::stack_backward(encoder_layer_norm_, encoder_layers_, dmemory, encoder_backward);
   encoder_embed_.backward(encoder_dropout_.backward(dm));
 }
 

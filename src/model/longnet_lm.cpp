@@ -52,8 +52,10 @@ Tensor LongNetLM::forward(const Tensor& tokens, const nn::ForwardContext& contex
 }
 
 void LongNetLM::backward_logits(const Tensor& dlogits) {
-  Tensor dx = layer_norm_.backward(lm_head_.backward(dlogits));
-  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) dx = (*it)->backward(dx);
+  const auto layer_backward = [](nn::DecoderLayer& layer, const Tensor& dy, const nn::LayerGradientSums& sums) {
+    return layer.backward(dy, nullptr, sums);
+  };
+  const Tensor dx = nn::stack_backward(layer_norm_, layers_, lm_head_.backward(dlogits), layer_backward);
   embed_tokens_.backward(embed_dropout_.backward(dx));
 }
 

@@ -59,8 +59,14 @@ Tensor FeedForward::forward(const Tensor& x, const ForwardContext& context, cons
   return dropout_.forward(fc2_.forward(h, residual), context);
 }
 
-Tensor FeedForward::backward(const Tensor& dy) {
-  Tensor dh = fc2_.backward(dropout_.backward(dy));
+Tensor* FeedForward::output_bias_gradient() {
+  return fc2_.bias() && !dropout_.dropped_last_forward() ? &fc2_.bias()->grad : nullptr;
+}
+
+Tensor FeedForward::backward(const Tensor& dy, BiasGradient fc2_bias) {
+  require(fc2_bias == BiasGradient::compute || output_bias_gradient(), fc2_.weight()->name,
+          ": fc2's bias gradient summed by the caller, but it has no bias or dropout came after it");
+  Tensor dh = fc2_.backward(dropout_.backward(dy), fc2_bias);
   if (fused_activation_) return fc1_.backward(ffn_layernorm_->backward(dh));
   if (ffn_layernorm_) dh = ffn_layernorm_->backward(dh);
   dh = activation_dropout_.backward(dh);

@@ -63,7 +63,7 @@ Tensor LayerNorm::forward(const Tensor& x, kernels::LayerNormInput input) {
   return out;
 }
 
-Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in) {
+Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in, Tensor* dx_column_sums) {
   require(x_.defined(), weight_->name, ": backward called before forward");
   const Tensor& w = weight_->value;
   const DType dtype = weight_->compute_dtype();
@@ -77,6 +77,18 @@ Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in) {
     require(dresidual_in->shape() == x_.shape(), weight_->name, ": the residual gradient has shape ",
             shape_to_string(dresidual_in->shape()), ": must be ", shape_to_string(x_.shape()));
     dresidual = dresidual_in->contiguous();
+  }
+  if (dx_column_sums) {
+    // Accumulated in place: it must be the gradient-dtype (dim) vector itself, not a copy.
+    const DType sums_dtype = kernels::accumulation_dtype(dtype);
+    require(dx_column_sums->defined(), weight_->name, ": dx_column_sums is undefined");
+    require(dx_column_sums->dtype() == sums_dtype, weight_->name, ": dx_column_sums has dtype ",
+            dtype_name(dx_column_sums->dtype()), ": must be ", dtype_name(sums_dtype), " (the gradients' dtype)");
+    require(dx_column_sums->shape() == Shape{dim()} && dx_column_sums->is_contiguous(), weight_->name,
+            ": dx_column_sums has shape ", shape_to_string(dx_column_sums->shape()), ": must be a contiguous ",
+            shape_to_string({dim()}));
+    require(dx_column_sums->device() == w.device(), weight_->name, ": dx_column_sums is on ",
+            to_string(dx_column_sums->device()), ": must be on ", to_string(w.device()), " (the module's device)");
   }
   Tensor dx = Tensor::empty(x_.shape(), dtype, w.device());
   kernels::LayerNormParams p;
@@ -101,6 +113,7 @@ Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in) {
   }
   p.dweight = weight_->grad.data();
   p.dbias = bias_->grad.data();
+  p.dx_column_sums = dx_column_sums ? dx_column_sums->data() : nullptr;
   if (w.device().is_cuda()) {
     kernels::layer_norm_backward_cuda(p);
   } else {

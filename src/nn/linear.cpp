@@ -86,7 +86,7 @@ Tensor Linear::forward(const Tensor& x, const Tensor* residual) {
   return y;
 }
 
-void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate) {
+void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate, BiasGradient bias) {
   require(x_.defined(), weight_->name, ": backward called before forward");
   const Tensor& w = weight_->compute_value();
   require_floating(dy_in, "Linear output gradient", w.dtype(), w.device());
@@ -107,7 +107,7 @@ void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate) {
   p.dx_row_stride = in_features();
   p.dx_accumulate = accumulate;
   p.dweight = weight_->grad.data();
-  p.dbias = bias_ ? bias_->grad.data() : nullptr;
+  p.dbias = bias_ && bias == BiasGradient::compute ? bias_->grad.data() : nullptr;
   if (w.device().is_cuda()) {
     kernels::linear_backward_cuda(p);
   } else {
@@ -115,10 +115,10 @@ void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate) {
   }
 }
 
-Tensor Linear::backward(const Tensor& dy) {
+Tensor Linear::backward(const Tensor& dy, BiasGradient bias) {
   require(x_.defined(), weight_->name, ": backward called before forward");
   Tensor dx = Tensor::empty(x_.shape(), weight_->compute_dtype(), weight_->value.device());
-  run_backward(dy, dx, /*accumulate=*/false);
+  run_backward(dy, dx, /*accumulate=*/false, bias);
   return dx;
 }
 
@@ -127,7 +127,7 @@ void Linear::backward_accumulate(const Tensor& dy, Tensor& dx) {
   require(dx.defined() && dx.shape() == x_.shape() && dx.is_contiguous(), weight_->name,
           ": the gradient to add into must be a contiguous tensor of the input's shape ", shape_to_string(x_.shape()));
   require_floating(dx, "Linear input gradient", weight_->compute_dtype(), weight_->value.device());
-  run_backward(dy, dx, /*accumulate=*/true);
+  run_backward(dy, dx, /*accumulate=*/true, BiasGradient::compute);
 }
 
 void Linear::collect_parameters(std::vector<ParameterPtr>& out) const {

@@ -205,9 +205,10 @@ Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory,
 // Back through out_proj, the sub-LN, the attention and the positional encoding: the
 // gradients of the projections' outputs, (B, N, heads, D) each, written into dq, dk, dv
 // where they are defined on entry (slices of a fused qkv gradient), else new tensors.
-Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv) {
+Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv,
+                                                          BiasGradient out_proj_bias) {
   require(attention_.out.defined(), "MultiheadDilatedAttention: backward called before forward");
-  Tensor dout = out_proj_.backward(dy);
+  Tensor dout = out_proj_.backward(dy, out_proj_bias);
   if (inner_attn_ln_) dout = inner_attn_ln_->backward(dout);
   const Tensor& out = attention_.out;
   const Tensor dattention = dout.view({out.size(0), out.size(1), out.size(2), out.size(3)});
@@ -241,8 +242,14 @@ Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tens
   return dout;
 }
 
-Tensor MultiheadDilatedAttention::backward(const Tensor& dy) {
+Tensor* MultiheadDilatedAttention::output_bias_gradient() {
+  return out_proj_.bias() && !cross_ ? &out_proj_.bias()->grad : nullptr;
+}
+
+Tensor MultiheadDilatedAttention::backward(const Tensor& dy, BiasGradient out_proj_bias) {
   require(!cross_, "MultiheadDilatedAttention: the last forward was cross-attention; use backward_cross");
+  require(out_proj_bias == BiasGradient::compute || out_proj_.bias(), out_proj_.weight()->name,
+          ": its bias gradient summed by the caller, but out_proj has no bias");
   Tensor dq, dk, dv;
   if (Linear* fused = fused_projection()) {
     require(attention_.out.defined(), "MultiheadDilatedAttention: backward called before forward");
@@ -250,10 +257,10 @@ Tensor MultiheadDilatedAttention::backward(const Tensor& dy) {
     const std::int64_t B = q.size(0), N = q.size(1), H = config_.heads, Hk = config_.key_value_heads();
     const Tensor dqkv = Tensor::empty({B, N, H + 2 * Hk, config_.head_dim()}, q.dtype(), q.device());
     dq = dqkv.slice(2, 0, H), dk = dqkv.slice(2, H, H + Hk), dv = dqkv.slice(2, H + Hk, H + 2 * Hk);
-    backward_to_projections(dy, dq, dk, dv);
+    backward_to_projections(dy, dq, dk, dv, out_proj_bias);
     return fused->backward(dqkv.view({B, N, -1}));
   }
-  backward_to_projections(dy, dq, dk, dv);
+  backward_to_projections(dy, dq, dk, dv, out_proj_bias);
   const std::int64_t B = dq.size(0), N = dq.size(1);
   Tensor dx = q_proj_->backward(dq.contiguous().view({B, N, -1}));
   k_proj_->backward_accumulate(dk.contiguous().view({B, N, -1}), dx);

@@ -34,6 +34,8 @@ MultiheadDilatedAttentionConfig cross_attention_config(const TransformerLayerCon
   return cross;
 }
 
+BiasGradient summed_if(bool summed) { return summed ? BiasGradient::summed_by_caller : BiasGradient::compute; }
+
 }  // namespace
 
 EncoderLayer::EncoderLayer(const std::string& name, TransformerLayerConfig config, const ParameterOptions& options,
@@ -53,11 +55,15 @@ Tensor EncoderLayer::forward(const Tensor& x, const ForwardContext& context) {
   return ffn_.forward(ffn_layer_norm_.forward(h), context, &h);
 }
 
-Tensor EncoderLayer::backward(const Tensor& dy) {
+Tensor EncoderLayer::backward(const Tensor& dy, const LayerGradientSums& sums) {
   // y = h + ffn(ln(h)): dh = dy + ln^T(ffn^T(dy)); h = x + attn(ln(x)) likewise. The
-  // layer norms add the residual gradient as they write theirs (one pass fewer each).
-  const Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy), &dy);
-  return attn_layer_norm_.backward(attn_.backward(attn_dropout_.backward(dh)), &dh);
+  // layer norms add the residual gradient as they write theirs (one pass fewer each), and
+  // the FFN's sums dh's columns into out_proj's bias gradient when dh is out_proj's output
+  // gradient (no dropout between).
+  Tensor* out_proj_bias = attn_dropout_.dropped_last_forward() ? nullptr : attn_.output_bias_gradient();
+  const Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy, summed_if(sums.output_bias_summed)), &dy, out_proj_bias);
+  return attn_layer_norm_.backward(attn_.backward(attn_dropout_.backward(dh), summed_if(out_proj_bias != nullptr)), &dh,
+                                   sums.dx_column_sums);
 }
 
 void EncoderLayer::collect_parameters(std::vector<ParameterPtr>& out) const {
@@ -99,8 +105,11 @@ Tensor DecoderLayer::forward(const Tensor& x, const Tensor& memory, const Forwar
   return ffn_.forward(ffn_layer_norm_.forward(h), context, &h);
 }
 
-Tensor DecoderLayer::backward(const Tensor& dy, Tensor* dmemory) {
-  Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy), &dy);
+Tensor DecoderLayer::backward(const Tensor& dy, Tensor* dmemory, const LayerGradientSums& sums) {
+  // As EncoderLayer::backward. With cross-attention between, out_proj sums its own bias
+  // gradient.
+  Tensor* out_proj_bias = cross_attn_ || attn_dropout_.dropped_last_forward() ? nullptr : attn_.output_bias_gradient();
+  Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy, summed_if(sums.output_bias_summed)), &dy, out_proj_bias);
   if (cross_attn_) {
     require(dmemory != nullptr, "DecoderLayer::backward: a layer with cross-attention needs dmemory");
     const CrossAttentionGradients g = cross_attn_->backward_cross(cross_attn_dropout_.backward(dh));
@@ -111,7 +120,8 @@ Tensor DecoderLayer::backward(const Tensor& dy, Tensor* dmemory) {
       *dmemory = g.dmemory;
     }
   }
-  return attn_layer_norm_.backward(attn_.backward(attn_dropout_.backward(dh)), &dh);
+  return attn_layer_norm_.backward(attn_.backward(attn_dropout_.backward(dh), summed_if(out_proj_bias != nullptr)), &dh,
+                                   sums.dx_column_sums);
 }
 
 AttentionCache DecoderLayer::make_cache(std::int64_t batch, std::int64_t max_positions) const {

@@ -1,6 +1,6 @@
-// fp64 finite-difference gradient checks of whole tiny models: LongNetLM (with dropout
-// active, untied and tied embeddings, xPos and RoPE) and the encoder-decoder LongNet, for
-// the scalar mean token loss with ignored targets.
+// fp64 finite-difference gradient checks of whole tiny models: LongNetLM (training with
+// and without dropout, untied and tied embeddings, xPos and RoPE) and the encoder-decoder
+// LongNet (with and without dropout), for the scalar mean token loss with ignored targets.
 #include <gtest/gtest.h>
 
 #include "longnet/model/longnet.hpp"
@@ -42,6 +42,15 @@ TEST(ModelGradients, LongNetLMWithDropout) {
   check_model_gradients(model, lm_batch(config.vocab_size), {.training = true, .seed = 4, .step = 2});
 }
 
+// Training without dropout: the LayerNorm backwards sum out_proj's and fc2's bias
+// gradients (nn::LayerGradientSums), fc2's across layers (three: a middle one too).
+TEST(ModelGradients, LongNetLMWithoutDropout) {
+  LongNetLMConfig config = tiny_lm_config();
+  config.layers = 3;
+  LongNetLM model(config, Device::cpu(), 4);
+  check_model_gradients(model, lm_batch(config.vocab_size), {.training = true, .seed = 4, .step = 2});
+}
+
 TEST(ModelGradients, LongNetLMTiedRopeFusedScaledEmbedding) {
   LongNetLMConfig config = tiny_lm_config();
   config.tie_embeddings = true;
@@ -56,19 +65,24 @@ TEST(ModelGradients, LongNetLMTiedRopeFusedScaledEmbedding) {
   check_model_gradients(model, lm_batch(config.vocab_size), {});
 }
 
+// With dropout, and without (the bias gradients summed by the LayerNorm backwards where
+// they can be: the encoder's out_proj and fc2, the decoder's fc2).
 TEST(ModelGradients, EncoderDecoderLongNet) {
-  LongNetConfig config;
-  static_cast<LongNetLMConfig&>(config) = tiny_lm_config();
-  config.encoder_layers = 2;
-  config.layers = 1;
-  config.dropout = 0.1;
-  LongNet model(config, Device::cpu(), 6);
-  Batch batch = lm_batch(config.vocab_size);
-  batch.source = random_tokens(2, 9, config.vocab_size, 3);
-  check_model_gradients(model, batch, {.training = true, .seed = 1, .step = 7});
-  bool has_cross = false;
-  for (const auto& p : model.parameters()) has_cross |= p->name == "decoder.layers.0.cross_attn.q_proj.weight";
-  EXPECT_TRUE(has_cross);
+  for (double dropout : {0.1, 0.0}) {
+    SCOPED_TRACE(str("dropout ", dropout));
+    LongNetConfig config;
+    static_cast<LongNetLMConfig&>(config) = tiny_lm_config();
+    config.encoder_layers = 2;
+    config.layers = 2;
+    config.dropout = dropout;
+    LongNet model(config, Device::cpu(), 6);
+    Batch batch = lm_batch(config.vocab_size);
+    batch.source = random_tokens(2, 9, config.vocab_size, 3);
+    check_model_gradients(model, batch, {.training = true, .seed = 1, .step = 7});
+    bool has_cross = false;
+    for (const auto& p : model.parameters()) has_cross |= p->name == "decoder.layers.0.cross_attn.q_proj.weight";
+    EXPECT_TRUE(has_cross);
+  }
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // The model kernels against naive references written from their definitions (fp64):
-// layer norm, GELU (erf form), cross-entropy with an ignore index, AdamW (PyTorch's
-// update), gradient norm, RoPE/xPos (torchscale's formulas; q·k depends only on the
-// distance), and the counter-based dropout mask.
+// layer norm (and the column sums of its dx), GELU (erf form), cross-entropy with an
+// ignore index, AdamW (PyTorch's update), gradient norm, RoPE/xPos (torchscale's formulas;
+// q·k depends only on the distance), and the counter-based dropout mask.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +16,7 @@
 #include "longnet/kernels/embedding.hpp"
 #include "longnet/kernels/gelu.hpp"
 #include "longnet/kernels/layer_norm.hpp"
+#include "longnet/kernels/linear.hpp"
 #include "longnet/nn/functional.hpp"
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/linear.hpp"
@@ -72,6 +73,74 @@ TEST(ModelKernels, LayerNormResidualGradientMayAliasDx) {
     return dx.to_vector<double>();
   };
   EXPECT_EQ(run(true), run(false));
+}
+
+// dx_column_sums (kernels/layer_norm.hpp): the column sums of the dx written (the residual
+// gradient included), as stored, added onto what the vector held; on the CPU the same bits as
+// the Linear bias gradient's pass over that dx. dx, dweight and dbias are as without them.
+TEST(ModelKernels, LayerNormSumsTheColumnsOfDx) {
+  // 150 rows: two whole reduction chunks and part of a third; padded rows.
+  const std::int64_t rows = 150, columns = 37, stride = 40;
+  struct Case {
+    bool gelu, residual, affine;
+  };
+  for (DType dtype : {DType::f32, DType::f64}) {
+    for (const Case& k :
+         {Case{false, false, true}, Case{false, true, true}, Case{true, true, true}, Case{true, false, false}}) {
+      SCOPED_TRACE(str(dtype_name(dtype), k.gelu ? " gelu input" : "", k.residual ? " residual gradient" : "",
+                       k.affine ? "" : " no affine"));
+      const Tensor x = Tensor::randn({rows, stride}, 1, dtype), dout = Tensor::randn({rows, stride}, 2, dtype);
+      const Tensor dresidual = Tensor::randn({rows, stride}, 3, dtype);
+      const Tensor weight = Tensor::randn({columns}, 4, dtype), bias = Tensor::randn({columns}, 5, dtype);
+      const Tensor start = Tensor::randn({columns}, 6, dtype);
+      struct Gradients {
+        Tensor dx, dweight, dbias, dx_column_sums;
+      };
+      const auto run = [&](bool dx_column_sums) {
+        Gradients g{Tensor::zeros({rows, stride}, dtype), start.clone(), start.clone(), start.clone()};
+        Tensor out = Tensor::empty({rows, stride}, dtype), mean = Tensor::empty({rows}, dtype);
+        Tensor rstd = Tensor::empty({rows}, dtype);
+        kernels::LayerNormParams p;
+        p.rows = rows, p.columns = columns, p.dtype = dtype;
+        p.input = k.gelu ? kernels::LayerNormInput::gelu : kernels::LayerNormInput::identity;
+        p.x = x.data(), p.x_row_stride = stride, p.out = out.data(), p.out_row_stride = stride;
+        p.weight = k.affine ? weight.data() : nullptr, p.bias = k.affine ? bias.data() : nullptr;
+        p.mean = mean.data(), p.rstd = rstd.data();
+        p.dout = dout.data(), p.dout_row_stride = stride, p.dx = g.dx.data(), p.dx_row_stride = stride;
+        if (k.residual) p.dresidual = dresidual.data(), p.dresidual_row_stride = stride;
+        p.dweight = k.affine ? g.dweight.data() : nullptr, p.dbias = k.affine ? g.dbias.data() : nullptr;
+        p.dx_column_sums = dx_column_sums ? g.dx_column_sums.data() : nullptr;
+        kernels::layer_norm_forward_cpu(p);
+        kernels::layer_norm_backward_cpu(p);
+        return g;
+      };
+      const Gradients with_sums = run(true), without = run(false);
+      const std::vector<double> dx = with_sums.dx.to_vector<double>();
+      const std::vector<double> sums = with_sums.dx_column_sums.to_vector<double>();
+      const std::vector<double> start_values = start.to_vector<double>();
+      for (std::int64_t c = 0; c < columns; ++c) {
+        double expected = start_values[static_cast<std::size_t>(c)], magnitude = std::abs(expected);
+        for (std::int64_t r = 0; r < rows; ++r) {
+          expected += dx[static_cast<std::size_t>(r * stride + c)];
+          magnitude += std::abs(dx[static_cast<std::size_t>(r * stride + c)]);
+        }
+        // f32: the sum rounded to f32 and added to the start (two roundings).
+        EXPECT_NEAR(sums[static_cast<std::size_t>(c)], expected, (dtype == DType::f64 ? 1e-13 : 2.5e-7) * magnitude)
+            << "column " << c;
+      }
+      EXPECT_EQ(dx, without.dx.to_vector<double>());
+      EXPECT_EQ(with_sums.dweight.to_vector<double>(), without.dweight.to_vector<double>());
+      EXPECT_EQ(with_sums.dbias.to_vector<double>(), without.dbias.to_vector<double>());
+      EXPECT_EQ(without.dx_column_sums.to_vector<double>(), start_values);  // not asked for: untouched
+      // What the Linear whose output gradient dx is would have summed for its bias.
+      Tensor linear_dbias = start.clone();
+      kernels::LinearParams linear;
+      linear.rows = rows, linear.in_features = 1, linear.out_features = columns, linear.dtype = dtype;
+      linear.dy = with_sums.dx.data(), linear.dy_row_stride = stride, linear.dbias = linear_dbias.data();
+      kernels::linear_backward_cpu(linear);
+      EXPECT_EQ(sums, linear_dbias.to_vector<double>());
+    }
+  }
 }
 
 TEST(ModelKernels, GeluIsTheErfForm) {

@@ -76,6 +76,21 @@ TEST(NnGradients, LinearWithAResidual) {
   }
 }
 
+// BiasGradient::summed_by_caller leaves the bias gradient to the caller (a LayerNorm
+// backward that wrote dy); everything else is as with BiasGradient::compute.
+TEST(NnGradients, LinearBiasGradientSummedByTheCaller) {
+  Linear linear("proj", 4, 3, true, f64_options());
+  const Tensor x = Tensor::randn({5, 4}, 1, DType::f64), g = Tensor::randn({5, 3}, 2, DType::f64);
+  linear.forward(x);
+  const Tensor dx = linear.backward(g);
+  const std::vector<double> dweight = linear.weight()->grad.to_vector<double>();
+  EXPECT_NE(linear.bias()->grad.to_vector<double>(), std::vector<double>(3, 0.0));
+  linear.zero_grad();
+  EXPECT_EQ(linear.backward(g, BiasGradient::summed_by_caller).to_vector<double>(), dx.to_vector<double>());
+  EXPECT_EQ(linear.weight()->grad.to_vector<double>(), dweight);
+  EXPECT_EQ(linear.bias()->grad.to_vector<double>(), std::vector<double>(3, 0.0));
+}
+
 TEST(NnGradients, ParameterGradientsAccumulateAndActivationGradientsAreWritten) {
   Linear linear("proj", 4, 3, true, f64_options());
   const Tensor x = Tensor::randn({5, 4}, 1, DType::f64);
@@ -137,6 +152,32 @@ TEST(NnGradients, LayerNormRejectsAResidualGradientOfAnotherShape) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("residual gradient has shape (3, 9)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(NnGradients, LayerNormRejectsColumnSumsOfAnotherDtypeOrShape) {
+  LayerNorm norm("ln", 9, 1e-5, f64_options());
+  norm.forward(Tensor::randn({4, 9}, 1, DType::f64));
+  const Tensor dy = Tensor::randn({4, 9}, 2, DType::f64);
+  const auto expect_error = [&](Tensor sums, const std::string& message) {
+    try {
+      norm.backward(dy, nullptr, &sums);
+      FAIL() << "expected an error: " << message;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  };
+  expect_error(Tensor::zeros({9}, DType::f32), "ln.weight: dx_column_sums has dtype f32: must be f64");
+  expect_error(Tensor::zeros({10}, DType::f64), "ln.weight: dx_column_sums has shape (10,): must be a contiguous (9,)");
+  expect_error(Tensor::zeros({4, 9}, DType::f64), "dx_column_sums has shape (4, 9)");
+  expect_error(Tensor(), "dx_column_sums is undefined");
+  // The right one: the column sums of the returned gradient, added.
+  Tensor sums = Tensor::full({9}, 1.0, DType::f64);
+  const std::vector<double> dx = norm.backward(dy, nullptr, &sums).to_vector<double>(), s = sums.to_vector<double>();
+  for (std::size_t c = 0; c < 9; ++c) {
+    double expected = 1;
+    for (std::size_t r = 0; r < 4; ++r) expected += dx[r * 9 + c];
+    EXPECT_NEAR(s[c], expected, 1e-14);
   }
 }
 
@@ -303,11 +344,14 @@ TEST(NnGradients, CrossAttention) {
 }
 
 // Without dropout the layers take their fused paths: the residual adds in the output
-// projections' GEMMs, GELU inside the feed-forward's sub-LayerNorm.
-TransformerLayerConfig layer_config(bool cross, double dropout = 0.1) {
+// projections' GEMMs, GELU inside the feed-forward's sub-LayerNorm, out_proj's bias
+// gradient summed by the FFN's pre-norm (attention dropout 0, no cross-attention) and fc2's
+// by the caller (FFN dropout 0, LayerGradientSums).
+TransformerLayerConfig layer_config(bool cross, double dropout = 0.1, double ffn_dropout = -1) {
   TransformerLayerConfig c;
   c.attention = attention_config(4, 2, {4, 8}, {1, 2}, false, PositionalEncoding::xpos, false);
-  c.ffn = {.d_model = 16, .ffn_dim = 24, .dropout = dropout, .activation_dropout = dropout};
+  if (ffn_dropout < 0) ffn_dropout = dropout;
+  c.ffn = {.d_model = 16, .ffn_dim = 24, .dropout = ffn_dropout, .activation_dropout = ffn_dropout};
   c.dropout = dropout;
   c.cross_attention = cross;
   return c;
@@ -329,9 +373,15 @@ TEST(NnGradients, EncoderLayer) {
 }
 
 TEST(NnGradients, DecoderLayerWithAndWithoutCrossAttention) {
-  for (const auto& [cross, dropout] : {std::pair{false, 0.1}, std::pair{true, 0.1}, std::pair{false, 0.0}}) {
-    SCOPED_TRACE(str(cross ? "cross" : "decoder-only", " dropout ", dropout));
-    DecoderLayer layer("layers.0", layer_config(cross, dropout), f64_options(), 200);
+  struct Case {
+    bool cross;
+    double dropout, ffn_dropout;
+  };
+  for (const Case& k : {Case{false, 0.1, 0.1}, Case{true, 0.1, 0.1}, Case{false, 0.0, 0.0}, Case{true, 0.0, 0.0},
+                        Case{false, 0.1, 0.0}, Case{false, 0.0, 0.1}}) {
+    const bool cross = k.cross;
+    SCOPED_TRACE(str(cross ? "cross" : "decoder-only", " dropout ", k.dropout, " ffn dropout ", k.ffn_dropout));
+    DecoderLayer layer("layers.0", layer_config(cross, k.dropout, k.ffn_dropout), f64_options(), 200);
     randomise_parameters(layer, 8);
     const ForwardContext context{.training = true, .seed = 1, .step = 4};
     const Tensor x = Tensor::randn({2, 10, 16}, 1, DType::f64);
@@ -343,6 +393,66 @@ TEST(NnGradients, DecoderLayerWithAndWithoutCrossAttention) {
     if (cross) probes.push_back({"memory", memory, dmemory});
     add_parameter_probes(layer, probes);
     check_gradients([&] { return layer.forward(x, memory, context); }, g, probes, 1e-6, 12);
+  }
+}
+
+// LayerGradientSums: a caller that sums the output gradient's columns into
+// output_bias_gradient() (fc2's bias gradient, null when dropout follows fc2) gets the
+// gradients of a plain backward, and dx_column_sums receives the returned dx's column sums.
+TEST(NnGradients, TransformerLayersTakeBiasGradientsSummedByTheirCaller) {
+  const ForwardContext context{.training = true, .seed = 1, .step = 4};
+  const Tensor x = Tensor::randn({2, 10, 16}, 1, DType::f64), g = Tensor::randn({2, 10, 16}, 2, DType::f64);
+  const std::vector<double> gv = g.to_vector<double>();
+  const auto column_sums = [](const std::vector<double>& rows, std::vector<double> start) {
+    for (std::size_t i = 0; i < rows.size(); ++i) start[i % start.size()] += rows[i];
+    return start;
+  };
+  const auto gradients = [](const Module& module) {
+    std::vector<std::vector<double>> out;
+    for (const ParameterPtr& p : module.parameters()) out.push_back(p->grad.to_vector<double>());
+    return out;
+  };
+  for (const bool encoder : {true, false}) {
+    for (const double ffn_dropout : {0.0, 0.1}) {
+      SCOPED_TRACE(str(encoder ? "encoder" : "decoder", " ffn dropout ", ffn_dropout));
+      EncoderLayer encoder_layer("layers.0", layer_config(false, 0.0, ffn_dropout), f64_options(), 100);
+      DecoderLayer decoder_layer("layers.0", layer_config(false, 0.0, ffn_dropout), f64_options(), 200);
+      const Module& module = encoder ? static_cast<const Module&>(encoder_layer) : decoder_layer;
+      const auto forward = [&] {
+        if (encoder) return encoder_layer.forward(x, context);
+        return decoder_layer.forward(x, Tensor(), context);
+      };
+      const auto backward = [&](const LayerGradientSums& sums) {
+        if (encoder) return encoder_layer.backward(g, sums);
+        return decoder_layer.backward(g, nullptr, sums);
+      };
+      const auto output_bias = [&] {
+        return encoder ? encoder_layer.output_bias_gradient() : decoder_layer.output_bias_gradient();
+      };
+      randomise_parameters(module, 8);
+      forward();
+      const std::vector<double> dx = backward({}).to_vector<double>();
+      const auto plain = gradients(module);
+      module.zero_grad();
+      forward();
+      Tensor* bias = output_bias();
+      ASSERT_EQ(bias != nullptr, ffn_dropout == 0.0);
+      if (bias) bias->copy_from(Tensor::from_vector(column_sums(gv, std::vector<double>(16, 0.0)), {16}));
+      Tensor sums = Tensor::full({16}, 0.5, DType::f64);
+      EXPECT_EQ(backward({.output_bias_summed = bias != nullptr, .dx_column_sums = &sums}).to_vector<double>(), dx);
+      const auto summed = gradients(module);
+      for (std::size_t i = 0; i < plain.size(); ++i) {
+        SCOPED_TRACE(module.parameters()[i]->name);
+        for (std::size_t j = 0; j < plain[i].size(); ++j) EXPECT_NEAR(summed[i][j], plain[i][j], 1e-12);
+      }
+      const std::vector<double> expected = column_sums(dx, std::vector<double>(16, 0.5));
+      const std::vector<double> actual = sums.to_vector<double>();
+      for (std::size_t c = 0; c < 16; ++c) EXPECT_NEAR(actual[c], expected[c], 1e-12);
+      if (!bias) {
+        forward();
+        EXPECT_THROW(backward({.output_bias_summed = true}), Error);  // dropout after fc2: not a column sum
+      }
+    }
   }
 }
 

@@ -1,9 +1,10 @@
 // The bandwidth-bound CUDA model kernels against the CPU kernels on the shapes that pick
 // their different paths: LayerNorm rows held in registers by teams of 1 to 8 warps and the
 // streaming kernels for longer rows, 16-byte packs and single elements (odd column counts,
-// misaligned row strides), row counts that leave partial chunks; the Linear bias gradient's
-// column sums; the embedding backward with skewed tokens (runs longer than a chunk, pieces
-// across chunk boundaries); rotary on strided (fused qkv) and in-place rows. The reference
+// misaligned row strides), row counts that leave partial chunks, and the column sums of dx
+// on each path; the Linear bias gradient's column sums; the embedding backward with skewed
+// tokens (runs longer than a chunk, pieces across chunk boundaries); rotary on strided
+// (fused qkv) and in-place rows. The reference
 // is the CPU kernel in f64 on the same inputs rounded to the tested dtype; bf16 outputs
 // are held to a few bf16 roundings (relative L2), f32 outputs (and the f32 gradients and
 // statistics under bf16) to f32 accuracy. Skipped without a CUDA device.
@@ -56,6 +57,69 @@ struct LayerNormCase {
   bool affine = true;
 };
 
+// One case's inputs (f64 CPU tensors of values representable in the tested dtype).
+// gelu: the rows are GELU pre-activations (LayerNormInput::gelu); residual: a residual
+// gradient is added to dx, as the pre-norms run them.
+struct LayerNormInputs {
+  LayerNormCase shape;
+  bool gelu = false, residual = false;
+  Tensor x, dout, dresidual, weight, bias;
+  // The gradients (dweight, dbias, dx_column_sums) accumulate onto this.
+  Tensor start;
+};
+
+LayerNormInputs layer_norm_inputs(const LayerNormCase& c, DType dtype, bool gelu, bool residual) {
+  const DType acc = accumulation(dtype);
+  return {c,
+          gelu,
+          residual,
+          random({c.rows, c.stride}, 1, dtype),
+          random({c.rows, c.stride}, 2, dtype),
+          random({c.rows, c.stride}, 6, dtype),
+          random({c.columns}, 3, acc),
+          random({c.columns}, 4, acc),
+          random({c.columns}, 5, acc)};
+}
+
+struct LayerNormResults {
+  Tensor out, mean, rstd, dx, dweight, dbias, dx_column_sums;  // dx_column_sums: when asked for
+};
+
+// Forward and backward on tensors of one device and dtype.
+LayerNormResults run_layer_norm(const LayerNormInputs& in, Device device, DType type, bool dx_column_sums) {
+  const LayerNormCase& c = in.shape;
+  const DType a = accumulation(type);
+  // The accumulated gradients start as clones: to() returns the tensor itself when it is
+  // already on that device in that dtype.
+  LayerNormResults r{Tensor::zeros({c.rows, c.stride}, type, device),
+                     Tensor::zeros({c.rows}, a, device),
+                     Tensor::zeros({c.rows}, a, device),
+                     Tensor::zeros({c.rows, c.stride}, type, device),
+                     in.start.to(device, a).clone(),
+                     in.start.to(device, a).clone(),
+                     in.start.to(device, a).clone()};
+  const Tensor xd = in.x.to(device, type), dd = in.dout.to(device, type), rd = in.dresidual.to(device, type);
+  const Tensor wd = in.weight.to(device, a), bd = in.bias.to(device, a);
+  kernels::LayerNormParams p;
+  p.rows = c.rows, p.columns = c.columns, p.dtype = type;
+  p.input = in.gelu ? kernels::LayerNormInput::gelu : kernels::LayerNormInput::identity;
+  p.x = xd.data(), p.x_row_stride = c.stride;
+  p.weight = c.affine ? wd.data() : nullptr, p.bias = c.affine ? bd.data() : nullptr;
+  p.out = r.out.data(), p.out_row_stride = c.stride, p.mean = r.mean.data(), p.rstd = r.rstd.data();
+  p.dout = dd.data(), p.dout_row_stride = c.stride, p.dx = r.dx.data(), p.dx_row_stride = c.stride;
+  p.dweight = c.affine ? r.dweight.data() : nullptr, p.dbias = c.affine ? r.dbias.data() : nullptr;
+  if (in.residual) p.dresidual = rd.data(), p.dresidual_row_stride = c.stride;
+  p.dx_column_sums = dx_column_sums ? r.dx_column_sums.data() : nullptr;
+  if (device.is_cuda()) {
+    kernels::layer_norm_forward_cuda(p);
+    kernels::layer_norm_backward_cuda(p);
+  } else {
+    kernels::layer_norm_forward_cpu(p);
+    kernels::layer_norm_backward_cpu(p);
+  }
+  return r;
+}
+
 TEST_F(ModelKernelsCuda, LayerNormMatchesTheCpuOnEveryPath) {
   const LayerNormCase cases[] = {
       {33, 40, 40},         // one warp, packs for bf16 and f32; f64 2-element packs
@@ -68,74 +132,90 @@ TEST_F(ModelKernelsCuda, LayerNormMatchesTheCpuOnEveryPath) {
       {9, 4100, 4100},      // single elements past the registers (bf16), f32/f64 past them too
       {40, 9000, 9000},     // streaming with packs
   };
-  // fused: the rows are GELU pre-activations (LayerNormInput::gelu) and a residual gradient
-  // is added to dx, as the feed-forward's sub-LayerNorm and the pre-norms run them.
+  // fused: the rows are GELU pre-activations and a residual gradient is added to dx, as the
+  // feed-forward's sub-LayerNorm and the pre-norms run them.
   for (const bool fused : {false, true}) {
     for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
       for (const LayerNormCase& c : cases) {
         SCOPED_TRACE(str(dtype_name(dtype), " rows ", c.rows, " columns ", c.columns, " stride ", c.stride,
                          c.affine ? "" : " no affine", fused ? " gelu input, residual gradient" : ""));
-        const DType acc = accumulation(dtype);
-        const Tensor x = random({c.rows, c.stride}, 1, dtype), dout = random({c.rows, c.stride}, 2, dtype);
-        const Tensor dresidual = random({c.rows, c.stride}, 6, dtype);
-        const Tensor weight = random({c.columns}, 3, acc), bias = random({c.columns}, 4, acc);
-        // The gradients accumulate onto this (cloned: to() returns the tensor itself when
-        // it is already on that device in that dtype).
-        const Tensor start = random({c.columns}, 5, acc);
-
-        // Runs forward and backward on tensors of one device and dtype; returns
-        // {out, mean, rstd, dx, dweight, dbias}.
-        const auto run = [&](Device device, DType type) {
-          const DType a = type == DType::f64 ? DType::f64 : DType::f32;
-          std::vector<Tensor> t{Tensor::zeros({c.rows, c.stride}, type, device),
-                                Tensor::zeros({c.rows}, a, device),
-                                Tensor::zeros({c.rows}, a, device),
-                                Tensor::zeros({c.rows, c.stride}, type, device),
-                                start.to(device, a).clone(),
-                                start.to(device, a).clone()};
-          const Tensor xd = x.to(device, type), dd = dout.to(device, type), rd = dresidual.to(device, type);
-          const Tensor wd = weight.to(device, a), bd = bias.to(device, a);
-          kernels::LayerNormParams p;
-          p.rows = c.rows, p.columns = c.columns, p.dtype = type;
-          p.x = xd.data(), p.x_row_stride = c.stride;
-          p.weight = c.affine ? wd.data() : nullptr, p.bias = c.affine ? bd.data() : nullptr;
-          p.out = t[0].data(), p.out_row_stride = c.stride, p.mean = t[1].data(), p.rstd = t[2].data();
-          p.dout = dd.data(), p.dout_row_stride = c.stride, p.dx = t[3].data(), p.dx_row_stride = c.stride;
-          p.dweight = c.affine ? t[4].data() : nullptr, p.dbias = c.affine ? t[5].data() : nullptr;
-          if (fused) {
-            p.input = kernels::LayerNormInput::gelu;
-            p.dresidual = rd.data(), p.dresidual_row_stride = c.stride;
-          }
-          if (device.is_cuda()) {
-            kernels::layer_norm_forward_cuda(p);
-            kernels::layer_norm_backward_cuda(p);
-          } else {
-            kernels::layer_norm_forward_cpu(p);
-            kernels::layer_norm_backward_cpu(p);
-          }
-          return t;
-        };
-        const std::vector<Tensor> expected = run(Device::cpu(), DType::f64), actual = run(gpu, dtype);
-        const double tol = tolerance(dtype), tol_acc = tolerance(acc);
-        expect_close(columns_of(actual[0], c.columns), columns_of(expected[0], c.columns), tol, "out");
-        expect_close(actual[1], expected[1], tol_acc, "mean");
-        expect_close(actual[2], expected[2], tol_acc, "rstd");
-        expect_close(columns_of(actual[3], c.columns), columns_of(expected[3], c.columns), tol, "dx");
+        const LayerNormInputs in = layer_norm_inputs(c, dtype, fused, fused);
+        const LayerNormResults expected = run_layer_norm(in, Device::cpu(), DType::f64, false);
+        const LayerNormResults actual = run_layer_norm(in, gpu, dtype, false);
+        const double tol = tolerance(dtype), tol_acc = tolerance(accumulation(dtype));
+        expect_close(columns_of(actual.out, c.columns), columns_of(expected.out, c.columns), tol, "out");
+        expect_close(actual.mean, expected.mean, tol_acc, "mean");
+        expect_close(actual.rstd, expected.rstd, tol_acc, "rstd");
+        expect_close(columns_of(actual.dx, c.columns), columns_of(expected.dx, c.columns), tol, "dx");
         if (c.affine) {
-          expect_close(actual[4], expected[4], tol_acc, "dweight");
-          expect_close(actual[5], expected[5], tol_acc, "dbias");
+          expect_close(actual.dweight, expected.dweight, tol_acc, "dweight");
+          expect_close(actual.dbias, expected.dbias, tol_acc, "dbias");
         }
         // The padding columns of a strided output are left alone.
         if (c.stride > c.columns) {
           EXPECT_EQ(
-              actual[0].to(Device::cpu(), DType::f64).slice(1, c.columns, c.stride).contiguous().to_vector<double>(),
+              actual.out.to(Device::cpu(), DType::f64).slice(1, c.columns, c.stride).contiguous().to_vector<double>(),
               std::vector<double>(static_cast<std::size_t>(c.rows * (c.stride - c.columns)), 0.0));
         }
         // Deterministic: a second run gives the same bits.
-        EXPECT_EQ(run(gpu, dtype)[4].to(Device::cpu()).to_vector<double>(),
-                  actual[4].to(Device::cpu()).to_vector<double>());
+        EXPECT_EQ(run_layer_norm(in, gpu, dtype, false).dweight.to(Device::cpu()).to_vector<double>(),
+                  actual.dweight.to(Device::cpu()).to_vector<double>());
       }
     }
+  }
+}
+
+// dx_column_sums (a Linear's bias gradient summed by the LayerNorm backward that writes its
+// output gradient) on each path: the sums of the dx written, as stored (bf16: rounded),
+// accumulated onto what the vector held, with dx, dweight and dbias as without them.
+TEST_F(ModelKernelsCuda, LayerNormSumsTheColumnsOfDxOnEveryPath) {
+  struct Case {
+    DType dtype;
+    LayerNormCase shape;
+    bool gelu, residual;
+    const char* path;
+  };
+  const Case cases[] = {
+      {DType::bf16, {100, 768, 768}, false, true, "one-warp teams, staged on sm_90 (the pre-norms)"},
+      {DType::bf16, {75, 768, 776}, false, false, "one-warp teams, no residual (the final norm)"},
+      {DType::bf16, {67, 3072, 3072}, true, true, "a 4-warp block team, GELU"},
+      {DType::f32, {70, 768, 768}, false, true, "a 2-warp block team"},
+      {DType::f32, {45, 8192, 8192}, false, true, "streaming rows, packs"},
+      {DType::bf16, {20, 9000, 9003}, true, false, "streaming rows, single elements"},
+      {DType::f32, {50, 500, 503}, false, true, "single elements, a 6-warp block team"},
+      {DType::f32, {33, 40, 43, false}, false, true, "one-warp teams, no affine (no parameter sums)"},
+      {DType::f64, {41, 40, 40}, true, true, "f64 2-element packs"},
+  };
+  for (const Case& k : cases) {
+    const LayerNormCase& c = k.shape;
+    SCOPED_TRACE(
+        str(dtype_name(k.dtype), " rows ", c.rows, " columns ", c.columns, " stride ", c.stride, ": ", k.path));
+    const LayerNormInputs in = layer_norm_inputs(c, k.dtype, k.gelu, k.residual);
+    const LayerNormResults with_sums = run_layer_norm(in, gpu, k.dtype, true);
+    const LayerNormResults without = run_layer_norm(in, gpu, k.dtype, false);
+    const double tol_acc = tolerance(accumulation(k.dtype));
+    // The column sums of the dx this launch wrote, in fp64, onto the start.
+    const Tensor dx = columns_of(with_sums.dx, c.columns);
+    const std::vector<double> dxv = dx.to_vector<double>(), start = in.start.to_vector<double>();
+    std::vector<double> sums = start;
+    for (std::int64_t r = 0; r < c.rows; ++r) {
+      for (std::int64_t col = 0; col < c.columns; ++col) {
+        sums[static_cast<std::size_t>(col)] += dxv[static_cast<std::size_t>(r * c.columns + col)];
+      }
+    }
+    expect_close(with_sums.dx_column_sums, Tensor::from_vector(sums, {c.columns}), tol_acc, "dx_column_sums");
+    // Against the CPU's in fp64 (bf16: its dx rounded, about a rounding of the sums).
+    const LayerNormResults expected = run_layer_norm(in, Device::cpu(), DType::f64, true);
+    expect_close(with_sums.dx_column_sums, expected.dx_column_sums, tolerance(k.dtype), "dx_column_sums vs CPU");
+    // Nothing else changes.
+    EXPECT_EQ(dxv, columns_of(without.dx, c.columns).to_vector<double>());
+    EXPECT_EQ(with_sums.dweight.to(Device::cpu()).to_vector<double>(),
+              without.dweight.to(Device::cpu()).to_vector<double>());
+    EXPECT_EQ(with_sums.dbias.to(Device::cpu()).to_vector<double>(),
+              without.dbias.to(Device::cpu()).to_vector<double>());
+    // Deterministic: a second run gives the same bits.
+    EXPECT_EQ(run_layer_norm(in, gpu, k.dtype, true).dx_column_sums.to(Device::cpu()).to_vector<double>(),
+              with_sums.dx_column_sums.to(Device::cpu()).to_vector<double>());
   }
 }
 

@@ -7,7 +7,7 @@
 // as LayerNorm(elementwise_affine=False)); mean, rstd: (rows) in accumulation_dtype(dtype),
 // written by forward and read by backward. The statistics are computed in that precision
 // whatever the activations' dtype.
-// Backward: dx is written; dweight and dbias accumulate (+=).
+// Backward: dx is written; dweight, dbias (and dx_column_sums, below) accumulate (+=).
 //
 // Two fusions save the feed-forward and the residual stream a pass over their rows each:
 // - input = gelu: the rows normalised are gelu(x) (gelu.hpp's exact form, in the
@@ -16,6 +16,11 @@
 //   Nothing else changes: mean, rstd and out are those of LayerNorm(gelu(x)).
 // - dresidual (backward, nullable): dx = (the above) + dresidual, with its own row
 //   stride; it may alias dx (each element is read before it is written).
+// And one saves a Linear's bias gradient a pass of its own:
+// - dx_column_sums (backward, nullable, (C) in accumulation_dtype(dtype)) += sum_r dx[r,c]
+//   over the dx written (dresidual included) as stored, i.e. rounded to dtype, in a fixed
+//   order (on the CPU the Linear bias gradient's: the same bits). When dx is a Linear's
+//   output gradient (no dropout between), that is the Linear's bias gradient.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +56,7 @@ struct LayerNormParams {
   std::int64_t dresidual_row_stride = 0;
   void* dweight = nullptr;  // null when weight is
   void* dbias = nullptr;    // null when bias is
+  void* dx_column_sums = nullptr;  // nullable
 };
 
 void layer_norm_forward_cpu(const LayerNormParams& p);

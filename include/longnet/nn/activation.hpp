@@ -28,6 +28,8 @@ class Dropout {
   double probability() const { return probability_; }
   // Whether forward(x, context) would change x (training with p > 0).
   bool drops(const ForwardContext& context) const { return context.training && probability_ > 0; }
+  // Whether the last forward dropped: false makes backward the identity.
+  bool dropped_last_forward() const { return active_; }
 
  private:
   double probability_;

@@ -34,8 +34,13 @@ class FeedForward final : public Module {
   // residual (nullable, x's shape) is added to the output (by fc2's GEMM when the output
   // dropout is inactive).
   Tensor forward(const Tensor& x, const ForwardContext& context, const Tensor* residual = nullptr);
-  Tensor backward(const Tensor& dy);
+  // fc2_bias = summed_by_caller: the caller added dy's column sums into
+  // output_bias_gradient() (which must then be non-null).
+  Tensor backward(const Tensor& dy, BiasGradient fc2_bias = BiasGradient::compute);
   Tensor infer(const Tensor& x) const;
+  // fc2's bias gradient when the last forward left it equal to the column sums of
+  // backward's dy (fc2 has a bias and no dropout came after it), else null.
+  Tensor* output_bias_gradient();
 
   Linear& fc1() { return fc1_; }
   Linear& fc2() { return fc2_; }

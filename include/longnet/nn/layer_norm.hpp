@@ -18,7 +18,11 @@ class LayerNorm final : public Module {
   Tensor forward(const Tensor& x, kernels::LayerNormInput input = kernels::LayerNormInput::identity);
   // dresidual (nullable, dy's shape): added to the returned gradient in the same pass (the
   // residual stream's gradient, which would otherwise take an add of its own).
-  Tensor backward(const Tensor& dy, const Tensor* dresidual = nullptr);
+  // dx_column_sums (nullable, (dim) in the gradients' dtype, on the module's device): the
+  // returned gradient's column sums are added into it in the same pass, as stored
+  // (kernels/layer_norm.hpp): a Linear bias gradient when dx is that Linear's output
+  // gradient, which then skips its own pass (Linear::BiasGradient::summed_by_caller).
+  Tensor backward(const Tensor& dy, const Tensor* dresidual = nullptr, Tensor* dx_column_sums = nullptr);
   Tensor infer(const Tensor& x, kernels::LayerNormInput input = kernels::LayerNormInput::identity) const;
 
   std::int64_t dim() const { return weight_->value.size(0); }

@@ -10,6 +10,11 @@
 
 namespace longnet::nn {
 
+// Who sums the bias gradient, db += column sums of dy, in a Linear's backward: the Linear (a
+// pass over dy), or the caller, from a kernel that wrote dy anyway (a LayerNorm backward's
+// dx_column_sums, nn::LayerNorm::backward).
+enum class BiasGradient { compute, summed_by_caller };
+
 class Linear final : public Module {
  public:
   Linear(const std::string& name, std::int64_t in_features, std::int64_t out_features, bool bias,
@@ -20,7 +25,7 @@ class Linear final : public Module {
   // residual (nullable, the output's shape): y = x W^T + b + residual, added in the GEMM's
   // epilogue on CUDA (a transformer's residual stream without an add pass of its own).
   Tensor forward(const Tensor& x, const Tensor* residual = nullptr);
-  Tensor backward(const Tensor& dy);
+  Tensor backward(const Tensor& dy, BiasGradient bias = BiasGradient::compute);
   // Backward that adds the input's gradient into dx (dx += dy W) instead of writing a new
   // tensor: several projections of one input (k and v of attention) sum their gradients
   // inside the GEMM, with no separate pass.
@@ -35,7 +40,7 @@ class Linear final : public Module {
   void collect_parameters(std::vector<ParameterPtr>& out) const override;
 
  private:
-  void run_backward(const Tensor& dy, Tensor& dx, bool accumulate);
+  void run_backward(const Tensor& dy, Tensor& dx, bool accumulate, BiasGradient bias);
 
   ParameterPtr weight_, bias_;
   Tensor x_;

@@ -73,7 +73,12 @@ class MultiheadDilatedAttention final : public Module {
   // context.deterministic makes the backward of this forward bitwise repeatable on CUDA.
   // residual (nullable, x's shape) is added to the output by out_proj's GEMM.
   Tensor forward(const Tensor& x, const ForwardContext& context = {}, const Tensor* residual = nullptr);
-  Tensor backward(const Tensor& dy);
+  // out_proj_bias = summed_by_caller: the caller added dy's column sums into
+  // output_bias_gradient() (which must then be non-null).
+  Tensor backward(const Tensor& dy, BiasGradient out_proj_bias = BiasGradient::compute);
+  // out_proj's bias gradient (the column sums of backward's dy) after a self-attention
+  // forward; null without a bias or after cross-attention.
+  Tensor* output_bias_gradient();
   // Cross-attention over a memory of the same shape as x.
   Tensor forward(const Tensor& x, const Tensor& memory, const ForwardContext& context = {});
   CrossAttentionGradients backward_cross(const Tensor& dy);
@@ -105,7 +110,8 @@ class MultiheadDilatedAttention final : public Module {
   // Into `out` (x's shape, any strides) when it is defined, else a new tensor (x itself
   // without an encoding).
   Tensor encode_positions(const Tensor& x, bool is_key, bool transpose, Tensor out = {}) const;
-  Tensor backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv);
+  Tensor backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv,
+                                 BiasGradient out_proj_bias = BiasGradient::compute);
 
   MultiheadDilatedAttentionConfig config_;
   std::unique_ptr<Linear> q_proj_, k_proj_, v_proj_, qkv_proj_;

@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "longnet/nn/activation.hpp"
 #include "longnet/nn/feed_forward.hpp"
@@ -29,13 +30,32 @@ struct TransformerLayerConfig {
   void validate() const;
 };
 
+// Column sums of a layer's gradients that LayerNorm backwards compute as they write them,
+// given to Linear bias gradients in place of a pass over a (rows, d_model) gradient each.
+// Inside a layer, out_proj's bias takes the column sums of the gradient that the FFN's
+// pre-norm writes, when no dropout or cross-attention comes between; across layers,
+// stack_backward (below) chains them: fc2's bias takes the column sums of the layer's output
+// gradient from the norm backward that writes it.
+struct LayerGradientSums {
+  // The caller added the column sums of dy (the layer's output gradient) into
+  // output_bias_gradient(), which must be non-null: fc2 skips its bias gradient.
+  bool output_bias_summed = false;
+  // Nullable, (d_model) in the gradients' dtype: receives (+=) the column sums of the
+  // returned dx (as LayerNorm::backward's dx_column_sums), e.g. the previous layer's
+  // output_bias_gradient().
+  Tensor* dx_column_sums = nullptr;
+};
+
 class EncoderLayer final : public Module {
  public:
   // Dropout streams dropout_stream .. dropout_stream + 3.
   EncoderLayer(const std::string& name, TransformerLayerConfig config, const ParameterOptions& options,
                std::uint64_t dropout_stream);
   Tensor forward(const Tensor& x, const ForwardContext& context);
-  Tensor backward(const Tensor& dy);
+  Tensor backward(const Tensor& dy, const LayerGradientSums& sums = {});
+  // The gradient that equals the column sums of backward's dy after the last forward (fc2's
+  // bias gradient, FeedForward::output_bias_gradient), else null.
+  Tensor* output_bias_gradient() { return ffn_.output_bias_gradient(); }
   void collect_parameters(std::vector<ParameterPtr>& out) const override;
 
  private:
@@ -54,7 +74,9 @@ class DecoderLayer final : public Module {
   // memory: undefined for a decoder-only model; required when the layer has cross-attention.
   Tensor forward(const Tensor& x, const Tensor& memory, const ForwardContext& context);
   // Returns dx; adds the memory's gradient into *dmemory (assigned when undefined).
-  Tensor backward(const Tensor& dy, Tensor* dmemory = nullptr);
+  Tensor backward(const Tensor& dy, Tensor* dmemory = nullptr, const LayerGradientSums& sums = {});
+  // As EncoderLayer::output_bias_gradient.
+  Tensor* output_bias_gradient() { return ffn_.output_bias_gradient(); }
 
   // Generation (decoder-only): one position, x (B, 1, d_model).
   AttentionCache make_cache(std::int64_t batch, std::int64_t max_positions) const;
@@ -75,5 +97,25 @@ class DecoderLayer final : public Module {
   LayerNorm ffn_layer_norm_;
   FeedForward ffn_;
 };
+
+// Backward through y = final_norm(layers[L-1](... layers[0](x))) from y's gradient dy;
+// returns x's. The norm backward that writes each layer's output gradient (the final norm,
+// or the next layer's input norm) sums its columns into that layer's output_bias_gradient()
+// (LayerGradientSums), and the layer skips that pass. layer_backward(layer, dy, sums) runs
+// one layer's backward (a decoder's with its dmemory).
+template <class Layer, class LayerBackward>
+Tensor stack_backward(LayerNorm& final_norm, const std::vector<std::unique_ptr<Layer>>& layers, const Tensor& dy,
+                      LayerBackward&& layer_backward) {
+  Tensor* output_bias = layers.empty() ? nullptr : layers.back()->output_bias_gradient();
+  Tensor dx = final_norm.backward(dy, nullptr, output_bias);
+  for (std::size_t i = layers.size(); i-- > 0;) {
+    Tensor* previous_output_bias = i > 0 ? layers[i - 1]->output_bias_gradient() : nullptr;
+    dx = layer_backward(
+        *layers[i], dx,
+        LayerGradientSums{.output_bias_summed = output_bias != nullptr, .dx_column_sums = previous_output_bias});
+    output_bias = previous_output_bias;
+  }
+  return dx;
+}
 
 }  // namespace longnet::nn

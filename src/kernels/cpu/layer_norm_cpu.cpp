@@ -1,7 +1,7 @@
 // LayerNorm on the CPU (layer_norm.hpp): forward and backward per row in the input
 // precision (statistics in double for f64, float otherwise; the row sums in double so a
-// long row loses nothing). dweight/dbias are summed over fixed chunks of rows and the
-// chunks added in order, so the result does not depend on the thread count.
+// long row loses nothing). dweight, dbias and dx's column sums are summed over fixed chunks
+// of rows and the chunks added in order, so the result does not depend on the thread count.
 #include <cmath>
 #include <vector>
 
@@ -97,35 +97,45 @@ void backward(const LayerNormParams& p) {
       }
     }
   });
-  if (!p.dweight && !p.dbias) return;
+  const bool parameters = p.dweight || p.dbias;
+  if (!parameters && !p.dx_column_sums) return;
+  // Per chunk: the column sums of dweight, dbias and of dx as stored (those in the Linear
+  // bias gradient's order: the same bits as its pass would give).
   const std::int64_t chunks = (p.rows + cpu::kReductionChunk - 1) / cpu::kReductionChunk;
-  std::vector<double> partial(static_cast<std::size_t>(chunks * 2 * C), 0.0);
-  parallel_for(chunks, cpu::grain_for(cpu::kReductionChunk * 2 * C), [&](std::int64_t begin, std::int64_t end) {
+  std::vector<double> partial(static_cast<std::size_t>(chunks * 3 * C), 0.0);
+  parallel_for(chunks, cpu::grain_for(cpu::kReductionChunk * 3 * C), [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t chunk = begin; chunk < end; ++chunk) {
-      double* dw = partial.data() + chunk * 2 * C;
+      double* dw = partial.data() + chunk * 3 * C;
       double* db = dw + C;
+      double* dx_sum = db + C;
       const std::int64_t row_end = std::min(p.rows, (chunk + 1) * cpu::kReductionChunk);
       std::vector<double> a;
       for (std::int64_t r = chunk * cpu::kReductionChunk; r < row_end; ++r) {
-        normalised_row(p, x + r * p.x_row_stride, a);
-        const T* gr = dout + r * p.dout_row_stride;
-        for (std::int64_t c = 0; c < C; ++c) {
-          dw[c] += static_cast<double>(gr[c]) * ((a[c] - mean[r]) * rstd[r]);
-          db[c] += gr[c];
+        if (parameters) {
+          normalised_row(p, x + r * p.x_row_stride, a);
+          const T* gr = dout + r * p.dout_row_stride;
+          for (std::int64_t c = 0; c < C; ++c) {
+            dw[c] += static_cast<double>(gr[c]) * ((a[c] - mean[r]) * rstd[r]);
+            db[c] += gr[c];
+          }
+        }
+        if (p.dx_column_sums) {
+          const T* dxr = dx + r * p.dx_row_stride;
+          for (std::int64_t c = 0; c < C; ++c) dx_sum[c] += dxr[c];
         }
       }
     }
   });
-  T* dweight = static_cast<T*>(p.dweight);
-  T* dbias = static_cast<T*>(p.dbias);
-  for (std::int64_t c = 0; c < C; ++c) {
-    double dw = 0, db = 0;
-    for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
-      dw += partial[static_cast<std::size_t>(chunk * 2 * C + c)];
-      db += partial[static_cast<std::size_t>(chunk * 2 * C + C + c)];
+  T* targets[3] = {static_cast<T*>(p.dweight), static_cast<T*>(p.dbias), static_cast<T*>(p.dx_column_sums)};
+  for (int k = 0; k < 3; ++k) {
+    if (!targets[k]) continue;
+    for (std::int64_t c = 0; c < C; ++c) {
+      double total = 0;
+      for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
+        total += partial[static_cast<std::size_t>((chunk * 3 + k) * C + c)];
+      }
+      targets[k][c] += static_cast<T>(total);
     }
-    if (dweight) dweight[c] += static_cast<T>(dw);
-    if (dbias) dbias[c] += static_cast<T>(db);
   }
 }
 

@@ -7,10 +7,11 @@
 // groups t, t + blockDim, ... (at most kGroupsPerThread) of P columns, one 16-byte pack
 // when the rows allow. Each row is then read from memory once:
 //   forward:  read x, write out                         (bytes: 2 * rows * C * sizeof(T))
-//   backward: read x and dout, write dx, and the dweight/dbias terms of each thread's
-//             columns summed in registers over a chunk of kRowsPerChunk rows, in row
-//             order; pass 2 adds the chunks in a fixed order (model_kernels_common.cuh)
-//             (bytes: 3 * rows * C * sizeof(T) + 2 partial sums per 32-row chunk).
+//   backward: read x and dout, write dx, and the dweight/dbias terms (and dx's, when its
+//             column sums are asked for) of each thread's columns summed in registers
+//             over a chunk of kRowsPerChunk rows, in row order; pass 2 adds the chunks in
+//             a fixed order (model_kernels_common.cuh) (bytes: 3 * rows * C * sizeof(T)
+//             + 2 or 3 partial sums per 32-row chunk).
 //             Rows of one warp (up to 768 bf16 columns) take kWarpTeams warps per
 //             chunk, each its own rows, summed in shared memory in warp order: one warp
 //             per chunk left 8 warps per SM, too few loads in flight for HBM. On sm_90
@@ -19,7 +20,7 @@
 // At 3 TB/s a 32768 x 768 bf16 forward is 34 us and its backward 50 us (+4 us of partial
 // sums), 32768 x 3072 four times that.
 // Longer rows take the streaming kernels below: one warp per row and three passes over
-// it, and a separate column-sum pass for dweight/dbias (the same chunk order).
+// it, and separate column-sum passes for dweight/dbias (the same chunk order) and dx's.
 // kGelu (input = gelu): each element of x becomes gelu(x) as it is loaded (the
 // feed-forward's activation and sub-LayerNorm in one pass: its output is never stored);
 // the backward recomputes it, keeps xhat and gelu'(x) between its loops and multiplies dx
@@ -221,10 +222,15 @@ constexpr bool kBulkCopies = true;
 constexpr bool kBulkCopies = false;
 #endif
 
-// The warp teams' column sums of a chunk (dweight, dbias), added in team order at its end;
-// a one-warp team's row holds at most 32 * kGroupsPerThread * P columns.
-template <class C, int P, int kTeams>
-using WarpTeamSums = C[kTeams][2][32 * kGroupsPerThread * P];
+// The column sums a backward chunk writes to `partial`, partial[k][chunk][c]: dweight (k = 0)
+// and dbias (1), and with kDxSums dx's (2).
+template <bool kDxSums>
+constexpr int kChunkSums = kDxSums ? 3 : 2;
+
+// The warp teams' column sums of a chunk, added in team order at its end; a one-warp team's
+// row holds at most 32 * kGroupsPerThread * P columns.
+template <class C, int P, int kTeams, bool kDxSums>
+using WarpTeamSums = C[kTeams][kChunkSums<kDxSums>][32 * kGroupsPerThread * P];
 
 template <int kTeams, int kStages>
 struct StagedRows {
@@ -242,14 +248,18 @@ struct StagedRows {
 // w + kTeams, ... in order. With a the normalised row (x or gelu(x)), xhat = (a - mean)
 // rstd and g = dout * weight:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) [* gelu'(x)] [+ dresidual],
-// and, when kParameters, partial[0][b][c] = sum_r dout xhat, partial[1][b][c] = sum_r dout
-// (the teams' sums added in team order). Rows come through registers or shared memory
-// (kStages, StagedRows above). The feed-forward's rows (kGelu, 3072 bf16 columns, a team of
-// 128) with register rows take 220 registers, two blocks an SM; bounded to 168 (three
-// blocks) the kernel spilled and ran 0.54 ms a call against 0.36 on an H200, and teams of
-// 12 warps with a group a thread (64 registers) ran 0.41 (benchmarks.md, 2026-12-04).
-template <class T, int P, bool kParameters, int kTeams, bool kGelu, int kStages>
+// and, when kParameters, partial[0][b][c] = sum_r dout xhat, partial[1][b][c] = sum_r dout,
+// and when kDxSums (which comes with kParameters: with_chunk_sums below) partial[2][b][c] =
+// sum_r dx as stored (the teams' sums added in team order). Rows come through registers or
+// shared memory (kStages, StagedRows above). The feed-forward's rows (kGelu, 3072 bf16
+// columns, a team of 128) with register rows take 220 registers, two blocks an SM; bounded
+// to 168 (three blocks) the kernel spilled and ran 0.54 ms a call against 0.36 on an H200,
+// and teams of 12 warps with a group a thread (64 registers) ran 0.41 (benchmarks.md,
+// 2026-12-04). dx's sums cost the staged 768-wide bf16 warp teams 14 registers (111 -> 125:
+// still four blocks an SM) and the staged GELU rows 31 (128 -> 159: three).
+template <class T, int P, bool kParameters, bool kDxSums, int kTeams, bool kGelu, int kStages>
 __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
+  static_assert(kParameters || !kDxSums, "dx's column sums come with the parameters'");
   using C = Compute<T>;
   constexpr int N = kGroupsPerThread;
   constexpr bool kWarpTeam = kTeams > 1;
@@ -328,6 +338,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     }
   };
   C dweight[N][P] = {}, dbias[N][P] = {};
+  C dx_sums[kDxSums ? N : 1][kDxSums ? P : 1] = {};
   // kGelu: the first loop keeps each element's xhat and gelu'(x), so the raw x is dead after
   // it and the second loop is a few FMAs an element. Recomputing gelu there (one erf and
   // one exp an element, Phi kept) left the kernel bound by issuing: 51 instructions an
@@ -420,6 +431,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
           d[e] = rstd * (to_compute(dout_group.v[e]) * w[e] - g_mean - xhat * gx_mean);
           if constexpr (kGelu) d[e] *= slope[k][e];
           if (dresidual) d[e] += to_compute(residual.v[e]);
+          if constexpr (kDxSums) dx_sums[k][e] += to_compute(from_compute<T>(d[e]));  // as stored
         }
         store_group<T, P>(dx, group_of(k), d);
       }
@@ -441,8 +453,9 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
   if constexpr (kParameters && kWarpTeam) {
     // Each team's column sums to shared memory, then every column's teams in order. (Staged:
     // in the ring, whose rows are all read once every team is past this barrier.)
-    using TeamSums = WarpTeamSums<C, P, kTeams>;
-    __shared__ C static_team_sums[kStaged ? 1 : kTeams][2][kStaged ? 1 : 32 * N * P];
+    constexpr int kSums = kChunkSums<kDxSums>;
+    using TeamSums = WarpTeamSums<C, P, kTeams, kDxSums>;
+    __shared__ C static_team_sums[kStaged ? 1 : kTeams][kSums][kStaged ? 1 : 32 * N * P];
     if constexpr (kStaged) __syncthreads();
     TeamSums& team_sums = *reinterpret_cast<TeamSums*>(
         kStaged ? static_cast<void*>(dynamic_shared + Ring::kBarrierBytes) : static_cast<void*>(static_team_sums));
@@ -452,16 +465,18 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
           const std::int64_t c = group_of(k) * P + e;
           team_sums[team][0][c] = dweight[k][e];
           team_sums[team][1][c] = dbias[k][e];
+          if constexpr (kDxSums) team_sums[team][2][c] = dx_sums[k][e];
         }
       }
     }
     __syncthreads();
     const std::int64_t chunks = gridDim.x;
     for (std::int64_t c = threadIdx.x; c < p.columns; c += blockDim.x) {
-      C w = 0, b = 0;
-      for (int j = 0; j < kTeams; ++j) w += team_sums[j][0][c], b += team_sums[j][1][c];
-      partial[blockIdx.x * p.columns + c] = w;
-      partial[(chunks + blockIdx.x) * p.columns + c] = b;
+      for (int s = 0; s < kSums; ++s) {
+        C sum = 0;
+        for (int j = 0; j < kTeams; ++j) sum += team_sums[j][s][c];
+        partial[(s * chunks + blockIdx.x) * p.columns + c] = sum;
+      }
     }
   } else if constexpr (kParameters) {
     const std::int64_t chunks = gridDim.x;
@@ -471,6 +486,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
           const std::int64_t c = group_of(k) * P + e;
           partial[blockIdx.x * p.columns + c] = dweight[k][e];
           partial[(chunks + blockIdx.x) * p.columns + c] = dbias[k][e];
+          if constexpr (kDxSums) partial[(2 * chunks + blockIdx.x) * p.columns + c] = dx_sums[k][e];
         }
       }
     }
@@ -627,22 +643,38 @@ void forward(const LayerNormParams& p, cudaStream_t stream) {
 
 // One backward launch over `grid` chunks: rows staged through shared memory where the
 // device and the rows allow (packed rows on sm_90), through registers otherwise.
-template <class T, int P, bool kParameters, int kTeams, bool kGelu>
+template <class T, int P, bool kParameters, bool kDxSums, int kTeams, bool kGelu>
 void launch_backward_rows(const LayerNormParams& p, unsigned grid, unsigned threads, Compute<T>* sums,
                           cudaStream_t stream) {
   if constexpr (P == kPack<T>) {
     if (cuda_device_info(current_device()).compute_major >= 9) {  // sm_90's bulk copies
       using Staged = StagedRows<kTeams, kRowStages>;
-      const std::size_t team_sums = kParameters && kTeams > 1 ? sizeof(WarpTeamSums<Compute<T>, P, kTeams>) : 0;
+      const std::size_t team_sums =
+          kParameters && kTeams > 1 ? sizeof(WarpTeamSums<Compute<T>, P, kTeams, kDxSums>) : 0;
       const std::size_t bytes =
           Staged::bytes(p.columns * static_cast<std::int64_t>(sizeof(T)), p.dresidual ? 3 : 2, team_sums);
-      auto kernel = backward_kernel<T, P, kParameters, kTeams, kGelu, kRowStages>;
+      auto kernel = backward_kernel<T, P, kParameters, kDxSums, kTeams, kGelu, kRowStages>;
       LONGNET_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
       kernel<<<grid, threads, bytes, stream>>>(p, sums);
       return;
     }
   }
-  backward_kernel<T, P, kParameters, kTeams, kGelu, 0><<<grid, threads, 0, stream>>>(p, sums);
+  backward_kernel<T, P, kParameters, kDxSums, kTeams, kGelu, 0><<<grid, threads, 0, stream>>>(p, sums);
+}
+
+// Calls body(kParameters, kDxSums) with std::bool_constant's: the column sums a register-row
+// launch writes. dx's come with the parameters' (three instantiations of each kernel, not
+// four; asked for alone, the parameters' are computed and dropped: nn::LayerNorm always has
+// both).
+template <class Body>
+void with_chunk_sums(bool parameters, bool dx_sums, Body&& body) {
+  if (dx_sums) {
+    body(std::true_type{}, std::true_type{});
+  } else if (parameters) {
+    body(std::true_type{}, std::false_type{});
+  } else {
+    body(std::false_type{}, std::false_type{});
+  }
 }
 
 template <class T, int P, bool kGelu>
@@ -651,20 +683,26 @@ void backward(const LayerNormParams& p, cudaStream_t stream) {
   const std::int64_t chunks = (p.rows + kRowsPerChunk - 1) / kRowsPerChunk;
   require(chunks < (std::int64_t{1} << 31), "layer_norm_backward on CUDA: ", p.rows, " rows: too many");
   const bool parameters = p.dweight || p.dbias;
+  const unsigned team = team_threads(p.columns / P);
+  // Rows in registers sum dx's columns as they write it; streamed rows (rare) in a pass of
+  // their own over dx.
+  const bool dx_sums_in_launch = p.dx_column_sums && team != 0;
+  const int chunk_sums = dx_sums_in_launch ? 3 : parameters ? 2 : 0;
   Tensor partial;
-  if (parameters) partial = Tensor::empty({2 * chunks * p.columns}, dtype_of<C>::value, Device::cuda(current_device()));
-  C* sums = parameters ? partial.data<C>() : nullptr;
-  if (const unsigned team = team_threads(p.columns / P)) {
+  if (chunk_sums > 0) {
+    partial = Tensor::empty({chunk_sums * chunks * p.columns}, dtype_of<C>::value, Device::cuda(current_device()));
+  }
+  C* sums = chunk_sums > 0 ? partial.data<C>() : nullptr;
+  if (team != 0) {
     const auto grid = static_cast<unsigned>(chunks);
-    if (team == 32 && parameters) {
-      launch_backward_rows<T, P, true, kWarpTeams, kGelu>(p, grid, 32 * kWarpTeams, sums, stream);
-    } else if (team == 32) {
-      launch_backward_rows<T, P, false, kWarpTeams, kGelu>(p, grid, 32 * kWarpTeams, nullptr, stream);
-    } else if (parameters) {
-      launch_backward_rows<T, P, true, 1, kGelu>(p, grid, team, sums, stream);
-    } else {
-      launch_backward_rows<T, P, false, 1, kGelu>(p, grid, team, nullptr, stream);
-    }
+    with_chunk_sums(parameters, dx_sums_in_launch, [&](auto with_parameters, auto with_dx_sums) {
+      if (team == 32) {
+        launch_backward_rows<T, P, with_parameters.value, with_dx_sums.value, kWarpTeams, kGelu>(
+            p, grid, 32 * kWarpTeams, sums, stream);
+      } else {
+        launch_backward_rows<T, P, with_parameters.value, with_dx_sums.value, 1, kGelu>(p, grid, team, sums, stream);
+      }
+    });
   } else {
     streaming_dx_kernel<T, P, kGelu><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
     if (parameters) {
@@ -672,9 +710,17 @@ void backward(const LayerNormParams& p, cudaStream_t stream) {
     }
   }
   check_launch();
-  if (parameters) {
-    accumulate_chunk_totals<C, 2>(sums, chunks, p.columns,
-                                  ColumnTargets<C, 2>{{static_cast<C*>(p.dweight), static_cast<C*>(p.dbias)}}, stream);
+  C* dweight = static_cast<C*>(p.dweight);
+  C* dbias = static_cast<C*>(p.dbias);
+  C* dx_column_sums = static_cast<C*>(p.dx_column_sums);
+  if (chunk_sums == 3) {
+    accumulate_chunk_totals<C, 3>(sums, chunks, p.columns, ColumnTargets<C, 3>{{dweight, dbias, dx_column_sums}},
+                                  stream);
+  } else if (chunk_sums == 2) {
+    accumulate_chunk_totals<C, 2>(sums, chunks, p.columns, ColumnTargets<C, 2>{{dweight, dbias}}, stream);
+  }
+  if (dx_column_sums && !dx_sums_in_launch) {
+    accumulate_column_sums(static_cast<const T*>(p.dx), p.rows, p.columns, p.dx_row_stride, dx_column_sums, stream);
   }
 }
 
