@@ -145,7 +145,13 @@ CrossEntropyResult cross_entropy_forward(const Tensor& logits, const Tensor& tar
   } else {
     kernels::cross_entropy_forward_cpu(p);
   }
-  for (double l : loss.to_vector<double>()) result.loss_sum += l;  // in row order: deterministic
+  // Summed in row order on the host (deterministic), each row's loss widened to double as
+  // it is added: the rows come over in their own dtype, into the host pool's cached blocks
+  // (a fresh std::vector of this size costs page faults every step).
+  const Tensor host_loss = loss.to(Device::cpu());  // f32 or f64 (accumulation_dtype)
+  for (std::int64_t r = 0; r < p.rows; ++r) {
+    result.loss_sum += stats == DType::f64 ? host_loss.data<double>()[r] : host_loss.data<float>()[r];
+  }
   return result;
 }
 
