@@ -71,6 +71,7 @@ struct Batch {
 
 template <class T, class Copy>
 __global__ void step_many_kernel(const __grid_constant__ Batch<T, Copy> batch) {
+  begin_dependent_kernel();
   const int block = static_cast<int>(blockIdx.x);
   int low = 0, high = batch.size - 1;  // the last tensor whose first block <= block
   while (low < high) {
@@ -173,7 +174,7 @@ void launch_many(const AdamWParams* params, std::size_t count, cudaStream_t stre
                   aligned(p.v, 16) && (std::is_void_v<Copy> || aligned(p.param_copy, 8));
     blocks += static_cast<int>((p.count + kChunk - 1) / kChunk);
   }
-  step_many_kernel<T, Copy><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(batch);
+  launch_model(step_many_kernel<T, Copy>, static_cast<unsigned>(blocks), kThreads, 0, stream, batch);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "core/status_cuda.hpp"
 #include "kernels/cuda/attention_launchers.hpp"
 #include "kernels/cuda/attention_utility.cuh"
+#include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/core/device.hpp"
 #include "longnet/core/stream.hpp"
 #include "longnet/core/tensor.hpp"
@@ -60,7 +61,8 @@ inline Device current_device() {
 
 template <class Compute>
 void fill(void* data, std::int64_t count, Compute value, cudaStream_t stream) {
-  fill_kernel<Compute><<<grid_for(count, 256), 256, 0, stream>>>(static_cast<Compute*>(data), count, value);
+  cuda_model::launch_model(fill_kernel<Compute>, grid_for(count, 256), 256, 0, stream, static_cast<Compute*>(data),
+                           count, value);
 }
 
 // Hopper (compute capability 9.0) runs the wgmma kernels when they were built.
@@ -181,9 +183,9 @@ Tensor backward_row_terms(const PatternLaunch& l, bool tensor_cores, cudaStream_
   const std::int64_t count = l.batch * l.heads * l.seq_len;
   Tensor terms = Tensor::empty({l.batch, l.heads, l.seq_len, 2}, DType::f32, current_device());
   if (count == 0) return terms;
-  backward_row_terms_kernel<<<grid_for(count, 256), 256, 0, stream>>>(
-      static_cast<const float*>(l.lse), static_cast<const float*>(l.delta), static_cast<float2*>(terms.data()), count,
-      static_cast<float>(1.0 / l.output_scale_exact));
+  cuda_model::launch_model(backward_row_terms_kernel, grid_for(count, 256), 256, 0, stream,
+                           static_cast<const float*>(l.lse), static_cast<const float*>(l.delta),
+                           static_cast<float2*>(terms.data()), count, static_cast<float>(1.0 / l.output_scale_exact));
   LONGNET_CHECK(cudaGetLastError());
   return terms;
 }
@@ -258,8 +260,9 @@ Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t b
       constexpr int kThreads = 256;
       const dim3 grid(static_cast<unsigned>((seq_len + kThreads / kLanes - 1) / (kThreads / kLanes)),
                       static_cast<unsigned>(heads), static_cast<unsigned>(batch));
-      delta_packed_kernel<Element, Compute, kLanes><<<grid, kThreads, 0, stream>>>(
-          device_rows(out), device_rows(dout), target, seq_len, static_cast<int>(heads), static_cast<int>(head_dim));
+      cuda_model::launch_model(delta_packed_kernel<Element, Compute, kLanes>, grid, kThreads, 0, stream,
+                               device_rows(out), device_rows(dout), target, seq_len, static_cast<int>(heads),
+                               static_cast<int>(head_dim));
     };
     if (packs <= 1) {
       launch(std::integral_constant<int, 1>{});
@@ -275,9 +278,9 @@ Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t b
       launch(std::integral_constant<int, 32>{});
     }
   } else {
-    delta_kernel<Element, Compute><<<grid_for(batch * heads * seq_len * 32, 256), 256, 0, stream>>>(
-        device_rows(out), device_rows(dout), target, batch, seq_len, static_cast<int>(heads),
-        static_cast<int>(head_dim));
+    cuda_model::launch_model(delta_kernel<Element, Compute>, grid_for(batch * heads * seq_len * 32, 256), 256, 0,
+                             stream, device_rows(out), device_rows(dout), target, batch, seq_len,
+                             static_cast<int>(heads), static_cast<int>(head_dim));
   }
   LONGNET_CHECK(cudaGetLastError());
   return delta;
@@ -307,15 +310,17 @@ bool convert_accumulator(const Compute* accumulator, const RowTensor& target, st
         table.theta[j] = rotary_theta(map.base, j, head_dim);
         table.log2_zeta[j] = static_cast<float>(std::log2(xpos_zeta(j, head_dim)));
       }
-      convert_accumulator_rows_kernel<Element, Compute, true><<<grid, threads, 0, stream>>>(
-          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale, map, table);
+      cuda_model::launch_model(convert_accumulator_rows_kernel<Element, Compute, true>, grid, threads, 0, stream,
+                               accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim),
+                               scale, map, table);
     } else if (seq_len > 0 && batch > 0) {
-      convert_accumulator_rows_kernel<Element, Compute, false><<<grid, threads, 0, stream>>>(
-          accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim), scale, RotaryParams{},
-          RotaryPairTable{});
+      cuda_model::launch_model(convert_accumulator_rows_kernel<Element, Compute, false>, grid, threads, 0, stream,
+                               accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim),
+                               scale, RotaryParams{}, RotaryPairTable{});
     }
   } else {
-    convert_accumulator_kernel<Element, Compute><<<grid_for(batch * seq_len * heads * head_dim, 256), 256, 0, stream>>>(
+    cuda_model::launch_model(
+        convert_accumulator_kernel<Element, Compute>, grid_for(batch * seq_len * heads * head_dim, 256), 256, 0, stream,
         accumulator, device_rows(target), batch, seq_len, static_cast<int>(heads), static_cast<int>(head_dim), scale);
   }
   LONGNET_CHECK(cudaGetLastError());

@@ -9,11 +9,13 @@
 #include "kernels/cuda/flash_params.cuh"
 #include "kernels/cuda/rotary_factors.cuh"
 #include "kernels/cuda/simt_attention.cuh"
+#include "kernels/cuda/sm90_pipeline.cuh"
 
 namespace longnet::kernels::cuda {
 
 template <class T>
 __global__ void fill_kernel(T* data, std::int64_t count, T value) {
+  begin_dependent_kernel();
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     data[i] = value;
@@ -24,6 +26,7 @@ __global__ void fill_kernel(T* data, std::int64_t count, T value) {
 template <class Element, class Compute>
 __global__ void delta_kernel(DeviceRows out, DeviceRows dout, Compute* delta, std::int64_t batch, std::int64_t seq_len,
                              int heads, int head_dim) {
+  begin_dependent_kernel();
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= batch * heads * seq_len) return;
@@ -45,6 +48,7 @@ __global__ void delta_kernel(DeviceRows out, DeviceRows dout, Compute* delta, st
 template <class Element, class Compute, int kLanes>
 __global__ void delta_packed_kernel(DeviceRows out, DeviceRows dout, Compute* delta, std::int64_t seq_len,
                                     int heads, int head_dim) {
+  begin_dependent_kernel();
   constexpr int kPack = 16 / static_cast<int>(sizeof(Element));
   static_assert(32 % kLanes == 0, "a row's lanes stay in one warp");
   const int h = static_cast<int>(blockIdx.y);
@@ -73,6 +77,7 @@ __global__ void delta_packed_kernel(DeviceRows out, DeviceRows dout, Compute* de
 // select and two multiplies per row it reads, and the row takes one 8-byte copy, not two.
 __global__ inline void backward_row_terms_kernel(const float* lse, const float* delta, float2* terms,
                                                  std::int64_t count, float inverse_output_scale) {
+  begin_dependent_kernel();
   constexpr float kLog2e = 1.4426950408889634f;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -85,6 +90,7 @@ __global__ inline void backward_row_terms_kernel(const float* lse, const float* 
 template <class Element, class Compute>
 __global__ void convert_accumulator_kernel(const Compute* accumulator, DeviceRows out, std::int64_t batch,
                                            std::int64_t seq_len, int heads, int head_dim, Compute scale) {
+  begin_dependent_kernel();
   const std::int64_t count = batch * seq_len * heads * head_dim;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -115,6 +121,7 @@ struct RotaryPairTable {
 template <class Element, class Compute, bool kRotate>
 __global__ void convert_accumulator_rows_kernel(const Compute* accumulator, DeviceRows out, int heads, int head_dim,
                                                 Compute scale, RotaryParams rotation, RotaryPairTable table) {
+  begin_dependent_kernel();
   const std::int64_t n = blockIdx.x, b = blockIdx.y;
   const int quads = head_dim / 4, per_position = heads * quads;
   const Compute* source = accumulator + (b * gridDim.x + n) * per_position * 4;

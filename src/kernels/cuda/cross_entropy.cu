@@ -13,6 +13,7 @@ using namespace cuda_model;
 
 template <class T>
 __global__ void forward_kernel(CrossEntropyParams p) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   __shared__ C shared[32];
   const std::int64_t r = blockIdx.x;
@@ -33,6 +34,7 @@ __global__ void forward_kernel(CrossEntropyParams p) {
 
 template <class T>
 __global__ void backward_kernel(CrossEntropyParams p) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   const std::int64_t r = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits) + r * p.logits_row_stride;
@@ -51,7 +53,7 @@ __global__ void backward_kernel(CrossEntropyParams p) {
 void cross_entropy_forward_cuda(const CrossEntropyParams& p) {
   if (p.rows == 0) return;
   dispatch_activation(p.dtype, "cross_entropy_forward", [&](auto tag) {
-    forward_kernel<decltype(tag)><<<static_cast<unsigned>(p.rows), kThreads, 0, current_cuda_stream()>>>(p);
+    launch_model(forward_kernel<decltype(tag)>, static_cast<unsigned>(p.rows), kThreads, 0, current_cuda_stream(), p);
   });
   check_launch();
 }
@@ -59,7 +61,7 @@ void cross_entropy_forward_cuda(const CrossEntropyParams& p) {
 void cross_entropy_backward_cuda(const CrossEntropyParams& p) {
   if (p.rows == 0) return;
   dispatch_activation(p.dtype, "cross_entropy_backward", [&](auto tag) {
-    backward_kernel<decltype(tag)><<<static_cast<unsigned>(p.rows), kThreads, 0, current_cuda_stream()>>>(p);
+    launch_model(backward_kernel<decltype(tag)>, static_cast<unsigned>(p.rows), kThreads, 0, current_cuda_stream(), p);
   });
   check_launch();
 }

@@ -19,6 +19,7 @@ using namespace cuda_model;
 
 template <class T>
 __global__ void forward_kernel(EmbeddingParams p) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   const C* table = static_cast<const C*>(p.table);
   T* out = static_cast<T*>(p.out);
@@ -51,6 +52,7 @@ __device__ std::int64_t run_of(const std::int64_t* run_starts, std::int64_t runs
 // Thread (chunk k, group g of P columns): the chunk's sorted positions in order.
 template <class T, int P>
 __global__ void backward_piece_sums_kernel(EmbeddingParams p, Compute<T>* partial) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   const T* dout = static_cast<const T*>(p.dout);
   const std::int64_t groups = p.dim / P, chunks = (p.count + kPositionsPerChunk - 1) / kPositionsPerChunk;
@@ -81,6 +83,7 @@ __global__ void backward_piece_sums_kernel(EmbeddingParams p, Compute<T>* partia
 // Thread (run u, column c): u's pieces in order, into the token's table row.
 template <class T>
 __global__ void backward_run_totals_kernel(EmbeddingParams p, const Compute<T>* partial) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   C* dtable = static_cast<C*>(p.dtable);
   LONGNET_GRID_STRIDE(i, p.runs * p.dim) {
@@ -100,7 +103,7 @@ __global__ void backward_run_totals_kernel(EmbeddingParams p, const Compute<T>* 
 void embedding_forward_cuda(const EmbeddingParams& p) {
   if (p.count == 0) return;
   dispatch_activation(p.dtype, "embedding_forward", [&](auto tag) {
-    forward_kernel<decltype(tag)><<<grid_for(p.count * p.dim), kThreads, 0, current_cuda_stream()>>>(p);
+    launch_model(forward_kernel<decltype(tag)>, grid_for(p.count * p.dim), kThreads, 0, current_cuda_stream(), p);
   });
   check_launch();
 }
@@ -117,12 +120,13 @@ void embedding_backward_cuda(const EmbeddingParams& p) {
         Tensor::empty({(p.runs + chunks) * p.dim}, dtype_of<C>::value, Device::cuda(current_device()));
     // dout rows are contiguous: 16-byte packs when the rows are whole packs.
     if (p.dim % kPack<T> == 0 && aligned16(p.dout)) {
-      backward_piece_sums_kernel<T, kPack<T>>
-          <<<grid_for(chunks * p.dim / kPack<T>), kThreads, 0, stream>>>(p, partial.data<C>());
+      launch_model(backward_piece_sums_kernel<T, kPack<T>>, grid_for(chunks * p.dim / kPack<T>), kThreads, 0, stream, p,
+                   partial.data<C>());
     } else {
-      backward_piece_sums_kernel<T, 1><<<grid_for(chunks * p.dim), kThreads, 0, stream>>>(p, partial.data<C>());
+      launch_model(backward_piece_sums_kernel<T, 1>, grid_for(chunks * p.dim), kThreads, 0, stream, p,
+                   partial.data<C>());
     }
-    backward_run_totals_kernel<T><<<grid_for(p.runs * p.dim), kThreads, 0, stream>>>(p, partial.data<C>());
+    launch_model(backward_run_totals_kernel<T>, grid_for(p.runs * p.dim), kThreads, 0, stream, p, partial.data<C>());
   });
   check_launch();
 }

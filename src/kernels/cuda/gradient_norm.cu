@@ -27,6 +27,7 @@ struct TensorBatch {
 // of threads) of tensor t into partial[t * kBlocksPerTensor + b].
 template <class T>
 __global__ void partial_sums_kernel(TensorBatch<T> batch, double* partial) {
+  begin_dependent_kernel();
   __shared__ double shared[32];
   const T* x = batch.data[blockIdx.y];
   const std::int64_t count = batch.count[blockIdx.y];
@@ -37,6 +38,7 @@ __global__ void partial_sums_kernel(TensorBatch<T> batch, double* partial) {
 }
 
 __global__ void total_kernel(const double* partial, std::int64_t count, double* total) {
+  begin_dependent_kernel();
   __shared__ double shared[32];
   // Each thread sums a contiguous run of partials, then the block sums the threads: a
   // fixed order for a given count.
@@ -72,11 +74,11 @@ double sum_of_squares_many_cuda(const void* const* x, const std::int64_t* counts
         batch.data[t] = static_cast<const T*>(x[first + t]);
         batch.count[t] = counts[first + t];
       }
-      partial_sums_kernel<T><<<dim3(kBlocksPerTensor, static_cast<unsigned>(in_launch)), kThreads, 0, stream>>>(
-          batch, partial + first * kBlocksPerTensor);
+      launch_model(partial_sums_kernel<T>, dim3(kBlocksPerTensor, static_cast<unsigned>(in_launch)), kThreads, 0,
+                   stream, batch, partial + first * kBlocksPerTensor);
     }
   });
-  total_kernel<<<1, 1024, 0, stream>>>(partial, partials, partial + partials);
+  launch_model(total_kernel, 1, 1024, 0, stream, partial, partials, partial + partials);
   check_launch();
   double total = 0;
   LONGNET_CHECK(cudaMemcpyAsync(&total, partial + partials, sizeof total, cudaMemcpyDeviceToHost, stream));

@@ -156,6 +156,7 @@ __device__ __forceinline__ void team_sum2(C& a, C& b, C* shared, bool one_warp) 
 
 template <class T, int P, bool kGelu>
 __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParams p) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   constexpr int N = kGroupsPerThread;
   __shared__ C shared[32];
@@ -259,6 +260,7 @@ struct StagedRows {
 // still four blocks an SM) and the staged GELU rows 31 (128 -> 159: three).
 template <class T, int P, bool kParameters, bool kDxSums, int kTeams, bool kGelu, int kStages>
 __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
+  begin_dependent_kernel();
   static_assert(kParameters || !kDxSums, "dx's column sums come with the parameters'");
   using C = Compute<T>;
   constexpr int N = kGroupsPerThread;
@@ -497,6 +499,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
 // the row again (from L1/L2 after the first).
 template <class T, int P, bool kGelu>
 __global__ void streaming_forward_kernel(LayerNormParams p) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
@@ -537,6 +540,7 @@ __global__ void streaming_forward_kernel(LayerNormParams p) {
 
 template <class T, int P, bool kGelu>
 __global__ void streaming_dx_kernel(LayerNormParams p) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
@@ -588,6 +592,7 @@ __global__ void streaming_dx_kernel(LayerNormParams p) {
 // register kernel does, into the same partial layout.
 template <class T, bool kGelu>
 __global__ void streaming_parameter_sums_kernel(LayerNormParams p, std::int64_t chunks, Compute<T>* partial) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   const T* x = static_cast<const T*>(p.x);
   const T* dout = static_cast<const T*>(p.dout);
@@ -635,9 +640,9 @@ unsigned row_grid(std::int64_t rows) { return static_cast<unsigned>(std::min<std
 template <class T, int P, bool kGelu>
 void forward(const LayerNormParams& p, cudaStream_t stream) {
   if (const unsigned team = team_threads(p.columns / P)) {
-    forward_kernel<T, P, kGelu><<<row_grid(p.rows), team, 0, stream>>>(p);
+    launch_model(forward_kernel<T, P, kGelu>, row_grid(p.rows), team, 0, stream, p);
   } else {
-    streaming_forward_kernel<T, P, kGelu><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
+    launch_model(streaming_forward_kernel<T, P, kGelu>, streaming_blocks(p.rows), kThreads, 0, stream, p);
   }
 }
 
@@ -655,11 +660,11 @@ void launch_backward_rows(const LayerNormParams& p, unsigned grid, unsigned thre
           Staged::bytes(p.columns * static_cast<std::int64_t>(sizeof(T)), p.dresidual ? 3 : 2, team_sums);
       auto kernel = backward_kernel<T, P, kParameters, kDxSums, kTeams, kGelu, kRowStages>;
       LONGNET_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-      kernel<<<grid, threads, bytes, stream>>>(p, sums);
+      launch_model(kernel, grid, threads, bytes, stream, p, sums);
       return;
     }
   }
-  backward_kernel<T, P, kParameters, kDxSums, kTeams, kGelu, 0><<<grid, threads, 0, stream>>>(p, sums);
+  launch_model(backward_kernel<T, P, kParameters, kDxSums, kTeams, kGelu, 0>, grid, threads, 0, stream, p, sums);
 }
 
 // Calls body(kParameters, kDxSums) with std::bool_constant's: the column sums a register-row
@@ -704,9 +709,10 @@ void backward(const LayerNormParams& p, cudaStream_t stream) {
       }
     });
   } else {
-    streaming_dx_kernel<T, P, kGelu><<<streaming_blocks(p.rows), kThreads, 0, stream>>>(p);
+    launch_model(streaming_dx_kernel<T, P, kGelu>, streaming_blocks(p.rows), kThreads, 0, stream, p);
     if (parameters) {
-      streaming_parameter_sums_kernel<T, kGelu><<<grid_for(chunks * p.columns), kThreads, 0, stream>>>(p, chunks, sums);
+      launch_model(streaming_parameter_sums_kernel<T, kGelu>, grid_for(chunks * p.columns), kThreads, 0, stream, p,
+                   chunks, sums);
     }
   }
   check_launch();

@@ -281,12 +281,14 @@ struct GemmTypes<__nv_bfloat16> {
 template <class T>
 __global__ void broadcast_bias_kernel(T* y, std::int64_t rows, std::int64_t columns, std::int64_t row_stride,
                                       const T* bias) {
+  begin_dependent_kernel();
   LONGNET_GRID_STRIDE(i, rows * columns) y[(i / columns) * row_stride + i % columns] = bias[i % columns];
 }
 
 template <class T>
 __global__ void add_rows_kernel(T* y, std::int64_t rows, std::int64_t columns, std::int64_t row_stride, const T* x,
                                 std::int64_t x_row_stride) {
+  begin_dependent_kernel();
   LONGNET_GRID_STRIDE(i, rows * columns) {
     T& out = y[(i / columns) * row_stride + i % columns];
     out = from_compute<T>(to_compute(out) + to_compute(x[(i / columns) * x_row_stride + i % columns]));
@@ -295,6 +297,7 @@ __global__ void add_rows_kernel(T* y, std::int64_t rows, std::int64_t columns, s
 
 template <class T>
 __global__ void fill_rows_kernel(T* y, std::int64_t rows, std::int64_t columns, std::int64_t row_stride) {
+  begin_dependent_kernel();
   LONGNET_GRID_STRIDE(i, rows * columns) y[(i / columns) * row_stride + i % columns] = from_compute<T>(0);
 }
 
@@ -306,16 +309,17 @@ void forward(const LinearParams& p) {
   const std::int64_t count = p.rows * p.out_features;
   const auto add_residual = [&] {
     if (!p.residual) return;
-    add_rows_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(
-        y, p.rows, p.out_features, p.y_row_stride, static_cast<const T*>(p.residual), p.residual_row_stride);
+    launch_model(add_rows_kernel<T>, grid_for(count), kThreads, 0, stream, y, p.rows, p.out_features, p.y_row_stride,
+                 static_cast<const T*>(p.residual), p.residual_row_stride);
     check_launch();
   };
   if (p.in_features == 0) {
     if (p.bias) {
-      broadcast_bias_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride,
-                                                                         static_cast<const T*>(p.bias));
+      launch_model(broadcast_bias_kernel<T>, grid_for(count), kThreads, 0, stream, y, p.rows, p.out_features,
+                   p.y_row_stride, static_cast<const T*>(p.bias));
     } else {
-      fill_rows_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride);
+      launch_model(fill_rows_kernel<T>, grid_for(count), kThreads, 0, stream, y, p.rows, p.out_features,
+                   p.y_row_stride);
     }
     check_launch();
     add_residual();
@@ -344,8 +348,8 @@ void forward(const LinearParams& p) {
   if ((p.bias == nullptr || epilogue) && run_gemm(g)) return;
   // Without the epilogue: Y = bias (or 0), Y += X W^T, Y += residual.
   if (p.bias) {
-    broadcast_bias_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(y, p.rows, p.out_features, p.y_row_stride,
-                                                                       static_cast<const T*>(p.bias));
+    launch_model(broadcast_bias_kernel<T>, grid_for(count), kThreads, 0, stream, y, p.rows, p.out_features,
+                 p.y_row_stride, static_cast<const T*>(p.bias));
     check_launch();
   }
   g.bias = nullptr;
@@ -362,8 +366,8 @@ void backward(const LinearParams& p) {
   if (p.dx && p.in_features > 0) {
     if (p.out_features == 0) {
       if (!p.dx_accumulate) {
-        fill_rows_kernel<T><<<grid_for(p.rows * p.in_features), kThreads, 0, current_cuda_stream()>>>(
-            static_cast<T*>(p.dx), p.rows, p.in_features, p.dx_row_stride);
+        launch_model(fill_rows_kernel<T>, grid_for(p.rows * p.in_features), kThreads, 0, current_cuda_stream(),
+                     static_cast<T*>(p.dx), p.rows, p.in_features, p.dx_row_stride);
         check_launch();
       }
     } else {

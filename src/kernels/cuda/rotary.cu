@@ -18,6 +18,7 @@ constexpr int kHeadsAhead = 4;  // heads loaded before any is rotated: loads in 
 
 template <class T, bool kVector>
 __global__ void rotary_kernel(RotaryParams p) {
+  begin_dependent_kernel();
   using C = Compute<T>;
   constexpr int P = kVector ? kPack<T> : 2;  // elements per group
   constexpr int Q = P / 2;                   // pairs per group
@@ -80,9 +81,9 @@ void rotary_apply_cuda(const RotaryParams& p) {
     using T = decltype(tag);
     const cudaStream_t stream = current_cuda_stream();
     if (packed<T>(p)) {
-      rotary_kernel<T, true><<<grid_for(count / (kPack<T> / 2)), kThreads, 0, stream>>>(p);
+      launch_model(rotary_kernel<T, true>, grid_for(count / (kPack<T> / 2)), kThreads, 0, stream, p);
     } else {
-      rotary_kernel<T, false><<<grid_for(count), kThreads, 0, stream>>>(p);
+      launch_model(rotary_kernel<T, false>, grid_for(count), kThreads, 0, stream, p);
     }
   });
   check_launch();

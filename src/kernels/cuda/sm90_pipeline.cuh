@@ -135,8 +135,21 @@ __device__ __forceinline__ void claim_registers() {
 // A dependent grid must call it before it reads or writes what the previous one wrote, and
 // every CTA calls it before exiting, so that this grid's completion implies the previous
 // one's (what an ordinary launch after it waits for).
-__device__ __forceinline__ void allow_dependent_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ void allow_dependent_launch() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
 __device__ __forceinline__ void wait_for_previous_launch() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
+// The first statement of a kernel that may be launched programmatically (launch_model in
+// model_kernels_common.cuh): waits for the launch before it, then lets the next launch's
+// CTAs start as this grid's finish. Every CTA runs it before touching memory, as
+// wait_for_previous_launch asks. Nothing before sm_90, where no launch is programmatic.
+__device__ __forceinline__ void begin_dependent_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  wait_for_previous_launch();
+  allow_dependent_launch();
+#endif
+}
 
 // Launches `kernel` on `stream`, with programmatic stream serialization when `overlap`
 // (the previous launch in the stream may still be running; see wait_for_previous_launch).
