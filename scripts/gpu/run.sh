@@ -20,7 +20,9 @@
 #              the CUPTI timeline recorder (a bundle made with LONGNET_BUNDLE_TIMELINE=1;
 #              scripts/gpu/timeline/): every kernel, memset and copy and every API call,
 #              $OUT/timeline.csv; scripts/gpu/timeline.py says per training step where the
-#              device was idle and whether the host was late ($OUT/timeline.txt)
+#              device was idle and whether the host was late ($OUT/timeline.txt);
+#              LONGNET_TIMELINE_MEMORY=1 adds allocations and the pool's size (does a slow
+#              cudaMallocFromPoolAsync grow the pool?)
 #   exec ARGS  runs a bundled program with all remaining ARGS (so it comes last), e.g. exec test_nn --gtest_filter=*Cuda*
 #   callers FUNCTION PROGRAM ARGS  runs a bundled program under cuda-gdb (all remaining
 #              ARGS, so it comes last) and counts the call stacks that reach FUNCTION (a

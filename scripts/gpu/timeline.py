@@ -32,14 +32,40 @@ def short(name, width=70):
 
 
 def load(path):
-    device, api = [], []
+    """Device work (K, S, C), API calls (R, D) and memory events (A, F, P: LONGNET_TIMELINE_MEMORY=1)."""
+    device, api, memory = [], [], []
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             item = (int(row["start_ns"]), int(row["end_ns"]), int(row["correlation"]), row["kind"], row["name"])
-            (device if row["kind"] in "KSC" else api).append(item)
-    device.sort()
-    api.sort()
-    return device, api
+            kind = row["kind"]
+            (device if kind in "KSC" else memory if kind in "AFP" else api).append(item + (int(row["bytes"]),))
+    device = [d[:5] for d in sorted(device)]
+    api = [a[:5] for a in sorted(api)]
+    memory.sort()
+    return device, api, memory
+
+
+def pool_report(memory, lo, hi, api):
+    """Allocations in [lo, hi] and those after which the pool was larger than before any."""
+    events = [m for m in memory if lo <= m[0] <= hi]
+    if not events:
+        return
+    sizes = [int(m[4].split()[2]) for m in events if m[3] in "AF" and m[4].startswith("pool size")]
+    allocations = [m for m in events if m[3] == "A"]
+    print(f"   memory: {len(allocations)} allocations, {sum(1 for m in events if m[3] == 'F')} frees, "
+          f"pool size {min(sizes) / 2**30:.2f}-{max(sizes) / 2**30:.2f} GiB" if sizes else "")
+    call_time = {a[2]: a[1] - a[0] for a in api}
+    before = [int(m[4].split()[2]) for m in memory if m[0] < lo and m[3] in "AF" and m[4].startswith("pool size")]
+    previous = before[-1] if before else None
+    for m in events:
+        if m[3] == "P":
+            print(f"     pool event at {(m[0] - lo) / 1e3:.1f} us: {m[4]}")
+        elif m[3] == "A" and m[4].startswith("pool size"):
+            size = int(m[4].split()[2])
+            if previous is not None and size > previous:
+                print(f"     the pool grew {previous / 2**20:.0f} -> {size / 2**20:.0f} MiB at {(m[0] - lo) / 1e3:.1f} us "
+                      f"allocating {m[5] / 2**20:.1f} MiB (the call took {call_time.get(m[2], 0) / 1e3:.0f} us)")
+            previous = size
 
 
 def steps_of(device, pattern):
@@ -127,7 +153,7 @@ def main():
     parser.add_argument("--step-end", default="step_many_kernel")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
-    device, api = load(args.csv)
+    device, api, memory = load(args.csv)
     if not device:
         sys.exit(f"{args.csv}: no device activity recorded")
     steps = steps_of(device, re.compile(args.step_end))
@@ -135,6 +161,7 @@ def main():
         sys.exit(f"{args.csv}: no two step ends (kernels matching {args.step_end!r}) found")
     for i, (first, last) in enumerate(steps, start=1):
         report(device, api, first, last, args.top, i)
+        pool_report(memory, device[first - 1][1], device[last][1], api)  # from the previous step's end
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@
 // scripts/gpu/timeline.py reads the CSV: where the device sat idle between launches and
 // whether the host was late (the launch call began after the device ran dry) or not.
 //   LONGNET_TIMELINE_API=0  leaves the API calls out (less host overhead; no gap causes).
+//   LONGNET_TIMELINE_MEMORY=1  adds every allocation and free (A, F rows, with the stream-
+//     ordered pool's size and use after it) and the pools' own operations (P rows: created,
+//     trimmed, ...): whether a slow cudaMallocFromPoolAsync grew the pool.
 // Build: scripts/gpu/timeline/build.sh. A diagnostic tool, not part of the library.
 #include <cupti.h>
 #include <cxxabi.h>
@@ -21,7 +24,7 @@
 namespace {
 
 struct Row {
-  char kind;  // K kernel, S memset, C memcpy, R runtime API, D driver API
+  char kind;  // K kernel, S memset, C memcpy, R runtime API, D driver API, A/F allocation/free, P pool
   std::uint64_t start, end;
   std::uint32_t correlation, stream;
   std::string name;
@@ -85,6 +88,23 @@ void CUPTIAPI buffer_completed(CUcontext, std::uint32_t, std::uint8_t* buffer, s
                        "memcpy kind " + std::to_string(m->copyKind), m->bytes});
         break;
       }
+      case CUPTI_ACTIVITY_KIND_MEMORY2: {
+        const auto* m = reinterpret_cast<const CUpti_ActivityMemory4*>(record);
+        const bool allocation = m->memoryOperationType == CUPTI_ACTIVITY_MEMORY_OPERATION_TYPE_ALLOCATION;
+        got.push_back({allocation ? 'A' : 'F', m->timestamp, m->timestamp, m->correlationId, m->streamId,
+                       "pool size " + std::to_string(m->memoryPoolConfig.pool.size) + " used " +
+                           std::to_string(m->memoryPoolConfig.utilizedSize),
+                       m->bytes});
+        break;
+      }
+      case CUPTI_ACTIVITY_KIND_MEMORY_POOL: {
+        const auto* m = reinterpret_cast<const CUpti_ActivityMemoryPool3*>(record);
+        got.push_back({'P', m->timestamp, m->timestamp, m->correlationId, 0,
+                       "pool operation " + std::to_string(static_cast<int>(m->memoryPoolOperationType)) + " size " +
+                           std::to_string(m->size) + " used " + std::to_string(m->utilizedSize),
+                       m->size});
+        break;
+      }
       case CUPTI_ACTIVITY_KIND_RUNTIME:
       case CUPTI_ACTIVITY_KIND_DRIVER: {
         const auto* a = reinterpret_cast<const CUpti_ActivityAPI*>(record);
@@ -136,6 +156,11 @@ extern "C" int InitializeInjection() {
   if (api == nullptr || std::strcmp(api, "0") != 0) {
     check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_RUNTIME), "enable runtime API");
     check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_DRIVER), "enable driver API");
+  }
+  const char* memory = std::getenv("LONGNET_TIMELINE_MEMORY");
+  if (memory != nullptr && std::strcmp(memory, "1") == 0) {
+    check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMORY2), "enable memory");
+    check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMORY_POOL), "enable memory pools");
   }
   std::atexit(write_rows);
   return 1;
