@@ -45,27 +45,45 @@ def load(path):
     return device, api, memory
 
 
+def pool_size(event):
+    """The stream-ordered pool's size after an allocation or free (its row's name), else None."""
+    words = event[4].split()
+    return int(words[2]) if event[3] in "AF" and words[:2] == ["pool", "size"] else None
+
+
+def pool_growths(memory, lo, hi):
+    """Allocations in (lo, hi] after which the pool was larger than before: (time, size
+    before, size after, bytes allocated, correlation id)."""
+    before = [pool_size(m) for m in memory if m[0] <= lo and pool_size(m) is not None]
+    previous = before[-1] if before else None
+    growths = []
+    for m in memory:
+        size = pool_size(m)
+        if not lo < m[0] <= hi or size is None:
+            continue
+        if m[3] == "A" and previous is not None and size > previous:
+            growths.append((m[0], previous, size, m[5], m[2]))
+        previous = size
+    return growths
+
+
 def pool_report(memory, lo, hi, api):
-    """Allocations in [lo, hi] and those after which the pool was larger than before any."""
-    events = [m for m in memory if lo <= m[0] <= hi]
+    """The step's allocations, the pool's size range, pool operations and growths."""
+    events = [m for m in memory if lo < m[0] <= hi]
     if not events:
         return
-    sizes = [int(m[4].split()[2]) for m in events if m[3] in "AF" and m[4].startswith("pool size")]
-    allocations = [m for m in events if m[3] == "A"]
-    print(f"   memory: {len(allocations)} allocations, {sum(1 for m in events if m[3] == 'F')} frees, "
-          f"pool size {min(sizes) / 2**30:.2f}-{max(sizes) / 2**30:.2f} GiB" if sizes else "")
-    call_time = {a[2]: a[1] - a[0] for a in api}
-    before = [int(m[4].split()[2]) for m in memory if m[0] < lo and m[3] in "AF" and m[4].startswith("pool size")]
-    previous = before[-1] if before else None
+    sizes = [pool_size(m) for m in events if pool_size(m) is not None]
+    allocations = sum(1 for m in events if m[3] == "A")
+    frees = sum(1 for m in events if m[3] == "F")
+    print(f"   memory: {allocations} allocations, {frees} frees" +
+          (f", pool size {min(sizes) / 2**30:.2f}-{max(sizes) / 2**30:.2f} GiB" if sizes else ""))
     for m in events:
         if m[3] == "P":
             print(f"     pool event at {(m[0] - lo) / 1e3:.1f} us: {m[4]}")
-        elif m[3] == "A" and m[4].startswith("pool size"):
-            size = int(m[4].split()[2])
-            if previous is not None and size > previous:
-                print(f"     the pool grew {previous / 2**20:.0f} -> {size / 2**20:.0f} MiB at {(m[0] - lo) / 1e3:.1f} us "
-                      f"allocating {m[5] / 2**20:.1f} MiB (the call took {call_time.get(m[2], 0) / 1e3:.0f} us)")
-            previous = size
+    call_time = {a[2]: a[1] - a[0] for a in api}
+    for when, old, new, nbytes, corr in pool_growths(memory, lo, hi):
+        print(f"     the pool grew {old / 2**20:.0f} -> {new / 2**20:.0f} MiB at {(when - lo) / 1e3:.1f} us "
+              f"allocating {nbytes / 2**20:.1f} MiB (the call took {call_time.get(corr, 0) / 1e3:.0f} us)")
 
 
 def steps_of(device, pattern):
@@ -79,28 +97,33 @@ def steps_of(device, pattern):
     return [(a + 1, b) for a, b in zip(ends, ends[1:])]
 
 
-def report(device, api, first, last, top, index):
-    work = device[first : last + 1]
-    launch_start = collections.defaultdict(lambda: None)
+def idle_gaps(work, api):
+    """The step's span, busy time and gaps: (span, busy, [(gap, from, to, owner, next name)]),
+    owner "host" when the call that launched the next work began after the device ran dry."""
+    launch_start = {}
     for start, _, corr, _, _ in api:
-        if launch_start[corr] is None or start < launch_start[corr]:
+        if corr not in launch_start or start < launch_start[corr]:
             launch_start[corr] = start
     span = work[-1][1] - work[0][0]
-    busy = host_gap = device_gap = 0
+    busy = 0
     gaps = []
     reach = work[0][0]
     for start, end, corr, kind, name in work:
         gap = start - reach
         if gap > 0:
-            launched = launch_start[corr]
+            launched = launch_start.get(corr)
             owner = "host" if launched is not None and launched >= reach else "device"
-            if owner == "host":
-                host_gap += gap
-            else:
-                device_gap += gap
             gaps.append((gap, reach, start, owner, name))
         busy += max(0, end - max(start, reach))
         reach = max(reach, end)
+    return span, busy, gaps
+
+
+def report(device, api, first, last, top, index):
+    work = device[first : last + 1]
+    span, busy, gaps = idle_gaps(work, api)
+    host_gap = sum(g[0] for g in gaps if g[3] == "host")
+    device_gap = sum(g[0] for g in gaps if g[3] == "device")
     counts = collections.Counter(kind for _, _, _, kind, _ in work)
     print(f"== step {index}: span {span / 1e6:.3f} ms, device busy {busy / 1e6:.3f} ms, idle "
           f"{(span - busy) / 1e6:.3f} ms (host late {host_gap / 1e6:.3f}, device side {device_gap / 1e6:.3f}) in "
