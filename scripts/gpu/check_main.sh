@@ -12,7 +12,8 @@
 #      in turn.
 # Usage (bundle carried in the repository, see make_bundle.sh):
 #   LONGNET_BUNDLE=.device/bundle.tar.xz scripts/gpu/check_main.sh
-# Logs in $OUT (check_*.txt and run.sh's); a summary on stdout.
+# Logs in $OUT (check_*.txt and run.sh's); a summary on stdout. About 8 minutes of the
+# device call's 10 (ROUNDS=1 saves about one).
 set -uo pipefail
 here=$(dirname "$0")
 out=${OUT:-/tmp/out}
@@ -26,7 +27,9 @@ summary() {  # the gtest verdict lines of a log
 
 echo "== CUDA tests"
 "$run" info tests > "$out/check_tests.txt" 2>&1
+echo "test_attention:"
 summary "$out/tests.txt"
+echo "test_core: $(grep -E '^\[  (PASSED|FAILED)' "$out/check_tests.txt" | tr '\n' ' ')"
 for program in test_nn test_model test_dist; do
   "$run" exec "$program" --gtest_filter='*Cuda*:*Nccl*' > "$out/check_$program.txt" 2>&1
   echo "$program:"
