@@ -3,6 +3,7 @@
 #include "longnet/nn/layer_norm.hpp"
 
 #include <cmath>
+#include <string>
 
 #include "longnet/kernels/layer_norm.hpp"
 #include "longnet/nn/functional.hpp"
@@ -80,15 +81,10 @@ Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in, Tens
   }
   if (dx_column_sums) {
     // Accumulated in place: it must be the gradient-dtype (dim) vector itself, not a copy.
-    const DType sums_dtype = kernels::accumulation_dtype(dtype);
-    require(dx_column_sums->defined(), weight_->name, ": dx_column_sums is undefined");
-    require(dx_column_sums->dtype() == sums_dtype, weight_->name, ": dx_column_sums has dtype ",
-            dtype_name(dx_column_sums->dtype()), ": must be ", dtype_name(sums_dtype), " (the gradients' dtype)");
-    require(dx_column_sums->shape() == Shape{dim()} && dx_column_sums->is_contiguous(), weight_->name,
-            ": dx_column_sums has shape ", shape_to_string(dx_column_sums->shape()), ": must be a contiguous ",
-            shape_to_string({dim()}));
-    require(dx_column_sums->device() == w.device(), weight_->name, ": dx_column_sums is on ",
-            to_string(dx_column_sums->device()), ": must be on ", to_string(w.device()), " (the module's device)");
+    const std::string what = weight_->name + ": dx_column_sums";
+    require_floating(*dx_column_sums, what.c_str(), kernels::accumulation_dtype(dtype), w.device());
+    require(dx_column_sums->shape() == Shape{dim()} && dx_column_sums->is_contiguous(), what, " has shape ",
+            shape_to_string(dx_column_sums->shape()), ": must be a contiguous ", shape_to_string({dim()}));
   }
   Tensor dx = Tensor::empty(x_.shape(), dtype, w.device());
   kernels::LayerNormParams p;
