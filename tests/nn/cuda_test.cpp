@@ -196,41 +196,46 @@ TEST_F(ModelCuda, BatchedAdamWMatchesOneLaunchPerParameterBitwise) {
   }
 }
 
-// f32 parameters whose pointers are 16-byte aligned take the kernel's four-wide loop; the
-// same values one element off alignment take the scalar loop: the same bits (parameter,
-// moments, bf16 copy), for sizes with and without a tail of < 4 elements.
-TEST_F(ModelCuda, AdamWFourWideAndScalarPathsAgreeBitwise) {
+// Parameters whose pointers are 16-byte aligned take the kernel's packed loop (four f32 or
+// two f64 a thread); the same values one element off alignment take the scalar loop: the
+// same bits (parameter, moments, the f32 parameters' bf16 copy), for sizes with and without
+// a tail shorter than a pack.
+TEST_F(ModelCuda, AdamWPackedAndScalarPathsAgreeBitwise) {
   const Device gpu = Device::cuda(0);
-  for (const std::int64_t n : {std::int64_t{1}, std::int64_t{4}, std::int64_t{767}, std::int64_t{8192},
-                               std::int64_t{8195}, std::int64_t{100003}}) {
-    for (const bool copy : {false, true}) {
-      // Buffers of n + 1: the aligned view starts at element 0, the other at element 1.
-      auto pair_of = [&](const Tensor& values, DType dtype) {
-        Tensor a = Tensor::zeros({n + 1}, dtype, gpu), b = Tensor::zeros({n + 1}, dtype, gpu);
-        Tensor aligned = a.as_strided({n}, {1}, 0), shifted = b.as_strided({n}, {1}, 1);
-        if (values.defined()) {
-          aligned.copy_from(values);
-          shifted.copy_from(values);
+  for (const DType dtype : {DType::f32, DType::f64}) {
+    for (const std::int64_t n : {std::int64_t{1}, std::int64_t{4}, std::int64_t{767}, std::int64_t{8192},
+                                 std::int64_t{8195}, std::int64_t{100003}}) {
+      for (const bool copy : {false, true}) {
+        if (copy && dtype != DType::f32) continue;  // bf16 copies are of f32 parameters
+        // Buffers of n + 1: the aligned view starts at element 0, the other at element 1.
+        auto pair_of = [&](const Tensor& values, DType type) {
+          Tensor a = Tensor::zeros({n + 1}, type, gpu), b = Tensor::zeros({n + 1}, type, gpu);
+          Tensor aligned = a.as_strided({n}, {1}, 0), shifted = b.as_strided({n}, {1}, 1);
+          if (values.defined()) {
+            aligned.copy_from(values);
+            shifted.copy_from(values);
+          }
+          return std::pair{aligned, shifted};
+        };
+        const auto param = pair_of(Tensor::randn({n}, 7, dtype), dtype);
+        const auto grad = pair_of(Tensor::randn({n}, 8, dtype), dtype);
+        const auto m = pair_of(Tensor(), dtype), v = pair_of(Tensor(), dtype);
+        const auto copies = pair_of(Tensor(), DType::bf16);
+        for (int step = 1; step <= 3; ++step) {
+          for (const bool first : {true, false}) {
+            kernels::AdamWParams k{
+                .count = n, .dtype = dtype, .lr = 0.01, .weight_decay = 0.1, .grad_scale = 0.5, .step = step};
+            auto pick = [&](const std::pair<Tensor, Tensor>& x) { return first ? x.first.data() : x.second.data(); };
+            k.param = pick(param), k.grad = pick(grad), k.m = pick(m), k.v = pick(v);
+            if (copy) k.param_copy = pick(copies), k.copy_dtype = DType::bf16;
+            kernels::adamw_step_cuda(k);
+          }
         }
-        return std::pair{aligned, shifted};
-      };
-      const auto param = pair_of(Tensor::randn({n}, 7, DType::f32), DType::f32);
-      const auto grad = pair_of(Tensor::randn({n}, 8, DType::f32), DType::f32);
-      const auto m = pair_of(Tensor(), DType::f32), v = pair_of(Tensor(), DType::f32);
-      const auto copies = pair_of(Tensor(), DType::bf16);
-      for (int step = 1; step <= 3; ++step) {
-        for (const bool first : {true, false}) {
-          kernels::AdamWParams k{
-              .count = n, .dtype = DType::f32, .lr = 0.01, .weight_decay = 0.1, .grad_scale = 0.5, .step = step};
-          auto pick = [&](const std::pair<Tensor, Tensor>& x) { return first ? x.first.data() : x.second.data(); };
-          k.param = pick(param), k.grad = pick(grad), k.m = pick(m), k.v = pick(v);
-          if (copy) k.param_copy = pick(copies), k.copy_dtype = DType::bf16;
-          kernels::adamw_step_cuda(k);
+        for (const auto* x : {&param, &m, &v, &copies}) {
+          const Tensor a = x->first.contiguous().to(Device::cpu()), b = x->second.contiguous().to(Device::cpu());
+          ASSERT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0)
+              << dtype_name(dtype) << " n " << n << " copy " << copy;
         }
-      }
-      for (const auto* x : {&param, &m, &v, &copies}) {
-        const Tensor a = x->first.contiguous().to(Device::cpu()), b = x->second.contiguous().to(Device::cpu());
-        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "n " << n << " copy " << copy;
       }
     }
   }

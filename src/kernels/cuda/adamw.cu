@@ -23,7 +23,7 @@ struct Hyper {
 };
 
 // Products that the compiler may not fuse into an FMA: contraction is its choice per
-// call site, so the four-wide and the scalar loops could otherwise round differently.
+// call site, so the packed and the scalar loops could otherwise round differently.
 template <class T>
 __device__ __forceinline__ T product(T a, T b) {
   if constexpr (std::is_same_v<T, float>) {
@@ -33,8 +33,8 @@ __device__ __forceinline__ T product(T a, T b) {
   }
 }
 
-// One element's update, on values (the scalar and the four-wide loops share it and give
-// the same bits: every product explicit, see product above).
+// One element's update, on values (the scalar and the packed loops share it and give the
+// same bits: every product explicit, see product above).
 template <class T>
 __device__ __forceinline__ void update_values(T& p, T grad, T& m, T& v, const Hyper<T>& h) {
   const T g = product(grad, h.grad_scale);
@@ -59,7 +59,7 @@ struct BatchTensor {
   std::int64_t count;
   T decay;
   int first_block;
-  bool four_wide;  // f32 with param, grad, m, v 16-byte and the copy 8-byte aligned
+  bool packed;  // param, grad, m, v 16-byte aligned, and the copy as its packs need
 };
 
 template <class T, class Copy>
@@ -88,31 +88,26 @@ __global__ void step_many_kernel(const __grid_constant__ Batch<T, Copy> batch) {
   const std::int64_t begin = static_cast<std::int64_t>(block - x.first_block) * kChunk;
   const std::int64_t end = min(x.count, begin + kChunk);
   std::int64_t scalar_begin = begin;
-  if constexpr (std::is_same_v<T, float>) {
-    // 16-byte accesses (a quarter of the memory instructions), then the chunk's last < 4
-    // elements one by one. kChunk is a multiple of 4, so every quad lies inside the chunk.
-    if (x.four_wide) {
-      for (std::int64_t q = begin / 4 + threadIdx.x; q < end / 4; q += blockDim.x) {
-        float4 p = reinterpret_cast<float4*>(x.param)[q];
-        const float4 g = reinterpret_cast<const float4*>(x.grad)[q];
-        float4 m = reinterpret_cast<float4*>(x.m)[q];
-        float4 v = reinterpret_cast<float4*>(x.v)[q];
-        update_values(p.x, g.x, m.x, v.x, h);
-        update_values(p.y, g.y, m.y, v.y, h);
-        update_values(p.z, g.z, m.z, v.z, h);
-        update_values(p.w, g.w, m.w, v.w, h);
-        reinterpret_cast<float4*>(x.param)[q] = p;
-        reinterpret_cast<float4*>(x.m)[q] = m;
-        reinterpret_cast<float4*>(x.v)[q] = v;
-        if constexpr (!std::is_void_v<Copy>) {
-          struct alignas(8) Quad {
-            __nv_bfloat162 low, high;
-          };
-          reinterpret_cast<Quad*>(x.copy)[q] = Quad{__floats2bfloat162_rn(p.x, p.y), __floats2bfloat162_rn(p.z, p.w)};
-        }
+  if (x.packed) {
+    // Whole 16-byte packs (a quarter of f32's memory instructions), then the chunk's last
+    // elements one by one. kChunk is a multiple of every pack, so packs lie inside a chunk.
+    constexpr int P = kPack<T>;
+    for (std::int64_t g = begin / P + threadIdx.x; g < end / P; g += blockDim.x) {
+      Pack<T> p = load_pack(x.param, g), m = load_pack(x.m, g), v = load_pack(x.v, g);
+      const Pack<T> grad = load_pack(x.grad, g);
+      for (int e = 0; e < P; ++e) update_values(p.v[e], grad.v[e], m.v[e], v.v[e], h);
+      store_pack(x.param, g, p);
+      store_pack(x.m, g, m);
+      store_pack(x.v, g, v);
+      if constexpr (!std::is_void_v<Copy>) {
+        struct alignas(sizeof(Copy) * P) CopyPack {
+          Copy v[P];
+        } copy;
+        for (int e = 0; e < P; ++e) copy.v[e] = from_compute<Copy>(static_cast<float>(p.v[e]));
+        reinterpret_cast<CopyPack*>(x.copy)[g] = copy;
       }
-      scalar_begin = end / 4 * 4;
     }
+    scalar_begin = end / P * P;
   }
   for (std::int64_t i = scalar_begin + threadIdx.x; i < end; i += blockDim.x) {
     T p = x.param[i], m = x.m[i], v = x.v[i];
@@ -167,11 +162,10 @@ void launch_many(const AdamWParams* params, std::size_t count, cudaStream_t stre
     x.count = p.count;
     x.decay = static_cast<T>(p.lr * p.weight_decay);
     x.first_block = blocks;
-    auto aligned = [](const void* pointer, std::uintptr_t bytes) {
-      return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
-    };
-    x.four_wide = std::is_same_v<T, float> && aligned(p.param, 16) && aligned(p.grad, 16) && aligned(p.m, 16) &&
-                  aligned(p.v, 16) && (std::is_void_v<Copy> || aligned(p.param_copy, 8));
+    std::uintptr_t copy_alignment = 1;  // a copy's pack: kPack<T> values, 8 bytes of bf16 for f32
+    if constexpr (!std::is_void_v<Copy>) copy_alignment = sizeof(Copy) * kPack<T>;
+    x.packed = aligned16(p.param, p.grad, p.m, p.v) &&
+               reinterpret_cast<std::uintptr_t>(p.param_copy) % copy_alignment == 0;
     blocks += static_cast<int>((p.count + kChunk - 1) / kChunk);
   }
   launch_model(step_many_kernel<T, Copy>, static_cast<unsigned>(blocks), kThreads, 0, stream, batch);
