@@ -10,17 +10,19 @@ LossOutput TokenLoss::forward(const Tensor& logits, const Tensor& targets) {
       targets.dim() == 2 && logits.dim() == 3 && targets.size(0) == logits.size(0) && targets.size(1) == logits.size(1),
       "targets have shape ", shape_to_string(targets.shape()), ": must be (batch, seq_len) = (", logits.size(0), ", ",
       logits.size(1), ")");
-  // Checked before narrowing to int32 (the copy would saturate an id beyond it), on the
-  // host tensor's own elements (no per-step std::vector of the ids).
-  const Tensor host_targets = targets.to(Device::cpu(), DType::i64).contiguous().view({-1});
-  const std::int64_t* ids = host_targets.data<std::int64_t>();
-  for (std::int64_t i = 0; i < host_targets.numel(); ++i) {
-    require(ids[i] == kIgnoreIndex || (ids[i] >= 0 && ids[i] < logits.size(2)), "targets[", i, "] = ", ids[i],
-            ": must be in [0, ", logits.size(2), ") or ", kIgnoreIndex, " (ignored)");
+  // int64 ids are checked before narrowing to int32 (the copy would saturate one beyond
+  // it); cross_entropy_forward checks and counts the narrowed ids on this host copy.
+  if (targets.dtype() == DType::i64) {
+    const Tensor wide = targets.to(Device::cpu()).contiguous();
+    const std::int64_t* ids = wide.data<std::int64_t>();
+    for (std::int64_t i = 0; i < wide.numel(); ++i) {
+      require(ids[i] == kIgnoreIndex || (ids[i] >= 0 && ids[i] < logits.size(2)), "targets[", i, "] = ", ids[i],
+              ": must be in [0, ", logits.size(2), ") or ", kIgnoreIndex, " (ignored)");
+    }
   }
   shape_ = logits.shape();
   logits_ = nn::as_rows(logits, logits.size(2));
-  const Tensor narrow_targets = host_targets.to(DType::i32);
+  const Tensor narrow_targets = targets.to(Device::cpu(), DType::i32).contiguous().view({-1});
   targets_ = narrow_targets.to(logits.device());
   result_ = nn::cross_entropy_forward(logits_, targets_, narrow_targets, kIgnoreIndex);
   return {result_.count > 0 ? result_.loss_sum / static_cast<double>(result_.count) : 0.0, result_.count};

@@ -146,6 +146,36 @@ TEST(Training, BatchesAreMadeOnceEachAndNonePastTheLastStep) {
   EXPECT_EQ(data.asked, expected);
 }
 
+// A target outside the vocabulary (and not the ignore index) is an error naming its
+// position and value, as int32 and as int64 (checked before narrowing: 2^40 is reported
+// as it is, not saturated); the model is left able to take a good batch.
+TEST(Training, BadTargetsAreErrorsNamingTheirPositionAndValue) {
+  LongNetLM model(small_f32_config(), Device::cpu(), 1);
+  const Tensor inputs = random_tokens(1, 16, 16, 3);
+  const auto batch_of = [&](const Tensor& targets) {
+    Batch batch;
+    batch.inputs = inputs;
+    batch.targets = targets;
+    return batch;
+  };
+  const auto message_of = [&](const Tensor& targets) {
+    try {
+      model.forward_loss(batch_of(targets), nn::ForwardContext{});
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  Tensor bad32 = random_tokens(1, 16, 16, 4);
+  bad32.data<std::int32_t>()[5] = 16;
+  EXPECT_NE(message_of(bad32).find("targets[5] = 16: must be in [0, 16)"), std::string::npos) << message_of(bad32);
+  Tensor bad64 = random_tokens(1, 16, 16, 4).to(DType::i64);
+  bad64.data<std::int64_t>()[7] = std::int64_t{1} << 40;
+  EXPECT_NE(message_of(bad64).find("targets[7] = 1099511627776: must be in [0, 16)"), std::string::npos)
+      << message_of(bad64);
+  EXPECT_GT(model.forward_loss(batch_of(random_tokens(1, 16, 16, 4)), nn::ForwardContext{}).loss, 0.0);
+}
+
 TEST(Training, AccumulatingEqualMicroBatchesEqualsOneBatch) {
   const LongNetLMConfig model_config = tiny_lm_config(DType::f64);
   const FixedBatches data({random_tokens(2, 9, 11, 1), random_tokens(2, 9, 11, 2), Tensor()});
