@@ -5,9 +5,9 @@
 #      test_dist; test_nn and test_model again with the model's kernels launched
 #      programmatically (LONGNET_MODEL_PDL=1);
 #   2. compute-sanitizer memcheck and racecheck (run.sh sanitize), and memcheck on the
-#      model's CUDA tests;
+#      model's CUDA tests (run.sh memcheck);
 #   3. the CUPTI timeline of `longnet bench train` with allocations (needs a bundle made
-#      with LONGNET_BUNDLE_TIMELINE=1; skipped otherwise);
+#      with LONGNET_BUNDLE_TIMELINE=1; run.sh says so otherwise);
 #   4. `longnet bench train` ROUNDS times (default 2), without and with LONGNET_MODEL_PDL=1
 #      in turn.
 # Usage (bundle carried in the repository, see make_bundle.sh):
@@ -43,16 +43,12 @@ done
 
 echo "== compute-sanitizer"
 "$run" sanitize 2>&1 | grep "compute-sanitizer"
-bundle_bin=/tmp/longnet-device/bin  # where run.sh unpacked the bundle
-compute-sanitizer --tool memcheck --error-exitcode 7 "$bundle_bin/test_nn" --gtest_filter='ModelCuda.*' \
-  > "$out/check_memcheck_nn.txt" 2>&1
-echo "memcheck test_nn ModelCuda.*: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/check_memcheck_nn.txt") clean summaries)"
+"$run" memcheck test_nn --gtest_filter='ModelCuda.*'
 
-if [ -f /tmp/longnet-device/tools/libcupti_timeline.so ]; then
-  echo "== timeline of longnet bench train (with allocations)"
-  LONGNET_TIMELINE_MEMORY=1 "$run" timeline longnet bench train --warmup 1 --steps 2 > "$out/check_timeline.txt" 2>&1
-  grep -E "^== step|idle time|memory:|pool grew|step time|MFU" "$out/timeline.txt" "$out/check_timeline.txt" | head -24
-fi
+echo "== timeline of longnet bench train (with allocations)"
+LONGNET_TIMELINE_MEMORY=1 "$run" timeline longnet bench train --warmup 1 --steps 2 > "$out/check_timeline.txt" 2>&1
+grep -hE "^timeline:|^== step|idle time|memory:|pool grew|step time|MFU" "$out/check_timeline.txt" \
+  "$out/timeline.txt" 2>/dev/null | head -24
 
 echo "== longnet bench train, $rounds rounds (plain, then LONGNET_MODEL_PDL=1)"
 for round in $(seq "$rounds"); do

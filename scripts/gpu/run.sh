@@ -23,6 +23,8 @@
 #              device was idle and whether the host was late ($OUT/timeline.txt);
 #              LONGNET_TIMELINE_MEMORY=1 adds allocations and the pool's size (does a slow
 #              cudaMallocFromPoolAsync grow the pool?)
+#   memcheck ARGS  runs a bundled program with all remaining ARGS (so it comes last) under
+#              compute-sanitizer memcheck ($OUT/memcheck.txt), e.g. memcheck test_nn --gtest_filter=ModelCuda.*
 #   exec ARGS  runs a bundled program with all remaining ARGS (so it comes last), e.g. exec test_nn --gtest_filter=*Cuda*
 #   callers FUNCTION PROGRAM ARGS  runs a bundled program under cuda-gdb (all remaining
 #              ARGS, so it comes last) and counts the call stacks that reach FUNCTION (a
@@ -53,7 +55,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 status=0
 # Whether a word is a step name (it ends the arguments of bench and profile).
-is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | clocks | timeline | exec | callers) return 0 ;; *) return 1 ;; esac; }
+is_step() { case "$1" in info | tests | sanitize | bench | profile | profile-source | train-profile | clocks | timeline | memcheck | exec | callers) return 0 ;; *) return 1 ;; esac; }
 # args = the words before the next step name (the caller shifts them off).
 step_args() {
   args=()
@@ -128,6 +130,14 @@ while [ $# -gt 0 ]; do
       python3 "$here/kernel_times.py" "$out/train_profile.csv" 0 --cycle "$patterns" flash_forward | tail -n +3 |
         tee -a "$out/train_profile.txt"
       ;;
+    memcheck)
+      args=("$@")
+      shift $#
+      compute-sanitizer --tool memcheck --error-exitcode 7 "$bin/${args[0]}" "${args[@]:1}" > "$out/memcheck.txt" 2>&1
+      code=$?
+      [ "$code" -eq 0 ] || status=1
+      echo "memcheck ${args[*]}: exit $code ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/memcheck.txt") clean summaries)"
+      ;;
     clocks)
       args=("$@")
       shift $#
@@ -163,6 +173,11 @@ PY
       args=("$@")
       shift $#
       echo "== ${args[*]} (CUPTI timeline)"
+      if [ ! -f "$bundle/tools/libcupti_timeline.so" ]; then
+        echo "timeline: the bundle has no recorder (make it with LONGNET_BUNDLE_TIMELINE=1 scripts/gpu/make_bundle.sh)"
+        status=1
+        continue
+      fi
       CUDA_INJECTION64_PATH="$bundle/tools/libcupti_timeline.so" LONGNET_TIMELINE="$out/timeline.csv" \
         "$bin/${args[0]}" "${args[@]:1}" 2>&1 | tee -a "$out/exec.txt" | tail -20
       [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
