@@ -93,7 +93,7 @@ void LongNet::backward_logits(const Tensor& dlogits) {
   encoder_embed_.backward(encoder_dropout_.backward(dm));
 }
 
-LossOutput LongNet::forward_loss(const Batch& batch, const nn::ForwardContext& context) {
+PendingLoss LongNet::queue_forward_loss(const Batch& batch, const nn::ForwardContext& context) {
   return loss_.forward(forward(batch.source, batch.inputs, context), batch.targets);
 }
 

@@ -59,7 +59,7 @@ void LongNetLM::backward_logits(const Tensor& dlogits) {
   embed_tokens_.backward(embed_dropout_.backward(dx));
 }
 
-LossOutput LongNetLM::forward_loss(const Batch& batch, const nn::ForwardContext& context) {
+PendingLoss LongNetLM::queue_forward_loss(const Batch& batch, const nn::ForwardContext& context) {
   return loss_.forward(forward(batch.inputs, context), batch.targets);
 }
 

@@ -25,7 +25,25 @@ AdamW::AdamW(std::vector<nn::ParameterPtr> parameters, AdamWConfig config)
   }
 }
 
-void AdamW::step(double lr, double grad_scale) {
+void AdamW::step(double lr, double grad_scale) { queue_step(lr, grad_scale, nullptr, 0); }
+
+void AdamW::step(double lr, const GradientClip& clip) {
+  const Tensor& sum = clip.sum_of_squares;
+  require(sum.defined() && sum.dtype() == DType::f64 && sum.numel() == 1 && sum.is_contiguous(),
+          "GradientClip: the sum of squares must be a contiguous f64 tensor of one element");
+  require(parameters_.empty() || sum.device() == parameters_.front()->value.device(),
+          "GradientClip: the sum of squares is on ", to_string(sum.device()), " but the parameters on ",
+          to_string(parameters_.front()->value.device()));
+  require(std::isfinite(clip.max_norm), "GradientClip: max_norm = ", clip.max_norm, ": must be finite");
+  queue_step(lr, 1.0, &sum, clip.max_norm);
+}
+
+void AdamW::forget_skipped_step() {
+  require(steps_ > 0, "AdamW::forget_skipped_step: no step was taken");
+  --steps_;
+}
+
+void AdamW::queue_step(double lr, double grad_scale, const Tensor* clip_sum, double max_norm) {
   require(std::isfinite(lr) && lr >= 0, "learning rate = ", lr, ": must be finite and >= 0");
   require(std::isfinite(grad_scale), "grad_scale = ", grad_scale, ": must be finite");
   ++steps_;
@@ -45,6 +63,10 @@ void AdamW::step(double lr, double grad_scale) {
     k.eps = config_.eps;
     k.weight_decay = p.weight_decay ? config_.weight_decay : 0.0;
     k.grad_scale = grad_scale;
+    if (clip_sum != nullptr) {
+      k.clip_sum_of_squares = clip_sum->data<double>();
+      k.clip_max_norm = max_norm;
+    }
     k.step = steps_;
     if (p.compute.defined()) {  // mixed precision: the update also rewrites the bf16 copy
       k.param_copy = p.compute.data();
@@ -114,9 +136,6 @@ double global_gradient_norm(const std::vector<nn::ParameterPtr>& parameters) {
   return std::sqrt(nn::sum_of_squares(gradients));  // one device synchronisation per step
 }
 
-double clip_factor(double norm, double max_norm) {
-  if (max_norm <= 0 || !(norm > max_norm)) return 1.0;
-  return max_norm / (norm + 1e-6);
-}
+double clip_factor(double norm, double max_norm) { return kernels::clip_factor(norm, max_norm); }
 
 }  // namespace longnet::model

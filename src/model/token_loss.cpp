@@ -3,7 +3,7 @@
 
 namespace longnet::model {
 
-LossOutput TokenLoss::forward(const Tensor& logits, const Tensor& targets) {
+PendingLoss TokenLoss::forward(const Tensor& logits, const Tensor& targets) {
   require(targets.defined() && (targets.dtype() == DType::i32 || targets.dtype() == DType::i64), "targets must be ",
           "an int32 or int64 tensor");
   require(
@@ -25,7 +25,7 @@ LossOutput TokenLoss::forward(const Tensor& logits, const Tensor& targets) {
   const Tensor narrow_targets = targets.to(Device::cpu(), DType::i32).contiguous().view({-1});
   targets_ = narrow_targets.to(logits.device());
   result_ = nn::cross_entropy_forward(logits_, targets_, narrow_targets, kIgnoreIndex);
-  return {result_.count > 0 ? result_.loss_sum / static_cast<double>(result_.count) : 0.0, result_.count};
+  return {result_.loss_sum, result_.count};
 }
 
 Tensor TokenLoss::backward(double loss_scale) const {

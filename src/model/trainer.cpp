@@ -3,9 +3,11 @@
 
 #include <cmath>
 #include <sstream>
+#include <vector>
 
 #include "longnet/kernels/counter_rng.hpp"
 #include "longnet/model/checkpoint.hpp"
+#include "longnet/nn/functional.hpp"
 
 namespace longnet::model {
 
@@ -81,10 +83,10 @@ nn::ForwardContext Trainer::training_context(std::int64_t step, std::int64_t mic
       .training = true, .seed = seed, .step = step, .micro_step = micro_step, .deterministic = config_.deterministic};
 }
 
-LossOutput Trainer::forward_backward(const Batch& global, nn::ForwardContext context, double loss_scale) {
+PendingLoss Trainer::forward_backward(const Batch& global, nn::ForwardContext context, double loss_scale) {
   if (!distribution_.distributed()) {
-    const LossOutput loss = model_.forward_loss(global, context);
-    model_.backward(loss_scale);
+    PendingLoss loss = model_.queue_forward_loss(global, context);
+    model_.backward(loss_scale);  // needs only the count of targets: queued behind the forward
     return loss;
   }
   Communicator& comm = *distribution_.comm;
@@ -103,7 +105,7 @@ LossOutput Trainer::forward_backward(const Batch& global, nn::ForwardContext con
   const auto tokens = static_cast<std::int64_t>(sums[1]);
   const double share_of_loss = tokens > 0 ? static_cast<double>(mine.tokens) / static_cast<double>(tokens) : 0.0;
   run_collectively(comm, [&] { model_.backward(loss_scale * share_of_loss); });
-  return {tokens > 0 ? sums[0] / sums[1] : 0.0, tokens};
+  return {Tensor::from_vector<double>({sums[0]}, {1}), tokens};
 }
 
 Batch Trainer::batch_for(std::int64_t step, std::int64_t micro_step) {
@@ -130,21 +132,32 @@ StepResult Trainer::step() {
   StepResult result;
   result.step = optimizer_.steps();
   model_.zero_grad();
+  // Nothing here waits for the device until the whole step is queued: the losses and the
+  // gradient norm stay on the device, and the update reads the norm there.
   const std::int64_t micro_steps = config_.gradient_accumulation;
+  std::vector<PendingLoss> losses;
   for (std::int64_t micro = 0; micro < micro_steps; ++micro) {
-    const LossOutput loss = forward_backward(batch_for(result.step, micro), training_context(result.step, micro),
-                                             1.0 / static_cast<double>(micro_steps));
+    losses.push_back(forward_backward(batch_for(result.step, micro), training_context(result.step, micro),
+                                      1.0 / static_cast<double>(micro_steps)));
     prefetch_after(result.step, micro);
-    result.loss += loss.loss / static_cast<double>(micro_steps);
-    result.tokens += loss.tokens;
   }
   if (distribution_.distributed()) all_reduce_gradients(*distribution_.comm, optimizer_.parameters());
   // Of the summed gradients when distributed: the same global norm on every rank.
-  result.grad_norm = global_gradient_norm(optimizer_.parameters());
-  require(std::isfinite(result.grad_norm), "step ", result.step, ": the gradient norm is ", result.grad_norm, " (loss ",
-          result.loss, "): training diverged; lower the learning rate");
+  std::vector<Tensor> gradients;
+  for (const nn::ParameterPtr& p : optimizer_.parameters()) gradients.push_back(p->grad);
+  const Tensor norm_squared = nn::queue_sum_of_squares(gradients);
   result.lr = config_.schedule().at(result.step);
-  optimizer_.step(result.lr, clip_factor(result.grad_norm, config_.grad_clip));
+  optimizer_.step(result.lr, GradientClip{norm_squared, config_.grad_clip});
+  for (const PendingLoss& loss : losses) {  // the first read waits for the step
+    result.loss += loss.value() / static_cast<double>(micro_steps);
+    result.tokens += loss.tokens();
+  }
+  result.grad_norm = std::sqrt(norm_squared.item());
+  if (!std::isfinite(result.grad_norm)) {
+    optimizer_.forget_skipped_step();  // the update changed nothing (GradientClip)
+    throw Error(str("step ", result.step, ": the gradient norm is ", result.grad_norm, " (loss ", result.loss,
+                    "): training diverged; lower the learning rate"));
+  }
   return result;
 }
 

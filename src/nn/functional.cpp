@@ -74,6 +74,11 @@ double sum_of_squares(const Tensor& x) { return sum_of_squares(std::vector<Tenso
 
 double sum_of_squares(const std::vector<Tensor>& tensors) {
   if (tensors.empty()) return 0.0;
+  return queue_sum_of_squares(tensors).item();  // on CUDA the one wait for the device
+}
+
+Tensor queue_sum_of_squares(const std::vector<Tensor>& tensors) {
+  require(!tensors.empty(), "sum_of_squares: no tensors (the result's device would be unknown)");
   std::vector<Tensor> contiguous;
   std::vector<const void*> data;
   std::vector<std::int64_t> counts;
@@ -85,9 +90,14 @@ double sum_of_squares(const std::vector<Tensor>& tensors) {
     counts.push_back(t.numel());
   }
   const DType dtype = tensors.front().dtype();
-  return tensors.front().device().is_cuda()
-             ? kernels::sum_of_squares_many_cuda(data.data(), counts.data(), data.size(), dtype)
-             : kernels::sum_of_squares_many_cpu(data.data(), counts.data(), data.size(), dtype);
+  const Device device = tensors.front().device();
+  Tensor total = Tensor::empty({1}, DType::f64, device);
+  if (device.is_cuda()) {
+    kernels::sum_of_squares_many_into_cuda(data.data(), counts.data(), data.size(), dtype, total.data<double>());
+  } else {
+    kernels::sum_of_squares_many_into_cpu(data.data(), counts.data(), data.size(), dtype, total.data<double>());
+  }
+  return total;
 }
 
 namespace {
@@ -136,21 +146,16 @@ CrossEntropyResult cross_entropy_forward(const Tensor& logits, const Tensor& tar
     ++result.count;
   }
   const DType stats = kernels::accumulation_dtype(logits.dtype());
-  Tensor loss = Tensor::empty({p.rows}, stats, logits.device());
+  const Tensor loss = Tensor::empty({p.rows}, stats, logits.device());
   result.lse = Tensor::empty({p.rows}, stats, logits.device());
+  result.loss_sum = Tensor::empty({1}, DType::f64, logits.device());
   p.loss = loss.data();
   p.lse = result.lse.data();
+  p.loss_sum = result.loss_sum.data<double>();  // summed where the rows are: nothing waits here
   if (logits.device().is_cuda()) {
     kernels::cross_entropy_forward_cuda(p);
   } else {
     kernels::cross_entropy_forward_cpu(p);
-  }
-  // Summed in row order on the host (deterministic), each row's loss widened to double as
-  // it is added: the rows come over in their own dtype, into the host pool's cached blocks
-  // (a fresh std::vector of this size costs page faults every step).
-  const Tensor host_loss = loss.to(Device::cpu());  // f32 or f64 (accumulation_dtype)
-  for (std::int64_t r = 0; r < p.rows; ++r) {
-    result.loss_sum += stats == DType::f64 ? host_loss.data<double>()[r] : host_loss.data<float>()[r];
   }
   return result;
 }

@@ -19,7 +19,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "longnet/io/safetensors.hpp"
 #include "longnet/kernels/adamw.hpp"
@@ -90,7 +92,9 @@ TEST(MixedPrecision, ConfigurationJsonKeepsTheComputeDtype) {
 class AsIfTrainedInBf16 final : public LanguageModel {
  public:
   explicit AsIfTrainedInBf16(LongNetLM& model) : model_(model) {}
-  LossOutput forward_loss(const Batch& b, const nn::ForwardContext& c) override { return model_.forward_loss(b, c); }
+  PendingLoss queue_forward_loss(const Batch& b, const nn::ForwardContext& c) override {
+    return model_.queue_forward_loss(b, c);
+  }
   void backward(double scale) override { model_.backward(scale); }
   std::string config_json() const override {
     LongNetLMConfig c = model_.config();
@@ -241,6 +245,84 @@ TEST_F(MixedPrecisionCuda, Bf16StepMatchesTheF32Step) {
       EXPECT_EQ(pb[i]->compute.to_vector<double>(), pb[i]->value.to(DType::bf16).to_vector<double>()) << pf[i]->name;
     }
   }
+}
+
+// On CUDA, Trainer::step queues the loss sum, the gradient norm and the clipped update (the
+// clip factor computed on the device) and reads only at its end; the same step taken apart
+// with the reading API has the same bits (deterministic mode, dropout on, clip active).
+TEST_F(MixedPrecisionCuda, ATrainingStepEqualsItsPartsTakenApart) {
+  const Device gpu = Device::cuda(0);
+  const LongNetLMConfig c = gpu_config(DType::bf16);
+  LongNetLM queued(c, gpu, 3), apart(c, gpu, 3);
+  const Batch batch{random_tokens(2, 96, 40, 1), random_tokens(2, 96, 40, 2), Tensor()};
+  const FixedBatches data(batch);
+  TrainingConfig t;
+  t.steps = 3;
+  t.warmup_steps = 1;
+  t.grad_clip = 0.05;
+  t.seed = 4;
+  Trainer trainer(queued, data, t);
+  AdamW optimizer(apart.parameters(), t.adamw);
+  for (std::int64_t step = 0; step < t.steps; ++step) {
+    const StepResult r = trainer.step();
+    apart.zero_grad();
+    const nn::ForwardContext context{.training = true, .seed = t.seed, .step = step, .deterministic = true};
+    const LossOutput loss = apart.forward_loss(batch, context);
+    apart.backward(1.0);
+    const double norm = global_gradient_norm(apart.parameters());
+    optimizer.step(t.schedule().at(step), clip_factor(norm, t.grad_clip));
+    EXPECT_EQ(r.loss, loss.loss) << "step " << step;
+    EXPECT_EQ(r.grad_norm, norm) << "step " << step;
+    EXPECT_GT(norm, t.grad_clip);  // the clip was active
+  }
+  const auto a = queued.parameters(), b = apart.parameters();
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]->value.to_vector<float>(), b[i]->value.to_vector<float>()) << a[i]->name;
+    if (a[i]->compute.defined()) {
+      EXPECT_EQ(a[i]->compute.to_vector<double>(), b[i]->compute.to_vector<double>()) << a[i]->name;
+    }
+  }
+}
+
+// A step on CUDA whose gradient norm is not finite is an error; the update, queued before
+// the norm was read, skipped itself on the device: parameters, their bf16 copies and the
+// optimizer state are as they were, and the step is not counted.
+TEST_F(MixedPrecisionCuda, ADivergedStepChangesNothingOnTheDevice) {
+  const Device gpu = Device::cuda(0);
+  LongNetLM model(gpu_config(DType::bf16), gpu, 3);
+  const FixedBatches data({random_tokens(2, 96, 40, 1), random_tokens(2, 96, 40, 2), Tensor()});
+  TrainingConfig t;
+  t.steps = 3;
+  Trainer trainer(model, data, t);
+  trainer.step();
+  const nn::ParameterPtr weight = model.parameters()[3];
+  const Tensor good = weight->value.clone();
+  Tensor poisoned = good.to(Device::cpu());
+  poisoned.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
+  weight->value.copy_from(poisoned);
+  model.refresh_compute_copies();  // the forward reads the bf16 copies
+  std::vector<std::vector<float>> before;
+  for (const auto& p : model.parameters()) before.push_back(p->value.to_vector<float>());
+  for (const auto& p : model.parameters()) {
+    if (p->compute.defined()) before.push_back(p->compute.to_vector<float>());
+  }
+  for (const auto& [name, tensor] : trainer.optimizer().state()) before.push_back(tensor.to_vector<float>());
+  EXPECT_THROW(trainer.step(), Error);
+  EXPECT_EQ(trainer.steps_done(), 1);
+  std::vector<std::vector<float>> after;
+  for (const auto& p : model.parameters()) after.push_back(p->value.to_vector<float>());
+  for (const auto& p : model.parameters()) {
+    if (p->compute.defined()) after.push_back(p->compute.to_vector<float>());
+  }
+  for (const auto& [name, tensor] : trainer.optimizer().state()) after.push_back(tensor.to_vector<float>());
+  ASSERT_EQ(after.size(), before.size());
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    ASSERT_EQ(std::memcmp(after[i].data(), before[i].data(), before[i].size() * sizeof(float)), 0) << "tensor " << i;
+  }
+  weight->value.copy_from(good);
+  model.refresh_compute_copies();
+  EXPECT_TRUE(std::isfinite(trainer.step().grad_norm));
+  EXPECT_EQ(trainer.steps_done(), 2);
 }
 
 TEST_F(MixedPrecisionCuda, Bf16LossFallsOnThePasskeyTask) {

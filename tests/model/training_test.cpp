@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "longnet/model/checkpoint.hpp"
 #include "longnet/model/longnet_lm.hpp"
@@ -219,6 +221,79 @@ TEST(Training, GradientClipping) {
     for (double g : p->grad.to_vector<double>()) squares += g * g;
   }
   EXPECT_NEAR(global_gradient_norm(model.parameters()), std::sqrt(squares), 1e-12);
+}
+
+// Trainer::step queues the loss, the gradient norm and the clipped update and reads the
+// loss and norm only at its end; taken apart with the reading API (forward_loss, backward,
+// global_gradient_norm, clip_factor, AdamW::step(lr, factor)) a step has the same bits:
+// losses, norms and parameters, with the clip active and not.
+TEST(Training, AStepEqualsItsPartsTakenApart) {
+  for (const double clip : {0.05, 1e9}) {
+    SCOPED_TRACE(str("grad_clip ", clip));
+    const FixedBatches data({random_tokens(2, 16, 16, 1), random_tokens(2, 16, 16, 2), Tensor()});
+    TrainingConfig config;
+    config.steps = 3;
+    config.warmup_steps = 1;
+    config.grad_clip = clip;
+    LongNetLM queued(small_f32_config(), Device::cpu(), 1), apart(small_f32_config(), Device::cpu(), 1);
+    Trainer trainer(queued, data, config);
+    AdamW optimizer(apart.parameters(), config.adamw);
+    for (std::int64_t step = 0; step < config.steps; ++step) {
+      const StepResult r = trainer.step();
+      apart.zero_grad();
+      const LossOutput loss =
+          apart.forward_loss(data.train_batch(step, 0), nn::ForwardContext{.training = true, .step = step});
+      apart.backward(1.0);
+      const double norm = global_gradient_norm(apart.parameters());
+      optimizer.step(config.schedule().at(step), clip_factor(norm, config.grad_clip));
+      EXPECT_EQ(r.loss, loss.loss);
+      EXPECT_EQ(r.tokens, loss.tokens);
+      EXPECT_EQ(r.grad_norm, norm);
+      if (clip < 1) {
+        EXPECT_GT(norm, clip);  // the clip was active
+      }
+    }
+    const auto a = queued.parameters(), b = apart.parameters();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      ASSERT_EQ(std::memcmp(a[i]->value.data(), b[i]->value.data(), a[i]->value.nbytes()), 0) << a[i]->name;
+    }
+  }
+}
+
+// A step whose gradient norm is not finite is an error saying training diverged, and it
+// changes nothing: no parameter, no optimizer state, no step count (the update was queued
+// before the norm was read, and skipped itself). With the weight mended, training goes on.
+TEST(Training, ADivergedStepIsAnErrorAndChangesNothing) {
+  LongNetLM model(small_f32_config(), Device::cpu(), 1);
+  const FixedBatches data({random_tokens(2, 16, 16, 1), random_tokens(2, 16, 16, 2), Tensor()});
+  TrainingConfig config;
+  config.steps = 4;
+  Trainer trainer(model, data, config);
+  trainer.step();
+  float& weight = model.parameters()[3]->value.data<float>()[0];
+  const float good = weight;
+  weight = std::numeric_limits<float>::quiet_NaN();
+  std::vector<Tensor> before;
+  for (const auto& p : model.parameters()) before.push_back(p->value.clone());
+  for (const auto& [name, tensor] : trainer.optimizer().state()) before.push_back(tensor.clone());
+  try {
+    trainer.step();
+    ADD_FAILURE() << "a NaN weight gave a step";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step 1: the gradient norm is nan"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("training diverged"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(trainer.steps_done(), 1);
+  std::vector<Tensor> after;
+  for (const auto& p : model.parameters()) after.push_back(p->value);
+  for (const auto& [name, tensor] : trainer.optimizer().state()) after.push_back(tensor);
+  ASSERT_EQ(after.size(), before.size());
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    ASSERT_EQ(std::memcmp(after[i].data(), before[i].data(), before[i].nbytes()), 0) << "tensor " << i;
+  }
+  weight = good;
+  EXPECT_TRUE(std::isfinite(trainer.step().grad_norm));
+  EXPECT_EQ(trainer.steps_done(), 2);
 }
 
 TEST(Training, ConfigurationValidationNamesTheProblem) {

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "longnet/kernels/adamw.hpp"
@@ -71,9 +72,10 @@ TEST_F(ModelCuda, ElementwiseKernelsMatchTheCpu) {
     const Tensor targets = Tensor::from_vector<std::int32_t>({0, 5, -100, 39, 2, 2, 7, 1, 0}, {9});
     const CrossEntropyResult a = cross_entropy_forward(logits.to(gpu), targets.to(gpu), -100);
     const CrossEntropyResult b = cross_entropy_forward(logits, targets, -100);
-    EXPECT_NEAR(a.loss_sum, b.loss_sum, tolerance(dtype) * 10);
+    ASSERT_TRUE(a.loss_sum.device().is_cuda());  // left on the device
+    EXPECT_NEAR(a.loss_sum.item(), b.loss_sum.item(), tolerance(dtype) * 10);
     const CrossEntropyResult c = cross_entropy_forward(logits.to(gpu), targets.to(gpu), targets, -100);
-    EXPECT_EQ(c.loss_sum, a.loss_sum);  // the host copy only checks and counts
+    EXPECT_EQ(c.loss_sum.item(), a.loss_sum.item());  // the host copy only checks and counts
     EXPECT_EQ(c.count, a.count);
     expect_close(cross_entropy_backward(logits.to(gpu), targets.to(gpu), a, -100, 0.25),
                  cross_entropy_backward(logits, targets, b, -100, 0.25), tolerance(dtype), "cross-entropy backward");
@@ -191,6 +193,62 @@ TEST_F(ModelCuda, BatchedAdamWMatchesOneLaunchPerParameterBitwise) {
         if (!pair[0].defined()) continue;
         const Tensor a = pair[0].to(Device::cpu()), b = pair[1].to(Device::cpu());
         ASSERT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << dtype_name(dtype) << " parameter " << i;
+      }
+    }
+  }
+}
+
+// The clip factor computed by the kernels from a sum of squares in device memory (what a
+// training step queues) has the host's bits: a batch of parameters updated so equals the
+// same batch with the host's factor as grad_scale, clipped or not, f32 (with and without
+// a bf16 copy) and f64. A sum that is not finite changes no parameter, moment or copy.
+TEST_F(ModelCuda, AdamWClipReadOnTheDeviceEqualsTheHostFactor) {
+  const Device gpu = Device::cuda(0);
+  for (const DType dtype : {DType::f32, DType::f64}) {
+    for (const double sum : {0.04, 9.0, 1e30, std::nan(""), std::numeric_limits<double>::infinity()}) {
+      SCOPED_TRACE(str(dtype_name(dtype), " sum ", sum));
+      const Tensor on_device = Tensor::full({1}, sum, DType::f64).to(gpu);
+      const std::vector<std::int64_t> sizes{1, 767, 8192, 100003, 5};
+      std::vector<Tensor> host_p, device_p, grads, state, copies;
+      std::vector<kernels::AdamWParams> by_host, by_device;
+      for (std::size_t i = 0; i < sizes.size(); ++i) {
+        const std::int64_t n = sizes[i];
+        const Tensor p = Tensor::randn({n}, 40 + i, dtype).to(gpu);
+        host_p.push_back(p.clone());
+        device_p.push_back(p.clone());
+        grads.push_back(Tensor::randn({n}, 60 + i, dtype).to(gpu));
+        for (int s = 0; s < 4; ++s) state.push_back(Tensor::full({n}, 0.25, dtype, gpu));
+        const bool copy = dtype == DType::f32 && i % 2 == 0;
+        for (int s = 0; s < 2; ++s) copies.push_back(copy ? Tensor::zeros({n}, DType::bf16, gpu) : Tensor());
+        kernels::AdamWParams k{.count = n, .dtype = dtype, .lr = 0.01, .weight_decay = i % 2 ? 0.1 : 0.0, .step = 2};
+        k.grad = grads.back().data();
+        k.param = host_p.back().data(), k.m = state[4 * i].data(), k.v = state[4 * i + 1].data();
+        k.param_copy = copy ? copies[2 * i].data() : nullptr;
+        k.grad_scale = 0.5 * kernels::clip_factor(std::sqrt(sum), 1.5);
+        by_host.push_back(k);
+        k.param = device_p.back().data(), k.m = state[4 * i + 2].data(), k.v = state[4 * i + 3].data();
+        k.param_copy = copy ? copies[2 * i + 1].data() : nullptr;
+        k.grad_scale = 0.5;
+        k.clip_sum_of_squares = on_device.data<double>();
+        k.clip_max_norm = 1.5;
+        by_device.push_back(k);
+      }
+      const bool finite = std::isfinite(sum);
+      if (finite) kernels::adamw_step_many_cuda(by_host.data(), by_host.size());
+      kernels::adamw_step_many_cuda(by_device.data(), by_device.size());
+      for (std::size_t i = 0; i < sizes.size(); ++i) {
+        const Tensor pairs[][2] = {{host_p[i], device_p[i]},
+                                   {state[4 * i], state[4 * i + 2]},
+                                   {state[4 * i + 1], state[4 * i + 3]},
+                                   {copies[2 * i], copies[2 * i + 1]}};
+        for (const auto& pair : pairs) {
+          if (!pair[0].defined()) continue;
+          const Tensor a = pair[0].to(Device::cpu()), b = pair[1].to(Device::cpu());
+          ASSERT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "parameter " << i;
+        }
+        if (!finite) {  // the host side did not run: both are as they started
+          EXPECT_EQ(state[4 * i + 2].to_vector<double>(), std::vector<double>(static_cast<std::size_t>(sizes[i]), 0.25));
+        }
       }
     }
   }

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numbers>
 #include <numeric>
 #include <random>
@@ -170,7 +172,8 @@ TEST(ModelKernels, CrossEntropyWithIgnoreIndex) {
     for (int v = 0; v < vocab; ++v) sum += std::exp(l[static_cast<std::size_t>(row * vocab + v)]);
     expected += std::log(sum) - l[static_cast<std::size_t>(row * vocab + t[row])];
   }
-  EXPECT_NEAR(r.loss_sum, expected, 1e-12);
+  ASSERT_TRUE(r.loss_sum.device().is_cpu());
+  EXPECT_NEAR(r.loss_sum.item(), expected, 1e-12);
   // Gradient of 0.5 * summed loss: 0.5 * (softmax - onehot), 0 on the ignored row.
   const auto d = cross_entropy_backward(logits, targets, r, -100, 0.5).to_vector<double>();
   for (int row = 0; row < rows; ++row) {
@@ -187,7 +190,7 @@ TEST(ModelKernels, CrossEntropyWithIgnoreIndex) {
   // copy, or a copy of another length or dtype, is an error.
   const CrossEntropyResult h = cross_entropy_forward(logits, targets, targets.clone(), -100);
   EXPECT_EQ(h.count, r.count);
-  EXPECT_EQ(h.loss_sum, r.loss_sum);
+  EXPECT_EQ(h.loss_sum.item(), r.loss_sum.item());
   EXPECT_THROW(cross_entropy_forward(logits, targets, Tensor::from_vector<std::int32_t>({3, 7, 0, 0}, {rows}), -100),
                Error);
   EXPECT_THROW(cross_entropy_forward(logits, targets, Tensor::from_vector<std::int32_t>({3, 0, 0}, {3}), -100), Error);
@@ -226,12 +229,59 @@ TEST(ModelKernels, AdamWMatchesPyTorchsUpdate) {
   }
 }
 
+// A clip read from memory (clip_sum_of_squares: what a training step queues) updates with
+// the bits of the clip factor passed as grad_scale, in f32 and f64, active or not; a sum
+// that is not finite changes nothing.
+TEST(ModelKernels, AdamWClipFromMemoryEqualsTheHostFactor) {
+  for (const DType dtype : {DType::f32, DType::f64}) {
+    for (const double sum : {0.04, 9.0, 1e30}) {  // norms 0.2 (below 1.5), 3 and 1e15 (clipped)
+      const Tensor p0 = Tensor::randn({1001}, 3, dtype), g = Tensor::randn({1001}, 4, dtype);
+      Tensor pa = p0.clone(), pb = p0.clone();
+      Tensor ma = Tensor::zeros({1001}, dtype), va = Tensor::zeros({1001}, dtype);
+      Tensor mb = ma.clone(), vb = va.clone();
+      for (int step = 1; step <= 2; ++step) {
+        kernels::AdamWParams k{.count = 1001, .dtype = dtype, .lr = 0.01, .weight_decay = 0.1, .step = step};
+        k.grad = g.data();
+        k.param = pa.data(), k.m = ma.data(), k.v = va.data();
+        k.grad_scale = 0.5 * kernels::clip_factor(std::sqrt(sum), 1.5);
+        kernels::adamw_step_cpu(k);
+        k.param = pb.data(), k.m = mb.data(), k.v = vb.data();
+        k.grad_scale = 0.5;
+        k.clip_sum_of_squares = &sum;
+        k.clip_max_norm = 1.5;
+        kernels::adamw_step_cpu(k);
+      }
+      for (const auto& [a, b] : {std::pair{pa, pb}, std::pair{ma, mb}, std::pair{va, vb}}) {
+        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << dtype_name(dtype) << " sum " << sum;
+      }
+      EXPECT_NE(std::memcmp(pa.data(), p0.data(), p0.nbytes()), 0);  // it did update
+    }
+    for (const double sum : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+      const Tensor p0 = Tensor::randn({100}, 3, dtype), g = Tensor::randn({100}, 4, dtype);
+      Tensor p = p0.clone(), m = Tensor::full({100}, 0.25, dtype), v = Tensor::full({100}, 0.5, dtype);
+      kernels::AdamWParams k{.count = 100, .dtype = dtype, .lr = 0.01, .weight_decay = 0.1, .step = 3};
+      k.param = p.data(), k.grad = g.data(), k.m = m.data(), k.v = v.data();
+      k.clip_sum_of_squares = &sum;
+      k.clip_max_norm = 1.0;
+      kernels::adamw_step_cpu(k);
+      EXPECT_EQ(std::memcmp(p.data(), p0.data(), p0.nbytes()), 0);
+      EXPECT_EQ(m.to_vector<double>(), std::vector<double>(100, 0.25));
+      EXPECT_EQ(v.to_vector<double>(), std::vector<double>(100, 0.5));
+    }
+  }
+}
+
 TEST(ModelKernels, SumOfSquaresIsIndependentOfThreads) {
   const Tensor x = Tensor::randn({100003}, 9, DType::f32);
   const double a = sum_of_squares(x);
   double expected = 0;
   for (float f : x.to_vector<float>()) expected += static_cast<double>(f) * f;
   EXPECT_NEAR(a, expected, 1e-9 * expected);
+  // Queued: the same bits, as an f64 tensor of one element on the tensors' device.
+  const Tensor queued = queue_sum_of_squares({x});
+  ASSERT_TRUE(queued.device().is_cpu() && queued.dtype() == DType::f64 && queued.numel() == 1);
+  EXPECT_EQ(queued.item(), a);
+  EXPECT_THROW(queue_sum_of_squares({}), Error);
 }
 
 // Rotary encodings from the definition (torchscale's rotate_every_two, interleaved pairs).

@@ -8,6 +8,11 @@
 //   p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 // param, grad, m, v: `count` contiguous elements of one dtype (f32 master weights, or f64
 // in tests). t = step >= 1. The gradient is read, not changed.
+// Clipping by a global norm that the update reads where it runs: with clip_sum_of_squares
+// set (a double in the parameters' memory, e.g. written by sum_of_squares_many_into_*),
+// grad_scale is first multiplied by clip_factor(sqrt(*clip_sum_of_squares), clip_max_norm),
+// computed there in double, so the host queues the update without waiting for the norm;
+// where that sum is not finite the update changes nothing (a diverged step is not taken).
 // Mixed precision: when param_copy is set (CUDA only), the kernel also writes the updated
 // parameter rounded to copy_dtype (bf16) there — the compute copy the next step's GEMMs
 // read — in the same pass, so refreshing the copies costs no extra read of the weights.
@@ -17,8 +22,17 @@
 #include <cstdint>
 
 #include "longnet/core/dtype.hpp"
+#include "longnet/kernels/host_device.hpp"
 
 namespace longnet::kernels {
+
+// The factor that brings a gradient norm down to max_norm: 1 when the norm is at most
+// max_norm (or not a number) and when max_norm <= 0 (no clipping). Host and device share it,
+// so a factor computed on the device has the host's bits.
+LONGNET_HOST_DEVICE inline double clip_factor(double norm, double max_norm) {
+  if (max_norm <= 0 || !(norm > max_norm)) return 1.0;
+  return max_norm / (norm + 1e-6);
+}
 
 struct AdamWParams {
   std::int64_t count = 0;
@@ -33,6 +47,8 @@ struct AdamWParams {
   double eps = 1e-8;
   double weight_decay = 0.0;
   double grad_scale = 1.0;
+  const double* clip_sum_of_squares = nullptr;  // optional, see above
+  double clip_max_norm = 0;
   std::int64_t step = 1;
   void* param_copy = nullptr;  // optional (CUDA): param rounded to copy_dtype, written
   DType copy_dtype = DType::bf16;

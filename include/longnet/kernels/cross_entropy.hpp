@@ -28,6 +28,10 @@ struct CrossEntropyParams {
   const std::int32_t* targets = nullptr;
   void* loss = nullptr;  // forward: written
   void* lse = nullptr;   // forward: written; backward: read
+  // forward, optional: sum_r loss[r] in double, written in the loss's memory (on CUDA left
+  // on the device). The order is fixed: rows in order on the CPU; on CUDA contiguous runs
+  // of rows in order, then a fixed tree.
+  double* loss_sum = nullptr;
   double grad_scale = 1.0;
   void* dlogits = nullptr;  // backward: written
   std::int64_t dlogits_row_stride = 0;

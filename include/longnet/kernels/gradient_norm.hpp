@@ -20,6 +20,14 @@ double sum_of_squares_cuda(const void* x, std::int64_t count, DType dtype);
 double sum_of_squares_many_cpu(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype);
 double sum_of_squares_many_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype);
 
+// The same sum written to *total (a double in the tensors' memory: host memory for the CPU,
+// device memory for CUDA) without waiting for it: a training step queues the norm and the
+// clipped update that reads it there (adamw.hpp), and reads the norm itself at its end.
+void sum_of_squares_many_into_cpu(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,
+                                  double* total);
+void sum_of_squares_many_into_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,
+                                   double* total);
+
 // x[i] *= factor.
 void scale_cpu(void* x, std::int64_t count, DType dtype, double factor);
 void scale_cuda(void* x, std::int64_t count, DType dtype, double factor);

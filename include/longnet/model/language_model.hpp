@@ -21,12 +21,34 @@ struct LossOutput {
   std::int64_t tokens = 0;  // targets counted (not ignored)
 };
 
+// A mean token loss as a forward leaves it: the count of targets is known at once, the
+// summed loss stays where it was computed (one double on the model's device) until
+// value() reads it — on CUDA a wait for all work queued before. A training step reads it
+// after it has queued its backward and update, so the device never waits for the host.
+class PendingLoss {
+ public:
+  PendingLoss() = default;
+  // loss_sum: an f64 tensor of one element (any device); tokens: the targets counted.
+  PendingLoss(Tensor loss_sum, std::int64_t tokens);
+  std::int64_t tokens() const { return tokens_; }
+  double value() const;  // the mean: loss_sum / tokens (0 without tokens)
+  LossOutput get() const { return {value(), tokens_}; }
+
+ private:
+  Tensor loss_sum_;
+  std::int64_t tokens_ = 0;
+};
+
 inline constexpr std::int32_t kIgnoreIndex = -100;
 
 class LanguageModel : public nn::Module {
  public:
-  // Forward and loss; saves what backward needs.
-  virtual LossOutput forward_loss(const Batch& batch, const nn::ForwardContext& context) = 0;
+  // Forward and loss, queued; saves what backward needs.
+  virtual PendingLoss queue_forward_loss(const Batch& batch, const nn::ForwardContext& context) = 0;
+  // The same, with the loss read at once.
+  LossOutput forward_loss(const Batch& batch, const nn::ForwardContext& context) {
+    return queue_forward_loss(batch, context).get();
+  }
   // Accumulates the gradients of loss_scale * (the last forward_loss's mean loss).
   virtual void backward(double loss_scale = 1.0) = 0;
   virtual std::string config_json() const = 0;

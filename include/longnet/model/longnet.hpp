@@ -33,7 +33,7 @@ class LongNet final : public LanguageModel {
   Tensor forward(const Tensor& source, const Tensor& inputs, const nn::ForwardContext& context);
   void backward_logits(const Tensor& dlogits);
 
-  LossOutput forward_loss(const Batch& batch, const nn::ForwardContext& context) override;
+  PendingLoss queue_forward_loss(const Batch& batch, const nn::ForwardContext& context) override;
   void backward(double loss_scale = 1.0) override;
   std::string config_json() const override { return to_json(config_); }
   Device device() const override { return device_; }

@@ -19,12 +19,27 @@ struct AdamWConfig {
   void validate() const;
 };
 
+// Clipping by the global gradient norm, as queued on the parameters' device: the update
+// scales every gradient by clip_factor(sqrt(sum_of_squares), max_norm), computed where it
+// runs, so the host need not wait for the norm before queuing the update.
+struct GradientClip {
+  Tensor sum_of_squares;  // f64, one element, on the parameters' device (nn::queue_sum_of_squares)
+  double max_norm = 0;    // <= 0: no clipping
+};
+
 class AdamW {
  public:
   AdamW(std::vector<nn::ParameterPtr> parameters, AdamWConfig config);
 
   // One update of every parameter with learning rate `lr`, gradients times grad_scale.
   void step(double lr, double grad_scale = 1.0);
+  // One update with the gradients clipped by `clip`. Where clip's sum is not finite (the
+  // gradients diverged) the update changes no parameter and no state; it is counted all
+  // the same, since the host has not read the sum: a caller that finds it not finite
+  // afterwards calls forget_skipped_step().
+  void step(double lr, const GradientClip& clip);
+  // Takes back the count of the last step, which changed nothing (see above).
+  void forget_skipped_step();
   std::int64_t steps() const { return steps_; }
   const AdamWConfig& config() const { return config_; }
   const std::vector<nn::ParameterPtr>& parameters() const { return parameters_; }
@@ -36,6 +51,9 @@ class AdamW {
 
  private:
   std::vector<nn::ParameterPtr> parameters_;
+  // The update, with the clip's sum (null: none) read where it runs.
+  void queue_step(double lr, double grad_scale, const Tensor* clip_sum, double max_norm);
+
   AdamWConfig config_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
   std::int64_t steps_ = 0;
@@ -54,7 +72,8 @@ struct LearningRateSchedule {
 
 // sqrt of the sum of squares of every parameter's gradient.
 double global_gradient_norm(const std::vector<nn::ParameterPtr>& parameters);
-// The factor that brings the norm down to max_norm (1 when it is below, or max_norm <= 0).
+// The factor that brings the norm down to max_norm (1 when it is below, or max_norm <= 0);
+// kernels::clip_factor, which the clipped update computes on the device.
 double clip_factor(double norm, double max_norm);
 
 }  // namespace longnet::model

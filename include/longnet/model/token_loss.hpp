@@ -9,8 +9,9 @@ namespace longnet::model {
 
 class TokenLoss {
  public:
-  // targets: int32/int64 (B, N) on any device, each in [0, vocab) or kIgnoreIndex.
-  LossOutput forward(const Tensor& logits, const Tensor& targets);
+  // targets: int32/int64 (B, N) on any device, each in [0, vocab) or kIgnoreIndex. The
+  // loss is left where the logits are (PendingLoss).
+  PendingLoss forward(const Tensor& logits, const Tensor& targets);
   // dlogits (B, N, vocab) of loss_scale * (the mean loss of the last forward).
   Tensor backward(double loss_scale) const;
 

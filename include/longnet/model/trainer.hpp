@@ -80,8 +80,9 @@ class Trainer {
 
  private:
   // The gradients of loss_scale * (the global mean loss of one global batch), accumulated
-  // into the parameters (summed over ranks later); returns the global loss and tokens.
-  LossOutput forward_backward(const Batch& global, nn::ForwardContext context, double loss_scale);
+  // into the parameters (summed over ranks later); returns the global loss (pending: the
+  // step reads it at its end) and tokens.
+  PendingLoss forward_backward(const Batch& global, nn::ForwardContext context, double loss_scale);
   nn::ForwardContext training_context(std::int64_t step, std::int64_t micro_step) const;
   // The batch of (step, micro_step): the one prefetched, if it is that one, or a new one.
   Batch batch_for(std::int64_t step, std::int64_t micro_step);

@@ -19,6 +19,9 @@ void scale_in_place(Tensor& x, double factor);
 double sum_of_squares(const Tensor& x);
 // The sum over tensors of one dtype on one device: on CUDA one synchronisation in all.
 double sum_of_squares(const std::vector<Tensor>& tensors);
+// The same sum as an f64 tensor of one element on the tensors' device, queued: on CUDA the
+// host does not wait for it (a training step's clipped update reads it on the device).
+Tensor queue_sum_of_squares(const std::vector<Tensor>& tensors);
 
 // The rows view of a tensor whose last dimension is `columns`: (numel / columns, columns).
 // Requires a contiguous tensor.
@@ -32,7 +35,9 @@ void require_floating(const Tensor& x, const char* what, DType dtype, Device dev
 // number of targets counted; backward writes dlogits for the loss
 // grad_scale * summed loss.
 struct CrossEntropyResult {
-  double loss_sum = 0;
+  // The summed loss, an f64 tensor of one element on the logits' device, left there: on
+  // CUDA loss_sum.item() waits for the device (a training step reads it at its end).
+  Tensor loss_sum;
   std::int64_t count = 0;  // targets that are not ignore_index
   Tensor lse;              // (rows), saved for backward
 };

@@ -29,6 +29,10 @@ void forward(const CrossEntropyParams& p) {
       loss[r] = target == p.ignore_index ? T(0) : static_cast<T>(row_lse - row[target]);
     }
   });
+  if (p.loss_sum == nullptr) return;
+  double sum = 0;  // in row order
+  for (std::int64_t r = 0; r < p.rows; ++r) sum += static_cast<double>(loss[r]);
+  *p.loss_sum = sum;
 }
 
 template <class T>

@@ -35,6 +35,11 @@ double sum_of_squares_many_cpu(const void* const* x, const std::int64_t* counts,
   return total;
 }
 
+void sum_of_squares_many_into_cpu(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,
+                                  double* total) {
+  *total = sum_of_squares_many_cpu(x, counts, tensors, dtype);
+}
+
 void scale_cpu(void* x, std::int64_t count, DType dtype, double factor) {
   cpu::dispatch_float(dtype, "scale", [&](auto tag) {
     using T = decltype(tag);

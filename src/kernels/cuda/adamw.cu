@@ -1,5 +1,5 @@
 // AdamW on CUDA (adamw.hpp), elementwise in the master-weight precision; the bias
-// corrections are computed on the host. With a param_copy (mixed precision) the same pass
+// corrections are computed on the host, a clip factor (if any) by each block. With a param_copy (mixed precision) the same pass
 // writes the updated parameter rounded to bf16, the copy the next step's GEMMs read.
 // adamw_step_many_cuda packs up to kTensorsPerLaunch parameters into one launch: each
 // block takes one chunk of kChunk elements of one parameter (found by a binary search over
@@ -66,7 +66,11 @@ template <class T, class Copy>
 struct Batch {
   BatchTensor<T, Copy> tensors[kTensorsPerLaunch];
   int size;
-  Hyper<T> shared;  // decay unused
+  Hyper<T> shared;  // decay unused; grad_scale without the clip factor
+  // AdamWParams' clip, read by every block (one 8-byte load); null: no clip factor.
+  const double* clip_sum_of_squares;
+  double clip_max_norm;
+  double grad_scale;
 };
 
 template <class T, class Copy>
@@ -85,6 +89,11 @@ __global__ void step_many_kernel(const __grid_constant__ Batch<T, Copy> batch) {
   const BatchTensor<T, Copy>& x = batch.tensors[low];
   Hyper<T> h = batch.shared;
   h.decay = x.decay;
+  if (batch.clip_sum_of_squares != nullptr) {  // the host's arithmetic (adamw_cpu.cpp), in double
+    const double sum = *batch.clip_sum_of_squares;
+    if (!isfinite(sum)) return;  // a diverged step is not taken
+    h.grad_scale = static_cast<T>(batch.grad_scale * clip_factor(sqrt(sum), batch.clip_max_norm));
+  }
   const std::int64_t begin = static_cast<std::int64_t>(block - x.first_block) * kChunk;
   const std::int64_t end = min(x.count, begin + kChunk);
   std::int64_t scalar_begin = begin;
@@ -143,13 +152,16 @@ void check_copy(const AdamWParams& p) {
 bool same_launch(const AdamWParams& a, const AdamWParams& b) {
   return a.dtype == b.dtype && (a.param_copy == nullptr) == (b.param_copy == nullptr) && a.lr == b.lr &&
          a.beta1 == b.beta1 && a.beta2 == b.beta2 && a.eps == b.eps && a.grad_scale == b.grad_scale &&
-         a.step == b.step;
+         a.clip_sum_of_squares == b.clip_sum_of_squares && a.clip_max_norm == b.clip_max_norm && a.step == b.step;
 }
 
 template <class T, class Copy>
 void launch_many(const AdamWParams* params, std::size_t count, cudaStream_t stream) {
   Batch<T, Copy> batch{};
   batch.shared = hyper_of<T>(params[0]);
+  batch.clip_sum_of_squares = params[0].clip_sum_of_squares;
+  batch.clip_max_norm = params[0].clip_max_norm;
+  batch.grad_scale = params[0].grad_scale;
   int blocks = 0;
   for (std::size_t i = 0; i < count; ++i) {
     const AdamWParams& p = params[i];

@@ -1,5 +1,7 @@
 // Fused softmax cross-entropy on CUDA (cross_entropy.hpp): one block per row for the
-// maximum, the log-sum-exp and the loss; backward recomputes the probabilities from lse.
+// maximum, the log-sum-exp and the loss, then one block for the loss sum (in a fixed
+// order, on the device: the host reads it when it needs it); backward recomputes the
+// probabilities from lse.
 // bf16 logits are read into f32, where the softmax, the loss and lse are computed.
 #include <limits>
 
@@ -51,9 +53,18 @@ __global__ void backward_kernel(CrossEntropyParams p) {
 }  // namespace
 
 void cross_entropy_forward_cuda(const CrossEntropyParams& p) {
-  if (p.rows == 0) return;
+  const cudaStream_t stream = current_cuda_stream();
+  if (p.rows == 0) {
+    if (p.loss_sum != nullptr) LONGNET_CHECK(cudaMemsetAsync(p.loss_sum, 0, sizeof(double), stream));  // +0.0
+    return;
+  }
   dispatch_activation(p.dtype, "cross_entropy_forward", [&](auto tag) {
-    launch_model(forward_kernel<decltype(tag)>, static_cast<unsigned>(p.rows), kThreads, 0, current_cuda_stream(), p);
+    using T = decltype(tag);
+    launch_model(forward_kernel<T>, static_cast<unsigned>(p.rows), kThreads, 0, stream, p);
+    if (p.loss_sum != nullptr) {
+      launch_model(ordered_sum_kernel<Compute<T>>, 1, kOrderedSumThreads, 0, stream,
+                   static_cast<const Compute<T>*>(p.loss), p.rows, p.loss_sum);
+    }
   });
   check_launch();
 }

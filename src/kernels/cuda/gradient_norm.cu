@@ -1,7 +1,8 @@
 // Gradient-norm helpers on CUDA (gradient_norm.hpp): sums of squares in double over a fixed
 // grid — each (tensor, block) pair a fixed share of one tensor, then one block adds all the
-// partials in (tensor, block) order — so the result does not vary from run to run, and a
-// list of tensors costs one synchronisation; in-place scaling.
+// partials in (tensor, block) order (ordered_sum_kernel) — so the result does not vary from
+// run to run; the total stays on the device until read (a list of tensors costs at most
+// one synchronisation); in-place scaling.
 #include <algorithm>
 #include <vector>
 
@@ -37,19 +38,6 @@ __global__ void partial_sums_kernel(TensorBatch<T> batch, double* partial) {
   if (threadIdx.x == 0) partial[blockIdx.y * kBlocksPerTensor + blockIdx.x] = sum;
 }
 
-__global__ void total_kernel(const double* partial, std::int64_t count, double* total) {
-  begin_dependent_kernel();
-  __shared__ double shared[32];
-  // Each thread sums a contiguous run of partials, then the block sums the threads: a
-  // fixed order for a given count.
-  const std::int64_t per_thread = (count + blockDim.x - 1) / blockDim.x;
-  const std::int64_t begin = threadIdx.x * per_thread, end = min(count, begin + per_thread);
-  double sum = 0;
-  for (std::int64_t i = begin; i < end; ++i) sum += partial[i];
-  sum = block_sum(sum, shared);
-  if (threadIdx.x == 0) *total = sum;
-}
-
 template <class C>
 struct ScaleOp {
   C factor;
@@ -58,13 +46,17 @@ struct ScaleOp {
 
 }  // namespace
 
-double sum_of_squares_many_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype) {
-  if (tensors == 0) return 0.0;
+void sum_of_squares_many_into_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,
+                                   double* total) {
+  const cudaStream_t stream = current_cuda_stream();
+  if (tensors == 0) {
+    LONGNET_CHECK(cudaMemsetAsync(total, 0, sizeof(double), stream));  // +0.0
+    return;
+  }
   const auto n = static_cast<std::int64_t>(tensors);
   const std::int64_t partials = n * kBlocksPerTensor;
-  const Tensor buffer = Tensor::empty({partials + 1}, DType::f64, Device::cuda(current_device()));
+  const Tensor buffer = Tensor::empty({partials}, DType::f64, Device::cuda(current_device()));
   double* partial = buffer.data<double>();
-  const cudaStream_t stream = current_cuda_stream();
   dispatch_float(dtype, "sum_of_squares", [&](auto tag) {
     using T = decltype(tag);
     for (std::int64_t first = 0; first < n; first += kTensorsPerLaunch) {
@@ -78,12 +70,16 @@ double sum_of_squares_many_cuda(const void* const* x, const std::int64_t* counts
                    stream, batch, partial + first * kBlocksPerTensor);
     }
   });
-  launch_model(total_kernel, 1, 1024, 0, stream, partial, partials, partial + partials);
+  launch_model(ordered_sum_kernel<double>, 1, kOrderedSumThreads, 0, stream, static_cast<const double*>(partial),
+               partials, total);
   check_launch();
-  double total = 0;
-  LONGNET_CHECK(cudaMemcpyAsync(&total, partial + partials, sizeof total, cudaMemcpyDeviceToHost, stream));
-  LONGNET_CHECK(cudaStreamSynchronize(stream));
-  return total;
+}
+
+double sum_of_squares_many_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype) {
+  if (tensors == 0) return 0.0;
+  const Tensor total = Tensor::empty({1}, DType::f64, Device::cuda(current_device()));
+  sum_of_squares_many_into_cuda(x, counts, tensors, dtype, total.data<double>());
+  return total.item();  // waits for the device
 }
 
 double sum_of_squares_cuda(const void* x, std::int64_t count, DType dtype) {

@@ -175,6 +175,24 @@ __device__ inline T block_sum(T value, T* shared) {
   return warp_sum(total);
 }
 
+// One block of kOrderedSumThreads adds x[0..count) into *total in double, in an order that
+// depends on count alone: each thread a contiguous run in order, then block_sum. The
+// scalars of a training step (the loss sum, the gradient norm's partials) are finished this
+// way on the device, where the host reads them only at the step's end.
+constexpr int kOrderedSumThreads = 1024;
+template <class T>
+__global__ void __launch_bounds__(kOrderedSumThreads) ordered_sum_kernel(const T* x, std::int64_t count,
+                                                                         double* total) {
+  begin_dependent_kernel();
+  __shared__ double shared[32];
+  const std::int64_t per_thread = (count + blockDim.x - 1) / blockDim.x;
+  const std::int64_t begin = threadIdx.x * per_thread, end = min(count, begin + per_thread);
+  double sum = 0;
+  for (std::int64_t i = begin; i < end; ++i) sum += static_cast<double>(x[i]);
+  sum = block_sum(sum, shared);
+  if (threadIdx.x == 0) *total = sum;
+}
+
 template <class T>
 __device__ inline T block_max(T value, T* shared) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;

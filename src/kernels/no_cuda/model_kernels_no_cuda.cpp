@@ -38,6 +38,9 @@ double sum_of_squares_cuda(const void*, std::int64_t, DType) { no_cuda("sum_of_s
 double sum_of_squares_many_cuda(const void* const*, const std::int64_t*, std::size_t, DType) {
   no_cuda("sum_of_squares");
 }
+void sum_of_squares_many_into_cuda(const void* const*, const std::int64_t*, std::size_t, DType, double*) {
+  no_cuda("sum_of_squares");
+}
 void scale_cuda(void*, std::int64_t, DType, double) { no_cuda("scale"); }
 void rotary_apply_cuda(const RotaryParams&) { no_cuda("rotary_apply"); }
 void linear_forward_cuda(const LinearParams&) { no_cuda("linear_forward"); }
