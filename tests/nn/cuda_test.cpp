@@ -247,7 +247,8 @@ TEST_F(ModelCuda, AdamWClipReadOnTheDeviceEqualsTheHostFactor) {
           ASSERT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << "parameter " << i;
         }
         if (!finite) {  // the host side did not run: both are as they started
-          EXPECT_EQ(state[4 * i + 2].to_vector<double>(), std::vector<double>(static_cast<std::size_t>(sizes[i]), 0.25));
+          EXPECT_EQ(state[4 * i + 2].to_vector<double>(),
+                    std::vector<double>(static_cast<std::size_t>(sizes[i]), 0.25));
         }
       }
     }

@@ -13,12 +13,7 @@
 #include <cstdint>
 
 #include "longnet/core/dtype.hpp"
-
-#if defined(__CUDACC__)
-#define LONGNET_HOST_DEVICE __host__ __device__
-#else
-#define LONGNET_HOST_DEVICE
-#endif
+#include "longnet/kernels/host_device.hpp"
 
 namespace longnet::kernels {
 

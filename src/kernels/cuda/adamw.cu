@@ -1,9 +1,10 @@
 // AdamW on CUDA (adamw.hpp), elementwise in the master-weight precision; the bias
-// corrections are computed on the host, a clip factor (if any) by each block. With a param_copy (mixed precision) the same pass
-// writes the updated parameter rounded to bf16, the copy the next step's GEMMs read.
-// adamw_step_many_cuda packs up to kTensorsPerLaunch parameters into one launch: each
-// block takes one chunk of kChunk elements of one parameter (found by a binary search over
-// the parameters' first blocks), so a vector of 768 elements costs a block, not a launch.
+// corrections are computed on the host, a clip factor (if any) by each block. With a
+// param_copy (mixed precision) the same pass writes the updated parameter rounded to bf16,
+// the copy the next step's GEMMs read. adamw_step_many_cuda packs up to kTensorsPerLaunch
+// parameters into one launch: each block takes one chunk of kChunk elements of one
+// parameter (found by a binary search over the parameters' first blocks), so a vector of
+// 768 elements costs a block, not a launch.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

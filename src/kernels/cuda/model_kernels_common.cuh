@@ -181,8 +181,8 @@ __device__ inline T block_sum(T value, T* shared) {
 // way on the device, where the host reads them only at the step's end.
 constexpr int kOrderedSumThreads = 1024;
 template <class T>
-__global__ void __launch_bounds__(kOrderedSumThreads) ordered_sum_kernel(const T* x, std::int64_t count,
-                                                                         double* total) {
+__global__ void __launch_bounds__(kOrderedSumThreads)
+    ordered_sum_kernel(const T* x, std::int64_t count, double* total) {
   begin_dependent_kernel();
   __shared__ double shared[32];
   const std::int64_t per_thread = (count + blockDim.x - 1) / blockDim.x;
