@@ -51,6 +51,22 @@ LONGNET_HOST_DEVICE inline T gelu_derivative(T x) {
   return gelu_cdf(x) + x * gelu_density(x);
 }
 
+// gelu(x) and gelu'(x) from one erf, with the bits of gelu_value and gelu_derivative (their
+// expressions, the erf shared): a backward that needs both pays one erf, not two.
+template <class T>
+struct GeluAndDerivative {
+  T value, derivative;
+};
+template <class T>
+LONGNET_HOST_DEVICE inline GeluAndDerivative<T> gelu_and_derivative(T x) {
+#if defined(__CUDA_ARCH__)
+  const T one_plus_erf = T(1) + erf(x * T(0.70710678118654752440));
+#else
+  const T one_plus_erf = T(1) + std::erf(x * T(0.70710678118654752440));
+#endif
+  return {T(0.5) * x * one_plus_erf, T(0.5) * one_plus_erf + x * gelu_density(x)};
+}
+
 struct GeluParams {
   std::int64_t count = 0;
   DType dtype = DType::f32;

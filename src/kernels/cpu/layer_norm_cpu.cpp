@@ -61,6 +61,9 @@ void forward(const LayerNormParams& p) {
 // With a the normalised row (x, or gelu(x)), xhat = (a - mean) rstd and g = dout * weight:
 //   da = rstd * (g - mean(g) - xhat * mean(g * xhat)),
 //   dx = da (or gelu'(x) da) [+ dresidual].
+// One pass over each fixed chunk of rows, the rows in order: dx, and the chunk's column
+// sums of dweight, dbias and dx as stored (those in the Linear bias gradient's order: the
+// same bits as its pass would give); each element's erf is taken once (gelu_and_derivative).
 template <class T>
 void backward(const LayerNormParams& p) {
   const T* x = static_cast<const T*>(p.x);
@@ -71,61 +74,62 @@ void backward(const LayerNormParams& p) {
   T* dx = static_cast<T*>(p.dx);
   const std::int64_t C = p.columns;
   const T* dresidual = static_cast<const T*>(p.dresidual);
-  parallel_for(p.rows, cpu::grain_for(4 * C), [&](std::int64_t begin, std::int64_t end) {
-    std::vector<double> a;
-    for (std::int64_t r = begin; r < end; ++r) {
-      const T* xr = x + r * p.x_row_stride;
-      normalised_row(p, xr, a);
-      const T* gr = dout + r * p.dout_row_stride;
-      double g_sum = 0, gx_sum = 0;
-      for (std::int64_t c = 0; c < C; ++c) {
-        const double g = weight ? gr[c] * weight[c] : gr[c];
-        const double xhat = (a[c] - mean[r]) * rstd[r];
-        g_sum += g;
-        gx_sum += g * xhat;
-      }
-      const double g_mean = g_sum / static_cast<double>(C), gx_mean = gx_sum / static_cast<double>(C);
-      T* dxr = dx + r * p.dx_row_stride;
-      const T* dresidual_row = dresidual ? dresidual + r * p.dresidual_row_stride : nullptr;
-      for (std::int64_t c = 0; c < C; ++c) {
-        const double g = weight ? gr[c] * weight[c] : gr[c];
-        const double xhat = (a[c] - mean[r]) * rstd[r];
-        double d = rstd[r] * (g - g_mean - xhat * gx_mean);
-        if (p.input == LayerNormInput::gelu) d *= gelu_derivative(static_cast<double>(xr[c]));
-        if (dresidual_row) d += dresidual_row[c];
-        dxr[c] = static_cast<T>(d);
-      }
-    }
-  });
+  const bool gelu = p.input == LayerNormInput::gelu;
   const bool parameters = p.dweight || p.dbias;
-  if (!parameters && !p.dx_column_sums) return;
-  // Per chunk: the column sums of dweight, dbias and of dx as stored (those in the Linear
-  // bias gradient's order: the same bits as its pass would give).
+  const bool sums = parameters || p.dx_column_sums;
   const std::int64_t chunks = (p.rows + cpu::kReductionChunk - 1) / cpu::kReductionChunk;
-  std::vector<double> partial(static_cast<std::size_t>(chunks * 3 * C), 0.0);
-  parallel_for(chunks, cpu::grain_for(cpu::kReductionChunk * 3 * C), [&](std::int64_t begin, std::int64_t end) {
+  std::vector<double> partial(sums ? static_cast<std::size_t>(chunks * 3 * C) : 0, 0.0);
+  parallel_for(chunks, cpu::grain_for(cpu::kReductionChunk * 4 * C), [&](std::int64_t begin, std::int64_t end) {
+    std::vector<double> a(static_cast<std::size_t>(C)), derivative(gelu ? static_cast<std::size_t>(C) : 0);
+    std::vector<double> xhat(static_cast<std::size_t>(C));
     for (std::int64_t chunk = begin; chunk < end; ++chunk) {
-      double* dw = partial.data() + chunk * 3 * C;
-      double* db = dw + C;
-      double* dx_sum = db + C;
+      double* dw = sums ? partial.data() + chunk * 3 * C : nullptr;
+      double* db = sums ? dw + C : nullptr;
+      double* dx_sum = sums ? db + C : nullptr;
       const std::int64_t row_end = std::min(p.rows, (chunk + 1) * cpu::kReductionChunk);
-      std::vector<double> a;
       for (std::int64_t r = chunk * cpu::kReductionChunk; r < row_end; ++r) {
+        const T* xr = x + r * p.x_row_stride;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const double v = xr[c];
+          if (gelu) {
+            const GeluAndDerivative<double> g = gelu_and_derivative(v);
+            a[c] = g.value;
+            derivative[c] = g.derivative;
+          } else {
+            a[c] = v;
+          }
+        }
+        const T* gr = dout + r * p.dout_row_stride;
+        double g_sum = 0, gx_sum = 0;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const double g = weight ? gr[c] * weight[c] : gr[c];
+          xhat[c] = (a[c] - mean[r]) * rstd[r];
+          g_sum += g;
+          gx_sum += g * xhat[c];
+        }
+        const double g_mean = g_sum / static_cast<double>(C), gx_mean = gx_sum / static_cast<double>(C);
+        T* dxr = dx + r * p.dx_row_stride;
+        const T* dresidual_row = dresidual ? dresidual + r * p.dresidual_row_stride : nullptr;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const double g = weight ? gr[c] * weight[c] : gr[c];
+          double d = rstd[r] * (g - g_mean - xhat[c] * gx_mean);
+          if (gelu) d *= derivative[c];
+          if (dresidual_row) d += dresidual_row[c];
+          dxr[c] = static_cast<T>(d);
+        }
         if (parameters) {
-          normalised_row(p, x + r * p.x_row_stride, a);
-          const T* gr = dout + r * p.dout_row_stride;
           for (std::int64_t c = 0; c < C; ++c) {
-            dw[c] += static_cast<double>(gr[c]) * ((a[c] - mean[r]) * rstd[r]);
+            dw[c] += static_cast<double>(gr[c]) * xhat[c];
             db[c] += gr[c];
           }
         }
         if (p.dx_column_sums) {
-          const T* dxr = dx + r * p.dx_row_stride;
           for (std::int64_t c = 0; c < C; ++c) dx_sum[c] += dxr[c];
         }
       }
     }
   });
+  if (!sums) return;
   T* targets[3] = {static_cast<T*>(p.dweight), static_cast<T*>(p.dbias), static_cast<T*>(p.dx_column_sums)};
   for (int k = 0; k < 3; ++k) {
     if (!targets[k]) continue;
