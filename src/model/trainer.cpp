@@ -145,8 +145,8 @@ StepResult Trainer::step() {
   // Of the summed gradients when distributed: the same global norm on every rank.
   std::vector<Tensor> gradients;
   for (const nn::ParameterPtr& p : optimizer_.parameters()) gradients.push_back(p->grad);
-  const Tensor norm_squared = gradients.empty() ? Tensor::zeros({1}, DType::f64, model_.device())
-                                                : nn::queue_sum_of_squares(gradients);
+  const Tensor norm_squared =
+      gradients.empty() ? Tensor::zeros({1}, DType::f64, model_.device()) : nn::queue_sum_of_squares(gradients);
   result.lr = config_.schedule().at(result.step);
   optimizer_.step(result.lr, GradientClip{norm_squared, config_.grad_clip});
   for (const PendingLoss& loss : losses) {  // the first read waits for the step
