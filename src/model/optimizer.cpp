@@ -31,9 +31,11 @@ void AdamW::step(double lr, const GradientClip& clip) {
   const Tensor& sum = clip.sum_of_squares;
   require(sum.defined() && sum.dtype() == DType::f64 && sum.numel() == 1 && sum.is_contiguous(),
           "GradientClip: the sum of squares must be a contiguous f64 tensor of one element");
-  require(parameters_.empty() || sum.device() == parameters_.front()->value.device(),
-          "GradientClip: the sum of squares is on ", to_string(sum.device()), " but the parameters on ",
-          to_string(parameters_.front()->value.device()));
+  if (!parameters_.empty()) {
+    const Device device = parameters_.front()->value.device();
+    require(sum.device() == device, "GradientClip: the sum of squares is on ", to_string(sum.device()),
+            " but the parameters on ", to_string(device));
+  }
   require(std::isfinite(clip.max_norm), "GradientClip: max_norm = ", clip.max_norm, ": must be finite");
   queue_step(lr, 1.0, &sum, clip.max_norm);
 }

@@ -296,6 +296,30 @@ TEST(Training, ADivergedStepIsAnErrorAndChangesNothing) {
   EXPECT_EQ(trainer.steps_done(), 2);
 }
 
+// AdamW's clip from a queued norm: a sum that is not one f64 element, or a max_norm that
+// is not finite, is an error naming GradientClip, taken before anything changes; taking
+// back a step that was never taken is an error too.
+TEST(Training, GradientClipArgumentsAreChecked) {
+  LongNetLM model(tiny_lm_config(), Device::cpu(), 1);
+  AdamW optimizer(model.parameters(), {});
+  const auto message_of = [&](const GradientClip& clip) {
+    try {
+      optimizer.step(1e-3, clip);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message_of({Tensor::zeros({2}, DType::f64), 1.0}).find("GradientClip"), std::string::npos);
+  EXPECT_NE(message_of({Tensor::zeros({1}, DType::f32), 1.0}).find("f64 tensor of one element"), std::string::npos);
+  EXPECT_NE(message_of({Tensor(), 1.0}).find("GradientClip"), std::string::npos);
+  EXPECT_NE(message_of({Tensor::zeros({1}, DType::f64), std::nan("")}).find("max_norm = nan"), std::string::npos);
+  EXPECT_EQ(optimizer.steps(), 0);
+  EXPECT_THROW(optimizer.forget_skipped_step(), Error);
+  EXPECT_EQ(message_of({Tensor::zeros({1}, DType::f64), 1.0}), "no error");
+  EXPECT_EQ(optimizer.steps(), 1);
+}
+
 TEST(Training, ConfigurationValidationNamesTheProblem) {
   auto message = [](auto&& f) {
     try {

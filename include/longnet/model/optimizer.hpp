@@ -50,10 +50,10 @@ class AdamW {
   void set_state(const NamedTensors& state, std::int64_t steps, const std::string& source);
 
  private:
-  std::vector<nn::ParameterPtr> parameters_;
   // The update, with the clip's sum (null: none) read where it runs.
   void queue_step(double lr, double grad_scale, const Tensor* clip_sum, double max_norm);
 
+  std::vector<nn::ParameterPtr> parameters_;
   AdamWConfig config_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
   std::int64_t steps_ = 0;

@@ -1,7 +1,8 @@
 // LayerNorm on the CPU (layer_norm.hpp): forward and backward per row in the input
 // precision (statistics in double for f64, float otherwise; the row sums in double so a
-// long row loses nothing). dweight, dbias and dx's column sums are summed over fixed chunks
-// of rows and the chunks added in order, so the result does not depend on the thread count.
+// long row loses nothing, as four interleaved sums: row_sum). dweight, dbias and dx's
+// column sums are summed over fixed chunks of rows and the chunks added in order, so the
+// result does not depend on the thread count.
 #include <cmath>
 #include <vector>
 
@@ -23,6 +24,25 @@ void normalised_row(const LayerNormParams& p, const T* xr, std::vector<double>& 
   }
 }
 
+// sum_c term(c) over a row's columns in four running sums (c mod 4) added as
+// (s0 + s1) + (s2 + s3): an order fixed by the row's length, and four independent chains of
+// additions instead of one, which waited for each add's latency at every column.
+template <class Term>
+double row_sum(std::int64_t columns, Term&& term) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  std::int64_t c = 0;
+  for (; c + 4 <= columns; c += 4) {
+    s0 += term(c);
+    s1 += term(c + 1);
+    s2 += term(c + 2);
+    s3 += term(c + 3);
+  }
+  if (c < columns) s0 += term(c++);
+  if (c < columns) s1 += term(c++);
+  if (c < columns) s2 += term(c);
+  return (s0 + s1) + (s2 + s3);
+}
+
 template <class T>
 void forward(const LayerNormParams& p) {
   const T* x = static_cast<const T*>(p.x);
@@ -36,14 +56,11 @@ void forward(const LayerNormParams& p) {
     std::vector<double> a;
     for (std::int64_t r = begin; r < end; ++r) {
       normalised_row(p, x + r * p.x_row_stride, a);
-      double sum = 0;
-      for (std::int64_t c = 0; c < C; ++c) sum += a[c];
-      const double mean = sum / static_cast<double>(C);
-      double squares = 0;
-      for (std::int64_t c = 0; c < C; ++c) {
+      const double mean = row_sum(C, [&](std::int64_t c) { return a[c]; }) / static_cast<double>(C);
+      const double squares = row_sum(C, [&](std::int64_t c) {
         const double d = a[c] - mean;
-        squares += d * d;
-      }
+        return d * d;
+      });
       const double rstd = 1.0 / std::sqrt(squares / static_cast<double>(C) + p.eps);
       T* yr = out + r * p.out_row_stride;
       for (std::int64_t c = 0; c < C; ++c) {
@@ -81,7 +98,7 @@ void backward(const LayerNormParams& p) {
   std::vector<double> partial(sums ? static_cast<std::size_t>(chunks * 3 * C) : 0, 0.0);
   parallel_for(chunks, cpu::grain_for(cpu::kReductionChunk * 4 * C), [&](std::int64_t begin, std::int64_t end) {
     std::vector<double> a(static_cast<std::size_t>(C)), derivative(gelu ? static_cast<std::size_t>(C) : 0);
-    std::vector<double> xhat(static_cast<std::size_t>(C));
+    std::vector<double> xhat(static_cast<std::size_t>(C)), g(static_cast<std::size_t>(C));
     for (std::int64_t chunk = begin; chunk < end; ++chunk) {
       double* dw = sums ? partial.data() + chunk * 3 * C : nullptr;
       double* db = sums ? dw + C : nullptr;
@@ -92,27 +109,24 @@ void backward(const LayerNormParams& p) {
         for (std::int64_t c = 0; c < C; ++c) {
           const double v = xr[c];
           if (gelu) {
-            const GeluAndDerivative<double> g = gelu_and_derivative(v);
-            a[c] = g.value;
-            derivative[c] = g.derivative;
+            const GeluAndDerivative<double> both = gelu_and_derivative(v);
+            a[c] = both.value;
+            derivative[c] = both.derivative;
           } else {
             a[c] = v;
           }
         }
         const T* gr = dout + r * p.dout_row_stride;
-        double g_sum = 0, gx_sum = 0;
         for (std::int64_t c = 0; c < C; ++c) {
-          const double g = weight ? gr[c] * weight[c] : gr[c];
+          g[c] = weight ? gr[c] * weight[c] : gr[c];
           xhat[c] = (a[c] - mean[r]) * rstd[r];
-          g_sum += g;
-          gx_sum += g * xhat[c];
         }
-        const double g_mean = g_sum / static_cast<double>(C), gx_mean = gx_sum / static_cast<double>(C);
+        const double g_mean = row_sum(C, [&](std::int64_t c) { return g[c]; }) / static_cast<double>(C);
+        const double gx_mean = row_sum(C, [&](std::int64_t c) { return g[c] * xhat[c]; }) / static_cast<double>(C);
         T* dxr = dx + r * p.dx_row_stride;
         const T* dresidual_row = dresidual ? dresidual + r * p.dresidual_row_stride : nullptr;
         for (std::int64_t c = 0; c < C; ++c) {
-          const double g = weight ? gr[c] * weight[c] : gr[c];
-          double d = rstd[r] * (g - g_mean - xhat[c] * gx_mean);
+          double d = rstd[r] * (g[c] - g_mean - xhat[c] * gx_mean);
           if (gelu) d *= derivative[c];
           if (dresidual_row) d += dresidual_row[c];
           dxr[c] = static_cast<T>(d);
