@@ -22,5 +22,6 @@ Command add_bench_train(CLI::App& bench);  // `longnet bench train`, under add_b
 Command add_bench_sequence_parallel(CLI::App& bench);  // `longnet bench sequence-parallel`
 Command add_train_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
+Command add_eval_command(CLI::App& app);
 
 }  // namespace longnet::cli

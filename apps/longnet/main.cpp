@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
       longnet::cli::add_info_command(app),     longnet::cli::add_plan_command(app),
       longnet::cli::add_attn_command(app),     longnet::cli::add_mask_command(app),
       longnet::cli::add_bench_command(app),    longnet::cli::add_train_command(app),
-      longnet::cli::add_generate_command(app),
+      longnet::cli::add_generate_command(app), longnet::cli::add_eval_command(app),
   };
 
   try {

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "corpus.hpp"
 #include "launcher.hpp"
 #include "longnet/core/device.hpp"
 #include "longnet/core/stream.hpp"
@@ -140,23 +141,6 @@ DType compute_dtype_for(const std::string& text, Device device) {
   require(dtype != DType::bf16 || device.is_cuda(), "--dtype = bf16 with --device ", to_string(device),
           ": bf16 compute needs a CUDA device (the CPU computes in f32)");
   return dtype;
-}
-
-// The King James text through Debian's `bible` program (package bible-kjv).
-std::vector<std::int32_t> kjv_tokens() {
-  const char* command = "bible -l1000 gen1:1-rev22:21 2>/dev/null";
-  FILE* pipe = popen(command, "r");
-  require(pipe != nullptr, "--dataset kjv: cannot run `bible` (install Debian's bible-kjv package: apt-get install ",
-          "bible-kjv), or pass --data FILE or --dataset passkey");
-  std::string text;
-  char buffer[1 << 16];
-  std::size_t n = 0;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) text.append(buffer, n);
-  const int status = pclose(pipe);
-  require(status == 0 && text.size() > 100000, "--dataset kjv: `bible` failed or printed too little (", text.size(),
-          " bytes); install Debian's bible-kjv package (apt-get install bible-kjv), or pass --data FILE ",
-          "or --dataset passkey");
-  return model::byte_tokens(text);
 }
 
 model::LongNetLMConfig model_config(const TrainOptions& o, Device device) {
@@ -329,23 +313,9 @@ int train(const TrainOptions& o, const TrainingWorld& world) {
   world.everywhere([&] {
     device = world.device();
     require_device_available(device, "--device");
-    std::vector<std::int32_t> tokens;
-    if (!o.data.empty()) {
-      tokens = model::read_byte_tokens(o.data);
-      source = o.data;
-    } else if (o.dataset == "kjv") {
-      tokens = kjv_tokens();
-      source = "the King James Bible (Debian bible-kjv)";
-    }
-    if (!tokens.empty()) {
-      data = std::make_unique<model::LanguageModelingData>(std::move(tokens), o.validation_fraction, o.batch_size,
-                                                           o.seq_len, o.seed);
-    } else if (o.dataset == "passkey") {
-      data = std::make_unique<model::PasskeyData>(o.batch_size, o.seq_len, o.seed);
-      source = "the synthetic passkey-retrieval task";
-    } else {
-      throw Error(str("--dataset = '", o.dataset, "': must be kjv or passkey (or pass --data FILE)"));
-    }
+    const Corpus corpus = load_corpus(o.data, o.dataset);
+    source = corpus.description;
+    data = batch_source(corpus, o.validation_fraction, o.batch_size, o.seq_len, o.seed);
     lm = std::make_unique<model::LongNetLM>(model_config(o, device), device, o.seed);
   });
   world.on_leader([&] { std::filesystem::create_directories(out); });

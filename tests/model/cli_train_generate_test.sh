@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `longnet train` and `longnet generate` end to end on a tiny model: outputs (checkpoint,
+# `longnet train`, `generate` and `eval` end to end on a tiny model: outputs (checkpoint,
 # optimizer state, loss.csv, loss.png), an interrupted run (--time-limit) resumed with
-# --resume gives exactly the losses of an uninterrupted run, generation, --help, and bad
+# --resume gives exactly the losses of an uninterrupted run, generation, evaluation (the
+# validation loss train printed; JSON, a chart, the passkey task), --help, and bad
 # input (a missing file, inconsistent flags, a truncated checkpoint, bf16 on the CPU) gives
 # one error line naming the problem and a non-zero exit; `longnet bench train` on a tiny
 # model prints its table and writes JSON.
@@ -43,6 +44,23 @@ grep -q "^In the" "$work/gen.out" || fail "the output does not start with the pr
 grep -q "tokens/s" "$work/gen.err" || fail "generate printed no tokens/s"
 [ "$(head -c 26 "$work/gen.out" | wc -c)" -eq 26 ] || fail "generate printed fewer than 20 new bytes"
 
+# eval: the validation loss train printed at its last step (the same batches), a table row
+# a length, JSON and a chart; the passkey task adds whole keys retrieved.
+"$longnet" eval --checkpoint "$work/a/checkpoint.safetensors" --data "$work/text.txt" --seq-lens 32,64 \
+  --batch-size 2 --batches 2 --json "$work/eval.json" --plot "$work/eval.png" > "$work/eval.out" 2> "$work/eval.err" ||
+  fail "eval: $(cat "$work/eval.err")"
+grep -q "^| 32 | " "$work/eval.out" || fail "eval printed no row for 32: $(cat "$work/eval.out")"
+grep -q "^| 64 | " "$work/eval.out" || fail "eval printed no row for 64: $(cat "$work/eval.out")"
+grep -q "next byte right" "$work/eval.out" || fail "eval printed no accuracy: $(cat "$work/eval.out")"
+trained=$(grep -o "validation loss [0-9.]*" "$work/a.err" | tail -1 | cut -d' ' -f3)
+evaluated=$(grep "^| 32 | " "$work/eval.out" | cut -d'|' -f3 | tr -d ' ')
+[ "$trained" = "$evaluated" ] || fail "eval's loss at 32 ($evaluated) is not train's last validation loss ($trained)"
+grep -q '"sequence_accuracy"' "$work/eval.json" || fail "eval wrote no JSON"
+[ "$(head -c 4 "$work/eval.png" | tail -c 3)" = "PNG" ] || fail "eval.png is not a PNG"
+"$longnet" eval --checkpoint "$work/a/checkpoint.safetensors" --dataset passkey --seq-lens 96 --batch-size 2 \
+  --batches 1 > "$work/eval_passkey.out" 2> "$work/eval.err" || fail "eval passkey: $(cat "$work/eval.err")"
+grep -q "keys retrieved" "$work/eval_passkey.out" || fail "eval passkey: $(cat "$work/eval_passkey.out")"
+
 "$longnet" bench train --device cpu --d-model 16 --heads 2 --layers 1 --ffn-dim 32 --seq-len 96 --batch-size 2 \
   --segments 8,16 --dilations 1,2 --warmup 1 --steps 2 --json "$work/bench.json" > "$work/bench.out" 2> "$work/bench.err" ||
   fail "bench train: $(cat "$work/bench.err")"
@@ -56,6 +74,7 @@ grep -q "fused qkv projection" "$work/bench_fused.out" || fail "bench train --fu
 
 "$longnet" train --help | grep -q -- "--checkpoint-every" || fail "train --help"
 "$longnet" generate --help | grep -q -- "--top-p" || fail "generate --help"
+"$longnet" eval --help | grep -q -- "--seq-lens" || fail "eval --help"
 
 expect_error() {  # expect_error FRAGMENT COMMAND...
   local fragment=$1
@@ -70,4 +89,8 @@ head -c 1000 "$work/a/checkpoint.safetensors" > "$work/truncated.safetensors"
 expect_error "truncated.safetensors" "$longnet" generate --checkpoint "$work/truncated.safetensors"
 expect_error "bf16 compute needs a CUDA device" "$longnet" train --data "$work/text.txt" --dtype bf16 --out "$work/c"
 expect_error "temperature" "$longnet" generate --checkpoint "$work/a/checkpoint.safetensors" --temperature -1
+expect_error "--batches = 0" "$longnet" eval --checkpoint "$work/a/checkpoint.safetensors" --data "$work/text.txt" --batches 0
+expect_error "--seq-lens" "$longnet" eval --checkpoint "$work/a/checkpoint.safetensors" --data "$work/text.txt" --seq-lens 0
+expect_error "--dataset = 'nope'" "$longnet" eval --checkpoint "$work/a/checkpoint.safetensors" --dataset nope
+expect_error "truncated.safetensors" "$longnet" eval --checkpoint "$work/truncated.safetensors" --data "$work/text.txt"
 echo "ok"
