@@ -8,7 +8,6 @@
 // 32,768 tokens, segments 2048..32768, dilations 1,2,4,6,12, bf16 compute with f32 master
 // weights); on the CPU `longnet train`'s small default model.
 #include <cmath>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -18,6 +17,7 @@
 #include "commands.hpp"
 #include "longnet/core/memory_pool.hpp"
 #include "longnet/core/parallel.hpp"
+#include "longnet/io/atomic_file.hpp"
 #include "longnet/model/flops.hpp"
 #include "longnet/model/longnet_lm.hpp"
 #include "longnet/model/trainer.hpp"
@@ -232,9 +232,7 @@ int run_bench_train(const BenchTrainOptions& o) {
                               {"optimizer_host_ms", phases.optimizer_host_ms},
                               {"peak_memory_bytes", memory.peak_in_use},
                               {"deterministic", o.deterministic}};
-    std::ofstream out(o.json);
-    require(static_cast<bool>(out), "--json: cannot write ", o.json);
-    out << j.dump(2) << "\n";
+    write_text_atomically(o.json, j.dump(2) + "\n");
     std::cout << "wrote " << o.json << "\n";
   }
   return 0;
