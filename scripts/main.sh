@@ -24,7 +24,7 @@ mkdir -p "$demo"
 "$longnet" bench attention --device "$device" --seq-lens 2048,4096 --repeat 1 --warmup 1 \
   --json "$demo/bench_attention.json" --plot "$demo/bench_attention.png"
 
-echo "== LongNetLM: train on the King James Bible (a few minutes), then generate"
+echo "== LongNetLM: train on the King James Bible (a few minutes), then generate and evaluate"
 run="$LONGNET_BUILD_DIR/longnet-run"
 rm -rf "$run"
 # Idle OpenMP threads sleep instead of spinning: on a busy machine spinning threads starve
@@ -42,4 +42,7 @@ if ! "${train[@]}" --device "$device"; then
 fi
 "$longnet" generate --checkpoint "$run/checkpoint.safetensors" --prompt "And God said" --tokens 300 \
   --temperature 0.8 --device "$device"
-echo "loss log $run/loss.csv, loss curve $run/loss.png"
+# Held-out text at the training length and beyond (xPos and the dilated patterns take any).
+"$longnet" eval --checkpoint "$run/checkpoint.safetensors" --seq-lens 128,256,512 --device "$device" \
+  --json "$run/eval.json" --plot "$run/eval.png"
+echo "loss log $run/loss.csv, loss curve $run/loss.png, evaluation $run/eval.json and $run/eval.png"
