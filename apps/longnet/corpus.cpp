@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "longnet/core/error.hpp"
+#include "longnet/model/checkpoint.hpp"
 
 namespace longnet::cli {
 namespace {
@@ -48,6 +49,14 @@ std::unique_ptr<model::BatchSource> batch_source(const Corpus& corpus, double va
                                                  std::int64_t batch_size, std::int64_t seq_len, std::uint64_t seed) {
   if (corpus.passkey) return std::make_unique<model::PasskeyData>(batch_size, seq_len, seed);
   return std::make_unique<model::LanguageModelingData>(corpus.tokens, validation_fraction, batch_size, seq_len, seed);
+}
+
+std::unique_ptr<model::LongNetLM> load_byte_model(const std::string& checkpoint, Device device,
+                                                  const std::string& command) {
+  std::unique_ptr<model::LongNetLM> lm = model::load_longnet_lm(checkpoint, device);
+  require(lm->config().vocab_size == model::kByteVocabulary, checkpoint, ": vocab_size = ", lm->config().vocab_size,
+          ": `", command, "` works on bytes, so it needs a byte-level model (", model::kByteVocabulary, ")");
+  return lm;
 }
 
 }  // namespace longnet::cli

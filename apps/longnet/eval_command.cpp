@@ -14,7 +14,6 @@
 #include "commands.hpp"
 #include "corpus.hpp"
 #include "longnet/io/atomic_file.hpp"
-#include "longnet/model/checkpoint.hpp"
 #include "longnet/model/evaluation.hpp"
 #include "measure.hpp"
 #include "parse_values.hpp"
@@ -120,9 +119,7 @@ int run_eval(const EvalOptions& o) {
   require(o.batches >= 1, "--batches = ", o.batches, ": must be >= 1");
   const std::vector<std::int64_t> seq_lens = parse_integer_list(o.seq_lens, "--seq-lens");
   for (std::int64_t n : seq_lens) require(n >= 1, "--seq-lens: ", n, ": every length must be >= 1");
-  const std::unique_ptr<model::LongNetLM> lm = model::load_longnet_lm(o.checkpoint, device);
-  require(lm->config().vocab_size == model::kByteVocabulary, o.checkpoint, ": vocab_size = ", lm->config().vocab_size,
-          ": `longnet eval` reads bytes, so it needs a byte-level model (256)");
+  const std::unique_ptr<model::LongNetLM> lm = load_byte_model(o.checkpoint, device, "longnet eval");
   const Corpus corpus = load_corpus(o.data, o.dataset);
   std::cerr << "eval: " << o.checkpoint << " on " << to_string(device) << ", data " << corpus.description << ", "
             << o.batches << " batches of " << o.batch_size << " sequences at each length\n";

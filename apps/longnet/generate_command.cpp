@@ -7,7 +7,7 @@
 #include <iterator>
 
 #include "commands.hpp"
-#include "longnet/model/checkpoint.hpp"
+#include "corpus.hpp"
 #include "longnet/model/data.hpp"
 #include "longnet/model/generation.hpp"
 #include "measure.hpp"
@@ -30,9 +30,7 @@ struct GenerateOptions {
 int run_generate(const GenerateOptions& o) {
   const Device device = parse_device(o.device, "--device");
   require_device_available(device, "--device");
-  const std::unique_ptr<model::LongNetLM> lm = model::load_longnet_lm(o.checkpoint, device);
-  require(lm->config().vocab_size == model::kByteVocabulary, o.checkpoint, ": vocab_size = ", lm->config().vocab_size,
-          ": `longnet generate` reads and writes bytes, so it needs a byte-level model (256)");
+  const std::unique_ptr<model::LongNetLM> lm = load_byte_model(o.checkpoint, device, "longnet generate");
   std::string prompt = o.prompt;
   if (!o.prompt_file.empty()) {
     std::ifstream in(o.prompt_file, std::ios::binary);

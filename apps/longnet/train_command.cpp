@@ -8,7 +8,6 @@
 // The training itself is the library's (model/trainer.hpp); this file maps flags onto it.
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>

@@ -132,10 +132,15 @@ double LearningRateSchedule::at(std::int64_t step) const {
   return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
 }
 
-double global_gradient_norm(const std::vector<nn::ParameterPtr>& parameters) {
+Tensor gradient_sum_of_squares(const std::vector<nn::ParameterPtr>& parameters) {
+  if (parameters.empty()) return Tensor::zeros({1}, DType::f64);
   std::vector<Tensor> gradients;
   for (const nn::ParameterPtr& p : parameters) gradients.push_back(p->grad);
-  return std::sqrt(nn::sum_of_squares(gradients));  // one device synchronisation per step
+  return nn::queue_sum_of_squares(gradients);
+}
+
+double global_gradient_norm(const std::vector<nn::ParameterPtr>& parameters) {
+  return std::sqrt(gradient_sum_of_squares(parameters).item());  // one device synchronisation
 }
 
 double clip_factor(double norm, double max_norm) { return kernels::clip_factor(norm, max_norm); }

@@ -7,7 +7,6 @@
 
 #include "longnet/kernels/counter_rng.hpp"
 #include "longnet/model/checkpoint.hpp"
-#include "longnet/nn/functional.hpp"
 
 namespace longnet::model {
 
@@ -143,10 +142,7 @@ StepResult Trainer::step() {
   }
   if (distribution_.distributed()) all_reduce_gradients(*distribution_.comm, optimizer_.parameters());
   // Of the summed gradients when distributed: the same global norm on every rank.
-  std::vector<Tensor> gradients;
-  for (const nn::ParameterPtr& p : optimizer_.parameters()) gradients.push_back(p->grad);
-  const Tensor norm_squared =
-      gradients.empty() ? Tensor::zeros({1}, DType::f64, model_.device()) : nn::queue_sum_of_squares(gradients);
+  const Tensor norm_squared = gradient_sum_of_squares(optimizer_.parameters());
   result.lr = config_.schedule().at(result.step);
   optimizer_.step(result.lr, GradientClip{norm_squared, config_.grad_clip});
   for (const PendingLoss& loss : losses) {  // the first read waits for the step

@@ -18,6 +18,7 @@
 // read — in the same pass, so refreshing the copies costs no extra read of the weights.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -32,6 +33,16 @@ namespace longnet::kernels {
 LONGNET_HOST_DEVICE inline double clip_factor(double norm, double max_norm) {
   if (max_norm <= 0 || !(norm > max_norm)) return 1.0;
   return max_norm / (norm + 1e-6);
+}
+
+// grad_scale times the clip factor of a global norm given as its sum of squares (what
+// AdamWParams::clip_sum_of_squares holds), in double: the CPU and CUDA updates both use it.
+LONGNET_HOST_DEVICE inline double clipped_grad_scale(double grad_scale, double sum_of_squares, double max_norm) {
+#if defined(__CUDA_ARCH__)
+  return grad_scale * clip_factor(sqrt(sum_of_squares), max_norm);
+#else
+  return grad_scale * clip_factor(std::sqrt(sum_of_squares), max_norm);
+#endif
 }
 
 struct AdamWParams {

@@ -10,19 +10,11 @@
 
 namespace longnet::kernels {
 
-// sum_i x[i]^2 over `count` contiguous elements of a float dtype.
-double sum_of_squares_cpu(const void* x, std::int64_t count, DType dtype);
-double sum_of_squares_cuda(const void* x, std::int64_t count, DType dtype);
-
-// The sum over `tensors` tensors (x[t], counts[t] elements each, all of `dtype`): on CUDA
-// one synchronisation for all of them (a training step's gradient norm would otherwise
-// wait for the device once per parameter). The order of summation is fixed.
-double sum_of_squares_many_cpu(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype);
-double sum_of_squares_many_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype);
-
-// The same sum written to *total (a double in the tensors' memory: host memory for the CPU,
-// device memory for CUDA) without waiting for it: a training step queues the norm and the
-// clipped update that reads it there (adamw.hpp), and reads the norm itself at its end.
+// sum_t sum_i x[t][i]^2 over `tensors` tensors (x[t], counts[t] contiguous elements each,
+// all of one float dtype), summed in double in a fixed order, written to *total (a double
+// in the tensors' memory: host memory for the CPU, device memory for CUDA) without waiting
+// for it: a training step queues the norm and the clipped update that reads it there
+// (adamw.hpp), and reads the norm itself at its end.
 void sum_of_squares_many_into_cpu(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,
                                   double* total);
 void sum_of_squares_many_into_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,

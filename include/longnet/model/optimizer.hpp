@@ -23,7 +23,7 @@ struct AdamWConfig {
 // scales every gradient by clip_factor(sqrt(sum_of_squares), max_norm), computed where it
 // runs, so the host need not wait for the norm before queuing the update.
 struct GradientClip {
-  Tensor sum_of_squares;  // f64, one element, on the parameters' device (nn::queue_sum_of_squares)
+  Tensor sum_of_squares;  // f64, one element, on the parameters' device (gradient_sum_of_squares)
   double max_norm = 0;    // <= 0: no clipping
 };
 
@@ -70,7 +70,11 @@ struct LearningRateSchedule {
   double at(std::int64_t step) const;  // step = 0, 1, ...
 };
 
-// sqrt of the sum of squares of every parameter's gradient.
+// The sum of squares of every parameter's gradient, queued (GradientClip reads it where
+// the update runs): an f64 tensor of one element on the parameters' device (a CPU zero
+// without parameters).
+Tensor gradient_sum_of_squares(const std::vector<nn::ParameterPtr>& parameters);
+// sqrt of that sum, read at once (on CUDA a wait for the device).
 double global_gradient_norm(const std::vector<nn::ParameterPtr>& parameters);
 // The factor that brings the norm down to max_norm (1 when it is below, or max_norm <= 0);
 // kernels::clip_factor, which the clipped update computes on the device.

@@ -14,7 +14,7 @@ void adamw_step_cpu(const AdamWParams& p) {
   if (p.clip_sum_of_squares != nullptr) {
     const double sum = *p.clip_sum_of_squares;
     if (!std::isfinite(sum)) return;  // a diverged step is not taken
-    grad_scale_value *= clip_factor(std::sqrt(sum), p.clip_max_norm);
+    grad_scale_value = clipped_grad_scale(p.grad_scale, sum, p.clip_max_norm);
   }
   cpu::dispatch_float(p.dtype, "adamw_step", [&](auto tag) {
     using T = decltype(tag);

@@ -7,8 +7,10 @@
 #include "longnet/kernels/gradient_norm.hpp"
 
 namespace longnet::kernels {
+namespace {
 
-double sum_of_squares_cpu(const void* x, std::int64_t count, DType dtype) {
+// sum_i x[i]^2 over `count` contiguous elements.
+double sum_of_squares(const void* x, std::int64_t count, DType dtype) {
   double total = 0;
   cpu::dispatch_float(dtype, "sum_of_squares", [&](auto tag) {
     using T = decltype(tag);
@@ -29,15 +31,13 @@ double sum_of_squares_cpu(const void* x, std::int64_t count, DType dtype) {
   return total;
 }
 
-double sum_of_squares_many_cpu(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype) {
-  double total = 0;
-  for (std::size_t t = 0; t < tensors; ++t) total += sum_of_squares_cpu(x[t], counts[t], dtype);
-  return total;
-}
+}  // namespace
 
 void sum_of_squares_many_into_cpu(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,
                                   double* total) {
-  *total = sum_of_squares_many_cpu(x, counts, tensors, dtype);
+  double sum = 0;
+  for (std::size_t t = 0; t < tensors; ++t) sum += sum_of_squares(x[t], counts[t], dtype);
+  *total = sum;
 }
 
 void scale_cpu(void* x, std::int64_t count, DType dtype, double factor) {

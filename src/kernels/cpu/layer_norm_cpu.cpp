@@ -14,13 +14,23 @@
 namespace longnet::kernels {
 namespace {
 
-// The row a normalises: x itself, or gelu(x) (in double) for input = gelu.
+// The row a normalises: x itself, or gelu(x) (in double) for input = gelu; with
+// `derivative`, for input = gelu, also gelu'(x) from the same erf (gelu_and_derivative).
 template <class T>
-void normalised_row(const LayerNormParams& p, const T* xr, std::vector<double>& a) {
+void normalised_row(const LayerNormParams& p, const T* xr, std::vector<double>& a,
+                    std::vector<double>* derivative = nullptr) {
   a.resize(static_cast<std::size_t>(p.columns));
+  const bool gelu = p.input == LayerNormInput::gelu;
+  if (gelu && derivative) derivative->resize(static_cast<std::size_t>(p.columns));
   for (std::int64_t c = 0; c < p.columns; ++c) {
     const double v = xr[c];
-    a[static_cast<std::size_t>(c)] = p.input == LayerNormInput::gelu ? gelu_value(v) : v;
+    if (gelu && derivative) {
+      const GeluAndDerivative<double> both = gelu_and_derivative(v);
+      a[static_cast<std::size_t>(c)] = both.value;
+      (*derivative)[static_cast<std::size_t>(c)] = both.derivative;
+    } else {
+      a[static_cast<std::size_t>(c)] = gelu ? gelu_value(v) : v;
+    }
   }
 }
 
@@ -97,25 +107,14 @@ void backward(const LayerNormParams& p) {
   const std::int64_t chunks = (p.rows + cpu::kReductionChunk - 1) / cpu::kReductionChunk;
   std::vector<double> partial(sums ? static_cast<std::size_t>(chunks * 3 * C) : 0, 0.0);
   parallel_for(chunks, cpu::grain_for(cpu::kReductionChunk * 4 * C), [&](std::int64_t begin, std::int64_t end) {
-    std::vector<double> a(static_cast<std::size_t>(C)), derivative(gelu ? static_cast<std::size_t>(C) : 0);
-    std::vector<double> xhat(static_cast<std::size_t>(C)), g(static_cast<std::size_t>(C));
+    std::vector<double> a, derivative, xhat(static_cast<std::size_t>(C)), g(static_cast<std::size_t>(C));
     for (std::int64_t chunk = begin; chunk < end; ++chunk) {
       double* dw = sums ? partial.data() + chunk * 3 * C : nullptr;
       double* db = sums ? dw + C : nullptr;
       double* dx_sum = sums ? db + C : nullptr;
       const std::int64_t row_end = std::min(p.rows, (chunk + 1) * cpu::kReductionChunk);
       for (std::int64_t r = chunk * cpu::kReductionChunk; r < row_end; ++r) {
-        const T* xr = x + r * p.x_row_stride;
-        for (std::int64_t c = 0; c < C; ++c) {
-          const double v = xr[c];
-          if (gelu) {
-            const GeluAndDerivative<double> both = gelu_and_derivative(v);
-            a[c] = both.value;
-            derivative[c] = both.derivative;
-          } else {
-            a[c] = v;
-          }
-        }
+        normalised_row(p, x + r * p.x_row_stride, a, &derivative);
         const T* gr = dout + r * p.dout_row_stride;
         for (std::int64_t c = 0; c < C; ++c) {
           g[c] = weight ? gr[c] * weight[c] : gr[c];

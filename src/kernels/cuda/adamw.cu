@@ -90,10 +90,10 @@ __global__ void step_many_kernel(const __grid_constant__ Batch<T, Copy> batch) {
   const BatchTensor<T, Copy>& x = batch.tensors[low];
   Hyper<T> h = batch.shared;
   h.decay = x.decay;
-  if (batch.clip_sum_of_squares != nullptr) {  // the host's arithmetic (adamw_cpu.cpp), in double
+  if (batch.clip_sum_of_squares != nullptr) {  // the CPU update's arithmetic, in double
     const double sum = *batch.clip_sum_of_squares;
     if (!isfinite(sum)) return;  // a diverged step is not taken
-    h.grad_scale = static_cast<T>(batch.grad_scale * clip_factor(sqrt(sum), batch.clip_max_norm));
+    h.grad_scale = static_cast<T>(clipped_grad_scale(batch.grad_scale, sum, batch.clip_max_norm));
   }
   const std::int64_t begin = static_cast<std::int64_t>(block - x.first_block) * kChunk;
   const std::int64_t end = min(x.count, begin + kChunk);

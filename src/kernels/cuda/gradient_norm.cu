@@ -1,8 +1,7 @@
 // Gradient-norm helpers on CUDA (gradient_norm.hpp): sums of squares in double over a fixed
 // grid — each (tensor, block) pair a fixed share of one tensor, then one block adds all the
 // partials in (tensor, block) order (ordered_sum_kernel) — so the result does not vary from
-// run to run; the total stays on the device until read (a list of tensors costs at most
-// one synchronisation); in-place scaling.
+// run to run; the total stays on the device until the caller reads it; in-place scaling.
 #include <algorithm>
 #include <vector>
 
@@ -73,17 +72,6 @@ void sum_of_squares_many_into_cuda(const void* const* x, const std::int64_t* cou
   launch_model(ordered_sum_kernel<double>, 1, kOrderedSumThreads, 0, stream, static_cast<const double*>(partial),
                partials, total);
   check_launch();
-}
-
-double sum_of_squares_many_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype) {
-  if (tensors == 0) return 0.0;
-  const Tensor total = Tensor::empty({1}, DType::f64, Device::cuda(current_device()));
-  sum_of_squares_many_into_cuda(x, counts, tensors, dtype, total.data<double>());
-  return total.item();  // waits for the device
-}
-
-double sum_of_squares_cuda(const void* x, std::int64_t count, DType dtype) {
-  return sum_of_squares_many_cuda(&x, &count, 1, dtype);
 }
 
 void scale_cuda(void* x, std::int64_t count, DType dtype, double factor) {

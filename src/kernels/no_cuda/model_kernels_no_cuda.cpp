@@ -34,10 +34,6 @@ void dropout_forward_cuda(const DropoutParams&) { no_cuda("dropout_forward"); }
 void dropout_backward_cuda(const DropoutParams&) { no_cuda("dropout_backward"); }
 void adamw_step_cuda(const AdamWParams&) { no_cuda("adamw_step"); }
 void adamw_step_many_cuda(const AdamWParams*, std::size_t) { no_cuda("adamw_step"); }
-double sum_of_squares_cuda(const void*, std::int64_t, DType) { no_cuda("sum_of_squares"); }
-double sum_of_squares_many_cuda(const void* const*, const std::int64_t*, std::size_t, DType) {
-  no_cuda("sum_of_squares");
-}
 void sum_of_squares_many_into_cuda(const void* const*, const std::int64_t*, std::size_t, DType, double*) {
   no_cuda("sum_of_squares");
 }
