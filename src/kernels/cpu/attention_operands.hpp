@@ -8,21 +8,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/cpu_features.hpp"
 #include "kernels/cpu/dilated_sequence.hpp"
 #include "longnet/core/parallel.hpp"
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilated_attention.hpp"
 
 namespace longnet::kernels::cpu {
-
-inline bool use_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-#else
-  return false;
-#endif
-}
 
 // One thread's scratch for the tile primitives.
 template <class T>
