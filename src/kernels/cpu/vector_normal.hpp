@@ -27,7 +27,8 @@ struct NormalTerms8 {
 };
 
 static inline NormalTerms8 normal_terms8(float8 x) {
-  // |x| up to 20 (and NaN as 20): beyond 13.2 every result below is already exact (0 or 1).
+  // |x| up to 20: beyond 13.2 every result below is already exact (0 or 1). A NaN becomes 20
+  // too (its comparisons are false), so the terms stay finite and x carries the NaN into gelu.
   const float8 ax = x < 0.0f ? (-x < 20.0f ? -x : float8{} + 20.0f) : (x < 20.0f ? x : float8{} + 20.0f);
   // x^2 / 2 = s_high + s_low with s_high exact: x_high keeps x's top 12 significant bits, so
   // x_high^2 fits a float; the rest, x_low (2 x_high + x_low), is ~2^-12 of the whole.
@@ -39,7 +40,7 @@ static inline NormalTerms8 normal_terms8(float8 x) {
   const float8 x_low = ax - x_high;
   const float8 s_high = 0.5f * x_high * x_high, s_low = 0.5f * x_low * (x_high + ax);
   // exp(-x^2 / 2) = exp(-s_high) exp(-s_low), the second by its series (s_low < 0.05 where
-  // the first is not 0). A NaN fails s_high < 87 and takes the clamp (0): x carries it on.
+  // the first is not 0); exp8 gives exactly 0 below -87.3.
   const float8 e_low = 1.0f - s_low * (1.0f - s_low * (0.5f - s_low * (1.0f / 6.0f - s_low * (1.0f / 24.0f))));
   const float8 gauss = exp8(s_high < 87.0f ? -s_high : float8{} - 87.5f) * e_low;
 
