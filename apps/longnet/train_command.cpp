@@ -342,6 +342,9 @@ int train(const TrainOptions& o, const TrainingWorld& world) {
            << describe(distribution) << "\n"
            << "train: data " << source << ", batch " << o.batch_size << " x " << o.seq_len << " tokens"
            << (o.resume ? str(", resumed at step ", trainer.steps_done()) : std::string()) << "\n";
+  if (const std::string note = model::uncovered_offsets_note(config); !note.empty()) {
+    messages << "train: note: " << note << "\n";
+  }
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();

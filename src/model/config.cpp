@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "longnet/kernels/dilation.hpp"
+
 namespace longnet::model {
 
 void LongNetLMConfig::validate() const {
@@ -216,6 +218,27 @@ Config validated(Config c, std::string_view source) {
 }
 
 }  // namespace
+
+std::string uncovered_offsets_note(const LongNetLMConfig& config) {
+  if (config.mode != DilatedMode::longnet || config.heads <= 0) return "";
+  std::string note;
+  const auto patterns = config.segment_lengths.size();
+  for (std::size_t i = 0; i < patterns && i < config.dilation_rates.size(); ++i) {
+    const std::int64_t rate = config.dilation_rates[i];
+    std::set<std::int64_t> offsets;
+    for (std::int64_t h = 0; h < config.heads; ++h) {
+      offsets.insert(kernels::pattern_offset(config.mode, static_cast<std::int64_t>(i),
+                                             static_cast<std::int64_t>(patterns), rate, h, config.heads));
+    }
+    if (static_cast<std::int64_t>(offsets.size()) == rate) continue;
+    note += str(note.empty() ? "" : "; ", "pattern ", i, " (segment ", config.segment_lengths[i], ", dilation ", rate,
+                ") gives heads to ", offsets.size(), " of its ", rate, " offsets");
+  }
+  if (note.empty()) return note;
+  return str(note, ": the rows at the other offsets never attend through it (LongNet mode gives head h offset ",
+             "floor(h / ceil(heads / rate))), and the model learns to reach across it slowly if at all; dilation rates ",
+             "that divide the ", config.heads, " heads give every row a head");
+}
 
 std::string to_json(const LongNetLMConfig& config) {
   Json json = common_json(config);

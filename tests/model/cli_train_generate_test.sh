@@ -27,6 +27,13 @@ done
 [ "$(wc -l < "$work/a/loss.csv")" -eq 7 ] || fail "loss.csv should have a header and 6 rows"
 grep -q "validation loss" "$work/a.err" || fail "no validation loss printed"
 grep -q "^tokens_per_second " "$work/a.out" || fail "no tokens/s printed"
+! grep -q "note:" "$work/a.err" || fail "a note for patterns whose every offset has a head: $(grep note: "$work/a.err")"
+# Two heads for dilation 4: half the offsets of the second pattern take no head, and train says so.
+"$longnet" train --data "$work/text.txt" --seq-len 32 --batch-size 2 --d-model 16 --heads 2 --layers 1 --ffn-dim 32 \
+  --segments 8,16 --dilations 1,4 --steps 1 --out "$work/n" > /dev/null 2> "$work/n.err" ||
+  fail "train with dilation 4: $(cat "$work/n.err")"
+grep -q "note: pattern 1 (segment 16, dilation 4) gives heads to 2 of its 4 offsets" "$work/n.err" ||
+  fail "no note for offsets without a head: $(cat "$work/n.err")"
 
 # Interrupted after its first step, then resumed: the same losses as the run above.
 "$longnet" train "${tiny[@]}" --out "$work/b" --time-limit 1e-9 > /dev/null 2> "$work/b.err" ||

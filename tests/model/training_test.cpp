@@ -366,6 +366,29 @@ TEST(Training, ConfigurationJsonRoundTrip) {
   EXPECT_THROW(lm_config_from_json("[1, 2", "test"), Error);
 }
 
+TEST(Training, PatternsWithOffsetsNoHeadTakesAreNamed) {
+  LongNetLMConfig c;
+  c.heads = 12;
+  c.segment_lengths = {2048, 4096, 8192, 16384, 32768};
+  c.dilation_rates = {1, 2, 4, 6, 12};  // LongNet's: every rate divides the heads
+  EXPECT_EQ(uncovered_offsets_note(c), "");
+  c.heads = 4;
+  c.segment_lengths = {16, 64, 256};
+  c.dilation_rates = {1, 4, 16};  // 4 heads for 16 offsets
+  const std::string note = uncovered_offsets_note(c);
+  EXPECT_NE(note.find("pattern 2 (segment 256, dilation 16) gives heads to 4 of its 16 offsets"), std::string::npos)
+      << note;
+  EXPECT_EQ(note.find("pattern 1"), std::string::npos) << note;
+  c.heads = 8;
+  c.dilation_rates = {1, 6, 3};  // offsets floor(h / 2): 0..3 of 6; rate 3: floor(h / 3) = 0..2, all
+  EXPECT_NE(uncovered_offsets_note(c).find("pattern 1 (segment 64, dilation 6) gives heads to 4 of its 6 offsets"),
+            std::string::npos)
+      << uncovered_offsets_note(c);
+  EXPECT_EQ(uncovered_offsets_note(c).find("pattern 2"), std::string::npos);
+  c.mode = DilatedMode::head_groups;  // one offset a pattern by definition
+  EXPECT_EQ(uncovered_offsets_note(c), "");
+}
+
 }  // namespace
 }  // namespace longnet::testing
 

@@ -58,6 +58,15 @@ struct LongNetConfig : LongNetLMConfig {
   void validate() const;
 };
 
+// A note naming the patterns whose offsets some rows get no head for, or "" when every row
+// takes part in every pattern. In LongNet mode head h takes offset floor(h / ceil(H / r_i))
+// (DESIGN 2.1), so a rate above the heads, or one that does not divide them, leaves offsets
+// without a head: the rows there never attend through that pattern. Such a model is valid
+// but learns to reach across the pattern slowly, if at all (the passkey task at dilation 16
+// with 4 or 8 heads learnt nothing; docs/guides/training.md). Head-groups mode gives each
+// pattern one offset by definition and gets no note.
+std::string uncovered_offsets_note(const LongNetLMConfig& config);
+
 // JSON with every field; "architecture" is "longnet_lm" or "longnet".
 std::string to_json(const LongNetLMConfig& config);
 std::string to_json(const LongNetConfig& config);
