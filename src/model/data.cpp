@@ -1,6 +1,9 @@
 // Byte-level tokens and language-modelling batches (data.hpp).
 #include "longnet/model/data.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 #include <fstream>
 #include <iterator>
 
@@ -97,7 +100,7 @@ PasskeyData::PasskeyData(std::int64_t batch_size, std::int64_t seq_len, std::uin
   require(seq_len >= shortest, "seq_len = ", seq_len, ": the passkey task needs at least ", shortest, " tokens");
 }
 
-PasskeyData::Sequence PasskeyData::sequence(std::uint64_t key) const {
+PasskeyData::Sequence PasskeyData::sequence(std::uint64_t key, KeyPlacement placement) const {
   std::string digits;
   for (std::int64_t d = 0; d < kDigits; ++d) {
     digits += static_cast<char>('0' + kernels::counter_bits(key, static_cast<std::uint64_t>(d)) % 10);
@@ -106,7 +109,14 @@ PasskeyData::Sequence PasskeyData::sequence(std::uint64_t key) const {
   const std::string question = std::string(kQuestion) + digits + ".";
   const auto length = static_cast<std::size_t>(seq_len_ + 1);
   const std::size_t room = length - question.size() - needle.size();  // filler bytes
-  const std::size_t needle_at = kernels::counter_bits(key, 100) % (room + 1);
+  // Where the key starts in the filler: uniform in [0, room], or room - distance with
+  // log(1 + distance) uniform, so that near keys, from which copying is learnt, are common.
+  std::size_t needle_at = kernels::counter_bits(key, 100) % (room + 1);
+  if (placement == KeyPlacement::log_uniform) {
+    const double u = static_cast<double>(kernels::counter_bits(key, 101) >> 11) * 0x1.0p-53;  // [0, 1)
+    const auto distance = static_cast<std::size_t>(std::exp(u * std::log(static_cast<double>(room) + 1.0))) - 1;
+    needle_at = room - std::min(distance, room);
+  }
   Sequence s;
   for (std::size_t i = 0; s.text.size() < needle_at; ++i) s.text += kFiller[i % kFiller.size()];
   s.needle_position = s.text.size();
@@ -117,13 +127,13 @@ PasskeyData::Sequence PasskeyData::sequence(std::uint64_t key) const {
   return s;
 }
 
-Batch PasskeyData::make_batch(std::uint64_t key) const {
+Batch PasskeyData::make_batch(std::uint64_t key, KeyPlacement placement) const {
   Tensor inputs = Tensor::empty({batch_size_, seq_len_}, DType::i32);
   Tensor targets = Tensor::full({batch_size_, seq_len_}, kIgnoreIndex, DType::i32);
   std::int32_t* in = inputs.data<std::int32_t>();
   std::int32_t* out = targets.data<std::int32_t>();
   for (std::int64_t b = 0; b < batch_size_; ++b) {
-    const Sequence s = sequence(kernels::mix64(key ^ static_cast<std::uint64_t>(b)));
+    const Sequence s = sequence(kernels::mix64(key ^ static_cast<std::uint64_t>(b)), placement);
     for (std::int64_t i = 0; i < seq_len_; ++i)
       in[b * seq_len_ + i] = static_cast<unsigned char>(s.text[static_cast<std::size_t>(i)]);
     // The target of input position i is byte i + 1: score the key digits only.
@@ -137,11 +147,13 @@ Batch PasskeyData::make_batch(std::uint64_t key) const {
 
 Batch PasskeyData::train_batch(std::int64_t step, std::int64_t micro_step) const {
   return make_batch(kernels::counter_key(seed_ ^ 0x9A55ull, static_cast<std::uint64_t>(step),
-                                         static_cast<std::uint64_t>(micro_step)));
+                                         static_cast<std::uint64_t>(micro_step)),
+                    KeyPlacement::log_uniform);
 }
 
 Batch PasskeyData::validation_batch(std::int64_t index) const {
-  return make_batch(kernels::counter_key(seed_ ^ 0x9A55ull, static_cast<std::uint64_t>(index), 1ull << 40));
+  return make_batch(kernels::counter_key(seed_ ^ 0x9A55ull, static_cast<std::uint64_t>(index), 1ull << 40),
+                    KeyPlacement::uniform);
 }
 
 }  // namespace longnet::model

@@ -423,5 +423,42 @@ TEST(Training, PasskeyTaskScoresOnlyTheKeyItHides) {
   EXPECT_THROW(model::PasskeyData(1, 30, 0), Error);
 }
 
+// Training places keys near the question more often (log(1 + distance) uniform), validation
+// uniformly: the distance from the key to the question, over 2,000 sequences of 1,024 bytes.
+TEST(Training, PasskeyTrainingFavoursNearKeysAndValidationIsUniform) {
+  const model::PasskeyData data(1, 1024, 7);
+  auto near_share = [&](model::PasskeyData::KeyPlacement placement) {
+    int near = 0;
+    for (std::uint64_t key = 0; key < 2000; ++key) {
+      const auto s = data.sequence(key, placement);
+      const std::string digits = s.text.substr(s.key_position, model::PasskeyData::kDigits);
+      EXPECT_EQ(s.text.substr(s.needle_position, 16 + 5), "The pass key is " + digits);
+      near += s.key_position - s.needle_position < 128 ? 1 : 0;
+    }
+    return near / 2000.0;
+  };
+  using Placement = model::PasskeyData::KeyPlacement;
+  // Uniform: ~70 of the ~960 filler positions put the key within 128 bytes (~7 %);
+  // log-uniform: log(70) / log(960) of them (~62 %).
+  EXPECT_LT(near_share(Placement::uniform), 0.12);
+  EXPECT_GT(near_share(Placement::log_uniform), 0.5);
+  // The batches: training batches take the log-uniform placement, validation the uniform.
+  auto batch_near_share = [](auto&& make_batch) {
+    int near = 0;
+    for (std::int64_t i = 0; i < 500; ++i) {
+      const model::Batch batch = make_batch(i);
+      const auto inputs = batch.inputs.to_vector<std::int32_t>();
+      const auto targets = batch.targets.to_vector<std::int32_t>();
+      std::string text(inputs.begin(), inputs.end());
+      std::size_t first_digit = 0;  // the input position whose target is the key's first digit, + 1
+      while (targets[first_digit] == model::kIgnoreIndex) ++first_digit;
+      near += first_digit + 1 - text.find("The pass key is ") < 128 ? 1 : 0;
+    }
+    return near / 500.0;
+  };
+  EXPECT_GT(batch_near_share([&](std::int64_t i) { return data.train_batch(i, 0); }), 0.5);
+  EXPECT_LT(batch_near_share([&](std::int64_t i) { return data.validation_batch(i); }), 0.12);
+}
+
 }  // namespace
 }  // namespace longnet::testing

@@ -59,7 +59,11 @@ class LanguageModelingData final : public BatchSource {
 // final key's digits are scored (every other target is ignored), so the loss measures
 // whether the model retrieves the key across the distance to it: what a long context and
 // a dilated pattern that reaches back buy. Keys and positions are functions of (seed,
-// step, micro-step, sequence); validation sequences use a separate stream.
+// step, micro-step, sequence); validation sequences use a separate stream. Validation
+// places the key uniformly (the task as measured); training places it with log(1 + its
+// distance) uniform, so that near keys are common: from five scored bytes a sequence a
+// model learns to copy from near keys first, and with uniform placement at 256 bytes or
+// more it learnt nothing (docs/guides/training.md).
 class PasskeyData final : public BatchSource {
  public:
   PasskeyData(std::int64_t batch_size, std::int64_t seq_len, std::uint64_t seed);
@@ -72,11 +76,12 @@ class PasskeyData final : public BatchSource {
     std::size_t key_position = 0;     // first digit of the key at the end
     std::size_t needle_position = 0;  // first byte of "The pass key is ..."
   };
-  Sequence sequence(std::uint64_t key) const;
+  enum class KeyPlacement { uniform, log_uniform };
+  Sequence sequence(std::uint64_t key, KeyPlacement placement = KeyPlacement::uniform) const;
   static constexpr std::int64_t kDigits = 5;
 
  private:
-  Batch make_batch(std::uint64_t key) const;
+  Batch make_batch(std::uint64_t key, KeyPlacement placement) const;
   std::int64_t batch_size_, seq_len_;
   std::uint64_t seed_;
 };
