@@ -449,10 +449,10 @@ TEST(Training, PasskeyTrainingFavoursNearKeysAndValidationIsUniform) {
       const model::Batch batch = make_batch(i);
       const auto inputs = batch.inputs.to_vector<std::int32_t>();
       const auto targets = batch.targets.to_vector<std::int32_t>();
-      std::string text(inputs.begin(), inputs.end());
-      std::size_t first_digit = 0;  // the input position whose target is the key's first digit, + 1
-      while (targets[first_digit] == model::kIgnoreIndex) ++first_digit;
-      near += first_digit + 1 - text.find("The pass key is ") < 128 ? 1 : 0;
+      const std::string text(inputs.begin(), inputs.end());
+      std::size_t scored = 0;  // the first scored position: its target, input scored + 1, is the key's first digit
+      while (targets[scored] == model::kIgnoreIndex) ++scored;
+      near += scored + 1 - text.find("The pass key is ") < 128 ? 1 : 0;
     }
     return near / 500.0;
   };
