@@ -2,11 +2,14 @@
 // FLOPs per second and model FLOPs utilisation (model/flops.hpp: 6 x GEMM weights x tokens
 // plus 3.5 x the attention's forward FLOPs by DESIGN 4's rule, over the device's peak),
 // the time of forward, backward and the optimizer, and the peak memory of the device's
-// pool. A few warm-up steps, then timed steps of the library's Trainer (each from an idle
-// device to an idle device), on the passkey task's batches (byte text). Defaults: on CUDA
+// pool. A few warm-up steps, then timed steps of the library's Trainer: each from an idle
+// device to an idle device, then queued one ahead as `longnet train` runs them (the time
+// between two results: the step time reported, and the one the rates are of), on the
+// passkey task's batches (byte text). Defaults: on CUDA
 // issue 5's configuration (d_model 768, 12 heads, 12 layers, ffn 3072, one sequence of
 // 32,768 tokens, segments 2048..32768, dilations 1,2,4,6,12, bf16 compute with f32 master
 // weights); on the CPU `longnet train`'s small default model.
+#include <chrono>
 #include <cmath>
 #include <iomanip>
 #include <iostream>
@@ -140,7 +143,7 @@ int run_bench_train(const BenchTrainOptions& o) {
   for (const auto& p : lm.parameters()) parameters += p->value.numel();
   const model::PasskeyData data(batch, seq_len, /*seed=*/1);
   model::TrainingConfig training;
-  training.steps = o.warmup + o.steps + 1;
+  training.steps = o.warmup + 2 * o.steps + 2;  // + the step that fills the queue, + time_phases'
   training.warmup_steps = 1;
   training.lr = 1e-4;
   training.min_lr = 1e-5;
@@ -157,11 +160,24 @@ int run_bench_train(const BenchTrainOptions& o) {
     progress(str("bench train: warm-up step ", i + 1, "/", o.warmup));
     trainer.step();
   }
+  // Steps from an idle device to an idle device (as Trainer::step() runs them).
+  std::vector<double> idle_start_ms;
+  for (int i = 0; i < o.steps; ++i) {
+    progress(str("bench train: timed step ", i + 1, "/", o.steps, " from an idle device"));
+    idle_start_ms.push_back(time_ms(device, [&] { trainer.step(); }));
+  }
+  // Steps queued one ahead (as `longnet train` runs them): the time between two results.
+  using Clock = std::chrono::steady_clock;
+  trainer.step(true);  // the first result comes from an idle device; the next step is queued
   std::vector<double> step_ms;
   double last_loss = 0;
+  auto previous = Clock::now();
   for (int i = 0; i < o.steps; ++i) {
-    progress(str("bench train: timed step ", i + 1, "/", o.steps));
-    step_ms.push_back(time_ms(device, [&] { last_loss = trainer.step().loss; }));
+    progress(str("bench train: timed step ", i + 1, "/", o.steps, " queued ahead"));
+    last_loss = trainer.step(i + 1 < o.steps).loss;
+    const auto now = Clock::now();
+    step_ms.push_back(std::chrono::duration<double, std::milli>(now - previous).count());
+    previous = now;
   }
   progress("");
   const Phases phases = time_phases(lm, data, trainer, device);
@@ -190,6 +206,7 @@ int run_bench_train(const BenchTrainOptions& o) {
             << " | " << std::right << std::setw(26) << "value"
             << " |\n|" << std::string(38, '-') << "|" << std::string(27, '-') << ":|\n";
   row(str("step time (median of ", o.steps, ")"), format_ms(ms) + " ms");
+  row("  each from an idle device", format_ms(median(idle_start_ms)) + " ms");
   row("tokens/s", with_thousands(tokens_per_second));
   // TFLOP on a GPU, GFLOP on the CPU.
   const double unit = device.is_cuda() ? 1e12 : 1e9;
@@ -218,6 +235,8 @@ int run_bench_train(const BenchTrainOptions& o) {
                               {"seq_len", seq_len},
                               {"step_ms", step_ms},
                               {"median_step_ms", ms},
+                              {"idle_start_step_ms", idle_start_ms},
+                              {"median_idle_start_step_ms", median(idle_start_ms)},
                               {"tokens_per_second", tokens_per_second},
                               {"dense_flops", flops.dense},
                               {"attention_flops", flops.attention},

@@ -360,9 +360,18 @@ int train(const TrainOptions& o, const TrainingWorld& world) {
       plot_losses(out / "loss.png", rows);
     });
   };
-  while (trainer.steps_done() < o.steps) {
+  // Each step but those before an evaluation or a checkpoint is queued before the previous
+  // one's loss is read (Trainer::step(true)), so the device never waits for the host between
+  // steps. `finishing`: the time limit came with a step queued ahead; that one ends the run.
+  const auto evaluates_after = [&](std::int64_t done) { return o.eval_every > 0 && done % o.eval_every == 0; };
+  const auto saves_after = [&](std::int64_t done) { return o.checkpoint_every > 0 && done % o.checkpoint_every == 0; };
+  bool finishing = false;
+  while (trainer.step_queued_ahead() || trainer.steps_done() < o.steps) {
     const auto step_start = Clock::now();
-    const model::StepResult r = trainer.step();
+    // The step this call returns (steps_done() counts a step queued ahead too).
+    const std::int64_t coming = trainer.steps_done() - (trainer.step_queued_ahead() ? 1 : 0) + 1;
+    const bool queue_next = !finishing && !evaluates_after(coming) && !saves_after(coming) && coming < o.steps;
+    const model::StepResult r = trainer.step(queue_next);
     const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
     // Tokens processed (the passkey task scores only a few of them).
     const double rate =
@@ -375,8 +384,11 @@ int train(const TrainOptions& o, const TrainingWorld& world) {
     if (progress) progress->update(r, tokens_per_second, per_step * static_cast<double>(o.steps - done));
     const bool last = done == o.steps;
     // Every process stops at the same step (clocks differ).
-    const bool out_of_time = o.time_limit > 0 && world.any(elapsed >= o.time_limit);
-    if ((o.eval_every > 0 && done % o.eval_every == 0) || last || out_of_time) {
+    const bool time_up = (o.time_limit > 0 && world.any(elapsed >= o.time_limit)) || finishing;
+    // With a step queued ahead (one process only), that step is finished first.
+    const bool out_of_time = time_up && !trainer.step_queued_ahead();
+    finishing = time_up && trainer.step_queued_ahead();
+    if (evaluates_after(done) || last || out_of_time) {
       row.validation_loss = trainer.evaluate(o.eval_batches);
       std::ostringstream note;
       note << "step " << done << ": train loss " << std::fixed << std::setprecision(4) << r.loss << ", validation loss "
@@ -385,7 +397,7 @@ int train(const TrainOptions& o, const TrainingWorld& world) {
       if (progress) progress->note(note.str());
     }
     rows.push_back(row);
-    if ((o.checkpoint_every > 0 && done % o.checkpoint_every == 0) || last || out_of_time) save();
+    if (saves_after(done) || last || out_of_time) save();
     if (out_of_time && !last) {
       if (progress)
         progress->note(str("train: --time-limit of ", o.time_limit, " s reached at step ", done, " of ", o.steps,

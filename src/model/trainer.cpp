@@ -7,6 +7,7 @@
 
 #include "longnet/kernels/counter_rng.hpp"
 #include "longnet/model/checkpoint.hpp"
+#include "longnet/nn/functional.hpp"
 
 namespace longnet::model {
 
@@ -127,38 +128,77 @@ void Trainer::prefetch_after(std::int64_t step, std::int64_t micro_step) {
   }
 }
 
-StepResult Trainer::step() {
-  StepResult result;
-  result.step = optimizer_.steps();
+StepResult Trainer::step() { return step(false); }
+
+StepResult Trainer::step(bool queue_next) {
+  QueuedStep current = ahead_ ? std::move(*ahead_) : queue_step(nullptr);
+  ahead_.reset();
+  // Distributed steps wait for the host inside (the loss totals): nothing to gain there.
+  if (queue_next && current.step + 1 < config_.steps && !distribution_.distributed()) {
+    try {
+      ahead_ = queue_step(&current.norm_squared);
+    } catch (...) {  // e.g. the next batch failed: this step stands (or diverged); then that error
+      finish(current);
+      throw;
+    }
+  }
+  return finish(current);
+}
+
+Trainer::QueuedStep Trainer::queue_step(const Tensor* previous_norm_squared) {
+  QueuedStep queued;
+  queued.step = optimizer_.steps();
   model_.zero_grad();
-  // Nothing here waits for the device until the whole step is queued: the losses and the
-  // gradient norm stay on the device, and the update reads the norm there.
+  // Nothing here waits for the device: the losses and the gradient norm stay there, and
+  // the update reads the norm there.
   const std::int64_t micro_steps = config_.gradient_accumulation;
-  std::vector<PendingLoss> losses;
   for (std::int64_t micro = 0; micro < micro_steps; ++micro) {
-    losses.push_back(forward_backward(batch_for(result.step, micro), training_context(result.step, micro),
-                                      1.0 / static_cast<double>(micro_steps)));
-    prefetch_after(result.step, micro);
+    queued.losses.push_back(forward_backward(batch_for(queued.step, micro), training_context(queued.step, micro),
+                                             1.0 / static_cast<double>(micro_steps)));
+    prefetch_after(queued.step, micro);
   }
   if (distribution_.distributed()) all_reduce_gradients(*distribution_.comm, optimizer_.parameters());
   // Of the summed gradients when distributed: the same global norm on every rank.
-  const Tensor norm_squared = gradient_sum_of_squares(optimizer_.parameters());
-  result.lr = config_.schedule().at(result.step);
-  optimizer_.step(result.lr, GradientClip{norm_squared, config_.grad_clip});
-  for (const PendingLoss& loss : losses) {  // the first read waits for the step
-    result.loss += loss.value() / static_cast<double>(micro_steps);
+  queued.norm_squared = gradient_sum_of_squares(optimizer_.parameters());
+  // now + 0 x previous: the same bits where the previous norm is finite, NaN where it is not
+  // (0 x inf = NaN), and the update skips a step whose clip sum is not finite.
+  const Tensor clip_sum =
+      previous_norm_squared ? nn::add(queued.norm_squared, *previous_norm_squared, 0.0) : queued.norm_squared;
+  queued.lr = config_.schedule().at(queued.step);
+  optimizer_.step(queued.lr, GradientClip{clip_sum, config_.grad_clip});
+  return queued;
+}
+
+StepResult Trainer::finish(const QueuedStep& queued) {
+  StepResult result;
+  result.step = queued.step;
+  result.lr = queued.lr;
+  const auto micro_steps = static_cast<double>(queued.losses.size());
+  for (const PendingLoss& loss : queued.losses) {  // the first read waits for the step
+    result.loss += loss.value() / micro_steps;
     result.tokens += loss.tokens();
   }
-  result.grad_norm = std::sqrt(norm_squared.item());
+  result.grad_norm = std::sqrt(queued.norm_squared.item());
   if (!std::isfinite(result.grad_norm)) {
-    optimizer_.forget_skipped_step();  // the update changed nothing (GradientClip)
+    // The update changed nothing (GradientClip), nor did that of a step queued behind it.
+    if (ahead_) {
+      optimizer_.forget_skipped_step();
+      ahead_.reset();
+    }
+    optimizer_.forget_skipped_step();
     throw Error(str("step ", result.step, ": the gradient norm is ", result.grad_norm, " (loss ", result.loss,
                     "): training diverged; lower the learning rate"));
   }
   return result;
 }
 
+void Trainer::require_nothing_queued_ahead(const char* what) const {
+  require(!ahead_, "Trainer::", what, ": step ", ahead_ ? ahead_->step : 0,
+          " is queued ahead (step(true)); finish it with step() first");
+}
+
 double Trainer::evaluate(std::int64_t batches) const {
+  require_nothing_queued_ahead("evaluate");
   require(batches >= 1, "evaluation batches = ", batches, ": must be >= 1");
   double loss_sum = 0;
   std::int64_t tokens = 0;
@@ -186,6 +226,7 @@ double Trainer::evaluate(std::int64_t batches) const {
 }
 
 void Trainer::save_checkpoint(const std::filesystem::path& path) const {
+  require_nothing_queued_ahead("save_checkpoint");
   auto save = [&] {
     model::save_checkpoint(path, model_, &optimizer_, optimizer_.steps(),
                            {{"training_seed", std::to_string(config_.seed)}});
@@ -198,6 +239,7 @@ void Trainer::save_checkpoint(const std::filesystem::path& path) const {
 }
 
 void Trainer::resume(const std::filesystem::path& path) {
+  require_nothing_queued_ahead("resume");
   if (!distribution_.distributed()) return resume_from(path, model_, optimizer_);
   Communicator& comm = *distribution_.comm;
   run_collectively(comm, [&] {

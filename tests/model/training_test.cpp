@@ -296,6 +296,134 @@ TEST(Training, ADivergedStepIsAnErrorAndChangesNothing) {
   EXPECT_EQ(trainer.steps_done(), 2);
 }
 
+// The error message of f(), or "" when it does not throw.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Batches that differ from step to step (random tokens seeded by step and micro-step).
+class StepBatches final : public BatchSource {
+ public:
+  Batch train_batch(std::int64_t step, std::int64_t micro_step) const override {
+    return {random_tokens(2, 16, 16, static_cast<std::uint64_t>(10 + 2 * step + micro_step)),
+            random_tokens(2, 16, 16, static_cast<std::uint64_t>(1000 + 2 * step + micro_step)), Tensor()};
+  }
+  Batch validation_batch(std::int64_t) const override { return train_batch(999, 0); }
+  std::int64_t tokens_per_batch() const override { return 32; }
+};
+
+std::vector<Tensor> parameters_and_state(const LanguageModel& model, const Trainer& trainer) {
+  std::vector<Tensor> out;
+  for (const auto& p : model.parameters()) out.push_back(p->value.clone());
+  for (const auto& [name, tensor] : const_cast<Trainer&>(trainer).optimizer().state()) out.push_back(tensor.clone());
+  return out;
+}
+
+void expect_same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].nbytes(), b[i].nbytes()) << "tensor " << i;
+    EXPECT_EQ(std::memcmp(a[i].data(), b[i].data(), a[i].nbytes()), 0) << "tensor " << i;
+  }
+}
+
+// Steps queued one ahead (Trainer::step(true), as `longnet train` runs them) give the bits
+// of steps taken one at a time: results, parameters and optimizer state. While a step is
+// queued ahead, evaluate, save_checkpoint and resume refuse, naming it.
+TEST(Training, StepsQueuedAheadEqualStepsOneAtATime) {
+  const StepBatches data;
+  TrainingConfig config;
+  config.steps = 5;
+  config.warmup_steps = 1;
+  config.gradient_accumulation = 2;
+  config.grad_clip = 0.05;  // active: the clip reads the chained sum
+  LongNetLM one_model(small_f32_config(), Device::cpu(), 1), ahead_model(small_f32_config(), Device::cpu(), 1);
+  Trainer one(one_model, data, config), ahead(ahead_model, data, config);
+  for (std::int64_t step = 0; step < config.steps; ++step) {
+    SCOPED_TRACE(str("step ", step));
+    const StepResult a = one.step(), b = ahead.step(true);
+    EXPECT_EQ(b.step, step);
+    EXPECT_EQ(a.loss, b.loss);
+    EXPECT_EQ(a.grad_norm, b.grad_norm);
+    EXPECT_EQ(a.lr, b.lr);
+    EXPECT_EQ(a.tokens, b.tokens);
+    const bool queued = step + 1 < config.steps;  // none past the last step
+    EXPECT_EQ(ahead.step_queued_ahead(), queued);
+    EXPECT_EQ(ahead.steps_done(), step + 1 + (queued ? 1 : 0));
+    if (queued) {
+      const std::string message = error_of([&] { ahead.evaluate(1); });
+      EXPECT_NE(message.find(str("evaluate: step ", step + 1, " is queued ahead")), std::string::npos) << message;
+      EXPECT_NE(error_of([&] { ahead.save_checkpoint("unused.safetensors"); }).find("queued ahead"), std::string::npos);
+      EXPECT_FALSE(std::filesystem::exists("unused.safetensors"));
+      EXPECT_NE(error_of([&] { ahead.resume("unused.safetensors"); }).find("queued ahead"), std::string::npos);
+    }
+  }
+  expect_same_bits(parameters_and_state(one_model, one), parameters_and_state(ahead_model, ahead));
+  EXPECT_EQ(one.evaluate(2), ahead.evaluate(2));
+}
+
+// A LongNetLM whose n-th backward (counting from 0) leaves a NaN in one gradient: a
+// divergence that the following steps do not repeat.
+class PoisonedBackward final : public LanguageModel {
+ public:
+  PoisonedBackward(LongNetLM& inner, int poisoned_call) : inner_(inner), poisoned_call_(poisoned_call) {}
+  PendingLoss queue_forward_loss(const Batch& batch, const nn::ForwardContext& context) override {
+    return inner_.queue_forward_loss(batch, context);
+  }
+  void backward(double loss_scale) override {
+    inner_.backward(loss_scale);
+    if (calls_++ == poisoned_call_) inner_.parameters()[3]->grad.data<float>()[0] = std::nanf("");
+  }
+  std::string config_json() const override { return inner_.config_json(); }
+  Device device() const override { return inner_.device(); }
+  void collect_parameters(std::vector<nn::ParameterPtr>& out) const override { inner_.collect_parameters(out); }
+
+ private:
+  LongNetLM& inner_;
+  int poisoned_call_;
+  int calls_ = 0;
+};
+
+// Step 1 diverges while step 2, whose own gradients are finite, is queued behind it: the
+// error names step 1, and neither step changed anything (step 2's update read step 1's
+// norm too). Training then goes on from step 1 as a run that never diverged.
+TEST(Training, ADivergenceWithAStepQueuedAheadChangesNothing) {
+  const StepBatches data;
+  TrainingConfig config;
+  config.steps = 5;
+  config.warmup_steps = 1;
+  LongNetLM model(small_f32_config(), Device::cpu(), 1);
+  PoisonedBackward poisoned(model, /*poisoned_call=*/1);  // step 1's backward
+  Trainer trainer(poisoned, data, config);
+  EXPECT_EQ(trainer.step(true).step, 0);  // step 1 is queued (on the CPU: run, its update skipped)
+  const std::vector<Tensor> before = parameters_and_state(model, trainer);
+  try {
+    trainer.step(true);  // queues step 2, then reads step 1
+    ADD_FAILURE() << "a NaN gradient gave a step";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step 1: the gradient norm is nan"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(trainer.steps_done(), 1);
+  EXPECT_FALSE(trainer.step_queued_ahead());
+  expect_same_bits(before, parameters_and_state(model, trainer));
+
+  LongNetLM clean_model(small_f32_config(), Device::cpu(), 1);
+  Trainer clean(clean_model, data, config);
+  clean.step();
+  for (std::int64_t step = 1; step < config.steps; ++step) {
+    const StepResult a = clean.step(), b = trainer.step(true);
+    EXPECT_EQ(b.step, step);
+    EXPECT_EQ(a.loss, b.loss);
+  }
+  expect_same_bits(parameters_and_state(clean_model, clean), parameters_and_state(model, trainer));
+}
+
 // AdamW's clip from a queued norm: a sum that is not one f64 element, or a max_norm that
 // is not finite, is an error naming GradientClip, taken before anything changes; taking
 // back a step that was never taken is an error too.

@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "longnet/model/data.hpp"
 #include "longnet/model/distributed_training.hpp"
@@ -59,6 +61,16 @@ class Trainer {
   Trainer(LanguageModel& model, const BatchSource& data, TrainingConfig config, Distribution distribution = {});
 
   StepResult step();  // loss, tokens and grad_norm are global
+  // The same, but with the next step queued before this one's result is read when
+  // `queue_next` (and there is a next step, and one process runs; otherwise as step()):
+  // the device goes from this step into the next without waiting for the host to read a
+  // loss and queue again. The next call to step() finishes the step queued here. A step
+  // queued ahead skips its update on the device when this one diverges, so a divergence
+  // still changes nothing (the error is thrown here, and both steps are taken back). While
+  // a step is queued ahead, evaluate(), save_checkpoint() and resume() refuse: a caller
+  // that needs them passes false for the step before.
+  StepResult step(bool queue_next);
+  bool step_queued_ahead() const { return ahead_.has_value(); }
   // Mean loss over validation batches 0 .. batches-1 (no dropout), weighted by tokens
   // (global when distributed: every rank returns the same value).
   double evaluate(std::int64_t batches) const;
@@ -95,12 +107,28 @@ class Trainer {
     Batch batch;
   };
 
+  // A step queued to the device whose losses and gradient norm are not read yet.
+  struct QueuedStep {
+    std::int64_t step = 0;
+    double lr = 0;
+    std::vector<PendingLoss> losses;
+    Tensor norm_squared;  // f64, one element, on the device
+  };
+  // Queues the next step: gradients, norm and update. With `previous` (the norm of a step
+  // not yet read), the update is skipped where that norm is not finite, as its own is.
+  QueuedStep queue_step(const Tensor* previous_norm_squared);
+  // Reads a queued step's result; on divergence takes it (and any step queued behind it)
+  // back and throws.
+  StepResult finish(const QueuedStep& queued);
+  void require_nothing_queued_ahead(const char* what) const;
+
   LanguageModel& model_;
   const BatchSource& data_;
   TrainingConfig config_;
   Distribution distribution_;
   AdamW optimizer_;
   Prefetched prefetched_;
+  std::optional<QueuedStep> ahead_;
 };
 
 }  // namespace longnet::model
