@@ -365,14 +365,21 @@ int train(const TrainOptions& o, const TrainingWorld& world) {
   // steps. `finishing`: the time limit came with a step queued ahead; that one ends the run.
   const auto evaluates_after = [&](std::int64_t done) { return o.eval_every > 0 && done % o.eval_every == 0; };
   const auto saves_after = [&](std::int64_t done) { return o.checkpoint_every > 0 && done % o.checkpoint_every == 0; };
+  // Nor is one queued where the time limit would come before it ends (judged by the last step).
   bool finishing = false;
+  double last_step_seconds = 0;
   while (trainer.step_queued_ahead() || trainer.steps_done() < o.steps) {
     const auto step_start = Clock::now();
     // The step this call returns (steps_done() counts a step queued ahead too).
     const std::int64_t coming = trainer.steps_done() - (trainer.step_queued_ahead() ? 1 : 0) + 1;
-    const bool queue_next = !finishing && !evaluates_after(coming) && !saves_after(coming) && coming < o.steps;
+    const bool time_for_another =
+        o.time_limit <= 0 ||
+        std::chrono::duration<double>(step_start - start).count() + 2 * last_step_seconds < o.time_limit;
+    const bool queue_next =
+        !finishing && time_for_another && !evaluates_after(coming) && !saves_after(coming) && coming < o.steps;
     const model::StepResult r = trainer.step(queue_next);
     const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+    last_step_seconds = step_seconds;
     // Tokens processed (the passkey task scores only a few of them).
     const double rate =
         static_cast<double>(data->tokens_per_batch() * o.gradient_accumulation) / std::max(step_seconds, 1e-9);
