@@ -284,6 +284,32 @@ TEST_F(MixedPrecisionCuda, ATrainingStepEqualsItsPartsTakenApart) {
   }
 }
 
+// Steps queued one ahead on CUDA (Trainer::step(true): the next step's kernels queued
+// before this one's loss is read, its clip chained to this one's norm) have the bits of
+// steps taken one at a time (deterministic mode, dropout on, clip active).
+TEST_F(MixedPrecisionCuda, StepsQueuedAheadHaveTheBitsOfStepsOneAtATime) {
+  const Device gpu = Device::cuda(0);
+  const LongNetLMConfig c = gpu_config(DType::bf16);
+  LongNetLM one_model(c, gpu, 3), ahead_model(c, gpu, 3);
+  const FixedBatches data({random_tokens(2, 96, 40, 1), random_tokens(2, 96, 40, 2), Tensor()});
+  TrainingConfig t;
+  t.steps = 4;
+  t.warmup_steps = 1;
+  t.grad_clip = 0.05;
+  t.seed = 4;
+  Trainer one(one_model, data, t), ahead(ahead_model, data, t);
+  for (std::int64_t step = 0; step < t.steps; ++step) {
+    const StepResult a = one.step(), b = ahead.step(true);
+    EXPECT_EQ(a.loss, b.loss) << "step " << step;
+    EXPECT_EQ(a.grad_norm, b.grad_norm) << "step " << step;
+    EXPECT_EQ(ahead.step_queued_ahead(), step + 1 < t.steps);
+  }
+  const auto x = one_model.parameters(), y = ahead_model.parameters();
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    EXPECT_EQ(x[i]->value.to_vector<float>(), y[i]->value.to_vector<float>()) << x[i]->name;
+  }
+}
+
 // A step on CUDA whose gradient norm is not finite is an error; the update, queued before
 // the norm was read, skipped itself on the device: parameters, their bf16 copies and the
 // optimizer state are as they were, and the step is not counted.
