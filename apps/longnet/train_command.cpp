@@ -375,8 +375,7 @@ int train(const TrainOptions& o, const TrainingWorld& world) {
     const bool time_for_another =
         o.time_limit <= 0 ||
         std::chrono::duration<double>(step_start - start).count() + 2 * last_step_seconds < o.time_limit;
-    const bool queue_next =
-        !finishing && time_for_another && !evaluates_after(coming) && !saves_after(coming) && coming < o.steps;
+    const bool queue_next = !finishing && time_for_another && !evaluates_after(coming) && !saves_after(coming);
     const model::StepResult r = trainer.step(queue_next);
     const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
     last_step_seconds = step_seconds;

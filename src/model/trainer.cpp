@@ -128,8 +128,6 @@ void Trainer::prefetch_after(std::int64_t step, std::int64_t micro_step) {
   }
 }
 
-StepResult Trainer::step() { return step(false); }
-
 StepResult Trainer::step(bool queue_next) {
   QueuedStep current = ahead_ ? std::move(*ahead_) : queue_step(nullptr);
   ahead_.reset();

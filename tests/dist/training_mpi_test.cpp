@@ -256,7 +256,7 @@ TEST(DistributedTraining, ResumeContinuesExactly) {
 
 // Runs `body`, which must throw an Error on every rank; returns its message.
 template <class Body>
-std::string error_of(Body body) {
+std::string error_on_every_rank(Body body) {
   try {
     body();
   } catch (const Error& e) {
@@ -280,7 +280,7 @@ TEST(DistributedTraining, BadConfigurationsAreTheSameErrorOnEveryRank) {
   const int P = world()->size();
   const LongNetLMConfig config = test_config(DType::f32);
   auto step_with = [&](const BatchSource& data, Parallelism parallelism, SequenceOrder order) {
-    return error_of([&] {
+    return error_on_every_rank([&] {
       LongNetLM model(config, Device::cpu(), 5);
       Trainer trainer(model, data, training_config(), {world(), parallelism, order});
       trainer.step();
@@ -310,7 +310,7 @@ TEST(DistributedTraining, AFailureInOneRanksShareIsAnErrorOnEveryRank) {
   bad.targets.data<std::int32_t>()[(P - 1) * 8 + 3] = 99;
   const FixedBatches data(bad);
   for (Parallelism parallelism : {Parallelism::data, Parallelism::sequence}) {
-    const std::string message = error_of([&] {
+    const std::string message = error_on_every_rank([&] {
       LongNetLM model(config, Device::cpu(), 5);
       Trainer trainer(model, data, training_config(), {world(), parallelism, SequenceOrder::contiguous});
       trainer.step();
@@ -329,14 +329,14 @@ TEST(DistributedTraining, RanksConfiguredDifferentlyAreAnErrorOnEveryRank) {
   TrainingConfig t = training_config();
   if (world()->rank() == 1) t.lr *= 2;
   expect_error_everywhere(
-      error_of([&] {
+      error_on_every_rank([&] {
         Trainer trainer(model, data, t, {world(), Parallelism::data});
       }),
       "the training setup (model and training configuration, parallelism, batch shape): rank 1 differs from rank 0");
   // Parameters that drifted apart on one rank.
   Trainer trainer(model, data, training_config(), {world(), Parallelism::data});
   if (world()->rank() == 1) model.parameters().front()->value.data<float>()[0] += 1e-3f;
-  expect_error_everywhere(error_of([&] { trainer.verify_replicas(); }),
+  expect_error_everywhere(error_on_every_rank([&] { trainer.verify_replicas(); }),
                           "the parameters and optimizer state: rank 1 differs from rank 0");
 }
 

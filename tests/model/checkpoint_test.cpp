@@ -35,16 +35,6 @@ class CheckpointTest : public ::testing::Test {
   static void write(const std::filesystem::path& p, const std::string& bytes) {
     std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
   }
-  // The error message of f(), or "" when it does not throw.
-  template <class F>
-  static std::string error_of(F&& f) {
-    try {
-      f();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  }
 
   std::filesystem::path dir_, path_;
 };

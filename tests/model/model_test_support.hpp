@@ -1,6 +1,9 @@
 // Tiny model configurations and helpers shared by the model tests.
 #pragma once
 
+#include <string>
+
+#include "longnet/core/error.hpp"
 #include "longnet/model/config.hpp"
 #include "longnet/model/data.hpp"
 
@@ -39,5 +42,16 @@ class FixedBatches final : public model::BatchSource {
  private:
   model::Batch batch_;
 };
+
+// The error message of f(), or "" when it does not throw.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 }  // namespace longnet::testing

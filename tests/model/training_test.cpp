@@ -296,17 +296,6 @@ TEST(Training, ADivergedStepIsAnErrorAndChangesNothing) {
   EXPECT_EQ(trainer.steps_done(), 2);
 }
 
-// The error message of f(), or "" when it does not throw.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // Batches that differ from step to step (random tokens seeded by step and micro-step).
 class StepBatches final : public BatchSource {
  public:
@@ -318,10 +307,10 @@ class StepBatches final : public BatchSource {
   std::int64_t tokens_per_batch() const override { return 32; }
 };
 
-std::vector<Tensor> parameters_and_state(const LanguageModel& model, const Trainer& trainer) {
+std::vector<Tensor> parameters_and_state(const LanguageModel& model, Trainer& trainer) {
   std::vector<Tensor> out;
   for (const auto& p : model.parameters()) out.push_back(p->value.clone());
-  for (const auto& [name, tensor] : const_cast<Trainer&>(trainer).optimizer().state()) out.push_back(tensor.clone());
+  for (const auto& [name, tensor] : trainer.optimizer().state()) out.push_back(tensor.clone());
   return out;
 }
 

@@ -247,10 +247,8 @@ TEST_F(ModelKernelsCuda, LinearBiasGradientIsAColumnSum) {
 }
 
 // dweight and dbias in one backward (the training path): both gradients accumulate onto
-// what they held, for bf16, f32 and f64 and a dy with padded rows. In bf16 the bias
-// gradient comes from the dW GEMM's epilogue where cuBLASLt has an algorithm for it (the
-// training layer's shapes, the last two cases), else from the separate column sums; either
-// way a second run gives the same bits.
+// what they held, for bf16, f32 and f64, a dy with padded rows and the training layer's
+// shapes (the last two cases); a second run gives the same bits.
 TEST_F(ModelKernelsCuda, LinearWeightAndBiasGradientsTogether) {
   struct Case {
     std::int64_t rows, in, out, stride;

@@ -60,16 +60,15 @@ class Trainer {
   // and initial parameters.
   Trainer(LanguageModel& model, const BatchSource& data, TrainingConfig config, Distribution distribution = {});
 
-  StepResult step();  // loss, tokens and grad_norm are global
-  // The same, but with the next step queued before this one's result is read when
-  // `queue_next` (and there is a next step, and one process runs; otherwise as step()):
+  // One step; loss, tokens and grad_norm are global. With `queue_next` (and a next step, and
+  // one process), the next step is queued before this one's result is read:
   // the device goes from this step into the next without waiting for the host to read a
   // loss and queue again. The next call to step() finishes the step queued here. A step
   // queued ahead skips its update on the device when this one diverges, so a divergence
   // still changes nothing (the error is thrown here, and both steps are taken back). While
   // a step is queued ahead, evaluate(), save_checkpoint() and resume() refuse: a caller
   // that needs them passes false for the step before.
-  StepResult step(bool queue_next);
+  StepResult step(bool queue_next = false);
   bool step_queued_ahead() const { return ahead_.has_value(); }
   // Mean loss over validation batches 0 .. batches-1 (no dropout), weighted by tokens
   // (global when distributed: every rank returns the same value).

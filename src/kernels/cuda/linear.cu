@@ -17,7 +17,6 @@
 #include <cublasLt.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -88,9 +87,6 @@ struct Gemm {
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   bool accumulate = false;     // beta 1
   const void* bias = nullptr;  // epilogue bias (m elements of output_type), nullable
-  // Epilogue bias gradient (BGRADB): the n column sums of op(B) over k, written (not
-  // added) as n floats; nullable, never with `bias`.
-  float* bias_gradient = nullptr;
   const void* c_in = nullptr;  // C when it is not D (with accumulate), nullable
   std::int64_t ldc_in = 0;
 };
@@ -106,7 +102,7 @@ std::uint32_t alignment_of(const void* pointer) {
 
 using GemmKey = std::tuple<int, bool, bool, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                            std::int64_t, int, int, int, bool, bool, std::uint32_t, std::uint32_t, std::uint32_t,
-                           std::uint32_t, std::int64_t, std::uint32_t, std::uint32_t>;
+                           std::uint32_t, std::int64_t, std::uint32_t>;
 
 // Ranks in cuBLASLt's heuristic list measured faster than its first choice, for the GEMMs
 // of issue 5's training layer on one GPU model and cuBLASLt version
@@ -122,7 +118,6 @@ struct MeasuredRank {
   bool bias, c_in, accumulate;
   cudaDataType_t output_type;
   int rank;
-  bool bias_gradient = false;  // with the BGRADB epilogue (none measured yet)
 };
 constexpr char kH200[] = "NVIDIA H200", kH100[] = "NVIDIA H100 80GB HBM3";
 constexpr MeasuredRank kMeasuredRanks[] = {
@@ -153,7 +148,7 @@ int measured_rank(const std::string& device_name, const Gemm& g) {
     if (device_name == r.device && version == r.cublaslt_version && g.transpose_a == r.transpose_a &&
         g.transpose_b == r.transpose_b && g.m == r.m && g.n == r.n && g.k == r.k && (g.bias != nullptr) == r.bias &&
         (g.c_in != nullptr) == r.c_in && g.accumulate == r.accumulate && g.output_type == r.output_type &&
-        (g.bias_gradient != nullptr) == r.bias_gradient && g.operand_type == CUDA_R_16BF) {
+        g.operand_type == CUDA_R_16BF) {
       return r.rank;
     }
   }
@@ -166,7 +161,7 @@ struct CachedAlgorithm {
 };
 
 // Runs the GEMM; false (and nothing done) when cuBLASLt has no algorithm for it, which
-// only the bias and bias-gradient epilogues of unusual types (or a separate C) may meet.
+// only the bias epilogue of unusual types (or a separate C) may meet.
 bool run_gemm(const Gemm& g) {
   const int device = current_device();
   LtContext& context = lt_context(device);
@@ -182,14 +177,6 @@ bool run_gemm(const Gemm& g) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
     LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias));
-  } else if (g.bias_gradient) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BGRADB;
-    const cudaDataType_t bias_type = CUDA_R_32F;
-    LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-    LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias_gradient,
-                                                 sizeof g.bias_gradient));
-    LONGNET_CHECK(
-        cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
   }
   Layout la, lb, lc, lc_in;
   LONGNET_CHECK(cublasLtMatrixLayoutCreate(&la.layout, g.operand_type,
@@ -209,7 +196,6 @@ bool run_gemm(const Gemm& g) {
 
   const std::uint32_t align_a = alignment_of(g.a), align_b = alignment_of(g.b), align_c = alignment_of(g.c);
   const std::uint32_t align_bias = g.bias ? alignment_of(g.bias) : 256;
-  const std::uint32_t align_bias_gradient = g.bias_gradient ? alignment_of(g.bias_gradient) : 0;
   const std::uint32_t align_c_in = g.c_in ? alignment_of(g.c_in) : 0;
   const GemmKey key{device,
                     g.transpose_a,
@@ -230,8 +216,7 @@ bool run_gemm(const Gemm& g) {
                     align_c,
                     align_bias,
                     g.c_in ? g.ldc_in : -1,
-                    align_c_in,
-                    align_bias_gradient};
+                    align_c_in};
   static std::mutex mutex;
   static std::map<GemmKey, CachedAlgorithm> algorithms;
   CachedAlgorithm chosen;
@@ -268,8 +253,8 @@ bool run_gemm(const Gemm& g) {
     }
   }
   if (!chosen.supported) {
-    require(g.bias != nullptr || g.c_in != nullptr || g.bias_gradient != nullptr,
-            "linear on CUDA: cuBLASLt offers no algorithm for a ", g.m, " x ", g.n, " x ", g.k, " GEMM of these types");
+    require(g.bias != nullptr || g.c_in != nullptr, "linear on CUDA: cuBLASLt offers no algorithm for a ", g.m, " x ",
+            g.n, " x ", g.k, " GEMM of these types");
     return false;
   }
   const double alpha64 = 1.0, beta64 = g.accumulate ? 1.0 : 0.0;
@@ -315,12 +300,6 @@ __global__ void add_rows_kernel(T* y, std::int64_t rows, std::int64_t columns, s
     T& out = y[(i / columns) * row_stride + i % columns];
     out = from_compute<T>(to_compute(out) + to_compute(x[(i / columns) * x_row_stride + i % columns]));
   }
-}
-
-// out[i] += in[i]: the bias gradient the GEMM's epilogue wrote, added to what dbias held.
-__global__ void add_floats_kernel(float* out, const float* in, std::int64_t count) {
-  begin_dependent_kernel();
-  LONGNET_GRID_STRIDE(i, count) out[i] += in[i];
 }
 
 template <class T>
@@ -415,7 +394,6 @@ void backward(const LinearParams& p) {
       run_gemm(g);
     }
   }
-  bool bias_summed = false;
   if (p.dweight && p.in_features > 0 && p.out_features > 0) {
     Gemm g;
     g.transpose_b = true;
@@ -432,32 +410,9 @@ void backward(const LinearParams& p) {
     g.output_type = GemmTypes<C>::type;
     g.compute = GemmTypes<T>::compute;
     g.accumulate = true;
-    // bf16 (training): the bias gradient in the dW GEMM's epilogue, which sums dy's columns
-    // from the tiles it loads anyway, instead of a pass over dy of its own (~0.07 ms for
-    // 32768 x 3072 on an H100). The epilogue writes; dbias accumulates, so it goes through
-    // a scratch vector. Without an algorithm for it, the separate column sums below.
-    Tensor bias_gradient;
-    // Opt-in (LONGNET_BIAS_GRAD_EPILOGUE=1): its first H200 run (2026-12-05) took the step
-    // from 64.4-65.5 to 67.1 ms with the column-sum cost unchanged; to be measured apart.
-    static const bool epilogue_wanted = [] {
-      const char* v = std::getenv("LONGNET_BIAS_GRAD_EPILOGUE");
-      return v != nullptr && std::string(v) == "1";
-    }();
-    if (std::is_same_v<T, __nv_bfloat16> && p.dbias && epilogue_wanted) {
-      bias_gradient = Tensor::empty({p.out_features}, DType::f32, Device::cuda(current_device()));
-      g.bias_gradient = bias_gradient.data<float>();
-      bias_summed = run_gemm(g);
-      g.bias_gradient = nullptr;
-    }
-    if (bias_summed) {
-      launch_model(add_floats_kernel, grid_for(p.out_features), kThreads, 0, current_cuda_stream(),
-                   static_cast<float*>(p.dbias), bias_gradient.data<float>(), p.out_features);
-      check_launch();
-    } else {
-      run_gemm(g);
-    }
+    run_gemm(g);
   }
-  if (p.dbias && p.out_features > 0 && !bias_summed) {
+  if (p.dbias && p.out_features > 0) {
     // dy (rows, out) read once in 16-byte packs: at 3 TB/s, 17 us for 32768 x 768 bf16.
     accumulate_column_sums(static_cast<const T*>(p.dy), p.rows, p.out_features, p.dy_row_stride,
                            static_cast<C*>(p.dbias), current_cuda_stream());
