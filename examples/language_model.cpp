@@ -59,8 +59,11 @@ int main() {
     training.warmup_steps = 40;
     model::Trainer trainer(lm, data, training);
     const double initial_loss = trainer.evaluate(/*batches=*/4);
-    while (trainer.steps_done() < training.steps) {
-      const model::StepResult r = trainer.step();  // loss, learning rate, gradient norm, tokens
+    // step(true): the next step is queued before this one's loss is read (on a GPU the device
+    // then never waits for the host); none is queued past the last step, so the checkpoint
+    // below finds nothing queued ahead.
+    while (trainer.step_queued_ahead() || trainer.steps_done() < training.steps) {
+      const model::StepResult r = trainer.step(true);  // loss, learning rate, gradient norm, tokens
       if ((r.step + 1) % 100 == 0) {
         std::cout << "step " << r.step + 1 << ": loss " << std::fixed << std::setprecision(3) << r.loss
                   << ", lr " << std::scientific << std::setprecision(2) << r.lr << ", grad norm " << std::fixed
