@@ -32,4 +32,9 @@ Tensor gradient_target(const Tensor& given, const Tensor& like, const char* name
 // The rotary maps of AttentionBackwardOptions need even head dims and positive bases.
 void validate_gradient_rotations(const AttentionBackwardOptions& options, std::int64_t head_dim);
 
+// AttentionBackwardOptions::gradient_column_sums: contiguous ((H + 2 Hk) D) in the
+// accumulation dtype on the gradients' device, and gradients that lie as (B N, heads D)
+// matrices.
+void validate_gradient_column_sums(const Tensor& sums, const AttentionGradients& grads);
+
 }  // namespace longnet::attention_calls

@@ -171,6 +171,10 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
   p.dv = row_tensor(grads.dv);
   p.dq_rotary = options.dq_rotary;
   p.dk_rotary = options.dk_rotary;
+  if (options.gradient_column_sums.defined()) {
+    attention_calls::validate_gradient_column_sums(options.gradient_column_sums, grads);
+    p.gradient_column_sums = options.gradient_column_sums.data();
+  }
   if (backend == Backend::cuda) {
     kernels::dilated_attention_backward_cuda(p);
   } else {

@@ -206,12 +206,13 @@ Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory,
 // gradients of the projections' outputs, (B, N, heads, D) each, written into dq, dk, dv
 // where they are defined on entry (slices of a fused qkv gradient), else new tensors.
 Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv,
-                                                          BiasGradient out_proj_bias) {
+                                                          BiasGradient out_proj_bias, Tensor* qkv_column_sums) {
   require(attention_.out.defined(), "MultiheadDilatedAttention: backward called before forward");
   Tensor dout = out_proj_.backward(dy, out_proj_bias);
   if (inner_attn_ln_) dout = inner_attn_ln_->backward(dout);
   const Tensor& out = attention_.out;
   const Tensor dattention = dout.view({out.size(0), out.size(1), out.size(2), out.size(3)});
+  require(!sharded_ || qkv_column_sums == nullptr, "backward_to_projections: sharded gradients are not summed here");
   if (sharded_) {
     const AttentionGradients g = sequence_parallel_->backward(dattention);  // collective
     dq = encode_positions(g.dq, false, /*transpose=*/true, dq);
@@ -237,6 +238,7 @@ Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tens
     options.dk_rotary = &k_map;
   }
   options.dq = dq, options.dk = dk, options.dv = dv;
+  if (qkv_column_sums) options.gradient_column_sums = *qkv_column_sums;
   const AttentionGradients g = dilated_attention_backward(attention, q_, k_, v_, attention_, dattention, options);
   dq = g.dq, dk = g.dk, dv = g.dv;
   return dout;
@@ -257,8 +259,11 @@ Tensor MultiheadDilatedAttention::backward(const Tensor& dy, BiasGradient out_pr
     const std::int64_t B = q.size(0), N = q.size(1), H = config_.heads, Hk = config_.key_value_heads();
     const Tensor dqkv = Tensor::empty({B, N, H + 2 * Hk, config_.head_dim()}, q.dtype(), q.device());
     dq = dqkv.slice(2, 0, H), dk = dqkv.slice(2, H, H + Hk), dv = dqkv.slice(2, H + Hk, H + 2 * Hk);
-    backward_to_projections(dy, dq, dk, dv, out_proj_bias);
-    return fused->backward(dqkv.view({B, N, -1}));
+    // The attention sums the fused bias gradient as it writes dqkv (a pass over dqkv fewer).
+    Tensor* bias_gradient = fused->bias() && !sharded_ ? &fused->bias()->grad : nullptr;
+    backward_to_projections(dy, dq, dk, dv, out_proj_bias, bias_gradient);
+    return fused->backward(dqkv.view({B, N, -1}),
+                           bias_gradient ? BiasGradient::summed_by_caller : BiasGradient::compute);
   }
   backward_to_projections(dy, dq, dk, dv, out_proj_bias);
   const std::int64_t B = dq.size(0), N = dq.size(1);

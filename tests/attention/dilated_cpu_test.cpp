@@ -364,6 +364,74 @@ TEST(DilatedAttentionCpu, GradientsAreWrittenIntoTheCallersTensors) {
   EXPECT_THROW((void)dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, wrong), Error);
 }
 
+// AttentionBackwardOptions::gradient_column_sums: the column sums of [dq | dk | dv] as
+// returned (after the rotary maps), added to what the tensor holds; the gradients are those
+// of a call without it, bit for bit; new tensors and slices of one fused gradient; every
+// dtype; a tensor of the wrong shape or dtype, or gradients that are not (B N, heads D)
+// matrices, are refused by name.
+TEST(DilatedAttentionCpu, GradientColumnSumsAddTheReturnedGradientsColumns) {
+  using kernels::DilatedMode;
+  DilatedProblem batched = edge_problem(45, 4, 2, {{16, 1}, {45, 2}}, DilatedMode::longnet, true);
+  batched.batch = 3;
+  const DilatedProblem problems[] = {batched, edge_problem(60, 4, 4, {{20, 2}, {60, 3}}, DilatedMode::head_groups, false)};
+  for (const DilatedProblem& p : problems) {
+    for (const DType dtype : {DType::f64, DType::f32, DType::bf16}) {
+      for (const bool into_fused : {false, true}) {
+        SCOPED_TRACE(str(describe(p), " ", dtype_name(dtype), into_fused ? " into one fused gradient" : ""));
+        const ProblemTensors t = random_tensors(p, 6, dtype);
+        const DilatedAttentionConfig config = config_of(p);
+        kernels::RotaryParams q_map, k_map;
+        k_map.downscale = true;
+        AttentionBackwardOptions options;
+        if (dtype != DType::bf16) options.dq_rotary = &q_map, options.dk_rotary = &k_map;  // CPU maps: f32, f64
+        const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+        const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+        const std::int64_t H = p.heads, Hk = p.kv_heads, columns = (H + 2 * Hk) * p.head_dim;
+        if (into_fused) {
+          const Tensor fused = Tensor::zeros({p.batch, p.seq_len, H + 2 * Hk, p.head_dim}, dtype);
+          options.dq = fused.slice(2, 0, H), options.dk = fused.slice(2, H, H + Hk);
+          options.dv = fused.slice(2, H + Hk, H + 2 * Hk);
+        }
+        const DType sums_dtype = dtype == DType::f64 ? DType::f64 : DType::f32;
+        options.gradient_column_sums = Tensor::full({columns}, 0.25, sums_dtype);
+        const AttentionGradients g = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+        EXPECT_EQ(g.dq.to_vector<double>(), plain.dq.to_vector<double>());
+        EXPECT_EQ(g.dk.to_vector<double>(), plain.dk.to_vector<double>());
+        EXPECT_EQ(g.dv.to_vector<double>(), plain.dv.to_vector<double>());
+        const std::vector<double> expected = gradient_column_sums(g.dq, g.dk, g.dv);
+        const std::vector<double> actual = options.gradient_column_sums.to_vector<double>();
+        ASSERT_EQ(actual.size(), expected.size());
+        const double tolerance = dtype == DType::f64 ? 1e-12 : 1e-5;
+        for (std::size_t c = 0; c < expected.size(); ++c) {
+          EXPECT_NEAR(actual[c], 0.25 + expected[c], tolerance * (1 + std::abs(expected[c]))) << "column " << c;
+        }
+      }
+    }
+  }
+  const DilatedProblem p = problems[0];
+  const ProblemTensors t = random_tensors(p, 7);
+  const DilatedAttentionConfig config = config_of(p);
+  const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+  const std::int64_t columns = (p.heads + 2 * p.kv_heads) * p.head_dim;
+  const auto expect_refused = [&](const AttentionBackwardOptions& options, const std::string& words) {
+    try {
+      (void)dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+      ADD_FAILURE() << "no error; expected one naming " << words;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  AttentionBackwardOptions wrong;
+  wrong.gradient_column_sums = Tensor::zeros({columns - 1}, DType::f32);
+  expect_refused(wrong, "gradient_column_sums has shape (" + std::to_string(columns - 1));
+  wrong.gradient_column_sums = Tensor::zeros({columns}, DType::f64);  // f32 inputs: f32 sums
+  expect_refused(wrong, "gradient_column_sums has shape");
+  wrong.gradient_column_sums = Tensor::zeros({columns}, DType::f32);
+  const Tensor heads_apart = Tensor::zeros({p.batch, p.seq_len, p.heads, 2 * p.head_dim}, DType::f32);
+  wrong.dq = heads_apart.slice(3, 0, p.head_dim);
+  expect_refused(wrong, "the dq to write into has strides");
+}
+
 TEST(DilatedAttentionCpu, OperatorAndFactory) {
   const DilatedProblem p = edge_problem(40, 2, 2, {{16, 1}, {32, 2}}, kernels::DilatedMode::longnet, false);
   const ProblemTensors t = random_tensors(p, 3);

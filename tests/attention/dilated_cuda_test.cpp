@@ -371,6 +371,74 @@ TEST(DilatedAttentionCuda, GradientsAreWrittenIntoStridedTargets) {
   }
 }
 
+// AttentionBackwardOptions::gradient_column_sums on CUDA (a fused qkv projection's bias
+// gradient): the conversion of the fp32 accumulators sums what it writes (16-bit
+// gradients: GQA and accumulated dK, dK stored by the first LongNet pattern, head dims 64
+// and 128, batches whose 32-row chunks straddle two sequences); other paths sum the
+// written gradients after (dK, dV written directly, the SIMT kernels, f32). The sums equal
+// the returned gradients' columns summed in double and add to what the tensor held; the
+// gradients are a call's without it (deterministic mode: bitwise where the conversion is
+// the same kernel); a second call gives the same bits.
+TEST(DilatedAttentionCuda, GradientColumnSumsAddTheWrittenGradientsColumns) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  DilatedProblem batched = edge(300, 4, 2, 64, {{64, 1}, {128, 2}}, DilatedMode::longnet, true);  // GQA
+  batched.batch = 2;
+  DilatedProblem wide = edge(200, 2, 2, 128, {{64, 1}, {200, 2}}, DilatedMode::longnet, true);
+  wide.batch = 2;
+  const DilatedProblem cases[] = {
+      batched,
+      edge(300, 4, 4, 64, {{64, 1}, {300, 3}}, DilatedMode::longnet, true),       // first pattern stores dK
+      wide,                                                                         // 64 rotary pairs
+      edge(256, 4, 4, 32, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false),  // dK written directly
+      edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false),         // SIMT, head dim 6
+  };
+  for (const DilatedProblem& p : cases) {
+    for (const DType dtype : {DType::bf16, DType::f16, DType::f32}) {
+      for (const bool into_fused : {false, true}) {
+        SCOPED_TRACE(str(describe(p), " batch ", p.batch, " ", dtype_name(dtype), into_fused ? " into one fused" : ""));
+        const ProblemTensors t = on(random_tensors(p, 21, dtype), kGpu);
+        DilatedAttentionConfig config = config_of(p);
+        config.deterministic = true;
+        kernels::RotaryParams q_map, k_map;
+        q_map.position_start = k_map.position_start = 1000;
+        k_map.downscale = true;
+        AttentionBackwardOptions options;
+        // f16 gradients the conversion does not rotate (dK written directly in head-groups
+        // mode, the SIMT head dims) would need the rotary kernel after, which takes bf16,
+        // f32 and f64.
+        const bool rotated_after = p.mode == DilatedMode::head_groups || p.head_dim % 8 != 0;
+        if (dtype != DType::f16 || !rotated_after) options.dq_rotary = &q_map, options.dk_rotary = &k_map;
+        const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+        const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+        const std::int64_t H = p.heads, Hk = p.kv_heads, columns = (H + 2 * Hk) * p.head_dim;
+        if (into_fused) {
+          const Tensor fused = Tensor::zeros({p.batch, p.seq_len, H + 2 * Hk, p.head_dim}, dtype, kGpu);
+          options.dq = fused.slice(2, 0, H), options.dk = fused.slice(2, H, H + Hk);
+          options.dv = fused.slice(2, H + Hk, H + 2 * Hk);
+        }
+        options.gradient_column_sums = Tensor::full({columns}, 0.25, DType::f32, kGpu);
+        const AttentionGradients g = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+        // The summing conversion rotates with the same factors, its own instructions: at
+        // most a last-bit difference in a few 16-bit values.
+        const double tolerance = dtype == DType::f32 ? 0.0 : 1e-3;
+        EXPECT_LE(relative_l2_error(g.dq, plain.dq), tolerance) << "dq";
+        EXPECT_LE(relative_l2_error(g.dk, plain.dk), tolerance) << "dk";
+        EXPECT_EQ(g.dv.to_vector<float>(), plain.dv.to_vector<float>()) << "dv";
+        const std::vector<double> expected = gradient_column_sums(g.dq, g.dk, g.dv);
+        const std::vector<float> actual = options.gradient_column_sums.to_vector<float>();
+        ASSERT_EQ(actual.size(), expected.size());
+        for (std::size_t c = 0; c < expected.size(); ++c) {
+          EXPECT_NEAR(actual[c], 0.25 + expected[c], 1e-4 * (1 + std::abs(expected[c]))) << "column " << c;
+        }
+        options.gradient_column_sums = Tensor::full({columns}, 0.25, DType::f32, kGpu);
+        (void)dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+        EXPECT_EQ(options.gradient_column_sums.to_vector<float>(), actual) << "a second call";
+      }
+    }
+  }
+}
+
 TEST(DilatedAttentionCuda, StridedInputsAreReadInPlace) {
   SKIP_WITHOUT_GPU();
   const DilatedProblem p = edge(300, 4, 2, 64, {{128, 2}, {256, 4}}, kernels::DilatedMode::longnet, true);

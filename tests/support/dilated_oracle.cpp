@@ -12,6 +12,17 @@ namespace longnet::testing {
 
 using kernels::DilatedMode;
 
+std::vector<double> gradient_column_sums(const Tensor& dq, const Tensor& dk, const Tensor& dv) {
+  std::vector<double> sums;
+  for (const Tensor* gradient : {&dq, &dk, &dv}) {
+    const std::vector<double> values = gradient->to(DType::f64).to(Device::cpu()).contiguous().to_vector<double>();
+    const std::size_t columns = static_cast<std::size_t>(gradient->size(2) * gradient->size(3)), first = sums.size();
+    sums.resize(first + columns, 0.0);
+    for (std::size_t i = 0; i < values.size(); ++i) sums[first + i % columns] += values[i];
+  }
+  return sums;
+}
+
 double dilated_output_scale(const DilatedProblem& problem) {
   return problem.mode == DilatedMode::head_groups ? 1.0 / static_cast<double>(problem.patterns.size()) : 1.0;
 }

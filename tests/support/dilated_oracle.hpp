@@ -75,6 +75,11 @@ double max_abs_error(const Tensor& actual, const Tensor& expected);
 // magnitude), and at least DESIGN 5's 1e-3.
 double rounding_tolerance(const Tensor& expected, DType dtype);
 
+// The column sums of [dq | dk | dv] over batch and positions, in double, from the values
+// as they are (any dtype, device and strides): what AttentionBackwardOptions'
+// gradient_column_sums must add.
+std::vector<double> gradient_column_sums(const Tensor& dq, const Tensor& dk, const Tensor& dv);
+
 // M^T g for a contiguous (B, N, heads, D) gradient g and the rotary map `map` (its
 // transpose flag ignored), by the rotary kernel of g's device: the positional encoding's
 // backward as a separate pass, against which the attention's fused one is tested.

@@ -62,10 +62,19 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
 // - dq, dk, dv: tensors to write the gradients into instead of new ones (q's, k's and v's
 //   shapes, dtype and device, head dims contiguous, other strides free: e.g. slices of a
 //   fused qkv projection's gradient); they must not overlap the inputs.
+// - gradient_column_sums: a contiguous ((H + 2 Hk) D) tensor in the accumulation dtype
+//   (f64 for f64 inputs, f32 otherwise) on the inputs' device, to which the column sums of
+//   [dq | dk | dv] as returned (each position's gradient rows side by side, summed over
+//   batch and positions) are added: a fused q/k/v projection's bias gradient. On CUDA the
+//   conversion of the fp32 gradients sums them as it writes them, which saves a pass over
+//   the projection's output gradient; the sum takes the order of a Linear's bias gradient
+//   of that matrix (the same bits). The gradients (new or given) must then lie as
+//   (B N, heads D) matrices: head rows adjacent, batches N positions apart.
 struct AttentionBackwardOptions {
   const kernels::RotaryParams* dq_rotary = nullptr;
   const kernels::RotaryParams* dk_rotary = nullptr;
   Tensor dq, dk, dv;
+  Tensor gradient_column_sums;
 };
 AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k,
                                               const Tensor& v, const AttentionOutput& forward, const Tensor& dout,

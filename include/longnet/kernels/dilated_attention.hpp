@@ -58,6 +58,12 @@ struct DilatedAttentionParams {
   // fp32 accumulators are converted, which saves a pass over dq and one over dk.
   const RotaryParams* dq_rotary = nullptr;
   const RotaryParams* dk_rotary = nullptr;
+  // Backward, nullable: (H + 2 Hk) * D values in the accumulation dtype (f64 for f64, f32
+  // otherwise) on the gradients' device, += the column sums of [dq | dk | dv] as written
+  // (after the rotary maps), over batch and positions. dq, dk, dv must then be (B N,
+  // heads D) matrices (head_stride = D, batch_stride = N seq_stride). On CUDA: 32-row
+  // chunks summed in row order, then the chunks in a fixed order (a Linear's bias order).
+  void* gradient_column_sums = nullptr;
 };
 
 // Applies params' dq_rotary and dk_rotary to dq and dk in place (the backends call it

@@ -110,8 +110,11 @@ class MultiheadDilatedAttention final : public Module {
   // Into `out` (x's shape, any strides) when it is defined, else a new tensor (x itself
   // without an encoding).
   Tensor encode_positions(const Tensor& x, bool is_key, bool transpose, Tensor out = {}) const;
+  // qkv_column_sums (unsharded only): += the column sums of [dq | dk | dv], taken as the
+  // attention writes them (the fused projection's bias gradient).
   Tensor backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv,
-                                 BiasGradient out_proj_bias = BiasGradient::compute);
+                                 BiasGradient out_proj_bias = BiasGradient::compute,
+                                 Tensor* qkv_column_sums = nullptr);
 
   MultiheadDilatedAttentionConfig config_;
   std::unique_ptr<Linear> q_proj_, k_proj_, v_proj_, qkv_proj_;

@@ -17,6 +17,7 @@
 #include <cstdlib>
 
 #include "kernels/cuda/attention_driver.cuh"
+#include "kernels/cuda/gradient_conversion.cuh"
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilated_attention.hpp"
 
@@ -234,6 +235,14 @@ void backward(const DilatedAttentionParams& p) {
     cuda::launch_backward<Element>(l, l.tiles_per_segment, tensor_cores, stream);
     LONGNET_CHECK(cudaGetLastError());
   }
+  // With the gradients' column sums wanted (a fused q/k/v projection's bias gradient),
+  // one pass converts, rotates and sums where it can.
+  if constexpr (sizeof(Element) == 2) {
+    if (p.gradient_column_sums && cuda::gradients_summed_in_conversion<Element>(p, !direct_kv)) {
+      cuda::convert_gradients_summing<Element>(p, dq.data<float>(), dk.data<float>(), dv.data<float>(), stream);
+      return;
+    }
+  }
   // dq and dk through the positional encoding's transposed map (dq_rotary, dk_rotary) as
   // they are converted; what the conversion could not rotate (dK written by the kernels
   // themselves, head dims it does not take) the rotary kernel rotates after.
@@ -244,6 +253,7 @@ void backward(const DilatedAttentionParams& p) {
     cuda::convert_accumulator<Element, Compute>(dv, p.dv, B, N, Hk, D, stream);
   }
   rotate_attention_gradients_cuda(p, !dq_rotated, !dk_rotated);
+  if (p.gradient_column_sums) cuda::add_gradient_column_sums<Element>(p, stream);
 }
 
 template <class Element>

@@ -1,13 +1,15 @@
 // Shared pieces of the CUDA model kernels (layer norm, GELU, embedding, cross-entropy,
 // dropout, AdamW, gradient norm, rotary, linear, add, dilated decode): the current device
 // and stream, grid sizes for grid-stride loops, dtype dispatch (f32, f64, and bf16 for
-// activations, which compute in f32: Compute<T>), 16-byte packed loads for the
+// activations, which compute in f32: Compute<T>; f16 likewise where the attention
+// gradients need it), 16-byte packed loads for the
 // bandwidth-bound elementwise kernels, warp/block sums and two-pass column sums. Every
 // reduction here runs in a fixed order (no atomics), so results are reproducible run to
 // run, as on the CPU.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -97,6 +99,10 @@ template <>
 struct ComputeType<__nv_bfloat16> {
   using type = float;
 };
+template <>  // f16 (the attention gradients' column sums): as bf16
+struct ComputeType<__half> {
+  using type = float;
+};
 template <class T>
 using Compute = typename ComputeType<T>::type;
 
@@ -104,6 +110,8 @@ template <class T>
 __device__ __forceinline__ Compute<T> to_compute(T value) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     return __bfloat162float(value);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __half2float(value);
   } else {
     return value;
   }
@@ -113,6 +121,8 @@ template <class T>
 __device__ __forceinline__ T from_compute(Compute<T> value) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     return __float2bfloat16_rn(value);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __float2half_rn(value);
   } else {
     return value;
   }
