@@ -55,13 +55,13 @@ void validate_gradient_column_sums(const Tensor& sums, const AttentionGradients&
   const Tensor& dq = grads.dq;
   const std::int64_t columns = (dq.size(2) + 2 * grads.dk.size(2)) * dq.size(3);
   const DType dtype = kernels::accumulation_dtype(dq.dtype());
-  require(sums.shape() == Shape{columns} && sums.dtype() == dtype && sums.device() == dq.device() &&
-              sums.is_contiguous(),
-          "gradient_column_sums has shape ", shape_to_string(sums.shape()), " (", dtype_name(sums.dtype()), ", ",
-          to_string(sums.device()), "): must be a contiguous (", columns, ") ", dtype_name(dtype), " tensor on ",
-          to_string(dq.device()), ", (heads + 2 kv_heads) * head_dim");
-  for (const auto& [gradient, name] : {std::pair<const Tensor&, const char*>{grads.dq, "dq"}, {grads.dk, "dk"},
-                                       {grads.dv, "dv"}}) {
+  require(
+      sums.shape() == Shape{columns} && sums.dtype() == dtype && sums.device() == dq.device() && sums.is_contiguous(),
+      "gradient_column_sums has shape ", shape_to_string(sums.shape()), " (", dtype_name(sums.dtype()), ", ",
+      to_string(sums.device()), "): must be a contiguous (", columns, ") ", dtype_name(dtype), " tensor on ",
+      to_string(dq.device()), ", (heads + 2 kv_heads) * head_dim");
+  for (const auto& [gradient, name] :
+       {std::pair<const Tensor&, const char*>{grads.dq, "dq"}, {grads.dk, "dk"}, {grads.dv, "dv"}}) {
     const bool heads_adjacent = gradient.size(2) == 1 || gradient.stride(2) == gradient.size(3);
     const bool batches_adjacent = gradient.size(0) == 1 || gradient.stride(0) == gradient.size(1) * gradient.stride(1);
     require(heads_adjacent && batches_adjacent, "gradient_column_sums: the ", name, " to write into has strides (",

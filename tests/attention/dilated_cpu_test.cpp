@@ -373,7 +373,8 @@ TEST(DilatedAttentionCpu, GradientColumnSumsAddTheReturnedGradientsColumns) {
   using kernels::DilatedMode;
   DilatedProblem batched = edge_problem(45, 4, 2, {{16, 1}, {45, 2}}, DilatedMode::longnet, true);
   batched.batch = 3;
-  const DilatedProblem problems[] = {batched, edge_problem(60, 4, 4, {{20, 2}, {60, 3}}, DilatedMode::head_groups, false)};
+  const DilatedProblem problems[] = {batched,
+                                     edge_problem(60, 4, 4, {{20, 2}, {60, 3}}, DilatedMode::head_groups, false)};
   for (const DilatedProblem& p : problems) {
     for (const DType dtype : {DType::f64, DType::f32, DType::bf16}) {
       for (const bool into_fused : {false, true}) {

@@ -389,7 +389,7 @@ TEST(DilatedAttentionCuda, GradientColumnSumsAddTheWrittenGradientsColumns) {
   const DilatedProblem cases[] = {
       batched,
       edge(300, 4, 4, 64, {{64, 1}, {300, 3}}, DilatedMode::longnet, true),       // first pattern stores dK
-      wide,                                                                         // 64 rotary pairs
+      wide,                                                                       // 64 rotary pairs
       edge(256, 4, 4, 32, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false),  // dK written directly
       edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false),         // SIMT, head dim 6
   };

@@ -113,8 +113,7 @@ class MultiheadDilatedAttention final : public Module {
   // qkv_column_sums (unsharded only): += the column sums of [dq | dk | dv], taken as the
   // attention writes them (the fused projection's bias gradient).
   Tensor backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv,
-                                 BiasGradient out_proj_bias = BiasGradient::compute,
-                                 Tensor* qkv_column_sums = nullptr);
+                                 BiasGradient out_proj_bias = BiasGradient::compute, Tensor* qkv_column_sums = nullptr);
 
   MultiheadDilatedAttentionConfig config_;
   std::unique_ptr<Linear> q_proj_, k_proj_, v_proj_, qkv_proj_;

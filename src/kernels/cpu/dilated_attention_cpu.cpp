@@ -161,7 +161,8 @@ void add_gradient_column_sums(const DilatedAttentionParams& p) {
     });
     for (std::int64_t c = 0; c < columns; ++c) {
       double total = 0;
-      for (std::int64_t chunk = 0; chunk < chunks; ++chunk) total += partial[static_cast<std::size_t>(chunk * columns + c)];
+      for (std::int64_t chunk = 0; chunk < chunks; ++chunk)
+        total += partial[static_cast<std::size_t>(chunk * columns + c)];
       sums[c] += static_cast<T>(total);
     }
     sums += columns;

@@ -49,7 +49,7 @@ struct GradientSums {
   int map_count = 0;
   std::int64_t rows = 0, seq_len = 0;  // rows = B N
   int head_dim = 0;
-  int first_quad[4] = {};  // gradient i's columns are quads [first_quad[i], first_quad[i + 1])
+  int first_quad[4] = {};    // gradient i's columns are quads [first_quad[i], first_quad[i + 1])
   float* partial = nullptr;  // (chunks, columns): each chunk's column sums
 };
 
