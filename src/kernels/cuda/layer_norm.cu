@@ -154,23 +154,32 @@ __device__ __forceinline__ void team_sum2(C& a, C& b, C* shared, bool one_warp) 
   b = warp_sum(lane < warps ? shared[32 + lane] : C(0));
 }
 
-template <class T, int P, bool kGelu>
+// kTeams = 1: the block is the team of each row. kTeams > 1 (rows of one warp): each of
+// the block's kTeams warps takes its own rows, so an SM holds 64 warps' rows instead of
+// the 32 one-warp blocks it can hold (48 KB of 768-column bf16 loads in flight).
+template <class T, int P, bool kGelu, int kTeams>
 __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParams p) {
   begin_dependent_kernel();
   using C = Compute<T>;
   constexpr int N = kGroupsPerThread;
   __shared__ C shared[32];
+  const int t = kTeams > 1 ? static_cast<int>(threadIdx.x % 32) : static_cast<int>(threadIdx.x);
+  const int team_threads = kTeams > 1 ? 32 : static_cast<int>(blockDim.x);
+  const std::int64_t first_row = kTeams > 1 ? blockIdx.x * static_cast<std::int64_t>(kTeams) + threadIdx.x / 32
+                                            : static_cast<std::int64_t>(blockIdx.x);
+  const std::int64_t row_step = static_cast<std::int64_t>(gridDim.x) * kTeams;
   const std::int64_t groups = p.columns / P;
   const C* weight = static_cast<const C*>(p.weight);
   const C* bias = static_cast<const C*>(p.bias);
   const C inverse_columns = C(1) / static_cast<C>(p.columns);
-  for (std::int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {  // uniform over the block
+  // Uniform over the team (kTeams = 1: the block; else the warp).
+  for (std::int64_t row = first_row; row < p.rows; row += row_step) {
     const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
     C v[N][P];
     C sum = 0;
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      const std::int64_t g = threadIdx.x + k * static_cast<std::int64_t>(blockDim.x);
+      const std::int64_t g = t + k * static_cast<std::int64_t>(team_threads);
       if (g < groups) {
         const Group<T, P> group = load_group<T, P>(x, g);
         for (int e = 0; e < P; ++e) {
@@ -179,19 +188,20 @@ __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParam
         }
       }
     }
-    const C mean = team_sum(sum, shared) * inverse_columns;
+    const C mean = (kTeams > 1 ? warp_sum(sum) : team_sum(sum, shared)) * inverse_columns;
     C squares = 0;
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      if (threadIdx.x + k * static_cast<std::int64_t>(blockDim.x) < groups) {
+      if (t + k * static_cast<std::int64_t>(team_threads) < groups) {
         for (int e = 0; e < P; ++e) squares += (v[k][e] - mean) * (v[k][e] - mean);
       }
     }
-    const C rstd = C(1) / sqrt(team_sum(squares, shared) * inverse_columns + static_cast<C>(p.eps));
+    const C total_squares = kTeams > 1 ? warp_sum(squares) : team_sum(squares, shared);
+    const C rstd = C(1) / sqrt(total_squares * inverse_columns + static_cast<C>(p.eps));
     T* out = static_cast<T*>(p.out) + row * p.out_row_stride;
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      const std::int64_t g = threadIdx.x + k * static_cast<std::int64_t>(blockDim.x);
+      const std::int64_t g = t + k * static_cast<std::int64_t>(team_threads);
       if (g < groups) {
         C w[P], b[P];
         load_weights<C, P>(weight, g, C(1), w);
@@ -200,7 +210,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParam
         store_group<T, P>(out, g, v[k]);
       }
     }
-    if (threadIdx.x == 0) {
+    if (t == 0) {
       static_cast<C*>(p.mean)[row] = mean;
       static_cast<C*>(p.rstd)[row] = rstd;
     }
@@ -639,8 +649,12 @@ unsigned row_grid(std::int64_t rows) { return static_cast<unsigned>(std::min<std
 
 template <class T, int P, bool kGelu>
 void forward(const LayerNormParams& p, cudaStream_t stream) {
-  if (const unsigned team = team_threads(p.columns / P)) {
-    launch_model(forward_kernel<T, P, kGelu>, row_grid(p.rows), team, 0, stream, p);
+  if (const unsigned team = team_threads(p.columns / P); team == 32) {
+    constexpr int kTeams = kMaxTeamThreads / 32;
+    launch_model(forward_kernel<T, P, kGelu, kTeams>, row_grid((p.rows + kTeams - 1) / kTeams), kTeams * 32, 0, stream,
+                 p);
+  } else if (team != 0) {
+    launch_model(forward_kernel<T, P, kGelu, 1>, row_grid(p.rows), team, 0, stream, p);
   } else {
     launch_model(streaming_forward_kernel<T, P, kGelu>, streaming_blocks(p.rows), kThreads, 0, stream, p);
   }
