@@ -64,7 +64,8 @@ Tensor LayerNorm::forward(const Tensor& x, kernels::LayerNormInput input) {
   return out;
 }
 
-Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in, Tensor* dx_column_sums) {
+Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in, Tensor* dx_column_sums,
+                           Tensor* segment_dots) {
   require(x_.defined(), weight_->name, ": backward called before forward");
   const Tensor& w = weight_->value;
   const DType dtype = weight_->compute_dtype();
@@ -85,6 +86,17 @@ Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in, Tens
     require_floating(*dx_column_sums, what.c_str(), kernels::accumulation_dtype(dtype), w.device());
     require(dx_column_sums->shape() == Shape{dim()} && dx_column_sums->is_contiguous(), what, " has shape ",
             shape_to_string(dx_column_sums->shape()), ": must be a contiguous ", shape_to_string({dim()}));
+  }
+  if (segment_dots) {
+    const std::string what = weight_->name + ": segment_dots";
+    require(input_ == kernels::LayerNormInput::identity, what, " of a gelu input: not supported");
+    require(x_.dim() == 3, what, " needs a (batch, seq_len, dim) input; it was ", shape_to_string(x_.shape()));
+    require_floating(*segment_dots, what.c_str(), kernels::accumulation_dtype(dtype), w.device());
+    const std::int64_t S = segment_dots->dim() == 3 ? segment_dots->size(1) : 0;
+    require(segment_dots->dim() == 3 && segment_dots->size(0) == x_.size(0) && segment_dots->size(2) == x_.size(1) &&
+                S > 0 && dim() % S == 0 && segment_dots->is_contiguous(),
+            what, " has shape ", shape_to_string(segment_dots->shape()), ": must be a contiguous (", x_.size(0),
+            ", S, ", x_.size(1), ") with S dividing ", dim());
   }
   Tensor dx = Tensor::empty(x_.shape(), dtype, w.device());
   kernels::LayerNormParams p;
@@ -110,6 +122,11 @@ Tensor LayerNorm::backward(const Tensor& dy_in, const Tensor* dresidual_in, Tens
   p.dweight = weight_->grad.data();
   p.dbias = bias_->grad.data();
   p.dx_column_sums = dx_column_sums ? dx_column_sums->data() : nullptr;
+  if (segment_dots) {
+    p.segment_dots = segment_dots->data();
+    p.segment_columns = dim() / segment_dots->size(1);
+    p.segment_rows_per_batch = x_.size(1);
+  }
   if (w.device().is_cuda()) {
     kernels::layer_norm_backward_cuda(p);
   } else {

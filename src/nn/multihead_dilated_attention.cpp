@@ -208,9 +208,15 @@ Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory,
 Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv,
                                                           BiasGradient out_proj_bias, Tensor* qkv_column_sums) {
   require(attention_.out.defined(), "MultiheadDilatedAttention: backward called before forward");
-  Tensor dout = out_proj_.backward(dy, out_proj_bias);
-  if (inner_attn_ln_) dout = inner_attn_ln_->backward(dout);
   const Tensor& out = attention_.out;
+  Tensor dout = out_proj_.backward(dy, out_proj_bias);
+  // The sub-LN's input is the attention's output: as it writes dout, its backward takes
+  // the attention's delta = rowsum(dout * out) per head (a pass over both fewer).
+  Tensor deltas;
+  if (inner_attn_ln_ && !sharded_) {
+    deltas = Tensor::empty({out.size(0), out.size(2), out.size(1)}, kernels::lse_dtype(out.dtype()), out.device());
+  }
+  if (inner_attn_ln_) dout = inner_attn_ln_->backward(dout, nullptr, nullptr, deltas.defined() ? &deltas : nullptr);
   const Tensor dattention = dout.view({out.size(0), out.size(1), out.size(2), out.size(3)});
   require(!sharded_ || qkv_column_sums == nullptr, "backward_to_projections: sharded gradients are not summed here");
   if (sharded_) {
@@ -239,6 +245,7 @@ Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tens
   }
   options.dq = dq, options.dk = dk, options.dv = dv;
   if (qkv_column_sums) options.gradient_column_sums = *qkv_column_sums;
+  options.output_deltas = deltas;
   const AttentionGradients g = dilated_attention_backward(attention, q_, k_, v_, attention_, dattention, options);
   dq = g.dq, dk = g.dk, dv = g.dv;
   return dout;

@@ -433,6 +433,46 @@ TEST(DilatedAttentionCpu, GradientColumnSumsAddTheReturnedGradientsColumns) {
   expect_refused(wrong, "the dq to write into has strides");
 }
 
+// AttentionBackwardOptions::output_deltas: given delta = rowsum(dout * out) (here in
+// double, rounded once), the gradients are the computed delta's to rounding; given wrong
+// ones, they change (the backward used them); a wrong shape or dtype is refused by name.
+TEST(DilatedAttentionCpu, GivenOutputDeltasReplaceTheComputedOnes) {
+  using kernels::DilatedMode;
+  DilatedProblem batched = edge_problem(45, 4, 2, {{16, 1}, {45, 2}}, DilatedMode::longnet, true);
+  batched.batch = 2;
+  for (const DilatedProblem& p :
+       {batched, edge_problem(60, 4, 4, {{20, 2}, {60, 3}}, DilatedMode::head_groups, false)}) {
+    for (const DType dtype : {DType::f64, DType::f32}) {
+      SCOPED_TRACE(str(describe(p), " ", dtype_name(dtype)));
+      const ProblemTensors t = random_tensors(p, 9, dtype);
+      const DilatedAttentionConfig config = config_of(p);
+      const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+      const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
+      AttentionBackwardOptions options;
+      options.output_deltas = output_deltas(f.out, t.dout, kernels::lse_dtype(dtype), Device::cpu());
+      const AttentionGradients given = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+      const double tolerance = dtype == DType::f64 ? 1e-12 : 1e-5;
+      EXPECT_LE(relative_l2_error(given.dq, plain.dq), tolerance);
+      EXPECT_LE(relative_l2_error(given.dk, plain.dk), tolerance);
+      EXPECT_EQ(given.dv.to_vector<double>(), plain.dv.to_vector<double>());  // dV takes no delta
+      options.output_deltas = Tensor::zeros({p.batch, p.heads, p.seq_len}, kernels::lse_dtype(dtype));
+      const AttentionGradients zeros = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+      EXPECT_GT(relative_l2_error(zeros.dq, plain.dq), 1e-3);
+    }
+  }
+  const DilatedProblem p = batched;
+  const ProblemTensors t = random_tensors(p, 9);
+  const AttentionOutput f = dilated_attention_forward(config_of(p), t.q, t.k, t.v);
+  AttentionBackwardOptions wrong;
+  wrong.output_deltas = Tensor::zeros({p.batch, p.seq_len, p.heads}, DType::f32);  // (B, N, H): transposed
+  try {
+    (void)dilated_attention_backward(config_of(p), t.q, t.k, t.v, f, t.dout, wrong);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("output_deltas has shape"), std::string::npos) << e.what();
+  }
+}
+
 TEST(DilatedAttentionCpu, OperatorAndFactory) {
   const DilatedProblem p = edge_problem(40, 2, 2, {{16, 1}, {32, 2}}, kernels::DilatedMode::longnet, false);
   const ProblemTensors t = random_tensors(p, 3);

@@ -439,6 +439,41 @@ TEST(DilatedAttentionCuda, GradientColumnSumsAddTheWrittenGradientsColumns) {
   }
 }
 
+// AttentionBackwardOptions::output_deltas on CUDA (bf16 LongNet and head-groups, f32
+// SIMT): the given deltas (double, rounded once) give the computed ones' gradients to a
+// rounding; zeros change them (they are used).
+TEST(DilatedAttentionCuda, GivenOutputDeltasReplaceTheComputedOnes) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  struct Case {
+    DilatedProblem problem;
+    DType dtype;
+  };
+  DilatedProblem batched = edge(300, 4, 2, 64, {{64, 1}, {128, 2}}, DilatedMode::longnet, true);
+  batched.batch = 2;
+  for (const Case& c : {Case{batched, DType::bf16},
+                        Case{edge(256, 4, 4, 64, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false), DType::bf16},
+                        Case{edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false), DType::f32}}) {
+    const DilatedProblem& p = c.problem;
+    SCOPED_TRACE(str(describe(p), " ", dtype_name(c.dtype)));
+    const ProblemTensors t = on(random_tensors(p, 23, c.dtype), kGpu);
+    DilatedAttentionConfig config = config_of(p);
+    config.deterministic = true;
+    const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+    const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
+    AttentionBackwardOptions options;
+    options.output_deltas = output_deltas(f.out, t.dout, DType::f32, kGpu);
+    const AttentionGradients given = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+    const double tolerance = c.dtype == DType::f32 ? 1e-5 : 4e-3;
+    EXPECT_LE(relative_l2_error(given.dq, plain.dq), tolerance) << "dq";
+    EXPECT_LE(relative_l2_error(given.dk, plain.dk), tolerance) << "dk";
+    EXPECT_EQ(given.dv.to_vector<float>(), plain.dv.to_vector<float>()) << "dv";
+    options.output_deltas = Tensor::zeros({p.batch, p.heads, p.seq_len}, DType::f32, kGpu);
+    const AttentionGradients zeros = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+    EXPECT_GT(relative_l2_error(zeros.dq, plain.dq), 1e-2) << "zero deltas";
+  }
+}
+
 TEST(DilatedAttentionCuda, StridedInputsAreReadInPlace) {
   SKIP_WITHOUT_GPU();
   const DilatedProblem p = edge(300, 4, 2, 64, {{128, 2}, {256, 4}}, kernels::DilatedMode::longnet, true);

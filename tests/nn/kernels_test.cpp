@@ -145,6 +145,61 @@ TEST(ModelKernels, LayerNormSumsTheColumnsOfDx) {
   }
 }
 
+// nn::LayerNorm's segment_dots (kernels/layer_norm.hpp): per (batch, segment, position)
+// the dot product of the returned gradient and the input over the segment's columns, in
+// (B, S, N) order — the attention backward's delta when the input is its output; the
+// gradients are those of a call without them; a gelu input or a wrong shape is refused.
+TEST(ModelKernels, LayerNormSegmentDotsAreTheGradientsDotTheInput) {
+  const std::int64_t B = 2, N = 5, C = 48;
+  for (const DType dtype : {DType::f64, DType::f32}) {
+    for (const std::int64_t S : {4, 3, 1}) {
+      for (const bool residual : {false, true}) {
+        SCOPED_TRACE(str(dtype_name(dtype), " segments ", S, residual ? " residual gradient" : ""));
+        ParameterOptions options;
+        options.dtype = options.compute_dtype = dtype;
+        LayerNorm norm("ln", C, 1e-5, options);
+        norm.parameters()[0]->value.copy_from(Tensor::randn({C}, 3));
+        const Tensor x = Tensor::randn({B, N, C}, 1, dtype), dy = Tensor::randn({B, N, C}, 2, dtype);
+        const Tensor dresidual = Tensor::randn({B, N, C}, 4, dtype);
+        (void)norm.forward(x);
+        const Tensor plain = norm.backward(dy, residual ? &dresidual : nullptr);
+        Tensor dots = Tensor::full({B, S, N}, 7.0, dtype);
+        const Tensor dx = norm.backward(dy, residual ? &dresidual : nullptr, nullptr, &dots);
+        EXPECT_EQ(dx.to_vector<double>(), plain.to_vector<double>());
+        const std::vector<double> dxv = dx.to_vector<double>(), xv = x.to_vector<double>(),
+                                  got = dots.to_vector<double>();
+        const std::int64_t width = C / S;
+        for (std::int64_t b = 0; b < B; ++b) {
+          for (std::int64_t s = 0; s < S; ++s) {
+            for (std::int64_t n = 0; n < N; ++n) {
+              double expected = 0, magnitude = 0;
+              for (std::int64_t c = s * width; c < (s + 1) * width; ++c) {
+                const auto i = static_cast<std::size_t>((b * N + n) * C + c);
+                expected += dxv[i] * xv[i];
+                magnitude += std::abs(dxv[i] * xv[i]);
+              }
+              EXPECT_NEAR(got[static_cast<std::size_t>((b * S + s) * N + n)], expected,
+                          (dtype == DType::f64 ? 1e-13 : 1e-6) * (1 + magnitude))
+                  << "b " << b << " segment " << s << " n " << n;
+            }
+          }
+        }
+      }
+    }
+  }
+  ParameterOptions options;
+  LayerNorm norm("ln", C, 1e-5, options);
+  const Tensor x = Tensor::randn({B, N, C}, 1), dy = Tensor::randn({B, N, C}, 2);
+  (void)norm.forward(x);
+  Tensor wrong = Tensor::zeros({B, 5, N}, DType::f32);  // 5 does not divide 48
+  EXPECT_THROW((void)norm.backward(dy, nullptr, nullptr, &wrong), Error);
+  Tensor transposed = Tensor::zeros({B, N, 4}, DType::f32);
+  EXPECT_THROW((void)norm.backward(dy, nullptr, nullptr, &transposed), Error);
+  (void)norm.forward(x, kernels::LayerNormInput::gelu);
+  Tensor dots = Tensor::zeros({B, 4, N}, DType::f32);
+  EXPECT_THROW((void)norm.backward(dy, nullptr, nullptr, &dots), Error);
+}
+
 TEST(ModelKernels, GeluIsTheErfForm) {
   const Tensor x = Tensor::from_vector<double>({-3.0, -1.0, -0.1, 0.0, 0.5, 2.0}, {6});
   Tensor out = Tensor::empty({6}, DType::f64);

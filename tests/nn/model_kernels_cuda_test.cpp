@@ -16,6 +16,7 @@
 #include "longnet/kernels/layer_norm.hpp"
 #include "longnet/kernels/linear.hpp"
 #include "longnet/kernels/rotary.hpp"
+#include "longnet/nn/layer_norm.hpp"
 #include "support/dilated_oracle.hpp"
 
 namespace longnet::testing {
@@ -401,6 +402,62 @@ TEST_F(ModelKernelsCuda, RotaryAtLongPositions) {
         return out.view({batch * seq, heads * head_dim});
       };
       expect_close(run(gpu, dtype), run(Device::cpu(), DType::f64), tolerance(dtype), "rotary");
+    }
+  }
+}
+
+// nn::LayerNorm's segment_dots on CUDA (the attention's delta): the backward kernel takes
+// them for one-warp rows whose segments are a power of two of 16-byte groups (bf16 768 =
+// 12 heads of 64, f32 256 = 4 of 64, bf16 128 = 2 of 64), a pass of their own otherwise
+// (bf16 segments of 48: six groups; rows of 1024: a team of two warps); with and without
+// the residual gradient. They equal the returned gradient dot the input in double; the
+// gradient is a call's without them, bit for bit.
+TEST_F(ModelKernelsCuda, LayerNormSegmentDotsAreTheGradientsDotTheInput) {
+  struct Case {
+    DType dtype;
+    std::int64_t columns, segments;
+  };
+  const std::int64_t B = 2, N = 67;
+  for (const Case& k : {Case{DType::bf16, 768, 12}, Case{DType::f32, 256, 4}, Case{DType::bf16, 128, 2},
+                        Case{DType::bf16, 768, 16}, Case{DType::bf16, 1024, 16}}) {
+    for (const bool residual : {false, true}) {
+      SCOPED_TRACE(str(dtype_name(k.dtype), " ", k.columns, " columns, ", k.segments, " segments",
+                       residual ? ", residual gradient" : ""));
+      nn::ParameterOptions options;
+      options.compute_dtype = k.dtype;
+      options.device = gpu;
+      nn::LayerNorm norm("ln", k.columns, 1e-5, options);
+      norm.parameters()[0]->value.copy_from(Tensor::randn({k.columns}, 3));
+      const Tensor x = random({B, N, k.columns}, 1, k.dtype).to(gpu, k.dtype);
+      const Tensor dy = random({B, N, k.columns}, 2, k.dtype).to(gpu, k.dtype);
+      const Tensor dresidual = random({B, N, k.columns}, 4, k.dtype).to(gpu, k.dtype);
+      (void)norm.forward(x);
+      const Tensor plain = norm.backward(dy, residual ? &dresidual : nullptr);
+      Tensor dots = Tensor::full({B, k.segments, N}, 7.0, DType::f32, gpu);
+      const Tensor dx = norm.backward(dy, residual ? &dresidual : nullptr, nullptr, &dots);
+      EXPECT_EQ(dx.to_vector<float>(), plain.to_vector<float>());
+      const std::vector<double> dxv = dx.to(Device::cpu(), DType::f64).to_vector<double>();
+      const std::vector<double> xv = x.to(Device::cpu(), DType::f64).to_vector<double>();
+      const std::vector<double> got = dots.to(Device::cpu(), DType::f64).to_vector<double>();
+      const std::int64_t width = k.columns / k.segments;
+      int wrong = 0;
+      for (std::int64_t b = 0; b < B; ++b) {
+        for (std::int64_t s = 0; s < k.segments; ++s) {
+          for (std::int64_t n = 0; n < N; ++n) {
+            double expected = 0, magnitude = 0;
+            for (std::int64_t c = s * width; c < (s + 1) * width; ++c) {
+              const auto i = static_cast<std::size_t>((b * N + n) * k.columns + c);
+              expected += dxv[i] * xv[i];
+              magnitude += std::abs(dxv[i] * xv[i]);
+            }
+            const double actual = got[static_cast<std::size_t>((b * k.segments + s) * N + n)];
+            if (!(std::abs(actual - expected) <= 1e-5 * (1 + magnitude)) && ++wrong <= 5) {
+              ADD_FAILURE() << "b " << b << " segment " << s << " n " << n << ": " << actual << " vs " << expected;
+            }
+          }
+        }
+      }
+      EXPECT_EQ(wrong, 0);
     }
   }
 }

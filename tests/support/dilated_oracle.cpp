@@ -12,6 +12,26 @@ namespace longnet::testing {
 
 using kernels::DilatedMode;
 
+Tensor output_deltas(const Tensor& out, const Tensor& dout, DType dtype, Device device) {
+  const std::int64_t B = out.size(0), N = out.size(1), H = out.size(2), D = out.size(3);
+  const std::vector<double> o = out.to(Device::cpu(), DType::f64).contiguous().to_vector<double>();
+  const std::vector<double> g = dout.to(Device::cpu(), DType::f64).contiguous().to_vector<double>();
+  std::vector<double> deltas(static_cast<std::size_t>(B * H * N), 0.0);
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t n = 0; n < N; ++n) {
+      for (std::int64_t h = 0; h < H; ++h) {
+        double sum = 0;
+        for (std::int64_t d = 0; d < D; ++d) {
+          const auto i = static_cast<std::size_t>(((b * N + n) * H + h) * D + d);
+          sum += o[i] * g[i];
+        }
+        deltas[static_cast<std::size_t>((b * H + h) * N + n)] = sum;
+      }
+    }
+  }
+  return Tensor::from_vector(deltas, {B, H, N}).to(device, dtype);
+}
+
 std::vector<double> gradient_column_sums(const Tensor& dq, const Tensor& dk, const Tensor& dv) {
   std::vector<double> sums;
   for (const Tensor* gradient : {&dq, &dk, &dv}) {

@@ -75,6 +75,10 @@ double max_abs_error(const Tensor& actual, const Tensor& expected);
 // magnitude), and at least DESIGN 5's 1e-3.
 double rounding_tolerance(const Tensor& expected, DType dtype);
 
+// delta = rowsum(dout * out) of every (b, h, n) in double, as a contiguous (B, H, N) tensor
+// of `dtype` on `device`: what AttentionBackwardOptions::output_deltas holds.
+Tensor output_deltas(const Tensor& out, const Tensor& dout, DType dtype, Device device);
+
 // The column sums of [dq | dk | dv] over batch and positions, in double, from the values
 // as they are (any dtype, device and strides): what AttentionBackwardOptions'
 // gradient_column_sums must add.

@@ -70,11 +70,16 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
 //   the projection's output gradient; the sum takes the order of a Linear's bias gradient
 //   of that matrix (the same bits). The gradients (new or given) must then lie as
 //   (B N, heads D) matrices: head rows adjacent, batches N positions apart.
+// - output_deltas: delta = rowsum(dout * out) of every (b, h, n), contiguous (B, H, N)
+//   in lse's dtype on the inputs' device, when the caller has it (nn::LayerNorm's
+//   segment_dots takes it as the sub-LayerNorm after the attention writes dout): the
+//   backward uses it instead of a pass over out and dout of its own.
 struct AttentionBackwardOptions {
   const kernels::RotaryParams* dq_rotary = nullptr;
   const kernels::RotaryParams* dk_rotary = nullptr;
   Tensor dq, dk, dv;
   Tensor gradient_column_sums;
+  Tensor output_deltas;
 };
 AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k,
                                               const Tensor& v, const AttentionOutput& forward, const Tensor& dout,

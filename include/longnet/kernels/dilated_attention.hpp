@@ -64,6 +64,9 @@ struct DilatedAttentionParams {
   // heads D) matrices (head_stride = D, batch_stride = N seq_stride). On CUDA: 32-row
   // chunks summed in row order, then the chunks in a fixed order (a Linear's bias order).
   void* gradient_column_sums = nullptr;
+  // Backward, nullable: delta = rowsum(dout * out), (B, H, N) in lse_dtype(dtype), given
+  // by the caller instead of computed.
+  const void* output_deltas = nullptr;
 };
 
 // Applies params' dq_rotary and dk_rotary to dq and dk in place (the backends call it

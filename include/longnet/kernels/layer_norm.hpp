@@ -21,11 +21,20 @@
 //   over the dx written (dresidual included) as stored, i.e. rounded to dtype, in a fixed
 //   order (on the CPU the Linear bias gradient's: the same bits). When dx is a Linear's
 //   output gradient (no dropout between), that is the Linear's bias gradient.
+// And one saves the attention backward a pass over its output and output gradient:
+// - segment_dots (backward, nullable; identity input only): for the segments of
+//   segment_columns consecutive columns (C a multiple of it), the dot products of dx as
+//   stored and x, sum_{c in segment s} dx[r,c] x[r,c], in accumulation_dtype(dtype), written
+//   to segment_dots[(r / B_rows) * S * B_rows + s * B_rows + r % B_rows] (S = C /
+//   segment_columns, B_rows = segment_rows_per_batch): the (B, H, N) layout. When x is an
+//   attention's output (B N, H D) and dx its gradient, that is the attention backward's
+//   delta = rowsum(dout * out) of every head (AttentionBackwardOptions::output_deltas).
 #pragma once
 
 #include <cstdint>
 
 #include "longnet/core/dtype.hpp"
+#include "longnet/core/error.hpp"
 #include "longnet/kernels/precision.hpp"
 
 namespace longnet::kernels {
@@ -57,7 +66,22 @@ struct LayerNormParams {
   void* dweight = nullptr;  // null when weight is
   void* dbias = nullptr;    // null when bias is
   void* dx_column_sums = nullptr;  // nullable
+  void* segment_dots = nullptr;    // nullable
+  std::int64_t segment_columns = 0, segment_rows_per_batch = 0;
 };
+
+// segment_dots' rule (the backends check it): identity input, segment_columns > 0
+// dividing C, segment_rows_per_batch > 0 dividing the rows; throws Error otherwise.
+inline void validate_segment_dots(const LayerNormParams& p) {
+  if (!p.segment_dots) return;
+  require(p.input == LayerNormInput::identity, "layer_norm_backward: segment_dots with a gelu input: not supported");
+  require(p.segment_columns > 0 && p.columns % p.segment_columns == 0,
+          "layer_norm_backward: segment_columns = ", p.segment_columns, ": must be positive and divide the ", p.columns,
+          " columns");
+  require(p.segment_rows_per_batch > 0 && p.rows % p.segment_rows_per_batch == 0,
+          "layer_norm_backward: segment_rows_per_batch = ", p.segment_rows_per_batch,
+          ": must be positive and divide the ", p.rows, " rows");
+}
 
 void layer_norm_forward_cpu(const LayerNormParams& p);
 void layer_norm_backward_cpu(const LayerNormParams& p);

@@ -22,7 +22,13 @@ class LayerNorm final : public Module {
   // returned gradient's column sums are added into it in the same pass, as stored
   // (kernels/layer_norm.hpp): a Linear bias gradient when dx is that Linear's output
   // gradient, which then skips its own pass (Linear::BiasGradient::summed_by_caller).
-  Tensor backward(const Tensor& dy, const Tensor* dresidual = nullptr, Tensor* dx_column_sums = nullptr);
+  // segment_dots (nullable; x of shape (B, N, dim), identity input): a (B, S, N) tensor in
+  // the accumulation dtype on the module's device, S dividing dim, written with the dot
+  // products of the returned gradient (as stored) and x over each of the S segments of
+  // dim / S columns: for an attention output x (heads side by side) the attention
+  // backward's delta (AttentionBackwardOptions::output_deltas), in the same pass.
+  Tensor backward(const Tensor& dy, const Tensor* dresidual = nullptr, Tensor* dx_column_sums = nullptr,
+                  Tensor* segment_dots = nullptr);
   Tensor infer(const Tensor& x, kernels::LayerNormInput input = kernels::LayerNormInput::identity) const;
 
   std::int64_t dim() const { return weight_->value.size(0); }

@@ -180,7 +180,10 @@ void backward(const DilatedAttentionParams& p) {
   const T alpha = static_cast<T>(output_scale(p));
 
   // delta = rowsum(dout o out) with the final output (DESIGN 2.3), and lse in T.
-  const Tensor delta_t = cpu::output_deltas<T>(out, dout, shape, H);
+  const Tensor delta_t =
+      p.output_deltas
+          ? Tensor::from_blob(const_cast<void*>(p.output_deltas), {B, H, N}, lse_dtype(p.dtype)).to(dtype_of<T>::value)
+          : cpu::output_deltas<T>(out, dout, shape, H);
   const Tensor lse_t = Tensor::from_blob(p.lse, {B, H, N}, lse_dtype(p.dtype)).to(dtype_of<T>::value);
   const T* delta = delta_t.data<T>();
 

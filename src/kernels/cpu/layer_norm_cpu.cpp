@@ -157,6 +157,18 @@ void backward(const LayerNormParams& p) {
         if (p.dx_column_sums) {
           for (std::int64_t c = 0; c < C; ++c) dx_sum[c] += dxr[c];
         }
+        if (p.segment_dots) {  // (B, S, N) order
+          const std::int64_t S = C / p.segment_columns, rows = p.segment_rows_per_batch;
+          T* dots = static_cast<T*>(p.segment_dots) + (r / rows) * S * rows + r % rows;
+          const T* xr = x + r * p.x_row_stride;
+          for (std::int64_t s = 0; s < S; ++s) {
+            double dot = 0;
+            for (std::int64_t c = s * p.segment_columns; c < (s + 1) * p.segment_columns; ++c) {
+              dot += static_cast<double>(dxr[c]) * xr[c];
+            }
+            dots[s * rows] = static_cast<T>(dot);
+          }
+        }
       }
     }
   });
@@ -181,6 +193,7 @@ void layer_norm_forward_cpu(const LayerNormParams& p) {
 }
 
 void layer_norm_backward_cpu(const LayerNormParams& p) {
+  validate_segment_dots(p);
   cpu::dispatch_float(p.dtype, "layer_norm_backward", [&](auto tag) { backward<decltype(tag)>(p); });
 }
 

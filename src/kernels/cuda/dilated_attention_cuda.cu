@@ -182,7 +182,9 @@ void backward(const DilatedAttentionParams& p) {
   const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, Hk = p.kv_heads, D = p.head_dim;
   const DType compute = dtype_of<Compute>::value;
 
-  const Tensor delta = cuda::output_deltas<Element, Compute>(p.out, p.dout, B, N, H, D, stream);
+  const Tensor delta = p.output_deltas ? Tensor::from_blob(const_cast<void*>(p.output_deltas), {B, H, N},
+                                                           dtype_of<Compute>::value, device)
+                                       : cuda::output_deltas<Element, Compute>(p.out, p.dout, B, N, H, D, stream);
   Tensor dq = Tensor::zeros({B, N, H, D}, compute, device);
   // Each key row has one contribution when every kv head serves one query head that uses
   // one pattern: the kernels then write dK, dV in the output dtype (no fp32 accumulators,

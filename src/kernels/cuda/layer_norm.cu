@@ -268,8 +268,15 @@ struct StagedRows {
 // and teams of 12 warps with a group a thread (64 registers) ran 0.41 (benchmarks.md,
 // 2026-12-04). dx's sums cost the staged 768-wide bf16 warp teams 14 registers (111 -> 125:
 // still four blocks an SM) and the staged GELU rows 31 (128 -> 159: three).
+// Plain warp-team rows (the sub-LayerNorm before the attention's output projection and the
+// layer's input norms) are held to 96 registers: five blocks an SM instead of four (111).
+template <bool kDxSums, int kTeams, bool kGelu>
+constexpr bool kFiveBlocks = kTeams > 1 && !kDxSums && !kGelu;
+
 template <class T, int P, bool kParameters, bool kDxSums, int kTeams, bool kGelu, int kStages>
-__global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
+__global__ void __launch_bounds__(kFiveBlocks<kDxSums, kTeams, kGelu> ? kTeams * 32 : kMaxTeamThreads,
+                                  kFiveBlocks<kDxSums, kTeams, kGelu> ? 5 : 0)
+    backward_kernel(LayerNormParams p, Compute<T>* partial) {
   begin_dependent_kernel();
   static_assert(kParameters || !kDxSums, "dx's column sums come with the parameters'");
   using C = Compute<T>;
@@ -428,6 +435,8 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     // dresidual is read here rather than with the row: held across the loop it cost the
     // d-wide kernel a block per SM (registers).
     const T* dresidual = p.dresidual ? static_cast<const T*>(p.dresidual) + row * p.dresidual_row_stride : nullptr;
+    constexpr bool kDots = !kGelu && !kDxSums && kWarpTeam;  // rows that may take segment_dots (fused_segment_dots)
+    C dots[kDots ? N : 1] = {};                              // this thread's part of each group's segment
 #pragma unroll
     for (int k = 0; k < N; ++k) {
       if (owned[k]) {
@@ -444,8 +453,26 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
           if constexpr (kGelu) d[e] *= slope[k][e];
           if (dresidual) d[e] += to_compute(residual.v[e]);
           if constexpr (kDxSums) dx_sums[k][e] += to_compute(from_compute<T>(d[e]));  // as stored
+          if constexpr (kDots) {
+            if (p.segment_dots) dots[k] += to_compute(from_compute<T>(d[e])) * to_compute(x_group.v[e]);
+          }
         }
         store_group<T, P>(dx, group_of(k), d);
+      }
+    }
+    if constexpr (kDots) {
+      // A segment's groups lie on `lanes` consecutive lanes of the (one-warp) team
+      // (fused_segment_dots): added across them, written by the first.
+      if (p.segment_dots) {
+        const int lanes = static_cast<int>(p.segment_columns / P);
+        const std::int64_t per_batch = p.segment_rows_per_batch, segments = p.columns / p.segment_columns;
+        C* row_dots = static_cast<C*>(p.segment_dots) + (row / per_batch) * segments * per_batch + row % per_batch;
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+          C dot = dots[k];
+          for (int offset = lanes / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+          if (owned[k] && rank % lanes == 0) row_dots[group_of(k) / lanes * per_batch] = dot;
+        }
       }
     }
     if constexpr (kStaged) {
@@ -744,6 +771,53 @@ void backward(const LayerNormParams& p, cudaStream_t stream) {
   }
 }
 
+// LayerNormParams::segment_dots in a pass of its own over dx and x, for what the backward
+// kernel does not take (fused_segment_dots): a warp per (row, segment).
+template <class T>
+__global__ void segment_dots_kernel(LayerNormParams p) {
+  begin_dependent_kernel();
+  using C = Compute<T>;
+  const std::int64_t segments = p.columns / p.segment_columns, per_batch = p.segment_rows_per_batch;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * blockDim.x / 32;
+  for (std::int64_t item = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
+       item < p.rows * segments; item += warps) {  // uniform over the warp
+    const std::int64_t row = item / segments, segment = item % segments;
+    const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
+    const T* dx = static_cast<const T*>(p.dx) + row * p.dx_row_stride;
+    C dot = 0;
+    for (std::int64_t c = segment * p.segment_columns + lane; c < (segment + 1) * p.segment_columns; c += 32) {
+      dot += to_compute(dx[c]) * to_compute(x[c]);
+    }
+    dot = warp_sum(dot);
+    if (lane == 0) {
+      static_cast<C*>(
+          p.segment_dots)[(row / per_batch) * segments * per_batch + segment * per_batch + row % per_batch] = dot;
+    }
+  }
+}
+
+// Whether the backward kernel of these rows (groups of P) takes segment_dots: one-warp
+// teams whose segments are a power of two of whole groups within the warp, without dx's
+// column sums (their registers and the dots' together cost the kernel a block an SM).
+template <int P, bool kGelu>
+bool fused_segment_dots(const LayerNormParams& p) {
+  const std::int64_t lanes = p.segment_columns / P;
+  return !kGelu && !p.dx_column_sums && team_threads(p.columns / P) == 32 && p.segment_columns % P == 0 &&
+         lanes <= 32 && (lanes & (lanes - 1)) == 0;
+}
+
+template <class T, int P, bool kGelu>
+void backward_with_dots(const LayerNormParams& p, cudaStream_t stream) {
+  if (!p.segment_dots || fused_segment_dots<P, kGelu>(p)) return backward<T, P, kGelu>(p, stream);
+  LayerNormParams rows = p;
+  rows.segment_dots = nullptr;
+  backward<T, P, kGelu>(rows, stream);
+  const std::int64_t items = p.rows * (p.columns / p.segment_columns);
+  launch_model(segment_dots_kernel<T>, grid_for(items * 32), kThreads, 0, stream, p);
+  check_launch();
+}
+
 // Calls body with std::true_type when the rows are GELU pre-activations.
 template <class Body>
 void with_input(const LayerNormParams& p, Body&& body) {
@@ -773,15 +847,16 @@ void layer_norm_forward_cuda(const LayerNormParams& p) {
 }
 
 void layer_norm_backward_cuda(const LayerNormParams& p) {
+  validate_segment_dots(p);
   if (p.rows == 0) return;
   dispatch_activation(p.dtype, "layer_norm_backward", [&](auto tag) {
     using T = decltype(tag);
     const cudaStream_t stream = current_cuda_stream();
     with_input(p, [&](auto gelu) {
       if (packed_rows<T>(p, true)) {
-        backward<T, kPack<T>, gelu.value>(p, stream);
+        backward_with_dots<T, kPack<T>, gelu.value>(p, stream);
       } else {
-        backward<T, 1, gelu.value>(p, stream);
+        backward_with_dots<T, 1, gelu.value>(p, stream);
       }
     });
   });
