@@ -71,4 +71,13 @@ void validate_gradient_column_sums(const Tensor& sums, const AttentionGradients&
   }
 }
 
+void validate_output_deltas(const Tensor& deltas, const Tensor& q) {
+  const Shape shape{q.size(0), q.size(2), q.size(1)};
+  const DType dtype = kernels::lse_dtype(q.dtype());
+  require(deltas.shape() == shape && deltas.dtype() == dtype && deltas.device() == q.device() && deltas.is_contiguous(),
+          "output_deltas has shape ", shape_to_string(deltas.shape()), " (", dtype_name(deltas.dtype()), ", ",
+          to_string(deltas.device()), "): must be a contiguous ", shape_to_string(shape), " ", dtype_name(dtype),
+          " tensor on ", to_string(q.device()), " (batch, heads, seq_len)");
+}
+
 }  // namespace longnet::attention_calls

@@ -37,4 +37,7 @@ void validate_gradient_rotations(const AttentionBackwardOptions& options, std::i
 // matrices.
 void validate_gradient_column_sums(const Tensor& sums, const AttentionGradients& grads);
 
+// AttentionBackwardOptions::output_deltas: contiguous (B, H, N) in lse's dtype on q's device.
+void validate_output_deltas(const Tensor& deltas, const Tensor& q);
+
 }  // namespace longnet::attention_calls

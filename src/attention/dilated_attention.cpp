@@ -176,15 +176,8 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
     p.gradient_column_sums = options.gradient_column_sums.data();
   }
   if (options.output_deltas.defined()) {
-    const Tensor& deltas = options.output_deltas;
-    const Shape shape{q.size(0), q.size(2), q.size(1)};
-    require(deltas.shape() == shape && deltas.dtype() == kernels::lse_dtype(q.dtype()) &&
-                deltas.device() == q.device() && deltas.is_contiguous(),
-            "output_deltas has shape ", shape_to_string(deltas.shape()), " (", dtype_name(deltas.dtype()), ", ",
-            to_string(deltas.device()), "): must be a contiguous ", shape_to_string(shape), " ",
-            dtype_name(kernels::lse_dtype(q.dtype())), " tensor on ", to_string(q.device()),
-            " (batch, heads, seq_len)");
-    p.output_deltas = deltas.data();
+    attention_calls::validate_output_deltas(options.output_deltas, q);
+    p.output_deltas = options.output_deltas.data();
   }
   if (backend == Backend::cuda) {
     kernels::dilated_attention_backward_cuda(p);

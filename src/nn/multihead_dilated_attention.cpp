@@ -208,17 +208,19 @@ Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory,
 Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv,
                                                           BiasGradient out_proj_bias, Tensor* qkv_column_sums) {
   require(attention_.out.defined(), "MultiheadDilatedAttention: backward called before forward");
+  require(!sharded_ || qkv_column_sums == nullptr, "backward_to_projections: sharded gradients are not summed here");
   const Tensor& out = attention_.out;
   Tensor dout = out_proj_.backward(dy, out_proj_bias);
   // The sub-LN's input is the attention's output: as it writes dout, its backward takes
-  // the attention's delta = rowsum(dout * out) per head (a pass over both fewer).
+  // the attention's delta = rowsum(dout * out) per head (a pass over both fewer; unsharded).
   Tensor deltas;
-  if (inner_attn_ln_ && !sharded_) {
-    deltas = Tensor::empty({out.size(0), out.size(2), out.size(1)}, kernels::lse_dtype(out.dtype()), out.device());
+  if (inner_attn_ln_) {
+    if (!sharded_) {
+      deltas = Tensor::empty({out.size(0), out.size(2), out.size(1)}, kernels::lse_dtype(out.dtype()), out.device());
+    }
+    dout = inner_attn_ln_->backward(dout, nullptr, nullptr, deltas.defined() ? &deltas : nullptr);
   }
-  if (inner_attn_ln_) dout = inner_attn_ln_->backward(dout, nullptr, nullptr, deltas.defined() ? &deltas : nullptr);
   const Tensor dattention = dout.view({out.size(0), out.size(1), out.size(2), out.size(3)});
-  require(!sharded_ || qkv_column_sums == nullptr, "backward_to_projections: sharded gradients are not summed here");
   if (sharded_) {
     const AttentionGradients g = sequence_parallel_->backward(dattention);  // collective
     dq = encode_positions(g.dq, false, /*transpose=*/true, dq);

@@ -6,7 +6,7 @@
 // gelu_value and gelu_derivative are the formulas every kernel uses (the CPU's, CUDA's, and
 // the LayerNorm that takes GELU pre-activations, layer_norm.hpp), in the precision of T;
 // two LayerNorms take Phi from approximations instead: CUDA's for bf16 rows (accurate to
-// 1.5e-7; layer_norm.cu: bf16 stores round at 2^-9) and the CPU's for f32 rows (a few float
+// 1.5e-7; layer_norm_rows.cuh: bf16 stores round at 2^-9) and the CPU's for f32 rows (a few float
 // ulps, vectorised; cpu/vector_normal.hpp).
 #pragma once
 

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "kernels/cpu/attention_operands.hpp"
-#include "kernels/cpu/float_dispatch.hpp"
+#include "kernels/cpu/column_sums.hpp"
 #include "longnet/core/parallel.hpp"
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/dilated_attention.hpp"
@@ -135,37 +135,15 @@ void forward(const DilatedAttentionParams& p) {
   if (lse_acc.defined()) Tensor::from_blob(p.lse, {B, H, N}, lse_dtype(p.dtype)).copy_from(lse_acc);
 }
 
-// p.gradient_column_sums += the column sums of [dq | dk | dv] as written: double partial
-// sums over fixed chunks of rows added in chunk order (a Linear's bias gradient on the
-// CPU), so the result does not depend on the thread count.
+// p.gradient_column_sums += the column sums of [dq | dk | dv] as written: each a (B N,
+// heads D) matrix (the API checked its layout) summed in a Linear's bias order.
 template <class T>
 void add_gradient_column_sums(const DilatedAttentionParams& p) {
-  const std::int64_t N = p.seq_len, D = p.head_dim, rows = p.batch * p.seq_len;
-  const std::int64_t chunks = (rows + cpu::kReductionChunk - 1) / cpu::kReductionChunk;
   T* sums = static_cast<T*>(p.gradient_column_sums);
   for (const auto& [gradient, heads] : {std::pair{p.dq, p.heads}, {p.dk, p.kv_heads}, {p.dv, p.kv_heads}}) {
     const Operand<T> g = cpu::make_operand<T>(gradient, shape_of(p), heads);
-    const std::int64_t columns = heads * D;
-    std::vector<double> partial(static_cast<std::size_t>(chunks * columns), 0.0);
-    parallel_for(chunks, cpu::grain_for(cpu::kReductionChunk * columns), [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t chunk = begin; chunk < end; ++chunk) {
-        double* sum = partial.data() + chunk * columns;
-        for (std::int64_t r = chunk * cpu::kReductionChunk; r < std::min(rows, (chunk + 1) * cpu::kReductionChunk);
-             ++r) {
-          for (std::int64_t h = 0; h < heads; ++h) {
-            const T* row = g.row(r / N, r % N, h);
-            for (std::int64_t d = 0; d < D; ++d) sum[h * D + d] += row[d];
-          }
-        }
-      }
-    });
-    for (std::int64_t c = 0; c < columns; ++c) {
-      double total = 0;
-      for (std::int64_t chunk = 0; chunk < chunks; ++chunk)
-        total += partial[static_cast<std::size_t>(chunk * columns + c)];
-      sums[c] += static_cast<T>(total);
-    }
-    sums += columns;
+    cpu::add_column_sums(g.data, p.batch * p.seq_len, heads * p.head_dim, g.seq_stride, sums);
+    sums += heads * p.head_dim;
   }
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/column_sums.hpp"
 #include "kernels/cpu/float_dispatch.hpp"
 #include "longnet/core/parallel.hpp"
 #include "longnet/kernels/linear.hpp"
@@ -76,27 +77,7 @@ void backward(const LinearParams& p) {
     gemm(true, false, p.out_features, p.in_features, p.rows, dy, p.dy_row_stride, x, p.x_row_stride, T(1),
          static_cast<T*>(p.dweight), p.in_features);
   }
-  if (p.dbias && p.rows > 0) {
-    const std::int64_t O = p.out_features;
-    const std::int64_t chunks = (p.rows + cpu::kReductionChunk - 1) / cpu::kReductionChunk;
-    std::vector<double> partial(static_cast<std::size_t>(chunks * O), 0.0);
-    parallel_for(chunks, cpu::grain_for(cpu::kReductionChunk * O), [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t chunk = begin; chunk < end; ++chunk) {
-        double* sum = partial.data() + chunk * O;
-        const std::int64_t row_end = std::min(p.rows, (chunk + 1) * cpu::kReductionChunk);
-        for (std::int64_t r = chunk * cpu::kReductionChunk; r < row_end; ++r) {
-          const T* g = dy + r * p.dy_row_stride;
-          for (std::int64_t o = 0; o < O; ++o) sum[o] += g[o];
-        }
-      }
-    });
-    T* dbias = static_cast<T*>(p.dbias);
-    for (std::int64_t o = 0; o < O; ++o) {
-      double total = 0;
-      for (std::int64_t chunk = 0; chunk < chunks; ++chunk) total += partial[static_cast<std::size_t>(chunk * O + o)];
-      dbias[o] += static_cast<T>(total);
-    }
-  }
+  if (p.dbias) cpu::add_column_sums(dy, p.rows, p.out_features, p.dy_row_stride, static_cast<T*>(p.dbias));
 }
 
 }  // namespace

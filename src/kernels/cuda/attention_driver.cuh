@@ -240,14 +240,14 @@ void launch_backward(const PatternLaunch& l, std::int64_t kv_tiles, bool tensor_
   launch_simt_backward<Element, Compute, kSparse>(l, stream);
 }
 
-// delta = rowsum(dO o O) per (batch, head, row) in the compute type (DESIGN 2.3: the
-// final output), (B, H, N) on the current device.
+// target[(b H + h) N + n] = sum_d dO[b, n, h, d] O[b, n, h, d] in the compute type: the
+// backward's delta = rowsum(dO o O) (DESIGN 2.3: the final output), and any dot product of
+// two row tensors head by head (LayerNorm's segment_dots where its backward does not take
+// them).
 template <class Element, class Compute>
-Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t batch, std::int64_t seq_len,
-                     std::int64_t heads, std::int64_t head_dim, cudaStream_t stream) {
-  Tensor delta = Tensor::empty({batch, heads, seq_len}, dtype_of<Compute>::value, current_device());
-  if (batch * heads * seq_len == 0) return delta;
-  auto* target = static_cast<Compute*>(delta.data());
+void output_deltas_into(const RowTensor& out, const RowTensor& dout, std::int64_t batch, std::int64_t seq_len,
+                        std::int64_t heads, std::int64_t head_dim, Compute* target, cudaStream_t stream) {
+  if (batch * heads * seq_len == 0) return;
   // 16-byte packs when every row is aligned and a row is at most 32 packs.
   constexpr std::int64_t kPack = 16 / sizeof(Element);
   // (aligned_rows: 16-byte aligned data, strides in multiples of 8 elements, so of kPack.)
@@ -283,6 +283,15 @@ Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t b
                              static_cast<int>(heads), static_cast<int>(head_dim));
   }
   LONGNET_CHECK(cudaGetLastError());
+}
+
+// delta = rowsum(dO o O) per (batch, head, row), (B, H, N) on the current device.
+template <class Element, class Compute>
+Tensor output_deltas(const RowTensor& out, const RowTensor& dout, std::int64_t batch, std::int64_t seq_len,
+                     std::int64_t heads, std::int64_t head_dim, cudaStream_t stream) {
+  Tensor delta = Tensor::empty({batch, heads, seq_len}, dtype_of<Compute>::value, current_device());
+  output_deltas_into<Element, Compute>(out, dout, batch, seq_len, heads, head_dim, static_cast<Compute*>(delta.data()),
+                                       stream);
   return delta;
 }
 
@@ -302,14 +311,9 @@ bool convert_accumulator(const Compute* accumulator, const RowTensor& target, st
     const dim3 grid(static_cast<unsigned>(seq_len), static_cast<unsigned>(batch));
     rotated = rotation && head_dim / 2 <= kMaxRotatedPairs;
     if (seq_len > 0 && batch > 0 && rotated) {
-      RotaryParams map = *rotation;
-      map.head_dim = head_dim;
-      map.transpose = true;
+      const RotaryParams map = transposed_gradient_map(*rotation, head_dim);
       RotaryPairTable table{};
-      for (std::int64_t j = 0; j < head_dim / 2; ++j) {
-        table.theta[j] = rotary_theta(map.base, j, head_dim);
-        table.log2_zeta[j] = static_cast<float>(std::log2(xpos_zeta(j, head_dim)));
-      }
+      fill_rotary_pair_constants(map, table.theta, table.log2_zeta);
       cuda_model::launch_model(convert_accumulator_rows_kernel<Element, Compute, true>, grid, threads, 0, stream,
                                accumulator, device_rows(target), static_cast<int>(heads), static_cast<int>(head_dim),
                                scale, map, table);

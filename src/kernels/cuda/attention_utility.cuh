@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <type_traits>
 
 #include "kernels/cuda/flash_params.cuh"
@@ -117,6 +118,22 @@ struct RotaryPairTable {
   double theta[kMaxRotatedPairs];
   float log2_zeta[kMaxRotatedPairs];
 };
+
+// The map a gradient leaves through (the transpose of `rotation`, of head_dim-wide rows)
+// and its pairs' constants theta_j and log2(zeta_j) for j < head_dim / 2, made on the host
+// (the conversions' tables).
+inline RotaryParams transposed_gradient_map(const RotaryParams& rotation, std::int64_t head_dim) {
+  RotaryParams map = rotation;
+  map.head_dim = head_dim;
+  map.transpose = true;
+  return map;
+}
+inline void fill_rotary_pair_constants(const RotaryParams& map, double* theta, float* log2_zeta) {
+  for (std::int64_t j = 0; j < map.head_dim / 2; ++j) {
+    theta[j] = rotary_theta(map.base, j, map.head_dim);
+    log2_zeta[j] = static_cast<float>(std::log2(xpos_zeta(j, map.head_dim)));
+  }
+}
 
 template <class Element, class Compute, bool kRotate>
 __global__ void convert_accumulator_rows_kernel(const Compute* accumulator, DeviceRows out, int heads, int head_dim,

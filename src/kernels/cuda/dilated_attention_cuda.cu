@@ -240,7 +240,7 @@ void backward(const DilatedAttentionParams& p) {
   // With the gradients' column sums wanted (a fused q/k/v projection's bias gradient),
   // one pass converts, rotates and sums where it can.
   if constexpr (sizeof(Element) == 2) {
-    if (p.gradient_column_sums && cuda::gradients_summed_in_conversion<Element>(p, !direct_kv)) {
+    if (p.gradient_column_sums && cuda::gradients_summed_in_conversion(p, !direct_kv)) {
       cuda::convert_gradients_summing<Element>(p, dq.data<float>(), dk.data<float>(), dv.data<float>(), stream);
       return;
     }

@@ -121,21 +121,16 @@ __global__ void __launch_bounds__(1024) convert_gradients_summing_kernel(Gradien
   }
 }
 
-// Whether convert_gradients_summing takes these gradients: 16-bit elements, dq, dk and dv
-// all in fp32 accumulators, head_dim % 4 == 0 up to 2 kMaxSummedPairs, targets that are
-// (B N, heads D) matrices with 8-byte aligned quads.
-template <class Element>
-bool gradients_summed_in_conversion(const DilatedAttentionParams& p, bool accumulators) {
-  if constexpr (sizeof(Element) != 2) {
-    return false;
-  } else {
-    const auto quads_aligned = [&](const RowTensor& t) {  // and (B N, heads D) matrices
-      return reinterpret_cast<std::uintptr_t>(t.data) % 8 == 0 && t.seq_stride % 4 == 0 && t.head_stride % 4 == 0 &&
-             (p.batch == 1 || t.batch_stride == p.seq_len * t.seq_stride);
-    };
-    return accumulators && p.head_dim % 4 == 0 && p.head_dim / 2 <= kMaxSummedPairs && quads_aligned(p.dq) &&
-           quads_aligned(p.dk) && quads_aligned(p.dv);
-  }
+// Whether convert_gradients_summing takes these gradients (of 16-bit elements: the
+// caller's condition): dq, dk and dv all in fp32 accumulators, head_dim % 4 == 0 up to 2 kMaxSummedPairs, targets that
+// are (B N, heads D) matrices with 8-byte aligned quads.
+inline bool gradients_summed_in_conversion(const DilatedAttentionParams& p, bool accumulators) {
+  const auto quads_aligned = [&](const RowTensor& t) {  // and (B N, heads D) matrices
+    return reinterpret_cast<std::uintptr_t>(t.data) % 8 == 0 && t.seq_stride % 4 == 0 && t.head_stride % 4 == 0 &&
+           (p.batch == 1 || t.batch_stride == p.seq_len * t.seq_stride);
+  };
+  return accumulators && p.head_dim % 4 == 0 && p.head_dim / 2 <= kMaxSummedPairs && quads_aligned(p.dq) &&
+         quads_aligned(p.dk) && quads_aligned(p.dv);
 }
 
 // Writes dq, dk, dv (p's targets) from their fp32 accumulators, dq and dk through
@@ -162,14 +157,8 @@ void convert_gradients_summing(const DilatedAttentionParams& p, const float* dq,
     g.first_quad[i + 1] = g.first_quad[i] + static_cast<int>(heads[i] * p.head_dim / 4);
     if (rotations[i]) {
       const int m = g.map_count++;
-      RotaryParams& map = g.maps[m];
-      map = *rotations[i];
-      map.head_dim = p.head_dim;
-      map.transpose = true;
-      for (std::int64_t j = 0; j < p.head_dim / 2; ++j) {
-        g.theta[m][j] = rotary_theta(map.base, j, p.head_dim);
-        g.log2_zeta[m][j] = static_cast<float>(std::log2(xpos_zeta(j, p.head_dim)));
-      }
+      g.maps[m] = transposed_gradient_map(*rotations[i], p.head_dim);
+      fill_rotary_pair_constants(g.maps[m], g.theta[m], g.log2_zeta[m]);
       s.map = m;
     }
   }

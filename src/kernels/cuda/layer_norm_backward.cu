@@ -1,221 +1,16 @@
-// LayerNorm on CUDA (layer_norm.hpp). Statistics and gradients in Compute<T> (f32 for bf16
-// and f32 rows, f64 for f64); weight, bias and their gradients in the accumulation dtype
-// (the f32 master weights under bf16 activations).
-//
-// Rows that fit in registers (the usual case: up to 6144 bf16, 3072 f32, 1536 f64 or 768
-// unpacked columns) are held by a block, a "team" of 1 to 8 warps: thread t owns the
-// groups t, t + blockDim, ... (at most kGroupsPerThread) of P columns, one 16-byte pack
-// when the rows allow. Each row is then read from memory once:
-//   forward:  read x, write out                         (bytes: 2 * rows * C * sizeof(T))
-//   backward: read x and dout, write dx, and the dweight/dbias terms (and dx's, when its
-//             column sums are asked for) of each thread's columns summed in registers
-//             over a chunk of kRowsPerChunk rows, in row order; pass 2 adds the chunks in
-//             a fixed order (model_kernels_common.cuh) (bytes: 3 * rows * C * sizeof(T)
-//             + 2 or 3 partial sums per 32-row chunk).
-//             Rows of one warp (up to 768 bf16 columns) take kWarpTeams warps per
-//             chunk, each its own rows, summed in shared memory in warp order: one warp
-//             per chunk left 8 warps per SM, too few loads in flight for HBM. On sm_90
-//             the backward's rows arrive through shared memory, kRowStages ahead, by
-//             bulk copies (StagedRows below: 1.9 -> 2.45 TB/s on an H200).
-// At 3 TB/s a 32768 x 768 bf16 forward is 34 us and its backward 50 us (+4 us of partial
-// sums), 32768 x 3072 four times that.
-// Longer rows take the streaming kernels below: one warp per row and three passes over
-// it, and separate column-sum passes for dweight/dbias (the same chunk order) and dx's.
-// kGelu (input = gelu): each element of x becomes gelu(x) as it is loaded (the
-// feed-forward's activation and sub-LayerNorm in one pass: its output is never stored);
-// the backward recomputes it, keeps xhat and gelu'(x) between its loops and multiplies dx
-// by gelu'(x) (bf16 rows: a fast erf, below).
-#include "kernels/cuda/model_kernels_common.cuh"
+// LayerNorm backward on CUDA (layer_norm.hpp; the rows' layout and teams:
+// layer_norm_rows.cuh): rows in registers or staged through shared memory by bulk copies,
+// dweight/dbias (and dx's column sums) per chunk of rows then in a fixed order, the
+// attention's delta (segment_dots) where the rows allow, and streaming kernels for rows
+// too long for registers.
+#include "kernels/cuda/attention_driver.cuh"  // output_deltas_into: segment_dots' own pass
+#include "kernels/cuda/layer_norm_rows.cuh"
 #include "kernels/cuda/sm90_pipeline.cuh"
-#include "longnet/kernels/gelu.hpp"
-#include "longnet/kernels/layer_norm.hpp"
 
 namespace longnet::kernels {
 namespace {
 
-using namespace cuda_model;
-
-constexpr int kGroupsPerThread = 3;  // 768 bf16 columns: one warp, 3 packs per lane
-constexpr int kMaxTeamThreads = 256;
-constexpr std::int64_t kRowsPerChunk = 32;  // dweight/dbias: rows summed in order per chunk
-constexpr int kWarpTeams = 4;               // one-warp teams per backward block
-constexpr int kRowStages = 2;               // rows a backward team has in shared memory (sm_90)
-
-// P consecutive elements of a row: one aligned load or store of P * sizeof(T) bytes (16
-// when P = kPack<T>).
-template <class T, int P>
-struct alignas(sizeof(T) * P) Group {
-  T v[P];
-};
-
-template <class T, int P>
-__device__ __forceinline__ Group<T, P> load_group(const T* row, std::int64_t g) {
-  return reinterpret_cast<const Group<T, P>*>(row)[g];
-}
-
-template <class T, int P>
-__device__ __forceinline__ void store_group(T* row, std::int64_t g, const Compute<T>* values) {
-  Group<T, P> group;
-  for (int e = 0; e < P; ++e) group.v[e] = from_compute<T>(values[e]);
-  reinterpret_cast<Group<T, P>*>(row)[g] = group;
-}
-
-// P weights (accumulation dtype C) of group g, or `fallback` when the vector is null.
-template <class C, int P>
-__device__ __forceinline__ void load_weights(const C* weights, std::int64_t g, C fallback, C* out) {
-  if (!weights) {
-    for (int e = 0; e < P; ++e) out[e] = fallback;
-  } else if constexpr (P % kPack<C> == 0) {
-    for (int i = 0; i < P / kPack<C>; ++i) {
-      const Pack<C> pack = load_pack(weights + g * P, i);
-      for (int e = 0; e < kPack<C>; ++e) out[i * kPack<C> + e] = pack.v[e];
-    }
-  } else {
-    for (int e = 0; e < P; ++e) out[e] = weights[g * P + e];
-  }
-}
-
-// GELU as Phi(x) = (1 + erf(x / sqrt 2)) / 2 and its density phi(x): gelu(x) = x Phi(x),
-// gelu'(x) = Phi(x) + x phi(x): one erf and one exp an element for both (the backward
-// keeps gelu'(x) and xhat of each element in registers between its two loops).
-// For bf16 rows erf comes from Abramowitz & Stegun 7.1.26,
-//   erf(z) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-z^2),  t = 1 / (1 + p z),
-// z >= 0 (odd symmetry otherwise), absolute error <= 1.5e-7 plus float rounding: far below
-// bf16's rounding (2^-9 relative), which these values meet when stored. libdevice's erff
-// (gelu.hpp's, kept for f32/f64 rows, which are compared with the CPU at their own
-// precision) cost ~40 instructions where this takes ~15, in kernels bound by issuing.
-__device__ __forceinline__ float reciprocal_approx(float x) {
-  float y;
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Phi(x) and phi(x) of the rows' elements: the short erf for bf16 rows (whose exp(-x^2/2)
-// is phi's too: one exp for both), gelu.hpp's (exact) otherwise.
-template <class C>
-struct GeluTerms {
-  C cdf, density;
-};
-
-template <class T, class C>
-__device__ __forceinline__ GeluTerms<C> row_gelu_terms(C x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f, kA4 = -1.453152027f,
-                    kA5 = 1.061405429f;
-    const float t = reciprocal_approx(fmaf(kP * 0.70710678118654752440f, fabsf(x), 1.0f));
-    const float gauss = exp2_approx(-0.72134752044448170368f * x * x);  // exp(-x^2 / 2)
-    // Phi(-|x|) = erfc(|x| / sqrt 2) / 2 (the coefficients halved), Phi(|x|) = 1 - that.
-    const float tail =
-        t * fmaf(t, fmaf(t, fmaf(t, fmaf(t, 0.5f * kA5, 0.5f * kA4), 0.5f * kA3), 0.5f * kA2), 0.5f * kA1) * gauss;
-    return {x >= 0.0f ? 1.0f - tail : tail, 0.39894228040143267794f * gauss};
-  } else {
-    return {gelu_cdf(x), gelu_density(x)};
-  }
-}
-
-template <class T, class C>
-__device__ __forceinline__ C row_gelu_cdf(C x) {
-  return row_gelu_terms<T>(x).cdf;
-}
-
-// The value normalised for an element x of the input: x, or gelu(x).
-template <class T, bool kGelu, class C>
-__device__ __forceinline__ C normalised(C x) {
-  if constexpr (kGelu) {
-    return x * row_gelu_cdf<T>(x);
-  } else {
-    return x;
-  }
-}
-
-// The sum over the team (the block), in a fixed order for a given block size.
-template <class C>
-__device__ __forceinline__ C team_sum(C value, C* shared) {
-  return blockDim.x == 32 ? warp_sum(value) : block_sum(value, shared);
-}
-
-// Two sums over the team at once (one pair of barriers instead of two); `shared` holds 64.
-// A team is one warp or the whole block.
-template <class C>
-__device__ __forceinline__ void team_sum2(C& a, C& b, C* shared, bool one_warp) {
-  a = warp_sum(a);
-  b = warp_sum(b);
-  if (one_warp) return;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  __syncthreads();  // `shared` may still be read by the previous row
-  if (lane == 0) shared[warp] = a, shared[32 + warp] = b;
-  __syncthreads();
-  a = warp_sum(lane < warps ? shared[lane] : C(0));
-  b = warp_sum(lane < warps ? shared[32 + lane] : C(0));
-}
-
-// kTeams = 1: the block is the team of each row. kTeams > 1 (rows of one warp): each of
-// the block's kTeams warps takes its own rows, so an SM holds 64 warps' rows instead of
-// the 32 one-warp blocks it can hold (48 KB of 768-column bf16 loads in flight).
-template <class T, int P, bool kGelu, int kTeams>
-__global__ void __launch_bounds__(kMaxTeamThreads) forward_kernel(LayerNormParams p) {
-  begin_dependent_kernel();
-  using C = Compute<T>;
-  constexpr int N = kGroupsPerThread;
-  __shared__ C shared[32];
-  const int t = kTeams > 1 ? static_cast<int>(threadIdx.x % 32) : static_cast<int>(threadIdx.x);
-  const int team_threads = kTeams > 1 ? 32 : static_cast<int>(blockDim.x);
-  const std::int64_t first_row = kTeams > 1 ? blockIdx.x * static_cast<std::int64_t>(kTeams) + threadIdx.x / 32
-                                            : static_cast<std::int64_t>(blockIdx.x);
-  const std::int64_t row_step = static_cast<std::int64_t>(gridDim.x) * kTeams;
-  const std::int64_t groups = p.columns / P;
-  const C* weight = static_cast<const C*>(p.weight);
-  const C* bias = static_cast<const C*>(p.bias);
-  const C inverse_columns = C(1) / static_cast<C>(p.columns);
-  // Uniform over the team (kTeams = 1: the block; else the warp).
-  for (std::int64_t row = first_row; row < p.rows; row += row_step) {
-    const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
-    C v[N][P];
-    C sum = 0;
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      const std::int64_t g = t + k * static_cast<std::int64_t>(team_threads);
-      if (g < groups) {
-        const Group<T, P> group = load_group<T, P>(x, g);
-        for (int e = 0; e < P; ++e) {
-          v[k][e] = normalised<T, kGelu>(to_compute(group.v[e]));
-          sum += v[k][e];
-        }
-      }
-    }
-    const C mean = (kTeams > 1 ? warp_sum(sum) : team_sum(sum, shared)) * inverse_columns;
-    C squares = 0;
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      if (t + k * static_cast<std::int64_t>(team_threads) < groups) {
-        for (int e = 0; e < P; ++e) squares += (v[k][e] - mean) * (v[k][e] - mean);
-      }
-    }
-    const C total_squares = kTeams > 1 ? warp_sum(squares) : team_sum(squares, shared);
-    const C rstd = C(1) / sqrt(total_squares * inverse_columns + static_cast<C>(p.eps));
-    T* out = static_cast<T*>(p.out) + row * p.out_row_stride;
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      const std::int64_t g = t + k * static_cast<std::int64_t>(team_threads);
-      if (g < groups) {
-        C w[P], b[P];
-        load_weights<C, P>(weight, g, C(1), w);
-        load_weights<C, P>(bias, g, C(0), b);
-        for (int e = 0; e < P; ++e) v[k][e] = (v[k][e] - mean) * rstd * w[e] + b[e];
-        store_group<T, P>(out, g, v[k]);
-      }
-    }
-    if (t == 0) {
-      static_cast<C*>(p.mean)[row] = mean;
-      static_cast<C*>(p.rstd)[row] = rstd;
-    }
-  }
-}
+using namespace layer_norm_cuda;
 
 // Where a team's rows come from in the backward. kStages = 0: registers, the next row's
 // loads in flight while this one is computed (one row ahead: with 8-12 warps an SM that
@@ -532,49 +327,6 @@ __global__ void __launch_bounds__(kFiveBlocks<kDxSums, kTeams, kGelu> ? kTeams *
   }
 }
 
-// Streaming kernels for rows too long for registers: one warp per row, every pass reads
-// the row again (from L1/L2 after the first).
-template <class T, int P, bool kGelu>
-__global__ void streaming_forward_kernel(LayerNormParams p) {
-  begin_dependent_kernel();
-  using C = Compute<T>;
-  const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (row >= p.rows) return;
-  const std::int64_t groups = p.columns / P;
-  const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
-  const C* weight = static_cast<const C*>(p.weight);
-  const C* bias = static_cast<const C*>(p.bias);
-  C sum = 0;
-  for (std::int64_t g = lane; g < groups; g += 32) {
-    const Group<T, P> group = load_group<T, P>(x, g);
-    for (int e = 0; e < P; ++e) sum += normalised<T, kGelu>(to_compute(group.v[e]));
-  }
-  const C mean = warp_sum(sum) / static_cast<C>(p.columns);
-  C squares = 0;
-  for (std::int64_t g = lane; g < groups; g += 32) {
-    const Group<T, P> group = load_group<T, P>(x, g);
-    for (int e = 0; e < P; ++e) {
-      const C centred = normalised<T, kGelu>(to_compute(group.v[e])) - mean;
-      squares += centred * centred;
-    }
-  }
-  const C rstd = C(1) / sqrt(warp_sum(squares) / static_cast<C>(p.columns) + static_cast<C>(p.eps));
-  T* out = static_cast<T*>(p.out) + row * p.out_row_stride;
-  for (std::int64_t g = lane; g < groups; g += 32) {
-    const Group<T, P> group = load_group<T, P>(x, g);
-    C w[P], b[P], y[P];
-    load_weights<C, P>(weight, g, C(1), w);
-    load_weights<C, P>(bias, g, C(0), b);
-    for (int e = 0; e < P; ++e) y[e] = (normalised<T, kGelu>(to_compute(group.v[e])) - mean) * rstd * w[e] + b[e];
-    store_group<T, P>(out, g, y);
-  }
-  if (lane == 0) {
-    static_cast<C*>(p.mean)[row] = mean;
-    static_cast<C*>(p.rstd)[row] = rstd;
-  }
-}
-
 template <class T, int P, bool kGelu>
 __global__ void streaming_dx_kernel(LayerNormParams p) {
   begin_dependent_kernel();
@@ -646,44 +398,6 @@ __global__ void streaming_parameter_sums_kernel(LayerNormParams p, std::int64_t 
     }
     partial[chunk * p.columns + c] = dweight;
     partial[(chunks + chunk) * p.columns + c] = dbias;
-  }
-}
-
-// Whole 16-byte packs when every row starts 16-byte aligned and is whole packs long.
-template <class T>
-bool packed_rows(const LayerNormParams& p, bool backward) {
-  const std::int64_t P = kPack<T>;
-  bool ok = p.columns % P == 0 && p.x_row_stride % P == 0 && aligned16(p.x, p.weight, p.bias);
-  if (backward) {
-    ok = ok && p.dout_row_stride % P == 0 && p.dx_row_stride % P == 0 && aligned16(p.dout, p.dx) &&
-         (!p.dresidual || (p.dresidual_row_stride % P == 0 && aligned16(p.dresidual)));
-  } else {
-    ok = ok && p.out_row_stride % P == 0 && aligned16(p.out);
-  }
-  return ok;
-}
-
-// The team for rows of `groups` groups: the fewest warps holding at most kGroupsPerThread
-// groups per thread; 0 when the rows need more than kMaxTeamThreads threads.
-unsigned team_threads(std::int64_t groups) {
-  const std::int64_t warps = (groups + 32 * kGroupsPerThread - 1) / (32 * kGroupsPerThread);
-  return warps * 32 <= kMaxTeamThreads ? static_cast<unsigned>(std::max<std::int64_t>(warps, 1) * 32) : 0;
-}
-
-unsigned streaming_blocks(std::int64_t rows) { return static_cast<unsigned>((rows * 32 + kThreads - 1) / kThreads); }
-
-unsigned row_grid(std::int64_t rows) { return static_cast<unsigned>(std::min<std::int64_t>(rows, 1 << 30)); }
-
-template <class T, int P, bool kGelu>
-void forward(const LayerNormParams& p, cudaStream_t stream) {
-  if (const unsigned team = team_threads(p.columns / P); team == 32) {
-    constexpr int kTeams = kMaxTeamThreads / 32;
-    launch_model(forward_kernel<T, P, kGelu, kTeams>, row_grid((p.rows + kTeams - 1) / kTeams), kTeams * 32, 0, stream,
-                 p);
-  } else if (team != 0) {
-    launch_model(forward_kernel<T, P, kGelu, 1>, row_grid(p.rows), team, 0, stream, p);
-  } else {
-    launch_model(streaming_forward_kernel<T, P, kGelu>, streaming_blocks(p.rows), kThreads, 0, stream, p);
   }
 }
 
@@ -771,32 +485,6 @@ void backward(const LayerNormParams& p, cudaStream_t stream) {
   }
 }
 
-// LayerNormParams::segment_dots in a pass of its own over dx and x, for what the backward
-// kernel does not take (fused_segment_dots): a warp per (row, segment).
-template <class T>
-__global__ void segment_dots_kernel(LayerNormParams p) {
-  begin_dependent_kernel();
-  using C = Compute<T>;
-  const std::int64_t segments = p.columns / p.segment_columns, per_batch = p.segment_rows_per_batch;
-  const int lane = static_cast<int>(threadIdx.x % 32);
-  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * blockDim.x / 32;
-  for (std::int64_t item = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
-       item < p.rows * segments; item += warps) {  // uniform over the warp
-    const std::int64_t row = item / segments, segment = item % segments;
-    const T* x = static_cast<const T*>(p.x) + row * p.x_row_stride;
-    const T* dx = static_cast<const T*>(p.dx) + row * p.dx_row_stride;
-    C dot = 0;
-    for (std::int64_t c = segment * p.segment_columns + lane; c < (segment + 1) * p.segment_columns; c += 32) {
-      dot += to_compute(dx[c]) * to_compute(x[c]);
-    }
-    dot = warp_sum(dot);
-    if (lane == 0) {
-      static_cast<C*>(
-          p.segment_dots)[(row / per_batch) * segments * per_batch + segment * per_batch + row % per_batch] = dot;
-    }
-  }
-}
-
 // Whether the backward kernel of these rows (groups of P) takes segment_dots: one-warp
 // teams whose segments are a power of two of whole groups within the warp, without dx's
 // column sums (their registers and the dots' together cost the kernel a block an SM).
@@ -813,38 +501,17 @@ void backward_with_dots(const LayerNormParams& p, cudaStream_t stream) {
   LayerNormParams rows = p;
   rows.segment_dots = nullptr;
   backward<T, P, kGelu>(rows, stream);
-  const std::int64_t items = p.rows * (p.columns / p.segment_columns);
-  launch_model(segment_dots_kernel<T>, grid_for(items * 32), kThreads, 0, stream, p);
-  check_launch();
-}
-
-// Calls body with std::true_type when the rows are GELU pre-activations.
-template <class Body>
-void with_input(const LayerNormParams& p, Body&& body) {
-  if (p.input == LayerNormInput::gelu) {
-    body(std::true_type{});
-  } else {
-    body(std::false_type{});
-  }
+  // A pass of its own over dx and x: the attention's delta kernel, the segments as heads.
+  const std::int64_t per_batch = p.segment_rows_per_batch;
+  const auto as_heads = [&](const void* data, std::int64_t row_stride) {
+    return RowTensor{const_cast<void*>(data), per_batch * row_stride, row_stride, p.segment_columns};
+  };
+  cuda::output_deltas_into<T, Compute<T>>(as_heads(p.x, p.x_row_stride), as_heads(p.dx, p.dx_row_stride),
+                                          p.rows / per_batch, per_batch, p.columns / p.segment_columns,
+                                          p.segment_columns, static_cast<Compute<T>*>(p.segment_dots), stream);
 }
 
 }  // namespace
-
-void layer_norm_forward_cuda(const LayerNormParams& p) {
-  if (p.rows == 0) return;
-  dispatch_activation(p.dtype, "layer_norm_forward", [&](auto tag) {
-    using T = decltype(tag);
-    const cudaStream_t stream = current_cuda_stream();
-    with_input(p, [&](auto gelu) {
-      if (packed_rows<T>(p, false)) {
-        forward<T, kPack<T>, gelu.value>(p, stream);
-      } else {
-        forward<T, 1, gelu.value>(p, stream);
-      }
-    });
-  });
-  check_launch();
-}
 
 void layer_norm_backward_cuda(const LayerNormParams& p) {
   validate_segment_dots(p);
