@@ -23,21 +23,24 @@ __global__ void fill_kernel(T* data, std::int64_t count, T value) {
   }
 }
 
-// delta[b, h, n] = sum_d dout[b, n, h, d] * out[b, n, h, d]: one warp per row.
+// delta[b, h, n] = sum_d dout[b, n, h, d] * out[b, n, h, d]: one warp per row, the rows
+// grid-strided (grid_for caps the grid).
 template <class Element, class Compute>
 __global__ void delta_kernel(DeviceRows out, DeviceRows dout, Compute* delta, std::int64_t batch, std::int64_t seq_len,
                              int heads, int head_dim) {
   begin_dependent_kernel();
-  const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= batch * heads * seq_len) return;
-  const std::int64_t n = row % seq_len, h = (row / seq_len) % heads, b = row / (seq_len * heads);
-  const Element* o = out.row<const Element>(b, n, h);
-  const Element* g = dout.row<const Element>(b, n, h);
-  Compute sum = 0;
-  for (int d = lane; d < head_dim; d += 32) sum += load<Compute>(o + d) * load<Compute>(g + d);
-  sum = warp_sum(sum);
-  if (lane == 0) delta[row] = sum;
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * blockDim.x / 32;
+  for (std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
+       row < batch * heads * seq_len; row += warps) {  // uniform over the warp
+    const std::int64_t n = row % seq_len, h = (row / seq_len) % heads, b = row / (seq_len * heads);
+    const Element* o = out.row<const Element>(b, n, h);
+    const Element* g = dout.row<const Element>(b, n, h);
+    Compute sum = 0;
+    for (int d = lane; d < head_dim; d += 32) sum += load<Compute>(o + d) * load<Compute>(g + d);
+    sum = warp_sum(sum);
+    if (lane == 0) delta[row] = sum;
+  }
 }
 
 // The same with 16-byte loads: kLanes lanes per row (a power of two, kLanes * 16 bytes >=
