@@ -161,7 +161,11 @@ std::vector<Case> linear_cases(const std::string& name, std::int64_t rows, std::
   Case forward{name + " fwd", true, false, out, rows, in, in, in, out, true, residual, false, false, 12};
   Case dx{name + " dX", false, false, in, rows, out, in, out, in, false, false, false, false, 12};
   Case dw{name + " dW", false, true, in, out, rows, in, out, in, false, false, true, true, 12};
-  return {forward, dx, dw};
+  // The same dW with the input's rows one column of ones longer (padded to 16 bytes), into
+  // scratch: row `in` of the product is the bias gradient, so the one GEMM reading dY
+  // would give both (what it costs against dW alone plus a column-sum pass over dY).
+  Case dw_ones{name + " dW+ones", false, true, in + 8, out, rows, in + 8, out, in + 8, false, false, false, true, 12};
+  return {forward, dx, dw, dw_ones};
 }
 
 }  // namespace
