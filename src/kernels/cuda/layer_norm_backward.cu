@@ -63,15 +63,8 @@ struct StagedRows {
 // and teams of 12 warps with a group a thread (64 registers) ran 0.41 (benchmarks.md,
 // 2026-12-04). dx's sums cost the staged 768-wide bf16 warp teams 14 registers (111 -> 125:
 // still four blocks an SM) and the staged GELU rows 31 (128 -> 159: three).
-// Plain warp-team rows (the sub-LayerNorm before the attention's output projection and the
-// layer's input norms) are held to 96 registers: five blocks an SM instead of four (111).
-template <bool kDxSums, int kTeams, bool kGelu>
-constexpr bool kFiveBlocks = kTeams > 1 && !kDxSums && !kGelu;
-
 template <class T, int P, bool kParameters, bool kDxSums, int kTeams, bool kGelu, int kStages>
-__global__ void __launch_bounds__(kFiveBlocks<kDxSums, kTeams, kGelu> ? kTeams * 32 : kMaxTeamThreads,
-                                  kFiveBlocks<kDxSums, kTeams, kGelu> ? 5 : 0)
-    backward_kernel(LayerNormParams p, Compute<T>* partial) {
+__global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
   begin_dependent_kernel();
   static_assert(kParameters || !kDxSums, "dx's column sums come with the parameters'");
   using C = Compute<T>;
