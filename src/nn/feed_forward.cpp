@@ -46,13 +46,13 @@ FeedForward::FeedForward(const std::string& name, const FeedForwardConfig& confi
 
 // With the sub-LayerNorm and no activation dropout in between, the LayerNorm applies the
 // GELU as it reads the rows (LayerNormInput::gelu): the activation is never stored.
-Tensor FeedForward::forward(const Tensor& x, const ForwardContext& context, const Tensor* residual) {
+Tensor FeedForward::forward(const Tensor& x, const ForwardContext& context, const Tensor* residual, OnesColumn x_ones) {
   fused_activation_ = ffn_layernorm_ && !activation_dropout_.drops(context);
   Tensor h;
   if (fused_activation_) {
-    h = ffn_layernorm_->forward(fc1_.forward(x), kernels::LayerNormInput::gelu);
+    h = ffn_layernorm_->forward(fc1_.forward(x, nullptr, x_ones), kernels::LayerNormInput::gelu);
   } else {
-    h = activation_dropout_.forward(gelu_.forward(fc1_.forward(x)), context);
+    h = activation_dropout_.forward(gelu_.forward(fc1_.forward(x, nullptr, x_ones)), context);
     if (ffn_layernorm_) h = ffn_layernorm_->forward(h);
   }
   if (residual && dropout_.drops(context)) return add(*residual, dropout_.forward(fc2_.forward(h), context));

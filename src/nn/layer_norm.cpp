@@ -18,7 +18,8 @@ LayerNorm::LayerNorm(const std::string& name, std::int64_t dim, double eps, cons
   bias_ = make_parameter(name + ".bias", Tensor::zeros({dim}, DType::f64), options, false);
 }
 
-Tensor LayerNorm::run_forward(const Tensor& x_in, kernels::LayerNormInput input, Tensor* mean, Tensor* rstd) const {
+Tensor LayerNorm::run_forward(const Tensor& x_in, kernels::LayerNormInput input, OnesColumn ones, Tensor* mean,
+                              Tensor* rstd) const {
   const Tensor& w = weight_->value;
   const DType dtype = weight_->compute_dtype();
   require_floating(x_in, "LayerNorm input", dtype, w.device());
@@ -27,7 +28,12 @@ Tensor LayerNorm::run_forward(const Tensor& x_in, kernels::LayerNormInput input,
   const Tensor x = x_in.contiguous();
   const std::int64_t rows = x.numel() / dim();
   const DType stats = kernels::accumulation_dtype(dtype);
-  Tensor out = Tensor::empty(x.shape(), dtype, w.device());
+  // With the ones column: rows of dim + kOnesColumns, of which `out` is the first dim.
+  const std::int64_t row_stride = ones == OnesColumn::present ? dim() + kernels::kOnesColumns : dim();
+  Shape padded_shape = x.shape();
+  padded_shape.back() = row_stride;
+  const Tensor padded = Tensor::empty(padded_shape, dtype, w.device());
+  const Tensor out = ones == OnesColumn::present ? padded.slice(x.dim() - 1, 0, dim()) : padded;
   *mean = Tensor::empty({rows}, stats, w.device());
   *rstd = Tensor::empty({rows}, stats, w.device());
   kernels::LayerNormParams p;
@@ -41,7 +47,8 @@ Tensor LayerNorm::run_forward(const Tensor& x_in, kernels::LayerNormInput input,
   p.weight = w.data();
   p.bias = bias_->value.data();
   p.out = out.data();
-  p.out_row_stride = dim();
+  p.out_row_stride = row_stride;
+  p.out_ones_column = ones == OnesColumn::present;
   p.mean = mean->data();
   p.rstd = rstd->data();
   if (w.device().is_cuda()) {
@@ -54,11 +61,11 @@ Tensor LayerNorm::run_forward(const Tensor& x_in, kernels::LayerNormInput input,
 
 Tensor LayerNorm::infer(const Tensor& x, kernels::LayerNormInput input) const {
   Tensor mean, rstd;
-  return run_forward(x, input, &mean, &rstd);
+  return run_forward(x, input, OnesColumn::absent, &mean, &rstd);
 }
 
-Tensor LayerNorm::forward(const Tensor& x, kernels::LayerNormInput input) {
-  Tensor out = run_forward(x, input, &mean_, &rstd_);
+Tensor LayerNorm::forward(const Tensor& x, kernels::LayerNormInput input, OnesColumn ones) {
+  Tensor out = run_forward(x, input, ones, &mean_, &rstd_);
   x_ = x.contiguous();
   input_ = input;
   return out;

@@ -43,12 +43,8 @@ Linear::Linear(ParameterPtr weight, ParameterPtr bias) : weight_(std::move(weigh
   }
 }
 
-Tensor Linear::infer(const Tensor& x_in, const Tensor* residual_in) const {
+Tensor Linear::run_forward(const Tensor& x, std::int64_t row_stride, const Tensor* residual_in) const {
   const Tensor& w = weight_->compute_value();
-  require_floating(x_in, "Linear input", w.dtype(), w.device());
-  require(x_in.dim() >= 1 && x_in.size(-1) == in_features(), weight_->name, ": input has shape ",
-          shape_to_string(x_in.shape()), ": the last dimension must be in_features = ", in_features());
-  const Tensor x = x_in.contiguous();
   Tensor y = Tensor::empty(with_last(x.shape(), out_features()), w.dtype(), w.device());
   Tensor residual;
   if (residual_in) {
@@ -63,7 +59,7 @@ Tensor Linear::infer(const Tensor& x_in, const Tensor* residual_in) const {
   p.out_features = out_features();
   p.dtype = w.dtype();
   p.x = x.data();
-  p.x_row_stride = in_features();
+  p.x_row_stride = row_stride;
   p.weight = w.data();
   p.bias = bias_ ? bias_->compute_value().data() : nullptr;
   p.y = y.data();
@@ -80,10 +76,47 @@ Tensor Linear::infer(const Tensor& x_in, const Tensor* residual_in) const {
   return y;
 }
 
-Tensor Linear::forward(const Tensor& x, const Tensor* residual) {
-  Tensor y = infer(x, residual);
-  x_ = x.contiguous();
-  return y;
+namespace {
+
+void check_input(const Tensor& x, const Parameter& weight, std::int64_t in_features) {
+  require_floating(x, "Linear input", weight.compute_dtype(), weight.value.device());
+  require(x.dim() >= 1 && x.size(-1) == in_features, weight.name, ": input has shape ", shape_to_string(x.shape()),
+          ": the last dimension must be in_features = ", in_features);
+}
+
+// The row stride of x followed by the ones column: its columns contiguous, its rows evenly
+// strided with room for the column.
+std::int64_t ones_column_row_stride(const Tensor& x, const Parameter& weight, std::int64_t in_features) {
+  const int d = x.dim();
+  bool even = d >= 2 && x.stride(d - 1) == 1;
+  for (int k = 0; even && k + 2 < d; ++k) even = x.stride(k) == x.stride(k + 1) * x.size(k + 1);
+  require(even, weight.name, ": an input followed by the ones column must have at least two dimensions, ",
+          "contiguous columns and evenly strided rows; it has shape ", shape_to_string(x.shape()));
+  const std::int64_t row_stride = x.stride(d - 2);
+  require(row_stride >= in_features + kernels::kOnesColumns, weight.name, ": an input followed by the ones column ",
+          "needs a row stride of at least in_features + ", kernels::kOnesColumns, " = ",
+          in_features + kernels::kOnesColumns, "; it has ", row_stride);
+  return row_stride;
+}
+
+}  // namespace
+
+Tensor Linear::infer(const Tensor& x, const Tensor* residual) const {
+  check_input(x, *weight_, in_features());
+  return run_forward(x.contiguous(), in_features(), residual);
+}
+
+Tensor Linear::forward(const Tensor& x, const Tensor* residual, OnesColumn ones) {
+  check_input(x, *weight_, in_features());
+  if (ones == OnesColumn::present) {
+    x_row_stride_ = ones_column_row_stride(x, *weight_, in_features());
+    x_ = x;
+  } else {
+    x_row_stride_ = in_features();
+    x_ = x.contiguous();
+  }
+  x_ones_ = ones;
+  return run_forward(x_, x_row_stride_, residual);
 }
 
 void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate, BiasGradient bias) {
@@ -99,7 +132,8 @@ void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate, Bias
   p.out_features = out_features();
   p.dtype = w.dtype();
   p.x = x_.data();
-  p.x_row_stride = in_features();
+  p.x_row_stride = x_row_stride_;
+  p.x_ones_column = x_ones_ == OnesColumn::present;
   p.weight = w.data();
   p.dy = dy.data();
   p.dy_row_stride = out_features();

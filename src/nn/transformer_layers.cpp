@@ -52,7 +52,9 @@ Tensor EncoderLayer::forward(const Tensor& x, const ForwardContext& context) {
   const Tensor h = attn_dropout_.drops(context)
                        ? add(x, attn_dropout_.forward(attn_.forward(attn_layer_norm_.forward(x), context), context))
                        : attn_.forward(attn_layer_norm_.forward(x), context, &x);
-  return ffn_.forward(ffn_layer_norm_.forward(h), context, &h);
+  // fc1's input with the ones column its bias gradient comes from (no pass over its dy).
+  const OnesColumn ones = ffn_.input_ones();
+  return ffn_.forward(ffn_layer_norm_.forward(h, kernels::LayerNormInput::identity, ones), context, &h, ones);
 }
 
 Tensor EncoderLayer::backward(const Tensor& dy, const LayerGradientSums& sums) {
@@ -102,7 +104,9 @@ Tensor DecoderLayer::forward(const Tensor& x, const Tensor& memory, const Forwar
     h = add(h, cross_attn_dropout_.forward(cross_attn_->forward(cross_attn_layer_norm_->forward(h), memory, context),
                                            context));
   }
-  return ffn_.forward(ffn_layer_norm_.forward(h), context, &h);
+  // fc1's input with the ones column its bias gradient comes from (no pass over its dy).
+  const OnesColumn ones = ffn_.input_ones();
+  return ffn_.forward(ffn_layer_norm_.forward(h, kernels::LayerNormInput::identity, ones), context, &h, ones);
 }
 
 Tensor DecoderLayer::backward(const Tensor& dy, Tensor* dmemory, const LayerGradientSums& sums) {

@@ -23,6 +23,7 @@
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/linear.hpp"
 #include "longnet/nn/positional.hpp"
+#include "support/dilated_oracle.hpp"
 
 namespace longnet::testing {
 namespace {
@@ -478,6 +479,53 @@ TEST(ModelKernels, LinearBackwardAccumulateAddsDyWIntoTheGradient) {
   for (std::size_t i = 0; i < actual.size(); ++i) EXPECT_NEAR(actual[i], expected[i], 1e-13);
   Tensor wrong = Tensor::zeros({2, 3, 5}, DType::f64);
   EXPECT_THROW(linear.backward_accumulate(dy, wrong), Error);
+}
+
+// A LayerNorm's output with the ones column (OnesColumn::present): the same values as
+// without, each row followed by 1, 0, ..., 0 in memory; a Linear over it gives the outputs
+// and gradients of a Linear over a contiguous copy; a Linear refuses a ones column its
+// input has no room for.
+TEST(ModelKernels, LayerNormOnesColumnFeedsALinear) {
+  const std::int64_t kOnes = kernels::kOnesColumns;
+  for (DType dtype : {DType::f32, DType::f64}) {
+    ParameterOptions options;
+    options.dtype = options.compute_dtype = dtype;
+    LayerNorm norm("ln", 37, 1e-5, options);
+    norm.parameters()[0]->value.copy_from(Tensor::randn({37}, 3));
+    norm.parameters()[1]->value.copy_from(Tensor::randn({37}, 4));
+    const Tensor x = Tensor::randn({2, 5, 37}, 1, dtype);
+    const Tensor plain = norm.forward(x);
+    const Tensor padded = norm.forward(x, kernels::LayerNormInput::identity, OnesColumn::present);
+    ASSERT_EQ(padded.shape(), plain.shape());
+    EXPECT_EQ(padded.stride(1), 37 + kOnes);
+    EXPECT_EQ(padded.contiguous().to_vector<double>(), plain.to_vector<double>());
+    const std::vector<double> rows = padded.as_strided({10, 37 + kOnes}, {37 + kOnes, 1}, 0).to_vector<double>();
+    for (std::int64_t r = 0; r < 10; ++r) {
+      for (std::int64_t j = 0; j < kOnes; ++j) {
+        EXPECT_EQ(rows[static_cast<std::size_t>(r * (37 + kOnes) + 37 + j)], j == 0 ? 1.0 : 0.0) << r << " " << j;
+      }
+    }
+
+    Linear with_ones("l", 37, 6, true, options), contiguous("l", 37, 6, true, options);
+    const Tensor dy = Tensor::randn({2, 5, 6}, 2, dtype);
+    const Tensor y1 = with_ones.forward(padded, nullptr, OnesColumn::present), y2 = contiguous.forward(plain);
+    EXPECT_EQ(y1.to_vector<double>(), y2.to_vector<double>());
+    const Tensor dx1 = with_ones.backward(dy), dx2 = contiguous.backward(dy);
+    const double tol = dtype == DType::f64 ? 1e-12 : 1e-5;
+    EXPECT_LE(relative_l2_error(dx1.to(DType::f64), dx2.to(DType::f64)), tol);
+    for (std::size_t i = 0; i < 2; ++i) {
+      const Tensor g1 = with_ones.parameters()[i]->grad.to(DType::f64),
+                   g2 = contiguous.parameters()[i]->grad.to(DType::f64);
+      EXPECT_LE(relative_l2_error(g1, g2), tol) << with_ones.parameters()[i]->name;
+    }
+    try {
+      Linear("l", 37, 6, true, options).forward(plain, nullptr, OnesColumn::present);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("row stride of at least in_features + 8 = 45; it has 37"), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(ModelKernels, SumOfSquaresOfManyTensorsIsTheSumOfEach) {

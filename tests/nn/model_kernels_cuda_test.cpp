@@ -166,6 +166,57 @@ TEST_F(ModelKernelsCuda, LayerNormMatchesTheCpuOnEveryPath) {
   }
 }
 
+// out_ones_column: each output row followed by 1, 0, ..., 0 (what a Linear's backward takes
+// its bias gradient from), the rows themselves the bits of a forward without it, on each
+// path (one warp, team rows, GELU input, single elements, streaming); no room: an error.
+TEST_F(ModelKernelsCuda, LayerNormWritesTheOnesColumnAfterEachRow) {
+  const std::int64_t kOnes = kernels::kOnesColumns;
+  const LayerNormCase cases[] = {{33, 40, 40 + kOnes},
+                                 {70, 768, 768 + kOnes},
+                                 {9, 770, 770 + kOnes + 3},
+                                 {67, 3072, 3072 + kOnes},
+                                 {5, 9000, 9000 + kOnes}};
+  for (const bool gelu : {false, true}) {
+    for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
+      for (const LayerNormCase& c : cases) {
+        SCOPED_TRACE(str(dtype_name(dtype), " rows ", c.rows, " columns ", c.columns, " stride ", c.stride,
+                         gelu ? " gelu input" : ""));
+        const LayerNormInputs in = layer_norm_inputs(c, dtype, gelu, false);
+        const DType a = accumulation(dtype);
+        const Tensor x = in.x.to(gpu, dtype), w = in.weight.to(gpu, a), b = in.bias.to(gpu, a);
+        const auto forward = [&](bool ones) {
+          Tensor out = Tensor::full({c.rows, c.stride}, 7.0, dtype, gpu);
+          const Tensor mean = Tensor::zeros({c.rows}, a, gpu), rstd = Tensor::zeros({c.rows}, a, gpu);
+          kernels::LayerNormParams p;
+          p.rows = c.rows, p.columns = c.columns, p.dtype = dtype;
+          p.input = gelu ? kernels::LayerNormInput::gelu : kernels::LayerNormInput::identity;
+          p.x = x.data(), p.x_row_stride = c.stride, p.weight = w.data(), p.bias = b.data();
+          p.out = out.data(), p.out_row_stride = c.stride, p.out_ones_column = ones;
+          p.mean = mean.data(), p.rstd = rstd.data();
+          kernels::layer_norm_forward_cuda(p);
+          return out.to(Device::cpu(), DType::f64);
+        };
+        const Tensor with = forward(true), without = forward(false);
+        EXPECT_EQ(with.slice(1, 0, c.columns).contiguous().to_vector<double>(),
+                  without.slice(1, 0, c.columns).contiguous().to_vector<double>());
+        std::vector<double> pad;
+        for (std::int64_t r = 0; r < c.rows; ++r) {
+          for (std::int64_t j = 0; j < c.stride - c.columns; ++j) pad.push_back(j == 0 ? 1 : j < kOnes ? 0 : 7);
+        }
+        EXPECT_EQ(with.slice(1, c.columns, c.stride).contiguous().to_vector<double>(), pad);
+      }
+    }
+  }
+  kernels::LayerNormParams p;
+  p.rows = 2, p.columns = 16, p.dtype = DType::f32, p.out_row_stride = 20, p.out_ones_column = true;
+  try {
+    kernels::layer_norm_forward_cuda(p);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out_row_stride = 20"), std::string::npos) << e.what();
+  }
+}
+
 // dx_column_sums (a Linear's bias gradient summed by the LayerNorm backward that writes its
 // output gradient) on each path: the sums of the dx written, as stored (bf16: rounded),
 // accumulated onto what the vector held, with dx, dweight and dbias as without them.
@@ -249,7 +300,9 @@ TEST_F(ModelKernelsCuda, LinearBiasGradientIsAColumnSum) {
 
 // dweight and dbias in one backward (the training path): both gradients accumulate onto
 // what they held, for bf16, f32 and f64, a dy with padded rows and the training layer's
-// shapes (the last two cases); a second run gives the same bits.
+// shapes (the last two cases), with x plain or followed by the ones column (dW's GEMM then
+// gives db: linear.hpp's x_ones_column; the CPU oracle sums dy); a second run gives the
+// same bits.
 TEST_F(ModelKernelsCuda, LinearWeightAndBiasGradientsTogether) {
   struct Case {
     std::int64_t rows, in, out, stride;
@@ -258,34 +311,59 @@ TEST_F(ModelKernelsCuda, LinearWeightAndBiasGradientsTogether) {
                         {1, 16, 3072, 3072}, {2048, 768, 2304, 2304}, {1024, 768, 3072, 3072}};
   for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
     for (const Case& c : cases) {
-      SCOPED_TRACE(str(dtype_name(dtype), " rows ", c.rows, " in ", c.in, " out ", c.out, " stride ", c.stride));
-      const DType acc = accumulation(dtype);
-      const Tensor dy = random({c.rows, c.stride}, 3, dtype), x = random({c.rows, c.in}, 4, dtype);
-      const Tensor w = random({c.out, c.in}, 5, dtype);
-      const Tensor bias_start = random({c.out}, 6, acc), weight_start = random({c.out, c.in}, 7, acc);
-      const auto run = [&](Device device, DType type) {
-        const Tensor dyd = dy.to(device, type), xd = x.to(device, type), wd = w.to(device, type);
-        Tensor dbias = bias_start.to(device, accumulation(type)).clone();
-        Tensor dweight = weight_start.to(device, accumulation(type)).clone();
-        kernels::LinearParams p;
-        p.rows = c.rows, p.in_features = c.in, p.out_features = c.out, p.dtype = type;
-        p.x = xd.data(), p.x_row_stride = c.in, p.weight = wd.data();
-        p.dy = dyd.data(), p.dy_row_stride = c.stride, p.dbias = dbias.data(), p.dweight = dweight.data();
-        if (device.is_cuda()) {
-          kernels::linear_backward_cuda(p);
-        } else {
-          kernels::linear_backward_cpu(p);
+      for (const bool ones : {false, true}) {
+        SCOPED_TRACE(str(dtype_name(dtype), " rows ", c.rows, " in ", c.in, " out ", c.out, " stride ", c.stride,
+                         ones ? " ones column" : ""));
+        const DType acc = accumulation(dtype);
+        // With the ones column: rows of in + kOnesColumns, column `in` 1 and the rest 0.
+        const std::int64_t x_stride = ones ? c.in + kernels::kOnesColumns : c.in;
+        std::vector<double> x_values = random({c.rows, x_stride}, 4, dtype).to_vector<double>();
+        for (std::int64_t r = 0; ones && r < c.rows; ++r) {
+          for (std::int64_t j = 0; j < kernels::kOnesColumns; ++j) x_values[r * x_stride + c.in + j] = j == 0 ? 1 : 0;
         }
-        return std::make_pair(dbias, dweight);
-      };
-      const auto [bias_gpu, weight_gpu] = run(gpu, dtype);
-      const auto [bias_cpu, weight_cpu] = run(Device::cpu(), DType::f64);
-      expect_close(bias_gpu, bias_cpu, tolerance(acc), "dbias");
-      expect_close(weight_gpu, weight_cpu, tolerance(acc), "dweight");
-      const auto [bias_again, weight_again] = run(gpu, dtype);
-      EXPECT_EQ(bias_again.to(Device::cpu()).to_vector<double>(), bias_gpu.to(Device::cpu()).to_vector<double>());
-      EXPECT_EQ(weight_again.to(Device::cpu()).to_vector<double>(), weight_gpu.to(Device::cpu()).to_vector<double>());
+        const Tensor dy = random({c.rows, c.stride}, 3, dtype), x = Tensor::from_vector(x_values, {c.rows, x_stride});
+        const Tensor w = random({c.out, c.in}, 5, dtype);
+        const Tensor bias_start = random({c.out}, 6, acc), weight_start = random({c.out, c.in}, 7, acc);
+        const auto run = [&](Device device, DType type) {
+          const Tensor dyd = dy.to(device, type), xd = x.to(device, type), wd = w.to(device, type);
+          Tensor dbias = bias_start.to(device, accumulation(type)).clone();
+          Tensor dweight = weight_start.to(device, accumulation(type)).clone();
+          kernels::LinearParams p;
+          p.rows = c.rows, p.in_features = c.in, p.out_features = c.out, p.dtype = type;
+          p.x = xd.data(), p.x_row_stride = x_stride, p.x_ones_column = ones, p.weight = wd.data();
+          p.dy = dyd.data(), p.dy_row_stride = c.stride, p.dbias = dbias.data(), p.dweight = dweight.data();
+          if (device.is_cuda()) {
+            kernels::linear_backward_cuda(p);
+          } else {
+            kernels::linear_backward_cpu(p);
+          }
+          return std::make_pair(dbias, dweight);
+        };
+        const auto [bias_gpu, weight_gpu] = run(gpu, dtype);
+        const auto [bias_cpu, weight_cpu] = run(Device::cpu(), DType::f64);
+        expect_close(bias_gpu, bias_cpu, tolerance(acc), "dbias");
+        expect_close(weight_gpu, weight_cpu, tolerance(acc), "dweight");
+        const auto [bias_again, weight_again] = run(gpu, dtype);
+        EXPECT_EQ(bias_again.to(Device::cpu()).to_vector<double>(), bias_gpu.to(Device::cpu()).to_vector<double>());
+        EXPECT_EQ(weight_again.to(Device::cpu()).to_vector<double>(), weight_gpu.to(Device::cpu()).to_vector<double>());
+      }
     }
+  }
+}
+
+// The ones column's rule: a row stride with room for it, else a clear error (both backends).
+TEST_F(ModelKernelsCuda, LinearOnesColumnNeedsRoomInTheRowStride) {
+  const Tensor x = Tensor::zeros({4, 20}, DType::f32, gpu), dy = Tensor::zeros({4, 6}, DType::f32, gpu);
+  Tensor dweight = Tensor::zeros({6, 16}, DType::f32, gpu), dbias = Tensor::zeros({6}, DType::f32, gpu);
+  kernels::LinearParams p;
+  p.rows = 4, p.in_features = 16, p.out_features = 6, p.dtype = DType::f32;
+  p.x = x.data(), p.x_row_stride = 20, p.x_ones_column = true;
+  p.dy = dy.data(), p.dy_row_stride = 6, p.dweight = dweight.data(), p.dbias = dbias.data();
+  try {
+    kernels::linear_backward_cuda(p);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("x_row_stride = 20"), std::string::npos) << e.what();
   }
 }
 

@@ -21,6 +21,10 @@
 //   over the dx written (dresidual included) as stored, i.e. rounded to dtype, in a fixed
 //   order (on the CPU the Linear bias gradient's: the same bits). When dx is a Linear's
 //   output gradient (no dropout between), that is the Linear's bias gradient.
+// And one gives a following Linear its bias gradient from its weight gradient's GEMM:
+// - out_ones_column (forward): each output row is followed by kOnesColumns values 1, 0,
+//   ..., 0 (linear.hpp; out_row_stride >= C + kOnesColumns), the input rows a Linear's
+//   backward takes as LinearParams::x_ones_column.
 // And one saves the attention backward a pass over its output and output gradient:
 // - segment_dots (backward, nullable; identity input only): for the segments of
 //   segment_columns consecutive columns (C a multiple of it), the dot products of dx as
@@ -35,6 +39,7 @@
 
 #include "longnet/core/dtype.hpp"
 #include "longnet/core/error.hpp"
+#include "longnet/kernels/linear.hpp"
 #include "longnet/kernels/precision.hpp"
 
 namespace longnet::kernels {
@@ -54,6 +59,7 @@ struct LayerNormParams {
   const void* bias = nullptr;    // nullable
   void* out = nullptr;
   std::int64_t out_row_stride = 0;
+  bool out_ones_column = false;
   void* mean = nullptr;
   void* rstd = nullptr;
 
@@ -81,6 +87,13 @@ inline void validate_segment_dots(const LayerNormParams& p) {
   require(p.segment_rows_per_batch > 0 && p.rows % p.segment_rows_per_batch == 0,
           "layer_norm_backward: segment_rows_per_batch = ", p.segment_rows_per_batch,
           ": must be positive and divide the ", p.rows, " rows");
+}
+
+// out_ones_column's rule (the backends check it): room for the columns in the row stride.
+inline void validate_ones_column(const LayerNormParams& p) {
+  if (!p.out_ones_column) return;
+  require(p.out_row_stride >= p.columns + kOnesColumns, "layer_norm_forward: out_row_stride = ", p.out_row_stride,
+          ": out_ones_column needs at least columns + ", kOnesColumns, " = ", p.columns + kOnesColumns);
 }
 
 void layer_norm_forward_cpu(const LayerNormParams& p);

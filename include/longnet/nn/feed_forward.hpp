@@ -33,7 +33,11 @@ class FeedForward final : public Module {
 
   // residual (nullable, x's shape) is added to the output (by fc2's GEMM when the output
   // dropout is inactive).
-  Tensor forward(const Tensor& x, const ForwardContext& context, const Tensor* residual = nullptr);
+  // x_ones: x's rows are followed by the ones column (linear.hpp's OnesColumn), which fc1
+  // takes its bias gradient from; input_ones() says whether fc1 would use one.
+  Tensor forward(const Tensor& x, const ForwardContext& context, const Tensor* residual = nullptr,
+                 OnesColumn x_ones = OnesColumn::absent);
+  OnesColumn input_ones() const { return fc1_.bias() ? OnesColumn::present : OnesColumn::absent; }
   // fc2_bias = summed_by_caller: the caller added dy's column sums into
   // output_bias_gradient() (which must then be non-null).
   Tensor backward(const Tensor& dy, BiasGradient fc2_bias = BiasGradient::compute);

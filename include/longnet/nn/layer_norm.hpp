@@ -5,6 +5,7 @@
 #include <string>
 
 #include "longnet/kernels/layer_norm.hpp"
+#include "longnet/nn/linear.hpp"
 #include "longnet/nn/parameter.hpp"
 
 namespace longnet::nn {
@@ -15,7 +16,10 @@ class LayerNorm final : public Module {
 
   // input = gelu normalises gelu(x) (kernels/layer_norm.hpp): the feed-forward's
   // activation and sub-LayerNorm in one pass; backward then returns the gradient of x.
-  Tensor forward(const Tensor& x, kernels::LayerNormInput input = kernels::LayerNormInput::identity);
+  // ones = present: the output is a column slice of rows kernels::kOnesColumns longer,
+  // each followed by 1, 0, ..., 0: the input a Linear takes as OnesColumn::present.
+  Tensor forward(const Tensor& x, kernels::LayerNormInput input = kernels::LayerNormInput::identity,
+                 OnesColumn ones = OnesColumn::absent);
   // dresidual (nullable, dy's shape): added to the returned gradient in the same pass (the
   // residual stream's gradient, which would otherwise take an add of its own).
   // dx_column_sums (nullable, (dim) in the gradients' dtype, on the module's device): the
@@ -35,7 +39,7 @@ class LayerNorm final : public Module {
   void collect_parameters(std::vector<ParameterPtr>& out) const override;
 
  private:
-  Tensor run_forward(const Tensor& x, kernels::LayerNormInput input, Tensor* mean, Tensor* rstd) const;
+  Tensor run_forward(const Tensor& x, kernels::LayerNormInput input, OnesColumn ones, Tensor* mean, Tensor* rstd) const;
 
   ParameterPtr weight_, bias_;
   double eps_;

@@ -15,6 +15,13 @@ namespace longnet::nn {
 // dx_column_sums, nn::LayerNorm::backward).
 enum class BiasGradient { compute, summed_by_caller };
 
+// Whether a Linear's input rows are each followed in memory by the ones column
+// (kernels::kOnesColumns values 1, 0, ..., 0): the input is then a column slice [0, in) of
+// a wider row-major tensor, as LayerNorm::forward writes it when asked. The Linear's
+// backward takes its bias gradient from the weight gradient's GEMM over that column
+// (kernels/linear.hpp, x_ones_column) instead of a pass over dy.
+enum class OnesColumn { absent, present };
+
 class Linear final : public Module {
  public:
   Linear(const std::string& name, std::int64_t in_features, std::int64_t out_features, bool bias,
@@ -24,7 +31,9 @@ class Linear final : public Module {
 
   // residual (nullable, the output's shape): y = x W^T + b + residual, added in the GEMM's
   // epilogue on CUDA (a transformer's residual stream without an add pass of its own).
-  Tensor forward(const Tensor& x, const Tensor* residual = nullptr);
+  // ones = present: x's rows are followed by the ones column (OnesColumn; x of at least
+  // two dimensions, rows evenly strided), saved as the view it is.
+  Tensor forward(const Tensor& x, const Tensor* residual = nullptr, OnesColumn ones = OnesColumn::absent);
   Tensor backward(const Tensor& dy, BiasGradient bias = BiasGradient::compute);
   // Backward that adds the input's gradient into dx (dx += dy W) instead of writing a new
   // tensor: several projections of one input (k and v of attention) sum their gradients
@@ -41,9 +50,13 @@ class Linear final : public Module {
 
  private:
   void run_backward(const Tensor& dy, Tensor& dx, bool accumulate, BiasGradient bias);
+  // y for rows of x `row_stride` elements apart (columns contiguous).
+  Tensor run_forward(const Tensor& x, std::int64_t row_stride, const Tensor* residual) const;
 
   ParameterPtr weight_, bias_;
   Tensor x_;
+  std::int64_t x_row_stride_ = 0;
+  OnesColumn x_ones_ = OnesColumn::absent;
 };
 
 }  // namespace longnet::nn

@@ -3,6 +3,7 @@
 // long row loses nothing, as four interleaved sums: row_sum). dweight, dbias and dx's
 // column sums are summed over fixed chunks of rows and the chunks added in order, so the
 // result does not depend on the thread count.
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -97,6 +98,10 @@ void forward(const LayerNormParams& p) {
         if (bias) y += bias[c];
         yr[c] = y;
       }
+      if (p.out_ones_column) {
+        yr[C] = T(1);
+        std::fill_n(yr + C + 1, kOnesColumns - 1, T(0));
+      }
       mean_out[r] = static_cast<T>(mean);
       rstd_out[r] = static_cast<T>(rstd);
     }
@@ -189,6 +194,7 @@ void backward(const LayerNormParams& p) {
 }  // namespace
 
 void layer_norm_forward_cpu(const LayerNormParams& p) {
+  validate_ones_column(p);
   cpu::dispatch_float(p.dtype, "layer_norm_forward", [&](auto tag) { forward<decltype(tag)>(p); });
 }
 

@@ -87,6 +87,7 @@ void linear_forward_cpu(const LinearParams& p) {
 }
 
 void linear_backward_cpu(const LinearParams& p) {
+  validate_ones_column(p);  // (the CPU sums dy's columns itself: the ones are not read)
   cpu::dispatch_float(p.dtype, "linear_backward", [&](auto tag) { backward<decltype(tag)>(p); });
 }
 

@@ -127,9 +127,21 @@ void forward(const LayerNormParams& p, cudaStream_t stream) {
   }
 }
 
+// out_ones_column: 1, 0, ..., 0 after each output row; a thread a row (16 bytes of bf16).
+template <class T>
+__global__ void ones_columns_kernel(T* out, std::int64_t rows, std::int64_t columns, std::int64_t row_stride) {
+  begin_dependent_kernel();
+  LONGNET_GRID_STRIDE(row, rows) {
+    T* pad = out + row * row_stride + columns;
+#pragma unroll
+    for (int c = 0; c < kOnesColumns; ++c) pad[c] = from_compute<T>(static_cast<Compute<T>>(c == 0 ? 1 : 0));
+  }
+}
+
 }  // namespace
 
 void layer_norm_forward_cuda(const LayerNormParams& p) {
+  validate_ones_column(p);
   if (p.rows == 0) return;
   dispatch_activation(p.dtype, "layer_norm_forward", [&](auto tag) {
     using T = decltype(tag);
@@ -141,6 +153,10 @@ void layer_norm_forward_cuda(const LayerNormParams& p) {
         forward<T, 1, gelu.value>(p, stream);
       }
     });
+    if (p.out_ones_column) {
+      launch_model(ones_columns_kernel<T>, grid_for(p.rows), kThreads, 0, stream, static_cast<T*>(p.out), p.rows,
+                   p.columns, p.out_row_stride);
+    }
   });
   check_launch();
 }

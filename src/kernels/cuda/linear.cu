@@ -366,6 +366,23 @@ void forward(const LinearParams& p) {
   add_residual();
 }
 
+// dW += the scratch's first `in` rows, db += its row `in` (column-major (in + kOnesColumns)
+// x out, as dW's GEMM over x's ones column wrote it). A thread per element of [dW | db].
+template <class C>
+__global__ void add_weight_and_bias_gradients_kernel(const C* scratch, std::int64_t in, std::int64_t out, C* dweight,
+                                                     C* dbias) {
+  begin_dependent_kernel();
+  LONGNET_GRID_STRIDE(i, out * (in + 1)) {
+    const std::int64_t o = i / (in + 1), c = i % (in + 1);
+    const C value = scratch[o * (in + kOnesColumns) + c];
+    if (c < in) {
+      dweight[o * in + c] += value;
+    } else {
+      dbias[o] += value;
+    }
+  }
+}
+
 template <class T>
 void backward(const LinearParams& p) {
   if (p.rows == 0) return;
@@ -393,6 +410,33 @@ void backward(const LinearParams& p) {
       g.accumulate = p.dx_accumulate;
       run_gemm(g);
     }
+  }
+  // dW and db from one GEMM over x's ones column (linear.hpp), into scratch; then added.
+  const bool ones_column = p.x_ones_column && p.dweight && p.dbias && p.in_features > 0 && p.out_features > 0;
+  if (ones_column) {
+    const std::int64_t rows_out = p.in_features + kOnesColumns;
+    const Tensor scratch =
+        Tensor::empty({p.out_features, rows_out}, dtype_of<C>::value, Device::cuda(current_device()));
+    Gemm g;
+    g.transpose_b = true;
+    g.m = rows_out;
+    g.n = p.out_features;
+    g.k = p.rows;
+    g.a = p.x;
+    g.lda = p.x_row_stride;
+    g.b = p.dy;
+    g.ldb = p.dy_row_stride;
+    g.c = scratch.data();
+    g.ldc = rows_out;
+    g.operand_type = GemmTypes<T>::type;
+    g.output_type = GemmTypes<C>::type;
+    g.compute = GemmTypes<T>::compute;
+    run_gemm(g);
+    launch_model(add_weight_and_bias_gradients_kernel<C>, grid_for(p.out_features * (p.in_features + 1)), kThreads, 0,
+                 current_cuda_stream(), scratch.data<C>(), p.in_features, p.out_features, static_cast<C*>(p.dweight),
+                 static_cast<C*>(p.dbias));
+    check_launch();
+    return;
   }
   if (p.dweight && p.in_features > 0 && p.out_features > 0) {
     Gemm g;
@@ -426,6 +470,7 @@ void linear_forward_cuda(const LinearParams& p) {
 }
 
 void linear_backward_cuda(const LinearParams& p) {
+  validate_ones_column(p);
   dispatch_activation(p.dtype, "linear_backward", [&](auto tag) { backward<decltype(tag)>(p); });
 }
 
