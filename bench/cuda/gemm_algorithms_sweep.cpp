@@ -165,7 +165,12 @@ std::vector<Case> linear_cases(const std::string& name, std::int64_t rows, std::
   // scratch: row `in` of the product is the bias gradient, so the one GEMM reading dY
   // would give both (what it costs against dW alone plus a column-sum pass over dY).
   Case dw_ones{name + " dW+ones", false, true, in + 8, out, rows, in + 8, out, in + 8, false, false, false, true, 12};
-  return {forward, dx, dw, dw_ones};
+  // The forward without the bias epilogue (a following pass that reads y anyway, such as
+  // the GELU LayerNorm, could add it): what the epilogue costs.
+  Case forward_plain = forward;
+  forward_plain.name = name + " fwd-bias";
+  forward_plain.bias = false;
+  return {forward, forward_plain, dx, dw, dw_ones};
 }
 
 }  // namespace

@@ -241,8 +241,21 @@ __global__ void __launch_bounds__(32 * kTotalGroups)
   T sum = 0;
   if (c < columns) {
     const T* column = partial + k * chunks * columns + c;
-#pragma unroll 8
-    for (std::int64_t chunk = threadIdx.y; chunk < chunks; chunk += kTotalGroups) sum += column[chunk * columns];
+    // kBatch loads in flight before their adds (in the same order): one memory round trip
+    // for up to 32 kBatch chunks, where a loop of dependent-looking adds took several.
+    constexpr int kBatch = 16;
+    for (std::int64_t first = threadIdx.y; first < chunks; first += kBatch * kTotalGroups) {
+      T values[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const std::int64_t chunk = first + u * kTotalGroups;
+        values[u] = chunk < chunks ? column[chunk * columns] : T(0);
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        if (first + u * kTotalGroups < chunks) sum += values[u];
+      }
+    }
   }
   sums[threadIdx.y][threadIdx.x] = sum;
   __syncthreads();
