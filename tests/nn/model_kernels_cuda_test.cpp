@@ -307,8 +307,9 @@ TEST_F(ModelKernelsCuda, LinearWeightAndBiasGradientsTogether) {
   struct Case {
     std::int64_t rows, in, out, stride;
   };
-  const Case cases[] = {{300, 64, 40, 40},   {256, 96, 768, 776},     {129, 32, 24, 24},
-                        {1, 16, 3072, 3072}, {2048, 768, 2304, 2304}, {1024, 768, 3072, 3072}};
+  const Case cases[] = {{300, 64, 40, 40},       {256, 96, 768, 776},     {129, 32, 24, 24}, {1, 16, 3072, 3072},
+                        {2048, 768, 2304, 2304}, {1024, 768, 3072, 3072}, {70, 30, 20, 20}};  // (in % 4 != 0: the ones
+                                                                                              // column's scalar adds)
   for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
     for (const Case& c : cases) {
       for (const bool ones : {false, true}) {

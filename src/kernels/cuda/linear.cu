@@ -407,18 +407,27 @@ void forward(const LinearParams& p) {
 }
 
 // dW += the scratch's first `in` rows, db += its row `in` (column-major (in + kOnesColumns)
-// x out, as dW's GEMM over x's ones column wrote it). A thread per element of [dW | db].
-template <class C>
+// x out, as dW's GEMM over x's ones column wrote it). A thread per kVector elements of dW's
+// columns (16 bytes for f32 gradients whose rows are whole packs) and per element of db.
+// Bytes: dW read and written, the scratch read once: 28 MB for fc1 (768 -> 3072), ~10 us.
+template <class C, int kVector>
 __global__ void add_weight_and_bias_gradients_kernel(const C* scratch, std::int64_t in, std::int64_t out, C* dweight,
                                                      C* dbias) {
   begin_dependent_kernel();
-  LONGNET_GRID_STRIDE(i, out * (in + 1)) {
-    const std::int64_t o = i / (in + 1), c = i % (in + 1);
-    const C value = scratch[o * (in + kOnesColumns) + c];
-    if (c < in) {
-      dweight[o * in + c] += value;
+  const std::int64_t groups = in / kVector + 1;  // dW's groups of a row, then db's element
+  LONGNET_GRID_STRIDE(i, out * groups) {
+    const std::int64_t o = i / groups, g = i % groups;
+    const C* source = scratch + o * (in + kOnesColumns);
+    if (g + 1 == groups) {
+      dbias[o] += source[in];
+    } else if constexpr (kVector == 4 && std::is_same_v<C, float>) {
+      float4& target = *reinterpret_cast<float4*>(dweight + o * in + 4 * g);
+      const float4 add = *reinterpret_cast<const float4*>(source + 4 * g);
+      float4 sum = target;
+      sum.x += add.x, sum.y += add.y, sum.z += add.z, sum.w += add.w;
+      target = sum;
     } else {
-      dbias[o] += value;
+      dweight[o * in + g] += source[g];
     }
   }
 }
@@ -472,9 +481,17 @@ void backward(const LinearParams& p) {
     g.output_type = GemmTypes<C>::type;
     g.compute = GemmTypes<T>::compute;
     run_gemm(g);
-    launch_model(add_weight_and_bias_gradients_kernel<C>, grid_for(p.out_features * (p.in_features + 1)), kThreads, 0,
-                 current_cuda_stream(), scratch.data<C>(), p.in_features, p.out_features, static_cast<C*>(p.dweight),
-                 static_cast<C*>(p.dbias));
+    bool vector = false;
+    if constexpr (std::is_same_v<C, float>) vector = p.in_features % 4 == 0 && aligned16(p.dweight);
+    if (vector) {
+      launch_model(add_weight_and_bias_gradients_kernel<C, 4>, grid_for(p.out_features * (p.in_features / 4 + 1)),
+                   kThreads, 0, current_cuda_stream(), scratch.data<C>(), p.in_features, p.out_features,
+                   static_cast<C*>(p.dweight), static_cast<C*>(p.dbias));
+    } else {
+      launch_model(add_weight_and_bias_gradients_kernel<C, 1>, grid_for(p.out_features * (p.in_features + 1)), kThreads,
+                   0, current_cuda_stream(), scratch.data<C>(), p.in_features, p.out_features,
+                   static_cast<C*>(p.dweight), static_cast<C*>(p.dbias));
+    }
     check_launch();
     return;
   }
