@@ -109,8 +109,9 @@ TEST(BenchCommand, BadInputs) {
 }
 
 // `longnet bench train` on a tiny CPU model: the JSON holds each phase's time and the host's
-// share of it (on the CPU the host does all the work, so the two agree to rounding), and
-// bad counts are refused with the flag's name.
+// share of it (on the CPU the host does all the work, so the two agree to rounding), a
+// single queued-ahead step is a whole step (the CPU runs its queue at once: the last step
+// once came out as ~0 ms), and bad counts are refused with the flag's name.
 TEST(BenchCommand, TrainReportsPhasesAndTheirHostTime) {
   const ScratchFolder folder("bench_train");
   const CliResult run = run_longnet({"bench", "train", "--device", "cpu", "--d-model", "16", "--heads", "2", "--layers",
@@ -125,6 +126,8 @@ TEST(BenchCommand, TrainReportsPhasesAndTheirHostTime) {
     EXPECT_GT(host, 0) << phase;
     EXPECT_LE(host, total) << phase;
   }
+  const double step = j["median_step_ms"], idle_start = j["median_idle_start_step_ms"];
+  EXPECT_GT(step, 0.25 * idle_start) << "queued-ahead step " << step << " ms, from an idle device " << idle_start;
   const CliResult bad = run_longnet({"bench", "train", "--device", "cpu", "--steps", "0"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("--steps"), std::string::npos) << bad.output;
