@@ -110,14 +110,24 @@ TEST(BenchCommand, BadInputs) {
 
 // `longnet bench train` on a tiny CPU model: the JSON holds each phase's time and the host's
 // share of it (on the CPU the host does all the work, so the two agree to rounding), a
-// single queued-ahead step is a whole step (the CPU runs its queue at once: the last step
-// once came out as ~0 ms), and bad counts are refused with the flag's name.
+// single queued-ahead step is a step's work, not ~0 ms (the CPU runs its queue at once,
+// and the last step was once timed after it was done), and bad counts are refused with the
+// flag's name.
 TEST(BenchCommand, TrainReportsPhasesAndTheirHostTime) {
   const ScratchFolder folder("bench_train");
-  const CliResult run = run_longnet({"bench", "train", "--device", "cpu", "--d-model", "16", "--heads", "2", "--layers",
-                                     "1", "--ffn-dim", "32", "--seq-len", "128", "--batch-size", "1", "--segments",
-                                     "64,128", "--dilations", "1,2", "--warmup", "0", "--steps", "1", "--json",
-                                     folder / "t.json"});
+  const CliResult run = run_longnet({"bench",        "train",
+                                     "--device",     "cpu",
+                                     "--d-model",    "16",
+                                     "--heads",      "2",
+                                     "--layers",     "1",
+                                     "--ffn-dim",    "32",
+                                     "--seq-len",    "128",
+                                     "--batch-size", "1",
+                                     "--segments",   "64,128",
+                                     "--dilations",  "1,2",
+                                     "--warmup",     "1",
+                                     "--steps",      "1",
+                                     "--json",       folder / "t.json"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const nlohmann::json j = read_json(folder / "t.json");
   for (const char* phase : {"forward", "backward", "optimizer"}) {
@@ -127,7 +137,9 @@ TEST(BenchCommand, TrainReportsPhasesAndTheirHostTime) {
     EXPECT_LE(host, total) << phase;
   }
   const double step = j["median_step_ms"], idle_start = j["median_idle_start_step_ms"];
-  EXPECT_GT(step, 0.25 * idle_start) << "queued-ahead step " << step << " ms, from an idle device " << idle_start;
+  // (The bug gave 1/5000 of a step; a loaded machine, as under the sanitizers' parallel
+  // tests, gave 1/16 here with no warm-up step.)
+  EXPECT_GT(step, 0.02 * idle_start) << "queued-ahead step " << step << " ms, from an idle device " << idle_start;
   const CliResult bad = run_longnet({"bench", "train", "--device", "cpu", "--steps", "0"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("--steps"), std::string::npos) << bad.output;
