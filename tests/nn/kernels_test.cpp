@@ -30,13 +30,24 @@ namespace {
 
 using namespace longnet::nn;
 
+ParameterOptions options_of(DType dtype) {
+  ParameterOptions options;
+  options.dtype = options.compute_dtype = dtype;
+  return options;
+}
+
+// A LayerNorm over 37 columns with random weight and bias.
+LayerNorm random_layer_norm(const ParameterOptions& options) {
+  LayerNorm norm("ln", 37, 1e-5, options);
+  norm.parameters()[0]->value.copy_from(Tensor::randn({37}, 3));
+  norm.parameters()[1]->value.copy_from(Tensor::randn({37}, 4));
+  return norm;
+}
+
 TEST(ModelKernels, LayerNormMatchesDefinitionInBothPrecisions) {
   for (DType dtype : {DType::f32, DType::f64}) {
-    ParameterOptions options;
-    options.dtype = options.compute_dtype = dtype;
-    LayerNorm norm("ln", 37, 1e-5, options);
-    norm.parameters()[0]->value.copy_from(Tensor::randn({37}, 3));
-    norm.parameters()[1]->value.copy_from(Tensor::randn({37}, 4));
+    const ParameterOptions options = options_of(dtype);
+    LayerNorm norm = random_layer_norm(options);
     const Tensor x = Tensor::randn({5, 37}, 1, dtype);
     const auto y = norm.infer(x).to_vector<double>();
     const auto xv = x.to_vector<double>();
@@ -488,11 +499,8 @@ TEST(ModelKernels, LinearBackwardAccumulateAddsDyWIntoTheGradient) {
 TEST(ModelKernels, LayerNormOnesColumnFeedsALinear) {
   const std::int64_t kOnes = kernels::kOnesColumns;
   for (DType dtype : {DType::f32, DType::f64}) {
-    ParameterOptions options;
-    options.dtype = options.compute_dtype = dtype;
-    LayerNorm norm("ln", 37, 1e-5, options);
-    norm.parameters()[0]->value.copy_from(Tensor::randn({37}, 3));
-    norm.parameters()[1]->value.copy_from(Tensor::randn({37}, 4));
+    const ParameterOptions options = options_of(dtype);
+    LayerNorm norm = random_layer_norm(options);
     const Tensor x = Tensor::randn({2, 5, 37}, 1, dtype);
     const Tensor plain = norm.forward(x);
     const Tensor padded = norm.forward(x, kernels::LayerNormInput::identity, OnesColumn::present);

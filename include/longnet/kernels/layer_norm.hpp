@@ -89,11 +89,12 @@ inline void validate_segment_dots(const LayerNormParams& p) {
           ": must be positive and divide the ", p.rows, " rows");
 }
 
-// out_ones_column's rule (the backends check it): room for the columns in the row stride.
+// out_ones_column's rule (the backends check it; linear.hpp's require_ones_column_room).
 inline void validate_ones_column(const LayerNormParams& p) {
-  if (!p.out_ones_column) return;
-  require(p.out_row_stride >= p.columns + kOnesColumns, "layer_norm_forward: out_row_stride = ", p.out_row_stride,
-          ": out_ones_column needs at least columns + ", kOnesColumns, " = ", p.columns + kOnesColumns);
+  if (p.out_ones_column) {
+    require_ones_column_room("layer_norm_forward: out_row_stride", p.out_row_stride, "out_ones_column", "columns",
+                             p.columns);
+  }
 }
 
 void layer_norm_forward_cpu(const LayerNormParams& p);

@@ -55,11 +55,21 @@ struct LinearParams {
   void* dbias = nullptr;
 };
 
-// x_ones_column's rule (the backends check it): room for the columns in the row stride.
+// The ones column's rule, for rows `row_stride` apart of `columns` values: room for the
+// column in the stride. The names are the error's (e.g. "linear_backward: x_row_stride",
+// "x_ones_column", "in_features").
+inline void require_ones_column_room(const char* stride_name, std::int64_t row_stride, const char* flag_name,
+                                     const char* columns_name, std::int64_t columns) {
+  require(row_stride >= columns + kOnesColumns, stride_name, " = ", row_stride, ": ", flag_name, " needs at least ",
+          columns_name, " + ", kOnesColumns, " = ", columns + kOnesColumns);
+}
+
+// x_ones_column's rule (the backends check it).
 inline void validate_ones_column(const LinearParams& p) {
-  if (!p.x_ones_column) return;
-  require(p.x_row_stride >= p.in_features + kOnesColumns, "linear_backward: x_row_stride = ", p.x_row_stride,
-          ": x_ones_column needs at least in_features + ", kOnesColumns, " = ", p.in_features + kOnesColumns);
+  if (p.x_ones_column) {
+    require_ones_column_room("linear_backward: x_row_stride", p.x_row_stride, "x_ones_column", "in_features",
+                             p.in_features);
+  }
 }
 
 void linear_forward_cpu(const LinearParams& p);

@@ -509,17 +509,8 @@ void backward_with_dots(const LayerNormParams& p, cudaStream_t stream) {
 void layer_norm_backward_cuda(const LayerNormParams& p) {
   validate_segment_dots(p);
   if (p.rows == 0) return;
-  dispatch_activation(p.dtype, "layer_norm_backward", [&](auto tag) {
-    using T = decltype(tag);
-    const cudaStream_t stream = current_cuda_stream();
-    with_input(p, [&](auto gelu) {
-      if (packed_rows<T>(p, true)) {
-        backward_with_dots<T, kPack<T>, gelu.value>(p, stream);
-      } else {
-        backward_with_dots<T, 1, gelu.value>(p, stream);
-      }
-    });
-  });
+  dispatch_rows(p, /*backward=*/true, "layer_norm_backward",
+                [&]<class T, int P, bool kGelu>(cudaStream_t stream) { backward_with_dots<T, P, kGelu>(p, stream); });
 }
 
 }  // namespace longnet::kernels

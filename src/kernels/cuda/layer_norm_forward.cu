@@ -143,16 +143,8 @@ __global__ void ones_columns_kernel(T* out, std::int64_t rows, std::int64_t colu
 void layer_norm_forward_cuda(const LayerNormParams& p) {
   validate_ones_column(p);
   if (p.rows == 0) return;
-  dispatch_activation(p.dtype, "layer_norm_forward", [&](auto tag) {
-    using T = decltype(tag);
-    const cudaStream_t stream = current_cuda_stream();
-    with_input(p, [&](auto gelu) {
-      if (packed_rows<T>(p, false)) {
-        forward<T, kPack<T>, gelu.value>(p, stream);
-      } else {
-        forward<T, 1, gelu.value>(p, stream);
-      }
-    });
+  dispatch_rows(p, /*backward=*/false, "layer_norm_forward", [&]<class T, int P, bool kGelu>(cudaStream_t stream) {
+    forward<T, P, kGelu>(p, stream);
     if (p.out_ones_column) {
       launch_model(ones_columns_kernel<T>, grid_for(p.rows), kThreads, 0, stream, static_cast<T*>(p.out), p.rows,
                    p.columns, p.out_row_stride);

@@ -196,4 +196,21 @@ void with_input(const LayerNormParams& p, Body&& body) {
   }
 }
 
+// The entry points' dispatch: launch.template operator()<T, P, kGelu>(stream) for p's dtype
+// T, its rows whole 16-byte packs or not (P = kPack<T> or 1; packed_rows) and its input.
+template <class Launch>
+void dispatch_rows(const LayerNormParams& p, bool backward, const char* what, Launch&& launch) {
+  dispatch_activation(p.dtype, what, [&](auto tag) {
+    using T = decltype(tag);
+    const cudaStream_t stream = current_cuda_stream();
+    with_input(p, [&](auto gelu) {
+      if (packed_rows<T>(p, backward)) {
+        launch.template operator()<T, kPack<T>, gelu.value>(stream);
+      } else {
+        launch.template operator()<T, 1, gelu.value>(stream);
+      }
+    });
+  });
+}
+
 }  // namespace longnet::kernels::layer_norm_cuda

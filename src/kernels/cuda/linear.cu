@@ -173,25 +173,66 @@ struct CachedAlgorithm {
   cublasLtMatmulAlgo_t algo{};
 };
 
+// The operation of g (its transposes, compute and scale types), with g's bias epilogue
+// when with_bias.
+void describe(const Gemm& g, bool with_bias, MatmulDesc& op) {
+  const cudaDataType_t scale_type = g.compute == CUBLAS_COMPUTE_64F ? CUDA_R_64F : CUDA_R_32F;
+  LONGNET_CHECK(cublasLtMatmulDescCreate(&op.desc, g.compute, scale_type));
+  const cublasOperation_t ta = g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                          tb = g.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  if (with_bias && g.bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias));
+  }
+}
+
+// The layouts of one GEMM's A, B, C (c_in's when separate) and D.
+struct GemmLayouts {
+  Layout a, b, d, c_in;
+  cublasLtMatrixLayout_t c() const { return c_in.layout ? c_in.layout : d.layout; }
+};
+
+// Algorithm `rank` of cuBLASLt's list for g without its bias epilogue, counting only those
+// that run op (g with the epilogue; cublasLtMatmulAlgoCheck), as cuda_gemm_algorithms_sweep
+// counts them; false when the list has no such rank.
+bool rank_in_list_without_bias(cublasLtHandle_t handle, const Gemm& g, const MatmulDesc& op, const GemmLayouts& l,
+                               cublasLtMatmulPreference_t preference, int rank, cublasLtMatmulAlgo_t& algo) {
+  MatmulDesc plain;
+  describe(g, /*with_bias=*/false, plain);
+  cublasLtMatmulHeuristicResult_t listed[kMaxMeasuredRank + 1]{};
+  int listed_count = 0;
+  if (cublasLtMatmulAlgoGetHeuristic(handle, plain.desc, l.a.layout, l.b.layout, l.c(), l.d.layout, preference,
+                                     kMaxMeasuredRank + 1, listed, &listed_count) != CUBLAS_STATUS_SUCCESS) {
+    return false;
+  }
+  for (int i = 0, accepted = 0; i < listed_count; ++i) {
+    cublasLtMatmulHeuristicResult_t checked{};
+    if (cublasLtMatmulAlgoCheck(handle, op.desc, l.a.layout, l.b.layout, l.c(), l.d.layout, &listed[i].algo,
+                                &checked) != CUBLAS_STATUS_SUCCESS ||
+        checked.workspaceSize > kWorkspaceBytes) {
+      continue;
+    }
+    if (accepted++ == rank) {
+      algo = listed[i].algo;
+      return true;
+    }
+  }
+  return false;
+}
+
 // Runs the GEMM; false (and nothing done) when cuBLASLt has no algorithm for it, which
 // only the bias epilogue of unusual types (or a separate C) may meet.
 bool run_gemm(const Gemm& g) {
   const int device = current_device();
   LtContext& context = lt_context(device);
   const bool f64 = g.compute == CUBLAS_COMPUTE_64F;
-  const cudaDataType_t scale_type = f64 ? CUDA_R_64F : CUDA_R_32F;
   MatmulDesc op;
-  LONGNET_CHECK(cublasLtMatmulDescCreate(&op.desc, g.compute, scale_type));
-  const cublasOperation_t ta = g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                          tb = g.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  if (g.bias) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-    LONGNET_CHECK(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias));
-  }
-  Layout la, lb, lc, lc_in;
+  describe(g, /*with_bias=*/true, op);
+  GemmLayouts layouts;
+  Layout &la = layouts.a, &lb = layouts.b, &lc = layouts.d, &lc_in = layouts.c_in;
   LONGNET_CHECK(cublasLtMatrixLayoutCreate(&la.layout, g.operand_type,
                                            static_cast<std::uint64_t>(g.transpose_a ? g.k : g.m),
                                            static_cast<std::uint64_t>(g.transpose_a ? g.m : g.k), g.lda));
@@ -204,7 +245,7 @@ bool run_gemm(const Gemm& g) {
     LONGNET_CHECK(cublasLtMatrixLayoutCreate(&lc_in.layout, g.output_type, static_cast<std::uint64_t>(g.m),
                                              static_cast<std::uint64_t>(g.n), g.ldc_in));
   }
-  const cublasLtMatrixLayout_t c_layout = g.c_in ? lc_in.layout : lc.layout;
+  const cublasLtMatrixLayout_t c_layout = layouts.c();
   const void* c_data = g.c_in ? g.c_in : g.c;
 
   const std::uint32_t align_a = alignment_of(g.a), align_b = alignment_of(g.b), align_c = alignment_of(g.c);
@@ -263,31 +304,9 @@ bool run_gemm(const Gemm& g) {
       chosen.supported = status == CUBLAS_STATUS_SUCCESS && found > 0;
       // (A shorter list than measured: the first choice.)
       if (chosen.supported) chosen.algo = results[found > rank ? rank : 0].algo;
+      // (A list without the rank: the first choice above.)
       if (chosen.supported && measured.in_list_without_bias) {
-        // The list's algorithm of the same GEMM without the epilogue, where it runs with it.
-        MatmulDesc plain;
-        LONGNET_CHECK(cublasLtMatmulDescCreate(&plain.desc, g.compute, scale_type));
-        LONGNET_CHECK(cublasLtMatmulDescSetAttribute(plain.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-        LONGNET_CHECK(cublasLtMatmulDescSetAttribute(plain.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-        // The rank counts the algorithms accepted with it, as cuda_gemm_algorithms_sweep does.
-        cublasLtMatmulHeuristicResult_t listed[kMaxMeasuredRank + 1]{};
-        int listed_count = 0;
-        if (cublasLtMatmulAlgoGetHeuristic(context.handle, plain.desc, la.layout, lb.layout, c_layout, lc.layout,
-                                           preference.preference, kMaxMeasuredRank + 1, listed,
-                                           &listed_count) == CUBLAS_STATUS_SUCCESS) {
-          for (int i = 0, accepted = 0; i < listed_count; ++i) {
-            cublasLtMatmulHeuristicResult_t checked{};
-            if (cublasLtMatmulAlgoCheck(context.handle, op.desc, la.layout, lb.layout, c_layout, lc.layout,
-                                        &listed[i].algo, &checked) != CUBLAS_STATUS_SUCCESS ||
-                checked.workspaceSize > kWorkspaceBytes) {
-              continue;
-            }
-            if (accepted++ == rank) {
-              chosen.algo = listed[i].algo;
-              break;
-            }
-          }
-        }
+        rank_in_list_without_bias(context.handle, g, op, layouts, preference.preference, rank, chosen.algo);
       }
       algorithms.emplace(key, chosen);
     }
