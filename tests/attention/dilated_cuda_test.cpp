@@ -297,6 +297,40 @@ TEST(DilatedAttentionCuda, LongNetKeyAccumulatorsNeedNoZeroFill) {
   }
 }
 
+// LongNet mode's forward merges each pattern's rows into fp32 accumulators that are not
+// filled first when the first pattern has dilation 1: that pattern runs last and writes
+// the output (PatternLaunch::merge_last), and a merge ignores an accumulator row whose lse
+// is still -inf. NaN over the pool's free memory first stands in for stale memory: a row
+// merged with it would come out NaN. Cases: the training configuration's five patterns
+// scaled down (rates up to 12, causal), several batch elements with grouped kv heads, N
+// not a multiple of w and last segments no longer than their heads' offsets (empty virtual
+// sequences), head dim 128, sixteen patterns, two of dilation 1, and a first pattern of
+// dilation 2 (zero-filled accumulators, converted after).
+TEST(DilatedAttentionCuda, LongNetMergesOverUnfilledAccumulators) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  DilatedProblem batched = edge(601, 4, 2, 64, {{100, 1}, {300, 3}}, DilatedMode::longnet, false);
+  batched.batch = 3;
+  std::vector<kernels::DilationPattern> sixteen = {{32, 1}};
+  for (std::int64_t i = 1; i < 16; ++i) sixteen.push_back({32 + 16 * i, 32});
+  const DilatedProblem cases[] = {
+      edge(1024, 12, 12, 64, {{64, 1}, {128, 2}, {256, 4}, {512, 6}, {1024, 12}}, DilatedMode::longnet, true),
+      batched,
+      edge(530, 6, 6, 128, {{128, 1}, {264, 8}}, DilatedMode::longnet, true),  // last segment 2 rows, offsets 0-5
+      edge(530, 6, 6, 64, {{128, 1}, {264, 8}}, DilatedMode::longnet, false),
+      edge(300, 4, 4, 32, sixteen, DilatedMode::longnet, false),
+      edge(300, 4, 4, 64, {{64, 1}, {64, 1}, {128, 2}}, DilatedMode::longnet, true),
+      edge(300, 4, 4, 64, {{128, 2}, {64, 1}}, DilatedMode::longnet, true),
+  };
+  for (const auto& p : cases) {
+    Tensor::full({8 << 20}, NAN, DType::f32, kGpu);
+    expect_half(p, 51, DType::bf16);
+    Tensor::full({8 << 20}, NAN, DType::f32, kGpu);
+    expect_half(p, 52, DType::f16);
+    if (HasFailure()) return;
+  }
+}
+
 // The positional encoding's backward fused into the attention's (AttentionBackwardOptions; on
 // CUDA applied as the fp32 accumulators are converted) against rotating the plain CUDA
 // gradients after with the rotary kernel: every way dK leaves the kernels (accumulated,

@@ -6,7 +6,9 @@
 // aligned rows) and the exact SIMT kernels (f32, f64, anything else up to head_dim 256).
 // Forward: rows reached by one pattern only (head-groups mode, or a single pattern) are
 // written directly; in LongNet mode with several patterns, each pattern's epilogue merges
-// its rows into fp32 accumulators by log-sum-exp and a final pass converts them.
+// its rows into fp32 accumulators by log-sum-exp and a final pass converts them, or, when
+// the first pattern has dilation 1 (it reaches every row), that pattern runs last and its
+// epilogue writes the merged rows to the output (no fill before, no conversion after).
 // Backward: delta = rowsum(dO * O), then per pattern dK/dV (and dQ) into fp32
 // accumulators, then conversion into the caller's tensors.
 #include <cuda_bf16.h>
@@ -115,9 +117,9 @@ void forward(const DilatedAttentionParams& p) {
   const bool merge = p.mode == DilatedMode::longnet && p.patterns.size() > 1;
 
   // LongNet mode whose first pattern has dilation 1: that pattern reaches every row of
-  // every head, so its launch stores the accumulators and lse (PatternLaunch::store_first)
-  // and neither is filled first.
-  const bool store_first = merge && tensor_cores && p.patterns.front().dilation_rate == 1;
+  // every head, so it runs last and writes the output (PatternLaunch::merge_last): the
+  // accumulators are neither filled first nor converted after (only the lse is filled).
+  const bool dilation_one_last = merge && tensor_cores && p.patterns.front().dilation_rate == 1;
   Tensor accumulator;
   // Rows no pattern reaches are zero: written by the warp-specialised Hopper kernel's
   // work items where they cover them all, else filled here first.
@@ -127,30 +129,41 @@ void forward(const DilatedAttentionParams& p) {
       unreached_rows && tensor_cores && cuda::use_sm90_kernels() && items_cover_unreached_rows(p, rows);
   // lse: the tensor-core epilogues write it for every row a pattern reaches, and the items
   // that zero unreached rows write their -inf; otherwise (and where merging launches read
-  // it before a store_first launch wrote it) it is filled with -inf first. A fill is a
-  // launch of its own, ~5 % of a short (8K) forward.
-  const bool lse_written = merge ? store_first : tensor_cores && (!unreached_rows || kernel_zeroes);
+  // it) it is filled with -inf first. A fill is a launch of its own, ~5 % of a short (8K)
+  // forward.
+  const bool lse_written = !merge && tensor_cores && (!unreached_rows || kernel_zeroes);
   if (!lse_written) cuda::fill<Compute>(p.lse, B * H * N, static_cast<Compute>(-INFINITY), stream);
   if (merge) {
-    accumulator = store_first ? Tensor::empty({B, N, H, D}, dtype_of<Compute>::value, device)
-                              : Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);
+    accumulator = dilation_one_last ? Tensor::empty({B, N, H, D}, dtype_of<Compute>::value, device)
+                                    : Tensor::zeros({B, N, H, D}, dtype_of<Compute>::value, device);
   } else if (unreached_rows && !kernel_zeroes) {
     zero_rows(p.out, p, H, device);
   }
-  if (tensor_cores) {
-    // Rows reached by one pattern only: every pattern in one launch. LongNet mode with
-    // several patterns: one launch per pattern, merging in pattern order.
-    std::size_t first = 0;
-    while (first < p.patterns.size()) {
-      const std::size_t last = merge ? first + 1 : std::min(p.patterns.size(), first + cuda::kMaxSlots);
-      PatternLaunch l = pattern_launch(p, first, rows);
-      l.merge = merge;
-      l.store_first = store_first && first == 0;
-      l.zero_unreached = kernel_zeroes;
+  if (tensor_cores && merge) {
+    // LongNet mode with several patterns: one launch per pattern, merging in turn (the
+    // dilation-1 pattern last where it is the first).
+    const std::size_t G = p.patterns.size();
+    for (std::size_t k = 0; k < G; ++k) {
+      const std::size_t i = dilation_one_last ? (k + 1) % G : k;
+      PatternLaunch l = pattern_launch(p, i, rows);
+      l.merge = true;
+      l.merge_last = dilation_one_last && k + 1 == G;
       // A merging launch may start while the previous pattern's finishes (its CTAs wait
       // for it before merging): nothing is queued between them.
-      l.overlap_previous = merge && first > 0;
-      if (merge) l.out_accumulator = accumulator.data();
+      l.overlap_previous = k > 0;
+      l.out_accumulator = accumulator.data();
+      cuda::append_slot(l, l);
+      require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
+      cuda::launch_forward<Element>(l, true, stream);
+      LONGNET_CHECK(cudaGetLastError());
+    }
+  } else if (tensor_cores) {
+    // Rows reached by one pattern only: every pattern in one launch.
+    std::size_t first = 0;
+    while (first < p.patterns.size()) {
+      const std::size_t last = std::min(p.patterns.size(), first + cuda::kMaxSlots);
+      PatternLaunch l = pattern_launch(p, first, rows);
+      l.zero_unreached = kernel_zeroes;
       for (std::size_t i = first; i < last; ++i) cuda::append_slot(l, pattern_launch(p, i, rows));
       require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
       cuda::launch_forward<Element>(l, true, stream);
@@ -166,7 +179,7 @@ void forward(const DilatedAttentionParams& p) {
       LONGNET_CHECK(cudaGetLastError());
     }
   }
-  if (merge) {
+  if (merge && !dilation_one_last) {
     cuda::convert_accumulator<Element, Compute>(accumulator, p.out, B, N, H, D, stream);
   }
 }

@@ -48,7 +48,7 @@ __device__ __forceinline__ void for_lane_column_pairs(int head_dim, Body&& body)
 template <int kHeadDim>
 __device__ __forceinline__ void prefetch_query_rows(const PatternLaunch& p, std::int64_t b, int h,
                                                     const std::int64_t (&n_row)[2], const bool (&valid)[2]) {
-  if (!p.merge || p.store_first) return;
+  if (!p.merge) return;
   // (Selected, not indexed by a lane-dependent r: that put the arrays in local memory.)
   const int thread_in_group = threadIdx.x % 4;
   const bool second = thread_in_group >= 2;
@@ -61,9 +61,10 @@ __device__ __forceinline__ void prefetch_query_rows(const PatternLaunch& p, std:
 
 // The forward kernels' epilogue for a thread's two query rows (as above; the 4 lanes of a
 // row group hold a row): normalise by the row sum, then either write the output rows and
-// their lse (rows one pattern reaches), store them into the fp32 accumulators (the rows'
-// first pattern, store_first), or merge them there by log-sum-exp (LongNet mode). Every
-// lane of the warp must call this (merging synchronises the warp).
+// their lse (rows one pattern reaches) or merge them with the fp32 accumulators by
+// log-sum-exp (LongNet mode), back into them or, for the rows' last pattern (merge_last),
+// into the output.
+// Every lane of the warp must call this (merging synchronises the warp).
 template <class Element, int kHeadDim, class Value>
 __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::int64_t b, int h,
                                                   const std::int64_t (&n_row)[2], const bool (&valid)[2],
@@ -100,17 +101,6 @@ __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::i
   for (int r = 0; r < 2; ++r) {
     acc[r] = static_cast<float*>(p.out_accumulator) + ((b * p.seq_len + n_row[r]) * p.heads + h) * p.head_dim;
   }
-  if (p.store_first) {  // the rows' first contribution, into unfilled accumulators
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      if (!valid[r]) continue;
-      for_lane_column_pairs<kHeadDim>(p.head_dim, [&](int n, int d) {
-        *reinterpret_cast<float2*>(acc[r] + d) = make_float2(value(r, n, 0) * inverse[r], value(r, n, 1) * inverse[r]);
-      });
-      if (thread_in_group == 0) *lse_slot[r] = lse[r];
-    }
-    return;
-  }
   // Every load of both rows before any store: one memory round trip. (Row by row, with each
   // row's lse read first, ptxas kept them in six dependent round trips at the end of every
   // item, while the tensor cores waited.)
@@ -131,15 +121,27 @@ __device__ __forceinline__ void finish_query_rows(const PatternLaunch& p, std::i
   for (int r = 0; r < 2; ++r) {
     if (!valid[r]) continue;
     float old_weight = 0.0f, new_weight = inverse[r], merged = lse[r];
-    if (old_lse[r] != -INFINITY) {
+    const bool earlier = old_lse[r] != -INFINITY;  // else the accumulator row was never written
+    if (earlier) {
       merged = fmaxf(old_lse[r], lse[r]) + log1pf(__expf(-fabsf(old_lse[r] - lse[r])));
       old_weight = __expf(old_lse[r] - merged);
       new_weight = inverse[r] * __expf(lse[r] - merged);
     }
-    for_lane_column_pairs<kHeadDim>(p.head_dim, [&](int n, int d) {
-      *reinterpret_cast<float2*>(acc[r] + d) = make_float2(stored[r][n].x * old_weight + value(r, n, 0) * new_weight,
-                                                           stored[r][n].y * old_weight + value(r, n, 1) * new_weight);
-    });
+    const auto combined = [&](int n, int j) {
+      const float old_value = j == 0 ? stored[r][n].x : stored[r][n].y;
+      return (earlier ? old_value * old_weight : 0.0f) + value(r, n, j) * new_weight;
+    };
+    if (p.merge_last) {
+      Element* out = p.out.row<Element>(b, n_row[r], h);
+      for_lane_column_pairs<kHeadDim>(p.head_dim, [&](int n, int d) {
+        *reinterpret_cast<std::uint32_t*>(out + d) =
+            M::pack(combined(n, 0) * p.output_scale, combined(n, 1) * p.output_scale);
+      });
+    } else {
+      for_lane_column_pairs<kHeadDim>(p.head_dim, [&](int n, int d) {
+        *reinterpret_cast<float2*>(acc[r] + d) = make_float2(combined(n, 0), combined(n, 1));
+      });
+    }
     if (thread_in_group == 0) *lse_slot[r] = merged;
   }
 }

@@ -103,9 +103,12 @@ struct PatternLaunch {
   bool merge = false;
   void* out_accumulator = nullptr;  // float (double for f64)
   // Forward, merging: this launch's pattern reaches every row of every head (LongNet mode,
-  // dilation 1) and runs first, so it stores each row's normalised output and lse instead
-  // of merging (the accumulators and lse are not filled first: ~0.5 GB of traffic at 128K).
-  bool store_first = false;
+  // dilation 1) and runs after the others, so it makes each row's last contribution: it
+  // merges into the accumulator row and writes the result to `out` in the output dtype
+  // (and the merged lse) instead of back into the accumulators, so no conversion pass
+  // follows. The accumulators are not filled first (the lse is filled with -inf, and a
+  // merge ignores an accumulator row whose lse is -inf).
+  bool merge_last = false;
   // Forward (warp-specialised Hopper kernel, direct writes): each work item also writes
   // zeros to the output rows of its head that its pattern does not reach (the dilated gaps
   // of its rows), so no separate fill of the output is needed. The host sets it only when
