@@ -139,6 +139,11 @@ void forward(const DilatedAttentionParams& p) {
   } else if (unreached_rows && !kernel_zeroes) {
     zero_rows(p.out, p, H, device);
   }
+  const auto launch_tensor_cores = [&](const PatternLaunch& l) {
+    require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
+    cuda::launch_forward<Element>(l, true, stream);
+    LONGNET_CHECK(cudaGetLastError());
+  };
   if (tensor_cores && merge) {
     // LongNet mode with several patterns: one launch per pattern, merging in turn (the
     // dilation-1 pattern last where it is the first).
@@ -152,10 +157,8 @@ void forward(const DilatedAttentionParams& p) {
       // for it before merging): nothing is queued between them.
       l.overlap_previous = k > 0;
       l.out_accumulator = accumulator.data();
-      cuda::append_slot(l, l);
-      require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
-      cuda::launch_forward<Element>(l, true, stream);
-      LONGNET_CHECK(cudaGetLastError());
+      cuda::append_slot(l, pattern_launch(p, i, rows));
+      launch_tensor_cores(l);
     }
   } else if (tensor_cores) {
     // Rows reached by one pattern only: every pattern in one launch.
@@ -165,9 +168,7 @@ void forward(const DilatedAttentionParams& p) {
       PatternLaunch l = pattern_launch(p, first, rows);
       l.zero_unreached = kernel_zeroes;
       for (std::size_t i = first; i < last; ++i) cuda::append_slot(l, pattern_launch(p, i, rows));
-      require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
-      cuda::launch_forward<Element>(l, true, stream);
-      LONGNET_CHECK(cudaGetLastError());
+      launch_tensor_cores(l);
       first = last;
     }
   } else {
