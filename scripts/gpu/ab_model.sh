@@ -2,8 +2,10 @@
 # Runs on the GPU machine: the model's A/B comparison in one device call. The last
 # variant's CUDA model tests (test_nn, test_model), then, ROUNDS times over the variants in
 # turn, cuda_model_kernels_sweep and `longnet bench train` (issue 5's configuration) plus
-# TRAIN_ARGS. Variants as ab_bench.sh: "label:bundle" (bundles carried in the repository).
+# TRAIN_ARGS. Variants as ab_bench.sh: "label:bundle" (bundles carried in the repository),
+# or "label:bundle:NAME=value,..." to run that bundle with those environment variables.
 #   scripts/gpu/ab_model.sh base:.device-base/bundle.tar.xz new:.device/bundle.tar.xz
+#   scripts/gpu/ab_model.sh off:.device/bundle.tar.xz on:.device/bundle.tar.xz:LONGNET_WEIGHT_GRADIENT_STREAM=1
 # Logs in $OUT (tests_nn.txt, tests_model.txt); the tables on stdout.
 set -uo pipefail
 here=$(dirname "$0")
@@ -11,20 +13,20 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 variants=("$@")
 last=${variants[${#variants[@]} - 1]}
-IFS=: read -r label bundle <<<"$last"
+IFS=: read -r label bundle environment <<<"$last"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   for program in test_nn test_model; do
-    LONGNET_BUNDLE="$bundle" "$here/run.sh" exec "$program" --gtest_filter='*Cuda*' > "$out/tests_${program#test_}.txt" 2>&1
+    env ${environment//,/ } LONGNET_BUNDLE="$bundle" "$here/run.sh" exec "$program" --gtest_filter='*Cuda*' > "$out/tests_${program#test_}.txt" 2>&1
     echo "$label $program: $(grep -E '^\[  (PASSED|FAILED)' "$out/tests_${program#test_}.txt" | tr '\n' ' ')"
     grep -B2 -A6 "Failure" "$out/tests_${program#test_}.txt" | head -40
   done
 fi
 for round in $(seq "${ROUNDS:-2}"); do
   for v in "${variants[@]}"; do
-    IFS=: read -r label bundle <<<"$v"
-    echo "== round $round: $label ($bundle)"
-    [ "${SKIP_KERNELS:-0}" = 1 ] || LONGNET_BUNDLE="$bundle" timeout 120 "$here/run.sh" exec cuda_model_kernels_sweep
-    [ "${SKIP_TRAIN:-0}" = 1 ] || LONGNET_BUNDLE="$bundle" timeout 150 "$here/run.sh" exec longnet bench train ${TRAIN_ARGS:-} 2>&1 |
+    IFS=: read -r label bundle environment <<<"$v"
+    echo "== round $round: $label ($bundle${environment:+ with $environment})"
+    [ "${SKIP_KERNELS:-0}" = 1 ] || env ${environment//,/ } LONGNET_BUNDLE="$bundle" timeout 120 "$here/run.sh" exec cuda_model_kernels_sweep
+    [ "${SKIP_TRAIN:-0}" = 1 ] || env ${environment//,/ } LONGNET_BUNDLE="$bundle" timeout 150 "$here/run.sh" exec longnet bench train ${TRAIN_ARGS:-} 2>&1 |
       grep -vi "^\s*$" | tail -n "${TRAIN_LINES:-8}"
   done
 done

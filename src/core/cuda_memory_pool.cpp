@@ -48,6 +48,11 @@ class CudaMemoryPool final : public MemoryPool {
     LONGNET_CHECK(cudaMemPoolCreate(&pool_, &properties));
     std::uint64_t keep_everything = UINT64_MAX;
     LONGNET_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep_everything));
+    // Memory freed on one stream goes to another only once the free has completed or the
+    // other has waited for it, never by a wait the pool inserts itself: such a wait would
+    // silently serialise streams meant to overlap (nn::WeightGradientOverlap).
+    int no_inserted_waits = 0;
+    LONGNET_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolReuseAllowInternalDependencies, &no_inserted_waits));
   }
 
   void* allocate(std::size_t bytes) override {

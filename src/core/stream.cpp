@@ -2,6 +2,7 @@
 #include "longnet/core/stream.hpp"
 
 #include <map>
+#include <utility>
 
 #ifdef LONGNET_WITH_CUDA
 #include <cuda_runtime.h>
@@ -69,12 +70,69 @@ void stream_wait(Stream waiting, Stream done) {
 #endif
 }
 
-SideStream::SideStream(int device) : stream_{nullptr, device} {
+StreamEvent StreamEvent::record(Stream stream) {
+  StreamEvent recorded;
+#ifdef LONGNET_WITH_CUDA
+  int previous = 0;
+  LONGNET_CHECK(cudaGetDevice(&previous));
+  LONGNET_CHECK(cudaSetDevice(stream.device));
+  cudaEvent_t event = nullptr;
+  LONGNET_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  recorded.event_ = event;
+  recorded.device_ = stream.device;
+  LONGNET_CHECK(cudaEventRecord(event, static_cast<cudaStream_t>(stream.handle)));
+  LONGNET_CHECK(cudaSetDevice(previous));
+#else
+  (void)stream;
+#endif
+  return recorded;
+}
+
+StreamEvent::~StreamEvent() {
+#ifdef LONGNET_WITH_CUDA
+  if (event_ != nullptr) (void)cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+#endif
+}
+
+StreamEvent::StreamEvent(StreamEvent&& other) noexcept : event_(other.event_), device_(other.device_) {
+  other.event_ = nullptr;
+}
+
+StreamEvent& StreamEvent::operator=(StreamEvent&& other) noexcept {
+  if (this != &other) {
+    StreamEvent released(std::move(*this));
+    event_ = other.event_;
+    device_ = other.device_;
+    other.event_ = nullptr;
+  }
+  return *this;
+}
+
+void StreamEvent::wait_on(Stream waiting) const {
+#ifdef LONGNET_WITH_CUDA
+  if (event_ == nullptr) return;
+  int previous = 0;
+  LONGNET_CHECK(cudaGetDevice(&previous));
+  LONGNET_CHECK(cudaSetDevice(waiting.device));
+  LONGNET_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(waiting.handle), static_cast<cudaEvent_t>(event_), 0));
+  LONGNET_CHECK(cudaSetDevice(previous));
+#else
+  (void)waiting;
+#endif
+}
+
+SideStream::SideStream(int device, StreamPriority priority, bool blocking) : stream_{nullptr, device} {
 #ifdef LONGNET_WITH_CUDA
   const DeviceGuard guard(Device::cuda(device));
+  int least = 0, greatest = 0;
+  LONGNET_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   cudaStream_t handle = nullptr;
-  LONGNET_CHECK(cudaStreamCreateWithFlags(&handle, cudaStreamNonBlocking));
+  LONGNET_CHECK(cudaStreamCreateWithPriority(&handle, blocking ? cudaStreamDefault : cudaStreamNonBlocking,
+                                             priority == StreamPriority::highest ? greatest : least));
   stream_.handle = handle;
+#else
+  (void)priority;
+  (void)blocking;
 #endif
 }
 

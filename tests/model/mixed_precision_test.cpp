@@ -30,6 +30,7 @@
 #include "longnet/model/generation.hpp"
 #include "longnet/model/longnet_lm.hpp"
 #include "longnet/model/trainer.hpp"
+#include "longnet/nn/weight_gradient_overlap.hpp"
 #include "model/model_test_support.hpp"
 
 namespace longnet::testing {
@@ -308,6 +309,47 @@ TEST_F(MixedPrecisionCuda, StepsQueuedAheadHaveTheBitsOfStepsOneAtATime) {
   for (std::size_t i = 0; i < x.size(); ++i) {
     EXPECT_EQ(x[i]->value.to_vector<float>(), y[i]->value.to_vector<float>()) << x[i]->name;
   }
+}
+
+// The layers' weight gradients on a side stream (nn::WeightGradientOverlap) give the bits of
+// one stream: deterministic mode, bf16, dropout, gradient accumulation, steps queued ahead,
+// and a model large enough that the side stream's GEMMs still run when the current stream
+// has moved on (a tensor freed too early, or a gradient read before it is written, would
+// change the bits).
+TEST_F(MixedPrecisionCuda, WeightGradientsOnASideStreamHaveTheBitsOfOneStream) {
+  const Device gpu = Device::cuda(0);
+  LongNetLMConfig c = gpu_config(DType::bf16);
+  c.d_model = 256;
+  c.heads = 4;
+  c.kv_heads = 4;
+  c.layers = 3;
+  c.ffn_dim = 1024;
+  c.segment_lengths = {256, 512, 2048};
+  c.dilation_rates = {1, 2, 4};
+  const FixedBatches data({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), Tensor()});
+  TrainingConfig t;
+  t.steps = 3;
+  t.gradient_accumulation = 2;
+  t.warmup_steps = 1;
+  t.grad_clip = 0.05;
+  t.seed = 4;
+  const bool was_enabled = nn::weight_gradient_overlap_enabled();
+  std::vector<StepResult> results[2];
+  std::vector<std::vector<float>> values[2];
+  for (int overlap = 0; overlap < 2; ++overlap) {
+    nn::set_weight_gradient_overlap(overlap == 1);
+    LongNetLM model(c, gpu, 3);
+    Trainer trainer(model, data, t);
+    for (std::int64_t step = 0; step < t.steps; ++step) results[overlap].push_back(trainer.step(true));
+    for (const nn::ParameterPtr& p : model.parameters()) values[overlap].push_back(p->value.to_vector<float>());
+  }
+  nn::set_weight_gradient_overlap(was_enabled);
+  for (std::int64_t step = 0; step < t.steps; ++step) {
+    EXPECT_EQ(results[1][step].loss, results[0][step].loss) << "step " << step;
+    EXPECT_EQ(results[1][step].grad_norm, results[0][step].grad_norm) << "step " << step;
+  }
+  ASSERT_EQ(values[1].size(), values[0].size());
+  for (std::size_t i = 0; i < values[0].size(); ++i) EXPECT_EQ(values[1][i], values[0][i]) << "parameter " << i;
 }
 
 // A step on CUDA whose gradient norm is not finite is an error; the update, queued before

@@ -23,6 +23,7 @@
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/linear.hpp"
 #include "longnet/nn/positional.hpp"
+#include "longnet/nn/weight_gradient_overlap.hpp"
 #include "support/dilated_oracle.hpp"
 
 namespace longnet::testing {
@@ -534,6 +535,33 @@ TEST(ModelKernels, LayerNormOnesColumnFeedsALinear) {
           << e.what();
     }
   }
+}
+
+// The weight gradients' side stream is CUDA's: on the CPU a scope changes nothing, even
+// with the switch on (the CUDA behaviour: ModelCuda.LinearWeightGradientsOnASideStream*).
+TEST(ModelKernels, WeightGradientOverlapIsInactiveOnTheCpu) {
+  const bool was_enabled = weight_gradient_overlap_enabled();
+  set_weight_gradient_overlap(true);
+  EXPECT_TRUE(weight_gradient_overlap_enabled());
+  const ParameterOptions options = options_of(DType::f64);
+  Linear inside("l", 9, 4, true, options), outside("l", 9, 4, true, options);
+  const Tensor x = Tensor::randn({3, 9}, 1, DType::f64), dy = Tensor::randn({3, 4}, 2, DType::f64);
+  (void)inside.forward(x);
+  (void)outside.forward(x);
+  Tensor dx_inside;
+  {
+    WeightGradientOverlap scope(Device::cpu());
+    EXPECT_EQ(WeightGradientOverlap::active(Device::cpu()), nullptr);
+    dx_inside = inside.backward(dy);
+    scope.join();
+  }
+  EXPECT_EQ(dx_inside.to_vector<double>(), outside.backward(dy).to_vector<double>());
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(inside.parameters()[i]->grad.to_vector<double>(), outside.parameters()[i]->grad.to_vector<double>());
+  }
+  set_weight_gradient_overlap(false);
+  EXPECT_FALSE(weight_gradient_overlap_enabled());
+  set_weight_gradient_overlap(was_enabled);
 }
 
 TEST(ModelKernels, SumOfSquaresOfManyTensorsIsTheSumOfEach) {

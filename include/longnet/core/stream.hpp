@@ -24,12 +24,37 @@ void synchronize_device(int device);
 // CUDA or when both are the same stream).
 void stream_wait(Stream waiting, Stream done);
 
+// An event recorded on a stream: the work issued on it so far. Other streams wait for
+// that work later (wait_on), after more has been issued on both; move-only, released
+// with the object (a pending wait still completes). Without CUDA: an empty object.
+class StreamEvent {
+ public:
+  StreamEvent() = default;
+  static StreamEvent record(Stream stream);
+  ~StreamEvent();
+  StreamEvent(StreamEvent&& other) noexcept;
+  StreamEvent& operator=(StreamEvent&& other) noexcept;
+  StreamEvent(const StreamEvent&) = delete;
+  StreamEvent& operator=(const StreamEvent&) = delete;
+  // Makes `waiting` wait (on the device) for the recorded work.
+  void wait_on(Stream waiting) const;
+
+ private:
+  void* event_ = nullptr;  // cudaEvent_t
+  int device_ = 0;
+};
+
 // A stream of its own on `device` for work that overlaps the current stream (such as
 // communication during a kernel): non-blocking, so it is ordered with other streams only
 // by stream_wait. Destroyed with the object (after the work on it has finished).
+// highest: the device's highest priority (its blocks are scheduled before waiting blocks
+// of normal-priority streams). blocking: ordered with the legacy default stream as a
+// stream made by cudaStreamCreate is (a program's main stream in place of the default one).
+enum class StreamPriority { normal, highest };
+
 class SideStream {
  public:
-  explicit SideStream(int device);
+  explicit SideStream(int device, StreamPriority priority = StreamPriority::normal, bool blocking = false);
   ~SideStream();
   SideStream(const SideStream&) = delete;
   SideStream& operator=(const SideStream&) = delete;
