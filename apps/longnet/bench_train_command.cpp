@@ -11,7 +11,6 @@
 // weights); on the CPU `longnet train`'s small default model.
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -21,7 +20,6 @@
 #include "commands.hpp"
 #include "longnet/core/memory_pool.hpp"
 #include "longnet/core/parallel.hpp"
-#include "longnet/core/stream.hpp"
 #include "longnet/io/atomic_file.hpp"
 #include "longnet/model/flops.hpp"
 #include "longnet/model/longnet_lm.hpp"
@@ -139,15 +137,6 @@ int run_bench_train(const BenchTrainOptions& o) {
   const model::TrainingFlops flops = model::training_flops(config, batch, seq_len);
   const double peak = o.peak_tflops > 0 ? o.peak_tflops * 1e12 : device.is_cuda() ? 989e12 : 0.0;
 
-  // LONGNET_MAIN_STREAM_PRIORITY=1 (an experiment): the run on a stream of the device's
-  // highest priority, so that the weight gradients' side stream (nn::WeightGradientOverlap)
-  // takes only the SMs the critical path leaves.
-  std::unique_ptr<SideStream> main_stream;
-  std::unique_ptr<StreamGuard> on_main_stream;
-  if (const char* high = std::getenv("LONGNET_MAIN_STREAM_PRIORITY"); device.is_cuda() && high && high[0] == '1') {
-    main_stream = std::make_unique<SideStream>(device.index, StreamPriority::highest, /*blocking=*/true);
-    on_main_stream = std::make_unique<StreamGuard>(main_stream->stream());
-  }
   std::cerr << "bench train: building the model on " << to_string(device) << "\n";
   model::LongNetLM lm(config, device, /*seed=*/1);
   std::int64_t parameters = 0;

@@ -121,18 +121,12 @@ void StreamEvent::wait_on(Stream waiting) const {
 #endif
 }
 
-SideStream::SideStream(int device, StreamPriority priority, bool blocking) : stream_{nullptr, device} {
+SideStream::SideStream(int device) : stream_{nullptr, device} {
 #ifdef LONGNET_WITH_CUDA
   const DeviceGuard guard(Device::cuda(device));
-  int least = 0, greatest = 0;
-  LONGNET_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   cudaStream_t handle = nullptr;
-  LONGNET_CHECK(cudaStreamCreateWithPriority(&handle, blocking ? cudaStreamDefault : cudaStreamNonBlocking,
-                                             priority == StreamPriority::highest ? greatest : least));
+  LONGNET_CHECK(cudaStreamCreateWithFlags(&handle, cudaStreamNonBlocking));
   stream_.handle = handle;
-#else
-  (void)priority;
-  (void)blocking;
 #endif
 }
 

@@ -5,9 +5,9 @@
 
 #include <cmath>
 
+#include "longnet/core/gradient_stream.hpp"
 #include "longnet/kernels/linear.hpp"
 #include "longnet/nn/functional.hpp"
-#include "longnet/nn/weight_gradient_overlap.hpp"
 
 namespace longnet::nn {
 namespace {
@@ -144,15 +144,15 @@ void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate, Bias
   p.dweight = weight_->grad.data();
   p.dbias = bias_ && bias == BiasGradient::compute ? bias_->grad.data() : nullptr;
   if (!w.device().is_cuda()) return kernels::linear_backward_cpu(p);
-  WeightGradientOverlap* overlap = WeightGradientOverlap::active(w.device());
-  if (overlap == nullptr || (p.dweight == nullptr && p.dbias == nullptr)) return kernels::linear_backward_cuda(p);
-  // dx on the current stream, dW (and db) on the side stream, which reads dy and x.
+  GradientStream* side = GradientStream::active(w.device());
+  if (side == nullptr || (p.dweight == nullptr && p.dbias == nullptr)) return kernels::linear_backward_cuda(p);
+  // dx on the current stream, dW (and db) on the gradient stream, which reads dy and x.
   kernels::LinearParams input_gradient = p;
   input_gradient.dweight = input_gradient.dbias = nullptr;
   kernels::linear_backward_cuda(input_gradient);
   kernels::LinearParams weight_gradient = p;
   weight_gradient.dx = nullptr;
-  overlap->run([&] { kernels::linear_backward_cuda(weight_gradient); }, {dy, x_});
+  side->run([&] { kernels::linear_backward_cuda(weight_gradient); }, {dy, x_});
 }
 
 Tensor Linear::backward(const Tensor& dy, BiasGradient bias) {

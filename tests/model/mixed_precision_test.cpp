@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "longnet/core/gradient_stream.hpp"
 #include "longnet/io/safetensors.hpp"
 #include "longnet/kernels/adamw.hpp"
 #include "longnet/model/checkpoint.hpp"
@@ -30,7 +31,6 @@
 #include "longnet/model/generation.hpp"
 #include "longnet/model/longnet_lm.hpp"
 #include "longnet/model/trainer.hpp"
-#include "longnet/nn/weight_gradient_overlap.hpp"
 #include "model/model_test_support.hpp"
 
 namespace longnet::testing {
@@ -311,12 +311,12 @@ TEST_F(MixedPrecisionCuda, StepsQueuedAheadHaveTheBitsOfStepsOneAtATime) {
   }
 }
 
-// The layers' weight gradients on a side stream (nn::WeightGradientOverlap) give the bits of
+// The layers' parameter gradients on the gradient stream (GradientStream) give the bits of
 // one stream: deterministic mode, bf16, dropout, gradient accumulation, steps queued ahead,
 // and a model large enough that the side stream's GEMMs still run when the current stream
 // has moved on (a tensor freed too early, or a gradient read before it is written, would
 // change the bits).
-TEST_F(MixedPrecisionCuda, WeightGradientsOnASideStreamHaveTheBitsOfOneStream) {
+TEST_F(MixedPrecisionCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOneStream) {
   const Device gpu = Device::cuda(0);
   LongNetLMConfig c = gpu_config(DType::bf16);
   c.d_model = 256;
@@ -333,17 +333,17 @@ TEST_F(MixedPrecisionCuda, WeightGradientsOnASideStreamHaveTheBitsOfOneStream) {
   t.warmup_steps = 1;
   t.grad_clip = 0.05;
   t.seed = 4;
-  const bool was_enabled = nn::weight_gradient_overlap_enabled();
+  const bool was_enabled = gradient_stream_enabled();
   std::vector<StepResult> results[2];
   std::vector<std::vector<float>> values[2];
   for (int overlap = 0; overlap < 2; ++overlap) {
-    nn::set_weight_gradient_overlap(overlap == 1);
+    set_gradient_stream(overlap == 1);
     LongNetLM model(c, gpu, 3);
     Trainer trainer(model, data, t);
     for (std::int64_t step = 0; step < t.steps; ++step) results[overlap].push_back(trainer.step(true));
     for (const nn::ParameterPtr& p : model.parameters()) values[overlap].push_back(p->value.to_vector<float>());
   }
-  nn::set_weight_gradient_overlap(was_enabled);
+  set_gradient_stream(was_enabled);
   for (std::int64_t step = 0; step < t.steps; ++step) {
     EXPECT_EQ(results[1][step].loss, results[0][step].loss) << "step " << step;
     EXPECT_EQ(results[1][step].grad_norm, results[0][step].grad_norm) << "step " << step;

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "longnet/core/gradient_stream.hpp"
 #include "longnet/kernels/adamw.hpp"
 #include "longnet/kernels/dilated_decode.hpp"
 #include "longnet/model/longnet_lm.hpp"
@@ -19,7 +20,6 @@
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/linear.hpp"
 #include "longnet/nn/positional.hpp"
-#include "longnet/nn/weight_gradient_overlap.hpp"
 #include "support/dilated_oracle.hpp"
 
 namespace longnet::testing {
@@ -152,22 +152,24 @@ TEST_F(ModelCuda, LayersMatchTheCpu) {
 // (the batch's chunk-to-parameter mapping and grouping): sizes around a block's chunk,
 // empty parameters, with and without a bf16 copy, two weight decays, and more parameters
 // than one launch holds. (LayersMatchTheCpu checks the arithmetic against the CPU.)
-// A Linear's weight gradient on the side stream (nn::WeightGradientOverlap) has the bits of
-// one stream, with and without a bias and the ones column, under mixed precision. Between
-// the backward and the join the current stream frees dy and writes new tensors of its size
-// (memory the pool would hand out again if the side stream's reads were not waited for).
-TEST_F(ModelCuda, LinearWeightGradientsOnASideStreamHaveTheBitsOfOneStream) {
+// Parameter gradients on the gradient stream (GradientStream): a Linear's weight and bias
+// gradients, with and without a bias and the ones column, and a LayerNorm backward's column
+// totals (its parameters' and dx's column sums) have the bits of one stream, under mixed
+// precision. Between each backward and the join the current stream frees dy and writes new
+// tensors of its size (memory the pool would hand out again if the side stream's reads
+// were not waited for).
+TEST_F(ModelCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOneStream) {
   const Device gpu = Device::cuda(0);
   ParameterOptions o = options(DType::f32, gpu);
   o.compute_dtype = DType::bf16;
   const std::int64_t rows = 8192, in = 512, out = 1024;
-  const bool was_enabled = weight_gradient_overlap_enabled();
+  const bool was_enabled = gradient_stream_enabled();
   for (bool ones : {false, true}) {
     for (bool bias : {false, true}) {
       SCOPED_TRACE(str(ones ? "ones column" : "plain input", bias ? ", bias" : ", no bias"));
       std::vector<std::vector<double>> results[2];
       for (int overlap = 0; overlap < 2; ++overlap) {
-        set_weight_gradient_overlap(overlap == 1);
+        set_gradient_stream(overlap == 1);
         LayerNorm norm("n", in, 1e-5, o);
         Linear linear("l", in, out, bias, o);
         const Tensor x = Tensor::randn({2, rows / 2, in}, 1, DType::f32).to(gpu).to(DType::bf16);
@@ -175,19 +177,26 @@ TEST_F(ModelCuda, LinearWeightGradientsOnASideStreamHaveTheBitsOfOneStream) {
             norm.forward(x, kernels::LayerNormInput::identity, ones ? OnesColumn::present : OnesColumn::absent);
         (void)linear.forward(normed, nullptr, ones ? OnesColumn::present : OnesColumn::absent);
         Tensor dx;
+        Tensor dx_norm, dx_column_sums = Tensor::zeros({in}, DType::f32, gpu);
         {
-          WeightGradientOverlap scope(gpu);
-          for (int pass = 0; pass < 2; ++pass) {  // two passes: dW accumulates
+          GradientStream scope(gpu);
+          EXPECT_EQ(GradientStream::active(gpu), overlap == 1 ? &scope : nullptr);
+          for (int pass = 0; pass < 2; ++pass) {  // two passes: the gradients accumulate
             Tensor dy = Tensor::randn({2, rows / 2, out}, 2 + pass, DType::f32).to(gpu).to(DType::bf16);
             dx = linear.backward(dy);
             dy = Tensor();  // freed (on the current stream) while the side stream may still read it
-            for (int k = 0; k < 3; ++k) Tensor::full({2, rows / 2, out}, 7.0 + k, DType::bf16, gpu);
+            dx_norm = norm.backward(dx, nullptr, &dx_column_sums);
+            for (int k = 0; k < 3; ++k) (void)Tensor::full({2, rows / 2, out}, 7.0 + k, DType::bf16, gpu);
           }
         }
+        EXPECT_EQ(GradientStream::active(gpu), nullptr);
         results[overlap].push_back(dx.to(Device::cpu()).to_vector<double>());
+        results[overlap].push_back(dx_norm.to(Device::cpu()).to_vector<double>());
+        results[overlap].push_back(dx_column_sums.to_vector<double>());
         for (const ParameterPtr& p : linear.parameters()) results[overlap].push_back(p->grad.to_vector<double>());
+        for (const ParameterPtr& p : norm.parameters()) results[overlap].push_back(p->grad.to_vector<double>());
       }
-      set_weight_gradient_overlap(was_enabled);
+      set_gradient_stream(was_enabled);
       ASSERT_EQ(results[1].size(), results[0].size());
       for (std::size_t i = 0; i < results[0].size(); ++i) EXPECT_EQ(results[1][i], results[0][i]) << "tensor " << i;
     }

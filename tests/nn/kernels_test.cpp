@@ -12,6 +12,7 @@
 #include <numeric>
 #include <random>
 
+#include "longnet/core/gradient_stream.hpp"
 #include "longnet/kernels/adamw.hpp"
 #include "longnet/kernels/counter_rng.hpp"
 #include "longnet/kernels/cross_entropy.hpp"
@@ -23,7 +24,6 @@
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/linear.hpp"
 #include "longnet/nn/positional.hpp"
-#include "longnet/nn/weight_gradient_overlap.hpp"
 #include "support/dilated_oracle.hpp"
 
 namespace longnet::testing {
@@ -537,12 +537,12 @@ TEST(ModelKernels, LayerNormOnesColumnFeedsALinear) {
   }
 }
 
-// The weight gradients' side stream is CUDA's: on the CPU a scope changes nothing, even
-// with the switch on (the CUDA behaviour: ModelCuda.LinearWeightGradientsOnASideStream*).
-TEST(ModelKernels, WeightGradientOverlapIsInactiveOnTheCpu) {
-  const bool was_enabled = weight_gradient_overlap_enabled();
-  set_weight_gradient_overlap(true);
-  EXPECT_TRUE(weight_gradient_overlap_enabled());
+// The gradient stream is CUDA's: on the CPU a scope changes nothing, even with the switch
+// on (the CUDA behaviour: ModelCuda.ParameterGradientsOnTheGradientStream*).
+TEST(ModelKernels, GradientStreamIsInactiveOnTheCpu) {
+  const bool was_enabled = gradient_stream_enabled();
+  set_gradient_stream(true);
+  EXPECT_TRUE(gradient_stream_enabled());
   const ParameterOptions options = options_of(DType::f64);
   Linear inside("l", 9, 4, true, options), outside("l", 9, 4, true, options);
   const Tensor x = Tensor::randn({3, 9}, 1, DType::f64), dy = Tensor::randn({3, 4}, 2, DType::f64);
@@ -550,8 +550,8 @@ TEST(ModelKernels, WeightGradientOverlapIsInactiveOnTheCpu) {
   (void)outside.forward(x);
   Tensor dx_inside;
   {
-    WeightGradientOverlap scope(Device::cpu());
-    EXPECT_EQ(WeightGradientOverlap::active(Device::cpu()), nullptr);
+    GradientStream scope(Device::cpu());
+    EXPECT_EQ(GradientStream::active(Device::cpu()), nullptr);
     dx_inside = inside.backward(dy);
     scope.join();
   }
@@ -559,9 +559,9 @@ TEST(ModelKernels, WeightGradientOverlapIsInactiveOnTheCpu) {
   for (std::size_t i = 0; i < 2; ++i) {
     EXPECT_EQ(inside.parameters()[i]->grad.to_vector<double>(), outside.parameters()[i]->grad.to_vector<double>());
   }
-  set_weight_gradient_overlap(false);
-  EXPECT_FALSE(weight_gradient_overlap_enabled());
-  set_weight_gradient_overlap(was_enabled);
+  set_gradient_stream(false);
+  EXPECT_FALSE(gradient_stream_enabled());
+  set_gradient_stream(was_enabled);
 }
 
 TEST(ModelKernels, SumOfSquaresOfManyTensorsIsTheSumOfEach) {

@@ -47,14 +47,9 @@ class StreamEvent {
 // A stream of its own on `device` for work that overlaps the current stream (such as
 // communication during a kernel): non-blocking, so it is ordered with other streams only
 // by stream_wait. Destroyed with the object (after the work on it has finished).
-// highest: the device's highest priority (its blocks are scheduled before waiting blocks
-// of normal-priority streams). blocking: ordered with the legacy default stream as a
-// stream made by cudaStreamCreate is (a program's main stream in place of the default one).
-enum class StreamPriority { normal, highest };
-
 class SideStream {
  public:
-  explicit SideStream(int device, StreamPriority priority = StreamPriority::normal, bool blocking = false);
+  explicit SideStream(int device);
   ~SideStream();
   SideStream(const SideStream&) = delete;
   SideStream& operator=(const SideStream&) = delete;

@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "longnet/core/gradient_stream.hpp"
 #include "longnet/nn/activation.hpp"
 #include "longnet/nn/feed_forward.hpp"
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/multihead_dilated_attention.hpp"
-#include "longnet/nn/weight_gradient_overlap.hpp"
 
 namespace longnet::nn {
 
@@ -109,9 +109,9 @@ Tensor stack_backward(LayerNorm& final_norm, const std::vector<std::unique_ptr<L
                       LayerBackward&& layer_backward) {
   Tensor* output_bias = layers.empty() ? nullptr : layers.back()->output_bias_gradient();
   Tensor dx = final_norm.backward(dy, nullptr, output_bias);
-  // The layers' weight gradients overlap the rest of the backward on CUDA; all of them are
-  // written when this returns (the scope joins).
-  WeightGradientOverlap overlap(dx.device());
+  // The layers' parameter gradients overlap the rest of the backward on CUDA (a side
+  // stream, GradientStream); all of them are written when this returns (the scope joins).
+  GradientStream parameter_gradients(dx.device());
   for (std::size_t i = layers.size(); i-- > 0;) {
     Tensor* previous_output_bias = i > 0 ? layers[i - 1]->output_bias_gradient() : nullptr;
     dx = layer_backward(

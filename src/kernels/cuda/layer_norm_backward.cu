@@ -6,6 +6,7 @@
 #include "kernels/cuda/attention_driver.cuh"  // output_deltas_into: segment_dots' own pass
 #include "kernels/cuda/layer_norm_rows.cuh"
 #include "kernels/cuda/sm90_pipeline.cuh"
+#include "longnet/core/gradient_stream.hpp"
 
 namespace longnet::kernels {
 namespace {
@@ -467,11 +468,20 @@ void backward(const LayerNormParams& p, cudaStream_t stream) {
   C* dweight = static_cast<C*>(p.dweight);
   C* dbias = static_cast<C*>(p.dbias);
   C* dx_column_sums = static_cast<C*>(p.dx_column_sums);
-  if (chunk_sums == 3) {
-    accumulate_chunk_totals<C, 3>(sums, chunks, p.columns, ColumnTargets<C, 3>{{dweight, dbias, dx_column_sums}},
-                                  stream);
-  } else if (chunk_sums == 2) {
-    accumulate_chunk_totals<C, 2>(sums, chunks, p.columns, ColumnTargets<C, 2>{{dweight, dbias}}, stream);
+  // The totals write only parameter gradients (dx's column sums are a Linear's bias
+  // gradient): on the gradient stream where one is active, which keeps `partial` alive.
+  const auto totals = [&] {
+    const cudaStream_t on = current_cuda_stream();
+    if (chunk_sums == 3) {
+      accumulate_chunk_totals<C, 3>(sums, chunks, p.columns, ColumnTargets<C, 3>{{dweight, dbias, dx_column_sums}}, on);
+    } else if (chunk_sums == 2) {
+      accumulate_chunk_totals<C, 2>(sums, chunks, p.columns, ColumnTargets<C, 2>{{dweight, dbias}}, on);
+    }
+  };
+  if (GradientStream* side = chunk_sums > 0 ? GradientStream::active(Device::cuda(current_device())) : nullptr) {
+    side->run(totals, {partial});
+  } else {
+    totals();
   }
   if (dx_column_sums && !dx_sums_in_launch) {
     accumulate_column_sums(static_cast<const T*>(p.dx), p.rows, p.columns, p.dx_row_stride, dx_column_sums, stream);

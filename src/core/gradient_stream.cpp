@@ -1,5 +1,5 @@
-// Weight gradients on a second CUDA stream (weight_gradient_overlap.hpp).
-#include "longnet/nn/weight_gradient_overlap.hpp"
+// Parameter gradients on a second CUDA stream (gradient_stream.hpp).
+#include "longnet/core/gradient_stream.hpp"
 
 #include <atomic>
 #include <cstdlib>
@@ -7,12 +7,12 @@
 #include <map>
 #include <mutex>
 
-namespace longnet::nn {
+namespace longnet {
 namespace {
 
 bool enabled_from_environment() {
-  const char* value = std::getenv("LONGNET_WEIGHT_GRADIENT_STREAM");
-  return value != nullptr && std::strcmp(value, "0") != 0;
+  const char* value = std::getenv("LONGNET_GRADIENT_STREAM");
+  return value == nullptr || std::strcmp(value, "0") != 0;
 }
 
 std::atomic<bool>& enabled_flag() {
@@ -31,23 +31,23 @@ Stream side_stream(int device) {
   return s->stream();
 }
 
-thread_local std::map<int, WeightGradientOverlap*> innermost;
+thread_local std::map<int, GradientStream*> innermost;
 
 }  // namespace
 
-bool weight_gradient_overlap_enabled() { return enabled_flag().load(); }
-void set_weight_gradient_overlap(bool enabled) { enabled_flag().store(enabled); }
+bool gradient_stream_enabled() { return enabled_flag().load(); }
+void set_gradient_stream(bool enabled) { enabled_flag().store(enabled); }
 
-WeightGradientOverlap::WeightGradientOverlap(Device device) : device_(device) {
-  active_ = device.is_cuda() && weight_gradient_overlap_enabled();  // (a CUDA device means a CUDA build)
+GradientStream::GradientStream(Device device) : device_(device) {
+  active_ = device.is_cuda() && gradient_stream_enabled();  // (a CUDA device means a CUDA build)
   if (!active_) return;
   side_ = side_stream(device.index);
-  WeightGradientOverlap*& slot = innermost[device.index];
+  GradientStream*& slot = innermost[device.index];
   outer_ = slot;
   slot = this;
 }
 
-WeightGradientOverlap::~WeightGradientOverlap() {
+GradientStream::~GradientStream() {
   if (!active_) return;
   try {
     join();
@@ -56,13 +56,13 @@ WeightGradientOverlap::~WeightGradientOverlap() {
   innermost[device_.index] = outer_;
 }
 
-WeightGradientOverlap* WeightGradientOverlap::active(Device device) {
+GradientStream* GradientStream::active(Device device) {
   if (!device.is_cuda()) return nullptr;
   const auto found = innermost.find(device.index);
   return found == innermost.end() ? nullptr : found->second;
 }
 
-void WeightGradientOverlap::run(const std::function<void()>& work, std::vector<Tensor> keep) {
+void GradientStream::run(const std::function<void()>& work, std::vector<Tensor> keep) {
   if (!active_) return work();
   if (pending_.size() >= kMaxPending) retire_oldest();
   const Stream main = current_stream(device_.index);
@@ -74,14 +74,14 @@ void WeightGradientOverlap::run(const std::function<void()>& work, std::vector<T
   pending_.push_back({StreamEvent::record(side_), std::move(keep)});
 }
 
-void WeightGradientOverlap::retire_oldest() {
+void GradientStream::retire_oldest() {
   // The wait first: the kept tensors are then freed on the current stream behind it.
   pending_.front().done.wait_on(current_stream(device_.index));
   pending_.pop_front();
 }
 
-void WeightGradientOverlap::join() {
+void GradientStream::join() {
   while (!pending_.empty()) retire_oldest();
 }
 
-}  // namespace longnet::nn
+}  // namespace longnet
