@@ -26,6 +26,8 @@ class LayerNorm final : public Module {
   // returned gradient's column sums are added into it in the same pass, as stored
   // (kernels/layer_norm.hpp): a Linear bias gradient when dx is that Linear's output
   // gradient, which then skips its own pass (Linear::BiasGradient::summed_by_caller).
+  // Inside a GradientStream on CUDA these sums, like the parameters' gradients, are added on
+  // the side stream: read them only after the scope's join.
   // segment_dots (nullable; x of shape (B, N, dim), identity input): a (B, S, N) tensor in
   // the accumulation dtype on the module's device, S dividing dim, written with the dot
   // products of the returned gradient (as stored) and x over each of the S segments of
