@@ -5,7 +5,7 @@
 # TRAIN_ARGS. Variants as ab_bench.sh: "label:bundle" (bundles carried in the repository),
 # or "label:bundle:NAME=value,..." to run that bundle with those environment variables.
 #   scripts/gpu/ab_model.sh base:.device-base/bundle.tar.xz new:.device/bundle.tar.xz
-#   scripts/gpu/ab_model.sh off:.device/bundle.tar.xz on:.device/bundle.tar.xz:LONGNET_WEIGHT_GRADIENT_STREAM=1
+#   scripts/gpu/ab_model.sh on:.device/bundle.tar.xz off:.device/bundle.tar.xz:LONGNET_GRADIENT_STREAM=0
 # Logs in $OUT (tests_nn.txt, tests_model.txt); the tables on stdout.
 set -uo pipefail
 here=$(dirname "$0")
