@@ -65,8 +65,7 @@ GradientStream* GradientStream::active(Device device) {
 void GradientStream::run(const std::function<void()>& work, std::vector<Tensor> keep) {
   if (!active_) return work();
   if (pending_.size() >= kMaxPending) retire_oldest();
-  const Stream main = current_stream(device_.index);
-  StreamEvent::record(main).wait_on(side_);
+  stream_wait(side_, current_stream(device_.index));
   {
     const StreamGuard on_side(side_);
     work();

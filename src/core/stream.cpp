@@ -51,23 +51,8 @@ void synchronize(Stream stream) {
 }
 
 void stream_wait(Stream waiting, Stream done) {
-#ifdef LONGNET_WITH_CUDA
   if (waiting.handle == done.handle && waiting.device == done.device) return;
-  // The event belongs to `done`'s device; a wait may cross devices.
-  int previous = 0;
-  LONGNET_CHECK(cudaGetDevice(&previous));
-  LONGNET_CHECK(cudaSetDevice(done.device));
-  cudaEvent_t event = nullptr;
-  LONGNET_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
-  LONGNET_CHECK(cudaEventRecord(event, static_cast<cudaStream_t>(done.handle)));
-  LONGNET_CHECK(cudaSetDevice(waiting.device));
-  LONGNET_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(waiting.handle), event, 0));
-  LONGNET_CHECK(cudaEventDestroy(event));  // released once the wait has completed
-  LONGNET_CHECK(cudaSetDevice(previous));
-#else
-  (void)waiting;
-  (void)done;
-#endif
+  StreamEvent::record(done).wait_on(waiting);  // the event is released once the wait completes
 }
 
 StreamEvent StreamEvent::record(Stream stream) {
@@ -79,7 +64,6 @@ StreamEvent StreamEvent::record(Stream stream) {
   cudaEvent_t event = nullptr;
   LONGNET_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
   recorded.event_ = event;
-  recorded.device_ = stream.device;
   LONGNET_CHECK(cudaEventRecord(event, static_cast<cudaStream_t>(stream.handle)));
   LONGNET_CHECK(cudaSetDevice(previous));
 #else
@@ -94,15 +78,12 @@ StreamEvent::~StreamEvent() {
 #endif
 }
 
-StreamEvent::StreamEvent(StreamEvent&& other) noexcept : event_(other.event_), device_(other.device_) {
-  other.event_ = nullptr;
-}
+StreamEvent::StreamEvent(StreamEvent&& other) noexcept : event_(other.event_) { other.event_ = nullptr; }
 
 StreamEvent& StreamEvent::operator=(StreamEvent&& other) noexcept {
   if (this != &other) {
     StreamEvent released(std::move(*this));
     event_ = other.event_;
-    device_ = other.device_;
     other.event_ = nullptr;
   }
   return *this;

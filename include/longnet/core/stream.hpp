@@ -41,7 +41,6 @@ class StreamEvent {
 
  private:
   void* event_ = nullptr;  // cudaEvent_t
-  int device_ = 0;
 };
 
 // A stream of its own on `device` for work that overlaps the current stream (such as

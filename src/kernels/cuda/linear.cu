@@ -22,6 +22,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "kernels/cuda/model_kernels_common.cuh"
 #include "longnet/kernels/linear.hpp"
@@ -35,20 +36,28 @@ constexpr std::size_t kWorkspaceBytes = 32u << 20;
 
 struct LtContext {
   cublasLtHandle_t handle = nullptr;
-  void* workspace = nullptr;
 };
 
-// One handle and workspace per device, made on first use and kept for the program's life.
+// One handle per device, made on first use and kept for the program's life.
 LtContext& lt_context(int device) {
   static std::mutex mutex;
   static std::map<int, LtContext> contexts;
   const std::lock_guard<std::mutex> lock(mutex);
   LtContext& c = contexts[device];
-  if (!c.handle) {
-    LONGNET_CHECK(cublasLtCreate(&c.handle));
-    LONGNET_CHECK(cudaMalloc(&c.workspace, kWorkspaceBytes));
-  }
+  if (!c.handle) LONGNET_CHECK(cublasLtCreate(&c.handle));
   return c;
+}
+
+// One workspace per device and stream, made on first use and kept for the program's life:
+// GEMMs on two streams at once (the gradient stream beside the current one,
+// core/gradient_stream.hpp) must not share one.
+void* lt_workspace(int device, cudaStream_t stream) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, cudaStream_t>, void*> workspaces;
+  const std::lock_guard<std::mutex> lock(mutex);
+  void*& w = workspaces[{device, stream}];
+  if (w == nullptr) LONGNET_CHECK(cudaMalloc(&w, kWorkspaceBytes));
+  return w;
 }
 
 // RAII holders for the descriptors of one GEMM.
@@ -320,9 +329,9 @@ bool run_gemm(const Gemm& g) {
   const float alpha32 = 1.0f, beta32 = g.accumulate ? 1.0f : 0.0f;
   const void* alpha = f64 ? static_cast<const void*>(&alpha64) : static_cast<const void*>(&alpha32);
   const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
+  const cudaStream_t stream = current_cuda_stream();
   LONGNET_CHECK(cublasLtMatmul(context.handle, op.desc, alpha, g.a, la.layout, g.b, lb.layout, beta, c_data, c_layout,
-                               g.c, lc.layout, &chosen.algo, context.workspace, kWorkspaceBytes,
-                               current_cuda_stream()));
+                               g.c, lc.layout, &chosen.algo, lt_workspace(device, stream), kWorkspaceBytes, stream));
   return true;
 }
 
