@@ -123,6 +123,20 @@ void time_rotary(std::int64_t rows, std::int64_t heads, std::int64_t head_dim, i
   const std::string shape = std::to_string(rows) + "x" + std::to_string(heads) + "x" + std::to_string(head_dim);
   const double bytes = 2.0 * 2 * rows * heads * head_dim;
   report("xpos forward", shape, median_ms(repeat, [&] { kernels::rotary_apply_cuda(p); }), bytes);
+  // q and k (the same count of heads) in one launch, against the two launches it replaces.
+  Tensor key_out = Tensor::empty({1, rows, heads, head_dim}, DType::bf16, gpu);
+  kernels::RotaryParams key = p;
+  key.downscale = true;
+  key.out = {key_out.data(), rows * heads * head_dim, heads * head_dim, head_dim};
+  report("xpos forward (q, k: two)", shape,
+         median_ms(repeat,
+                   [&] {
+                     kernels::rotary_apply_cuda(p);
+                     kernels::rotary_apply_cuda(key);
+                   }),
+         2 * bytes);
+  report("xpos forward (q, k: one)", shape, median_ms(repeat, [&] { kernels::rotary_apply_query_key_cuda(p, key); }),
+         2 * bytes);
   p.transpose = true;
   p.downscale = true;
   report("xpos backward (keys)", shape, median_ms(repeat, [&] { kernels::rotary_apply_cuda(p); }), bytes);

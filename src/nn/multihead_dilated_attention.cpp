@@ -2,6 +2,7 @@
 #include "longnet/nn/multihead_dilated_attention.hpp"
 
 #include <cmath>
+#include <tuple>
 
 #include "longnet/kernels/dilated_decode.hpp"
 #include "longnet/nn/functional.hpp"
@@ -152,12 +153,26 @@ Tensor MultiheadDilatedAttention::encode_positions(const Tensor& x, bool is_key,
   return out;
 }
 
+std::pair<Tensor, Tensor> MultiheadDilatedAttention::encode_query_key_positions(const Tensor& q,
+                                                                                const Tensor& k) const {
+  if (config_.positional.kind == PositionalEncoding::none) return {q, k};
+  Tensor q_out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor k_out = Tensor::empty(k.shape(), k.dtype(), k.device());
+  for (const SequenceBlock& run : positions_) {
+    const auto rows = [&](const Tensor& t) {
+      return positions_.size() == 1 ? t : t.slice(1, run.local_begin, run.local_begin + run.length());
+    };
+    Tensor q_rows = rows(q_out), k_rows = rows(k_out);
+    apply_positional_query_key_into(config_.positional, rows(q), q_rows, rows(k), k_rows, run.begin, xpos_center_);
+  }
+  return {q_out, k_out};
+}
+
 Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected, std::int64_t seq_len,
                                                      const SequenceSharding* sequence, const Tensor* residual) {
   sharded_ = sequence != nullptr;
   auto encode = [&] {
-    q_ = encode_positions(projected.q, /*is_key=*/false, false);
-    k_ = encode_positions(projected.k, /*is_key=*/true, false);
+    std::tie(q_, k_) = encode_query_key_positions(projected.q, projected.k);
     v_ = projected.v;
   };
   if (!sharded_) {

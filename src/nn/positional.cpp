@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "longnet/kernels/rotary.hpp"
 
@@ -75,17 +76,22 @@ kernels::RotaryParams positional_map(const PositionalConfig& config, std::int64_
   return p;
 }
 
-void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tensor& out, std::int64_t position_start,
-                           double center, bool is_key, bool transpose) {
+namespace {
+
+// The kernels' parameters for x -> out (checked), or none when there is nothing to rotate
+// (kind none: out is then a copy of x).
+std::optional<kernels::RotaryParams> rotary_params(const PositionalConfig& config, const Tensor& x, Tensor& out,
+                                                   std::int64_t position_start, double center, bool is_key,
+                                                   bool transpose, Tensor& in) {
   require(x.defined() && x.dim() == 4, "apply_positional: x must be (batch, seq_len, heads, head_dim)");
   require(out.shape() == x.shape() && out.dtype() == x.dtype() && out.device() == x.device(),
           "apply_positional: out has shape ", shape_to_string(out.shape()), " (", dtype_name(out.dtype()),
           "): must match x's ", shape_to_string(x.shape()), " (", dtype_name(x.dtype()), ") on the same device");
   require(out.dim() == 4 && out.stride(3) == 1, "apply_positional: out's head dimension must be contiguous");
-  const Tensor in = x.stride(3) == 1 ? x : x.contiguous();
+  in = x.stride(3) == 1 ? x : x.contiguous();
   if (config.kind == PositionalEncoding::none) {
     out.copy_from(in);
-    return;
+    return std::nullopt;
   }
   config.validate(in.size(3));
   const double first = static_cast<double>(position_start) - center;
@@ -100,10 +106,40 @@ void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tens
   p.transpose = transpose;
   p.x = {in.data(), in.stride(0), in.stride(1), in.stride(2)};
   p.out = {out.data(), out.stride(0), out.stride(1), out.stride(2)};
+  return p;
+}
+
+}  // namespace
+
+void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tensor& out, std::int64_t position_start,
+                           double center, bool is_key, bool transpose) {
+  Tensor in;
+  const auto p = rotary_params(config, x, out, position_start, center, is_key, transpose, in);
+  if (!p) return;
   if (in.device().is_cuda()) {
-    kernels::rotary_apply_cuda(p);
+    kernels::rotary_apply_cuda(*p);
   } else {
-    kernels::rotary_apply_cpu(p);
+    kernels::rotary_apply_cpu(*p);
+  }
+}
+
+void apply_positional_query_key_into(const PositionalConfig& config, const Tensor& q, Tensor& q_out, const Tensor& k,
+                                     Tensor& k_out, std::int64_t position_start, double center) {
+  require(q.defined() && k.defined() && q.dim() == 4 && k.dim() == 4,
+          "apply_positional_query_key: q and k must be (batch, seq_len, heads, head_dim)");
+  require(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3) && q.dtype() == k.dtype() &&
+              q.device() == k.device(),
+          "apply_positional_query_key: k is ", shape_to_string(k.shape()), " (", dtype_name(k.dtype()), ") and q ",
+          shape_to_string(q.shape()), " (", dtype_name(q.dtype()),
+          "): they must match in batch, seq_len and head_dim, dtype and device");
+  Tensor q_in, k_in;
+  const auto query = rotary_params(config, q, q_out, position_start, center, /*is_key=*/false, false, q_in);
+  const auto key = rotary_params(config, k, k_out, position_start, center, /*is_key=*/true, false, k_in);
+  if (!query) return;  // none: both copied
+  if (q_in.device().is_cuda()) {
+    kernels::rotary_apply_query_key_cuda(*query, *key);
+  } else {
+    kernels::rotary_apply_query_key_cpu(*query, *key);
   }
 }
 

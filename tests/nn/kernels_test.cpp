@@ -20,6 +20,7 @@
 #include "longnet/kernels/gelu.hpp"
 #include "longnet/kernels/layer_norm.hpp"
 #include "longnet/kernels/linear.hpp"
+#include "longnet/kernels/rotary.hpp"
 #include "longnet/nn/functional.hpp"
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/linear.hpp"
@@ -398,6 +399,45 @@ TEST(ModelKernels, XposScoresDependOnlyOnDistanceAndTheCenterCancels) {
   EXPECT_NEAR(score(17, 9, 0.0), score(17, 9, 40.0), 1e-10);
   EXPECT_NEAR(score(17, 9, 5.0), score(117, 109, 60.0), 1e-9);
   EXPECT_GT(std::abs(score(17, 9, 0.0) - score(17, 1, 0.0)), 1e-3);  // but the distance matters
+}
+
+// q and k through one call: each equals its own apply_positional (k with the key factor),
+// for every encoding (none copies), with fewer kv heads and a strided q; mismatched pairs
+// are refused naming what differs.
+TEST(ModelKernels, QueryKeyPositionsInOneCallEqualTwoCalls) {
+  const Tensor qkv = Tensor::randn({2, 7, 5, 8}, 4);
+  const Tensor q = qkv.slice(2, 0, 3), k = qkv.slice(2, 3, 4);
+  for (PositionalEncoding kind : {PositionalEncoding::none, PositionalEncoding::rope, PositionalEncoding::xpos}) {
+    SCOPED_TRACE(to_string(kind));
+    const PositionalConfig config{.kind = kind, .xpos_scale_base = 8.0};
+    Tensor q_out = Tensor::empty(q.shape(), q.dtype()), k_out = Tensor::empty(k.shape(), k.dtype());
+    apply_positional_query_key_into(config, q, q_out, k, k_out, 5, 6.0);
+    EXPECT_EQ(q_out.to_vector<float>(), apply_positional(config, q, 5, 6.0, false).to_vector<float>());
+    EXPECT_EQ(k_out.to_vector<float>(), apply_positional(config, k, 5, 6.0, true).to_vector<float>());
+  }
+  const PositionalConfig xpos{.kind = PositionalEncoding::xpos};
+  const Tensor short_k = Tensor::randn({2, 6, 1, 8}, 5);
+  Tensor q_out = Tensor::empty(q.shape(), q.dtype()), k_out = Tensor::empty(short_k.shape(), short_k.dtype());
+  try {
+    apply_positional_query_key_into(xpos, q, q_out, short_k, k_out, 0, 0.0);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("seq_len"), std::string::npos) << e.what();
+  }
+  kernels::RotaryParams query, key;
+  query.batch = key.batch = 1, query.seq_len = key.seq_len = 4, query.head_dim = key.head_dim = 8;
+  key.downscale = true, key.center = 2.0;
+  try {
+    kernels::check_query_key_maps(query, key);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("key.center = 2 differs from query.center = 0"), std::string::npos)
+        << e.what();
+  }
+  key.center = 0.0, key.downscale = false;
+  EXPECT_THROW(kernels::check_query_key_maps(query, key), Error);
+  key.downscale = true;
+  EXPECT_NO_THROW(kernels::check_query_key_maps(query, key));
 }
 
 // Found on the H100: training 131,072 tokens with xPos (scale_base 512) gave a NaN loss at

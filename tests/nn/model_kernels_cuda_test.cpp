@@ -10,6 +10,7 @@
 // statistics under bf16) to f32 accuracy. Skipped without a CUDA device.
 #include <gtest/gtest.h>
 
+#include <utility>
 #include <vector>
 
 #include "longnet/kernels/embedding.hpp"
@@ -481,6 +482,55 @@ TEST_F(ModelKernelsCuda, RotaryAtLongPositions) {
         return out.view({batch * seq, heads * head_dim});
       };
       expect_close(run(gpu, dtype), run(Device::cpu(), DType::f64), tolerance(dtype), "rotary");
+    }
+  }
+}
+
+// A query and key pair in one launch (the attention's forward): the bits of the two
+// single-map launches, for q and k as slices of one fused projection (strided rows) with
+// fewer kv heads than heads, packs and single pairs, xPos (centred, far from the centre)
+// and RoPE.
+TEST_F(ModelKernelsCuda, RotaryQueryKeyPairHasTheBitsOfTwoLaunches) {
+  const std::int64_t batch = 2, seq = 41, heads = 5, kv_heads = 2;
+  for (DType dtype : {DType::bf16, DType::f32, DType::f64}) {
+    for (std::int64_t head_dim : {64, 6}) {
+      for (kernels::RotaryKind kind : {kernels::RotaryKind::xpos, kernels::RotaryKind::rope}) {
+        for (std::int64_t position_start : {std::int64_t{0}, std::int64_t{70001}}) {
+          SCOPED_TRACE(str(dtype_name(dtype), " head_dim ", head_dim,
+                           kind == kernels::RotaryKind::xpos ? " xpos" : " rope", " start ", position_start));
+          const std::int64_t width = (heads + 2 * kv_heads) * head_dim;
+          const Tensor qkv = random({batch, seq, heads + 2 * kv_heads, head_dim}, 7, dtype).to(gpu);
+          const auto params = [&](std::int64_t first_head, std::int64_t count, const Tensor& out, bool key) {
+            kernels::RotaryParams p;
+            p.batch = batch, p.seq_len = seq, p.heads = count, p.head_dim = head_dim, p.dtype = dtype;
+            p.kind = kind, p.scale_base = 32.0, p.position_start = position_start;
+            p.center = static_cast<double>(position_start) + 20.0, p.downscale = key;
+            p.x = {static_cast<char*>(qkv.data()) + first_head * head_dim * dtype_size(dtype), seq * width, width,
+                   head_dim};
+            p.out = {out.data(), seq * count * head_dim, count * head_dim, head_dim};
+            return p;
+          };
+          const auto run = [&](bool paired) {
+            const Tensor q = Tensor::zeros({batch, seq, heads, head_dim}, dtype, gpu);
+            const Tensor k = Tensor::zeros({batch, seq, kv_heads, head_dim}, dtype, gpu);
+            const kernels::RotaryParams query = params(0, heads, q, false), key = params(heads, kv_heads, k, true);
+            if (paired) {
+              kernels::rotary_apply_query_key_cuda(query, key);
+            } else {
+              kernels::rotary_apply_cuda(query);
+              kernels::rotary_apply_cuda(key);
+            }
+            return std::pair{q.to(Device::cpu()).to_vector<double>(), k.to(Device::cpu()).to_vector<double>()};
+          };
+          const auto [q_two, k_two] = run(false);
+          const auto [q_one, k_one] = run(true);
+          EXPECT_EQ(q_one, q_two);
+          EXPECT_EQ(k_one, k_two);
+          if (kind == kernels::RotaryKind::xpos) {  // the key factor is the query's inverse: they differ
+            EXPECT_NE(q_one, std::vector<double>(q_one.size(), 0.0));
+          }
+        }
+      }
     }
   }
 }

@@ -65,4 +65,12 @@ RotaryParams transposed_rotary_in_place(const RotaryParams& map, const DilatedAt
 void rotary_apply_cpu(const RotaryParams& p);
 void rotary_apply_cuda(const RotaryParams& p);
 
+// A query map and its key map in one pass: `key` is `query` with downscale set (the xPos
+// factor inverted) over its own rows and head count; every other field must match
+// (check_query_key_maps throws naming the first that does not). The results are the bits of
+// two rotary_apply calls; on CUDA it is one launch, both maps' factors from one angle.
+void check_query_key_maps(const RotaryParams& query, const RotaryParams& key);
+void rotary_apply_query_key_cpu(const RotaryParams& query, const RotaryParams& key);
+void rotary_apply_query_key_cuda(const RotaryParams& query, const RotaryParams& key);
+
 }  // namespace longnet::kernels

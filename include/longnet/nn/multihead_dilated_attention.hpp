@@ -21,6 +21,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "longnet/attention/dilated_attention.hpp"
@@ -110,6 +111,8 @@ class MultiheadDilatedAttention final : public Module {
   // Into `out` (x's shape, any strides) when it is defined, else a new tensor (x itself
   // without an encoding).
   Tensor encode_positions(const Tensor& x, bool is_key, bool transpose, Tensor out = {}) const;
+  // q and k through the forward map in one pass (apply_positional_query_key_into).
+  std::pair<Tensor, Tensor> encode_query_key_positions(const Tensor& q, const Tensor& k) const;
   // qkv_column_sums (unsharded only): += the column sums of [dq | dk | dv], taken as the
   // attention writes them (the fused projection's bias gradient).
   Tensor backward_to_projections(const Tensor& dy, Tensor& dq, Tensor& dk, Tensor& dv,

@@ -43,6 +43,12 @@ Tensor apply_positional(const PositionalConfig& config, const Tensor& x, std::in
 // head dims, e.g. a slice of a fused qkv gradient), which must not overlap x.
 void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tensor& out, std::int64_t position_start,
                            double center, bool is_key, bool transpose = false);
+// Queries q and keys k of the same positions at once (the forward map; k takes xPos's
+// inverse factor), into q_out and k_out as apply_positional_into would write them, bit for
+// bit: on CUDA one launch for both. q and k may differ in their head counts (grouped kv
+// heads) and strides, not in batch, length, head_dim, dtype or device.
+void apply_positional_query_key_into(const PositionalConfig& config, const Tensor& q, Tensor& q_out, const Tensor& k,
+                                     Tensor& k_out, std::int64_t position_start, double center);
 
 // The encoding's rotary map for rows starting at `position_start` (kernels/rotary.hpp: kind,
 // base, scale_base, position_start, center, downscale = is_key; no shape or tensors), e.g.

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/cpu/float_dispatch.hpp"
+#include "longnet/core/error.hpp"
 #include "longnet/core/parallel.hpp"
 #include "longnet/kernels/rotary.hpp"
 
@@ -56,6 +57,31 @@ void rotary_apply_cpu(const RotaryParams& p) {
           }
         });
   });
+}
+
+void check_query_key_maps(const RotaryParams& query, const RotaryParams& key) {
+  const auto same = [](const char* field, auto q, auto k) {
+    require(q == k, "rotary_apply_query_key: key.", field, " = ", k, " differs from query.", field, " = ", q,
+            ": a query and key pair shares every field but the rows, the heads and downscale");
+  };
+  same("batch", query.batch, key.batch);
+  same("seq_len", query.seq_len, key.seq_len);
+  same("head_dim", query.head_dim, key.head_dim);
+  same("dtype", dtype_name(query.dtype), dtype_name(key.dtype));
+  same("kind", static_cast<int>(query.kind), static_cast<int>(key.kind));
+  same("base", query.base, key.base);
+  same("scale_base", query.scale_base, key.scale_base);
+  same("position_start", query.position_start, key.position_start);
+  same("center", query.center, key.center);
+  same("transpose", query.transpose, key.transpose);
+  require(!query.downscale && key.downscale, "rotary_apply_query_key: query.downscale = ", query.downscale,
+          " and key.downscale = ", key.downscale, ": the query map must not be downscaled and the key map must");
+}
+
+void rotary_apply_query_key_cpu(const RotaryParams& query, const RotaryParams& key) {
+  check_query_key_maps(query, key);
+  rotary_apply_cpu(query);
+  rotary_apply_cpu(key);
 }
 
 RotaryParams transposed_rotary_in_place(const RotaryParams& map, const DilatedAttentionParams& attention,

@@ -39,6 +39,7 @@ void sum_of_squares_many_into_cuda(const void* const*, const std::int64_t*, std:
 }
 void scale_cuda(void*, std::int64_t, DType, double) { no_cuda("scale"); }
 void rotary_apply_cuda(const RotaryParams&) { no_cuda("rotary_apply"); }
+void rotary_apply_query_key_cuda(const RotaryParams&, const RotaryParams&) { no_cuda("rotary_apply_query_key"); }
 void linear_forward_cuda(const LinearParams&) { no_cuda("linear_forward"); }
 void linear_backward_cuda(const LinearParams&) { no_cuda("linear_backward"); }
 void add_cuda(const AddParams&) { no_cuda("add"); }
