@@ -80,4 +80,13 @@ void validate_output_deltas(const Tensor& deltas, const Tensor& q) {
           " tensor on ", to_string(q.device()), " (batch, heads, seq_len)");
 }
 
+void validate_dq_accumulator(const Tensor& accumulator, const Tensor& q) {
+  const DType dtype = kernels::lse_dtype(q.dtype());
+  require(accumulator.shape() == q.shape() && accumulator.dtype() == dtype && accumulator.device() == q.device() &&
+              accumulator.is_contiguous(),
+          "dq_accumulator has shape ", shape_to_string(accumulator.shape()), " (", dtype_name(accumulator.dtype()),
+          ", ", to_string(accumulator.device()), "): must be a contiguous ", shape_to_string(q.shape()), " ",
+          dtype_name(dtype), " tensor on ", to_string(q.device()), " (q's shape, the accumulation dtype)");
+}
+
 }  // namespace longnet::attention_calls

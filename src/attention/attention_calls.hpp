@@ -39,5 +39,6 @@ void validate_gradient_column_sums(const Tensor& sums, const AttentionGradients&
 
 // AttentionBackwardOptions::output_deltas: contiguous (B, H, N) in lse's dtype on q's device.
 void validate_output_deltas(const Tensor& deltas, const Tensor& q);
+void validate_dq_accumulator(const Tensor& accumulator, const Tensor& q);
 
 }  // namespace longnet::attention_calls

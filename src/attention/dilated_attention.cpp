@@ -179,6 +179,10 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
     attention_calls::validate_output_deltas(options.output_deltas, q);
     p.output_deltas = options.output_deltas.data();
   }
+  if (options.dq_accumulator.defined()) {
+    attention_calls::validate_dq_accumulator(options.dq_accumulator, q);
+    p.dq_accumulator = options.dq_accumulator.data();
+  }
   if (backend == Backend::cuda) {
     kernels::dilated_attention_backward_cuda(p);
   } else {

@@ -73,6 +73,15 @@ void GradientStream::run(const std::function<void()>& work, std::vector<Tensor> 
   pending_.push_back({StreamEvent::record(side_), std::move(keep)});
 }
 
+StreamEvent GradientStream::run_ahead(const std::function<void()>& work, std::vector<Tensor> keep) {
+  if (!active_) {
+    work();
+    return {};
+  }
+  run(work, std::move(keep));
+  return StreamEvent::record(side_);
+}
+
 void GradientStream::retire_oldest() {
   // The wait first: the kept tensors are then freed on the current stream behind it.
   pending_.front().done.wait_on(current_stream(device_.index));

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "longnet/core/gradient_stream.hpp"
 #include "longnet/kernels/dilated_decode.hpp"
 #include "longnet/nn/functional.hpp"
 
@@ -263,9 +264,25 @@ Tensor MultiheadDilatedAttention::backward_to_projections(const Tensor& dy, Tens
   options.dq = dq, options.dk = dk, options.dv = dv;
   if (qkv_column_sums) options.gradient_column_sums = *qkv_column_sums;
   options.output_deltas = deltas;
+  if (dq_accumulator_.defined()) {  // filled on the gradient stream (prepare_backward)
+    dq_accumulator_ready_.wait_on(current_stream(q_.device().index));
+    options.dq_accumulator = dq_accumulator_;
+  }
   const AttentionGradients g = dilated_attention_backward(attention, q_, k_, v_, attention_, dattention, options);
+  dq_accumulator_ = Tensor();
+  dq_accumulator_ready_ = StreamEvent();
   dq = g.dq, dk = g.dk, dv = g.dv;
   return dout;
+}
+
+void MultiheadDilatedAttention::prepare_backward() {
+  dq_accumulator_ = Tensor();
+  dq_accumulator_ready_ = StreamEvent();
+  if (!attention_.out.defined() || sharded_ || cross_) return;
+  GradientStream* side = GradientStream::active(q_.device());
+  if (side == nullptr) return;
+  dq_accumulator_ = Tensor::empty(q_.shape(), kernels::lse_dtype(q_.dtype()), q_.device());
+  dq_accumulator_ready_ = side->run_ahead([&] { dq_accumulator_.zero(); }, {dq_accumulator_});
 }
 
 Tensor* MultiheadDilatedAttention::output_bias_gradient() {

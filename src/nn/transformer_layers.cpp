@@ -63,6 +63,7 @@ Tensor EncoderLayer::backward(const Tensor& dy, const LayerGradientSums& sums) {
   // the FFN's sums dh's columns into out_proj's bias gradient when dh is out_proj's output
   // gradient (no dropout between).
   Tensor* out_proj_bias = attn_dropout_.dropped_last_forward() ? nullptr : attn_.output_bias_gradient();
+  attn_.prepare_backward();  // dq's zero fill beside the FFN's backward
   const Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy, summed_if(sums.output_bias_summed)), &dy, out_proj_bias);
   return attn_layer_norm_.backward(attn_.backward(attn_dropout_.backward(dh), summed_if(out_proj_bias != nullptr)), &dh,
                                    sums.dx_column_sums);
@@ -113,6 +114,7 @@ Tensor DecoderLayer::backward(const Tensor& dy, Tensor* dmemory, const LayerGrad
   // As EncoderLayer::backward. With cross-attention between, out_proj sums its own bias
   // gradient.
   Tensor* out_proj_bias = cross_attn_ || attn_dropout_.dropped_last_forward() ? nullptr : attn_.output_bias_gradient();
+  attn_.prepare_backward();  // dq's zero fill beside the FFN's backward
   Tensor dh = ffn_layer_norm_.backward(ffn_.backward(dy, summed_if(sums.output_bias_summed)), &dy, out_proj_bias);
   if (cross_attn_) {
     require(dmemory != nullptr, "DecoderLayer::backward: a layer with cross-attention needs dmemory");

@@ -508,6 +508,55 @@ TEST(DilatedAttentionCuda, GivenOutputDeltasReplaceTheComputedOnes) {
   }
 }
 
+// AttentionBackwardOptions::dq_accumulator on CUDA (bf16 LongNet causal with grouped kv
+// heads, bf16 head-groups, f32 SIMT): a zero-filled accumulator given by the caller gives
+// the bits of the call's own (deterministic); one holding ones changes dq by that (it is the
+// accumulator used); a wrong dtype is refused by name.
+TEST(DilatedAttentionCuda, GivenDqAccumulatorIsTheOneUsed) {
+  SKIP_WITHOUT_GPU();
+  using kernels::DilatedMode;
+  struct Case {
+    DilatedProblem problem;
+    DType dtype;
+  };
+  DilatedProblem batched = edge(300, 4, 2, 64, {{64, 1}, {128, 2}}, DilatedMode::longnet, true);
+  batched.batch = 2;
+  for (const Case& c : {Case{batched, DType::bf16},
+                        Case{edge(256, 4, 4, 64, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false), DType::bf16},
+                        Case{edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false), DType::f32}}) {
+    const DilatedProblem& p = c.problem;
+    SCOPED_TRACE(str(describe(p), " ", dtype_name(c.dtype)));
+    const ProblemTensors t = on(random_tensors(p, 29, c.dtype), kGpu);
+    DilatedAttentionConfig config = config_of(p);
+    config.deterministic = true;
+    const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
+    const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
+    AttentionBackwardOptions options;
+    options.dq_accumulator = Tensor::zeros(t.q.shape(), DType::f32, kGpu);
+    const AttentionGradients given = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+    EXPECT_EQ(given.dq.to_vector<float>(), plain.dq.to_vector<float>()) << "dq";
+    EXPECT_EQ(given.dk.to_vector<float>(), plain.dk.to_vector<float>()) << "dk";
+    EXPECT_EQ(given.dv.to_vector<float>(), plain.dv.to_vector<float>()) << "dv";
+    options.dq_accumulator = Tensor::full(t.q.shape(), 1.0, DType::f32, kGpu);
+    const auto offset = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options).dq.to_vector<double>();
+    const auto base = plain.dq.to_vector<double>();
+    double largest = 0;
+    for (std::size_t i = 0; i < base.size(); ++i) largest = std::max(largest, std::fabs(offset[i] - base[i]));
+    EXPECT_GT(largest, 0.5) << "an accumulator holding ones";
+  }
+  const DilatedProblem& p = batched;
+  const ProblemTensors t = on(random_tensors(p, 29, DType::bf16), kGpu);
+  const AttentionOutput f = dilated_attention_forward(config_of(p), t.q, t.k, t.v);
+  AttentionBackwardOptions wrong;
+  wrong.dq_accumulator = Tensor::zeros(t.q.shape(), DType::bf16, kGpu);  // not the accumulation dtype
+  try {
+    (void)dilated_attention_backward(config_of(p), t.q, t.k, t.v, f, t.dout, wrong);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("dq_accumulator has shape"), std::string::npos) << e.what();
+  }
+}
+
 TEST(DilatedAttentionCuda, StridedInputsAreReadInPlace) {
   SKIP_WITHOUT_GPU();
   const DilatedProblem p = edge(300, 4, 2, 64, {{128, 2}, {256, 4}}, kernels::DilatedMode::longnet, true);

@@ -74,12 +74,18 @@ AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& conf
 //   in lse's dtype on the inputs' device, when the caller has it (nn::LayerNorm's
 //   segment_dots takes it as the sub-LayerNorm after the attention writes dout): the
 //   backward uses it instead of a pass over out and dout of its own.
+// - dq_accumulator: on CUDA, a zero-filled contiguous (B, N, H, D) tensor in the
+//   accumulation dtype on the inputs' device, which the backward accumulates dq in
+//   (overwriting it) instead of allocating and zero-filling one: the caller's fill can run
+//   on another stream ahead of the call (nn's GradientStream::run_ahead), ordered before it
+//   on the current stream. The CPU backend has no accumulator and ignores it.
 struct AttentionBackwardOptions {
   const kernels::RotaryParams* dq_rotary = nullptr;
   const kernels::RotaryParams* dk_rotary = nullptr;
   Tensor dq, dk, dv;
   Tensor gradient_column_sums;
   Tensor output_deltas;
+  Tensor dq_accumulator;
 };
 AttentionGradients dilated_attention_backward(const DilatedAttentionConfig& config, const Tensor& q, const Tensor& k,
                                               const Tensor& v, const AttentionOutput& forward, const Tensor& dout,

@@ -47,6 +47,12 @@ class GradientStream {
   // work issued so far on the current stream; `keep` stays alive until the current stream
   // has waited for it. Inactive: runs `work` at once.
   void run(const std::function<void()>& work, std::vector<Tensor> keep);
+  // Work whose result the current stream reads later (a zero fill ahead of the kernels that
+  // accumulate into it): issued as run() does, so it overlaps the current stream's work
+  // until then; the current stream waits on the returned event before it reads the result.
+  // (join() waits for it too, so `keep` is safe if the reader never comes.) Inactive: runs
+  // `work` at once and returns an empty event, whose wait does nothing.
+  StreamEvent run_ahead(const std::function<void()>& work, std::vector<Tensor> keep);
   // The current stream waits for all the side stream's work; the kept tensors are released.
   void join();
 

@@ -67,6 +67,11 @@ struct DilatedAttentionParams {
   // Backward, nullable: delta = rowsum(dout * out), (B, H, N) in lse_dtype(dtype), given
   // by the caller instead of computed.
   const void* output_deltas = nullptr;
+  // Backward on CUDA, nullable: dq's accumulator, (B, N, H, D) contiguous in
+  // lse_dtype(dtype), zero-filled by the caller (ordered before this call on the current
+  // stream), instead of one allocated and filled here: the fill can then overlap earlier
+  // work on another stream. The CPU kernel has no accumulator and ignores it.
+  void* dq_accumulator = nullptr;
 };
 
 // Applies params' dq_rotary and dk_rotary to dq and dk in place (the backends call it

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "longnet/attention/dilated_attention.hpp"
+#include "longnet/core/stream.hpp"
 #include "longnet/dist/sequence_parallel_attention.hpp"
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/linear.hpp"
@@ -77,6 +78,11 @@ class MultiheadDilatedAttention final : public Module {
   // out_proj_bias = summed_by_caller: the caller added dy's column sums into
   // output_bias_gradient() (which must then be non-null).
   Tensor backward(const Tensor& dy, BiasGradient out_proj_bias = BiasGradient::compute);
+  // Called ahead of backward (a layer calls it before the backward of what follows the
+  // attention): under an active GradientStream on CUDA, the attention's dq accumulator is
+  // allocated and zero-filled on the side stream now, overlapping that work, instead of on
+  // the critical path at the attention's backward. Otherwise nothing.
+  void prepare_backward();
   // out_proj's bias gradient (the column sums of backward's dy) after a self-attention
   // forward; null without a bias or after cross-attention.
   Tensor* output_bias_gradient();
@@ -134,6 +140,9 @@ class MultiheadDilatedAttention final : public Module {
   std::vector<SequenceBlock> positions_;  // runs of local rows and their global positions
   double xpos_center_ = 0;                // of the whole sequence
   bool deterministic_ = false;
+  // prepare_backward's zero-filled dq accumulator and the event the backward waits on.
+  Tensor dq_accumulator_;
+  StreamEvent dq_accumulator_ready_;
   // Sequence parallelism: the operator (kept across calls) and whether the last forward used it.
   std::unique_ptr<SequenceParallelDilatedAttention> sequence_parallel_;
   bool sharded_ = false;

@@ -199,7 +199,8 @@ void backward(const DilatedAttentionParams& p) {
   const Tensor delta = p.output_deltas ? Tensor::from_blob(const_cast<void*>(p.output_deltas), {B, H, N},
                                                            dtype_of<Compute>::value, device)
                                        : cuda::output_deltas<Element, Compute>(p.out, p.dout, B, N, H, D, stream);
-  Tensor dq = Tensor::zeros({B, N, H, D}, compute, device);
+  Tensor dq = p.dq_accumulator ? Tensor::from_blob(p.dq_accumulator, {B, N, H, D}, compute, device)
+                               : Tensor::zeros({B, N, H, D}, compute, device);
   // Each key row has one contribution when every kv head serves one query head that uses
   // one pattern: the kernels then write dK, dV in the output dtype (no fp32 accumulators,
   // which is what lets the longest sequences fit).
