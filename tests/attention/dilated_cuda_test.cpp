@@ -473,21 +473,27 @@ TEST(DilatedAttentionCuda, GradientColumnSumsAddTheWrittenGradientsColumns) {
   }
 }
 
+// The problems the backward's options are tried on: bf16 LongNet causal with grouped kv
+// heads and two sequences, bf16 head-groups, f32 (SIMT kernels).
+struct OptionCase {
+  DilatedProblem problem;
+  DType dtype;
+};
+std::vector<OptionCase> backward_option_cases() {
+  using kernels::DilatedMode;
+  DilatedProblem batched = edge(300, 4, 2, 64, {{64, 1}, {128, 2}}, DilatedMode::longnet, true);
+  batched.batch = 2;
+  return {{batched, DType::bf16},
+          {edge(256, 4, 4, 64, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false), DType::bf16},
+          {edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false), DType::f32}};
+}
+
 // AttentionBackwardOptions::output_deltas on CUDA (bf16 LongNet and head-groups, f32
 // SIMT): the given deltas (double, rounded once) give the computed ones' gradients to a
 // rounding; zeros change them (they are used).
 TEST(DilatedAttentionCuda, GivenOutputDeltasReplaceTheComputedOnes) {
   SKIP_WITHOUT_GPU();
-  using kernels::DilatedMode;
-  struct Case {
-    DilatedProblem problem;
-    DType dtype;
-  };
-  DilatedProblem batched = edge(300, 4, 2, 64, {{64, 1}, {128, 2}}, DilatedMode::longnet, true);
-  batched.batch = 2;
-  for (const Case& c : {Case{batched, DType::bf16},
-                        Case{edge(256, 4, 4, 64, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false), DType::bf16},
-                        Case{edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false), DType::f32}}) {
+  for (const OptionCase& c : backward_option_cases()) {
     const DilatedProblem& p = c.problem;
     SCOPED_TRACE(str(describe(p), " ", dtype_name(c.dtype)));
     const ProblemTensors t = on(random_tensors(p, 23, c.dtype), kGpu);
@@ -514,16 +520,7 @@ TEST(DilatedAttentionCuda, GivenOutputDeltasReplaceTheComputedOnes) {
 // accumulator used); a wrong dtype is refused by name.
 TEST(DilatedAttentionCuda, GivenDqAccumulatorIsTheOneUsed) {
   SKIP_WITHOUT_GPU();
-  using kernels::DilatedMode;
-  struct Case {
-    DilatedProblem problem;
-    DType dtype;
-  };
-  DilatedProblem batched = edge(300, 4, 2, 64, {{64, 1}, {128, 2}}, DilatedMode::longnet, true);
-  batched.batch = 2;
-  for (const Case& c : {Case{batched, DType::bf16},
-                        Case{edge(256, 4, 4, 64, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false), DType::bf16},
-                        Case{edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false), DType::f32}}) {
+  for (const OptionCase& c : backward_option_cases()) {
     const DilatedProblem& p = c.problem;
     SCOPED_TRACE(str(describe(p), " ", dtype_name(c.dtype)));
     const ProblemTensors t = on(random_tensors(p, 29, c.dtype), kGpu);
@@ -544,7 +541,7 @@ TEST(DilatedAttentionCuda, GivenDqAccumulatorIsTheOneUsed) {
     for (std::size_t i = 0; i < base.size(); ++i) largest = std::max(largest, std::fabs(offset[i] - base[i]));
     EXPECT_GT(largest, 0.5) << "an accumulator holding ones";
   }
-  const DilatedProblem& p = batched;
+  const DilatedProblem p = backward_option_cases().front().problem;
   const ProblemTensors t = on(random_tensors(p, 29, DType::bf16), kGpu);
   const AttentionOutput f = dilated_attention_forward(config_of(p), t.q, t.k, t.v);
   AttentionBackwardOptions wrong;
