@@ -454,8 +454,8 @@ Tensor MultiheadDilatedAttention::prefill(const Tensor& x, AttentionCache& cache
   const PositionalConfig& pos = config_.positional;
   const bool rotary = pos.kind != PositionalEncoding::none;
   const double center = xpos_center(P);
-  const Tensor q = rotary ? apply_positional(pos, projected.q, 0, center, false) : projected.q;
-  const Tensor k = rotary ? apply_positional(pos, projected.k, 0, center, true) : projected.k;
+  const auto [q, k] = rotary ? apply_positional_query_key(pos, projected.q, projected.k, 0, center)
+                             : std::pair{projected.q, projected.k};
   const AttentionOutput attention = dilated_attention_forward(config_.attention, q, k, projected.v);
   // The cache: keys rotated only, of the segments position P is in.
   PositionalConfig rotation = pos;

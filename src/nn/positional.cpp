@@ -143,4 +143,13 @@ void apply_positional_query_key_into(const PositionalConfig& config, const Tenso
   }
 }
 
+std::pair<Tensor, Tensor> apply_positional_query_key(const PositionalConfig& config, const Tensor& q, const Tensor& k,
+                                                     std::int64_t position_start, double center) {
+  require(q.defined() && k.defined(), "apply_positional_query_key: q and k must be defined");
+  Tensor q_out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor k_out = Tensor::empty(k.shape(), k.dtype(), k.device());
+  apply_positional_query_key_into(config, q, q_out, k, k_out, position_start, center);
+  return {q_out, k_out};
+}
+
 }  // namespace longnet::nn

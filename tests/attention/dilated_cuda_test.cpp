@@ -488,6 +488,26 @@ std::vector<OptionCase> backward_option_cases() {
           {edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false), DType::f32}};
 }
 
+// A case's inputs (random, from `seed`) on the GPU, its deterministic configuration, the
+// forward and the backward without options: what each option is compared with.
+struct PlainBackward {
+  ProblemTensors t;
+  DilatedAttentionConfig config;
+  AttentionOutput f;
+  AttentionGradients plain;
+  // The backward of the same forward with `options`.
+  AttentionGradients with(const AttentionBackwardOptions& options) const {
+    return dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+  }
+};
+PlainBackward plain_backward(const OptionCase& c, std::uint64_t seed) {
+  PlainBackward r{on(random_tensors(c.problem, seed, c.dtype), kGpu), config_of(c.problem), {}, {}};
+  r.config.deterministic = true;
+  r.f = dilated_attention_forward(r.config, r.t.q, r.t.k, r.t.v);
+  r.plain = dilated_attention_backward(r.config, r.t.q, r.t.k, r.t.v, r.f, r.t.dout);
+  return r;
+}
+
 // AttentionBackwardOptions::output_deltas on CUDA (bf16 LongNet and head-groups, f32
 // SIMT): the given deltas (double, rounded once) give the computed ones' gradients to a
 // rounding; zeros change them (they are used).
@@ -496,20 +516,17 @@ TEST(DilatedAttentionCuda, GivenOutputDeltasReplaceTheComputedOnes) {
   for (const OptionCase& c : backward_option_cases()) {
     const DilatedProblem& p = c.problem;
     SCOPED_TRACE(str(describe(p), " ", dtype_name(c.dtype)));
-    const ProblemTensors t = on(random_tensors(p, 23, c.dtype), kGpu);
-    DilatedAttentionConfig config = config_of(p);
-    config.deterministic = true;
-    const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
-    const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
+    const PlainBackward run = plain_backward(c, 23);
+    const AttentionGradients& plain = run.plain;
     AttentionBackwardOptions options;
-    options.output_deltas = output_deltas(f.out, t.dout, DType::f32, kGpu);
-    const AttentionGradients given = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+    options.output_deltas = output_deltas(run.f.out, run.t.dout, DType::f32, kGpu);
+    const AttentionGradients given = run.with(options);
     const double tolerance = c.dtype == DType::f32 ? 1e-5 : 4e-3;
     EXPECT_LE(relative_l2_error(given.dq, plain.dq), tolerance) << "dq";
     EXPECT_LE(relative_l2_error(given.dk, plain.dk), tolerance) << "dk";
     EXPECT_EQ(given.dv.to_vector<float>(), plain.dv.to_vector<float>()) << "dv";
     options.output_deltas = Tensor::zeros({p.batch, p.heads, p.seq_len}, DType::f32, kGpu);
-    const AttentionGradients zeros = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+    const AttentionGradients zeros = run.with(options);
     EXPECT_GT(relative_l2_error(zeros.dq, plain.dq), 1e-2) << "zero deltas";
   }
 }
@@ -523,19 +540,16 @@ TEST(DilatedAttentionCuda, GivenDqAccumulatorIsTheOneUsed) {
   for (const OptionCase& c : backward_option_cases()) {
     const DilatedProblem& p = c.problem;
     SCOPED_TRACE(str(describe(p), " ", dtype_name(c.dtype)));
-    const ProblemTensors t = on(random_tensors(p, 29, c.dtype), kGpu);
-    DilatedAttentionConfig config = config_of(p);
-    config.deterministic = true;
-    const AttentionOutput f = dilated_attention_forward(config, t.q, t.k, t.v);
-    const AttentionGradients plain = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout);
+    const PlainBackward run = plain_backward(c, 29);
+    const AttentionGradients& plain = run.plain;
     AttentionBackwardOptions options;
-    options.dq_accumulator = Tensor::zeros(t.q.shape(), DType::f32, kGpu);
-    const AttentionGradients given = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options);
+    options.dq_accumulator = Tensor::zeros(run.t.q.shape(), DType::f32, kGpu);
+    const AttentionGradients given = run.with(options);
     EXPECT_EQ(given.dq.to_vector<float>(), plain.dq.to_vector<float>()) << "dq";
     EXPECT_EQ(given.dk.to_vector<float>(), plain.dk.to_vector<float>()) << "dk";
     EXPECT_EQ(given.dv.to_vector<float>(), plain.dv.to_vector<float>()) << "dv";
-    options.dq_accumulator = Tensor::full(t.q.shape(), 1.0, DType::f32, kGpu);
-    const auto offset = dilated_attention_backward(config, t.q, t.k, t.v, f, t.dout, options).dq.to_vector<double>();
+    options.dq_accumulator = Tensor::full(run.t.q.shape(), 1.0, DType::f32, kGpu);
+    const auto offset = run.with(options).dq.to_vector<double>();
     const auto base = plain.dq.to_vector<double>();
     double largest = 0;
     for (std::size_t i = 0; i < base.size(); ++i) largest = std::max(largest, std::fabs(offset[i] - base[i]));

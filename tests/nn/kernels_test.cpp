@@ -414,6 +414,9 @@ TEST(ModelKernels, QueryKeyPositionsInOneCallEqualTwoCalls) {
     apply_positional_query_key_into(config, q, q_out, k, k_out, 5, 6.0);
     EXPECT_EQ(q_out.to_vector<float>(), apply_positional(config, q, 5, 6.0, false).to_vector<float>());
     EXPECT_EQ(k_out.to_vector<float>(), apply_positional(config, k, 5, 6.0, true).to_vector<float>());
+    const auto [q_new, k_new] = apply_positional_query_key(config, q, k, 5, 6.0);
+    EXPECT_EQ(q_new.to_vector<float>(), q_out.to_vector<float>());
+    EXPECT_EQ(k_new.to_vector<float>(), k_out.to_vector<float>());
   }
   const PositionalConfig xpos{.kind = PositionalEncoding::xpos};
   const Tensor short_k = Tensor::randn({2, 6, 1, 8}, 5);

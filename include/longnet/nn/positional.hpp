@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <utility>
 
 #include "longnet/core/tensor.hpp"
 #include "longnet/kernels/rotary.hpp"
@@ -49,6 +50,9 @@ void apply_positional_into(const PositionalConfig& config, const Tensor& x, Tens
 // heads) and strides, not in batch, length, head_dim, dtype or device.
 void apply_positional_query_key_into(const PositionalConfig& config, const Tensor& q, Tensor& q_out, const Tensor& k,
                                      Tensor& k_out, std::int64_t position_start, double center);
+// The same into new contiguous tensors: {encoded q, encoded k}.
+std::pair<Tensor, Tensor> apply_positional_query_key(const PositionalConfig& config, const Tensor& q, const Tensor& k,
+                                                     std::int64_t position_start, double center);
 
 // The encoding's rotary map for rows starting at `position_start` (kernels/rotary.hpp: kind,
 // base, scale_base, position_start, center, downscale = is_key; no shape or tensors), e.g.
