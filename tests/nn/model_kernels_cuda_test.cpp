@@ -10,6 +10,9 @@
 // statistics under bf16) to f32 accuracy. Skipped without a CUDA device.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <iomanip>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -52,6 +55,25 @@ Tensor columns_of(const Tensor& t, std::int64_t columns) {
 
 void expect_close(const Tensor& actual, const Tensor& expected, double tol, const std::string& what) {
   EXPECT_LE(relative_l2_error(actual.to(Device::cpu(), DType::f64), expected), tol) << what;
+}
+
+// Bitwise equality of two f64 vectors; on a mismatch it names how many differ and the first
+// (as row, column of rows `columns` wide), which a printout of the whole vectors does not.
+void expect_same_values(const std::vector<double>& actual, const std::vector<double>& expected, std::int64_t columns,
+                        const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  std::size_t differing = 0, first = actual.size();
+  for (std::size_t i = 0; i < actual.size(); ++i) {
+    if (actual[i] != expected[i] && !(std::isnan(actual[i]) && std::isnan(expected[i]))) {
+      if (differing++ == 0) first = i;
+    }
+  }
+  EXPECT_EQ(differing, 0u) << what << ": " << differing << " of " << actual.size() << " differ, the first at row "
+                           << static_cast<std::int64_t>(first) / columns << " column "
+                           << static_cast<std::int64_t>(first) % columns << ": "
+                           << (first < actual.size()
+                                   ? str(std::setprecision(17), actual[first], " vs ", expected[first])
+                                   : std::string());
 }
 
 struct LayerNormCase {
@@ -261,11 +283,11 @@ TEST_F(ModelKernelsCuda, LayerNormSumsTheColumnsOfDxOnEveryPath) {
     const LayerNormResults expected = run_layer_norm(in, Device::cpu(), DType::f64, true);
     expect_close(with_sums.dx_column_sums, expected.dx_column_sums, tolerance(k.dtype), "dx_column_sums vs CPU");
     // Nothing else changes.
-    EXPECT_EQ(dxv, columns_of(without.dx, c.columns).to_vector<double>());
-    EXPECT_EQ(with_sums.dweight.to(Device::cpu()).to_vector<double>(),
-              without.dweight.to(Device::cpu()).to_vector<double>());
-    EXPECT_EQ(with_sums.dbias.to(Device::cpu()).to_vector<double>(),
-              without.dbias.to(Device::cpu()).to_vector<double>());
+    expect_same_values(dxv, columns_of(without.dx, c.columns).to_vector<double>(), c.columns, "dx");
+    expect_same_values(with_sums.dweight.to(Device::cpu()).to_vector<double>(),
+                       without.dweight.to(Device::cpu()).to_vector<double>(), c.columns, "dweight");
+    expect_same_values(with_sums.dbias.to(Device::cpu()).to_vector<double>(),
+                       without.dbias.to(Device::cpu()).to_vector<double>(), c.columns, "dbias");
     // Deterministic: a second run gives the same bits.
     EXPECT_EQ(run_layer_norm(in, gpu, k.dtype, true).dx_column_sums.to(Device::cpu()).to_vector<double>(),
               with_sums.dx_column_sums.to(Device::cpu()).to_vector<double>());

@@ -43,12 +43,22 @@ template <int kTeams, int kStages>
 struct StagedRows {
   static constexpr int kBarrierBytes = ((kTeams * kStages * 8 + 15) / 16) * 16;
   // Shared bytes for rows of `row_bytes` and `tensors` tensors, at least `at_least` (the
-  // warp teams' column sums reuse the ring once every row is done).
-  static std::size_t bytes(std::int64_t row_bytes, int tensors, std::size_t at_least) {
-    return kBarrierBytes +
-           std::max<std::size_t>(static_cast<std::size_t>(kTeams * kStages * tensors * row_bytes), at_least);
+  // warp teams' column sums reuse the ring once every row is done); the LayerNorm's
+  // weights follow (weights_offset), `weight_bytes` of them.
+  static __host__ __device__ std::size_t weights_offset(std::int64_t row_bytes, int tensors, std::size_t at_least) {
+    const auto ring = static_cast<std::size_t>(kTeams * kStages * tensors * row_bytes);
+    return kBarrierBytes + (ring > at_least ? ring : at_least);
+  }
+  static std::size_t bytes(std::int64_t row_bytes, int tensors, std::size_t at_least, std::size_t weight_bytes) {
+    return weights_offset(row_bytes, tensors, at_least) + weight_bytes;
   }
 };
+
+// Staged rows read the LayerNorm's weights from shared memory, except the feed-forward's
+// GELU rows (3072 columns): on an H100 that made the 768-wide backwards 1-3 % faster and
+// the GELU one 19 % slower (0.288 -> 0.343 ms; docs/benchmarks.md, nineteenth session).
+template <bool kStaged, bool kGelu>
+constexpr bool kStagedWeights = kStaged && !kGelu;
 
 // Block b: rows [b R, b R + R) (R = kRowsPerChunk), taken by kTeams teams; kTeams = 1: the
 // block is one team taking the rows in order; kTeams > 1: warp w is a team taking rows w,
@@ -63,7 +73,8 @@ struct StagedRows {
 // to 168 (three blocks) the kernel spilled and ran 0.54 ms a call against 0.36 on an H200,
 // and teams of 12 warps with a group a thread (64 registers) ran 0.41 (benchmarks.md,
 // 2026-12-04). dx's sums cost the staged 768-wide bf16 warp teams 14 registers (111 -> 125:
-// still four blocks an SM) and the staged GELU rows 31 (128 -> 159: three).
+// still four blocks an SM) and the staged GELU rows 31 (128 -> 159: three; 166 since dx's
+// arithmetic is spelt out, mul_rn: still three).
 template <class T, int P, bool kParameters, bool kDxSums, int kTeams, bool kGelu, int kStages>
 __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormParams p, Compute<T>* partial) {
   begin_dependent_kernel();
@@ -83,15 +94,31 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
   const int rank = kWarpTeam ? static_cast<int>(threadIdx.x % 32) : static_cast<int>(threadIdx.x);
   const int team_size = kWarpTeam ? 32 : static_cast<int>(blockDim.x);
   bool owned[N];
-  for (int k = 0; k < N; ++k) owned[k] = rank + k * static_cast<std::int64_t>(team_size) < groups;
-  const auto group_of = [&](int k) { return rank + k * static_cast<std::int64_t>(team_size); };
+  for (int k = 0; k < N; ++k) owned[k] = rank + k * team_size < groups;
+  // (int: a team's rows hold at most kMaxTeamThreads * N groups; 64-bit indices cost each
+  // group's shared and global addresses a few instructions more in every row.)
+  const auto group_of = [&](int k) { return rank + k * team_size; };
 
-  // kStaged: the ring (StagedRows) and the chunk's statistics in shared memory.
+  // kStaged: the ring (StagedRows), the chunk's statistics and the weights in shared memory.
   extern __shared__ __align__(16) unsigned char dynamic_shared[];
   __shared__ C chunk_mean[kStaged ? kRowsPerChunk : 1], chunk_rstd[kStaged ? kRowsPerChunk : 1];
   const int tensors = p.dresidual ? 3 : 2;
   const unsigned row_bytes = static_cast<unsigned>(p.columns * sizeof(T));
   using Ring = StagedRows<kTeams, (kStaged ? kStages : 1)>;
+  // kStagedWeights: the weights are read from shared memory (ones where there are none):
+  // from global memory (L1) each row's two passes waited on them (long-scoreboard stalls,
+  // the largest in Nsight Compute), and each group's load carried the null-weight fallback.
+  C* staged_weights = reinterpret_cast<C*>(
+      dynamic_shared +
+      Ring::weights_offset(row_bytes, tensors,
+                           kParameters && kWarpTeam ? sizeof(WarpTeamSums<C, P, kTeams, kDxSums>) : 0));
+  const auto weights_of = [&](int k, C* w) {
+    if constexpr (kStagedWeights<kStaged, kGelu>) {
+      for (int e = 0; e < P; ++e) w[e] = staged_weights[group_of(k) * P + e];
+    } else {
+      load_weights<C, P>(weight, group_of(k), C(1), w);
+    }
+  };
   std::uint64_t* full = reinterpret_cast<std::uint64_t*>(dynamic_shared) + team * (kStaged ? kStages : 1);
   unsigned char* ring = dynamic_shared + Ring::kBarrierBytes +
                         static_cast<std::size_t>(team) * (kStaged ? kStages : 1) * tensors * row_bytes;
@@ -118,7 +145,10 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
       chunk_mean[r] = means[begin + r];
       chunk_rstd[r] = rstds[begin + r];
     }
-    __syncthreads();  // the barriers initialised, the statistics stored
+    if constexpr (kStagedWeights<kStaged, kGelu>) {
+      for (std::int64_t c = threadIdx.x; c < p.columns; c += blockDim.x) staged_weights[c] = weight ? weight[c] : C(1);
+    }
+    __syncthreads();  // the barriers initialised, the statistics and weights stored
     if (rank == 0) {
       for (int s = 0; s < kStages; ++s) {
         const std::int64_t row = begin + team + static_cast<std::int64_t>(s) * kTeams;
@@ -197,10 +227,12 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     for (int k = 0; k < N; ++k) {
       if (owned[k]) {
         C w[P];
-        load_weights<C, P>(weight, group_of(k), C(1), w);
-        const Group<T, P> x_group = x_of(k), dout_group = dout_of(k);
+        weights_of(k, w);
+        C xs[P], gs[P];
+        unpack_group<T, P>(x_of(k), xs);
+        unpack_group<T, P>(dout_of(k), gs);
         for (int e = 0; e < P; ++e) {
-          const C g = to_compute(dout_group.v[e]), x = to_compute(x_group.v[e]);
+          const C g = gs[e], x = xs[e];
           C a = x;
           if constexpr (kGelu) {
             const GeluTerms<C> gelu = row_gelu_terms<T>(x);
@@ -230,23 +262,39 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
     for (int k = 0; k < N; ++k) {
       if (owned[k]) {
         C w[P], d[P];
-        Group<T, P> residual;
-        if (dresidual) residual = kStaged ? staged_residual[group_of(k)] : load_group<T, P>(dresidual, group_of(k));
-        load_weights<C, P>(weight, group_of(k), C(1), w);
-        const Group<T, P> dout_group = dout_of(k);
-        Group<T, P> x_group;
-        if constexpr (!kGelu) x_group = x_of(k);
+        C residual[P], gs[P], xs[kGelu ? 1 : P];
+        if (dresidual) {
+          unpack_group<T, P>(kStaged ? staged_residual[group_of(k)] : load_group<T, P>(dresidual, group_of(k)),
+                             residual);
+        }
+        weights_of(k, w);
+        unpack_group<T, P>(dout_of(k), gs);
+        if constexpr (!kGelu) unpack_group<T, P>(x_of(k), xs);
         for (int e = 0; e < P; ++e) {
-          const C xhat = kGelu ? kept_xhat[k][e] : fma(to_compute(x_group.v[e]), rstd, shift);
-          d[e] = rstd * (to_compute(dout_group.v[e]) * w[e] - g_mean - xhat * gx_mean);
-          if constexpr (kGelu) d[e] *= slope[k][e];
-          if (dresidual) d[e] += to_compute(residual.v[e]);
-          if constexpr (kDxSums) dx_sums[k][e] += to_compute(from_compute<T>(d[e]));  // as stored
-          if constexpr (kDots) {
-            if (p.segment_dots) dots[k] += to_compute(from_compute<T>(d[e])) * to_compute(x_group.v[e]);
+          const C xhat = kGelu ? kept_xhat[k][e] : fma(xs[e], rstd, shift);
+          const C centred = fma(-xhat, gx_mean, fma(gs[e], w[e], -g_mean));
+          if constexpr (kGelu) {
+            const C scaled = mul_rn(rstd, centred);
+            d[e] = dresidual ? fma(scaled, slope[k][e], residual[e]) : mul_rn(scaled, slope[k][e]);
+          } else {
+            d[e] = dresidual ? fma(rstd, centred, residual[e]) : mul_rn(rstd, centred);
           }
         }
-        store_group<T, P>(dx, group_of(k), d);
+        // dx as stored: converted once for the store and the sums (for bf16 the sums then read
+        // the packed pairs back: a shift an element instead of a second conversion).
+        Group<T, P> stored;
+        for (int e = 0; e < P; ++e) stored.v[e] = from_compute<T>(d[e]);
+        reinterpret_cast<Group<T, P>*>(dx)[group_of(k)] = stored;
+        if constexpr (kDxSums || kDots) {
+          C as_stored[P];
+          unpack_group<T, P>(stored, as_stored);
+          for (int e = 0; e < P; ++e) {
+            if constexpr (kDxSums) dx_sums[k][e] = add_rn(dx_sums[k][e], as_stored[e]);
+            if constexpr (kDots) {
+              if (p.segment_dots) dots[k] = fma(as_stored[e], xs[e], dots[k]);
+            }
+          }
+        }
       }
     }
     if constexpr (kDots) {
@@ -405,8 +453,9 @@ void launch_backward_rows(const LayerNormParams& p, unsigned grid, unsigned thre
       using Staged = StagedRows<kTeams, kRowStages>;
       const std::size_t team_sums =
           kParameters && kTeams > 1 ? sizeof(WarpTeamSums<Compute<T>, P, kTeams, kDxSums>) : 0;
+      const std::size_t weight_bytes = kStagedWeights<true, kGelu> ? p.columns * sizeof(Compute<T>) : 0;
       const std::size_t bytes =
-          Staged::bytes(p.columns * static_cast<std::int64_t>(sizeof(T)), p.dresidual ? 3 : 2, team_sums);
+          Staged::bytes(p.columns * static_cast<std::int64_t>(sizeof(T)), p.dresidual ? 3 : 2, team_sums, weight_bytes);
       auto kernel = backward_kernel<T, P, kParameters, kDxSums, kTeams, kGelu, kRowStages>;
       LONGNET_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
       launch_model(kernel, grid, threads, bytes, stream, p, sums);

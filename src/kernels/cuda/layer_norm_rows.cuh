@@ -65,6 +65,43 @@ __device__ __forceinline__ void store_group(T* row, std::int64_t g, const Comput
   reinterpret_cast<Group<T, P>*>(row)[g] = group;
 }
 
+// A group's elements in Compute<T>. bf16 pairs by bit operations (a bf16 is the high half of
+// its float): one instruction an element, where converting each element alone took the
+// odd ones a byte permute and a shift.
+template <class T, int P>
+__device__ __forceinline__ void unpack_group(const Group<T, P>& group, Compute<T>* out) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16> && P % 2 == 0) {
+    const auto* words = reinterpret_cast<const std::uint32_t*>(group.v);
+    for (int i = 0; i < P / 2; ++i) {
+      out[2 * i] = __uint_as_float(words[i] << 16);
+      out[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+    }
+  } else {
+    for (int e = 0; e < P; ++e) out[e] = to_compute(group.v[e]);
+  }
+}
+
+// A product and a sum nvcc may not fuse into an FMA. It contracts a * b + c across
+// statements, and not always the same way in every instantiation of one kernel: the
+// backward with dx's column sums wrote dx a rounding apart from the one without (f32 rows
+// of a block team, H100). Its arithmetic spells each FMA out and rounds the rest with these.
+template <class C>
+__device__ __forceinline__ C mul_rn(C a, C b) {
+  if constexpr (std::is_same_v<C, float>) {
+    return __fmul_rn(a, b);
+  } else {
+    return __dmul_rn(a, b);
+  }
+}
+template <class C>
+__device__ __forceinline__ C add_rn(C a, C b) {
+  if constexpr (std::is_same_v<C, float>) {
+    return __fadd_rn(a, b);
+  } else {
+    return __dadd_rn(a, b);
+  }
+}
+
 // P weights (accumulation dtype C) of group g, or `fallback` when the vector is null.
 template <class C, int P>
 __device__ __forceinline__ void load_weights(const C* weights, std::int64_t g, C fallback, C* out) {
