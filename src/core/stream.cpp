@@ -89,6 +89,25 @@ StreamEvent& StreamEvent::operator=(StreamEvent&& other) noexcept {
   return *this;
 }
 
+void StreamEvent::wait() const {
+#ifdef LONGNET_WITH_CUDA
+  if (event_ != nullptr) LONGNET_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+#endif
+}
+
+bool StreamEvent::done() const {
+#ifdef LONGNET_WITH_CUDA
+  if (event_ == nullptr) return true;
+  const cudaError_t status = cudaEventQuery(static_cast<cudaEvent_t>(event_));
+  if (status == cudaErrorNotReady) {
+    (void)cudaGetLastError();  // not an error: clear it
+    return false;
+  }
+  LONGNET_CHECK(status);
+#endif
+  return true;
+}
+
 void StreamEvent::wait_on(Stream waiting) const {
 #ifdef LONGNET_WITH_CUDA
   if (event_ == nullptr) return;

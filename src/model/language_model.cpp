@@ -5,10 +5,11 @@
 
 namespace longnet::model {
 
-PendingLoss::PendingLoss(Tensor loss_sum, std::int64_t tokens) : loss_sum_(std::move(loss_sum)), tokens_(tokens) {
-  require(loss_sum_.defined() && loss_sum_.dtype() == DType::f64 && loss_sum_.numel() == 1,
+PendingLoss::PendingLoss(Tensor loss_sum, std::int64_t tokens) : tokens_(tokens) {
+  require(loss_sum.defined() && loss_sum.dtype() == DType::f64 && loss_sum.numel() == 1,
           "PendingLoss: the loss sum must be an f64 tensor of one element");
   require(tokens >= 0, "PendingLoss: tokens = ", tokens, ": must be >= 0");
+  loss_sum_ = PendingRead(loss_sum);
 }
 
 double PendingLoss::value() const {

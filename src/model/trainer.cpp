@@ -158,6 +158,7 @@ Trainer::QueuedStep Trainer::queue_step(const Tensor* previous_norm_squared) {
   if (distribution_.distributed()) all_reduce_gradients(*distribution_.comm, optimizer_.parameters());
   // Of the summed gradients when distributed: the same global norm on every rank.
   queued.norm_squared = gradient_sum_of_squares(optimizer_.parameters());
+  queued.norm_read = PendingRead(queued.norm_squared);
   // now + 0 x previous: the same bits where the previous norm is finite, NaN where it is not
   // (0 x inf = NaN), and the update skips a step whose clip sum is not finite.
   const Tensor clip_sum =
@@ -176,7 +177,7 @@ StepResult Trainer::finish(const QueuedStep& queued) {
     result.loss += loss.value() / micro_steps;
     result.tokens += loss.tokens();
   }
-  result.grad_norm = std::sqrt(queued.norm_squared.item());
+  result.grad_norm = std::sqrt(queued.norm_read.item());
   if (!std::isfinite(result.grad_norm)) {
     // The update changed nothing (GradientClip), nor did that of a step queued behind it.
     if (ahead_) {

@@ -38,6 +38,10 @@ class StreamEvent {
   StreamEvent& operator=(const StreamEvent&) = delete;
   // Makes `waiting` wait (on the device) for the recorded work.
   void wait_on(Stream waiting) const;
+  // Blocks the host until the recorded work has finished (no-op for an empty event).
+  void wait() const;
+  // Whether the recorded work has finished, without waiting (true for an empty event).
+  bool done() const;
 
  private:
   void* event_ = nullptr;  // cudaEvent_t

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "longnet/core/pending_read.hpp"
 #include "longnet/nn/parameter.hpp"
 
 namespace longnet::model {
@@ -22,9 +23,11 @@ struct LossOutput {
 };
 
 // A mean token loss as a forward leaves it: the count of targets is known at once, the
-// summed loss stays where it was computed (one double on the model's device) until
-// value() reads it — on CUDA a wait for all work queued before. A training step reads it
-// after it has queued its backward and update, so the device never waits for the host.
+// summed loss (one double on the model's device) is copied to the host as the forward
+// left it (a PendingRead) and value() waits for that copy only — on CUDA for the work
+// queued before the loss, not for what was queued after it. A training step reads it
+// after it has queued its backward and update, and the next step behind it (Trainer::
+// step(true)), so the device never waits for the host.
 class PendingLoss {
  public:
   PendingLoss() = default;
@@ -35,7 +38,7 @@ class PendingLoss {
   LossOutput get() const { return {value(), tokens_}; }
 
  private:
-  Tensor loss_sum_;
+  PendingRead loss_sum_;
   std::int64_t tokens_ = 0;
 };
 

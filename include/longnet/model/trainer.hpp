@@ -111,7 +111,8 @@ class Trainer {
     std::int64_t step = 0;
     double lr = 0;
     std::vector<PendingLoss> losses;
-    Tensor norm_squared;  // f64, one element, on the device
+    Tensor norm_squared;    // f64, one element, on the device
+    PendingRead norm_read;  // its copy to the host, queued behind it
   };
   // Queues the next step: gradients, norm and update. With `previous` (the norm of a step
   // not yet read), the update is skipped where that norm is not finite, as its own is.
