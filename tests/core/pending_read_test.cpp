@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
 
 #include "longnet/core/device.hpp"
@@ -50,30 +51,20 @@ TEST(PendingRead, ReadsStridedViewsAndOneElement) {
 }
 
 TEST(PendingRead, MisuseIsAClearError) {
+  const auto message_of = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
   const PendingRead nothing;
   EXPECT_FALSE(nothing.defined());
-  EXPECT_THROW(
-      {
-        try {
-          (void)nothing.get();
-        } catch (const Error& e) {
-          EXPECT_NE(std::string(e.what()).find("nothing was read"), std::string::npos) << e.what();
-          throw;
-        }
-      },
-      Error);
+  EXPECT_NE(message_of([&] { (void)nothing.get(); }).find("nothing was read"), std::string::npos);
   const PendingRead two(Tensor::zeros({2}, DType::f32));
-  EXPECT_THROW(
-      {
-        try {
-          (void)two.item();
-        } catch (const Error& e) {
-          EXPECT_NE(std::string(e.what()).find("2 elements, must have exactly 1"), std::string::npos) << e.what();
-          throw;
-        }
-      },
-      Error);
-  EXPECT_THROW(PendingRead{Tensor()}, Error);
+  EXPECT_NE(message_of([&] { (void)two.item(); }).find("2 elements, must have exactly 1"), std::string::npos);
+  EXPECT_NE(message_of([] { PendingRead{Tensor()}; }).find("source tensor is undefined"), std::string::npos);
 }
 
 // The point of PendingRead: work queued after the read does not delay it. ~20 ms of copies

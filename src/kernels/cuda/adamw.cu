@@ -23,26 +23,15 @@ struct Hyper {
   T lr, decay, beta1, beta2, eps, grad_scale, correction1, correction2;
 };
 
-// Products that the compiler may not fuse into an FMA: contraction is its choice per
-// call site, so the packed and the scalar loops could otherwise round differently.
-template <class T>
-__device__ __forceinline__ T product(T a, T b) {
-  if constexpr (std::is_same_v<T, float>) {
-    return __fmul_rn(a, b);
-  } else {
-    return __dmul_rn(a, b);
-  }
-}
-
 // One element's update, on values (the scalar and the packed loops share it and give the
-// same bits: every product explicit, see product above).
+// same bits: every product explicit: mul_rn, model_kernels_common.cuh).
 template <class T>
 __device__ __forceinline__ void update_values(T& p, T grad, T& m, T& v, const Hyper<T>& h) {
-  const T g = product(grad, h.grad_scale);
-  p = p - product(h.decay, p);
-  m = product(h.beta1, m) + product(T(1) - h.beta1, g);
-  v = product(h.beta2, v) + product(product(T(1) - h.beta2, g), g);
-  p = p - product(h.lr, m / h.correction1) / (sqrt(v / h.correction2) + h.eps);
+  const T g = mul_rn(grad, h.grad_scale);
+  p = p - mul_rn(h.decay, p);
+  m = mul_rn(h.beta1, m) + mul_rn(T(1) - h.beta1, g);
+  v = mul_rn(h.beta2, v) + mul_rn(mul_rn(T(1) - h.beta2, g), g);
+  p = p - mul_rn(h.lr, m / h.correction1) / (sqrt(v / h.correction2) + h.eps);
 }
 
 constexpr int kTensorsPerLaunch = 40;  // the batch travels as a kernel argument (< 4 KB)

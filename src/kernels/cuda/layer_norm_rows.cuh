@@ -81,27 +81,6 @@ __device__ __forceinline__ void unpack_group(const Group<T, P>& group, Compute<T
   }
 }
 
-// A product and a sum nvcc may not fuse into an FMA. It contracts a * b + c across
-// statements, and not always the same way in every instantiation of one kernel: the
-// backward with dx's column sums wrote dx a rounding apart from the one without (f32 rows
-// of a block team, H100). Its arithmetic spells each FMA out and rounds the rest with these.
-template <class C>
-__device__ __forceinline__ C mul_rn(C a, C b) {
-  if constexpr (std::is_same_v<C, float>) {
-    return __fmul_rn(a, b);
-  } else {
-    return __dmul_rn(a, b);
-  }
-}
-template <class C>
-__device__ __forceinline__ C add_rn(C a, C b) {
-  if constexpr (std::is_same_v<C, float>) {
-    return __fadd_rn(a, b);
-  } else {
-    return __dadd_rn(a, b);
-  }
-}
-
 // P weights (accumulation dtype C) of group g, or `fallback` when the vector is null.
 template <class C, int P>
 __device__ __forceinline__ void load_weights(const C* weights, std::int64_t g, C fallback, C* out) {

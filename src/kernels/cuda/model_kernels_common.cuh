@@ -54,6 +54,29 @@ void launch_model(Kernel kernel, dim3 grid, dim3 block, std::size_t shared_bytes
   cuda::launch_after_previous(kernel, grid, block, shared_bytes, stream, model_launch_overlap(), args...);
 }
 
+// A product and a sum nvcc may not fuse into an FMA. It contracts a * b + c across
+// statements, and not always the same way at every call site or in every instantiation of
+// a kernel: AdamW's packed and scalar loops could round differently, and the LayerNorm
+// backward with dx's column sums wrote dx a rounding apart from the one without (f32 rows
+// of a block team, H100). Arithmetic that must give the same bits on every path spells
+// each FMA out (fma) and rounds the rest with these.
+template <class T>
+__device__ __forceinline__ T mul_rn(T a, T b) {
+  if constexpr (std::is_same_v<T, float>) {
+    return __fmul_rn(a, b);
+  } else {
+    return __dmul_rn(a, b);
+  }
+}
+template <class T>
+__device__ __forceinline__ T add_rn(T a, T b) {
+  if constexpr (std::is_same_v<T, float>) {
+    return __fadd_rn(a, b);
+  } else {
+    return __dadd_rn(a, b);
+  }
+}
+
 inline cudaStream_t current_cuda_stream() { return static_cast<cudaStream_t>(current_stream(current_device()).handle); }
 
 constexpr int kThreads = 256;
