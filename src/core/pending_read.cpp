@@ -61,10 +61,8 @@ class PinnedBlocks {
 struct PendingRead::State {
   std::mutex mutex;
   Tensor host;  // the values, once read
-  Shape shape;
-  DType dtype = DType::f32;
 #ifdef LONGNET_WITH_CUDA
-  Tensor source;  // the device memory the copy reads, alive until it has
+  Tensor source;  // the device memory the copy reads (contiguous), alive until it has
   void* pinned = nullptr;
   std::size_t pinned_size = 0;
   StreamEvent copied;
@@ -90,8 +88,6 @@ struct PendingRead::State {
 
 PendingRead::PendingRead(const Tensor& source) : state_(std::make_shared<State>()) {
   require(source.defined(), "PendingRead: the source tensor is undefined");
-  state_->shape = source.shape();
-  state_->dtype = source.dtype();
   if (source.device().is_cpu()) {
     state_->host = source.clone();  // the source may change after the read
     return;
@@ -119,7 +115,7 @@ const Tensor& PendingRead::get() const {
 #ifdef LONGNET_WITH_CUDA
   if (s.pinned != nullptr) {
     s.copied.wait();
-    Tensor host = Tensor::empty(s.shape, s.dtype, Device::cpu());
+    Tensor host = Tensor::empty(s.source.shape(), s.source.dtype(), Device::cpu());
     std::memcpy(host.data(), s.pinned, host.nbytes());
     PinnedBlocks::instance().release(s.pinned, s.pinned_size);
     s.pinned = nullptr;
@@ -130,10 +126,6 @@ const Tensor& PendingRead::get() const {
   return s.host;
 }
 
-double PendingRead::item() const {
-  const Tensor& values = get();
-  require(values.numel() == 1, "PendingRead::item(): the read has ", values.numel(), " elements, must have exactly 1");
-  return values.item();
-}
+double PendingRead::item() const { return get().item(); }
 
 }  // namespace longnet

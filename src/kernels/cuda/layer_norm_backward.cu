@@ -38,6 +38,9 @@ constexpr int kChunkSums = kDxSums ? 3 : 2;
 // row holds at most 32 * kGroupsPerThread * P columns.
 template <class C, int P, int kTeams, bool kDxSums>
 using WarpTeamSums = C[kTeams][kChunkSums<kDxSums>][32 * kGroupsPerThread * P];
+// The ring's least size when staged: warp teams with parameters sum their columns in it.
+template <class C, int P, bool kParameters, bool kDxSums, int kTeams>
+constexpr std::size_t kStagedTeamSumsBytes = kParameters&& kTeams > 1 ? sizeof(WarpTeamSums<C, P, kTeams, kDxSums>) : 0;
 
 template <int kTeams, int kStages>
 struct StagedRows {
@@ -110,8 +113,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
   // the largest in Nsight Compute), and each group's load carried the null-weight fallback.
   C* staged_weights = reinterpret_cast<C*>(
       dynamic_shared +
-      Ring::weights_offset(row_bytes, tensors,
-                           kParameters && kWarpTeam ? sizeof(WarpTeamSums<C, P, kTeams, kDxSums>) : 0));
+      Ring::weights_offset(row_bytes, tensors, kStagedTeamSumsBytes<C, P, kParameters, kDxSums, kTeams>));
   const auto weights_of = [&](int k, C* w) {
     if constexpr (kStagedWeights<kStaged, kGelu>) {
       for (int e = 0; e < P; ++e) w[e] = staged_weights[group_of(k) * P + e];
@@ -282,9 +284,7 @@ __global__ void __launch_bounds__(kMaxTeamThreads) backward_kernel(LayerNormPara
         }
         // dx as stored: converted once for the store and the sums (for bf16 the sums then read
         // the packed pairs back: a shift an element instead of a second conversion).
-        Group<T, P> stored;
-        for (int e = 0; e < P; ++e) stored.v[e] = from_compute<T>(d[e]);
-        reinterpret_cast<Group<T, P>*>(dx)[group_of(k)] = stored;
+        const Group<T, P> stored = store_group<T, P>(dx, group_of(k), d);
         if constexpr (kDxSums || kDots) {
           C as_stored[P];
           unpack_group<T, P>(stored, as_stored);
@@ -451,8 +451,7 @@ void launch_backward_rows(const LayerNormParams& p, unsigned grid, unsigned thre
   if constexpr (P == kPack<T>) {
     if (cuda_device_info(current_device()).compute_major >= 9) {  // sm_90's bulk copies
       using Staged = StagedRows<kTeams, kRowStages>;
-      const std::size_t team_sums =
-          kParameters && kTeams > 1 ? sizeof(WarpTeamSums<Compute<T>, P, kTeams, kDxSums>) : 0;
+      const std::size_t team_sums = kStagedTeamSumsBytes<Compute<T>, P, kParameters, kDxSums, kTeams>;
       const std::size_t weight_bytes = kStagedWeights<true, kGelu> ? p.columns * sizeof(Compute<T>) : 0;
       const std::size_t bytes =
           Staged::bytes(p.columns * static_cast<std::int64_t>(sizeof(T)), p.dresidual ? 3 : 2, team_sums, weight_bytes);

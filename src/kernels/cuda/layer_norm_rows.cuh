@@ -58,11 +58,13 @@ __device__ __forceinline__ Group<T, P> load_group(const T* row, std::int64_t g) 
   return reinterpret_cast<const Group<T, P>*>(row)[g];
 }
 
+// Stores P values as group g of `row` and returns them as stored (rounded to T).
 template <class T, int P>
-__device__ __forceinline__ void store_group(T* row, std::int64_t g, const Compute<T>* values) {
+__device__ __forceinline__ Group<T, P> store_group(T* row, std::int64_t g, const Compute<T>* values) {
   Group<T, P> group;
   for (int e = 0; e < P; ++e) group.v[e] = from_compute<T>(values[e]);
   reinterpret_cast<Group<T, P>*>(row)[g] = group;
+  return group;
 }
 
 // A group's elements in Compute<T>. bf16 pairs by bit operations (a bf16 is the high half of
