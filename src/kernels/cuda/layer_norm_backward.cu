@@ -40,7 +40,8 @@ template <class C, int P, int kTeams, bool kDxSums>
 using WarpTeamSums = C[kTeams][kChunkSums<kDxSums>][32 * kGroupsPerThread * P];
 // The ring's least size when staged: warp teams with parameters sum their columns in it.
 template <class C, int P, bool kParameters, bool kDxSums, int kTeams>
-constexpr std::size_t kStagedTeamSumsBytes = kParameters&& kTeams > 1 ? sizeof(WarpTeamSums<C, P, kTeams, kDxSums>) : 0;
+constexpr std::size_t kStagedTeamSumsBytes = (kParameters && kTeams > 1) ? sizeof(WarpTeamSums<C, P, kTeams, kDxSums>)
+                                                                         : 0;
 
 template <int kTeams, int kStages>
 struct StagedRows {
