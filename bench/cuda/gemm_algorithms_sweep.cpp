@@ -9,10 +9,10 @@
 // by measurement (or never splitting K) is worth its cost to exact resumption: the same
 // algorithm on the same shapes is what makes a resumed run repeat an uninterrupted one.
 // Usage: cuda_gemm_algorithms_sweep [--rows N] [--repeat R] [--algorithms K]
-#include <CLI/CLI.hpp>
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -21,21 +21,13 @@
 #include <utility>
 #include <vector>
 
+#include "bench/cuda/cuda_checks.hpp"
 #include "bench/cuda/cuda_timing.hpp"
 #include "longnet/longnet.hpp"
 
 namespace {
 
 using namespace longnet;
-
-#define CHECK_LT(call)                                                                     \
-  do {                                                                                     \
-    const cublasStatus_t status_ = (call);                                                 \
-    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                \
-      std::fprintf(stderr, "%s failed: status %d\n", #call, static_cast<int>(status_));   \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
 
 constexpr std::size_t kWorkspaceBytes = 32u << 20;  // linear.cu's workspace
 

@@ -28,26 +28,10 @@
 #include <string>
 #include <vector>
 
+#include "bench/cuda/cuda_checks.hpp"
 #include "bench/cuda/gemm_launch_probe_kernels.hpp"
 
 namespace {
-
-#define CHECK_LT(call)                                                                  \
-  do {                                                                                  \
-    const cublasStatus_t status_ = (call);                                              \
-    if (status_ != CUBLAS_STATUS_SUCCESS) {                                             \
-      std::fprintf(stderr, "%s failed: status %d\n", #call, static_cast<int>(status_)); \
-      std::exit(1);                                                                     \
-    }                                                                                   \
-  } while (0)
-#define CHECK_CUDA(call)                                                           \
-  do {                                                                             \
-    const cudaError_t status_ = (call);                                            \
-    if (status_ != cudaSuccess) {                                                  \
-      std::fprintf(stderr, "%s failed: %s\n", #call, cudaGetErrorString(status_)); \
-      std::exit(1);                                                                \
-    }                                                                              \
-  } while (0)
 
 // Device memory of `count` elements of `bytes` each, filled with small values (or zeros).
 struct Buffer {
