@@ -1,5 +1,6 @@
 // The CUDA timing harnesses' clock: the median of `repeat` CUDA-event timings of body()
-// on the current stream, after `warmup` untimed calls.
+// on `stream` (default: the legacy stream, where the library's kernels run unless told
+// otherwise), after `warmup` untimed calls.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,16 +11,16 @@
 namespace longnet::bench {
 
 template <class F>
-double median_ms(int repeat, F&& body, int warmup = 0) {
+double median_ms(int repeat, F&& body, int warmup = 0, cudaStream_t stream = nullptr) {
   for (int w = 0; w < warmup; ++w) body();
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
   std::vector<float> times;
   for (int r = 0; r < repeat; ++r) {
-    cudaEventRecord(start);
+    cudaEventRecord(start, stream);
     body();
-    cudaEventRecord(stop);
+    cudaEventRecord(stop, stream);
     cudaEventSynchronize(stop);
     float ms = 0;
     cudaEventElapsedTime(&ms, start, stop);

@@ -203,6 +203,10 @@ int main(int argc, char** argv) {
   app.add_option("--repeat", repeat, "CUDA-event timings a median is taken of")->check(kPositive);
   app.add_option("--algorithms", algorithms, "algorithms asked of the heuristic")->check(kPositive);
   CLI11_PARSE(app, argc, argv);
+  if (cuda_device_count() == 0) {
+    std::fprintf(stderr, "error: no CUDA device: this harness times cuBLASLt GEMMs on a GPU\n");
+    return 1;
+  }
   try {
     cublasLtHandle_t handle = nullptr;
     CHECK_LT(cublasLtCreate(&handle));

@@ -24,37 +24,17 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "bench/cuda/cuda_checks.hpp"
+#include "bench/cuda/cuda_timing.hpp"
 #include "bench/cuda/gemm_launch_probe_kernels.hpp"
+#include "longnet/longnet.hpp"
 
 namespace {
 
-// Device memory of `count` elements of `bytes` each, filled with small values (or zeros).
-struct Buffer {
-  void* data = nullptr;
-  Buffer(std::int64_t count, int bytes, bool zero);
-  ~Buffer() { cudaFree(data); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-};
-
-Buffer::Buffer(std::int64_t count, int bytes, bool zero) {
-  const std::size_t size = static_cast<std::size_t>(count) * static_cast<std::size_t>(bytes);
-  if (cudaMalloc(&data, size) != cudaSuccess) {
-    std::fprintf(stderr, "cudaMalloc of %zu bytes failed\n", size);
-    std::exit(1);
-  }
-  if (zero || bytes != 2) {
-    cudaMemset(data, 0, size);
-  } else {
-    launch_fill_bf16(data, count);
-  }
-  cudaDeviceSynchronize();
-}
+using namespace longnet;
 
 struct Case {
   std::string name;
@@ -123,10 +103,15 @@ std::string graph_summary(cudaStream_t stream, const Body& body) {
 void probe(cublasLtHandle_t handle, void* workspace, std::uint64_t workspace_bytes, const Case& c, std::int64_t rows,
            int max_algorithms, int repeat, int chain) {
   const std::int64_t a_rows = c.transpose_a ? c.k : c.m, a_cols = c.transpose_a ? c.m : c.k;
-  const Buffer a(a_cols * a_rows, 2, false), b(c.n * c.k, 2, false), d(c.n * c.m, 2, true);
-  const Buffer residual(c.residual ? c.n * c.m : 1, 2, false), bias(c.m, 2, false);
+  const Device gpu = Device::cuda(0);
+  const Tensor a = Tensor::randn({a_cols, a_rows}, 1, DType::bf16, gpu),
+               b = Tensor::randn({c.n, c.k}, 2, DType::bf16, gpu);
+  Tensor d = Tensor::zeros({c.n, c.m}, DType::bf16, gpu);
+  const Tensor residual = c.residual ? Tensor::randn({c.n, c.m}, 3, DType::bf16, gpu) : Tensor();
+  const Tensor bias = Tensor::randn({c.m}, 4, DType::bf16, gpu);
   const std::int64_t stream_floats = rows * 768 / 2;  // 50 MB read and written at 32768 rows
-  const Buffer stream_in(stream_floats, 4, true), stream_out(stream_floats, 4, true);
+  const Tensor stream_in = Tensor::zeros({stream_floats}, DType::f32, gpu);
+  Tensor stream_out = Tensor::zeros({stream_floats}, DType::f32, gpu);
 
   cublasLtMatmulDesc_t desc = nullptr;
   CHECK_LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -135,7 +120,7 @@ void probe(cublasLtHandle_t handle, void* workspace, std::uint64_t workspace_byt
   CHECK_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   if (c.bias) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    const void* pointer = bias.data;
+    const void* pointer = bias.data();
     CHECK_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
     CHECK_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &pointer, sizeof pointer));
   }
@@ -159,40 +144,23 @@ void probe(cublasLtHandle_t handle, void* workspace, std::uint64_t workspace_byt
   std::printf("%s, workspace %llu bytes: %d algorithm(s) listed\n", c.name.c_str(),
               static_cast<unsigned long long>(workspace_bytes), found);
 
+  // A stream of its own (the graph captures need one), blocking: ordered after the legacy
+  // stream's fills of the operands above.
   cudaStream_t stream = nullptr;
-  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CHECK_CUDA(cudaStreamCreate(&stream));
   const float alpha = 1.0f, beta = c.residual ? 1.0f : 0.0f;
-  const void* c_data = c.residual ? residual.data : d.data;
+  const void* c_data = c.residual ? residual.data() : d.data();
   const int stream_blocks = 132 * 8;
   const auto streaming = [&] {
-    launch_streaming(stream_in.data, stream_out.data, stream_floats / 4, stream_blocks, stream);
+    launch_streaming(stream_in.data(), stream_out.data(), stream_floats / 4, stream_blocks, stream);
   };
-  // Times on `stream` (bench/cuda/cuda_timing.hpp's median_ms times the legacy stream).
-  const auto median_on_stream = [&](const std::function<void()>& body) {
-    cudaEvent_t start, stop;
-    CHECK_CUDA(cudaEventCreate(&start));
-    CHECK_CUDA(cudaEventCreate(&stop));
-    body();
-    std::vector<float> times;
-    for (int r = 0; r < repeat; ++r) {
-      CHECK_CUDA(cudaEventRecord(start, stream));
-      body();
-      CHECK_CUDA(cudaEventRecord(stop, stream));
-      CHECK_CUDA(cudaEventSynchronize(stop));
-      float ms = 0;
-      CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-      times.push_back(ms);
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    std::sort(times.begin(), times.end());
-    return static_cast<double>(times[times.size() / 2]);
-  };
+  // Medians on the probe's stream, after one untimed call.
+  const auto median_on_stream = [&](const auto& body) { return bench::median_ms(repeat, body, 1, stream); };
   std::printf("  the streaming kernel alone: %.4f ms\n", median_on_stream(streaming));
   for (int i = 0; i < found; ++i) {
     const cublasLtMatmulAlgo_t& algo = results[static_cast<std::size_t>(i)].algo;
     const auto gemm = [&] {
-      CHECK_LT(cublasLtMatmul(handle, desc, &alpha, a.data, la, b.data, lb, &beta, c_data, lc, d.data, lc, &algo,
+      CHECK_LT(cublasLtMatmul(handle, desc, &alpha, a.data(), la, b.data(), lb, &beta, c_data, lc, d.data(), lc, &algo,
                               workspace, workspace_bytes, stream));
     };
     const std::string nodes = graph_summary(stream, gemm);
@@ -243,6 +211,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 32, "BYTES"));
   app.add_option("--chain", chain, "(streaming kernel, GEMM) pairs queued back to back")->check(kPositive);
   CLI11_PARSE(app, argc, argv);
+  if (cuda_device_count() == 0) {
+    std::fprintf(stderr, "error: no CUDA device: this harness times cuBLASLt GEMMs on a GPU\n");
+    return 1;
+  }
   try {
     cublasLtHandle_t handle = nullptr;
     CHECK_LT(cublasLtCreate(&handle));
