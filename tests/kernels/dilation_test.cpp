@@ -185,5 +185,41 @@ TEST(Dilation, WorkItemsZeroEveryUnreachedRowOnce) {
   }
 }
 
+// consumer_key_tiles (the Hopper forward's warpgroups of 64 rows in items of 192 or 128,
+// tiles of 128 keys), against the pairs each warpgroup attends: every key a valid row of it
+// attends lies in its tiles, its last tile holds one (causal: no tile is all masked), it
+// never exceeds the item's tiles, and rows all past the sequence take one tile.
+TEST(Dilation, ConsumerKeyTilesCoverExactlyTheKeysTheirRowsAttend) {
+  constexpr int kRows = 64, kBlockN = 128;
+  for (const bool causal : {false, true}) {
+    for (const int consumers : {2, 3}) {
+      const int block_m = kRows * consumers;
+      for (const int length : {1, 63, 64, 65, 127, 128, 129, 191, 192, 193, 320, 2048, 2731}) {
+        for (int q_begin = 0; q_begin < length; q_begin += block_m) {
+          const int key_end = causal ? std::min(length, q_begin + block_m) : length;
+          const int item_tiles = (key_end + kBlockN - 1) / kBlockN;
+          for (int c = 0; c < consumers; ++c) {
+            const int first = q_begin + c * kRows;
+            const int tiles = consumer_key_tiles(causal, length, first, kRows, item_tiles, kBlockN);
+            SCOPED_TRACE(::testing::Message()
+                         << "causal " << causal << ", length " << length << ", rows from " << first);
+            EXPECT_GE(tiles, 1);
+            EXPECT_LE(tiles, item_tiles);
+            int last_key = -1;  // the last key a valid row of the warpgroup attends
+            for (int row = first; row < std::min(length, first + kRows); ++row) {
+              last_key = std::max(last_key, causal ? row : length - 1);
+            }
+            if (last_key < 0) {
+              EXPECT_EQ(tiles, 1);
+            } else {
+              EXPECT_EQ(tiles, last_key / kBlockN + 1);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace longnet::kernels

@@ -128,6 +128,20 @@ LONGNET_HOST_DEVICE inline UnreachedRowsOfItem unreached_rows_of_item(std::int64
   return u;
 }
 
+// The key tiles (of `block_n` keys) that a warpgroup of the Hopper forward multiplies: its
+// `rows` query rows from `first_row` of a work item whose tiles are the first `item_tiles`
+// of a virtual sequence of length `length`. Causal: the tiles up to its last row (the rest
+// are masked for every one of its rows); rows all past the sequence (written nowhere):
+// one. Otherwise all of the item's.
+LONGNET_HOST_DEVICE inline int consumer_key_tiles(bool causal, int length, int first_row, int rows, int item_tiles,
+                                                  int block_n) {
+  if (first_row >= length) return 1;
+  if (!causal) return item_tiles;
+  const int key_end = first_row + rows < length ? first_row + rows : length;
+  const int tiles = (key_end + block_n - 1) / block_n;
+  return tiles < item_tiles ? tiles : item_tiles;
+}
+
 // Attended (query, key) pairs of one virtual sequence of length n.
 LONGNET_HOST_DEVICE inline std::int64_t sequence_pairs(std::int64_t n, bool causal) {
   return causal ? n * (n + 1) / 2 : n * n;

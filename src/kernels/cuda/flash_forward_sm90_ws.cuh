@@ -315,6 +315,12 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     // fewer registers in the loop.
     const int L = static_cast<int>(w.length), q_begin = static_cast<int>(w.q_begin);
     const int kv_tiles = static_cast<int>(forward_key_tiles(p, w, kBlockM, kBlockN));
+    // The key tiles this warpgroup multiplies: a causal item's tiles end at its last row,
+    // this warpgroup's at its own (the tiles after are masked for all of its rows), and a
+    // warpgroup whose rows all lie past the sequence needs one. It only waits for and
+    // releases the rest (drain, below): ~10 % fewer products and exponentials in the
+    // causal training launches (192-row items of 2048- and 2731-row sequences).
+    const int own_tiles = consumer_key_tiles(p.causal, L, q_begin + 64 * uniform_consumer, 64, kv_tiles, kBlockN);
     // This thread's two output rows; a merge at the item's end reads them (prefetched now).
     const std::int64_t rows[2] = {w.first_row + (q_begin + warp_row + group) * w.row_step,
                                   w.first_row + (q_begin + warp_row + group + 8) * w.row_step};
@@ -358,7 +364,7 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     pack_probabilities<Element, kSTiles>(s, a);
     // Straight-line iterations (ptxas serializes wgmmas whose groups it cannot track
     // through branches): each issues tile t + 1's scores and tile t's PV product.
-    for (int t = 0; t + 1 < kv_tiles; ++t) {
+    for (int t = 0; t + 1 < own_tiles; ++t) {
       mbarrier_wait(sm.k_full + k_position.stage, k_position.phase);
       mbarrier_wait(sm.v_full + v_position.stage, v_position.phase);
       fence_proxy_async();  // one fence for both stages (wait_full)
@@ -392,6 +398,18 @@ __device__ __forceinline__ void forward_consumer(const PatternLaunch& p,
     wgmma_wait<0>();
     wgmma_fence_registers(o);
     v_position.release(sm.v_empty);
+    // The tiles past this warpgroup's own, which the others multiply: their stages are
+    // released once they landed (an arrival before would count for the stage's previous
+    // use), and the turn at the tensor cores passed on, so the others' turns keep their
+    // order. Before the epilogue: the others would wait at their turns for it.
+    for (int t = own_tiles; t < kv_tiles; ++t) {
+      mbarrier_wait(sm.k_full + k_position.stage, k_position.phase);
+      named_barrier_sync(my_turn, 256);
+      named_barrier_arrive(next_turn, 256);
+      k_position.release(sm.k_empty);
+      mbarrier_wait(sm.v_full + v_position.stage, v_position.phase);
+      v_position.release(sm.v_empty);
+    }
 
     // Merging into the accumulators the previous pattern's launch wrote: once it completed
     // (overlap_previous; only before the first item's epilogue).
