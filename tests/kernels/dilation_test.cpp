@@ -221,5 +221,38 @@ TEST(Dilation, ConsumerKeyTilesCoverExactlyTheKeysTheirRowsAttend) {
   }
 }
 
+// The causal forward's cost order (cost_ordered_item): every (sequence, tile) once; the
+// items of a group of `group` consecutive sequences (the last group shorter) come before the
+// next group's, heaviest tile first and sequences in order within a tile; one group (0, or
+// a group as large as the launch) is the order across all sequences that the kernel used
+// before groups: sequence local % sequences, tile tiles - 1 - local / sequences.
+TEST(Dilation, CostOrderedItemsTakeEachTileOnceGroupByGroup) {
+  for (const std::int64_t sequences : {1, 5, 12, 32, 33, 192}) {
+    for (const std::int64_t tiles : {1, 3, 11}) {
+      for (const std::int64_t group : {0, 1, 4, 32, 200}) {
+        const std::int64_t size = group <= 0 || group > sequences ? sequences : group;
+        std::vector<int> seen(static_cast<std::size_t>(sequences * tiles), 0);
+        for (std::int64_t local = 0; local < sequences * tiles; ++local) {
+          const CostOrderedItem item = cost_ordered_item(local, sequences, tiles, group);
+          ASSERT_GE(item.sequence, 0);
+          ASSERT_LT(item.sequence, sequences);
+          ASSERT_GE(item.tile, 0);
+          ASSERT_LT(item.tile, tiles);
+          ++seen[static_cast<std::size_t>(item.sequence * tiles + item.tile)];
+          const std::int64_t first = item.sequence / size * size;  // the item's group
+          const std::int64_t members = std::min(size, sequences - first);
+          const std::int64_t rank = (tiles - 1 - item.tile) * members + (item.sequence - first);
+          EXPECT_EQ(local, first * tiles + rank) << sequences << " sequences, " << tiles << " tiles, group " << group;
+          if (size == sequences) {
+            EXPECT_EQ(item.sequence, local % sequences);
+            EXPECT_EQ(item.tile, tiles - 1 - local / sequences);
+          }
+        }
+        for (const int n : seen) EXPECT_EQ(n, 1);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace longnet::kernels

@@ -142,6 +142,26 @@ LONGNET_HOST_DEVICE inline int consumer_key_tiles(bool causal, int length, int f
   return tiles < item_tiles ? tiles : item_tiles;
 }
 
+// The causal forward's work order (the warp-specialised Hopper kernel's items): item
+// `local` of a launch over `sequences` virtual sequences of `tiles` query tiles each, by
+// cost (a tile's keys end at its last row, so the last tile is the heaviest): the last tile
+// of each sequence, then the one before, ... (the persistent CTAs take the items round
+// robin, each getting a mix of costs), within groups of `group` consecutive sequences,
+// a group's items before the next group's (0 or >= sequences: one group), so that the K
+// and V of the sequences in flight can stay in L2. Every (sequence, tile) once.
+struct CostOrderedItem {
+  std::int64_t sequence = 0, tile = 0;
+};
+
+LONGNET_HOST_DEVICE inline CostOrderedItem cost_ordered_item(std::int64_t local, std::int64_t sequences,
+                                                             std::int64_t tiles, std::int64_t group) {
+  if (group <= 0 || group > sequences) group = sequences;
+  const std::int64_t first = local / (group * tiles) * group;  // the group's first sequence
+  const std::int64_t size = sequences - first < group ? sequences - first : group;
+  const std::int64_t within = local - first * tiles;
+  return {first + within % size, tiles - 1 - within / size};
+}
+
 // Attended (query, key) pairs of one virtual sequence of length n.
 LONGNET_HOST_DEVICE inline std::int64_t sequence_pairs(std::int64_t n, bool causal) {
   return causal ? n * (n + 1) / 2 : n * n;

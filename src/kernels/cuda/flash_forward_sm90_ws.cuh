@@ -68,17 +68,15 @@ struct ForwardItem {
   std::int64_t batch = 0, q_begin = 0, length = 0, first_row = 0, row_step = 1, offset = 0, segment_rows = 0;
 };
 
-// Causal launches: items of a pattern ordered by cost, heaviest first (a tile's keys end at
-// its last row), so the round-robin of the persistent CTAs gives each a mix of costs.
-// Otherwise the tiles of one virtual sequence are consecutive (they share K and V in L2).
+// Causal launches: items of a pattern ordered by cost, heaviest first, in groups of
+// PatternSlot::cost_group sequences (cost_ordered_item, dilation.hpp). Otherwise the tiles
+// of one virtual sequence are consecutive (they share K and V in L2).
 __device__ __forceinline__ ForwardWork forward_work_by_cost(const PatternLaunch& p, std::int64_t cta) {
   const int slot = forward_slot(p, cta);
   const PatternSlot& s = p.slots[slot];
   const std::int64_t local = cta - s.cta_begin;
-  const std::int64_t sequences = s.head_count * s.segments;
-  const std::int64_t rest = local % sequences;
-  return {slot, s.head_begin + static_cast<int>(rest / s.segments), rest % s.segments,
-          s.tiles_per_segment - 1 - local / sequences};
+  const CostOrderedItem item = cost_ordered_item(local, s.head_count * s.segments, s.tiles_per_segment, s.cost_group);
+  return {slot, s.head_begin + static_cast<int>(item.sequence / s.segments), item.sequence % s.segments, item.tile};
 }
 
 __device__ __forceinline__ ForwardItem forward_item(const PatternLaunch& p, std::int64_t item, int block_m) {

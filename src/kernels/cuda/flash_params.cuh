@@ -44,6 +44,10 @@ struct PatternSlot {
   int pattern_index = 0;
   int head_begin = 0, head_count = 0;
   std::int64_t segments = 0, tiles_per_segment = 0, cta_begin = 0;
+  // Causal forward items (forward_work_by_cost): the virtual sequences are ordered by cost
+  // within groups of this many, a group's items before the next group's, so that the K and
+  // V a group reads stay in L2 (0: one group).
+  std::int64_t cost_group = 0;
 };
 inline constexpr int kMaxSlots = 16;
 
