@@ -185,6 +185,28 @@ TEST(Dilation, WorkItemsZeroEveryUnreachedRowOnce) {
   }
 }
 
+// longest_virtual_length: the longest of a pattern's virtual sequences (every segment, every
+// offset below the rate), including a last segment shorter than the rest and segments
+// longer than the sequence.
+TEST(Dilation, LongestVirtualLengthIsTheLongestVirtualSequence) {
+  for (const std::int64_t seq_len : {1, 7, 64, 100, 2048, 2049}) {
+    for (const std::int64_t segment : {1, 3, 64, 1000, 4096}) {
+      for (const std::int64_t rate : {1, 2, 3, 12, 4096}) {
+        if (rate > segment) continue;  // a pattern has r <= w
+        const DilationPattern pattern{segment, rate};
+        std::int64_t longest = 0;
+        for (std::int64_t s = 0; s < segment_count(seq_len, segment); ++s) {
+          for (std::int64_t offset = 0; offset < rate; ++offset) {
+            longest = std::max(longest, virtual_sequence(seq_len, pattern, offset, s).length);
+          }
+        }
+        EXPECT_EQ(longest_virtual_length(seq_len, pattern), longest)
+            << "seq_len " << seq_len << ", segment " << segment << ", rate " << rate;
+      }
+    }
+  }
+}
+
 // consumer_key_tiles (the Hopper forward's warpgroups of 64 rows in items of 192 or 128,
 // tiles of 128 keys), against the pairs each warpgroup attends: every key a valid row of it
 // attends lies in its tiles, its last tile holds one (causal: no tile is all masked), it

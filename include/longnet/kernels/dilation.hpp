@@ -72,6 +72,12 @@ LONGNET_HOST_DEVICE inline VirtualSequence virtual_sequence(std::int64_t seq_len
   return {start + offset, p.dilation_rate, length};
 }
 
+// The longest virtual sequence of a pattern over seq_len rows (a whole segment's at
+// offset 0): the rows one CTA or work item of the pattern's launches may have to cover.
+LONGNET_HOST_DEVICE inline std::int64_t longest_virtual_length(std::int64_t seq_len, DilationPattern p) {
+  return ceil_div(seq_len < p.segment_length ? seq_len : p.segment_length, p.dilation_rate);
+}
+
 // pattern_offset and virtual_sequence's length in 32-bit arithmetic, for the CUDA kernels'
 // per-CTA set-up (a 64-bit division is a ~70-instruction subroutine there). Exact when
 // seq_len < 2^31 and heads < 2^31, with rate = min(dilation_rate, 2^31 - 1): a rate past

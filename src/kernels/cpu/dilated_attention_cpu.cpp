@@ -49,10 +49,6 @@ double output_scale(const DilatedAttentionParams& p) {
   return p.mode == DilatedMode::head_groups ? 1.0 / static_cast<double>(p.patterns.size()) : 1.0;
 }
 
-std::int64_t max_sequence_length(const DilatedAttentionParams& p, const DilationPattern& pattern) {
-  return ceil_div(std::min(pattern.segment_length, p.seq_len), pattern.dilation_rate);
-}
-
 template <class T>
 void forward(const DilatedAttentionParams& p) {
   const std::int64_t B = p.batch, N = p.seq_len, H = p.heads, D = p.head_dim;
@@ -76,7 +72,7 @@ void forward(const DilatedAttentionParams& p) {
   for (std::int64_t i = 0; i < G; ++i) {
     const DilationPattern pattern = p.patterns[static_cast<std::size_t>(i)];
     const std::int64_t segments = segment_count(N, pattern.segment_length);
-    const std::int64_t blocks = ceil_div(max_sequence_length(p, pattern), cpu::kBlockQ);
+    const std::int64_t blocks = ceil_div(longest_virtual_length(p.seq_len, pattern), cpu::kBlockQ);
     const std::int64_t items = B * H * segments * blocks;
     parallel_for(items, 1, [&](std::int64_t begin, std::int64_t end) {
       Scratch<T> scratch(D);

@@ -122,9 +122,7 @@ inline void append_slot(PatternLaunch& l, const PatternLaunch& one) {
   // first pattern (96 MB of K and V) were each read from DRAM again at every tile
   // (Nsight Compute: 77 % of DRAM bandwidth in its forward); with groups that forward ran
   // 1-3 % faster (H100, docs/benchmarks.md, 2026-12-06).
-  const std::int64_t rows =
-      (std::min(one.pattern.segment_length, one.seq_len) + one.pattern.dilation_rate - 1) / one.pattern.dilation_rate;
-  const std::int64_t sequence_bytes = 2 * rows * one.head_dim * 2;
+  const std::int64_t sequence_bytes = 2 * longest_virtual_length(one.seq_len, one.pattern) * one.head_dim * 2;
   const std::int64_t group =
       std::max<std::int64_t>(1, (std::int64_t{16} << 20) / std::max<std::int64_t>(1, sequence_bytes));
   slot.cost_group = group < static_cast<std::int64_t>(one.head_count) * one.segments ? group : 0;

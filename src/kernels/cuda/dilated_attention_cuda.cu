@@ -58,8 +58,7 @@ PatternLaunch pattern_launch(const DilatedAttentionParams& p, std::size_t i, int
   l.head_begin = heads.begin;
   l.head_count = heads.count;
   l.segments = segment_count(p.seq_len, p.patterns[i].segment_length);
-  const std::int64_t longest = ceil_div(std::min(p.patterns[i].segment_length, p.seq_len), p.patterns[i].dilation_rate);
-  l.tiles_per_segment = ceil_div(longest, rows_per_cta);
+  l.tiles_per_segment = ceil_div(longest_virtual_length(p.seq_len, p.patterns[i]), rows_per_cta);
   l.q = device_rows(p.q);
   l.k = device_rows(p.k);
   l.v = device_rows(p.v);

@@ -222,8 +222,7 @@ cuda::PatternLaunch engine_launch(const DilatedAttentionTasksParams& p, const En
   l.head_begin = heads.begin;
   l.head_count = heads.count;
   l.segments = segment_count(slice.rows, pattern.segment_length);
-  const std::int64_t longest = ceil_div(std::min(pattern.segment_length, slice.rows), pattern.dilation_rate);
-  l.tiles_per_segment = ceil_div(longest, rows_per_cta);
+  l.tiles_per_segment = ceil_div(longest_virtual_length(slice.rows, pattern), rows_per_cta);
   auto shifted = [&](cuda::DeviceRows rows) {
     rows.data = static_cast<char*>(rows.data) + slice.first_row * rows.seq_stride * static_cast<std::int64_t>(dtype_size(p.dtype));
     return rows;
