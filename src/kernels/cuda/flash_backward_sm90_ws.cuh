@@ -391,6 +391,22 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
 
   RingPosition<Tile::kStages> q_position;
   RingPosition<Tile::kDqBuffers> dq_position;
+  // This warpgroup's part of a step's dQ tile (value(n, r, j): element j of row half r of
+  // fragment n) into the next dQ buffer once the producer emptied it, then signalled.
+  auto hand_over_dq = [&](auto value) {
+    mbarrier_wait(sm.dq_empty + dq_position.stage, dq_position.phase ^ 1);
+    float* buffer = sm.dq + (dq_position.stage * Tile::kConsumers + consumer) * kBlock * Tile::kDqPitch;
+#pragma unroll
+    for (int n = 0; n < kDTiles; ++n) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = warp * 16 + g + 8 * r;
+        *reinterpret_cast<float2*>(buffer + row * Tile::kDqPitch + 8 * n + 2 * t) =
+            make_float2(value(n, r, 0), value(n, r, 1));
+      }
+    }
+    dq_position.release(sm.dq_full);
+  };
   unsigned kv_phase = 0;
   for (int h = kv_head * group_size; h < (kv_head + 1) * group_size; ++h) {
     const BackwardHeadRows rows = backward_head_rows(p, h, segment, k_begin);
@@ -445,19 +461,7 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
       // hands the producer a zero dQ part and releases the stage (about 3 % of the causal
       // training launches' warpgroup steps).
       if ((p.causal && q_begin + kBlock <= k_group) || keys <= 0) {
-        if constexpr (kDq) {
-          mbarrier_wait(sm.dq_empty + dq_position.stage, dq_position.phase ^ 1);
-          float* buffer = sm.dq + (dq_position.stage * Tile::kConsumers + consumer) * kBlock * Tile::kDqPitch;
-#pragma unroll
-          for (int n = 0; n < kDTiles; ++n) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const int row = warp * 16 + g + 8 * r;
-              *reinterpret_cast<float2*>(buffer + row * Tile::kDqPitch + 8 * n + 2 * t) = make_float2(0.0f, 0.0f);
-            }
-          }
-          dq_position.release(sm.dq_full);
-        }
+        if constexpr (kDq) hand_over_dq([](int, int, int) { return 0.0f; });
         q_position.release(sm.q_empty);
         continue;
       }
@@ -550,18 +554,7 @@ __device__ __forceinline__ void backward_consumer(const PatternLaunch& p,
         wgmma_wait<1>();  // dV and dQ; dK may still run
         wgmma_fence_registers(dq);
         // The dQ tile to the producer (unscaled; it applies ds_scale when it adds).
-        mbarrier_wait(sm.dq_empty + dq_position.stage, dq_position.phase ^ 1);
-        float* buffer = sm.dq + (dq_position.stage * Tile::kConsumers + consumer) * kBlock * Tile::kDqPitch;
-#pragma unroll
-        for (int n = 0; n < kDTiles; ++n) {
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const int row = warp * 16 + g + 8 * r;
-            *reinterpret_cast<float2*>(buffer + row * Tile::kDqPitch + 8 * n + 2 * t) =
-                make_float2(dq[4 * n + 2 * r], dq[4 * n + 2 * r + 1]);
-          }
-        }
-        dq_position.release(sm.dq_full);
+        hand_over_dq([&](int n, int r, int j) { return dq[4 * n + 2 * r + j]; });
       }
       wgmma_wait<0>();
       wgmma_fence_registers(dk);
