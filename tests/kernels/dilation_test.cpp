@@ -276,5 +276,41 @@ TEST(Dilation, CostOrderedItemsTakeEachTileOnceGroupByGroup) {
   }
 }
 
+TEST(Dilation, ForwardCostGroupsAreEqualL2SizedGroupsOnlyWhereKAndVExceedL2) {
+  constexpr std::int64_t MB = std::int64_t{1} << 20;
+  // The training configuration (head dim 64, 16-bit K and V): the first two patterns' K and
+  // V exceed 32 MB and take groups of 32 sequences (16 MB); the others' fit and take none.
+  const std::int64_t rows_2048 = 2 * 2048 * 64 * 2, rows_2731 = 2 * 2731 * 64 * 2;
+  EXPECT_EQ(forward_cost_group(rows_2048, 192), 32);  // w 2048, r 1: 96 MB
+  EXPECT_EQ(forward_cost_group(rows_2048, 96), 32);   // w 4096, r 2: 48 MB
+  EXPECT_EQ(forward_cost_group(rows_2048, 48), 0);    // w 8192, r 4: 24 MB
+  EXPECT_EQ(forward_cost_group(rows_2731, 24), 0);    // w 16384, r 6: 16.8 MB
+  EXPECT_EQ(forward_cost_group(rows_2731, 12), 0);    // w 32768, r 12
+  EXPECT_EQ(forward_cost_group(0, 100), 0);
+  EXPECT_EQ(forward_cost_group(MB, 1), 0);
+  for (const std::int64_t bytes : {std::int64_t{1000}, 300 * 1024 * std::int64_t{1}, MB / 2, MB, 5 * MB, 40 * MB}) {
+    for (const std::int64_t sequences : {2, 7, 33, 48, 97, 192, 1000, 4096}) {
+      const std::int64_t group = forward_cost_group(bytes, sequences);
+      if (bytes * sequences <= 32 * MB) {
+        EXPECT_EQ(group, 0) << bytes << " bytes, " << sequences << " sequences";
+        continue;
+      }
+      const std::int64_t most = std::max<std::int64_t>(1, 16 * MB / bytes);
+      const std::int64_t fewest_groups = (sequences + most - 1) / most;
+      if (fewest_groups == 1) {
+        EXPECT_EQ(group, 0) << bytes << " bytes, " << sequences << " sequences";
+        continue;
+      }
+      ASSERT_GT(group, 0) << bytes << " bytes, " << sequences << " sequences";
+      EXPECT_LE(group, most) << bytes << " bytes, " << sequences << " sequences";
+      // As few groups as fit, of sizes within one group count of each other.
+      const std::int64_t groups = (sequences + group - 1) / group;
+      EXPECT_EQ(groups, fewest_groups) << bytes << " bytes, " << sequences << " sequences";
+      const std::int64_t last = sequences - (groups - 1) * group;
+      EXPECT_GE(last, group - groups + 1) << bytes << " bytes, " << sequences << " sequences";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace longnet::kernels

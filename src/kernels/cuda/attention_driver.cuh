@@ -117,15 +117,10 @@ inline void append_slot(PatternLaunch& l, const PatternLaunch& one) {
   slot.head_count = one.head_count;
   slot.segments = one.segments;
   slot.tiles_per_segment = one.tiles_per_segment;
-  // Sequences whose K and V (16-bit rows) fill ~16 MB: a third of an H100's L2. Ordered by
-  // cost across all of a pattern's sequences, the 192 of the training configuration's
-  // first pattern (96 MB of K and V) were each read from DRAM again at every tile
-  // (Nsight Compute: 77 % of DRAM bandwidth in its forward); with groups that forward ran
-  // 1-3 % faster (H100, docs/benchmarks.md, 2026-12-06).
+  // Causal launches take their items by cost within groups of sequences whose K and V stay
+  // in L2 (forward_cost_group, dilation.hpp; 16-bit rows).
   const std::int64_t sequence_bytes = 2 * longest_virtual_length(one.seq_len, one.pattern) * one.head_dim * 2;
-  const std::int64_t group =
-      std::max<std::int64_t>(1, (std::int64_t{16} << 20) / std::max<std::int64_t>(1, sequence_bytes));
-  slot.cost_group = group < static_cast<std::int64_t>(one.head_count) * one.segments ? group : 0;
+  slot.cost_group = forward_cost_group(sequence_bytes, static_cast<std::int64_t>(one.head_count) * one.segments);
   slot.cta_begin = l.total_ctas;
   l.total_ctas += static_cast<std::int64_t>(one.head_count) * one.segments * one.tiles_per_segment;
 }
