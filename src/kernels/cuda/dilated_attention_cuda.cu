@@ -138,7 +138,14 @@ void forward(const DilatedAttentionParams& p) {
   } else if (unreached_rows && !kernel_zeroes) {
     zero_rows(p.out, p, H, device);
   }
-  const auto launch_tensor_cores = [&](const PatternLaunch& l) {
+  // Causal launches of the warp-specialised Hopper kernel take their items from a counter
+  // (PatternLaunch::item_counter), one per launch, zeroed here at once.
+  const bool counted = tensor_cores && p.causal && cuda::use_sm90_kernels();
+  const Tensor item_counters =
+      counted ? Tensor::zeros({static_cast<std::int64_t>(p.patterns.size())}, DType::i64, device) : Tensor();
+  std::size_t launches = 0;
+  const auto launch_tensor_cores = [&](PatternLaunch& l) {
+    if (counted) l.item_counter = static_cast<unsigned long long*>(item_counters.data()) + launches++;
     require(l.total_ctas < (std::int64_t{1} << 31), "seq_len = ", N, ": too many thread blocks for one launch");
     cuda::launch_forward<Element>(l, true, stream);
     LONGNET_CHECK(cudaGetLastError());

@@ -54,7 +54,8 @@ struct Sm90WarpSpecializedForwardTile {
   // per slot of the ring of work items.
   static constexpr int kItemSlots = 2;
   static constexpr int kBarriers = 2 + 4 * kStages + 2 * kItemSlots;
-  static constexpr int kHeaderBytes = kBarriers * 8 + kItemSlots * 64;  // + the items (ForwardItem)
+  // + the items (ForwardItem) + the producer's next item (two, alternating)
+  static constexpr int kHeaderBytes = kBarriers * 8 + kItemSlots * 64 + 16;
   static constexpr int kSharedBytes = kHeaderBytes + 1024 + kQBytes + 2 * kStages * kStageBytes;
 };
 
@@ -144,6 +145,7 @@ struct WarpSpecializedForwardShared {
   std::uint64_t* item_full;  // [kItemSlots]
   std::uint64_t* item_empty;
   ForwardItem* items;  // [kItemSlots]; inactive: no more items
+  std::int64_t* next_item;  // [2]: thread 0 of the producer tells the others (item_counter)
   Element* q;          // kBlockM x kHeadDim
   Element* k;          // [kStages][kBlockN x kHeadDim]
   Element* v;
@@ -160,6 +162,7 @@ struct WarpSpecializedForwardShared {
     item_full = v_empty + kStages;
     item_empty = item_full + Tile::kItemSlots;
     items = reinterpret_cast<ForwardItem*>(raw + Tile::kBarriers * 8);
+    next_item = reinterpret_cast<std::int64_t*>(raw + Tile::kBarriers * 8 + Tile::kItemSlots * 64);
     unsigned char* tiles = reinterpret_cast<unsigned char*>(
         (reinterpret_cast<std::uintptr_t>(raw + Tile::kHeaderBytes) + 1023) & ~std::uintptr_t{1023});
     q = reinterpret_cast<Element*>(tiles);
@@ -172,6 +175,9 @@ struct WarpSpecializedForwardShared {
 // every gridDim.x, below), hands each active one to the consumers through the ring of
 // items (thread 0), then copies its Q and its key tiles in the order the consumers read them (K0, then K t
 // with V t - 1, then the last V). An inactive item in the ring ends the consumers' loop.
+// Named barrier of the producer warpgroup alone (the consumers' turns take 1..kConsumers).
+constexpr int kForwardProducerBarrier = 8;
+
 template <class Element, int kHeadDim, int kConsumers>
 __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
                                                  const WarpSpecializedForwardShared<Element, kHeadDim, kConsumers>& sm) {
@@ -194,16 +200,31 @@ __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
     }
     item_position.advance();
   };
-  // Items in rounds of gridDim.x, taken in alternating directions: causal items come
-  // heaviest first, so the CTA that got one of a round's heaviest gets one of the next
-  // round's lightest (in one direction CTA 0 got the heaviest of every round: on the
-  // training configuration's causal patterns a model of the rounds gives 350 instead of
-  // 384 key tiles for the longest CTAs; benchmarks.md, 2026-12-04 fourth session).
+  // The first item is blockIdx.x. Then, with p.item_counter, the next one the counter gives
+  // (after this item's copies are queued, so the atomic's round trip overlaps the
+  // consumers' work); otherwise items in rounds of gridDim.x, taken in alternating
+  // directions: causal items come heaviest first, so the CTA that got one of a round's
+  // heaviest gets one of the next round's lightest (in one direction CTA 0 got the heaviest
+  // of every round: on the training configuration's causal patterns a model of the rounds
+  // gives 350 instead of 384 key tiles for the longest CTAs; benchmarks.md, 2026-12-04
+  // fourth session).
   const std::int64_t items = p.total_ctas * p.batch;
+  std::int64_t round = 0;
   bool reversed = false;
-  for (std::int64_t round = 0; round < items; round += gridDim.x, reversed = !reversed) {
-    const std::int64_t item = round + (reversed ? gridDim.x - 1 - blockIdx.x : blockIdx.x);
-    if (item >= items) continue;
+  int parity = 0;
+  auto next_item = [&]() -> std::int64_t {
+    if (p.item_counter == nullptr) {
+      round += gridDim.x;
+      reversed = !reversed;
+      return round + (reversed ? gridDim.x - 1 - blockIdx.x : blockIdx.x);
+    }
+    if (tid == 0) sm.next_item[parity] = gridDim.x + static_cast<std::int64_t>(atomicAdd(p.item_counter, 1ull));
+    named_barrier_sync(kForwardProducerBarrier, 128);
+    const std::int64_t next = sm.next_item[parity];
+    parity ^= 1;  // a thread is at most one barrier behind thread 0's next write
+    return next;
+  };
+  for (std::int64_t item = blockIdx.x; item < items; item = next_item()) {
     const ForwardItem w = forward_item(p, item, kBlockM);
     if (!w.active) continue;
     hand_over(w);

@@ -145,6 +145,11 @@ struct PatternLaunch {
   // the launch); the CTA of key tile t adds when it reads t, so every dQ element takes its
   // additions in key-tile order.
   int* dq_order = nullptr;
+  // Causal forward launches of the warp-specialised Hopper kernel: a counter (zeroed before
+  // the launch) from which each persistent CTA takes its next item once it has queued the
+  // copies of its current one, so that CTAs which drew light items take more (null: the
+  // static rounds). Items still start in cost order.
+  unsigned long long* item_counter = nullptr;
   // Forward kernels: the patterns of this launch (several run in one launch when no row is
   // reached by two of them, i.e. head-groups mode). blockIdx.x spans all their CTAs.
   int slot_count = 0;
