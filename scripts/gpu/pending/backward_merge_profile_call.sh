@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Prepared in the twenty-second session (no device time was left to run it): Nsight Compute on the training layer's backward launches: the first
-# (dilation 1, stores dK/dV) against the first merging one (dilation 2, adds to fp32
-# accumulators): speed of light, warp states, and the merging one's per-instruction stalls.
+# Prepared in the twenty-second session (no device time was left to run it; README.md
+# beside it). Nsight Compute on the training layer's backward launches: the first
+# (dilation 1, stores dK/dV) against the merging ones (dilation 2 first; they add to fp32
+# accumulators): speed of light, warp states, and the first merging one's per-instruction
+# stalls.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # Bundle: LONGNET_BUNDLE_ONLY="bench/cuda/cuda_attention_sweep" scripts/gpu/make_bundle.sh (carry .device)
