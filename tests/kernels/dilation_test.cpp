@@ -288,7 +288,7 @@ TEST(Dilation, ForwardCostGroupsAreEqualL2SizedGroupsOnlyWhereKAndVExceedL2) {
   EXPECT_EQ(forward_cost_group(rows_2731, 12), 0);    // w 32768, r 12
   EXPECT_EQ(forward_cost_group(0, 100), 0);
   EXPECT_EQ(forward_cost_group(MB, 1), 0);
-  for (const std::int64_t bytes : {std::int64_t{1000}, 300 * 1024 * std::int64_t{1}, MB / 2, MB, 5 * MB, 40 * MB}) {
+  for (const std::int64_t bytes : {std::int64_t{1000}, std::int64_t{300} * 1024, MB / 2, MB, 5 * MB, 40 * MB}) {
     for (const std::int64_t sequences : {2, 7, 33, 48, 97, 192, 1000, 4096}) {
       const std::int64_t group = forward_cost_group(bytes, sequences);
       if (bytes * sequences <= 32 * MB) {

@@ -169,22 +169,23 @@ LONGNET_HOST_DEVICE inline CostOrderedItem cost_ordered_item(std::int64_t local,
 }
 
 // The group size (in sequences) of a causal forward launch's cost order (cost_ordered_item)
-// over `sequences` virtual sequences whose K and V take `sequence_bytes` each. Without
-// groups, the training configuration's first pattern (192 sequences, 96 MB of K and V) read
-// each sequence's K and V from DRAM again at every tile level (77 % of DRAM bandwidth);
-// groups made that forward 1-3 % faster. 0 (one group) when all of the launch's K and V fit in 32 MB, which stay in an
-// H100's 50 MB L2 without groups, while a group boundary inside a round of the persistent CTAs unbalances them
-// (training configuration, H100: the rate-4 and rate-6 launches alone ran 15-20 % faster without groups,
-// docs/benchmarks.md 2026-12-06); otherwise equal groups of at most ~16 MB, so that no small group of heavy items ends
-// the launch.
+// over `sequences` virtual sequences whose K and V take `sequence_bytes` each.
+// - Why groups: ordered by cost across all 192 sequences of the training configuration's
+//   first pattern (96 MB of K and V), each sequence's K and V came back from DRAM at every
+//   tile level (77 % of DRAM bandwidth); groups of ~16 MB made that forward 1-3 % faster.
+// - 0 (one group) when the launch's K and V fit in 32 MB: they stay in an H100's 50 MB L2
+//   anyway, and a group boundary inside a round of the persistent CTAs only unbalanced them
+//   (the rate-4 and rate-6 launches alone ran 15-20 % faster without groups; H100,
+//   docs/benchmarks.md 2026-12-06).
+// - Otherwise as few groups of at most ~16 MB as fit, of equal size, so that no small group
+//   of heavy items ends the launch.
 inline constexpr std::int64_t kForwardL2GroupBytes = std::int64_t{16} << 20;
 inline constexpr std::int64_t kForwardUngroupedBytes = std::int64_t{32} << 20;
 
 inline std::int64_t forward_cost_group(std::int64_t sequence_bytes, std::int64_t sequences) {
   if (sequence_bytes <= 0 || sequences <= 1 || sequences <= kForwardUngroupedBytes / sequence_bytes) return 0;
   const std::int64_t most = sequence_bytes < kForwardL2GroupBytes ? kForwardL2GroupBytes / sequence_bytes : 1;
-  const std::int64_t groups = (sequences + most - 1) / most;
-  const std::int64_t group = (sequences + groups - 1) / groups;
+  const std::int64_t group = ceil_div(sequences, ceil_div(sequences, most));
   return group < sequences ? group : 0;
 }
 

@@ -55,7 +55,7 @@ struct Sm90WarpSpecializedForwardTile {
   static constexpr int kItemSlots = 2;
   static constexpr int kBarriers = 2 + 4 * kStages + 2 * kItemSlots;
   // + the items (ForwardItem) + the producer's next item (two, alternating)
-  static constexpr int kHeaderBytes = kBarriers * 8 + kItemSlots * 64 + 16;
+  static constexpr int kHeaderBytes = kBarriers * 8 + kItemSlots * 64 + 2 * sizeof(std::int64_t);
   static constexpr int kSharedBytes = kHeaderBytes + 1024 + kQBytes + 2 * kStages * kStageBytes;
 };
 
@@ -171,12 +171,14 @@ struct WarpSpecializedForwardShared {
   }
 };
 
-// The producer warpgroup (threads 0..127) schedules: it walks this CTA's items (one of
-// every gridDim.x, below), hands each active one to the consumers through the ring of
-// items (thread 0), then copies its Q and its key tiles in the order the consumers read them (K0, then K t
-// with V t - 1, then the last V). An inactive item in the ring ends the consumers' loop.
 // Named barrier of the producer warpgroup alone (the consumers' turns take 1..kConsumers).
 constexpr int kForwardProducerBarrier = 8;
+
+// The producer warpgroup (threads 0..127) schedules: it walks this CTA's items (from the
+// launch's item counter, or one of every gridDim.x: below), hands each active one to the
+// consumers through the ring of items (thread 0), then copies its Q and its key tiles in
+// the order the consumers read them (K0, then K t with V t - 1, then the last V). An
+// inactive item in the ring ends the consumers' loop.
 
 template <class Element, int kHeadDim, int kConsumers>
 __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
