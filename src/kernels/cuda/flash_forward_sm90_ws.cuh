@@ -179,7 +179,6 @@ constexpr int kForwardProducerBarrier = 8;
 // consumers through the ring of items (thread 0), then copies its Q and its key tiles in
 // the order the consumers read them (K0, then K t with V t - 1, then the last V). An
 // inactive item in the ring ends the consumers' loop.
-
 template <class Element, int kHeadDim, int kConsumers>
 __device__ __forceinline__ void forward_producer(const PatternLaunch& p,
                                                  const WarpSpecializedForwardShared<Element, kHeadDim, kConsumers>& sm) {
