@@ -7,10 +7,13 @@ although the PTX kept them live; the result was wrong dK and dV.
 
     check_wgmma_fragments.py OBJECT...
 
+Also that no innermost loop of wgmmas moves a value into a uniform register (R2UR): a
+schedule ptxas fell into once, ~10 % slower (uniform_moves).
+
 OBJECT: the *_sm90a.cu.o files of the kernel (needs cuobjdump and nvdisasm on PATH, e.g.
 from PyPI's nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm). Exit status 1 if a loop of a
 flash_backward_sm90_ws_kernel writes a register that an LDSM outside the loop loaded and
-an HGMMA in the loop reads.
+an HGMMA in the loop reads, or if its main loop has an R2UR.
 """
 import re
 import subprocess
@@ -131,6 +134,25 @@ def problems(instructions):
     return sorted(set(found))
 
 
+def is_wgmma(text):
+    return re.match(r"(@!?U?P\w+\s+)?HGMMA", text) is not None
+
+
+def uniform_moves(instructions):
+    """R2UR in an innermost loop of wgmmas: a descriptor (or its base) moved from an
+    ordinary register at every iteration. 64-bit remainders in the epilogue of the kStoreKv
+    instantiation once made ptxas take its descriptors out of uniform registers this way
+    (35 R2UR in its main loop, ~10 % slower; docs/benchmarks.md, twenty-fourth session)."""
+    loops = [set(body) for body in loop_bodies(instructions) if any(is_wgmma(instructions[j][1]) for j in body)]
+    found = []
+    for body in loops:
+        if any(other < body for other in loops):
+            continue  # not innermost: runs once a head or a CTA
+        found += [f"{instructions[j][0]:#x} {instructions[j][1]}" for j in sorted(body)
+                  if re.match(r"(@!?U?P\w+\s+)?R2UR", instructions[j][1])]
+    return sorted(set(found))
+
+
 def main():
     failed = False
     for path in sys.argv[1:]:
@@ -141,7 +163,12 @@ def main():
             if bad:
                 failed = True
                 print(f"{path}: {name}: fragment registers written inside the loop:", *bad[:4], sep="\n  ")
-    print("wgmma fragments:", "PROBLEMS FOUND" if failed else "ok")
+            moves = uniform_moves(instructions)
+            if moves:
+                failed = True
+                print(f"{path}: {name}: {len(moves)} R2UR in the main loop (descriptors out of uniform registers):",
+                      *moves[:4], sep="\n  ")
+    print("wgmma fragments and descriptors:", "PROBLEMS FOUND" if failed else "ok")
     return 1 if failed else 0
 
 

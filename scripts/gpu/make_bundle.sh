@@ -21,7 +21,8 @@ targets=""
 for program in $programs; do targets="$targets $(basename "$program")"; done
 targets=${targets/ longnet / longnet_cli }
 cmake --build "$build" --parallel "$LONGNET_JOBS" --target $targets
-# A miscompile the GPU tests would catch, caught here first (check_wgmma_fragments.py).
+# A miscompile the GPU tests would catch, and a main-loop schedule the benchmarks would, caught
+# here first (check_wgmma_fragments.py).
 fragment_objects=$(find "$build" -name 'flash_backward_ws_*_sm90a.cu.o' 2>/dev/null)
 if [ -n "$fragment_objects" ] && command -v cuobjdump >/dev/null && command -v nvdisasm >/dev/null; then
   python3 scripts/gpu/check_wgmma_fragments.py $fragment_objects

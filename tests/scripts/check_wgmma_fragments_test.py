@@ -55,5 +55,29 @@ class CheckWgmmaFragments(unittest.TestCase):
         self.assertEqual(check.written_registers("STS [R2], R4"), set())
 
 
+class UniformMoves(unittest.TestCase):
+    """check.uniform_moves: an R2UR in an innermost loop of wgmmas is flagged (ptxas once moved
+    the descriptors out of uniform registers that way); one in an enclosing loop that runs
+    once a head is not, nor a loop without one."""
+
+    def test_an_r2ur_in_the_innermost_loop_of_wgmmas_is_flagged(self):
+        code = sass(*PROLOGUE, *LOOP_HEAD, "R2UR UR20, R3", BACK_EDGE)
+        found = check.uniform_moves(code)
+        self.assertEqual(len(found), 1)
+        self.assertIn("R2UR UR20, R3", found[0])
+
+    def test_the_loop_without_it_passes(self):
+        self.assertEqual(check.uniform_moves(sass(*PROLOGUE, *LOOP_HEAD, "MOV R3, R4", BACK_EDGE)), [])
+
+    def test_an_r2ur_in_an_enclosing_loop_passes(self):
+        code = sass(*PROLOGUE, "MOV R3, R4", "R2UR UR20, R3", "HGMMA.64x64x16.F32.BF16 R56, R152, gdesc[UR20], RZ, gsb0",
+                    "@!P0 BRA 0x130", "@!P1 BRA 0x110")
+        self.assertEqual(check.uniform_moves(code), [])
+        # The same R2UR inside the inner loop is flagged.
+        code = sass(*PROLOGUE, "MOV R3, R4", "HGMMA.64x64x16.F32.BF16 R56, R152, gdesc[UR20], RZ, gsb0",
+                    "R2UR UR20, R3", "@!P0 BRA 0x120", "@!P1 BRA 0x110")
+        self.assertEqual(len(check.uniform_moves(code)), 1)
+
+
 if __name__ == "__main__":
     unittest.main()
