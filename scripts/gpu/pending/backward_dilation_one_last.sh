@@ -12,7 +12,7 @@ log() { echo "$*" | tee -a "$out/log.txt"; }
 log "$(nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader)"
 for round in 1 2 3; do
   for v in new old; do
-    knob=X=1; [ $v = old ] && knob=LONGNET_TMP_DILATION_ONE_FIRST=1
+    knob=X=1; [ $v = old ] && knob=LONGNET_TMP_DILATION_ONE_FIRST=1  # (X=1: no knob)
     log "$v: $(env $knob LONGNET_BUNDLE=$B scripts/gpu/run.sh exec cuda_attention_sweep --mode longnet --causal --seq 32768 --heads 12 --head-dim 64 --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 --repeat 10 | tail -1)"
   done
 done
