@@ -35,9 +35,14 @@ def kernels(path):
     return found
 
 
+def unpredicated(text):
+    """An instruction without its guard predicate (`@!P0 BRA ...` -> `BRA ...`)."""
+    return re.sub(r"^@!?U?P\w+\s+", "", text)
+
+
 def written_registers(text):
     """Registers an instruction writes (its first operand), for ordinary ALU / load opcodes."""
-    text = re.sub(r"^@!?U?P\w+\s+", "", text)
+    text = unpredicated(text)
     if text.startswith(("HGMMA", "ST", "RED", "ATOM", "SYNCS", "BAR", "WARPGROUP", "BRA", "MEMBAR", "FENCE")):
         return set()
     match = re.match(r"([A-Z0-9_.]+)\s+R(\d+)", text)
@@ -134,22 +139,19 @@ def problems(instructions):
     return sorted(set(found))
 
 
-def is_wgmma(text):
-    return re.match(r"(@!?U?P\w+\s+)?HGMMA", text) is not None
-
-
 def uniform_moves(instructions):
     """R2UR in an innermost loop of wgmmas: a descriptor (or its base) moved from an
     ordinary register at every iteration. 64-bit remainders in the epilogue of the kStoreKv
     instantiation once made ptxas take its descriptors out of uniform registers this way
     (35 R2UR in its main loop, ~10 % slower; docs/benchmarks.md, twenty-fourth session)."""
-    loops = [set(body) for body in loop_bodies(instructions) if any(is_wgmma(instructions[j][1]) for j in body)]
+    loops = [set(body) for body in loop_bodies(instructions)
+             if any(unpredicated(instructions[j][1]).startswith("HGMMA") for j in body)]
     found = []
     for body in loops:
         if any(other < body for other in loops):
             continue  # not innermost: runs once a head or a CTA
         found += [f"{instructions[j][0]:#x} {instructions[j][1]}" for j in sorted(body)
-                  if re.match(r"(@!?U?P\w+\s+)?R2UR", instructions[j][1])]
+                  if unpredicated(instructions[j][1]).startswith("R2UR")]
     return sorted(set(found))
 
 
