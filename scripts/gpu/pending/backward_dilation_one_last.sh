@@ -6,7 +6,10 @@
 #   1. `longnet bench train`, two rounds alternated: the patch (new), its dilation-1-first
 #      order (old: the temporary knob LONGNET_TMP_DILATION_ONE_FIRST), both again without
 #      the parameter-gradient stream (LONGNET_GRADIENT_STREAM=0: is it the overlap with the
-#      weight-gradient GEMMs?), and main itself when BASE names main's bundle;
+#      weight-gradient GEMMs?), both with the side stream above the default stream's
+#      priority (the patch's temporary LONGNET_TMP_SIDE_STREAM_PRIORITY=-5: does the order
+#      the block scheduler serves the two streams in matter, in either order?), and main
+#      itself when BASE names main's bundle;
 #   2. Nsight Compute's time of every kernel of a step (`run.sh train-profile`) for new and
 #      old: which kernel moved, with nothing running beside it.
 # Bundles (carry both; longnet alone is 12 MB):
@@ -22,7 +25,8 @@ B=${LONGNET_BUNDLE:-.device-X/bundle.tar.xz}
 log() { echo "$*" | tee -a "$out/log.txt"; }
 log "$(nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader)"
 old=LONGNET_TMP_DILATION_ONE_FIRST=1
-variants=(old:$B:$old new:$B old_gs0:$B:$old,LONGNET_GRADIENT_STREAM=0 new_gs0:$B:LONGNET_GRADIENT_STREAM=0)
+variants=(old:$B:$old new:$B old_gs0:$B:$old,LONGNET_GRADIENT_STREAM=0 new_gs0:$B:LONGNET_GRADIENT_STREAM=0
+  old_side_first:$B:$old,LONGNET_TMP_SIDE_STREAM_PRIORITY=-5 new_side_first:$B:LONGNET_TMP_SIDE_STREAM_PRIORITY=-5)
 [ -n "${BASE:-}" ] && variants=(main:$BASE "${variants[@]}")
 SKIP_TESTS=1 ROUNDS=${TRAIN_ROUNDS:-2} SKIP_KERNELS=1 TRAIN_ARGS="--warmup 4 --steps 10" TRAIN_LINES=12 \
   scripts/gpu/ab_model.sh "${variants[@]}" > "$out/ab.txt" 2>&1
