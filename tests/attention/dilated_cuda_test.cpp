@@ -408,11 +408,12 @@ TEST(DilatedAttentionCuda, GradientsAreWrittenIntoStridedTargets) {
 // AttentionBackwardOptions::gradient_column_sums on CUDA (a fused qkv projection's bias
 // gradient): the conversion of the fp32 accumulators sums what it writes (16-bit
 // gradients: GQA and accumulated dK, dK stored by the first LongNet pattern, head dims 64
-// and 128, batches whose 32-row chunks straddle two sequences); other paths sum the
-// written gradients after (dK, dV written directly, the SIMT kernels, f32). The sums equal
-// the returned gradients' columns summed in double and add to what the tensor held; the
-// gradients are a call's without it (deterministic mode: bitwise where the conversion is
-// the same kernel); a second call gives the same bits.
+// and 128, a gradient wider than a CTA's 1024 threads, batches whose 32-row chunks
+// straddle two sequences); other paths sum the written gradients after (dK, dV written
+// directly, the SIMT kernels, f32). The sums equal the returned gradients' columns summed
+// in double and add to what the tensor held; the gradients are a call's without it
+// (deterministic mode: bitwise where the conversion is the same kernel); a second call
+// gives the same bits.
 TEST(DilatedAttentionCuda, GradientColumnSumsAddTheWrittenGradientsColumns) {
   SKIP_WITHOUT_GPU();
   using kernels::DilatedMode;
@@ -426,6 +427,7 @@ TEST(DilatedAttentionCuda, GradientColumnSumsAddTheWrittenGradientsColumns) {
       wide,                                                                       // 64 rotary pairs
       edge(256, 4, 4, 32, {{64, 1}, {256, 4}}, DilatedMode::head_groups, false),  // dK written directly
       edge(90, 2, 2, 6, {{30, 1}, {90, 3}}, DilatedMode::longnet, false),         // SIMT, head dim 6
+      edge(96, 36, 36, 128, {{32, 1}, {96, 2}}, DilatedMode::longnet, true),      // 1152 quads: threads loop
   };
   for (const DilatedProblem& p : cases) {
     for (const DType dtype : {DType::bf16, DType::f16, DType::f32}) {

@@ -14,6 +14,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/attention_driver.cuh"
@@ -25,12 +26,12 @@
 
 namespace longnet::kernels::cuda {
 
-// The rotary factors of a chunk's rows sit in shared memory: 32 rows x 64 pairs x 2 maps
-// x 8 bytes = 32 KB at most (head_dim <= 128, the tensor-core kernels' limit).
+// The rotary factors of a chunk's rows sit in shared memory: 32 rows x 64 pairs x 8 bytes
+// = 16 KB at most (head_dim <= 128, the tensor-core kernels' limit).
 constexpr int kMaxSummedPairs = 64;
 constexpr int kSummedChunkRows = static_cast<int>(cuda_model::kMatrixRowsPerChunk);
 // Rows whose loads a thread keeps in flight (16 bytes each).
-constexpr int kSummedRowsInFlight = 4;
+constexpr int kSummedRowsInFlight = 8;
 
 struct SummedGradient {
   const float* accumulator = nullptr;  // contiguous (B, N, heads, D)
@@ -53,39 +54,43 @@ struct GradientSums {
   float* partial = nullptr;  // (chunks, columns): each chunk's column sums
 };
 
-// A CTA per chunk of rows, a thread per 4 columns of [dq | dk | dv] (looping when there
-// are more quads than threads). Bytes: 4 read and 2 written an element, 4 written per chunk
-// and column.
+// A CTA per chunk of rows and gradient (blockIdx.y: dq, dk, dv), a thread per 4 of its
+// columns (looping when there are more quads than threads). One CTA for all of [dq | dk |
+// dv] (576 threads at 64 registers in issue 5's model) fit one CTA an SM, 36 KB of loads
+// in flight there: 197 us a layer for 462 MB, latency-bound; a gradient's 192 threads fit
+// five an SM: 174 us (H100, Nsight Compute, docs/benchmarks.md twenty-sixth session).
+// Bytes: 4 read and 2 written an element, 4 written per chunk and column.
 template <class Element>
 __global__ void __launch_bounds__(1024) convert_gradients_summing_kernel(GradientSums g) {
   begin_dependent_kernel();
-  extern __shared__ float2 factors[];  // [map][row of the chunk][pair]: (f cos, f sin)
+  extern __shared__ float2 factors[];  // [row of the chunk][pair]: (f cos, f sin)
+  const int i = static_cast<int>(blockIdx.y);
+  const std::int64_t chunk = blockIdx.x;
+  const SummedGradient& s = g.gradients[i];
   const int pairs = g.head_dim / 2;
-  const std::int64_t row0 = blockIdx.x * static_cast<std::int64_t>(kSummedChunkRows);
+  const std::int64_t row0 = chunk * static_cast<std::int64_t>(kSummedChunkRows);
   const int rows = static_cast<int>(min(static_cast<std::int64_t>(kSummedChunkRows), g.rows - row0));
-  if (g.map_count > 0) {
+  if (s.map >= 0) {
     const std::int64_t n0 = row0 % g.seq_len;
-    for (int i = threadIdx.x; i < g.map_count * kSummedChunkRows * pairs; i += blockDim.x) {
-      const int m = i / (kSummedChunkRows * pairs), r = (i / pairs) % kSummedChunkRows, j = i % pairs;
+    for (int e = threadIdx.x; e < kSummedChunkRows * pairs; e += blockDim.x) {
+      const int r = e / pairs, j = e % pairs;
       if (r >= rows) continue;
       std::int64_t n = n0 + r;  // the position of row row0 + r
       while (n >= g.seq_len) n -= g.seq_len;
       float cs, sn;
-      rotary_factors::fast_from_constants(g.maps[m], g.theta[m][j], g.log2_zeta[m][j], n, cs, sn);
-      factors[i] = make_float2(cs, sn);
+      rotary_factors::fast_from_constants(g.maps[s.map], g.theta[s.map][j], g.log2_zeta[s.map][j], n, cs, sn);
+      factors[e] = make_float2(cs, sn);
     }
     __syncthreads();
   }
 
   const int columns = g.first_quad[3] * 4, quads_per_head = g.head_dim / 4;
-  for (int k = threadIdx.x; k < g.first_quad[3]; k += blockDim.x) {
-    const int i = k < g.first_quad[1] ? 0 : k < g.first_quad[2] ? 1 : 2;
-    const SummedGradient s = i == 0 ? g.gradients[0] : i == 1 ? g.gradients[1] : g.gradients[2];
-    const int local = k - g.first_quad[i], h = local / quads_per_head, d = (local - h * quads_per_head) * 4;
-    const int row_elements = s.heads * g.head_dim;
+  const int row_elements = s.heads * g.head_dim;
+  for (int local = threadIdx.x; local < g.first_quad[i + 1] - g.first_quad[i]; local += blockDim.x) {
+    const int h = local / quads_per_head, d = (local - h * quads_per_head) * 4;
     const float* source = s.accumulator + row0 * row_elements + h * g.head_dim + d;
     Element* target = static_cast<Element*>(s.target) + row0 * s.row_stride + h * s.head_stride + d;
-    const float2* f = s.map >= 0 ? factors + s.map * kSummedChunkRows * pairs + d / 2 : nullptr;
+    const float2* f = s.map >= 0 ? factors + d / 2 : nullptr;
     float sum[4] = {};
     for (int r0 = 0; r0 < rows; r0 += kSummedRowsInFlight) {
       float4 v[kSummedRowsInFlight];
@@ -116,8 +121,8 @@ __global__ void __launch_bounds__(1024) convert_gradients_summing_kernel(Gradien
         *reinterpret_cast<uint2*>(target + (r0 + u) * s.row_stride) = make_uint2(bits[0], bits[1]);
       }
     }
-    *reinterpret_cast<float4*>(g.partial + blockIdx.x * static_cast<std::int64_t>(columns) + k * 4) =
-        make_float4(sum[0], sum[1], sum[2], sum[3]);
+    const int k = g.first_quad[i] + local;  // the quad's column in [dq | dk | dv]
+    *reinterpret_cast<float4*>(g.partial + chunk * columns + k * 4) = make_float4(sum[0], sum[1], sum[2], sum[3]);
   }
 }
 
@@ -166,9 +171,10 @@ void convert_gradients_summing(const DilatedAttentionParams& p, const float* dq,
   if (chunks == 0 || columns == 0) return;
   const Tensor partial = Tensor::empty({chunks * columns}, DType::f32, current_device());
   g.partial = partial.data<float>();
-  const int threads = std::min(1024, (g.first_quad[3] + 31) / 32 * 32);
-  const std::size_t shared = sizeof(float2) * g.map_count * kSummedChunkRows * (p.head_dim / 2);
-  cuda_model::launch_model(convert_gradients_summing_kernel<Element>, dim3(static_cast<unsigned>(chunks)),
+  const int widest = static_cast<int>(std::max(p.heads, p.kv_heads) * p.head_dim / 4);  // quads of a gradient
+  const int threads = std::min(1024, (widest + 31) / 32 * 32);
+  const std::size_t shared = g.map_count > 0 ? sizeof(float2) * kSummedChunkRows * (p.head_dim / 2) : 0;
+  cuda_model::launch_model(convert_gradients_summing_kernel<Element>, dim3(static_cast<unsigned>(chunks), 3),
                            dim3(threads), shared, stream, g);
   LONGNET_CHECK(cudaGetLastError());
   cuda_model::accumulate_chunk_totals<float, 1>(

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One device call for a change to the training step (issue 5) against main: the CUDA tests
+# a model change touches, the step A/B, and where the time went.
+#   1. test_attention DilatedAttentionCuda.*, test_nn and test_model *Cuda* (the new bundle);
+#   2. `longnet bench train --warmup 4 --steps 10`, main and new alternated TRAIN_ROUNDS
+#      times (default 3);
+#   3. Nsight Compute's kernel times of a step with the new bundle (`run.sh train-profile`;
+#      its summary in log.txt, so that the call stays under the device tool's 8 files).
+# Bundles, carried both: main's `bin/longnet` in .device-base (BASE), the tree's longnet,
+# test_attention, test_nn and test_model in .device-X (LONGNET_BUNDLE):
+#   LONGNET_BUNDLE_ONLY="bin/longnet" LONGNET_BUNDLE_DIR=.device-base scripts/gpu/make_bundle.sh   (at main)
+#   LONGNET_BUNDLE_ONLY="bin/longnet tests/attention/test_attention tests/nn/test_nn tests/model/test_model" \
+#     LONGNET_BUNDLE_DIR=.device-X scripts/gpu/make_bundle.sh                                     (the change)
+# Everything also goes to $OUT/log.txt (first used for the summing conversion, docs/benchmarks.md,
+# 2026-12-07, twenty-sixth session).
+set -uo pipefail
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+B=${LONGNET_BUNDLE:-.device-X/bundle.tar.xz}
+BASE=${BASE:-.device-base/bundle.tar.xz}
+log() { echo "$*" | tee -a "$out/log.txt"; }
+log "$(nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader)"
+for t in "test_attention --gtest_filter=DilatedAttentionCuda.*" "test_nn --gtest_filter=*Cuda*" \
+  "test_model --gtest_filter=*Cuda*"; do
+  LONGNET_BUNDLE=$B timeout 240 scripts/gpu/run.sh exec $t > "$out/tests.txt.part" 2>&1
+  log "$t: $(grep -E '^\[  (PASSED|FAILED)' "$out/tests.txt.part" | tr '\n' ' ')"
+  grep -B2 -A8 "Failure" "$out/tests.txt.part" | head -60 >> "$out/log.txt"
+  cat "$out/tests.txt.part" >> "$out/tests.txt"; rm -f "$out/tests.txt.part"
+done
+SKIP_TESTS=1 ROUNDS=${TRAIN_ROUNDS:-3} SKIP_KERNELS=1 TRAIN_ARGS="--warmup 4 --steps 10" TRAIN_LINES=12 \
+  scripts/gpu/ab_model.sh main:$BASE new:$B > "$out/ab.txt" 2>&1
+grep -E "==|MFU|step time|forward / backward" "$out/ab.txt" | tee -a "$out/log.txt"
+start=$SECONDS
+OUT=/tmp/profile LONGNET_BUNDLE=$B timeout 200 scripts/gpu/run.sh train-profile > "$out/profile.txt" 2>&1
+log "train-profile new ($((SECONDS - start)) s):"
+head -40 /tmp/profile/train_profile.txt >> "$out/log.txt"
