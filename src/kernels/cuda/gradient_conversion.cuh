@@ -54,18 +54,20 @@ struct GradientSums {
   float* partial = nullptr;  // (chunks, columns): each chunk's column sums
 };
 
-// A CTA per chunk of rows and gradient (blockIdx.y: dq, dk, dv), a thread per 4 of its
-// columns (looping when there are more quads than threads). One CTA for all of [dq | dk |
-// dv] (576 threads at 64 registers in issue 5's model) fit one CTA an SM, 36 KB of loads
-// in flight there: 197 us a layer for 462 MB, latency-bound; a gradient's 192 threads fit
-// five an SM: 174 us (H100, Nsight Compute, docs/benchmarks.md twenty-sixth session).
+// A CTA per chunk of rows and gradient (blockIdx.x = 3 chunk + gradient: dq, dk, dv), a
+// thread per 4 of its columns (looping when there are more quads than threads). One CTA
+// for all of [dq | dk | dv] (576 threads at 64 registers in issue 5's model) fit one an SM,
+// 36 KB of loads in flight there; a gradient's 192 threads fit five an SM. In the training
+// step (CUPTI timeline, H100) that took the kernel from 172 to 157 us a layer; the same
+// CTAs ordered gradient-major (all of dq's chunks first) took 183 us there, though 174
+// against 197 alone under Nsight Compute (docs/benchmarks.md, twenty-sixth session).
 // Bytes: 4 read and 2 written an element, 4 written per chunk and column.
 template <class Element>
 __global__ void __launch_bounds__(1024) convert_gradients_summing_kernel(GradientSums g) {
   begin_dependent_kernel();
   extern __shared__ float2 factors[];  // [row of the chunk][pair]: (f cos, f sin)
-  const int i = static_cast<int>(blockIdx.y);
-  const std::int64_t chunk = blockIdx.x;
+  const int i = static_cast<int>(blockIdx.x % 3);
+  const std::int64_t chunk = blockIdx.x / 3;
   const SummedGradient& s = g.gradients[i];
   const int pairs = g.head_dim / 2;
   const std::int64_t row0 = chunk * static_cast<std::int64_t>(kSummedChunkRows);
@@ -174,7 +176,7 @@ void convert_gradients_summing(const DilatedAttentionParams& p, const float* dq,
   const int widest = static_cast<int>(std::max(p.heads, p.kv_heads) * p.head_dim / 4);  // quads of a gradient
   const int threads = std::min(1024, (widest + 31) / 32 * 32);
   const std::size_t shared = g.map_count > 0 ? sizeof(float2) * kSummedChunkRows * (p.head_dim / 2) : 0;
-  cuda_model::launch_model(convert_gradients_summing_kernel<Element>, dim3(static_cast<unsigned>(chunks), 3),
+  cuda_model::launch_model(convert_gradients_summing_kernel<Element>, dim3(static_cast<unsigned>(3 * chunks)),
                            dim3(threads), shared, stream, g);
   LONGNET_CHECK(cudaGetLastError());
   cuda_model::accumulate_chunk_totals<float, 1>(
