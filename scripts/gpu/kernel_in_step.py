@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""One kernel inside a training step, from a CUPTI timeline (scripts/gpu/timeline/
+cupti_timeline.cpp's CSV, plain or .xz): the durations of the kernels whose name matches REGEX,
+the time kernels of other streams overlapped them, the gaps before and after them on their
+own stream, and what ran there just before and after. What Nsight Compute times alone (its
+caches flushed, clocks at their maximum) can differ from this: the summing gradient
+conversion was faster alone and slower here in one CTA order (docs/benchmarks.md,
+2026-12-07, twenty-sixth session).
+
+  kernel_in_step.py timeline.csv.xz REGEX
+"""
+import collections
+import csv
+import lzma
+import re
+import statistics
+import sys
+
+WINDOW = 50  # neighbours looked at on each side (the step's launches are ~1-2 us apart)
+
+
+def load(path):
+    """Kernels, memsets and copies as (start_ns, end_ns, stream, name), by start."""
+    opener = lzma.open if path.endswith(".xz") else open
+    with opener(path, "rt", newline="") as f:
+        rows = [(int(r["start_ns"]), int(r["end_ns"]), r["stream"], r["name"]) for r in csv.DictReader(f)
+                if r["kind"] in ("K", "S", "C")]
+    return sorted(rows)
+
+
+def median(values):
+    return f"{statistics.median(values):.1f}" if values else "-"
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    rows, pattern = load(sys.argv[1]), re.compile(sys.argv[2])
+    hits = [i for i, r in enumerate(rows) if pattern.search(r[3])]
+    if not hits:
+        sys.exit(f"no kernel matches {sys.argv[2]!r}")
+    durations, overlaps, before, after = [], [], [], []
+    before_names, after_names = collections.Counter(), collections.Counter()
+    for i in hits:
+        start, end, stream, _ = rows[i]
+        durations.append((end - start) / 1e3)
+        nearby = rows[max(0, i - WINDOW):i + WINDOW]
+        overlaps.append(sum(min(end, e) - max(start, s) for s, e, st, _ in nearby
+                            if st != stream and s < end and e > start) / 1e3)
+        previous = [r for r in rows[max(0, i - WINDOW):i] if r[2] == stream]
+        following = [r for r in rows[i + 1:i + WINDOW] if r[2] == stream]
+        if previous:
+            before.append((start - previous[-1][1]) / 1e3)
+            before_names[previous[-1][3][:70]] += 1
+        if following:
+            after.append((following[0][0] - end) / 1e3)
+            after_names[following[0][3][:70]] += 1
+    print(f"{sys.argv[2]}: {len(hits)} launches; us, median: duration {median(durations)} "
+          f"(min {min(durations):.1f}, max {max(durations):.1f}), other streams overlapping "
+          f"{median(overlaps)}, gap before {median(before)}, after {median(after)}")
+    print("  before it:", dict(before_names.most_common(3)))
+    print("  after it:", dict(after_names.most_common(3)))
+
+
+if __name__ == "__main__":
+    main()
