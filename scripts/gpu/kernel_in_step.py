@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """One kernel inside a training step, from a CUPTI timeline (scripts/gpu/timeline/
-cupti_timeline.cpp's CSV, plain or .xz): the durations of the kernels whose name matches REGEX,
-the time kernels of other streams overlapped them, the gaps before and after them on their
-own stream, and what ran there just before and after. What Nsight Compute times alone (its
+cupti_timeline.cpp's CSV, plain or .xz): the durations of the kernels whose name matches
+REGEX (as the recorder writes names: template arguments separated by ';'), the time
+kernels of other streams overlapped them, the gaps before and after them on their own
+stream, and what ran there just before and after. What Nsight Compute times alone (its
 caches flushed, clocks at their maximum) can differ from this: the summing gradient
 conversion was faster alone and slower here in one CTA order (docs/benchmarks.md,
 2026-12-07, twenty-sixth session).
@@ -13,6 +14,7 @@ import collections
 import csv
 import lzma
 import re
+import signal
 import statistics
 import sys
 
@@ -33,6 +35,7 @@ def median(values):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     rows, pattern = load(sys.argv[1]), re.compile(sys.argv[2])
