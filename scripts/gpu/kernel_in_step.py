@@ -30,6 +30,30 @@ def load(path):
     return sorted(rows)
 
 
+def in_step(rows, pattern):
+    """For each kernel matching `pattern` (a compiled regex), in us: its duration, the time
+    other streams' work overlapped it, the gaps to the work before and after it on its own
+    stream; and the names of that work, counted."""
+    found = {"durations": [], "overlaps": [], "before": [], "after": [],
+             "before_names": collections.Counter(), "after_names": collections.Counter()}
+    for i, (start, end, stream, name) in enumerate(rows):
+        if not pattern.search(name):
+            continue
+        found["durations"].append((end - start) / 1e3)
+        nearby = rows[max(0, i - WINDOW):i + WINDOW]
+        found["overlaps"].append(sum(min(end, e) - max(start, s) for s, e, st, _ in nearby
+                                     if st != stream and s < end and e > start) / 1e3)
+        previous = [r for r in rows[max(0, i - WINDOW):i] if r[2] == stream]
+        following = [r for r in rows[i + 1:i + WINDOW] if r[2] == stream]
+        if previous:
+            found["before"].append((start - previous[-1][1]) / 1e3)
+            found["before_names"][previous[-1][3][:70]] += 1
+        if following:
+            found["after"].append((following[0][0] - end) / 1e3)
+            found["after_names"][following[0][3][:70]] += 1
+    return found
+
+
 def median(values):
     return f"{statistics.median(values):.1f}" if values else "-"
 
@@ -38,31 +62,15 @@ def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     if len(sys.argv) != 3:
         sys.exit(__doc__)
-    rows, pattern = load(sys.argv[1]), re.compile(sys.argv[2])
-    hits = [i for i, r in enumerate(rows) if pattern.search(r[3])]
-    if not hits:
+    found = in_step(load(sys.argv[1]), re.compile(sys.argv[2]))
+    durations = found["durations"]
+    if not durations:
         sys.exit(f"no kernel matches {sys.argv[2]!r}")
-    durations, overlaps, before, after = [], [], [], []
-    before_names, after_names = collections.Counter(), collections.Counter()
-    for i in hits:
-        start, end, stream, _ = rows[i]
-        durations.append((end - start) / 1e3)
-        nearby = rows[max(0, i - WINDOW):i + WINDOW]
-        overlaps.append(sum(min(end, e) - max(start, s) for s, e, st, _ in nearby
-                            if st != stream and s < end and e > start) / 1e3)
-        previous = [r for r in rows[max(0, i - WINDOW):i] if r[2] == stream]
-        following = [r for r in rows[i + 1:i + WINDOW] if r[2] == stream]
-        if previous:
-            before.append((start - previous[-1][1]) / 1e3)
-            before_names[previous[-1][3][:70]] += 1
-        if following:
-            after.append((following[0][0] - end) / 1e3)
-            after_names[following[0][3][:70]] += 1
-    print(f"{sys.argv[2]}: {len(hits)} launches; us, median: duration {median(durations)} "
+    print(f"{sys.argv[2]}: {len(durations)} launches; us, median: duration {median(durations)} "
           f"(min {min(durations):.1f}, max {max(durations):.1f}), other streams overlapping "
-          f"{median(overlaps)}, gap before {median(before)}, after {median(after)}")
-    print("  before it:", dict(before_names.most_common(3)))
-    print("  after it:", dict(after_names.most_common(3)))
+          f"{median(found['overlaps'])}, gap before {median(found['before'])}, after {median(found['after'])}")
+    print("  before it:", dict(found["before_names"].most_common(3)))
+    print("  after it:", dict(found["after_names"].most_common(3)))
 
 
 if __name__ == "__main__":
