@@ -11,23 +11,22 @@ conversion was faster alone and slower here in one CTA order (docs/benchmarks.md
   kernel_in_step.py timeline.csv.xz REGEX
 """
 import collections
-import csv
-import lzma
+import pathlib
 import re
 import signal
 import statistics
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import timeline  # noqa: E402  (the recorder's rows, short kernel names)
 
 WINDOW = 50  # neighbours looked at on each side (the step's launches are ~1-2 us apart)
 
 
 def load(path):
     """Kernels, memsets and copies as (start_ns, end_ns, stream, name), by start."""
-    opener = lzma.open if path.endswith(".xz") else open
-    with opener(path, "rt", newline="") as f:
-        rows = [(int(r["start_ns"]), int(r["end_ns"]), r["stream"], r["name"]) for r in csv.DictReader(f)
-                if r["kind"] in ("K", "S", "C")]
-    return sorted(rows)
+    return sorted((int(r["start_ns"]), int(r["end_ns"]), r["stream"], r["name"]) for r in timeline.records(path)
+                  if r["kind"] in ("K", "S", "C"))
 
 
 def in_step(rows, pattern):
@@ -47,10 +46,10 @@ def in_step(rows, pattern):
         following = [r for r in rows[i + 1:i + WINDOW] if r[2] == stream]
         if previous:
             found["before"].append((start - previous[-1][1]) / 1e3)
-            found["before_names"][previous[-1][3][:70]] += 1
+            found["before_names"][timeline.short(previous[-1][3])] += 1
         if following:
             found["after"].append((following[0][0] - end) / 1e3)
-            found["after_names"][following[0][3][:70]] += 1
+            found["after_names"][timeline.short(following[0][3])] += 1
     return found
 
 

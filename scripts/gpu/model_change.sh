@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call for a change to the training step (issue 5) against main: the CUDA tests
 # a model change touches, the step A/B, and where the time went.
-#   1. test_attention DilatedAttentionCuda.*, test_nn and test_model *Cuda* (the new bundle);
+#   1. test_attention DilatedAttentionCuda.*, test_nn and test_model *Cuda* (the new bundle;
+#      logs tests_*.txt);
 #   2. `longnet bench train --warmup 4 --steps 10`, main and new alternated TRAIN_ROUNDS
 #      times (default 3);
 #   3. Nsight Compute's kernel times of a step with the new bundle (`run.sh train-profile`;
@@ -19,15 +20,15 @@ B=${LONGNET_BUNDLE:-.device-X/bundle.tar.xz}
 BASE=${BASE:-.device-base/bundle.tar.xz}
 log() { echo "$*" | tee -a "$out/log.txt"; }
 log "$(nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader)"
-for t in "test_attention --gtest_filter=DilatedAttentionCuda.*" "test_nn --gtest_filter=*Cuda*" \
-  "test_model --gtest_filter=*Cuda*"; do
-  LONGNET_BUNDLE=$B timeout 240 scripts/gpu/run.sh exec $t > "$out/tests.txt.part" 2>&1
-  log "$t: $(grep -E '^\[  (PASSED|FAILED)' "$out/tests.txt.part" | tr '\n' ' ')"
-  grep -B2 -A8 "Failure" "$out/tests.txt.part" | head -60 >> "$out/log.txt"
-  cat "$out/tests.txt.part" >> "$out/tests.txt"; rm -f "$out/tests.txt.part"
-done
-SKIP_TESTS=1 ROUNDS=${TRAIN_ROUNDS:-3} SKIP_KERNELS=1 TRAIN_ARGS="--warmup 4 --steps 10" TRAIN_LINES=12 \
+# test_attention's dilated CUDA tests here; ab_model.sh runs test_nn and test_model's on the
+# last variant (new) before the rounds.
+LONGNET_BUNDLE=$B timeout 240 scripts/gpu/run.sh exec test_attention --gtest_filter='DilatedAttentionCuda.*' \
+  > "$out/tests_attention.txt" 2>&1
+log "new test_attention: $(grep -E '^\[  (PASSED|FAILED)' "$out/tests_attention.txt" | tr '\n' ' ')"
+grep -B2 -A8 "Failure" "$out/tests_attention.txt" | head -60 >> "$out/log.txt"
+ROUNDS=${TRAIN_ROUNDS:-3} SKIP_KERNELS=1 TRAIN_ARGS="--warmup 4 --steps 10" TRAIN_LINES=12 \
   scripts/gpu/ab_model.sh main:$BASE new:$B > "$out/ab.txt" 2>&1
+grep -E "test_nn|test_model" "$out/ab.txt" | tee -a "$out/log.txt"
 grep -E "==|MFU|step time|forward / backward" "$out/ab.txt" | tee -a "$out/log.txt"
 start=$SECONDS
 OUT=/tmp/profile LONGNET_BUNDLE=$B timeout 200 scripts/gpu/run.sh train-profile > "$out/profile.txt" 2>&1

@@ -15,6 +15,7 @@ import argparse
 import bisect
 import collections
 import csv
+import lzma
 import re
 import sys
 
@@ -31,14 +32,21 @@ def short(name, width=70):
     return name if len(name) <= width else name[: width - 3] + "..."
 
 
+def records(path):
+    """The recorder's rows as dicts, from its CSV as written or compressed (.xz, as run.sh
+    brings it back)."""
+    opener = lzma.open if str(path).endswith(".xz") else open
+    with opener(path, "rt", newline="") as f:
+        yield from csv.DictReader(f)
+
+
 def load(path):
     """Device work (K, S, C), API calls (R, D) and memory events (A, F, P: LONGNET_TIMELINE_MEMORY=1)."""
     device, api, memory = [], [], []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            item = (int(row["start_ns"]), int(row["end_ns"]), int(row["correlation"]), row["kind"], row["name"])
-            kind = row["kind"]
-            (device if kind in "KSC" else memory if kind in "AFP" else api).append(item + (int(row["bytes"]),))
+    for row in records(path):
+        item = (int(row["start_ns"]), int(row["end_ns"]), int(row["correlation"]), row["kind"], row["name"])
+        kind = row["kind"]
+        (device if kind in "KSC" else memory if kind in "AFP" else api).append(item + (int(row["bytes"]),))
     device = [d[:5] for d in sorted(device)]
     api = [a[:5] for a in sorted(api)]
     memory.sort()

@@ -173,7 +173,7 @@ void convert_gradients_summing(const DilatedAttentionParams& p, const float* dq,
   if (chunks == 0 || columns == 0) return;
   const Tensor partial = Tensor::empty({chunks * columns}, DType::f32, current_device());
   g.partial = partial.data<float>();
-  const int widest = static_cast<int>(std::max(p.heads, p.kv_heads) * p.head_dim / 4);  // quads of a gradient
+  const int widest = std::max(g.first_quad[1], g.first_quad[2] - g.first_quad[1]);  // dq's or dk's (= dv's) quads
   const int threads = std::min(1024, (widest + 31) / 32 * 32);
   const std::size_t shared = g.map_count > 0 ? sizeof(float2) * kSummedChunkRows * (p.head_dim / 2) : 0;
   cuda_model::launch_model(convert_gradients_summing_kernel<Element>, dim3(static_cast<unsigned>(3 * chunks)),
