@@ -115,14 +115,18 @@ TEST_F(MixedPrecisionCuda, ElementwiseKernelsRoundOnce) {
 }
 
 TEST_F(MixedPrecisionCuda, CrossEntropyOfBf16LogitsIsComputedInF32) {
-  const Tensor logits = rounded(Tensor::randn({9, 300}, 3));
-  const Tensor targets = Tensor::from_vector<std::int32_t>({0, 5, -100, 299, 2, 2, 7, 1, 0}, {9});
-  const CrossEntropyResult a = cross_entropy_forward(logits.to(gpu, DType::bf16), targets.to(gpu), -100);
-  const CrossEntropyResult b = cross_entropy_forward(logits, targets, -100);
-  EXPECT_EQ(a.lse.dtype(), DType::f32);
-  EXPECT_NEAR(a.loss_sum.item(), b.loss_sum.item(), 1e-5 * std::abs(b.loss_sum.item()));
-  expect_bf16_close(cross_entropy_backward(logits.to(gpu, DType::bf16), targets.to(gpu), a, -100, 0.25),
-                    cross_entropy_backward(logits, targets, b, -100, 0.25), "dlogits");
+  // A warp a row: vocabularies wider than its 32 lanes and narrower (lanes with no logit).
+  for (std::int64_t vocab : {300, 20}) {
+    SCOPED_TRACE(vocab);
+    const Tensor logits = rounded(Tensor::randn({9, vocab}, 3));
+    const Tensor targets = Tensor::from_vector<std::int32_t>({0, 5, -100, 19, 2, 2, 7, 1, 0}, {9});
+    const CrossEntropyResult a = cross_entropy_forward(logits.to(gpu, DType::bf16), targets.to(gpu), -100);
+    const CrossEntropyResult b = cross_entropy_forward(logits, targets, -100);
+    EXPECT_EQ(a.lse.dtype(), DType::f32);
+    EXPECT_NEAR(a.loss_sum.item(), b.loss_sum.item(), 1e-5 * std::abs(b.loss_sum.item()));
+    expect_bf16_close(cross_entropy_backward(logits.to(gpu, DType::bf16), targets.to(gpu), a, -100, 0.25),
+                      cross_entropy_backward(logits, targets, b, -100, 0.25), "dlogits");
+  }
 }
 
 TEST_F(MixedPrecisionCuda, LayerNormKeepsF32StatisticsAndWeights) {
@@ -169,14 +173,17 @@ TEST_F(MixedPrecisionCuda, LinearUsesBf16CopiesAndAccumulatesF32Gradients) {
 }
 
 TEST_F(MixedPrecisionCuda, EmbeddingReadsTheF32TableAndAccumulatesF32) {
-  Embedding cuda("e", 10, 16, 1.5, mixed(gpu)), cpu("e", 10, 16, 1.5, exact());
-  cpu.weight()->value.copy_from(cuda.weight()->value);
-  const Tensor tokens = Tensor::from_vector<std::int32_t>({1, 3, 3, 9, 0, 1, 3}, {1, 7});
-  expect_bf16_close(cuda.forward(tokens), cpu.forward(tokens), "embedding");
-  const Tensor dout = rounded(Tensor::randn({1, 7, 16}, 6));
-  cuda.backward(dout.to(gpu, DType::bf16));
-  cpu.backward(dout);
-  expect_f32_close(cuda.weight()->grad, cpu.weight()->grad, "embedding backward");
+  for (std::int64_t dim : {16, 12}) {  // rows of whole 16-byte packs, and single elements
+    SCOPED_TRACE(dim);
+    Embedding cuda("e", 10, dim, 1.5, mixed(gpu)), cpu("e", 10, dim, 1.5, exact());
+    cpu.weight()->value.copy_from(cuda.weight()->value);
+    const Tensor tokens = Tensor::from_vector<std::int32_t>({1, 3, 3, 9, 0, 1, 3}, {1, 7});
+    expect_bf16_close(cuda.forward(tokens), cpu.forward(tokens), "embedding");
+    const Tensor dout = rounded(Tensor::randn({1, 7, dim}, 6));
+    cuda.backward(dout.to(gpu, DType::bf16));
+    cpu.backward(dout);
+    expect_f32_close(cuda.weight()->grad, cpu.weight()->grad, "embedding backward");
+  }
 }
 
 TEST_F(MixedPrecisionCuda, AdamWWritesTheBf16CopyInTheSamePass) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -110,8 +111,10 @@ Tensor stack_backward(LayerNorm& final_norm, const std::vector<std::unique_ptr<L
   Tensor* output_bias = layers.empty() ? nullptr : layers.back()->output_bias_gradient();
   Tensor dx = final_norm.backward(dy, nullptr, output_bias);
   // The layers' parameter gradients overlap the rest of the backward on CUDA (a side
-  // stream, GradientStream); all of them are written when this returns (the scope joins).
-  GradientStream parameter_gradients(dx.device());
+  // stream, GradientStream); all of them are written when this returns (the scope joins),
+  // unless the caller has a scope open, which then joins them after its own later work.
+  std::optional<GradientStream> parameter_gradients;
+  if (GradientStream::active(dx.device()) == nullptr) parameter_gradients.emplace(dx.device());
   for (std::size_t i = layers.size(); i-- > 0;) {
     Tensor* previous_output_bias = i > 0 ? layers[i - 1]->output_bias_gradient() : nullptr;
     dx = layer_backward(
