@@ -11,11 +11,7 @@ here=$(dirname "$0")
 out=${OUT:-/tmp/out}
 tests=$1
 shift
-for program in test_nn test_model; do
-  LONGNET_BUNDLE="$tests" "$here/run.sh" exec "$program" --gtest_filter='*Cuda*' > "$out/tests_${program#test_}.txt" 2>&1
-  echo "$program: $(grep -E '^\[  (PASSED|FAILED)' "$out/tests_${program#test_}.txt" | tr '\n' ' ')"
-  grep -B2 -A6 "Failure" "$out/tests_${program#test_}.txt" | head -30
-done
+ROUNDS=0 "$here/ab_model.sh" "tests:$tests"  # the tests only
 for round in $(seq "${ROUNDS:-1}"); do
   for v in "$@"; do
     IFS=: read -r label bundle environment <<<"$v"
