@@ -31,7 +31,7 @@ Stream side_stream(int device) {
   return s->stream();
 }
 
-thread_local std::map<int, GradientStream*> innermost;
+thread_local std::map<int, GradientStream*> open_scopes;  // the active scope per device
 
 }  // namespace
 
@@ -39,12 +39,12 @@ bool gradient_stream_enabled() { return enabled_flag().load(); }
 void set_gradient_stream(bool enabled) { enabled_flag().store(enabled); }
 
 GradientStream::GradientStream(Device device) : device_(device) {
-  active_ = device.is_cuda() && gradient_stream_enabled();  // (a CUDA device means a CUDA build)
-  if (!active_) return;
+  if (!device.is_cuda() || !gradient_stream_enabled()) return;  // (a CUDA device means a CUDA build)
+  GradientStream*& open = open_scopes[device.index];
+  if (open != nullptr) return;  // nested: the open scope takes this one's work
+  active_ = true;
   side_ = side_stream(device.index);
-  GradientStream*& slot = innermost[device.index];
-  outer_ = slot;
-  slot = this;
+  open = this;
 }
 
 GradientStream::~GradientStream() {
@@ -53,13 +53,13 @@ GradientStream::~GradientStream() {
     join();
   } catch (...) {  // a failing device: its own error surfaces at the next call that checks
   }
-  innermost[device_.index] = outer_;
+  open_scopes[device_.index] = nullptr;
 }
 
 GradientStream* GradientStream::active(Device device) {
   if (!device.is_cuda()) return nullptr;
-  const auto found = innermost.find(device.index);
-  return found == innermost.end() ? nullptr : found->second;
+  const auto found = open_scopes.find(device.index);
+  return found == open_scopes.end() ? nullptr : found->second;
 }
 
 void GradientStream::run(const std::function<void()>& work, std::vector<Tensor> keep) {

@@ -203,6 +203,36 @@ TEST_F(ModelCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOneStream) {
   }
 }
 
+// A scope opened inside another is part of it (LongNetLM's scope around stack_backward's):
+// the open one stays active, takes the inner one's work and joins it at its own end.
+TEST_F(ModelCuda, ANestedGradientStreamIsPartOfTheOpenOne) {
+  const Device gpu = Device::cuda(0);
+  const bool was_enabled = gradient_stream_enabled();
+  set_gradient_stream(true);
+  ParameterOptions o = options(DType::f32, gpu);
+  Linear nested("l", 64, 32, true, o), plain("l", 64, 32, true, o);
+  for (std::size_t i = 0; i < 2; ++i) plain.parameters()[i]->value.copy_from(nested.parameters()[i]->value);
+  const Tensor x = Tensor::randn({128, 64}, 1, DType::f32).to(gpu);
+  const Tensor dy = Tensor::randn({128, 32}, 2, DType::f32).to(gpu);
+  (void)nested.forward(x);
+  (void)plain.forward(x);
+  {
+    GradientStream outer(gpu);
+    {
+      GradientStream inner(gpu);
+      EXPECT_EQ(GradientStream::active(gpu), &outer);
+      (void)nested.backward(dy);  // its dW on the outer scope's side stream
+    }
+    EXPECT_EQ(GradientStream::active(gpu), &outer);
+  }
+  EXPECT_EQ(GradientStream::active(gpu), nullptr);
+  (void)plain.backward(dy);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(nested.parameters()[i]->grad.to_vector<double>(), plain.parameters()[i]->grad.to_vector<double>());
+  }
+  set_gradient_stream(was_enabled);
+}
+
 TEST_F(ModelCuda, BatchedAdamWMatchesOneLaunchPerParameterBitwise) {
   const Device gpu = Device::cuda(0);
   for (const DType dtype : {DType::f32, DType::f64}) {

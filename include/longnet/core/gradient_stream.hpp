@@ -12,7 +12,10 @@
 // stream has waited for that work, so the stream-ordered pool (frees on the current
 // stream) cannot hand their memory out while it is still read. At most kMaxPending runs are
 // in flight; join() (and the destructor) makes the current stream wait for all of them,
-// before anything reads the gradients.
+// before anything reads the gradients. A scope opened while another is open (same thread
+// and device) is part of it: the open one takes its work and joins it at its own end, so a
+// caller can let its own later work (LongNetLM: the embedding's backward) run beside the
+// weight gradients of a scope it calls into (nn::stack_backward's).
 //
 // The switch: set_gradient_stream(), default from LONGNET_GRADIENT_STREAM (0 off; unset or
 // anything else on).
@@ -34,13 +37,14 @@ class GradientStream {
  public:
   static constexpr std::size_t kMaxPending = 8;
 
-  // Active only for a CUDA device with the switch on; otherwise a no-op scope.
+  // Active only for a CUDA device with the switch on and no scope open for it on this
+  // thread; otherwise a no-op scope (nested: its work goes to the open one).
   explicit GradientStream(Device device);
   ~GradientStream();
   GradientStream(const GradientStream&) = delete;
   GradientStream& operator=(const GradientStream&) = delete;
 
-  // The innermost active GradientStream of this thread for `device`, or null.
+  // The active GradientStream of this thread for `device` (the outermost open one), or null.
   static GradientStream* active(Device device);
 
   // Runs `work` (kernels on the current stream, which is the side stream inside) after the
@@ -66,7 +70,6 @@ class GradientStream {
   Device device_;
   bool active_ = false;
   Stream side_;
-  GradientStream* outer_ = nullptr;
   std::deque<Pending> pending_;
 };
 

@@ -10,7 +10,6 @@
 #pragma once
 
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -112,9 +111,8 @@ Tensor stack_backward(LayerNorm& final_norm, const std::vector<std::unique_ptr<L
   Tensor dx = final_norm.backward(dy, nullptr, output_bias);
   // The layers' parameter gradients overlap the rest of the backward on CUDA (a side
   // stream, GradientStream); all of them are written when this returns (the scope joins),
-  // unless the caller has a scope open, which then joins them after its own later work.
-  std::optional<GradientStream> parameter_gradients;
-  if (GradientStream::active(dx.device()) == nullptr) parameter_gradients.emplace(dx.device());
+  // or, when the caller has a scope open, when the caller's ends.
+  GradientStream parameter_gradients(dx.device());
   for (std::size_t i = layers.size(); i-- > 0;) {
     Tensor* previous_output_bias = i > 0 ? layers[i - 1]->output_bias_gradient() : nullptr;
     dx = layer_backward(

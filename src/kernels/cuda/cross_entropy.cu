@@ -18,11 +18,14 @@ using namespace cuda_model;
 // backward 41 -> 14 us in the training step).
 constexpr int kRowsPerBlock = kThreads / 32;
 
+// This warp's row (past the last row in the last block's spare warps).
+__device__ std::int64_t warp_row() { return blockIdx.x * static_cast<std::int64_t>(kRowsPerBlock) + threadIdx.x / 32; }
+
 template <class T>
 __global__ void forward_kernel(CrossEntropyParams p) {
   begin_dependent_kernel();
   using C = Compute<T>;
-  const std::int64_t r = blockIdx.x * static_cast<std::int64_t>(kRowsPerBlock) + threadIdx.x / 32;
+  const std::int64_t r = warp_row();
   if (r >= p.rows) return;
   const int lane = static_cast<int>(threadIdx.x % 32);
   const T* row = static_cast<const T*>(p.logits) + r * p.logits_row_stride;
@@ -44,7 +47,7 @@ template <class T>
 __global__ void backward_kernel(CrossEntropyParams p) {
   begin_dependent_kernel();
   using C = Compute<T>;
-  const std::int64_t r = blockIdx.x * static_cast<std::int64_t>(kRowsPerBlock) + threadIdx.x / 32;
+  const std::int64_t r = warp_row();
   if (r >= p.rows) return;
   const int lane = static_cast<int>(threadIdx.x % 32);
   const T* row = static_cast<const T*>(p.logits) + r * p.logits_row_stride;

@@ -37,7 +37,7 @@ __global__ void forward_kernel(EmbeddingParams p) {
       Pack<T> pack;
 #pragma unroll
       for (int e = 0; e < P; ++e) pack.v[e] = from_compute<T>(row[e] * scale);
-      store_pack(out + token * p.dim, g, pack);
+      store_pack(out, i, pack);  // pack i: token * dim + g * P
     }
   }
 }
