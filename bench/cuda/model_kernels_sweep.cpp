@@ -36,7 +36,10 @@ void report(const char* name, const std::string& shape, double ms, double bytes)
   std::printf("%-28s %-18s %9.4f ms %8.0f GB/s\n", name, shape.c_str(), ms, bytes / (ms * 1e-3) / 1e9);
 }
 
-void time_layer_norm(std::int64_t rows, std::int64_t columns, bool gelu, bool dresidual, int repeat) {
+// dx_sums: dx's column sums too (the model's pre-LayerNorms: the previous Linear's bias
+// gradient), the backward alone.
+void time_layer_norm(std::int64_t rows, std::int64_t columns, bool gelu, bool dresidual, int repeat,
+                     bool dx_sums = false) {
   const Device gpu = Device::cuda(0);
   const Tensor x = Tensor::randn({rows, columns}, 1, DType::bf16, gpu);
   const Tensor dout = Tensor::randn({rows, columns}, 2, DType::bf16, gpu);
@@ -68,12 +71,16 @@ void time_layer_norm(std::int64_t rows, std::int64_t columns, bool gelu, bool dr
   }
   p.dweight = dweight.data();
   p.dbias = dbias.data();
+  Tensor dx_column_sums = Tensor::zeros({columns}, DType::f32, gpu);
+  if (dx_sums) p.dx_column_sums = dx_column_sums.data();
   const double row_bytes = 2.0 * rows * columns;
   const std::string shape = std::to_string(rows) + "x" + std::to_string(columns);
   const std::string what = gelu ? "layer_norm(gelu)" : "layer_norm";
-  report((what + " forward").c_str(), shape, median_ms(repeat, [&] { kernels::layer_norm_forward_cuda(p); }),
-         2 * row_bytes);
-  report((what + " backward" + (dresidual ? "+dres" : "")).c_str(), shape,
+  if (!dx_sums) {
+    report((what + " forward").c_str(), shape, median_ms(repeat, [&] { kernels::layer_norm_forward_cuda(p); }),
+           2 * row_bytes);
+  }
+  report((what + " backward" + (dresidual ? "+dres" : "") + (dx_sums ? "+dxsums" : "")).c_str(), shape,
          median_ms(repeat, [&] { kernels::layer_norm_backward_cuda(p); }), (dresidual ? 4 : 3) * row_bytes);
 }
 
@@ -155,6 +162,7 @@ int main(int argc, char** argv) {
   try {
     time_layer_norm(rows, 768, false, false, repeat);
     time_layer_norm(rows, 768, false, true, repeat);
+    time_layer_norm(rows, 768, false, true, repeat, /*dx_sums=*/true);
     time_layer_norm(rows, 3072, true, false, repeat);
     time_linear_backward(rows, 768, 768, repeat);
     time_linear_backward(rows, 768, 3072, repeat);
