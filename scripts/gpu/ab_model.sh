@@ -6,7 +6,8 @@
 # or "label:bundle:NAME=value,..." to run that bundle with those environment variables.
 #   scripts/gpu/ab_model.sh base:.device-base/bundle.tar.xz new:.device/bundle.tar.xz
 #   scripts/gpu/ab_model.sh on:.device/bundle.tar.xz off:.device/bundle.tar.xz:LONGNET_GRADIENT_STREAM=0
-# Logs in $OUT (tests_nn.txt, tests_model.txt); the tables on stdout.
+# Logs in $OUT (tests_nn.txt, tests_model.txt); the tables on stdout (TRAIN_LINES: the last
+# lines of bench train's output kept, 13 by default: its whole table on CUDA).
 set -uo pipefail
 here=$(dirname "$0")
 out=${OUT:-/tmp/out}
@@ -27,6 +28,6 @@ for round in $(seq "${ROUNDS:-2}"); do
     echo "== round $round: $label ($bundle${environment:+ with $environment})"
     [ "${SKIP_KERNELS:-0}" = 1 ] || env ${environment//,/ } LONGNET_BUNDLE="$bundle" timeout 120 "$here/run.sh" exec cuda_model_kernels_sweep
     [ "${SKIP_TRAIN:-0}" = 1 ] || env ${environment//,/ } LONGNET_BUNDLE="$bundle" timeout 150 "$here/run.sh" exec longnet bench train ${TRAIN_ARGS:-} 2>&1 |
-      grep -vi "^\s*$" | tail -n "${TRAIN_LINES:-8}"
+      grep -vi "^\s*$" | tail -n "${TRAIN_LINES:-13}"
   done
 done
