@@ -71,7 +71,7 @@ void time_layer_norm(std::int64_t rows, std::int64_t columns, bool gelu, bool dr
   }
   p.dweight = dweight.data();
   p.dbias = dbias.data();
-  Tensor dx_column_sums = Tensor::zeros({columns}, DType::f32, gpu);
+  const Tensor dx_column_sums = dx_sums ? Tensor::zeros({columns}, DType::f32, gpu) : Tensor();
   if (dx_sums) p.dx_column_sums = dx_column_sums.data();
   const double row_bytes = 2.0 * rows * columns;
   const std::string shape = std::to_string(rows) + "x" + std::to_string(columns);
