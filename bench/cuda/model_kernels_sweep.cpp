@@ -1,13 +1,15 @@
 // Times the model's memory-bound kernels on a CUDA device at the shapes of one layer of
 // issue 5's training configuration (32768 rows, d_model 768, ffn 3072, 12 heads of 64, bf16):
 // LayerNorm forward/backward (d-wide, and of GELU over the feed-forward's rows), the
-// Linear backward (dx, dW and the bias gradient), and xPos forward/backward. Medians of
+// Linear backward (dx, dW and the bias gradient), xPos forward/backward, and the q/k/v
+// projection with xPos: cuBLASLt's GEMM then the rotary pass, against the fused kernel
+// (Hopper). Medians of
 // CUDA-event times after warm-up; GB/s from the bytes each call must move (reads +
 // writes of the activations; parameters and partial sums left out).
 // Usage: cuda_model_kernels_sweep [--rows N] [--repeat R]
-#include <CLI/CLI.hpp>
 #include <cuda_runtime.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +20,7 @@
 #include "bench/cuda/cuda_timing.hpp"
 #include "longnet/kernels/layer_norm.hpp"
 #include "longnet/kernels/linear.hpp"
+#include "longnet/kernels/projection_rotary.hpp"
 #include "longnet/kernels/rotary.hpp"
 #include "longnet/longnet.hpp"
 
@@ -149,13 +152,60 @@ void time_rotary(std::int64_t rows, std::int64_t heads, std::int64_t head_dim, i
   report("xpos backward (keys)", shape, median_ms(repeat, [&] { kernels::rotary_apply_cuda(p); }), bytes);
 }
 
+// The attention's q/k/v projection with xPos as the model runs it (cuBLASLt's GEMM with
+// its bias, then q and k rotated in place in one launch) and fused (projection_rotary.hpp,
+// Hopper only); TFLOP/s of the GEMM's 2 rows in out.
+void time_qkv_projection(std::int64_t rows, std::int64_t in, std::int64_t heads, std::int64_t head_dim, int repeat) {
+  const Device gpu = Device::cuda(0);
+  const std::int64_t out = 3 * heads * head_dim;
+  const Tensor x = Tensor::randn({rows, in}, 1, DType::bf16, gpu);
+  const Tensor w = Tensor::randn({out, in}, 2, DType::bf16, gpu);
+  const Tensor b = Tensor::randn({out}, 3, DType::bf16, gpu);
+  Tensor y = Tensor::empty({rows, out}, DType::bf16, gpu);
+  kernels::LinearParams linear;
+  linear.rows = rows, linear.in_features = in, linear.out_features = out, linear.dtype = DType::bf16;
+  linear.x = x.data(), linear.x_row_stride = in, linear.weight = w.data(), linear.bias = b.data();
+  linear.y = y.data(), linear.y_row_stride = out;
+  kernels::RotaryParams query;
+  query.batch = 1, query.seq_len = rows, query.heads = heads, query.head_dim = head_dim, query.dtype = DType::bf16;
+  query.kind = kernels::RotaryKind::xpos, query.center = static_cast<double>((rows + 1) / 2);
+  query.x = query.out = {y.data(), rows * out, out, head_dim};
+  kernels::RotaryParams key = query;
+  key.downscale = true;
+  key.x = key.out = {static_cast<char*>(y.data()) + heads * head_dim * 2, rows * out, out, head_dim};
+  const std::string shape = std::to_string(rows) + "x" + std::to_string(in) + "->" + std::to_string(out);
+  const double flops = 2.0 * rows * in * out;
+  const auto line = [&](const char* name, double ms) {
+    std::printf("%-28s %-18s %9.4f ms %8.0f TFLOP/s\n", name, shape.c_str(), ms, flops / (ms * 1e-3) / 1e12);
+  };
+  line("qkv projection (GEMM)", median_ms(repeat, [&] { kernels::linear_forward_cuda(linear); }));
+  line("qkv projection + xpos", median_ms(repeat, [&] {
+         kernels::linear_forward_cuda(linear);
+         kernels::rotary_apply_query_key_cuda(query, key);
+       }));
+  kernels::ProjectionRotaryParams fused;
+  fused.rows = rows, fused.in_features = in, fused.out_features = out, fused.dtype = DType::bf16;
+  fused.x = x.data(), fused.x_row_stride = in, fused.weight = w.data(), fused.bias = b.data();
+  fused.y = y.data(), fused.y_row_stride = out, fused.query_columns = fused.key_columns = heads * head_dim;
+  fused.query_map = query;
+  if (!kernels::projection_rotary_supported(fused)) {
+    std::printf("%-28s %-18s (not on this GPU or build)\n", "qkv projection, fused xpos", shape.c_str());
+    return;
+  }
+  line("qkv projection, fused xpos", median_ms(repeat, [&] { kernels::projection_rotary_cuda(fused); }));
+  fused.query_columns = fused.key_columns = 0;
+  line("qkv projection, fused none", median_ms(repeat, [&] { kernels::projection_rotary_cuda(fused); }));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::int64_t rows = 32768;
   int repeat = 20;
   const CLI::Range kPositive(std::int64_t{1}, std::int64_t{1} << 40, "POSITIVE");
-  CLI::App app{"The model's memory-bound kernels (LayerNorm, Linear backward, xPos) at issue 5's shapes"};
+  CLI::App app{
+      "The model's memory-bound kernels (LayerNorm, Linear backward, xPos, the fused q/k/v projection) at issue 5's "
+      "shapes"};
   app.add_option("--rows", rows, "rows (tokens a step)")->check(kPositive);
   app.add_option("--repeat", repeat, "CUDA-event timings a median is taken of")->check(kPositive);
   CLI11_PARSE(app, argc, argv);
@@ -168,6 +218,7 @@ int main(int argc, char** argv) {
     time_linear_backward(rows, 768, 3072, repeat);
     time_linear_backward(rows, 3072, 768, repeat);
     time_rotary(rows, 12, 64, repeat);
+    time_qkv_projection(rows, 768, 12, 64, repeat);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_model_kernels_sweep: %s\n", e.what());
     return 1;

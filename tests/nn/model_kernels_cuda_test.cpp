@@ -19,6 +19,7 @@
 #include "longnet/kernels/embedding.hpp"
 #include "longnet/kernels/layer_norm.hpp"
 #include "longnet/kernels/linear.hpp"
+#include "longnet/kernels/projection_rotary.hpp"
 #include "longnet/kernels/rotary.hpp"
 #include "longnet/nn/layer_norm.hpp"
 #include "support/dilated_oracle.hpp"
@@ -554,6 +555,93 @@ TEST_F(ModelKernelsCuda, RotaryQueryKeyPairHasTheBitsOfTwoLaunches) {
         }
       }
     }
+  }
+}
+
+// The fused q/k/v projection with its rotary map (Hopper; skipped elsewhere) against an
+// f64 oracle (the CPU GEMM, bias and rotary kernels on the same bf16 inputs), next to the
+// unfused CUDA path (the projection's GEMM, rounded to bf16, then the rotary pass): rows
+// that leave a partial 128-row tile, column counts that leave a partial 256-column tile,
+// fewer kv heads than heads, reduced dimensions of one and several 64-wide blocks (and a
+// partial one), with and without bias, xPos (centred, far from the centre) and RoPE. The
+// fused path rounds once, so it is held to one bf16 rounding of the oracle and to no
+// more than the unfused path's error; v's columns, which no map touches, to the same.
+TEST_F(ModelKernelsCuda, FusedProjectionRotaryMatchesTheGemmThenTheRotaryPass) {
+  struct Case {
+    std::int64_t batch, seq, in, heads, kv_heads;
+  };
+  const std::int64_t D = 64;
+  for (const Case& c : {Case{2, 200, 192, 5, 2}, Case{1, 256, 768, 12, 12}, Case{3, 37, 72, 4, 1}}) {
+    for (const bool bias : {true, false}) {
+      for (const kernels::RotaryKind kind : {kernels::RotaryKind::xpos, kernels::RotaryKind::rope}) {
+        for (const std::int64_t position_start : {std::int64_t{0}, std::int64_t{70001}}) {
+          SCOPED_TRACE(str("batch ", c.batch, " seq ", c.seq, " in ", c.in, " heads ", c.heads, "/", c.kv_heads,
+                           bias ? " bias" : "", kind == kernels::RotaryKind::xpos ? " xpos" : " rope", " start ",
+                           position_start));
+          const std::int64_t rows = c.batch * c.seq, out = (c.heads + 2 * c.kv_heads) * D;
+          const Tensor x = random({rows, c.in}, 11, DType::bf16), w = random({out, c.in}, 12, DType::bf16);
+          const Tensor b = random({out}, 13, DType::bf16);
+          kernels::RotaryParams map;
+          map.batch = c.batch, map.seq_len = c.seq, map.head_dim = D, map.kind = kind, map.scale_base = 32.0;
+          map.position_start = position_start, map.center = static_cast<double>(position_start) + 20.0;
+
+          // The maps on a (rows, out) tensor's q and k columns, in place.
+          const auto rotate = [&](const Tensor& y, DType dtype, bool on_gpu) {
+            kernels::RotaryParams query = map, key = map;
+            query.dtype = key.dtype = dtype, query.heads = c.heads, key.heads = c.kv_heads, key.downscale = true;
+            char* data = static_cast<char*>(y.data());
+            query.x = query.out = {data, c.seq * out, out, D};
+            key.x = key.out = {data + c.heads * D * dtype_size(dtype), c.seq * out, out, D};
+            on_gpu ? kernels::rotary_apply_query_key_cuda(query, key) : kernels::rotary_apply_query_key_cpu(query, key);
+          };
+          const auto linear = [&](const Tensor& xs, const Tensor& ws, const Tensor& bs, const Tensor& y, DType dtype) {
+            kernels::LinearParams p;
+            p.rows = rows, p.in_features = c.in, p.out_features = out, p.dtype = dtype;
+            p.x = xs.data(), p.x_row_stride = c.in, p.weight = ws.data(), p.bias = bias ? bs.data() : nullptr;
+            p.y = y.data(), p.y_row_stride = out;
+            dtype == DType::f64 ? kernels::linear_forward_cpu(p) : kernels::linear_forward_cuda(p);
+          };
+          const Tensor oracle = Tensor::zeros({rows, out}, DType::f64);
+          linear(x, w, b, oracle, DType::f64);
+          rotate(oracle, DType::f64, false);
+
+          const Tensor xg = x.to(gpu, DType::bf16), wg = w.to(gpu, DType::bf16), bg = b.to(gpu, DType::bf16);
+          const Tensor unfused = Tensor::zeros({rows, out}, DType::bf16, gpu);
+          linear(xg, wg, bg, unfused, DType::bf16);
+          rotate(unfused, DType::bf16, true);
+
+          const Tensor fused = Tensor::zeros({rows, out}, DType::bf16, gpu);
+          kernels::ProjectionRotaryParams p;
+          p.rows = rows, p.in_features = c.in, p.out_features = out, p.dtype = DType::bf16;
+          p.x = xg.data(), p.x_row_stride = c.in, p.weight = wg.data(), p.bias = bias ? bg.data() : nullptr;
+          p.y = fused.data(), p.y_row_stride = out, p.query_columns = c.heads * D, p.key_columns = c.kv_heads * D;
+          p.query_map = map;
+          if (!kernels::projection_rotary_supported(p)) GTEST_SKIP() << "no Hopper GPU or no sm_90a kernels";
+          kernels::projection_rotary_cuda(p);
+
+          const double fused_error = relative_l2_error(fused.to(Device::cpu(), DType::f64), oracle);
+          const double unfused_error = relative_l2_error(unfused.to(Device::cpu(), DType::f64), oracle);
+          EXPECT_LE(fused_error, 4e-3);
+          EXPECT_LE(fused_error, unfused_error * 1.05 + 1e-6) << "unfused " << unfused_error;
+          const std::int64_t v0 = (c.heads + c.kv_heads) * D;
+          const Tensor fused_v = fused.to(Device::cpu(), DType::f64).slice(1, v0, out).contiguous();
+          EXPECT_LE(relative_l2_error(fused_v, oracle.slice(1, v0, out).contiguous()), 4e-3);
+        }
+      }
+    }
+  }
+}
+
+// Bad parameters get an error naming the rule, before anything runs.
+TEST_F(ModelKernelsCuda, FusedProjectionRotaryNamesTheRuleItBreaks) {
+  kernels::ProjectionRotaryParams p;
+  p.rows = 128, p.in_features = 64, p.out_features = 100, p.x_row_stride = 64, p.y_row_stride = 100;
+  EXPECT_FALSE(kernels::projection_rotary_supported(p));
+  try {
+    kernels::projection_rotary_cuda(p);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("projection_rotary_cuda"), std::string::npos) << e.what();
   }
 }
 
