@@ -7,6 +7,7 @@
 
 #include "longnet/core/gradient_stream.hpp"
 #include "longnet/kernels/linear.hpp"
+#include "longnet/kernels/projection_rotary.hpp"
 #include "longnet/nn/functional.hpp"
 
 namespace longnet::nn {
@@ -118,6 +119,35 @@ Tensor Linear::forward(const Tensor& x, const Tensor* residual, OnesColumn ones)
   }
   x_ones_ = ones;
   return run_forward(x_, x_row_stride_, residual);
+}
+
+Tensor Linear::forward_rotated(const Tensor& x, std::int64_t query_columns, std::int64_t key_columns,
+                               const kernels::RotaryParams& query_map) {
+  check_input(x, *weight_, in_features());
+  const Tensor& w = weight_->compute_value();
+  if (!w.device().is_cuda()) return {};
+  const Tensor input = x.contiguous();
+  Tensor y = Tensor::empty(with_last(input.shape(), out_features()), w.dtype(), w.device());
+  kernels::ProjectionRotaryParams p;
+  p.rows = input.numel() / in_features();
+  p.in_features = in_features();
+  p.out_features = out_features();
+  p.dtype = w.dtype();
+  p.x = input.data();
+  p.x_row_stride = in_features();
+  p.weight = w.data();
+  p.bias = bias_ ? bias_->compute_value().data() : nullptr;
+  p.y = y.data();
+  p.y_row_stride = out_features();
+  p.query_columns = query_columns;
+  p.key_columns = key_columns;
+  p.query_map = query_map;
+  if (!kernels::projection_rotary_supported(p)) return {};
+  kernels::projection_rotary_cuda(p);
+  x_ = input;
+  x_row_stride_ = in_features();
+  x_ones_ = OnesColumn::absent;
+  return y;
 }
 
 void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate, BiasGradient bias) {

@@ -110,7 +110,8 @@ MultiheadDilatedAttention::MultiheadDilatedAttention(const std::string& name,
   }
 }
 
-MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Tensor& x, const Tensor* memory_in) {
+MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Tensor& x, const Tensor* memory_in,
+                                                                        bool rotate) {
   const Tensor& memory = memory_in ? *memory_in : x;
   const Tensor& w = out_proj_.weight()->compute_value();
   require_floating(x, "attention input", w.dtype(), w.device());
@@ -130,6 +131,20 @@ MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Te
     if (weight && (bias || !config_.bias)) packed_qkv_ = std::make_unique<Linear>(weight, bias);
   }
   if (Linear* fused = fused_projection()) {
+    const PositionalConfig& pos = config_.positional;
+    if (rotate && !memory_in && pos.kind != PositionalEncoding::none && x.device().is_cuda()) {
+      // The map encode_query_key_positions would apply to the whole sequence (checked as it checks it).
+      pos.validate(D);
+      const double center = xpos_center(N);
+      if (N > 0) check_xpos_range(pos, std::max(center, static_cast<double>(N - 1) - center), x.dtype());
+      kernels::RotaryParams map = positional_map(pos, 0, center, /*is_key=*/false);
+      map.batch = B, map.seq_len = N, map.heads = H, map.head_dim = D, map.dtype = x.dtype();
+      const Tensor qkv = fused->forward_rotated(x, H * D, Hk * D, map);
+      if (qkv.defined()) {
+        const Tensor heads = qkv.view({B, N, H + 2 * Hk, D});
+        return {heads.slice(2, 0, H), heads.slice(2, H, H + Hk), heads.slice(2, H + Hk, H + 2 * Hk), true};
+      }
+    }
     const Tensor qkv = fused->forward(x).view({B, N, H + 2 * Hk, D});
     return {qkv.slice(2, 0, H), qkv.slice(2, H, H + Hk), qkv.slice(2, H + Hk, H + 2 * Hk)};
   }
@@ -172,8 +187,14 @@ std::pair<Tensor, Tensor> MultiheadDilatedAttention::encode_query_key_positions(
 Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected, std::int64_t seq_len,
                                                      const SequenceSharding* sequence, const Tensor* residual) {
   sharded_ = sequence != nullptr;
+  require(!projected.rotated || !sharded_,
+          "MultiheadDilatedAttention: q and k rotated for a whole sequence cannot be sharded");
   auto encode = [&] {
-    std::tie(q_, k_) = encode_query_key_positions(projected.q, projected.k);
+    if (projected.rotated) {
+      q_ = projected.q, k_ = projected.k;
+    } else {
+      std::tie(q_, k_) = encode_query_key_positions(projected.q, projected.k);
+    }
     v_ = projected.v;
   };
   if (!sharded_) {
@@ -208,7 +229,8 @@ Tensor MultiheadDilatedAttention::attend_and_project(const Projected& projected,
 Tensor MultiheadDilatedAttention::forward(const Tensor& x, const ForwardContext& context, const Tensor* residual) {
   cross_ = false;
   deterministic_ = context.deterministic;
-  return attend_and_project(project(x, nullptr), x.size(1), context.sequence, residual);
+  return attend_and_project(project(x, nullptr, /*rotate=*/context.sequence == nullptr), x.size(1), context.sequence,
+                            residual);
 }
 
 Tensor MultiheadDilatedAttention::forward(const Tensor& x, const Tensor& memory, const ForwardContext& context) {

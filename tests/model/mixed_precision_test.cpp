@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -26,6 +27,7 @@
 #include "longnet/core/gradient_stream.hpp"
 #include "longnet/io/safetensors.hpp"
 #include "longnet/kernels/adamw.hpp"
+#include "longnet/kernels/projection_rotary.hpp"
 #include "longnet/model/checkpoint.hpp"
 #include "longnet/model/flops.hpp"
 #include "longnet/model/generation.hpp"
@@ -244,6 +246,56 @@ TEST_F(MixedPrecisionCuda, Bf16StepMatchesTheF32Step) {
       for (std::size_t j = 0; j < a.size(); ++j) ASSERT_LE(std::abs(a[j] - b[j]), 2.05 * lr) << pf[i]->name;
       // The fused update rewrote the bf16 copy from the new master weights.
       EXPECT_EQ(pb[i]->compute.to_vector<double>(), pb[i]->value.to(DType::bf16).to_vector<double>()) << pf[i]->name;
+    }
+  }
+}
+
+// The q/k/v projection with the positional encoding in its GEMM's epilogue (Hopper, heads
+// of 64: kernels/projection_rotary.hpp) against the same bf16 model with that kernel
+// switched off (LONGNET_DISABLE_FUSED_PROJECTION: the GEMM, then the rotary pass): the loss
+// and every parameter gradient, for xPos and RoPE. The fused path rounds q and k to bf16
+// once instead of twice, so the two agree to about a bf16 rounding, not bitwise.
+TEST_F(MixedPrecisionCuda, FusedRotaryProjectionFollowsTheUnfusedPath) {
+  const Device gpu = Device::cuda(0);
+  {  // Skipped where the fused kernel does not run (not a Hopper GPU, or no sm_90a build).
+    const Tensor x = Tensor::zeros({128, 64}, DType::bf16, gpu), w = Tensor::zeros({192, 64}, DType::bf16, gpu);
+    const Tensor y = Tensor::zeros({128, 192}, DType::bf16, gpu);
+    kernels::ProjectionRotaryParams probe;
+    probe.rows = 128, probe.in_features = 64, probe.out_features = 192, probe.x = x.data(), probe.x_row_stride = 64;
+    probe.weight = w.data(), probe.y = y.data(), probe.y_row_stride = 192;
+    if (!kernels::projection_rotary_supported(probe)) GTEST_SKIP() << "the fused projection does not run here";
+  }
+  for (const nn::PositionalEncoding kind : {nn::PositionalEncoding::xpos, nn::PositionalEncoding::rope}) {
+    SCOPED_TRACE(kind == nn::PositionalEncoding::xpos ? "xpos" : "rope");
+    LongNetLMConfig c = gpu_config(DType::bf16, 0.0);
+    c.d_model = 128, c.heads = 2, c.kv_heads = 1, c.ffn_dim = 256;  // heads of 64
+    c.segment_lengths = {32, 64, 160}, c.dilation_rates = {1, 2, 4};
+    c.positional = kind;
+    LongNetLM model(c, gpu, 5);
+    const auto params = model.parameters();
+    const Batch batch{random_tokens(2, 160, 40, 1), random_tokens(2, 160, 40, 2), Tensor()};
+    const nn::ForwardContext context{.training = true, .seed = 1, .step = 2};
+    const auto run = [&](bool fused) {
+      if (fused) {
+        unsetenv("LONGNET_DISABLE_FUSED_PROJECTION");
+      } else {
+        setenv("LONGNET_DISABLE_FUSED_PROJECTION", "1", 1);
+      }
+      model.zero_grad();
+      const double loss = model.forward_loss(batch, context).loss;
+      model.backward();
+      std::vector<Tensor> grads;
+      for (const auto& p : params) grads.push_back(p->grad.to(Device::cpu(), DType::f64));
+      unsetenv("LONGNET_DISABLE_FUSED_PROJECTION");
+      return std::pair{loss, grads};
+    };
+    const auto [unfused_loss, unfused_grads] = run(false);
+    const auto [fused_loss, fused_grads] = run(true);
+    EXPECT_NEAR(fused_loss, unfused_loss, 2e-3 * unfused_loss);
+    EXPECT_LE(relative_error(fused_grads, unfused_grads), 0.02);
+    const double floor = 0.1 * rms(unfused_grads);
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      EXPECT_LE(relative_error({fused_grads[i]}, {unfused_grads[i]}, floor), 0.05) << params[i]->name;
     }
   }
 }

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "longnet/kernels/rotary.hpp"
 #include "longnet/nn/parameter.hpp"
 
 namespace longnet::nn {
@@ -39,6 +40,12 @@ class Linear final : public Module {
   // tensor: several projections of one input (k and v of attention) sum their gradients
   // inside the GEMM, with no separate pass.
   void backward_accumulate(const Tensor& dy, Tensor& dx);
+  // forward for a q/k/v projection whose output's first query_columns columns take the
+  // query map and the next key_columns the key map (query_map with downscale), rotated in
+  // the GEMM's epilogue (kernels/projection_rotary.hpp: Hopper, bf16, heads of 64), when
+  // that kernel takes it; an undefined tensor, nothing done or saved, otherwise.
+  Tensor forward_rotated(const Tensor& x, std::int64_t query_columns, std::int64_t key_columns,
+                         const kernels::RotaryParams& query_map);
   // Without saving anything (generation).
   Tensor infer(const Tensor& x, const Tensor* residual = nullptr) const;
 

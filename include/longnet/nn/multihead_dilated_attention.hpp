@@ -104,11 +104,14 @@ class MultiheadDilatedAttention final : public Module {
 
  private:
   struct Projected {
-    Tensor q, k, v;  // (B, N, heads, D) views
+    Tensor q, k, v;        // (B, N, heads, D) views
+    bool rotated = false;  // q and k carry the positional encoding (the fused projection's epilogue)
   };
   // q from x, k and v from memory (null: self-attention, which may run them as one GEMM);
-  // saves the projections' inputs.
-  Projected project(const Tensor& x, const Tensor* memory);
+  // saves the projections' inputs. With `rotate` (self-attention over one whole sequence
+  // per batch row) the fused q/k/v GEMM may apply the positional encoding as it writes q
+  // and k (Linear::forward_rotated), which `rotated` then says.
+  Projected project(const Tensor& x, const Tensor* memory, bool rotate = false);
   Projected project_for_generation(const Tensor& x, AttentionCache& cache) const;
   Tensor output_projection(const Tensor& attention_out) const;
   Tensor attend_and_project(const Projected& projected, std::int64_t seq_len, const SequenceSharding* sequence,

@@ -13,6 +13,7 @@
 #include "longnet/kernels/gradient_norm.hpp"
 #include "longnet/kernels/layer_norm.hpp"
 #include "longnet/kernels/linear.hpp"
+#include "longnet/kernels/projection_rotary.hpp"
 #include "longnet/kernels/rotary.hpp"
 
 namespace longnet::kernels {
@@ -41,6 +42,8 @@ void scale_cuda(void*, std::int64_t, DType, double) { no_cuda("scale"); }
 void rotary_apply_cuda(const RotaryParams&) { no_cuda("rotary_apply"); }
 void rotary_apply_query_key_cuda(const RotaryParams&, const RotaryParams&) { no_cuda("rotary_apply_query_key"); }
 void linear_forward_cuda(const LinearParams&) { no_cuda("linear_forward"); }
+bool projection_rotary_supported(const ProjectionRotaryParams&) { return false; }
+void projection_rotary_cuda(const ProjectionRotaryParams&) { no_cuda("projection_rotary"); }
 void linear_backward_cuda(const LinearParams&) { no_cuda("linear_backward"); }
 void add_cuda(const AddParams&) { no_cuda("add"); }
 void dilated_decode_cuda(const DilatedDecodeParams&) { no_cuda("dilated_decode"); }
