@@ -1,7 +1,10 @@
 // nn::MultiheadDilatedAttention (multihead_dilated_attention.hpp).
 #include "longnet/nn/multihead_dilated_attention.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string_view>
 #include <tuple>
 
 #include "longnet/core/gradient_stream.hpp"
@@ -132,7 +135,9 @@ MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Te
   }
   if (Linear* fused = fused_projection()) {
     const PositionalConfig& pos = config_.positional;
-    if (rotate && !memory_in && pos.kind != PositionalEncoding::none && x.device().is_cuda()) {
+    const char* opt_in = std::getenv("LONGNET_FUSED_PROJECTION");
+    if (rotate && !memory_in && pos.kind != PositionalEncoding::none && x.device().is_cuda() && opt_in != nullptr &&
+        std::string_view(opt_in) == "1") {
       // The map encode_query_key_positions would apply to the whole sequence (checked as it checks it).
       pos.validate(D);
       const double center = xpos_center(N);

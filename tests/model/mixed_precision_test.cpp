@@ -251,8 +251,8 @@ TEST_F(MixedPrecisionCuda, Bf16StepMatchesTheF32Step) {
 }
 
 // The q/k/v projection with the positional encoding in its GEMM's epilogue (Hopper, heads
-// of 64: kernels/projection_rotary.hpp) against the same bf16 model with that kernel
-// switched off (LONGNET_DISABLE_FUSED_PROJECTION: the GEMM, then the rotary pass): the loss
+// of 64: kernels/projection_rotary.hpp; LONGNET_FUSED_PROJECTION=1) against the same bf16 model with that kernel
+// not asked for (LONGNET_FUSED_PROJECTION unset: the GEMM, then the rotary pass): the loss
 // and every parameter gradient, for xPos and RoPE. The fused path rounds q and k to bf16
 // once instead of twice, so the two agree to about a bf16 rounding, not bitwise.
 TEST_F(MixedPrecisionCuda, FusedRotaryProjectionFollowsTheUnfusedPath) {
@@ -277,16 +277,16 @@ TEST_F(MixedPrecisionCuda, FusedRotaryProjectionFollowsTheUnfusedPath) {
     const nn::ForwardContext context{.training = true, .seed = 1, .step = 2};
     const auto run = [&](bool fused) {
       if (fused) {
-        unsetenv("LONGNET_DISABLE_FUSED_PROJECTION");
+        setenv("LONGNET_FUSED_PROJECTION", "1", 1);
       } else {
-        setenv("LONGNET_DISABLE_FUSED_PROJECTION", "1", 1);
+        unsetenv("LONGNET_FUSED_PROJECTION");
       }
       model.zero_grad();
       const double loss = model.forward_loss(batch, context).loss;
       model.backward();
       std::vector<Tensor> grads;
       for (const auto& p : params) grads.push_back(p->grad.to(Device::cpu(), DType::f64));
-      unsetenv("LONGNET_DISABLE_FUSED_PROJECTION");
+      unsetenv("LONGNET_FUSED_PROJECTION");
       return std::pair{loss, grads};
     };
     const auto [unfused_loss, unfused_grads] = run(false);

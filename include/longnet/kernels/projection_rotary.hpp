@@ -42,7 +42,7 @@ struct ProjectionRotaryParams {
 
 // Whether projection_rotary_cuda takes p: bf16, a Hopper GPU with the sm_90a kernels
 // built, 16-byte aligned rows (x, W, y), head_dim even and dividing both column counts,
-// out_features a multiple of 8, and LONGNET_DISABLE_FUSED_PROJECTION unset.
+// out_features a multiple of 8.
 bool projection_rotary_supported(const ProjectionRotaryParams& p);
 
 // Runs the fused projection on the current stream; p must be supported (throws

@@ -109,8 +109,9 @@ class MultiheadDilatedAttention final : public Module {
   };
   // q from x, k and v from memory (null: self-attention, which may run them as one GEMM);
   // saves the projections' inputs. With `rotate` (self-attention over one whole sequence
-  // per batch row) the fused q/k/v GEMM may apply the positional encoding as it writes q
-  // and k (Linear::forward_rotated), which `rotated` then says.
+  // per batch row) and LONGNET_FUSED_PROJECTION=1 in the environment (opt-in until it has
+  // been measured in the training step), the fused q/k/v GEMM may apply the positional
+  // encoding as it writes q and k (Linear::forward_rotated), which `rotated` then says.
   Projected project(const Tensor& x, const Tensor* memory, bool rotate = false);
   Projected project_for_generation(const Tensor& x, AttentionCache& cache) const;
   Tensor output_projection(const Tensor& attention_out) const;

@@ -15,8 +15,6 @@ namespace {
 const char* unsupported(const ProjectionRotaryParams& p) {
   const RotaryParams& m = p.query_map;
   if (!cuda::use_sm90_kernels()) return "needs a Hopper GPU (compute capability 9.0) and the sm_90a kernels built";
-  if (std::getenv("LONGNET_DISABLE_FUSED_PROJECTION") != nullptr)
-    return "is disabled by LONGNET_DISABLE_FUSED_PROJECTION";
   if (p.dtype != DType::bf16) return "takes bf16 tensors";
   if (p.rows < 0 || p.in_features <= 0 || p.out_features <= 0) return "needs rows >= 0 and positive feature counts";
   if (p.out_features % 8 != 0) return "needs out_features a multiple of 8";
