@@ -11,14 +11,18 @@
 //     the consumers write the last one;
 //   - two consumer warpgroups of 64 rows each, two m64n128k16 products a 16-wide step, one
 //     product group in flight while the stage before it is released;
-//   - the epilogue: the bias, then the rotary pairs of the query and key columns in fp32
-//     (each thread's accumulator holds adjacent column pairs, (2j, 2j + 1): a pair is one
-//     thread's), rounded once to bf16 into a padded shared tile, then 16-byte stores by
-//     rows.
+//   - the epilogue: the bias (its pair loaded at the tile's start, so the main loop hides
+//     the load), then the rotary pairs of the query and key columns in fp32 (each
+//     thread's accumulator holds adjacent column pairs, (2j, 2j + 1): a pair is one
+//     thread's), rounded once to bf16 into 128-byte-swizzled boxes that tensor-map stores
+//     write out while the next tile multiplies (rows and columns past the tensor clipped).
 // Factors: a thread's pairs within a head are j = 4 q + (lane mod 4), q = 0..7, the same in
-// every head and tile, so their constants (theta_j, log2 zeta_j) are computed once; each
-// row's factors (query and key maps from one angle, rotary_factors::fast_from_constants)
-// once a row and tile, shared by the tile's heads.
+// every head and tile. A warpgroup's 64 rows inside one sequence take their first row's
+// factors (rotary_factors::fast_from_constants: query and key maps from one angle) times
+// stepped ones, zeta_j^(+-k / scale_base) e^(i k theta_j) for row offsets k = 8 a + b
+// (tables made on the host in double: device-side double pow and sincos made ptxas run
+// for minutes at 20 GB); rows across a sequence's end take each row's own angle.
+// Measured against cuBLASLt plus the rotary pass: docs/benchmarks.md, twenty-ninth session.
 #include <cudaTypedefs.h>
 
 #include <algorithm>
