@@ -461,10 +461,12 @@ void launch(const CUtensorMap& x_map, const CUtensorMap& w_map, const CUtensorMa
 bool projection_rotary_head_dim_supported_sm90(std::int64_t head_dim) { return head_dim == kHeadDim; }
 
 void launch_projection_rotary_sm90(const ProjectionRotaryParams& p, cudaStream_t stream) {
-  // LONGNET_PROJECTION_CLUSTER=1: one CTA a cluster (no multicast), for measurement.
+  // One CTA a cluster: pairs multicasting W measured no faster (0.2395-0.2400 against
+  // 0.2343-0.2354 ms with xPos on an H200; docs/benchmarks.md, twenty-ninth session), the
+  // kernel is not L2-bound. LONGNET_PROJECTION_CLUSTER=2 runs the pairs, for measurement.
   static const int cluster = [] {
     const char* value = std::getenv("LONGNET_PROJECTION_CLUSTER");
-    return value != nullptr && std::string_view(value) == "1" ? 1 : 2;
+    return value != nullptr && std::string_view(value) == "2" ? 2 : 1;
   }();
   KernelParams k{};
   k.rows = p.rows, k.out_features = p.out_features;
