@@ -127,7 +127,6 @@ Tensor Linear::forward_rotated(const Tensor& x, std::int64_t query_columns, std:
   const Tensor& w = weight_->compute_value();
   if (!w.device().is_cuda()) return {};
   const Tensor input = x.contiguous();
-  Tensor y = Tensor::empty(with_last(input.shape(), out_features()), w.dtype(), w.device());
   kernels::ProjectionRotaryParams p;
   p.rows = input.numel() / in_features();
   p.in_features = in_features();
@@ -137,12 +136,15 @@ Tensor Linear::forward_rotated(const Tensor& x, std::int64_t query_columns, std:
   p.x_row_stride = in_features();
   p.weight = w.data();
   p.bias = bias_ ? bias_->compute_value().data() : nullptr;
-  p.y = y.data();
   p.y_row_stride = out_features();
   p.query_columns = query_columns;
   p.key_columns = key_columns;
   p.query_map = query_map;
+  // Asked before y exists (the pool's allocations are 16-byte aligned; the kernel's entry
+  // checks y again), so a projection it does not take allocates nothing.
   if (!kernels::projection_rotary_supported(p)) return {};
+  Tensor y = Tensor::empty(with_last(input.shape(), out_features()), w.dtype(), w.device());
+  p.y = y.data();
   kernels::projection_rotary_cuda(p);
   x_ = input;
   x_row_stride_ = in_features();

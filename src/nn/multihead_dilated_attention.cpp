@@ -1,7 +1,6 @@
 // nn::MultiheadDilatedAttention (multihead_dilated_attention.hpp).
 #include "longnet/nn/multihead_dilated_attention.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string_view>
@@ -136,22 +135,18 @@ MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Te
   if (Linear* fused = fused_projection()) {
     const PositionalConfig& pos = config_.positional;
     const char* opt_in = std::getenv("LONGNET_FUSED_PROJECTION");
+    Tensor qkv;
     if (rotate && !memory_in && pos.kind != PositionalEncoding::none && x.device().is_cuda() && opt_in != nullptr &&
         std::string_view(opt_in) == "1") {
-      // The map encode_query_key_positions would apply to the whole sequence (checked as it checks it).
-      pos.validate(D);
-      const double center = xpos_center(N);
-      if (N > 0) check_xpos_range(pos, std::max(center, static_cast<double>(N - 1) - center), x.dtype());
-      kernels::RotaryParams map = positional_map(pos, 0, center, /*is_key=*/false);
-      map.batch = B, map.seq_len = N, map.heads = H, map.head_dim = D, map.dtype = x.dtype();
-      const Tensor qkv = fused->forward_rotated(x, H * D, Hk * D, map);
-      if (qkv.defined()) {
-        const Tensor heads = qkv.view({B, N, H + 2 * Hk, D});
-        return {heads.slice(2, 0, H), heads.slice(2, H, H + Hk), heads.slice(2, H + Hk, H + 2 * Hk), true};
-      }
+      // The query map encode_query_key_positions would apply to the whole sequence.
+      const kernels::RotaryParams map =
+          checked_positional_map(pos, B, N, H, D, x.dtype(), 0, xpos_center(N), /*is_key=*/false);
+      qkv = fused->forward_rotated(x, H * D, Hk * D, map);
     }
-    const Tensor qkv = fused->forward(x).view({B, N, H + 2 * Hk, D});
-    return {qkv.slice(2, 0, H), qkv.slice(2, H, H + Hk), qkv.slice(2, H + Hk, H + 2 * Hk)};
+    const bool rotated = qkv.defined();
+    if (!rotated) qkv = fused->forward(x);
+    const Tensor heads = qkv.view({B, N, H + 2 * Hk, D});
+    return {heads.slice(2, 0, H), heads.slice(2, H, H + Hk), heads.slice(2, H + Hk, H + 2 * Hk), rotated};
   }
   return {q_proj_->forward(x).view({B, N, H, D}), k_proj_->forward(memory).view({B, N, Hk, D}),
           v_proj_->forward(memory).view({B, N, Hk, D})};

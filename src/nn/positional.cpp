@@ -76,6 +76,22 @@ kernels::RotaryParams positional_map(const PositionalConfig& config, std::int64_
   return p;
 }
 
+kernels::RotaryParams checked_positional_map(const PositionalConfig& config, std::int64_t batch, std::int64_t seq_len,
+                                             std::int64_t heads, std::int64_t head_dim, DType dtype,
+                                             std::int64_t position_start, double center, bool is_key) {
+  config.validate(head_dim);
+  const double first = static_cast<double>(position_start) - center;
+  const double last = static_cast<double>(position_start + seq_len - 1) - center;
+  if (seq_len > 0) check_xpos_range(config, std::max(std::fabs(first), std::fabs(last)), dtype);
+  kernels::RotaryParams p = positional_map(config, position_start, center, is_key);
+  p.batch = batch;
+  p.seq_len = seq_len;
+  p.heads = heads;
+  p.head_dim = head_dim;
+  p.dtype = dtype;
+  return p;
+}
+
 namespace {
 
 // The kernels' parameters for x -> out (checked), or none when there is nothing to rotate
@@ -93,16 +109,8 @@ std::optional<kernels::RotaryParams> rotary_params(const PositionalConfig& confi
     out.copy_from(in);
     return std::nullopt;
   }
-  config.validate(in.size(3));
-  const double first = static_cast<double>(position_start) - center;
-  const double last = static_cast<double>(position_start + in.size(1) - 1) - center;
-  if (in.size(1) > 0) check_xpos_range(config, std::max(std::fabs(first), std::fabs(last)), in.dtype());
-  kernels::RotaryParams p = positional_map(config, position_start, center, is_key);
-  p.batch = in.size(0);
-  p.seq_len = in.size(1);
-  p.heads = in.size(2);
-  p.head_dim = in.size(3);
-  p.dtype = in.dtype();
+  kernels::RotaryParams p = checked_positional_map(config, in.size(0), in.size(1), in.size(2), in.size(3), in.dtype(),
+                                                   position_start, center, is_key);
   p.transpose = transpose;
   p.x = {in.data(), in.stride(0), in.stride(1), in.stride(2)};
   p.out = {out.data(), out.stride(0), out.stride(1), out.stride(2)};

@@ -60,5 +60,11 @@ std::pair<Tensor, Tensor> apply_positional_query_key(const PositionalConfig& con
 // none.
 kernels::RotaryParams positional_map(const PositionalConfig& config, std::int64_t position_start, double center,
                                      bool is_key);
+// positional_map for `batch` x `seq_len` rows of `heads` heads of head_dim in `dtype` (the
+// shape fields set; x and out left for the caller), after the checks apply_positional makes:
+// the config against head_dim, xPos's range over those positions. kind must not be none.
+kernels::RotaryParams checked_positional_map(const PositionalConfig& config, std::int64_t batch, std::int64_t seq_len,
+                                             std::int64_t heads, std::int64_t head_dim, DType dtype,
+                                             std::int64_t position_start, double center, bool is_key);
 
 }  // namespace longnet::nn

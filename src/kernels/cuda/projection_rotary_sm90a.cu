@@ -162,15 +162,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   const unsigned rank = kCluster > 1 ? cluster_rank() : 0;
   const int cluster = static_cast<int>(blockIdx.x) / kCluster, clusters = static_cast<int>(gridDim.x) / kCluster;
   if (p.rotate && threadIdx.x < kHeadDim / 2) {
-    // The bits of rotary_factors::fast<4> over the bf16 rotary kernel's packs of four pairs.
-    const int j = static_cast<int>(threadIdx.x), first = j - j % 4;
-    const double D = static_cast<double>(p.map.head_dim), log2_base = log2(p.map.base);
-    const double step = exp2(-2.0 / D * log2_base);
-    double theta = exp2(-2.0 * static_cast<double>(first) / D * log2_base);
-    for (int i = first; i < j; ++i) theta *= step;
+    // As the bf16 rotary kernel's packs of four pairs take them (rotary.cu: fast<4>).
+    const int j = static_cast<int>(threadIdx.x);
+    const rotary_factors::PairThetas thetas = rotary_factors::pair_thetas(p.map, j - j % 4);
+    double theta = thetas.first;
+    for (int i = j - j % 4; i < j; ++i) theta *= thetas.step;
     sm.theta[j] = theta;
-    const float d = static_cast<float>(p.map.head_dim);
-    sm.log2_zeta[j] = log2f((2.0f * static_cast<float>(j) + 0.4f * d) / (1.4f * d));
+    sm.log2_zeta[j] = rotary_factors::pair_log2_zeta(j, p.map.head_dim);
   }
   if (p.rotate) {
     for (int e = static_cast<int>(threadIdx.x); e < 2 * 8 * (kHeadDim / 2); e += kThreads) {

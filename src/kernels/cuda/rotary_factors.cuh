@@ -66,21 +66,34 @@ __device__ inline void fast_from_constants(const RotaryParams& p, double theta, 
   }
 }
 
-// Q consecutive pairs j0, j0 + 1, ... of 16-bit rows, their constants computed here:
-// theta_j in double (theta_{j+1} = theta_j * base^(-2 / D)), log2(zeta_j) in f32; with
-// key_cs, key_sn also the key map's (fast_from_constants).
-template <int Q>
-__device__ inline void fast(const RotaryParams& p, std::int64_t j0, std::int64_t n, float* cs, float* sn,
-                            float* key_cs = nullptr, float* key_sn = nullptr) {
+// The pairs' constants of the 16-bit path: theta_j0 in double and the step base^(-2 / D)
+// that takes theta_j to theta_{j+1} over a pack's consecutive pairs, and log2(zeta_j) in
+// f32. fast<Q> and the fused projection's kernel take them from here, for the same bits.
+struct PairThetas {
+  double first, step;
+};
+__device__ inline PairThetas pair_thetas(const RotaryParams& p, std::int64_t j0) {
   const double D = static_cast<double>(p.head_dim);
   const double log2_base = log2(p.base);
   const double step = exp2(-2.0 / D * log2_base);
-  double theta = exp2(-2.0 * static_cast<double>(j0) / D * log2_base);
+  return {exp2(-2.0 * static_cast<double>(j0) / D * log2_base), step};
+}
+__device__ inline float pair_log2_zeta(std::int64_t j, std::int64_t head_dim) {
+  const float jf = static_cast<float>(j), d = static_cast<float>(head_dim);
+  return log2f((2.0f * jf + 0.4f * d) / (1.4f * d));
+}
+
+// Q consecutive pairs j0, j0 + 1, ... of 16-bit rows from those constants; with key_cs,
+// key_sn also the key map's (fast_from_constants).
+template <int Q>
+__device__ inline void fast(const RotaryParams& p, std::int64_t j0, std::int64_t n, float* cs, float* sn,
+                            float* key_cs = nullptr, float* key_sn = nullptr) {
+  const PairThetas thetas = pair_thetas(p, j0);
+  double theta = thetas.first;
 #pragma unroll
-  for (int q = 0; q < Q; ++q, theta *= step) {
-    const float j = static_cast<float>(j0 + q), d = static_cast<float>(p.head_dim);
-    fast_from_constants(p, theta, log2f((2.0f * j + 0.4f * d) / (1.4f * d)), n, cs[q], sn[q],
-                        key_cs ? key_cs + q : nullptr, key_sn ? key_sn + q : nullptr);
+  for (int q = 0; q < Q; ++q, theta *= thetas.step) {
+    fast_from_constants(p, theta, pair_log2_zeta(j0 + q, p.head_dim), n, cs[q], sn[q], key_cs ? key_cs + q : nullptr,
+                        key_sn ? key_sn + q : nullptr);
   }
 }
 
