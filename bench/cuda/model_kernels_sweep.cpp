@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bench/cuda/cuda_timing.hpp"
@@ -208,17 +209,25 @@ int main(int argc, char** argv) {
       "shapes"};
   app.add_option("--rows", rows, "rows (tokens a step)")->check(kPositive);
   app.add_option("--repeat", repeat, "CUDA-event timings a median is taken of")->check(kPositive);
+  std::string only = "all";
+  app.add_option("--only", only, "one group of rows: layer-norm, linear-backward, rotary or qkv (default: all)")
+      ->check(CLI::IsMember({"all", "layer-norm", "linear-backward", "rotary", "qkv"}));
   CLI11_PARSE(app, argc, argv);
+  const auto wanted = [&](std::string_view group) { return only == "all" || only == group; };
   try {
-    time_layer_norm(rows, 768, false, false, repeat);
-    time_layer_norm(rows, 768, false, true, repeat);
-    time_layer_norm(rows, 768, false, true, repeat, /*dx_sums=*/true);
-    time_layer_norm(rows, 3072, true, false, repeat);
-    time_linear_backward(rows, 768, 768, repeat);
-    time_linear_backward(rows, 768, 3072, repeat);
-    time_linear_backward(rows, 3072, 768, repeat);
-    time_rotary(rows, 12, 64, repeat);
-    time_qkv_projection(rows, 768, 12, 64, repeat);
+    if (wanted("layer-norm")) {
+      time_layer_norm(rows, 768, false, false, repeat);
+      time_layer_norm(rows, 768, false, true, repeat);
+      time_layer_norm(rows, 768, false, true, repeat, /*dx_sums=*/true);
+      time_layer_norm(rows, 3072, true, false, repeat);
+    }
+    if (wanted("linear-backward")) {
+      time_linear_backward(rows, 768, 768, repeat);
+      time_linear_backward(rows, 768, 3072, repeat);
+      time_linear_backward(rows, 3072, 768, repeat);
+    }
+    if (wanted("rotary")) time_rotary(rows, 12, 64, repeat);
+    if (wanted("qkv")) time_qkv_projection(rows, 768, 12, 64, repeat);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_model_kernels_sweep: %s\n", e.what());
     return 1;

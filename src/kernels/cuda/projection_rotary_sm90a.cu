@@ -80,6 +80,7 @@ struct KernelParams {
   bool rotate;
   int seq_len;
   const float4* steps;  // SharedStorage::step's values (step_table)
+  int stagger;          // k-blocks the second consumer starts behind the first (0..min(kStages, k_blocks))
   RotaryParams map;
 };
 
@@ -226,6 +227,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int tile = cluster; tile < p.tiles; tile += clusters) {
       const int m0 = ((tile / p.tiles_n) * kCluster + static_cast<int>(rank)) * kBlockM;
       const int n0 = (tile % p.tiles_n) * kBlockN;
+      const bool first_tile = tile == cluster;
+      // Staggered consumers: the second starts its first tile `stagger` k-blocks behind the
+      // first, so one's epilogue can run while the other multiplies (at most kStages: the
+      // first needs the second's releases for more).
+      if (first_tile && consumer == 1 && p.stagger > 0) named_barrier_sync(3, 256);
       // The tile's bias pair `thread` (its columns 2 thread, 2 thread + 1), loaded now so the
       // main loop hides the load's latency; into shared memory for the epilogue.
       std::uint32_t bias_pair = 0;
@@ -256,6 +262,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (pending_stage >= 0) release(pending_stage);
         pending_stage = ring.stage;
         ring.advance();
+        if (first_tile && consumer == 0 && p.stagger > 0 && kb == p.stagger - 1) {
+          named_barrier_arrive(3, 256);
+        }
       }
       wgmma_wait<0>();
       wgmma_fence_registers(acc[0]);
@@ -466,6 +475,13 @@ void launch_projection_rotary_sm90(const ProjectionRotaryParams& p, cudaStream_t
     const char* value = std::getenv("LONGNET_PROJECTION_CLUSTER");
     return value != nullptr && std::string_view(value) == "2" ? 2 : 1;
   }();
+  // LONGNET_PROJECTION_STAGGER=1..3: the consumers' stagger in k-blocks (0, none, by
+  // default), for measurement: whether the epilogues overlap the other's products.
+  static const int stagger = [] {
+    const char* value = std::getenv("LONGNET_PROJECTION_STAGGER");
+    const int n = value != nullptr ? std::atoi(value) : 0;
+    return std::clamp(n, 0, kStages);
+  }();
   KernelParams k{};
   k.rows = p.rows, k.out_features = p.out_features;
   k.k_blocks = static_cast<int>((p.in_features + kBlockK - 1) / kBlockK);
@@ -484,6 +500,7 @@ void launch_projection_rotary_sm90(const ProjectionRotaryParams& p, cudaStream_t
           " exceeds the kernel's 32-bit row indices");
   k.seq_len = static_cast<int>(std::max<std::int64_t>(1, p.query_map.seq_len));
   k.steps = k.rotate ? step_table(p.query_map) : nullptr;
+  k.stagger = std::min(stagger, k.k_blocks);  // an arrival for the wait: none without k-blocks
   if (k.tiles == 0) return;
   const CUtensorMap x_map = rows_map(p.x, p.rows, p.in_features, p.x_row_stride, kBlockM);
   const CUtensorMap w_map = rows_map(p.weight, p.out_features, p.in_features, p.in_features, kBlockN / cluster);
