@@ -1,6 +1,7 @@
 // nn::MultiheadDilatedAttention (multihead_dilated_attention.hpp).
 #include "longnet/nn/multihead_dilated_attention.hpp"
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <string_view>
@@ -73,7 +74,18 @@ double resolved_scale(const MultiheadDilatedAttentionConfig& c) {
   return c.attention.scale.value_or(1.0 / std::sqrt(static_cast<double>(c.head_dim())));
 }
 
+std::atomic<bool>& fused_projection_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* value = std::getenv("LONGNET_FUSED_PROJECTION");
+    return value != nullptr && std::string_view(value) == "1";
+  }()};
+  return flag;
+}
+
 }  // namespace
+
+bool fused_projection_enabled() { return fused_projection_flag().load(); }
+void set_fused_projection(bool enabled) { fused_projection_flag().store(enabled); }
 
 MultiheadDilatedAttention::MultiheadDilatedAttention(const std::string& name,
                                                      const MultiheadDilatedAttentionConfig& config,
@@ -134,10 +146,9 @@ MultiheadDilatedAttention::Projected MultiheadDilatedAttention::project(const Te
   }
   if (Linear* fused = fused_projection()) {
     const PositionalConfig& pos = config_.positional;
-    const char* opt_in = std::getenv("LONGNET_FUSED_PROJECTION");
     Tensor qkv;
-    if (rotate && !memory_in && pos.kind != PositionalEncoding::none && x.device().is_cuda() && opt_in != nullptr &&
-        std::string_view(opt_in) == "1") {
+    if (rotate && !memory_in && pos.kind != PositionalEncoding::none && x.device().is_cuda() &&
+        fused_projection_enabled()) {
       // The query map encode_query_key_positions would apply to the whole sequence.
       const kernels::RotaryParams map =
           checked_positional_map(pos, B, N, H, D, x.dtype(), 0, xpos_center(N), /*is_key=*/false);

@@ -251,8 +251,8 @@ TEST_F(MixedPrecisionCuda, Bf16StepMatchesTheF32Step) {
 }
 
 // The q/k/v projection with the positional encoding in its GEMM's epilogue (Hopper, heads
-// of 64: kernels/projection_rotary.hpp; LONGNET_FUSED_PROJECTION=1) against the same bf16 model with that kernel
-// not asked for (LONGNET_FUSED_PROJECTION unset: the GEMM, then the rotary pass): the loss
+// of 64: kernels/projection_rotary.hpp; nn::set_fused_projection(true)) against the same
+// bf16 model with that kernel not asked for (the GEMM, then the rotary pass): the loss
 // and every parameter gradient, for xPos and RoPE. The fused path rounds q and k to bf16
 // once instead of twice, so the two agree to about a bf16 rounding, not bitwise.
 TEST_F(MixedPrecisionCuda, FusedRotaryProjectionFollowsTheUnfusedPath) {
@@ -276,17 +276,14 @@ TEST_F(MixedPrecisionCuda, FusedRotaryProjectionFollowsTheUnfusedPath) {
     const Batch batch{random_tokens(2, 160, 40, 1), random_tokens(2, 160, 40, 2), Tensor()};
     const nn::ForwardContext context{.training = true, .seed = 1, .step = 2};
     const auto run = [&](bool fused) {
-      if (fused) {
-        setenv("LONGNET_FUSED_PROJECTION", "1", 1);
-      } else {
-        unsetenv("LONGNET_FUSED_PROJECTION");
-      }
+      const bool was_enabled = nn::fused_projection_enabled();
+      nn::set_fused_projection(fused);
       model.zero_grad();
       const double loss = model.forward_loss(batch, context).loss;
       model.backward();
       std::vector<Tensor> grads;
       for (const auto& p : params) grads.push_back(p->grad.to(Device::cpu(), DType::f64));
-      unsetenv("LONGNET_FUSED_PROJECTION");
+      nn::set_fused_projection(was_enabled);
       return std::pair{loss, grads};
     };
     const auto [unfused_loss, unfused_grads] = run(false);

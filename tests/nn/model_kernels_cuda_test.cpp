@@ -641,7 +641,12 @@ TEST_F(ModelKernelsCuda, FusedProjectionRotaryNamesTheRuleItBreaks) {
     kernels::projection_rotary_cuda(p);
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("projection_rotary_cuda"), std::string::npos) << e.what();
+    const std::string message = e.what();
+    EXPECT_NE(message.find("projection_rotary_cuda"), std::string::npos) << message;
+    // On a Hopper GPU with the sm_90a kernels the first rule broken is the column count's.
+    if (message.find("Hopper") == std::string::npos && message.find("sm_90a") == std::string::npos) {
+      EXPECT_NE(message.find("out_features a multiple of 8"), std::string::npos) << message;
+    }
   }
 }
 

@@ -34,6 +34,13 @@
 
 namespace longnet::nn {
 
+// Whether self-attention on a Hopper GPU runs its q/k/v projection with the positional
+// encoding in the GEMM's epilogue (Linear::forward_rotated). Default from
+// LONGNET_FUSED_PROJECTION, read once: 1 on, otherwise off (opt-in until it has been
+// measured in the training step).
+bool fused_projection_enabled();
+void set_fused_projection(bool enabled);
+
 struct MultiheadDilatedAttentionConfig {
   std::int64_t d_model = 0;
   std::int64_t heads = 0;
@@ -109,9 +116,9 @@ class MultiheadDilatedAttention final : public Module {
   };
   // q from x, k and v from memory (null: self-attention, which may run them as one GEMM);
   // saves the projections' inputs. With `rotate` (self-attention over one whole sequence
-  // per batch row) and LONGNET_FUSED_PROJECTION=1 in the environment (opt-in until it has
-  // been measured in the training step), the fused q/k/v GEMM may apply the positional
-  // encoding as it writes q and k (Linear::forward_rotated), which `rotated` then says.
+  // per batch row) and fused_projection_enabled(), the fused q/k/v GEMM may apply the
+  // positional encoding as it writes q and k (Linear::forward_rotated), which `rotated`
+  // then says.
   Projected project(const Tensor& x, const Tensor* memory, bool rotate = false);
   Projected project_for_generation(const Tensor& x, AttentionCache& cache) const;
   Tensor output_projection(const Tensor& attention_out) const;
