@@ -2,12 +2,14 @@
 #include "longnet/model/trainer.hpp"
 
 #include <cmath>
+#include <optional>
 #include <sstream>
 #include <vector>
 
 #include "longnet/kernels/counter_rng.hpp"
 #include "longnet/model/checkpoint.hpp"
 #include "longnet/nn/functional.hpp"
+#include "longnet/nn/gradient_norm_queue.hpp"
 
 namespace longnet::model {
 
@@ -150,14 +152,20 @@ Trainer::QueuedStep Trainer::queue_step(const Tensor* previous_norm_squared) {
   // Nothing here waits for the device: the losses and the gradient norm stay there, and
   // the update reads the norm there.
   const std::int64_t micro_steps = config_.gradient_accumulation;
+  // The last backward may queue the gradient norm layer by layer (nn::GradientNormQueue:
+  // the same bits, less of it after the backward); not when an all-reduce follows it.
+  std::optional<nn::GradientNormQueue> norms;
   for (std::int64_t micro = 0; micro < micro_steps; ++micro) {
+    if (micro + 1 == micro_steps && !distribution_.distributed() && nn::gradient_norm_in_backward()) {
+      norms.emplace(optimizer_.parameters());
+    }
     queued.losses.push_back(forward_backward(batch_for(queued.step, micro), training_context(queued.step, micro),
                                              1.0 / static_cast<double>(micro_steps)));
     prefetch_after(queued.step, micro);
   }
   if (distribution_.distributed()) all_reduce_gradients(*distribution_.comm, optimizer_.parameters());
   // Of the summed gradients when distributed: the same global norm on every rank.
-  queued.norm_squared = gradient_sum_of_squares(optimizer_.parameters());
+  queued.norm_squared = norms ? norms->finish() : gradient_sum_of_squares(optimizer_.parameters());
   queued.norm_read = PendingRead(queued.norm_squared);
   // now + 0 x previous: the same bits where the previous norm is finite, NaN where it is not
   // (0 x inf = NaN), and the update skips a step whose clip sum is not finite.

@@ -33,6 +33,7 @@
 #include "longnet/model/generation.hpp"
 #include "longnet/model/longnet_lm.hpp"
 #include "longnet/model/trainer.hpp"
+#include "longnet/nn/gradient_norm_queue.hpp"
 #include "model/model_test_support.hpp"
 
 namespace longnet::testing {
@@ -399,6 +400,66 @@ TEST_F(MixedPrecisionCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOne
   }
   ASSERT_EQ(values[1].size(), values[0].size());
   for (std::size_t i = 0; i < values[0].size(); ++i) EXPECT_EQ(values[1][i], values[0][i]) << "parameter " << i;
+}
+
+// The gradient norm queued layer by layer during the last backward (nn::GradientNormQueue,
+// LONGNET_NORM_IN_BACKWARD) has the bits of the norm queued after it: each layer's partial
+// sums on the gradient stream behind that layer's weight gradients (a sum taken before a
+// gradient is final, or of a freed buffer, would change the bits), with gradient
+// accumulation, clipping, steps queued ahead and tied embeddings (the head's gradient is
+// the embedding's, written last).
+TEST_F(MixedPrecisionCuda, GradientNormQueuedDuringTheBackwardHasTheBitsOfTheNormAfterIt) {
+  const Device gpu = Device::cuda(0);
+  LongNetLMConfig c = gpu_config(DType::bf16);
+  c.d_model = 256;
+  c.heads = 4;
+  c.kv_heads = 4;
+  c.layers = 3;
+  c.ffn_dim = 1024;
+  c.segment_lengths = {256, 512, 2048};
+  c.dilation_rates = {1, 2, 4};
+  const FixedBatches data({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), Tensor()});
+  TrainingConfig t;
+  t.steps = 3;
+  t.gradient_accumulation = 2;
+  t.warmup_steps = 1;
+  t.grad_clip = 0.05;
+  t.seed = 4;
+  const bool was_enabled = nn::gradient_norm_in_backward();
+  for (bool tied : {false, true}) {
+    c.tie_embeddings = tied;
+    std::vector<StepResult> results[2];
+    std::vector<std::vector<float>> values[2];
+    for (int queued = 0; queued < 2; ++queued) {
+      nn::set_gradient_norm_in_backward(queued == 1);
+      LongNetLM model(c, gpu, 3);
+      Trainer trainer(model, data, t);
+      for (std::int64_t step = 0; step < t.steps; ++step) results[queued].push_back(trainer.step(true));
+      for (const nn::ParameterPtr& p : model.parameters()) values[queued].push_back(p->value.to_vector<float>());
+    }
+    nn::set_gradient_norm_in_backward(was_enabled);
+    for (std::int64_t step = 0; step < t.steps; ++step) {
+      EXPECT_GT(results[0][step].grad_norm, 0.0) << "tied " << tied << ", step " << step;
+      EXPECT_EQ(results[1][step].loss, results[0][step].loss) << "tied " << tied << ", step " << step;
+      EXPECT_EQ(results[1][step].grad_norm, results[0][step].grad_norm) << "tied " << tied << ", step " << step;
+    }
+    ASSERT_EQ(values[1].size(), values[0].size());
+    for (std::size_t i = 0; i < values[0].size(); ++i) {
+      EXPECT_EQ(values[1][i], values[0][i]) << "tied " << tied << ", parameter " << i;
+    }
+  }
+  // Taken apart: a queue open over the backward alone (the layers' partials queued during it)
+  // sums to the norm taken after it.
+  LongNetLM model(c, gpu, 3);
+  model.forward_loss({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), Tensor()}, {});
+  double queued_sum = 0;
+  {
+    nn::GradientNormQueue norms(model.parameters());
+    model.backward();
+    queued_sum = norms.finish().item();
+  }
+  EXPECT_GT(queued_sum, 0.0);
+  EXPECT_EQ(queued_sum, gradient_sum_of_squares(model.parameters()).item());
 }
 
 // A step on CUDA whose gradient norm is not finite is an error; the update, queued before

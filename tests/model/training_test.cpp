@@ -12,6 +12,7 @@
 #include "longnet/model/checkpoint.hpp"
 #include "longnet/model/longnet_lm.hpp"
 #include "longnet/model/trainer.hpp"
+#include "longnet/nn/gradient_norm_queue.hpp"
 #include "model/model_test_support.hpp"
 
 namespace longnet::testing {
@@ -221,6 +222,35 @@ TEST(Training, GradientClipping) {
     for (double g : p->grad.to_vector<double>()) squares += g * g;
   }
   EXPECT_NEAR(global_gradient_norm(model.parameters()), std::sqrt(squares), 1e-12);
+}
+
+// nn::GradientNormQueue on the CPU queues nothing early: finish() is the sum over every
+// gradient in the queue's order; a second queue on the thread and a second finish() are
+// errors naming the rule.
+TEST(Training, GradientNormQueueOnTheCpuIsTheNormAfterTheBackward) {
+  LongNetLM model(tiny_lm_config(), Device::cpu(), 1);
+  model.forward_loss({random_tokens(1, 9, 11, 1), random_tokens(1, 9, 11, 2), Tensor()}, {});
+  double queued = 0;
+  {
+    nn::GradientNormQueue norms(model.parameters());
+    EXPECT_EQ(nn::GradientNormQueue::active(), &norms);
+    EXPECT_THROW(
+        {
+          try {
+            nn::GradientNormQueue second(model.parameters());
+          } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find("another queue is open"), std::string::npos) << e.what();
+            throw;
+          }
+        },
+        Error);
+    model.backward();
+    queued = norms.finish().item();
+    EXPECT_EQ(nn::GradientNormQueue::active(), nullptr);
+    EXPECT_THROW(norms.finish(), Error);
+  }
+  EXPECT_GT(queued, 0.0);
+  EXPECT_EQ(queued, gradient_sum_of_squares(model.parameters()).item());
 }
 
 // Trainer::step queues the loss, the gradient norm and the clipped update and reads the

@@ -16,6 +16,7 @@
 #include "longnet/core/gradient_stream.hpp"
 #include "longnet/nn/activation.hpp"
 #include "longnet/nn/feed_forward.hpp"
+#include "longnet/nn/gradient_norm_queue.hpp"
 #include "longnet/nn/layer_norm.hpp"
 #include "longnet/nn/multihead_dilated_attention.hpp"
 
@@ -119,6 +120,9 @@ Tensor stack_backward(LayerNorm& final_norm, const std::vector<std::unique_ptr<L
         *layers[i], dx,
         LayerGradientSums{.output_bias_summed = output_bias != nullptr, .dx_column_sums = previous_output_bias});
     output_bias = previous_output_bias;
+    // The layer's parameter gradients are final (its output bias's column sums were taken by
+    // the norm after it, before it): their share of the gradient norm may be queued now.
+    if (GradientNormQueue* norms = GradientNormQueue::active()) norms->layer_done(*layers[i]);
   }
   return dx;
 }

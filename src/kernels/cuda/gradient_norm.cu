@@ -14,7 +14,7 @@ namespace {
 
 using namespace cuda_model;
 
-constexpr unsigned kBlocksPerTensor = 64;
+constexpr unsigned kBlocksPerTensor = kSumOfSquaresPartialsPerTensor;
 constexpr int kTensorsPerLaunch = 64;  // pointers and counts travel as kernel arguments
 
 template <class T>
@@ -45,17 +45,10 @@ struct ScaleOp {
 
 }  // namespace
 
-void sum_of_squares_many_into_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,
-                                   double* total) {
+void sum_of_squares_partials_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,
+                                  double* partials) {
   const cudaStream_t stream = current_cuda_stream();
-  if (tensors == 0) {
-    LONGNET_CHECK(cudaMemsetAsync(total, 0, sizeof(double), stream));  // +0.0
-    return;
-  }
   const auto n = static_cast<std::int64_t>(tensors);
-  const std::int64_t partials = n * kBlocksPerTensor;
-  const Tensor buffer = Tensor::empty({partials}, DType::f64, Device::cuda(current_device()));
-  double* partial = buffer.data<double>();
   dispatch_float(dtype, "sum_of_squares", [&](auto tag) {
     using T = decltype(tag);
     for (std::int64_t first = 0; first < n; first += kTensorsPerLaunch) {
@@ -66,12 +59,29 @@ void sum_of_squares_many_into_cuda(const void* const* x, const std::int64_t* cou
         batch.count[t] = counts[first + t];
       }
       launch_model(partial_sums_kernel<T>, dim3(kBlocksPerTensor, static_cast<unsigned>(in_launch)), kThreads, 0,
-                   stream, batch, partial + first * kBlocksPerTensor);
+                   stream, batch, partials + first * kBlocksPerTensor);
     }
   });
-  launch_model(ordered_sum_kernel<double>, 1, kOrderedSumThreads, 0, stream, static_cast<const double*>(partial),
-               partials, total);
   check_launch();
+}
+
+void ordered_sum_cuda(const double* partials, std::int64_t count, double* total) {
+  const cudaStream_t stream = current_cuda_stream();
+  if (count == 0) {
+    LONGNET_CHECK(cudaMemsetAsync(total, 0, sizeof(double), stream));  // +0.0
+    return;
+  }
+  launch_model(ordered_sum_kernel<double>, 1, kOrderedSumThreads, 0, stream, partials, count, total);
+  check_launch();
+}
+
+void sum_of_squares_many_into_cuda(const void* const* x, const std::int64_t* counts, std::size_t tensors, DType dtype,
+                                   double* total) {
+  const std::int64_t partials = static_cast<std::int64_t>(tensors) * kBlocksPerTensor;
+  const Tensor buffer =
+      Tensor::empty({std::max<std::int64_t>(partials, 1)}, DType::f64, Device::cuda(current_device()));
+  sum_of_squares_partials_cuda(x, counts, tensors, dtype, buffer.data<double>());
+  ordered_sum_cuda(buffer.data<double>(), partials, total);
 }
 
 void scale_cuda(void* x, std::int64_t count, DType dtype, double factor) {

@@ -38,6 +38,10 @@ void adamw_step_many_cuda(const AdamWParams*, std::size_t) { no_cuda("adamw_step
 void sum_of_squares_many_into_cuda(const void* const*, const std::int64_t*, std::size_t, DType, double*) {
   no_cuda("sum_of_squares");
 }
+void sum_of_squares_partials_cuda(const void* const*, const std::int64_t*, std::size_t, DType, double*) {
+  no_cuda("sum_of_squares");
+}
+void ordered_sum_cuda(const double*, std::int64_t, double*) { no_cuda("sum_of_squares"); }
 void scale_cuda(void*, std::int64_t, DType, double) { no_cuda("scale"); }
 void rotary_apply_cuda(const RotaryParams&) { no_cuda("rotary_apply"); }
 void rotary_apply_query_key_cuda(const RotaryParams&, const RotaryParams&) { no_cuda("rotary_apply_query_key"); }
