@@ -8,6 +8,7 @@
 
 #include "longnet/kernels/counter_rng.hpp"
 #include "longnet/model/checkpoint.hpp"
+#include "longnet/nn/deferred_gradient_zero.hpp"
 #include "longnet/nn/functional.hpp"
 #include "longnet/nn/gradient_norm_queue.hpp"
 
@@ -148,7 +149,15 @@ StepResult Trainer::step(bool queue_next) {
 Trainer::QueuedStep Trainer::queue_step(const Tensor* previous_norm_squared) {
   QueuedStep queued;
   queued.step = optimizer_.steps();
-  model_.zero_grad();
+  // The weight matrices' zero fill may be left to the first backward's GEMMs, which then
+  // store instead of adding (nn::DeferredGradientZero: the same bits); not when the
+  // gradients are all-reduced (sharded layers write them their own way).
+  std::optional<nn::DeferredGradientZero> deferred_zero;
+  if (!distribution_.distributed() && nn::deferred_gradient_zero_enabled()) {
+    deferred_zero.emplace(model_.parameters());
+  } else {
+    model_.zero_grad();
+  }
   // Nothing here waits for the device: the losses and the gradient norm stay there, and
   // the update reads the norm there.
   const std::int64_t micro_steps = config_.gradient_accumulation;
@@ -161,6 +170,7 @@ Trainer::QueuedStep Trainer::queue_step(const Tensor* previous_norm_squared) {
     }
     queued.losses.push_back(forward_backward(batch_for(queued.step, micro), training_context(queued.step, micro),
                                              1.0 / static_cast<double>(micro_steps)));
+    if (deferred_zero) deferred_zero->close();  // what the backward did not write is zero
     prefetch_after(queued.step, micro);
   }
   if (distribution_.distributed()) all_reduce_gradients(*distribution_.comm, optimizer_.parameters());

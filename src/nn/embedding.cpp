@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "longnet/kernels/embedding.hpp"
+#include "longnet/nn/deferred_gradient_zero.hpp"
 #include "longnet/nn/functional.hpp"
 
 namespace longnet::nn {
@@ -108,6 +109,8 @@ void Embedding::backward(const Tensor& dout_in) {
   p.dtype = dout.dtype();
   p.tokens = tokens_.data<std::int32_t>();
   p.dout = dout.data();
+  // The table's gradient is added into (a table the LM head shares has its head's part).
+  if (DeferredGradientZero* deferred = DeferredGradientZero::active()) deferred->materialize(weight_->grad);
   p.dtable = weight_->grad.data();
   if (host_tokens_.defined() && !order_.defined()) {
     std::vector<std::int32_t> order;

@@ -10,6 +10,7 @@
 #include "longnet/core/error.hpp"
 #include "longnet/core/gradient_stream.hpp"
 #include "longnet/kernels/gradient_norm.hpp"
+#include "longnet/nn/deferred_gradient_zero.hpp"
 #include "longnet/nn/functional.hpp"
 
 namespace longnet::nn {
@@ -60,10 +61,14 @@ GradientNormQueue* GradientNormQueue::active() { return open_queue; }
 
 void GradientNormQueue::layer_done(const Module& module) {
   if (!open_ || !partials_.defined()) return;  // the CPU: finish() takes every gradient
+  // A gradient whose zero fill is still deferred (a layer whose backward skipped a weight)
+  // is left to finish(), after the fill.
+  const DeferredGradientZero* deferred = DeferredGradientZero::active();
   std::vector<std::size_t> ready;
   for (const ParameterPtr& p : module.parameters()) {
     const auto found = index_.find(p.get());
     if (found == index_.end() || queued_[found->second] || !p->grad.is_contiguous()) continue;
+    if (deferred != nullptr && deferred->deferred(p->grad)) continue;
     queued_[found->second] = true;
     ready.push_back(found->second);
   }

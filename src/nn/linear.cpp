@@ -8,6 +8,7 @@
 #include "longnet/core/gradient_stream.hpp"
 #include "longnet/kernels/linear.hpp"
 #include "longnet/kernels/projection_rotary.hpp"
+#include "longnet/nn/deferred_gradient_zero.hpp"
 #include "longnet/nn/functional.hpp"
 
 namespace longnet::nn {
@@ -174,6 +175,7 @@ void Linear::run_backward(const Tensor& dy_in, Tensor& dx, bool accumulate, Bias
   p.dx_row_stride = in_features();
   p.dx_accumulate = accumulate;
   p.dweight = weight_->grad.data();
+  if (DeferredGradientZero* deferred = DeferredGradientZero::active()) p.dweight_store = deferred->take(weight_->grad);
   p.dbias = bias_ && bias == BiasGradient::compute ? bias_->grad.data() : nullptr;
   if (!w.device().is_cuda()) return kernels::linear_backward_cpu(p);
   GradientStream* side = GradientStream::active(w.device());

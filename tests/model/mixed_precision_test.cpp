@@ -33,6 +33,7 @@
 #include "longnet/model/generation.hpp"
 #include "longnet/model/longnet_lm.hpp"
 #include "longnet/model/trainer.hpp"
+#include "longnet/nn/deferred_gradient_zero.hpp"
 #include "longnet/nn/gradient_norm_queue.hpp"
 #include "model/model_test_support.hpp"
 
@@ -403,12 +404,14 @@ TEST_F(MixedPrecisionCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOne
 }
 
 // The gradient norm queued layer by layer during the last backward (nn::GradientNormQueue,
-// LONGNET_NORM_IN_BACKWARD) has the bits of the norm queued after it: each layer's partial
-// sums on the gradient stream behind that layer's weight gradients (a sum taken before a
-// gradient is final, or of a freed buffer, would change the bits), with gradient
-// accumulation, clipping, steps queued ahead and tied embeddings (the head's gradient is
-// the embedding's, written last).
-TEST_F(MixedPrecisionCuda, GradientNormQueuedDuringTheBackwardHasTheBitsOfTheNormAfterIt) {
+// LONGNET_NORM_IN_BACKWARD) and the weight matrices' zero fill left to their first writer
+// (nn::DeferredGradientZero, LONGNET_DEFERRED_ZERO), each and both, have the bits of the
+// step without them: each layer's partial sums on the gradient stream behind that layer's
+// weight gradients (a sum taken before a gradient is final, or of a freed buffer, would
+// change the bits), the dW GEMMs storing in the first micro-step (the same cuBLASLt
+// algorithm as accumulating into zeros), with gradient accumulation, clipping, steps queued
+// ahead and tied embeddings (the head's GEMM stores into the table, the embedding adds).
+TEST_F(MixedPrecisionCuda, NormInBackwardAndDeferredZeroHaveTheBitsOfTheStepWithout) {
   const Device gpu = Device::cuda(0);
   LongNetLMConfig c = gpu_config(DType::bf16);
   c.d_model = 256;
@@ -425,29 +428,37 @@ TEST_F(MixedPrecisionCuda, GradientNormQueuedDuringTheBackwardHasTheBitsOfTheNor
   t.warmup_steps = 1;
   t.grad_clip = 0.05;
   t.seed = 4;
-  const bool was_enabled = nn::gradient_norm_in_backward();
+  const bool norm_was = nn::gradient_norm_in_backward(), zero_was = nn::deferred_gradient_zero_enabled();
+  const auto run = [&](bool norm, bool deferred, std::vector<StepResult>& results,
+                       std::vector<std::vector<float>>& values) {
+    nn::set_gradient_norm_in_backward(norm);
+    nn::set_deferred_gradient_zero(deferred);
+    LongNetLM model(c, gpu, 3);
+    Trainer trainer(model, data, t);
+    for (std::int64_t step = 0; step < t.steps; ++step) results.push_back(trainer.step(true));
+    for (const nn::ParameterPtr& p : model.parameters()) values.push_back(p->value.to_vector<float>());
+  };
   for (bool tied : {false, true}) {
     c.tie_embeddings = tied;
-    std::vector<StepResult> results[2];
-    std::vector<std::vector<float>> values[2];
-    for (int queued = 0; queued < 2; ++queued) {
-      nn::set_gradient_norm_in_backward(queued == 1);
-      LongNetLM model(c, gpu, 3);
-      Trainer trainer(model, data, t);
-      for (std::int64_t step = 0; step < t.steps; ++step) results[queued].push_back(trainer.step(true));
-      for (const nn::ParameterPtr& p : model.parameters()) values[queued].push_back(p->value.to_vector<float>());
-    }
-    nn::set_gradient_norm_in_backward(was_enabled);
-    for (std::int64_t step = 0; step < t.steps; ++step) {
-      EXPECT_GT(results[0][step].grad_norm, 0.0) << "tied " << tied << ", step " << step;
-      EXPECT_EQ(results[1][step].loss, results[0][step].loss) << "tied " << tied << ", step " << step;
-      EXPECT_EQ(results[1][step].grad_norm, results[0][step].grad_norm) << "tied " << tied << ", step " << step;
-    }
-    ASSERT_EQ(values[1].size(), values[0].size());
-    for (std::size_t i = 0; i < values[0].size(); ++i) {
-      EXPECT_EQ(values[1][i], values[0][i]) << "tied " << tied << ", parameter " << i;
+    std::vector<StepResult> base_results;
+    std::vector<std::vector<float>> base_values;
+    run(false, false, base_results, base_values);
+    for (const auto& [norm, deferred] : {std::pair{true, false}, {false, true}, {true, true}}) {
+      SCOPED_TRACE(str("tied ", tied, ", norm in backward ", norm, ", deferred zero ", deferred));
+      std::vector<StepResult> results;
+      std::vector<std::vector<float>> values;
+      run(norm, deferred, results, values);
+      for (std::int64_t step = 0; step < t.steps; ++step) {
+        EXPECT_GT(base_results[step].grad_norm, 0.0) << "step " << step;
+        EXPECT_EQ(results[step].loss, base_results[step].loss) << "step " << step;
+        EXPECT_EQ(results[step].grad_norm, base_results[step].grad_norm) << "step " << step;
+      }
+      ASSERT_EQ(values.size(), base_values.size());
+      for (std::size_t i = 0; i < values.size(); ++i) EXPECT_EQ(values[i], base_values[i]) << "parameter " << i;
     }
   }
+  nn::set_gradient_norm_in_backward(norm_was);
+  nn::set_deferred_gradient_zero(zero_was);
   // Taken apart: a queue open over the backward alone (the layers' partials queued during it)
   // sums to the norm taken after it.
   LongNetLM model(c, gpu, 3);

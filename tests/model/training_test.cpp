@@ -12,6 +12,7 @@
 #include "longnet/model/checkpoint.hpp"
 #include "longnet/model/longnet_lm.hpp"
 #include "longnet/model/trainer.hpp"
+#include "longnet/nn/deferred_gradient_zero.hpp"
 #include "longnet/nn/gradient_norm_queue.hpp"
 #include "model/model_test_support.hpp"
 
@@ -349,6 +350,88 @@ void expect_same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b
   for (std::size_t i = 0; i < a.size(); ++i) {
     ASSERT_EQ(a[i].nbytes(), b[i].nbytes()) << "tensor " << i;
     EXPECT_EQ(std::memcmp(a[i].data(), b[i].data(), a[i].nbytes()), 0) << "tensor " << i;
+  }
+}
+
+// nn::DeferredGradientZero on its own: the vectors' gradients are zeroed at open; a Linear
+// over q, k and v packed takes all three and stores; a partial overlap is filled and
+// refused; the embedding's backward fills its table before adding; close() zeroes what no
+// writer took; a second scope on the thread is an error naming the rule.
+TEST(Training, DeferredGradientZeroHandsEachMatrixToItsFirstWriter) {
+  const auto garbage = [](const nn::ParameterPtr& p) { p->grad.fill(7.0); };
+  nn::ParameterOptions options;
+  const auto q = nn::make_parameter("q", Tensor::full({3, 4}, 1.0, DType::f64), options);
+  const auto k = nn::make_parameter("k", Tensor::full({3, 4}, 1.0, DType::f64), options);
+  const auto v = nn::make_parameter("v", Tensor::full({3, 4}, 1.0, DType::f64), options);
+  const auto bias = nn::make_parameter("b", Tensor::full({4}, 1.0, DType::f64), options);
+  const auto unused = nn::make_parameter("unused", Tensor::full({2, 4}, 1.0, DType::f64), options);
+  nn::pack_parameters(std::vector<nn::ParameterPtr>{q, k, v});
+  for (const auto& p : {q, k, v, bias, unused}) garbage(p);
+  {
+    nn::DeferredGradientZero deferred({q, k, v, bias, unused});
+    EXPECT_EQ(nn::DeferredGradientZero::active(), &deferred);
+    EXPECT_NE(error_of([&] { nn::DeferredGradientZero second({bias}); }).find("another scope is open"),
+              std::string::npos);
+    for (double g : bias->grad.to_vector<double>()) EXPECT_EQ(g, 0.0);  // a vector: zeroed at open
+    EXPECT_TRUE(deferred.deferred(q->grad));
+    EXPECT_FALSE(deferred.deferred(bias->grad));
+    // q and k packed but not v: a partial span is filled and refused.
+    const nn::ParameterPtr qk = nn::adjacent_parameter({q, k}, "qk");
+    ASSERT_TRUE(qk);
+    nn::DeferredGradientZero* open = nn::DeferredGradientZero::active();
+    EXPECT_TRUE(open->take(nn::adjacent_parameter({q, k, v}, "qkv")->grad));  // every byte deferred
+    EXPECT_FALSE(deferred.deferred(v->grad));
+    EXPECT_FALSE(open->take(qk->grad));              // taken already: the caller adds
+    EXPECT_EQ(q->grad.to_vector<double>()[0], 7.0);  // the taker stores; nothing filled it
+  }
+  EXPECT_EQ(nn::DeferredGradientZero::active(), nullptr);
+  for (double g : unused->grad.to_vector<double>()) EXPECT_EQ(g, 0.0);  // zeroed at close
+
+  // A partial overlap: the deferred parameters it touches are zero-filled and it adds.
+  for (const auto& p : {q, k, v}) garbage(p);
+  {
+    nn::DeferredGradientZero deferred({q, k, v});
+    EXPECT_FALSE(deferred.take(nn::adjacent_parameter({k, v}, "kv")->grad.slice(0, 0, 4)));
+    for (double g : k->grad.to_vector<double>()) EXPECT_EQ(g, 0.0);
+    for (double g : v->grad.to_vector<double>()) EXPECT_EQ(g, 0.0);
+    EXPECT_EQ(q->grad.to_vector<double>()[0], 7.0);  // still deferred
+    deferred.materialize(q->grad);
+    for (double g : q->grad.to_vector<double>()) EXPECT_EQ(g, 0.0);
+  }
+}
+
+// The Trainer with the zero fill deferred (LONGNET_DEFERRED_ZERO) has the bits of the one
+// that fills: the Linears' weight-gradient GEMMs store in a step's first micro-step and add
+// in the next, with tied embeddings (the head's GEMM stores into the table, the embedding's
+// backward adds) and without (the embedding fills its table first).
+TEST(Training, DeferredGradientZeroHasTheBitsOfTheFill) {
+  const StepBatches data;
+  TrainingConfig config;
+  config.steps = 3;
+  config.warmup_steps = 1;
+  config.gradient_accumulation = 2;
+  config.grad_clip = 0.05;
+  const bool was = nn::deferred_gradient_zero_enabled();
+  for (bool tied : {false, true}) {
+    SCOPED_TRACE(str("tied ", tied));
+    LongNetLMConfig c = small_f32_config();
+    c.tie_embeddings = tied;
+    std::vector<StepResult> results[2];
+    std::vector<Tensor> state[2];
+    for (int deferred = 0; deferred < 2; ++deferred) {
+      nn::set_deferred_gradient_zero(deferred == 1);
+      LongNetLM model(c, Device::cpu(), 1);
+      Trainer trainer(model, data, config);
+      for (std::int64_t step = 0; step < config.steps; ++step) results[deferred].push_back(trainer.step(true));
+      state[deferred] = parameters_and_state(model, trainer);
+    }
+    nn::set_deferred_gradient_zero(was);
+    for (std::int64_t step = 0; step < config.steps; ++step) {
+      EXPECT_GT(results[0][step].grad_norm, 0.0);
+      EXPECT_EQ(results[1][step].loss, results[0][step].loss) << "step " << step;
+      EXPECT_EQ(results[1][step].grad_norm, results[0][step].grad_norm) << "step " << step;
+    }
+    expect_same_bits(state[1], state[0]);
   }
 }
 

@@ -52,6 +52,9 @@ struct LinearParams {
   std::int64_t dx_row_stride = 0;
   bool dx_accumulate = false;  // dx += dy W (a second projection of the same input)
   void* dweight = nullptr;
+  // dW = x^T dy instead of dW += x^T dy: dweight's memory holds nothing to keep (a gradient
+  // whose zero fill was deferred to its first writer, nn::DeferredGradientZero).
+  bool dweight_store = false;
   void* dbias = nullptr;
 };
 

@@ -73,9 +73,14 @@ void backward(const LinearParams& p) {
            p.dx_accumulate ? T(1) : T(0), dx, p.dx_row_stride);
     }
   }
-  if (p.dweight && p.rows > 0 && p.in_features > 0 && p.out_features > 0) {
-    gemm(true, false, p.out_features, p.in_features, p.rows, dy, p.dy_row_stride, x, p.x_row_stride, T(1),
-         static_cast<T*>(p.dweight), p.in_features);
+  if (p.dweight && p.in_features > 0 && p.out_features > 0) {
+    T* dweight = static_cast<T*>(p.dweight);
+    if (p.rows > 0) {
+      gemm(true, false, p.out_features, p.in_features, p.rows, dy, p.dy_row_stride, x, p.x_row_stride,
+           p.dweight_store ? T(0) : T(1), dweight, p.in_features);
+    } else if (p.dweight_store) {
+      std::fill_n(dweight, p.out_features * p.in_features, T(0));
+    }
   }
   if (p.dbias) cpu::add_column_sums(dy, p.rows, p.out_features, p.dy_row_stride, static_cast<T*>(p.dbias));
 }

@@ -124,6 +124,10 @@ struct MeasuredRank {
   std::size_t cublaslt_version;
   bool transpose_a, transpose_b;
   std::int64_t m, n, k;
+  // accumulate: as measured. Not matched: the rank serves the GEMM with C added or not
+  // (the heuristic's list does not depend on beta), so a weight gradient stored into a
+  // gradient whose zero fill was deferred (LinearParams::dweight_store) runs the algorithm
+  // of the one accumulated into zeros, with the same bits.
   bool bias, c_in, accumulate;
   cudaDataType_t output_type;
   int rank;
@@ -173,8 +177,7 @@ Rank measured_rank(const std::string& device_name, const Gemm& g) {
   for (const MeasuredRank& r : kMeasuredRanks) {
     if (device_name == r.device && version == r.cublaslt_version && g.transpose_a == r.transpose_a &&
         g.transpose_b == r.transpose_b && g.m == r.m && g.n == r.n && g.k == r.k && (g.bias != nullptr) == r.bias &&
-        (g.c_in != nullptr) == r.c_in && g.accumulate == r.accumulate && g.output_type == r.output_type &&
-        g.operand_type == CUDA_R_16BF) {
+        (g.c_in != nullptr) == r.c_in && g.output_type == r.output_type && g.operand_type == CUDA_R_16BF) {
       return {r.rank, r.in_list_without_bias};
     }
   }
@@ -438,11 +441,11 @@ void forward(const LinearParams& p) {
   add_residual();
 }
 
-// dW += the scratch's first `in` rows, db += its row `in` (column-major (in + kOnesColumns)
+// dW += (kStoreWeight: =) the scratch's first `in` rows, db += its row `in` (column-major (in + kOnesColumns)
 // x out, as dW's GEMM over x's ones column wrote it). A thread per kVector elements of dW's
 // columns (16 bytes for f32 gradients whose rows are whole packs) and per element of db.
 // Bytes: dW read and written, the scratch read once: 28 MB for fc1 (768 -> 3072), ~10 us.
-template <class C, int kVector>
+template <class C, int kVector, bool kStoreWeight>
 __global__ void add_weight_and_bias_gradients_kernel(const C* scratch, std::int64_t in, std::int64_t out, C* dweight,
                                                      C* dbias) {
   begin_dependent_kernel();
@@ -455,9 +458,15 @@ __global__ void add_weight_and_bias_gradients_kernel(const C* scratch, std::int6
     } else if constexpr (kVector == 4 && std::is_same_v<C, float>) {
       float4& target = *reinterpret_cast<float4*>(dweight + o * in + 4 * g);
       const float4 add = *reinterpret_cast<const float4*>(source + 4 * g);
-      float4 sum = target;
-      sum.x += add.x, sum.y += add.y, sum.z += add.z, sum.w += add.w;
-      target = sum;
+      if constexpr (kStoreWeight) {
+        target = add;
+      } else {
+        float4 sum = target;
+        sum.x += add.x, sum.y += add.y, sum.z += add.z, sum.w += add.w;
+        target = sum;
+      }
+    } else if constexpr (kStoreWeight) {
+      dweight[o * in + g] = source[g];
     } else {
       dweight[o * in + g] += source[g];
     }
@@ -466,7 +475,13 @@ __global__ void add_weight_and_bias_gradients_kernel(const C* scratch, std::int6
 
 template <class T>
 void backward(const LinearParams& p) {
-  if (p.rows == 0) return;
+  if (p.rows == 0) {
+    if (p.dweight && p.dweight_store && p.in_features > 0 && p.out_features > 0) {  // x^T dy over no rows
+      LONGNET_CHECK(
+          cudaMemsetAsync(p.dweight, 0, p.in_features * p.out_features * sizeof(Compute<T>), current_cuda_stream()));
+    }
+    return;
+  }
   using C = Compute<T>;  // the gradients' dtype: accumulation_dtype
   if (p.dx && p.in_features > 0) {
     if (p.out_features == 0) {
@@ -520,20 +535,23 @@ void backward(const LinearParams& p) {
     weight_gradient(rows_out, scratch.data(), rows_out, /*accumulate=*/false);
     bool vector = false;
     if constexpr (std::is_same_v<C, float>) vector = p.in_features % 4 == 0 && aligned16(p.dweight);
+    const auto add = [&](auto kernel, std::int64_t vector_width) {
+      launch_model(kernel, grid_for(p.out_features * (p.in_features / vector_width + 1)), kThreads, 0,
+                   current_cuda_stream(), scratch.data<C>(), p.in_features, p.out_features, static_cast<C*>(p.dweight),
+                   static_cast<C*>(p.dbias));
+    };
     if (vector) {
-      launch_model(add_weight_and_bias_gradients_kernel<C, 4>, grid_for(p.out_features * (p.in_features / 4 + 1)),
-                   kThreads, 0, current_cuda_stream(), scratch.data<C>(), p.in_features, p.out_features,
-                   static_cast<C*>(p.dweight), static_cast<C*>(p.dbias));
+      p.dweight_store ? add(add_weight_and_bias_gradients_kernel<C, 4, true>, 4)
+                      : add(add_weight_and_bias_gradients_kernel<C, 4, false>, 4);
     } else {
-      launch_model(add_weight_and_bias_gradients_kernel<C, 1>, grid_for(p.out_features * (p.in_features + 1)), kThreads,
-                   0, current_cuda_stream(), scratch.data<C>(), p.in_features, p.out_features,
-                   static_cast<C*>(p.dweight), static_cast<C*>(p.dbias));
+      p.dweight_store ? add(add_weight_and_bias_gradients_kernel<C, 1, true>, 1)
+                      : add(add_weight_and_bias_gradients_kernel<C, 1, false>, 1);
     }
     check_launch();
     return;
   }
   if (p.dweight && p.in_features > 0 && p.out_features > 0) {
-    weight_gradient(p.in_features, p.dweight, p.in_features, /*accumulate=*/true);
+    weight_gradient(p.in_features, p.dweight, p.in_features, /*accumulate=*/!p.dweight_store);
   }
   if (p.dbias && p.out_features > 0) {
     // dy (rows, out) read once in 16-byte packs: at 3 TB/s, 17 us for 32768 x 768 bf16.
