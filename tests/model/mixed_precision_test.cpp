@@ -362,13 +362,10 @@ TEST_F(MixedPrecisionCuda, StepsQueuedAheadHaveTheBitsOfStepsOneAtATime) {
   }
 }
 
-// The layers' parameter gradients on the gradient stream (GradientStream) give the bits of
-// one stream: deterministic mode, bf16, dropout, gradient accumulation, steps queued ahead,
-// and a model large enough that the side stream's GEMMs still run when the current stream
-// has moved on (a tensor freed too early, or a gradient read before it is written, would
-// change the bits).
-TEST_F(MixedPrecisionCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOneStream) {
-  const Device gpu = Device::cuda(0);
+// For the tests of work moved beside the critical path: a model large enough that a side
+// stream's work still runs when the current stream has moved on, and steps that
+// accumulate, clip and queue ahead.
+LongNetLMConfig overlap_test_config() {
   LongNetLMConfig c = gpu_config(DType::bf16);
   c.d_model = 256;
   c.heads = 4;
@@ -377,13 +374,29 @@ TEST_F(MixedPrecisionCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOne
   c.ffn_dim = 1024;
   c.segment_lengths = {256, 512, 2048};
   c.dilation_rates = {1, 2, 4};
-  const FixedBatches data({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), Tensor()});
+  return c;
+}
+
+TrainingConfig overlap_test_training() {
   TrainingConfig t;
   t.steps = 3;
   t.gradient_accumulation = 2;
   t.warmup_steps = 1;
   t.grad_clip = 0.05;
   t.seed = 4;
+  return t;
+}
+
+// The layers' parameter gradients on the gradient stream (GradientStream) give the bits of
+// one stream: deterministic mode, bf16, dropout, gradient accumulation, steps queued ahead,
+// and a model large enough that the side stream's GEMMs still run when the current stream
+// has moved on (a tensor freed too early, or a gradient read before it is written, would
+// change the bits).
+TEST_F(MixedPrecisionCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOneStream) {
+  const Device gpu = Device::cuda(0);
+  LongNetLMConfig c = overlap_test_config();
+  const FixedBatches data({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), Tensor()});
+  const TrainingConfig t = overlap_test_training();
   const bool was_enabled = gradient_stream_enabled();
   std::vector<StepResult> results[2];
   std::vector<std::vector<float>> values[2];
@@ -413,21 +426,9 @@ TEST_F(MixedPrecisionCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOne
 // ahead and tied embeddings (the head's GEMM stores into the table, the embedding adds).
 TEST_F(MixedPrecisionCuda, NormInBackwardAndDeferredZeroHaveTheBitsOfTheStepWithout) {
   const Device gpu = Device::cuda(0);
-  LongNetLMConfig c = gpu_config(DType::bf16);
-  c.d_model = 256;
-  c.heads = 4;
-  c.kv_heads = 4;
-  c.layers = 3;
-  c.ffn_dim = 1024;
-  c.segment_lengths = {256, 512, 2048};
-  c.dilation_rates = {1, 2, 4};
+  LongNetLMConfig c = overlap_test_config();
   const FixedBatches data({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), Tensor()});
-  TrainingConfig t;
-  t.steps = 3;
-  t.gradient_accumulation = 2;
-  t.warmup_steps = 1;
-  t.grad_clip = 0.05;
-  t.seed = 4;
+  const TrainingConfig t = overlap_test_training();
   const bool norm_was = nn::gradient_norm_in_backward(), zero_was = nn::deferred_gradient_zero_enabled();
   const auto run = [&](bool norm, bool deferred, std::vector<StepResult>& results,
                        std::vector<std::vector<float>>& values) {
