@@ -1,23 +1,17 @@
 // Parameter gradients on a second CUDA stream (gradient_stream.hpp).
 #include "longnet/core/gradient_stream.hpp"
 
-#include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
+
+#include "longnet/core/runtime_switch.hpp"
 
 namespace longnet {
 namespace {
 
-bool enabled_from_environment() {
-  const char* value = std::getenv("LONGNET_GRADIENT_STREAM");
-  return value == nullptr || std::strcmp(value, "0") != 0;
-}
-
-std::atomic<bool>& enabled_flag() {
-  static std::atomic<bool> flag{enabled_from_environment()};
-  return flag;
+RuntimeSwitch& gradient_stream_switch() {
+  static RuntimeSwitch on{"LONGNET_GRADIENT_STREAM", RuntimeSwitch::Unset::on};
+  return on;
 }
 
 // One side stream per device for the program's life (a stream per backward would cost its
@@ -35,8 +29,8 @@ thread_local std::map<int, GradientStream*> open_scopes;  // the active scope pe
 
 }  // namespace
 
-bool gradient_stream_enabled() { return enabled_flag().load(); }
-void set_gradient_stream(bool enabled) { enabled_flag().store(enabled); }
+bool gradient_stream_enabled() { return gradient_stream_switch().enabled(); }
+void set_gradient_stream(bool enabled) { gradient_stream_switch().set(enabled); }
 
 GradientStream::GradientStream(Device device) : device_(device) {
   if (!device.is_cuda() || !gradient_stream_enabled()) return;  // (a CUDA device means a CUDA build)

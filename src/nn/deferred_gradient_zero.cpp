@@ -2,23 +2,16 @@
 #include "longnet/nn/deferred_gradient_zero.hpp"
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <cstring>
 
 #include "longnet/core/error.hpp"
+#include "longnet/core/runtime_switch.hpp"
 
 namespace longnet::nn {
 namespace {
 
-bool enabled_from_environment() {
-  const char* value = std::getenv("LONGNET_DEFERRED_ZERO");
-  return value != nullptr && std::strcmp(value, "1") == 0;
-}
-
-std::atomic<bool>& enabled_flag() {
-  static std::atomic<bool> flag{enabled_from_environment()};
-  return flag;
+RuntimeSwitch& deferred_zero_switch() {
+  static RuntimeSwitch on{"LONGNET_DEFERRED_ZERO", RuntimeSwitch::Unset::off};
+  return on;
 }
 
 thread_local DeferredGradientZero* open_scope = nullptr;
@@ -27,27 +20,32 @@ std::uintptr_t begin_of(const Tensor& t) { return reinterpret_cast<std::uintptr_
 
 }  // namespace
 
-bool deferred_gradient_zero_enabled() { return enabled_flag().load(); }
-void set_deferred_gradient_zero(bool enabled) { enabled_flag().store(enabled); }
+bool deferred_gradient_zero_enabled() { return deferred_zero_switch().enabled(); }
+void set_deferred_gradient_zero(bool enabled) { deferred_zero_switch().set(enabled); }
 
 DeferredGradientZero::DeferredGradientZero(const std::vector<ParameterPtr>& parameters) {
   require(open_scope == nullptr, "DeferredGradientZero: another scope is open on this thread");
   std::vector<Tensor> now;
+  std::vector<Deferred> matrices;
   for (const ParameterPtr& p : parameters) {
     const Tensor& g = p->grad;
     if (!g.defined() || g.numel() == 0) continue;
-    const bool deferrable = g.dim() == 2 && g.is_contiguous();
-    const std::uintptr_t begin = begin_of(g), end = begin + static_cast<std::uintptr_t>(g.nbytes());
-    // A parameter listed twice, or overlapping another (a view), is filled now.
-    const bool overlaps = std::any_of(deferred_.begin(), deferred_.end(),
-                                      [&](const Deferred& d) { return d.begin < end && begin < d.end; });
-    if (deferrable && !overlaps) {
-      deferred_.push_back({begin, end, g});
+    if (g.dim() == 2 && g.is_contiguous()) {
+      const std::uintptr_t begin = begin_of(g);
+      matrices.push_back({begin, begin + static_cast<std::uintptr_t>(g.nbytes()), g});
     } else {
       now.push_back(g);
     }
   }
-  std::sort(deferred_.begin(), deferred_.end(), [](const Deferred& a, const Deferred& b) { return a.begin < b.begin; });
+  // Sorted by address; one overlapping the one before (listed twice, or a view) is filled now.
+  std::sort(matrices.begin(), matrices.end(), [](const Deferred& a, const Deferred& b) { return a.begin < b.begin; });
+  for (Deferred& d : matrices) {
+    if (!deferred_.empty() && d.begin < deferred_.back().end) {
+      now.push_back(d.grad);
+    } else {
+      deferred_.push_back(std::move(d));
+    }
+  }
   zero_tensors(now);
   open_scope = this;
   open_ = true;
@@ -68,7 +66,9 @@ bool DeferredGradientZero::take(const Tensor& grad) {
   if (!grad.defined() || grad.numel() == 0) return false;
   const std::uintptr_t begin = begin_of(grad), end = begin + static_cast<std::uintptr_t>(grad.nbytes());
   // The deferred entries that tile [begin, end) exactly, back to back.
-  auto first = std::find_if(deferred_.begin(), deferred_.end(), [&](const Deferred& d) { return d.begin == begin; });
+  auto first = std::lower_bound(deferred_.begin(), deferred_.end(), begin,
+                                [](const Deferred& d, std::uintptr_t at) { return d.begin < at; });
+  if (first != deferred_.end() && first->begin != begin) first = deferred_.end();
   auto last = first;
   std::uintptr_t covered = begin;
   while (last != deferred_.end() && last->begin == covered && last->end <= end) covered = (last++)->end;

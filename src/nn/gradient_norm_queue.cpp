@@ -2,13 +2,11 @@
 // (gradient_norm_queue.hpp).
 #include "longnet/nn/gradient_norm_queue.hpp"
 
-#include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <utility>
 
 #include "longnet/core/error.hpp"
 #include "longnet/core/gradient_stream.hpp"
+#include "longnet/core/runtime_switch.hpp"
 #include "longnet/kernels/gradient_norm.hpp"
 #include "longnet/nn/deferred_gradient_zero.hpp"
 #include "longnet/nn/functional.hpp"
@@ -16,22 +14,17 @@
 namespace longnet::nn {
 namespace {
 
-bool enabled_from_environment() {
-  const char* value = std::getenv("LONGNET_NORM_IN_BACKWARD");
-  return value != nullptr && std::strcmp(value, "1") == 0;
-}
-
-std::atomic<bool>& enabled_flag() {
-  static std::atomic<bool> flag{enabled_from_environment()};
-  return flag;
+RuntimeSwitch& norm_in_backward_switch() {
+  static RuntimeSwitch on{"LONGNET_NORM_IN_BACKWARD", RuntimeSwitch::Unset::off};
+  return on;
 }
 
 thread_local GradientNormQueue* open_queue = nullptr;
 
 }  // namespace
 
-bool gradient_norm_in_backward() { return enabled_flag().load(); }
-void set_gradient_norm_in_backward(bool enabled) { enabled_flag().store(enabled); }
+bool gradient_norm_in_backward() { return norm_in_backward_switch().enabled(); }
+void set_gradient_norm_in_backward(bool enabled) { norm_in_backward_switch().set(enabled); }
 
 GradientNormQueue::GradientNormQueue(std::vector<ParameterPtr> parameters)
     : parameters_(std::move(parameters)), queued_(parameters_.size(), false) {
@@ -40,9 +33,9 @@ GradientNormQueue::GradientNormQueue(std::vector<ParameterPtr> parameters)
   const Tensor& first = parameters_.front()->grad;
   for (std::size_t i = 0; i < parameters_.size(); ++i) {
     const Tensor& g = parameters_[i]->grad;
-    require(g.defined() && g.dtype() == first.dtype() && g.device() == first.device(), "GradientNormQueue: parameter ",
-            parameters_[i]->name, "'s gradient must be defined, of dtype ", dtype_name(first.dtype()), " on ",
-            to_string(first.device()));
+    require(g.defined() && g.is_contiguous() && g.dtype() == first.dtype() && g.device() == first.device(),
+            "GradientNormQueue: parameter ", parameters_[i]->name, "'s gradient must be a contiguous ",
+            dtype_name(first.dtype()), " tensor on ", to_string(first.device()));
     index_.emplace(parameters_[i].get(), i);
   }
   if (first.device().is_cuda()) {
@@ -67,7 +60,7 @@ void GradientNormQueue::layer_done(const Module& module) {
   std::vector<std::size_t> ready;
   for (const ParameterPtr& p : module.parameters()) {
     const auto found = index_.find(p.get());
-    if (found == index_.end() || queued_[found->second] || !p->grad.is_contiguous()) continue;
+    if (found == index_.end() || queued_[found->second]) continue;
     if (deferred != nullptr && deferred->deferred(p->grad)) continue;
     queued_[found->second] = true;
     ready.push_back(found->second);
@@ -111,22 +104,10 @@ Tensor GradientNormQueue::finish() {
     for (const ParameterPtr& p : parameters_) gradients.push_back(p->grad);
     return queue_sum_of_squares(gradients);
   }
-  // The rest on the current stream (after the backward's scope joined its side stream);
-  // a non-contiguous gradient through a contiguous copy.
+  // The rest on the current stream (after the backward's scope joined its side stream).
   std::vector<std::size_t> rest;
   for (std::size_t i = 0; i < parameters_.size(); ++i) {
-    if (queued_[i]) continue;
-    const Tensor& g = parameters_[i]->grad;
-    if (g.is_contiguous()) {
-      rest.push_back(i);
-      continue;
-    }
-    const Tensor copy = g.contiguous();  // freed on this stream, behind the launch that reads it
-    const void* data = copy.data();
-    const std::int64_t count = copy.numel();
-    kernels::sum_of_squares_partials_cuda(
-        &data, &count, 1, g.dtype(),
-        partials_.data<double>() + static_cast<std::int64_t>(i) * kernels::kSumOfSquaresPartialsPerTensor);
+    if (!queued_[i]) rest.push_back(i);
   }
   queue_partials(rest);
   Tensor total = Tensor::empty({1}, DType::f64, partials_.device());

@@ -1,13 +1,11 @@
 // nn::MultiheadDilatedAttention (multihead_dilated_attention.hpp).
 #include "longnet/nn/multihead_dilated_attention.hpp"
 
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <string_view>
 #include <tuple>
 
 #include "longnet/core/gradient_stream.hpp"
+#include "longnet/core/runtime_switch.hpp"
 #include "longnet/kernels/dilated_decode.hpp"
 #include "longnet/nn/functional.hpp"
 
@@ -74,18 +72,15 @@ double resolved_scale(const MultiheadDilatedAttentionConfig& c) {
   return c.attention.scale.value_or(1.0 / std::sqrt(static_cast<double>(c.head_dim())));
 }
 
-std::atomic<bool>& fused_projection_flag() {
-  static std::atomic<bool> flag{[] {
-    const char* value = std::getenv("LONGNET_FUSED_PROJECTION");
-    return value != nullptr && std::string_view(value) == "1";
-  }()};
-  return flag;
+RuntimeSwitch& fused_projection_switch() {
+  static RuntimeSwitch on{"LONGNET_FUSED_PROJECTION", RuntimeSwitch::Unset::off};
+  return on;
 }
 
 }  // namespace
 
-bool fused_projection_enabled() { return fused_projection_flag().load(); }
-void set_fused_projection(bool enabled) { fused_projection_flag().store(enabled); }
+bool fused_projection_enabled() { return fused_projection_switch().enabled(); }
+void set_fused_projection(bool enabled) { fused_projection_switch().set(enabled); }
 
 MultiheadDilatedAttention::MultiheadDilatedAttention(const std::string& name,
                                                      const MultiheadDilatedAttentionConfig& config,
