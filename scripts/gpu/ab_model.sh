@@ -17,7 +17,9 @@ last=${variants[${#variants[@]} - 1]}
 IFS=: read -r label bundle environment <<<"$last"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   for program in test_nn test_model; do
-    env ${environment//,/ } LONGNET_BUNDLE="$bundle" "$here/run.sh" exec "$program" --gtest_filter='*Cuda*' > "$out/tests_${program#test_}.txt" 2>&1
+    # A hang in new code must not take the whole call: the comparison still runs after it.
+    env ${environment//,/ } LONGNET_BUNDLE="$bundle" timeout "${TEST_TIMEOUT:-300}" "$here/run.sh" exec "$program" --gtest_filter='*Cuda*' > "$out/tests_${program#test_}.txt" 2>&1 ||
+      echo "$label $program: exit status $? (124: stopped after ${TEST_TIMEOUT:-300} s)"
     echo "$label $program: $(grep -E '^\[  (PASSED|FAILED)' "$out/tests_${program#test_}.txt" | tr '\n' ' ')"
     grep -B2 -A6 "Failure" "$out/tests_${program#test_}.txt" | head -40
   done
