@@ -83,8 +83,11 @@ void LongNet::backward_logits(const Tensor& dlogits) {
   const auto decoder_backward = [&](nn::DecoderLayer& layer, const Tensor& dy, const nn::LayerGradientSums& sums) {
     return layer.backward(dy, &dmemory, sums);
   };
-  const Tensor dx =
-      nn::stack_backward(decoder_layer_norm_, decoder_layers_, lm_head_.backward(dlogits), decoder_backward);
+  // The head's backward outside any gradient-stream scope (stack_backward opens its own):
+  // with tied embeddings its weight gradient is the embedding table's, which the
+  // embeddings' backwards add to on this stream.
+  const Tensor dhidden = lm_head_.backward(dlogits);
+  const Tensor dx = nn::stack_backward(decoder_layer_norm_, decoder_layers_, dhidden, decoder_backward);
   decoder_embed_.backward(decoder_dropout_.backward(dx));
   const auto encoder_backward = [](nn::EncoderLayer& layer, const Tensor& dy, const nn::LayerGradientSums& sums) {
     return layer.backward(dy, sums);

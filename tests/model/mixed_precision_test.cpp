@@ -31,6 +31,7 @@
 #include "longnet/model/checkpoint.hpp"
 #include "longnet/model/flops.hpp"
 #include "longnet/model/generation.hpp"
+#include "longnet/model/longnet.hpp"
 #include "longnet/model/longnet_lm.hpp"
 #include "longnet/model/trainer.hpp"
 #include "longnet/nn/deferred_gradient_zero.hpp"
@@ -290,6 +291,12 @@ TEST_F(MixedPrecisionCuda, FusedRotaryProjectionFollowsTheUnfusedPath) {
     };
     const auto [unfused_loss, unfused_grads] = run(false);
     const auto [fused_loss, fused_grads] = run(true);
+    // q and k rounded once, not twice: somewhere the bits differ, or the fused path did not run.
+    bool any_difference = fused_loss != unfused_loss;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      any_difference = any_difference || fused_grads[i].to_vector<double>() != unfused_grads[i].to_vector<double>();
+    }
+    EXPECT_TRUE(any_difference) << "the fused projection did not run";
     EXPECT_NEAR(fused_loss, unfused_loss, 2e-3 * unfused_loss);
     EXPECT_LE(relative_error(fused_grads, unfused_grads), 0.02);
     const double floor = 0.1 * rms(unfused_grads);
@@ -422,30 +429,54 @@ TEST_F(MixedPrecisionCuda, ParameterGradientsOnTheGradientStreamHaveTheBitsOfOne
 // step without them: each layer's partial sums on the gradient stream behind that layer's
 // weight gradients (a sum taken before a gradient is final, or of a freed buffer, would
 // change the bits), the dW GEMMs storing in the first micro-step (the same cuBLASLt
-// algorithm as accumulating into zeros), with gradient accumulation, clipping, steps queued
-// ahead and tied embeddings (the head's GEMM stores into the table, the embedding adds).
+// algorithm as accumulating into zeros), clipping, steps queued ahead, tied embeddings (the
+// head's GEMM stores into the table, the embedding adds) and untied. With gradient
+// accumulation and dropout (the fill deferred in the first micro-step, the norm queued in
+// the second), and as `longnet bench train` runs: one micro-step, both in it, no dropout
+// (so the next LayerNorm sums each layer's output bias on the gradient stream); and the
+// encoder-decoder model (cross-attention, one table for two embeddings).
 TEST_F(MixedPrecisionCuda, NormInBackwardAndDeferredZeroHaveTheBitsOfTheStepWithout) {
   const Device gpu = Device::cuda(0);
-  LongNetLMConfig c = overlap_test_config();
-  const FixedBatches data({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), Tensor()});
-  const TrainingConfig t = overlap_test_training();
+  const Tensor source = random_tokens(2, 2048, 40, 3);
+  const FixedBatches lm_data({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), Tensor()});
+  const FixedBatches source_data({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), source});
   const bool norm_was = nn::gradient_norm_in_backward(), zero_was = nn::deferred_gradient_zero_enabled();
-  const auto run = [&](bool norm, bool deferred, std::vector<StepResult>& results,
-                       std::vector<std::vector<float>>& values) {
-    nn::set_gradient_norm_in_backward(norm);
-    nn::set_deferred_gradient_zero(deferred);
-    LongNetLM model(c, gpu, 3);
-    Trainer trainer(model, data, t);
-    for (std::int64_t step = 0; step < t.steps; ++step) results.push_back(trainer.step(true));
-    for (const nn::ParameterPtr& p : model.parameters()) values.push_back(p->value.to_vector<float>());
+  struct Case {
+    bool encoder_decoder, tied;
+    std::int64_t accumulation;
+    double dropout;
   };
-  for (bool tied : {false, true}) {
-    c.tie_embeddings = tied;
+  for (const Case& k : {Case{false, false, 2, 0.1}, Case{false, true, 2, 0.1}, Case{false, false, 1, 0.0},
+                        Case{false, true, 1, 0.0}, Case{true, false, 1, 0.0}, Case{true, true, 2, 0.1}}) {
+    LongNetConfig c;
+    static_cast<LongNetLMConfig&>(c) = overlap_test_config();
+    c.layers = k.encoder_decoder ? 2 : c.layers;
+    c.encoder_layers = 1;
+    c.tie_embeddings = k.tied;
+    c.dropout = k.dropout;
+    TrainingConfig t = overlap_test_training();
+    t.gradient_accumulation = k.accumulation;
+    const auto run = [&](bool norm, bool deferred, std::vector<StepResult>& results,
+                         std::vector<std::vector<float>>& values) {
+      nn::set_gradient_norm_in_backward(norm);
+      nn::set_deferred_gradient_zero(deferred);
+      std::unique_ptr<LanguageModel> model;
+      if (k.encoder_decoder) {
+        model = std::make_unique<LongNet>(c, gpu, 3);
+      } else {
+        model = std::make_unique<LongNetLM>(c, gpu, 3);
+      }
+      Trainer trainer(*model, k.encoder_decoder ? source_data : lm_data, t);
+      for (std::int64_t step = 0; step < t.steps; ++step) results.push_back(trainer.step(true));
+      for (const nn::ParameterPtr& p : model->parameters()) values.push_back(p->value.to_vector<float>());
+    };
     std::vector<StepResult> base_results;
     std::vector<std::vector<float>> base_values;
     run(false, false, base_results, base_values);
     for (const auto& [norm, deferred] : {std::pair{true, false}, {false, true}, {true, true}}) {
-      SCOPED_TRACE(str("tied ", tied, ", norm in backward ", norm, ", deferred zero ", deferred));
+      SCOPED_TRACE(str(k.encoder_decoder ? "encoder-decoder" : "decoder-only", ", tied ", k.tied, ", accumulation ",
+                       k.accumulation, ", dropout ", k.dropout, ", norm in backward ", norm, ", deferred zero ",
+                       deferred));
       std::vector<StepResult> results;
       std::vector<std::vector<float>> values;
       run(norm, deferred, results, values);
@@ -462,7 +493,7 @@ TEST_F(MixedPrecisionCuda, NormInBackwardAndDeferredZeroHaveTheBitsOfTheStepWith
   nn::set_deferred_gradient_zero(zero_was);
   // Taken apart: a queue open over the backward alone (the layers' partials queued during it)
   // sums to the norm taken after it.
-  LongNetLM model(c, gpu, 3);
+  LongNetLM model(overlap_test_config(), gpu, 3);
   model.forward_loss({random_tokens(2, 2048, 40, 1), random_tokens(2, 2048, 40, 2), Tensor()}, {});
   double queued_sum = 0;
   {

@@ -418,48 +418,52 @@ class SourceBatches final : public BatchSource {
 // weight-gradient GEMMs store in a step's first micro-step and add in the next, with tied
 // embeddings (the head's GEMM stores into the table, the embedding's backward adds) and
 // without (the embedding fills its table first), for the decoder-only model and the
-// encoder-decoder (one table for encoder, decoder and head).
+// encoder-decoder (one table for encoder, decoder and head); with one micro-step a step
+// too, where the fill is deferred and the norm queued in the same backward.
 TEST(Training, DeferredGradientZeroHasTheBitsOfTheFill) {
   TrainingConfig config;
   config.steps = 3;
   config.warmup_steps = 1;
-  config.gradient_accumulation = 2;
   config.grad_clip = 0.05;
   const bool zero_was = nn::deferred_gradient_zero_enabled(), norm_was = nn::gradient_norm_in_backward();
-  for (bool encoder_decoder : {false, true}) {
-    for (bool tied : {false, true}) {
-      SCOPED_TRACE(str("encoder-decoder ", encoder_decoder, ", tied ", tied));
-      LongNetConfig c;
-      static_cast<LongNetLMConfig&>(c) = small_f32_config();
-      c.tie_embeddings = tied;
-      c.encoder_layers = 1;
-      const StepBatches lm_data;
-      const SourceBatches source_data;
-      const BatchSource& data = encoder_decoder ? static_cast<const BatchSource&>(source_data) : lm_data;
-      std::vector<StepResult> results[2];
-      std::vector<Tensor> state[2];
-      for (int deferred = 0; deferred < 2; ++deferred) {
-        nn::set_deferred_gradient_zero(deferred == 1);
-        nn::set_gradient_norm_in_backward(deferred == 1);
-        std::unique_ptr<LanguageModel> model;
-        if (encoder_decoder) {
-          model = std::make_unique<LongNet>(c, Device::cpu(), 1);
-        } else {
-          model = std::make_unique<LongNetLM>(c, Device::cpu(), 1);
-        }
-        Trainer trainer(*model, data, config);
-        for (std::int64_t step = 0; step < config.steps; ++step) results[deferred].push_back(trainer.step(true));
-        state[deferred] = parameters_and_state(*model, trainer);
+  for (const auto& [encoder_decoder, tied, accumulation] : {std::tuple{false, false, 2},
+                                                            {false, true, 2},
+                                                            {true, false, 2},
+                                                            {true, true, 2},
+                                                            {false, false, 1},
+                                                            {true, true, 1}}) {
+    config.gradient_accumulation = accumulation;
+    SCOPED_TRACE(str("encoder-decoder ", encoder_decoder, ", tied ", tied, ", accumulation ", accumulation));
+    LongNetConfig c;
+    static_cast<LongNetLMConfig&>(c) = small_f32_config();
+    c.tie_embeddings = tied;
+    c.encoder_layers = 1;
+    const StepBatches lm_data;
+    const SourceBatches source_data;
+    const BatchSource& data = encoder_decoder ? static_cast<const BatchSource&>(source_data) : lm_data;
+    std::vector<StepResult> results[2];
+    std::vector<Tensor> state[2];
+    for (int deferred = 0; deferred < 2; ++deferred) {
+      nn::set_deferred_gradient_zero(deferred == 1);
+      nn::set_gradient_norm_in_backward(deferred == 1);
+      std::unique_ptr<LanguageModel> model;
+      if (encoder_decoder) {
+        model = std::make_unique<LongNet>(c, Device::cpu(), 1);
+      } else {
+        model = std::make_unique<LongNetLM>(c, Device::cpu(), 1);
       }
-      nn::set_deferred_gradient_zero(zero_was);
-      nn::set_gradient_norm_in_backward(norm_was);
-      for (std::int64_t step = 0; step < config.steps; ++step) {
-        EXPECT_GT(results[0][step].grad_norm, 0.0);
-        EXPECT_EQ(results[1][step].loss, results[0][step].loss) << "step " << step;
-        EXPECT_EQ(results[1][step].grad_norm, results[0][step].grad_norm) << "step " << step;
-      }
-      expect_same_bits(state[1], state[0]);
+      Trainer trainer(*model, data, config);
+      for (std::int64_t step = 0; step < config.steps; ++step) results[deferred].push_back(trainer.step(true));
+      state[deferred] = parameters_and_state(*model, trainer);
     }
+    nn::set_deferred_gradient_zero(zero_was);
+    nn::set_gradient_norm_in_backward(norm_was);
+    for (std::int64_t step = 0; step < config.steps; ++step) {
+      EXPECT_GT(results[0][step].grad_norm, 0.0);
+      EXPECT_EQ(results[1][step].loss, results[0][step].loss) << "step " << step;
+      EXPECT_EQ(results[1][step].grad_norm, results[0][step].grad_norm) << "step " << step;
+    }
+    expect_same_bits(state[1], state[0]);
   }
 }
 

@@ -41,8 +41,8 @@ struct ProjectionRotaryParams {
 };
 
 // Whether projection_rotary_cuda takes p: bf16, a Hopper GPU with the sm_90a kernels
-// built, 16-byte aligned rows (x, W, y), head_dim even and dividing both column counts,
-// out_features a multiple of 8.
+// built, 16-byte aligned rows (x, W, y), heads of 64 columns (head_dim 64) dividing both
+// column counts, rows a whole number of sequences, out_features a multiple of 8.
 bool projection_rotary_supported(const ProjectionRotaryParams& p);
 
 // Runs the fused projection on the current stream; p must be supported (throws

@@ -13,6 +13,8 @@
 //    the scope (an unused layer's gradient is zero, as after zero_grad()).
 // The other gradients (vectors: biases, norms) are zero-filled at open, in one launch.
 // Same bits as zero_grad() then the backward (x + 0 = x; a stored -0 reads as +0).
+// A backward that throws after take() and before its GEMM is queued leaves that gradient's
+// old values: the step has failed, and the next step's scope defers the gradient again.
 //
 // Open it for the first backward after the gradients were last read (the Trainer: a step's
 // first micro-step), on the thread that queues that backward.

@@ -9,6 +9,7 @@
 #include "longnet/kernels/projection_rotary.hpp"
 
 namespace longnet::kernels {
+#ifdef LONGNET_HAVE_SM90A  // without the kernel nothing asks (and an unused function fails -Werror)
 namespace {
 
 // The first rule p breaks, or null.
@@ -37,6 +38,7 @@ const char* unsupported(const ProjectionRotaryParams& p) {
 }
 
 }  // namespace
+#endif
 
 bool projection_rotary_supported(const ProjectionRotaryParams& p) {
 #ifdef LONGNET_HAVE_SM90A

@@ -368,7 +368,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // SharedStorage::step for `map` on the device, made once per map (in double on the host) and
 // kept for the process: a few maps, 8 KB each.
-const float4* step_table(const RotaryParams& map) {
+const float4* step_table(const RotaryParams& map, cudaStream_t stream) {
   using Key = std::tuple<int, double, double, std::int64_t>;
   static std::mutex mutex;
   static std::map<std::pair<int, Key>, float4*> tables;
@@ -395,7 +395,11 @@ const float4* step_table(const RotaryParams& map) {
     }
     void* memory = nullptr;
     LONGNET_CHECK(cudaMalloc(&memory, host.size() * sizeof(float4)));
-    LONGNET_CHECK(cudaMemcpy(memory, host.data(), host.size() * sizeof(float4), cudaMemcpyHostToDevice));
+    // A pageable cudaMemcpy may return before its DMA lands, and the kernel can run on a
+    // non-blocking stream that would not wait for it; so the copy goes on the launch's stream
+    // and is waited for, once per table, so that later launches on any stream find it there.
+    LONGNET_CHECK(cudaMemcpyAsync(memory, host.data(), host.size() * sizeof(float4), cudaMemcpyHostToDevice, stream));
+    LONGNET_CHECK(cudaStreamSynchronize(stream));
     table = static_cast<float4*>(memory);
   }
   return table;
@@ -438,11 +442,9 @@ template <int kCluster>
 void launch(const CUtensorMap& x_map, const CUtensorMap& w_map, const CUtensorMap& y_map, const KernelParams& k,
             int max_ctas, cudaStream_t stream) {
   constexpr std::size_t shared_bytes = sizeof(SharedStorage) + 1024;  // + the alignment's slack
-  static std::once_flag configured;
-  std::call_once(configured, [] {
-    LONGNET_CHECK(cudaFuncSetAttribute(projection_rotary_kernel<kCluster>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(shared_bytes)));
-  });
+  // Every launch, as the other sm90 kernels: the attribute belongs to the current device.
+  LONGNET_CHECK(cudaFuncSetAttribute(projection_rotary_kernel<kCluster>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(shared_bytes)));
   cudaLaunchConfig_t config{};
   config.blockDim = dim3(kThreads);
   config.dynamicSmemBytes = shared_bytes;
@@ -452,12 +454,23 @@ void launch(const CUtensorMap& x_map, const CUtensorMap& w_map, const CUtensorMa
   attribute.val.clusterDim.x = kCluster, attribute.val.clusterDim.y = 1, attribute.val.clusterDim.z = 1;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  static int resident = 0;
-  static std::once_flag counted;
-  std::call_once(counted, [&] {
-    config.gridDim = dim3(static_cast<unsigned>(max_ctas / kCluster * kCluster));
-    LONGNET_CHECK(cudaOccupancyMaxActiveClusters(&resident, projection_rotary_kernel<kCluster>, &config));
-  });
+  // Resident clusters, counted once per device.
+  static std::mutex mutex;
+  static std::map<int, int> resident_on;
+  int device = 0;
+  LONGNET_CHECK(cudaGetDevice(&device));
+  int resident = 0;
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto found = resident_on.find(device);
+    if (found != resident_on.end()) {
+      resident = found->second;
+    } else {
+      config.gridDim = dim3(static_cast<unsigned>(max_ctas / kCluster * kCluster));
+      LONGNET_CHECK(cudaOccupancyMaxActiveClusters(&resident, projection_rotary_kernel<kCluster>, &config));
+      resident_on.emplace(device, resident);
+    }
+  }
   const int clusters = std::max(1, std::min(k.tiles, resident));
   config.gridDim = dim3(static_cast<unsigned>(clusters * kCluster));
   LONGNET_CHECK(cudaLaunchKernelEx(&config, projection_rotary_kernel<kCluster>, x_map, w_map, y_map, k));
@@ -499,7 +512,7 @@ void launch_projection_rotary_sm90(const ProjectionRotaryParams& p, cudaStream_t
   require(p.rows + 2 * kBlockM < (std::int64_t{1} << 31), "projection_rotary_cuda: rows = ", p.rows,
           " exceeds the kernel's 32-bit row indices");
   k.seq_len = static_cast<int>(std::max<std::int64_t>(1, p.query_map.seq_len));
-  k.steps = k.rotate ? step_table(p.query_map) : nullptr;
+  k.steps = k.rotate ? step_table(p.query_map, stream) : nullptr;
   k.stagger = std::min(stagger, k.k_blocks);  // an arrival for the wait: none without k-blocks
   if (k.tiles == 0) return;
   const CUtensorMap x_map = rows_map(p.x, p.rows, p.in_features, p.x_row_stride, kBlockM);
