@@ -27,7 +27,7 @@ bool gradient_norm_in_backward() { return norm_in_backward_switch().enabled(); }
 void set_gradient_norm_in_backward(bool enabled) { norm_in_backward_switch().set(enabled); }
 
 GradientNormQueue::GradientNormQueue(std::vector<ParameterPtr> parameters)
-    : parameters_(std::move(parameters)), queued_(parameters_.size(), false) {
+    : parameters_(std::move(parameters)), state_(parameters_.size(), State::waiting) {
   require(!parameters_.empty(), "GradientNormQueue: no parameters (the result's device would be unknown)");
   require(open_queue == nullptr, "GradientNormQueue: another queue is open on this thread");
   const Tensor& first = parameters_.front()->grad;
@@ -60,9 +60,12 @@ void GradientNormQueue::layer_done(const Module& module) {
   std::vector<std::size_t> ready;
   for (const ParameterPtr& p : module.parameters()) {
     const auto found = index_.find(p.get());
-    if (found == index_.end() || queued_[found->second]) continue;
+    if (found == index_.end()) continue;
+    State& state = state_[found->second];
+    if (state == State::queued) state = State::shared;  // its first partials were early
+    if (state != State::waiting) continue;
     if (deferred != nullptr && deferred->deferred(p->grad)) continue;
-    queued_[found->second] = true;
+    state = State::queued;
     ready.push_back(found->second);
   }
   if (ready.empty()) return;
@@ -107,7 +110,7 @@ Tensor GradientNormQueue::finish() {
   // The rest on the current stream (after the backward's scope joined its side stream).
   std::vector<std::size_t> rest;
   for (std::size_t i = 0; i < parameters_.size(); ++i) {
-    if (!queued_[i]) rest.push_back(i);
+    if (state_[i] != State::queued) rest.push_back(i);
   }
   queue_partials(rest);
   Tensor total = Tensor::empty({1}, DType::f64, partials_.device());

@@ -23,6 +23,9 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "longnet/core/gradient_stream.hpp"
 #include "longnet/io/safetensors.hpp"
@@ -503,6 +506,43 @@ TEST_F(MixedPrecisionCuda, NormInBackwardAndDeferredZeroHaveTheBitsOfTheStepWith
   }
   EXPECT_GT(queued_sum, 0.0);
   EXPECT_EQ(queued_sum, gradient_sum_of_squares(model.parameters()).item());
+}
+
+// The modules handed to a GradientNormQueue in the queue's tests: a list of parameters.
+class ParameterList final : public nn::Module {
+ public:
+  explicit ParameterList(std::vector<nn::ParameterPtr> parameters) : parameters_(std::move(parameters)) {}
+  void collect_parameters(std::vector<nn::ParameterPtr>& out) const override {
+    for (const nn::ParameterPtr& p : parameters_) nn::append_unique(out, p);
+  }
+
+ private:
+  std::vector<nn::ParameterPtr> parameters_;
+};
+
+// A parameter handed to the queue by two modules (a weight shared between layers) is not
+// final when the first is done: the queue sums it again after the backward, so the norm is
+// the one of the final gradients, not of what the first module's partials saw.
+TEST_F(MixedPrecisionCuda, GradientNormQueueSumsASharedParameterAfterTheBackward) {
+  const Device gpu = Device::cuda(0);
+  nn::ParameterOptions options;
+  options.device = gpu;
+  const auto a = nn::make_parameter("a", Tensor::full({64, 32}, 1.0, DType::f64), options);
+  const auto shared = nn::make_parameter("shared", Tensor::full({32, 32}, 1.0, DType::f64), options);
+  const auto b = nn::make_parameter("b", Tensor::full({16}, 1.0, DType::f64), options);
+  const std::vector<nn::ParameterPtr> all{a, shared, b};
+  for (const nn::ParameterPtr& p : all) p->grad.fill(2.0);
+  const ParameterList first({a, shared}), second({shared, b});
+  double queued = 0;
+  {
+    nn::GradientNormQueue norms(all);
+    norms.layer_done(first);
+    shared->grad.fill(3.0);  // what the second module's backward adds
+    norms.layer_done(second);
+    queued = norms.finish().item();
+  }
+  EXPECT_EQ(queued, 64.0 * 32 * 4 + 32.0 * 32 * 9 + 16.0 * 4);
+  EXPECT_EQ(queued, gradient_sum_of_squares(all).item());
 }
 
 // A step on CUDA whose gradient norm is not finite is an error; the update, queued before

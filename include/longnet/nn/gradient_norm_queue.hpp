@@ -42,7 +42,9 @@ class GradientNormQueue {
 
   // `module`'s parameter gradients are final: their partial sums are queued (on the
   // GradientStream's side stream when one is active, else on the current stream). Each
-  // parameter is taken once; those not in the queue's list are ignored.
+  // parameter is taken once; those not in the queue's list are ignored. A parameter seen
+  // again in a later module is shared, so its gradient was not final at the first: finish()
+  // sums it again, after the backward.
   void layer_done(const Module& module);
   // The sum of squares (f64, one element, on the parameters' device), not waited for.
   // The queue closes; call once.
@@ -53,7 +55,10 @@ class GradientNormQueue {
 
   std::vector<ParameterPtr> parameters_;
   std::unordered_map<const Parameter*, std::size_t> index_;
-  std::vector<bool> queued_;
+  // Per parameter: waiting for finish(), queued by a layer_done, or seen in two modules
+  // (summed again by finish()).
+  enum class State : unsigned char { waiting, queued, shared };
+  std::vector<State> state_;
   Tensor partials_;  // CUDA: kSumOfSquaresPartialsPerTensor a parameter; undefined on the CPU
   bool open_ = false;
 };
