@@ -6,8 +6,9 @@
 # or "label:bundle:NAME=value,..." to run that bundle with those environment variables.
 #   scripts/gpu/ab_model.sh base:.device-base/bundle.tar.xz new:.device/bundle.tar.xz
 #   scripts/gpu/ab_model.sh on:.device/bundle.tar.xz off:.device/bundle.tar.xz:LONGNET_GRADIENT_STREAM=0
-# Logs in $OUT (tests_nn.txt, tests_model.txt); the tables on stdout (TRAIN_LINES: the last
-# lines of bench train's output kept, 13 by default: its whole table on CUDA).
+# Logs in $OUT (tests_nn.txt, tests_model.txt, each training run's JSON); the tables on
+# stdout (TRAIN_LINES: the last lines of bench train's output kept, 13 by default: its whole
+# table on CUDA), then each variant's step times and MFU over the rounds, with medians.
 set -uo pipefail
 here=$(dirname "$0")
 out=${OUT:-/tmp/out}
@@ -29,7 +30,23 @@ for round in $(seq "${ROUNDS:-2}"); do
     IFS=: read -r label bundle environment <<<"$v"
     echo "== round $round: $label ($bundle${environment:+ with $environment})"
     [ "${SKIP_KERNELS:-0}" = 1 ] || env ${environment//,/ } LONGNET_BUNDLE="$bundle" timeout 120 "$here/run.sh" exec cuda_model_kernels_sweep
-    [ "${SKIP_TRAIN:-0}" = 1 ] || env ${environment//,/ } LONGNET_BUNDLE="$bundle" timeout 150 "$here/run.sh" exec longnet bench train ${TRAIN_ARGS:-} 2>&1 |
-      grep -vi "^\s*$" | tail -n "${TRAIN_LINES:-13}"
+    [ "${SKIP_TRAIN:-0}" = 1 ] || env ${environment//,/ } LONGNET_BUNDLE="$bundle" timeout 150 "$here/run.sh" exec longnet bench train ${TRAIN_ARGS:-} \
+      --json "$out/train_${label}_round$round.json" 2>&1 | grep -vi "^\s*$" | tail -n "${TRAIN_LINES:-13}"
   done
 done
+# Each variant's rounds side by side, from the runs' JSON (train_LABEL_roundN.json).
+[ "${SKIP_TRAIN:-0}" = 1 ] || python3 - "$out" "${variants[@]}" <<'SUMMARY'
+import json, statistics, sys
+from pathlib import Path
+out, variants = Path(sys.argv[1]), [v.split(":")[0] for v in sys.argv[2:]]
+print("| variant | step ms (rounds) | median | MFU % (rounds) | median |\n|---|---|---:|---|---:|")
+for label in dict.fromkeys(variants):
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob(f"train_{label}_round*.json"))]
+    if not runs:
+        print(f"| {label} | (no run finished) | | | |")
+        continue
+    ms = [r["median_step_ms"] for r in runs]
+    mfu = [100 * r["mfu"] for r in runs]
+    print(f"| {label} | {' / '.join(f'{x:.2f}' for x in ms)} | {statistics.median(ms):.2f} | "
+          f"{' / '.join(f'{x:.1f}' for x in mfu)} | {statistics.median(mfu):.2f} |")
+SUMMARY
