@@ -14,7 +14,7 @@ X=${LONGNET_BUNDLE:-.device-X/bundle.tar.xz}
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
-SKIP_KERNELS=1 ROUNDS=${ROUNDS:-3} TRAIN_ARGS="--warmup 4 --steps 10" TRAIN_LINES=11 scripts/gpu/ab_model.sh \
+SKIP_KERNELS=1 ROUNDS=${ROUNDS:-3} TRAIN_ARGS="--warmup 4 --steps 10" scripts/gpu/ab_model.sh \
   off:"$X" fused:"$X":LONGNET_FUSED_PROJECTION=1 nz:"$X":LONGNET_NORM_IN_BACKWARD=1,LONGNET_DEFERRED_ZERO=1 \
   ranks:"$X":LONGNET_PENDING_GEMM_RANKS=1 \
   all:"$X":LONGNET_FUSED_PROJECTION=1,LONGNET_NORM_IN_BACKWARD=1,LONGNET_DEFERRED_ZERO=1,LONGNET_PENDING_GEMM_RANKS=1 \
